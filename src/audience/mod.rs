@@ -1,0 +1,1 @@
+//! Audience resolution: the tag-expression language and its evaluation.
