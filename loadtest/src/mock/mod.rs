@@ -1,0 +1,3 @@
+//! Mock push notification services (work in progress).
+
+pub mod cli;
