@@ -1,0 +1,159 @@
+//! Group commit: many writers share one flush.
+//!
+//! A writer applies its write to the store, takes a sequence number with [`GroupCommit::written`]
+//! and waits for [`GroupCommit::wait`] (or [`GroupCommit::wait_async`]). One flusher thread
+//! loops: it reads the highest sequence number handed out, flushes the store once, and
+//! publishes that number as durable, waking everyone at or below it. Writers that arrive
+//! during a flush are covered by the next one, so under load each fsync serves hundreds of
+//! writes and the write rate is bounded by the store's insert rate, not by fsync latency.
+//!
+//! Correctness: a number is handed out only after its write has returned from the store, so
+//! every write numbered `<= target` was in the store before the flush for `target` began.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::store::{Store, StoreError};
+
+struct State {
+    durable: u64,
+    failed: Option<String>,
+    shutdown: bool,
+}
+
+pub(crate) struct GroupCommit {
+    written: AtomicU64,
+    state: Mutex<State>,
+    /// Wakes the flusher when there is something to flush.
+    work: Condvar,
+    /// Wakes blocking writers when `durable` advances.
+    done: Condvar,
+    /// Wakes async writers when `durable` advances.
+    done_async: tokio::sync::watch::Sender<u64>,
+    /// Flushes performed (for benchmarks and tests).
+    flushes: AtomicU64,
+}
+
+impl GroupCommit {
+    /// Starts the flusher thread for `store`.
+    pub(crate) fn start(store: Arc<dyn Store>) -> Arc<GroupCommit> {
+        let gc = Arc::new(GroupCommit {
+            written: AtomicU64::new(0),
+            state: Mutex::new(State {
+                durable: 0,
+                failed: None,
+                shutdown: false,
+            }),
+            work: Condvar::new(),
+            done: Condvar::new(),
+            done_async: tokio::sync::watch::channel(0).0,
+            flushes: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&gc);
+        let spawned = thread::Builder::new()
+            .name("tagcast-commit".into())
+            .spawn(move || flusher(weak, store));
+        if let Err(e) = spawned {
+            gc.state.lock().failed = Some(format!("cannot start the commit thread: {e}"));
+        }
+        gc
+    }
+
+    /// Records that a write has been applied to the store; returns its sequence number.
+    pub(crate) fn written(&self) -> u64 {
+        let seq = self.written.fetch_add(1, Ordering::AcqRel) + 1;
+        // Taking the lock orders this notify after the flusher's check (no lost wake-up).
+        let _g = self.state.lock();
+        self.work.notify_one();
+        seq
+    }
+
+    /// Blocks until write `seq` is durable.
+    pub(crate) fn wait(&self, seq: u64) -> Result<(), StoreError> {
+        let mut st = self.state.lock();
+        loop {
+            if st.durable >= seq {
+                return Ok(());
+            }
+            if let Some(e) = &st.failed {
+                return Err(StoreError::Engine(format!("flush failed: {e}")));
+            }
+            if st.shutdown {
+                return Err(StoreError::Engine("registry closed before flush".into()));
+            }
+            self.done.wait(&mut st);
+        }
+    }
+
+    /// Waits until write `seq` is durable, without blocking a thread.
+    pub(crate) async fn wait_async(&self, seq: u64) -> Result<(), StoreError> {
+        let mut rx = self.done_async.subscribe();
+        loop {
+            if *rx.borrow_and_update() >= seq {
+                return Ok(());
+            }
+            {
+                let st = self.state.lock();
+                if st.durable >= seq {
+                    return Ok(());
+                }
+                if let Some(e) = &st.failed {
+                    return Err(StoreError::Engine(format!("flush failed: {e}")));
+                }
+                if st.shutdown {
+                    return Err(StoreError::Engine("registry closed before flush".into()));
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(StoreError::Engine("registry closed before flush".into()));
+            }
+        }
+    }
+
+    /// Flushes performed so far.
+    pub(crate) fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Stops the flusher after a final flush.
+    pub(crate) fn shutdown(&self) {
+        let mut st = self.state.lock();
+        st.shutdown = true;
+        self.work.notify_one();
+    }
+}
+
+fn flusher(gc: std::sync::Weak<GroupCommit>, store: Arc<dyn Store>) {
+    loop {
+        let Some(gc) = gc.upgrade() else { return };
+        let target = {
+            let mut st = gc.state.lock();
+            loop {
+                let w = gc.written.load(Ordering::Acquire);
+                if w > st.durable {
+                    break w;
+                }
+                if st.shutdown || st.failed.is_some() {
+                    // Nothing left to flush (or the store is broken): wake waiters and stop.
+                    gc.done.notify_all();
+                    return;
+                }
+                gc.work.wait(&mut st);
+            }
+        };
+        let result = store.flush();
+        gc.flushes.fetch_add(1, Ordering::Relaxed);
+        let mut st = gc.state.lock();
+        match result {
+            Ok(()) => {
+                st.durable = target;
+                gc.done_async.send_replace(target);
+            }
+            Err(e) => st.failed = Some(e.to_string()),
+        }
+        gc.done.notify_all();
+    }
+}

@@ -1,0 +1,1184 @@
+//! The registry: installations, their tag index, and crash-safe storage.
+//!
+//! ```text
+//!  upsert / patch / delete / prune          resolve(audience)
+//!        |                                        |
+//!        v                                        v
+//!  [handle stripe lock] -> partition write lock   partition read locks (in parallel)
+//!        |  store.put (sled)                      |  bitmap algebra per partition
+//!        |  memory index update                   v
+//!        v                                   Resolution: one bitmap per partition
+//!  group commit (one fsync for many writers)      |  batches(): ids + handles, a batch at a time
+//!        v                                        v
+//!  acknowledged = durable                     the dispatcher
+//! ```
+//!
+//! Installations are spread over partitions by the xxh3 hash of their id. Each partition is a
+//! [`partition::Partition`] behind its own `RwLock`: writers of different partitions never
+//! contend, and resolution reads partitions in parallel.
+//!
+//! Handle ownership: a push handle belongs to at most one installation per platform. Claims of
+//! a handle are serialised by a striped lock keyed by the handle; an installation that takes a
+//! handle another one holds marks the other `push_channel_expired`, and both records are written
+//! in one atomic store batch, so a crash can never leave two owners.
+//!
+//! Lock order: handle stripe, then partition locks in ascending partition order. No code path
+//! takes a stripe while holding a partition lock.
+
+pub(crate) mod commit;
+pub(crate) mod interner;
+pub(crate) mod model;
+pub(crate) mod partition;
+pub(crate) mod store;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use roaring::RoaringBitmap;
+
+use crate::audience::eval::Compiled;
+use crate::TagExpr;
+use commit::GroupCommit;
+use interner::Interner;
+use model::{check_template, InvalidInput, PushHandle, WebPushSubscription};
+pub use model::{InstallationId, Installation, PatchOp, Platform, Template, UserId};
+use partition::{hash_bytes, hash_handle, MemRecord, Partition, RecordParts, NO_EXPIRY};
+use store::{SledStore, Store, StoreError, StoredRecord, StoredTemplate};
+
+/// Registry settings.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// Number of partitions (1-4096). Fixed when the store is created; reopening with another
+    /// number is an error. Default 16: enough for parallel resolution on many cores while
+    /// keeping per-partition tag bitmaps few (each distinct tag costs a bitmap per partition).
+    pub partitions: u16,
+    /// Most tags one installation (and one template) may carry. Default 60, Notification Hubs'
+    /// limit (nh-rest-api.md §5).
+    pub max_tags_per_installation: usize,
+    /// Hosts WNS channel URIs may point at: exact names or `*.suffix` patterns.
+    /// Default `["*.notify.windows.com"]`.
+    pub wns_hosts: Vec<String>,
+    /// sled's page cache, in bytes. Default 64 MiB: the in-memory index serves every read, the
+    /// cache only helps writes and recovery.
+    pub cache_capacity: u64,
+    /// An unchanged re-registration (every app launch sends one) is acknowledged without any
+    /// write unless the stored last-update time is older than this. Default 1 hour.
+    pub touch_interval: Duration,
+    /// How often expired installations are reaped in the background. Default 60 s.
+    pub reap_interval: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            partitions: 16,
+            max_tags_per_installation: 60,
+            wns_hosts: vec!["*.notify.windows.com".into()],
+            cache_capacity: 64 << 20,
+            touch_interval: Duration::from_secs(3600),
+            reap_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Errors of registry operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The installation (or a part of it) is invalid.
+    #[error("invalid installation: {0}")]
+    Invalid(#[from] InvalidInput),
+    /// Too many tags.
+    #[error("installation {id:?} has {count} tags; at most {max} are allowed")]
+    TooManyTags {
+        /// The installation.
+        id: String,
+        /// Distinct tags given.
+        count: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// A WNS channel URI's host is not on the allowlist.
+    #[error("WNS channel host {host:?} is not allowed (allowed: {allowed})")]
+    WnsHost {
+        /// The host.
+        host: String,
+        /// The allowlist, comma-separated.
+        allowed: String,
+    },
+    /// A patch names an installation that does not exist.
+    #[error("installation {0:?} not found")]
+    NotFound(String),
+    /// A patch tries to change the platform.
+    #[error("installation {id:?} is {from}; a patch cannot change it to {to}")]
+    PlatformChange {
+        /// The installation.
+        id: String,
+        /// Current platform.
+        from: Platform,
+        /// Requested platform.
+        to: Platform,
+    },
+    /// Storage failed; the write may or may not have reached the disk and was not acknowledged.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// A new installation.
+    Created,
+    /// An existing installation changed.
+    Updated,
+    /// Same content as stored: nothing was written.
+    Unchanged,
+}
+
+/// Who receives a notification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Audience {
+    /// Every installation.
+    All,
+    /// Every installation of one platform.
+    Platform(Platform),
+    /// Installations matching a tag expression.
+    Expr(TagExpr),
+    /// One installation.
+    Installation(InstallationId),
+    /// Every installation of one user.
+    User(UserId),
+}
+
+impl From<TagExpr> for Audience {
+    fn from(e: TagExpr) -> Self {
+        Audience::Expr(e)
+    }
+}
+
+/// A device to deliver to, read from the registry at delivery time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The installation.
+    pub installation_id: InstallationId,
+    /// Its handle.
+    pub handle: PushHandle,
+    /// When it was last written (the 410-race guard compares against this).
+    pub last_update: SystemTime,
+}
+
+/// A request to prune a dead handle, from PNS feedback.
+#[derive(Clone, Debug)]
+pub struct PruneRequest {
+    /// The installation the notification went to.
+    pub installation_id: InstallationId,
+    /// The handle the PNS reported dead.
+    pub handle: PushHandle,
+    /// When the PNS says the handle became invalid (APNs 410 `timestamp`). An installation
+    /// written after this time is kept: the device re-registered since.
+    pub invalid_since: Option<SystemTime>,
+}
+
+/// What a prune batch did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Installations deleted.
+    pub pruned: usize,
+    /// Kept because they were written after the handle became invalid.
+    pub kept_updated: usize,
+    /// Kept because they no longer carry that handle (or no longer exist).
+    pub stale: usize,
+}
+
+/// Counters describing the registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryStats {
+    /// Installations stored.
+    pub installations: usize,
+    /// Installations that can receive notifications (channel not expired).
+    pub sendable: u64,
+    /// Partitions.
+    pub partitions: usize,
+    /// Distinct tags ever seen.
+    pub distinct_tags: usize,
+    /// Approximate heap bytes of the in-memory index.
+    pub index_heap_bytes: usize,
+    /// Store flushes so far (group commits).
+    pub flushes: u64,
+}
+
+struct Inner {
+    config: RegistryConfig,
+    partitions: Box<[RwLock<Partition>]>,
+    interner: Interner,
+    store: Arc<dyn Store>,
+    commit: Arc<GroupCommit>,
+    stripes: Box<[Mutex<()>]>,
+    closed: AtomicBool,
+    reaper: (Mutex<bool>, Condvar),
+}
+
+/// The installation registry. Cheap to clone; all clones share one registry.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+const HANDLE_STRIPES: usize = 1024;
+const META_PARTITIONS: &str = "partitions";
+const META_VERSION: &str = "layout";
+const LAYOUT_VERSION: &[u8] = b"tagcast-registry-1";
+
+fn now_ms() -> u64 {
+    to_ms(SystemTime::now())
+}
+
+fn to_ms(t: SystemTime) -> u64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis().min(u64::MAX as u128 - 1) as u64,
+        Err(_) => 0,
+    }
+}
+
+fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// A write ready to apply: both forms of the record.
+struct Prepared {
+    pid: u16,
+    key: Vec<u8>,
+    mem: MemRecord,
+    stored: StoredRecord,
+    templates: Option<partition::Templates>,
+}
+
+impl Registry {
+    /// Opens (or creates) the registry stored in directory `path` with default settings.
+    pub fn open(path: impl AsRef<Path>) -> Result<Registry, RegistryError> {
+        Registry::open_with(path, RegistryConfig::default())
+    }
+
+    /// Opens (or creates) the registry stored in `path`, rebuilding the in-memory index from
+    /// the store (partitions in parallel).
+    pub fn open_with(path: impl AsRef<Path>, config: RegistryConfig) -> Result<Registry, RegistryError> {
+        if config.partitions == 0 || config.partitions > 4096 {
+            return Err(StoreError::Layout(format!(
+                "partitions must be 1-4096, not {}",
+                config.partitions
+            ))
+            .into());
+        }
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(path.as_ref(), config.cache_capacity)?);
+        match (store.meta(META_VERSION)?, store.meta(META_PARTITIONS)?) {
+            (Some(v), Some(p)) => {
+                if v != LAYOUT_VERSION {
+                    return Err(StoreError::Layout(format!(
+                        "store layout {:?} is not {:?}",
+                        String::from_utf8_lossy(&v),
+                        String::from_utf8_lossy(LAYOUT_VERSION)
+                    ))
+                    .into());
+                }
+                let n = p.as_slice().try_into().map(u16::from_be_bytes).unwrap_or(0);
+                if n != config.partitions {
+                    return Err(StoreError::Layout(format!(
+                        "the store was created with {n} partitions; the configuration says {}",
+                        config.partitions
+                    ))
+                    .into());
+                }
+            }
+            _ => {
+                store.set_meta(META_PARTITIONS, &config.partitions.to_be_bytes())?;
+                store.set_meta(META_VERSION, LAYOUT_VERSION)?;
+            }
+        }
+        let partitions: Box<[RwLock<Partition>]> =
+            (0..config.partitions).map(|_| RwLock::new(Partition::new())).collect();
+        let inner = Arc::new(Inner {
+            commit: GroupCommit::start(store.clone()),
+            partitions,
+            interner: Interner::new(),
+            store,
+            stripes: (0..HANDLE_STRIPES).map(|_| Mutex::new(())).collect(),
+            closed: AtomicBool::new(false),
+            reaper: (Mutex::new(false), Condvar::new()),
+            config,
+        });
+        let reg = Registry { inner };
+        reg.recover()?;
+        reg.start_reaper();
+        Ok(reg)
+    }
+
+    fn recover(&self) -> Result<(), RegistryError> {
+        let n = self.inner.partitions.len();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(n);
+        let results: Vec<Result<(), StoreError>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..workers)
+                .map(|_| {
+                    s.spawn(|| -> Result<(), StoreError> {
+                        loop {
+                            let pid = next.fetch_add(1, Ordering::Relaxed);
+                            if pid >= n {
+                                return Ok(());
+                            }
+                            self.recover_partition(pid as u16)?;
+                        }
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(StoreError::Engine("recovery thread panicked".into())))
+                })
+                .collect()
+        });
+        for r in results {
+            r?;
+        }
+        Ok(())
+    }
+
+    fn recover_partition(&self, pid: u16) -> Result<(), StoreError> {
+        let mut part = Partition::new();
+        let mut tag_ids = Vec::new();
+        self.inner.store.scan_prefix(&pid.to_be_bytes(), &mut |k, v| {
+            let r = store::access(k, v)?;
+            tag_ids.clear();
+            for t in r.tags.iter() {
+                tag_ids.push(self.inner.interner.intern(t.as_str()));
+            }
+            let platform = Platform::from_index(r.platform).ok_or_else(|| StoreError::Corrupt {
+                key: String::from_utf8_lossy(k).into_owned(),
+                problem: format!("unknown platform {}", r.platform),
+            })?;
+            let templates = if r.templates.is_empty() {
+                None
+            } else {
+                let owned: Vec<StoredTemplate> =
+                    rkyv::deserialize::<_, rkyv::rancor::Error>(&r.templates).map_err(|e| {
+                        StoreError::Corrupt {
+                            key: String::from_utf8_lossy(k).into_owned(),
+                            problem: e.to_string(),
+                        }
+                    })?;
+                Some(Arc::new(templates_from_stored(owned)))
+            };
+            let mem = MemRecord::build(&RecordParts {
+                last_update_ms: r.last_update_ms.to_native(),
+                expiration_ms: r.expiration_ms.as_ref().map_or(NO_EXPIRY, |e| e.to_native()),
+                platform,
+                channel_expired: r.push_channel_expired,
+                has_templates: templates.is_some(),
+                tags: &tag_ids,
+                id: r.id.as_bytes(),
+                handle_key: r.handle.as_slice(),
+                handle_extra: r.handle_keys.as_slice(),
+                user: r.user_id.as_ref().map(|u| u.as_bytes()),
+            });
+            part.insert(mem, templates);
+            Ok(())
+        })?;
+        *self.inner.partitions[pid as usize].write() = part;
+        Ok(())
+    }
+
+    fn start_reaper(&self) {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let interval = self.inner.config.reap_interval;
+        let _ = std::thread::Builder::new()
+            .name("tagcast-reaper".into())
+            .spawn(move || loop {
+                {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let (lock, cv) = &inner.reaper;
+                    let mut stop = lock.lock();
+                    if !*stop {
+                        cv.wait_for(&mut stop, interval);
+                    }
+                    if *stop {
+                        return;
+                    }
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                // Errors surface on the next foreground write; the reaper just tries again.
+                let _ = (Registry { inner }).reap_expired();
+            });
+    }
+
+    fn partition_of(&self, id: &str) -> u16 {
+        ((hash_bytes(id.as_bytes()) >> 48) % self.inner.partitions.len() as u64) as u16
+    }
+
+    fn check_config(&self, inst: &Installation) -> Result<(), RegistryError> {
+        let cfg = &self.inner.config;
+        let too_many = |count| RegistryError::TooManyTags {
+            id: inst.id.to_string(),
+            count,
+            max: cfg.max_tags_per_installation,
+        };
+        let distinct = |tags: &[crate::Tag]| {
+            let mut v: Vec<&str> = tags.iter().map(|t| t.as_str()).collect();
+            v.sort_unstable();
+            v.dedup();
+            v.len()
+        };
+        let n = distinct(&inst.tags);
+        if n > cfg.max_tags_per_installation {
+            return Err(too_many(n));
+        }
+        for (name, t) in &inst.templates {
+            check_template(name, t)?;
+            let n = distinct(&t.tags);
+            if n > cfg.max_tags_per_installation {
+                return Err(too_many(n));
+            }
+        }
+        if let PushHandle::Wns(uri) = &inst.handle {
+            let host = model::check_https_uri(uri).map_err(|p| InvalidInput::Handle {
+                platform: Platform::Wns,
+                problem: p,
+            })?;
+            let ok = cfg.wns_hosts.iter().any(|pat| match pat.strip_prefix("*.") {
+                Some(suffix) => {
+                    host.len() > suffix.len() + 1
+                        && host.ends_with(&suffix.to_ascii_lowercase())
+                        && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+                }
+                None => host == pat.to_ascii_lowercase(),
+            });
+            if !ok {
+                return Err(RegistryError::WnsHost {
+                    host,
+                    allowed: cfg.wns_hosts.join(", "),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn prepare(&self, inst: &Installation, last_update_ms: u64) -> Prepared {
+        let pid = self.partition_of(inst.id.as_str());
+        let mut tags: Vec<&str> = Vec::with_capacity(inst.tags.len());
+        for t in &inst.tags {
+            if !tags.contains(&t.as_str()) {
+                tags.push(t.as_str());
+            }
+        }
+        let tag_ids: Vec<u32> = tags.iter().map(|t| self.inner.interner.intern(t)).collect();
+        let (extra, extra_vec) = match &inst.handle {
+            PushHandle::WebPush(w) => {
+                let mut v = Vec::with_capacity(81);
+                v.extend_from_slice(w.p256dh());
+                v.extend_from_slice(w.auth());
+                (true, v)
+            }
+            _ => (false, Vec::new()),
+        };
+        debug_assert!(extra == !extra_vec.is_empty());
+        let expiration_ms = inst.expiration_time.map_or(NO_EXPIRY, to_ms);
+        let mem = MemRecord::build(&RecordParts {
+            last_update_ms,
+            expiration_ms,
+            platform: inst.platform(),
+            channel_expired: false,
+            has_templates: !inst.templates.is_empty(),
+            tags: &tag_ids,
+            id: inst.id.as_str().as_bytes(),
+            handle_key: inst.handle.key(),
+            handle_extra: &extra_vec,
+            user: inst.user_id.as_ref().map(|u| u.as_str().as_bytes()),
+        });
+        let stored = StoredRecord {
+            id: inst.id.to_string(),
+            platform: inst.platform().index() as u8,
+            handle: inst.handle.key().to_vec(),
+            handle_keys: extra_vec,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            user_id: inst.user_id.as_ref().map(|u| u.to_string()),
+            templates: templates_to_stored(&inst.templates),
+            expiration_ms: (expiration_ms != NO_EXPIRY).then_some(expiration_ms),
+            push_channel_expired: false,
+            last_update_ms,
+        };
+        let templates = (!inst.templates.is_empty()).then(|| Arc::new(inst.templates.clone()));
+        Prepared {
+            pid,
+            key: store::record_key(pid, inst.id.as_str()),
+            mem,
+            stored,
+            templates,
+        }
+    }
+
+    /// Applies a write to store and memory; returns what it did and the commit sequence number
+    /// to wait for (`None` when nothing was written).
+    fn apply(&self, inst: &Installation) -> Result<(WriteOutcome, Option<u64>), RegistryError> {
+        self.check_config(inst)?;
+        let now = now_ms();
+        let prep = self.prepare(inst, now);
+        let platform = inst.platform();
+        let hkey = inst.handle.key();
+        let stripe = (hash_handle(platform, hkey) as usize) % HANDLE_STRIPES;
+        let _claim = self.inner.stripes[stripe].lock();
+
+        // Unchanged re-registration: no write, no index churn.
+        {
+            let p = self.inner.partitions[prep.pid as usize].read();
+            if let Some(slot) = p.find_id(inst.id.as_str()) {
+                if let Some(old) = p.record(slot) {
+                    let fresh = now.saturating_sub(old.last_update_ms())
+                        < self.inner.config.touch_interval.as_millis() as u64;
+                    if fresh && old.same_content(&prep.mem) && p.templates(slot) == prep.templates.as_ref() {
+                        return Ok((WriteOutcome::Unchanged, None));
+                    }
+                }
+            }
+        }
+
+        // Does another installation hold this handle? Own partition first, then the others.
+        let mut holder = None;
+        let n = self.inner.partitions.len() as u16;
+        for i in 0..n {
+            let pid = (prep.pid + i) % n;
+            let p = self.inner.partitions[pid as usize].read();
+            if let Some(slot) = p.find_handle(platform, hkey) {
+                let owner_is_self = pid == prep.pid
+                    && p.record(slot).is_some_and(|r| r.id() == inst.id.as_str());
+                if !owner_is_self {
+                    holder = Some((pid, slot));
+                }
+                break;
+            }
+        }
+
+        let outcome = match holder {
+            None => {
+                let mut p = self.inner.partitions[prep.pid as usize].write();
+                self.inner.store.put(&prep.key, &store::encode(&prep.stored))?;
+                Self::install(&mut p, prep, inst.id.as_str())
+            }
+            Some((hpid, hslot)) => self.apply_with_handover(prep, inst, hpid, hslot, now)?,
+        };
+        Ok((outcome, Some(self.inner.commit.written())))
+    }
+
+    fn install(p: &mut Partition, prep: Prepared, id: &str) -> WriteOutcome {
+        match p.find_id(id) {
+            Some(slot) => {
+                p.replace(slot, prep.mem, prep.templates);
+                WriteOutcome::Updated
+            }
+            None => {
+                p.insert(prep.mem, prep.templates);
+                WriteOutcome::Created
+            }
+        }
+    }
+
+    /// Writes `prep` and marks the installation in (`hpid`, `hslot`), which holds the same
+    /// handle, as expired — atomically in the store.
+    fn apply_with_handover(
+        &self,
+        prep: Prepared,
+        inst: &Installation,
+        hpid: u16,
+        hslot: u32,
+        now: u64,
+    ) -> Result<WriteOutcome, RegistryError> {
+        let (first, second) = if hpid <= prep.pid { (hpid, prep.pid) } else { (prep.pid, hpid) };
+        let mut g1 = self.inner.partitions[first as usize].write();
+        let mut g2 = (first != second).then(|| self.inner.partitions[second as usize].write());
+        let (own, other): (&mut Partition, Option<&mut Partition>) = match g2.as_deref_mut() {
+            None => (&mut *g1, None),
+            Some(p2) if second == prep.pid => (p2, Some(&mut *g1)),
+            Some(p2) => (&mut *g1, Some(p2)),
+        };
+        let key = prep.key.clone();
+        let value = store::encode(&prep.stored);
+        // Re-check the holder under the write locks: it may have moved on since the probe.
+        let holder_part: &Partition = match &other {
+            Some(o) => o,
+            None => own,
+        };
+        let still = holder_part.record(hslot).filter(|r| {
+            !r.channel_expired()
+                && r.platform() == inst.platform()
+                && r.handle_key() == inst.handle.key()
+                && r.id() != inst.id.as_str()
+        });
+        let Some(old) = still else {
+            self.inner.store.put(&key, &value)?;
+            return Ok(Self::install(own, prep, inst.id.as_str()));
+        };
+        let old_id = old.id().to_string();
+        let mut expired = self.stored_form(holder_part, hslot, old);
+        expired.push_channel_expired = true;
+        expired.last_update_ms = now;
+        let expired_mem = rebuild_mem(old, true, now);
+        let old_templates = holder_part.templates(hslot).cloned();
+        self.inner.store.apply_atomic(vec![
+            (key, Some(value)),
+            (store::record_key(hpid, &old_id), Some(store::encode(&expired))),
+        ])?;
+        match other {
+            Some(o) => o.replace(hslot, expired_mem, old_templates),
+            None => own.replace(hslot, expired_mem, old_templates),
+        }
+        Ok(Self::install(own, prep, inst.id.as_str()))
+    }
+
+    fn stored_form(&self, p: &Partition, slot: u32, r: &MemRecord) -> StoredRecord {
+        StoredRecord {
+            id: r.id().to_string(),
+            platform: r.platform().index() as u8,
+            handle: r.handle_key().to_vec(),
+            handle_keys: r.handle_extra().to_vec(),
+            tags: r.tags().map(|t| self.inner.interner.name(t)).collect(),
+            user_id: r.user().map(str::to_string),
+            templates: p.templates(slot).map_or_else(Vec::new, |t| templates_to_stored(t)),
+            expiration_ms: (r.expiration_ms() != NO_EXPIRY).then_some(r.expiration_ms()),
+            push_channel_expired: r.channel_expired(),
+            last_update_ms: r.last_update_ms(),
+        }
+    }
+
+    fn to_installation(&self, p: &Partition, slot: u32, r: &MemRecord) -> Installation {
+        Installation {
+            // Every stored id and tag was validated before it was written.
+            id: InstallationId::new(r.id()).unwrap_or_else(|_| unreachable_id(r.id())),
+            handle: handle_of(r),
+            tags: r
+                .tags()
+                .filter_map(|t| crate::Tag::new(self.inner.interner.name(t)).ok())
+                .collect(),
+            user_id: r.user().and_then(|u| UserId::new(u).ok()),
+            templates: p.templates(slot).map_or_else(BTreeMap::new, |t| (**t).clone()),
+            expiration_time: (r.expiration_ms() != NO_EXPIRY).then(|| from_ms(r.expiration_ms())),
+            push_channel_expired: r.channel_expired(),
+            last_update: from_ms(r.last_update_ms()),
+        }
+    }
+
+    /// Creates or replaces an installation; returns once the write is durable.
+    ///
+    /// Re-registering an unchanged installation writes nothing (see
+    /// [`RegistryConfig::touch_interval`]). Taking a handle another installation holds marks
+    /// that one `push_channel_expired`.
+    pub fn upsert(&self, inst: Installation) -> Result<WriteOutcome, RegistryError> {
+        let (outcome, seq) = self.apply(&inst)?;
+        if let Some(seq) = seq {
+            self.inner.commit.wait(seq)?;
+        }
+        Ok(outcome)
+    }
+
+    /// [`Registry::upsert`] for async callers: the store write happens inline (it does not wait
+    /// for the disk), the wait for durability does not block a thread.
+    pub async fn upsert_async(&self, inst: Installation) -> Result<WriteOutcome, RegistryError> {
+        let (outcome, seq) = self.apply(&inst)?;
+        if let Some(seq) = seq {
+            self.inner.commit.wait_async(seq).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Writes many installations with one wait for durability. Results are in input order;
+    /// an invalid installation fails alone.
+    pub fn upsert_batch(
+        &self,
+        insts: impl IntoIterator<Item = Installation>,
+    ) -> Vec<Result<WriteOutcome, RegistryError>> {
+        let mut results = Vec::new();
+        let mut last = 0;
+        for inst in insts {
+            results.push(self.apply(&inst).map(|(o, seq)| {
+                last = last.max(seq.unwrap_or(0));
+                o
+            }));
+        }
+        if last > 0 {
+            if let Err(e) = self.inner.commit.wait(last) {
+                let msg = e.to_string();
+                for r in results.iter_mut() {
+                    if matches!(r, Ok(WriteOutcome::Created | WriteOutcome::Updated)) {
+                        *r = Err(StoreError::Engine(msg.clone()).into());
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    /// Applies Notification Hubs PATCH operations to an existing installation.
+    pub fn patch(&self, id: &InstallationId, ops: &[PatchOp]) -> Result<WriteOutcome, RegistryError> {
+        let mut inst = self
+            .get(id)
+            .ok_or_else(|| RegistryError::NotFound(id.to_string()))?;
+        for op in ops {
+            match op {
+                PatchOp::AddTags(tags) => {
+                    for t in tags {
+                        if !inst.tags.contains(t) {
+                            inst.tags.push(t.clone());
+                        }
+                    }
+                }
+                PatchOp::RemoveTag(t) => inst.tags.retain(|x| x != t),
+                PatchOp::SetHandle(h) => {
+                    if h.platform() != inst.platform() {
+                        return Err(RegistryError::PlatformChange {
+                            id: id.to_string(),
+                            from: inst.platform(),
+                            to: h.platform(),
+                        });
+                    }
+                    inst.handle = h.clone();
+                }
+                PatchOp::SetUser(u) => inst.user_id = u.clone(),
+                PatchOp::AddTemplate(name, t) => {
+                    inst.templates.insert(name.clone(), t.clone());
+                }
+                PatchOp::RemoveTemplate(name) => {
+                    inst.templates.remove(name);
+                }
+                PatchOp::SetExpiration(at) => inst.expiration_time = *at,
+            }
+        }
+        self.upsert(inst)
+    }
+
+    /// Deletes an installation; `Ok(false)` when it did not exist. Durable when it returns.
+    pub fn delete(&self, id: &InstallationId) -> Result<bool, RegistryError> {
+        let pid = self.partition_of(id.as_str());
+        let seq = {
+            let mut p = self.inner.partitions[pid as usize].write();
+            let Some(slot) = p.find_id(id.as_str()) else {
+                return Ok(false);
+            };
+            self.inner.store.remove(&store::record_key(pid, id.as_str()))?;
+            p.remove(slot);
+            self.inner.commit.written()
+        };
+        self.inner.commit.wait(seq)?;
+        Ok(true)
+    }
+
+    /// The installation with this id, if any.
+    pub fn get(&self, id: &InstallationId) -> Option<Installation> {
+        let pid = self.partition_of(id.as_str());
+        let p = self.inner.partitions[pid as usize].read();
+        let slot = p.find_id(id.as_str())?;
+        let r = p.record(slot)?;
+        Some(self.to_installation(&p, slot, r))
+    }
+
+    /// Number of installations stored (including ones whose channel expired).
+    pub fn count(&self) -> usize {
+        self.inner.partitions.iter().map(|p| p.read().len()).sum()
+    }
+
+    /// Calls `f` with every installation. Each partition is read a chunk at a time under its
+    /// read lock (never while `f` runs); concurrent writes may or may not be seen.
+    pub fn for_each(&self, mut f: impl FnMut(Installation)) {
+        const CHUNK: usize = 4096;
+        for part in self.inner.partitions.iter() {
+            let mut from = 0u32;
+            loop {
+                let (batch, next) = {
+                    let p = part.read();
+                    let mut next = None;
+                    let batch: Vec<Installation> = p
+                        .iter_from(from)
+                        .take(CHUNK)
+                        .map(|(s, r)| {
+                            next = Some(s + 1);
+                            self.to_installation(&p, s, r)
+                        })
+                        .collect();
+                    (batch, next)
+                };
+                batch.into_iter().for_each(&mut f);
+                match next {
+                    Some(n) => from = n,
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// Resolves an audience to one bitmap of slots per partition.
+    pub fn resolve(&self, audience: &Audience) -> Resolution {
+        let compiled = match audience {
+            Audience::All => Compiled::All,
+            Audience::Platform(_) => Compiled::All,
+            Audience::Expr(e) => Compiled::new(e, &|t| self.inner.interner.lookup(t)),
+            Audience::Installation(id) => Compiled::InstallationId(id.as_str().into()),
+            Audience::User(u) => Compiled::UserId(u.as_str().into()),
+        };
+        let platform = match audience {
+            Audience::Platform(p) => Some(*p),
+            _ => None,
+        };
+        let n = self.inner.partitions.len();
+        let now = now_ms();
+        let eval_one = |pid: usize| -> RoaringBitmap {
+            let p = self.inner.partitions[pid].read();
+            let mut b = compiled.eval(&p).into_owned();
+            if let Some(pl) = platform {
+                b &= &p.platforms[pl.index()];
+            }
+            if !p.with_expiry.is_empty() {
+                for s in &p.with_expiry {
+                    if p.record(s).is_some_and(|r| r.expiration_ms() <= now) {
+                        b.remove(s);
+                    }
+                }
+            }
+            b
+        };
+        let parts: Vec<RoaringBitmap> = if self.count() < 200_000 || n == 1 {
+            (0..n).map(eval_one).collect()
+        } else {
+            let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(n);
+            let mut out: Vec<Option<RoaringBitmap>> = vec![None; n];
+            std::thread::scope(|s| {
+                let chunks: Vec<_> = (0..workers)
+                    .map(|w| {
+                        let eval_one = &eval_one;
+                        s.spawn(move || {
+                            (w..n).step_by(workers).map(|pid| (pid, eval_one(pid))).collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                for h in chunks {
+                    // A panic in evaluation is a bug; propagate it.
+                    for (pid, b) in h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)) {
+                        out[pid] = Some(b);
+                    }
+                }
+            });
+            out.into_iter().map(Option::unwrap_or_default).collect()
+        };
+        Resolution {
+            registry: self.clone(),
+            parts,
+            compiled,
+            platform,
+        }
+    }
+
+    /// Deletes installations whose handles the push services reported dead. An installation is
+    /// kept when it no longer carries that handle or was written after `invalid_since`.
+    /// Durable when it returns.
+    pub fn prune(&self, batch: &[PruneRequest]) -> Result<PruneReport, RegistryError> {
+        let mut report = PruneReport::default();
+        let mut last = 0;
+        for req in batch {
+            let pid = self.partition_of(req.installation_id.as_str());
+            let mut p = self.inner.partitions[pid as usize].write();
+            let Some(slot) = p.find_id(req.installation_id.as_str()) else {
+                report.stale += 1;
+                continue;
+            };
+            let Some(r) = p.record(slot) else { continue };
+            if r.platform() != req.handle.platform() || r.handle_key() != req.handle.key() {
+                report.stale += 1;
+                continue;
+            }
+            if let Some(t) = req.invalid_since {
+                if r.last_update_ms() > to_ms(t) {
+                    report.kept_updated += 1;
+                    continue;
+                }
+            }
+            self.inner
+                .store
+                .remove(&store::record_key(pid, req.installation_id.as_str()))?;
+            p.remove(slot);
+            report.pruned += 1;
+            last = self.inner.commit.written();
+        }
+        if last > 0 {
+            self.inner.commit.wait(last)?;
+        }
+        Ok(report)
+    }
+
+    /// Deletes every installation whose expiration time has passed; returns how many. The
+    /// background reaper calls this every [`RegistryConfig::reap_interval`].
+    pub fn reap_expired(&self) -> Result<usize, RegistryError> {
+        let now = now_ms();
+        let mut n = 0;
+        let mut last = 0;
+        for (pid, part) in self.inner.partitions.iter().enumerate() {
+            let due: Vec<u32> = {
+                let p = part.read();
+                p.with_expiry
+                    .iter()
+                    .filter(|&s| p.record(s).is_some_and(|r| r.expiration_ms() <= now))
+                    .collect()
+            };
+            if due.is_empty() {
+                continue;
+            }
+            let mut p = part.write();
+            for s in due {
+                let Some(r) = p.record(s) else { continue };
+                if r.expiration_ms() > now {
+                    continue;
+                }
+                let key = store::record_key(pid as u16, r.id());
+                self.inner.store.remove(&key)?;
+                p.remove(s);
+                n += 1;
+                last = self.inner.commit.written();
+            }
+        }
+        if last > 0 {
+            self.inner.commit.wait(last)?;
+        }
+        Ok(n)
+    }
+
+    /// Counters describing the registry.
+    pub fn stats(&self) -> RegistryStats {
+        let mut st = RegistryStats {
+            installations: 0,
+            sendable: 0,
+            partitions: self.inner.partitions.len(),
+            distinct_tags: self.inner.interner.len(),
+            index_heap_bytes: 0,
+            flushes: self.inner.commit.flushes(),
+        };
+        for part in self.inner.partitions.iter() {
+            let p = part.read();
+            st.installations += p.len();
+            st.sendable += p.all.len();
+            st.index_heap_bytes += p.heap_bytes();
+        }
+        st
+    }
+
+    /// Bytes the store uses on disk.
+    pub fn size_on_disk(&self) -> Result<u64, RegistryError> {
+        Ok(self.inner.store.size_on_disk()?)
+    }
+
+    /// Checks every invariant of `docs/architecture.md` (Registry): per partition (see
+    /// `partition.rs`), that no handle has two owners across partitions, and that the store and
+    /// the memory index hold the same installations. Expensive: for tests and tools.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut owners: hashbrown::HashMap<(Platform, Vec<u8>), String> = hashbrown::HashMap::new();
+        for (pid, part) in self.inner.partitions.iter().enumerate() {
+            let p = part.read();
+            p.check_invariants().map_err(|e| format!("partition {pid}: invariant {e}"))?;
+            let mut stored = 0usize;
+            let mut problem = None;
+            let scan = self.inner.store.scan_prefix(&(pid as u16).to_be_bytes(), &mut |k, v| {
+                stored += 1;
+                let rec = store::decode(k, v)?;
+                let mem = p.find_id(&rec.id).and_then(|s| p.record(s).map(|r| (s, r)));
+                match mem {
+                    None => problem = Some(format!("{:?} is stored but not in memory", rec.id)),
+                    Some((s, r)) => {
+                        if self.stored_form(&p, s, r) != rec {
+                            problem = Some(format!("{:?} differs between store and memory", rec.id));
+                        }
+                    }
+                }
+                Ok(())
+            });
+            scan.map_err(|e| e.to_string())?;
+            if let Some(e) = problem {
+                return Err(e);
+            }
+            if stored != p.len() {
+                return Err(format!("partition {pid}: {stored} stored, {} in memory", p.len()));
+            }
+            for (_, r) in p.iter() {
+                if self.partition_of(r.id()) as usize != pid {
+                    return Err(format!("{:?} is in partition {pid}, its hash says otherwise", r.id()));
+                }
+                if r.channel_expired() {
+                    continue;
+                }
+                if let Some(other) = owners.insert((r.platform(), r.handle_key().to_vec()), r.id().to_string()) {
+                    return Err(format!("handle owned by both {other:?} and {:?}", r.id()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes and stops background work. Dropping the last clone does the same.
+    pub fn close(self) {}
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Relaxed);
+        *self.reaper.0.lock() = true;
+        self.reaper.1.notify_all();
+        self.commit.shutdown();
+        let _ = self.store.flush();
+    }
+}
+
+fn handle_of(r: &MemRecord) -> PushHandle {
+    match r.platform() {
+            Platform::Apns => PushHandle::Apns(r.handle_key().into()),
+            Platform::Fcm => PushHandle::Fcm(String::from_utf8_lossy(r.handle_key()).into()),
+            Platform::Wns => PushHandle::Wns(String::from_utf8_lossy(r.handle_key()).into()),
+            Platform::WebPush => {
+                let extra = r.handle_extra();
+                let mut p256dh = [0u8; 65];
+                let mut auth = [0u8; 16];
+                if extra.len() == 81 {
+                    p256dh.copy_from_slice(&extra[..65]);
+                    auth.copy_from_slice(&extra[65..]);
+                }
+                PushHandle::WebPush(WebPushSubscription::from_parts(
+                    &String::from_utf8_lossy(r.handle_key()),
+                    p256dh,
+                    auth,
+                ))
+            }
+        }
+}
+
+#[cold]
+fn unreachable_id(id: &str) -> InstallationId {
+    unreachable!("stored installation id {id:?} failed validation")
+}
+
+fn rebuild_mem(r: &MemRecord, channel_expired: bool, last_update_ms: u64) -> MemRecord {
+    let tags: Vec<u32> = r.tags().collect();
+    MemRecord::build(&RecordParts {
+        last_update_ms,
+        expiration_ms: r.expiration_ms(),
+        platform: r.platform(),
+        channel_expired,
+        has_templates: r.has_templates(),
+        tags: &tags,
+        id: r.id().as_bytes(),
+        handle_key: r.handle_key(),
+        handle_extra: r.handle_extra(),
+        user: r.user().map(str::as_bytes),
+    })
+}
+
+fn templates_to_stored(t: &BTreeMap<String, Template>) -> Vec<StoredTemplate> {
+    t.iter()
+        .map(|(name, t)| StoredTemplate {
+            name: name.clone(),
+            body: t.body.clone(),
+            headers: t.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            tags: t.tags.iter().map(|t| t.to_string()).collect(),
+            expiry: t.expiry.clone(),
+        })
+        .collect()
+}
+
+fn templates_from_stored(v: Vec<StoredTemplate>) -> BTreeMap<String, Template> {
+    v.into_iter()
+        .map(|t| {
+            (
+                t.name,
+                Template {
+                    body: t.body,
+                    headers: t.headers.into_iter().collect(),
+                    tags: t.tags.iter().filter_map(|s| crate::Tag::new(s).ok()).collect(),
+                    expiry: t.expiry,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The result of resolving an audience: one bitmap of slots per partition.
+///
+/// Holding a resolution holds no lock. Reading targets ([`Resolution::batches`]) takes each
+/// partition's read lock briefly per batch, and re-checks every slot against the audience, so
+/// installations deleted or changed since resolution are skipped, never misdelivered.
+pub struct Resolution {
+    registry: Registry,
+    parts: Vec<RoaringBitmap>,
+    compiled: Compiled,
+    platform: Option<Platform>,
+}
+
+impl Resolution {
+    /// Number of targets at resolution time.
+    pub fn count(&self) -> u64 {
+        self.parts.iter().map(RoaringBitmap::len).sum()
+    }
+
+    /// Iterates the targets `size` at a time; memory is bounded by the batch size.
+    pub fn batches(&self, size: usize) -> TargetBatches<'_> {
+        TargetBatches {
+            res: self,
+            size: size.max(1),
+            pid: 0,
+            iter: self.parts.first().map(|b| b.iter()),
+        }
+    }
+}
+
+/// Iterator of target batches; see [`Resolution::batches`].
+pub struct TargetBatches<'a> {
+    res: &'a Resolution,
+    size: usize,
+    pid: usize,
+    iter: Option<roaring::bitmap::Iter<'a>>,
+}
+
+impl Iterator for TargetBatches<'_> {
+    type Item = Vec<Target>;
+
+    fn next(&mut self) -> Option<Vec<Target>> {
+        let reg = &self.res.registry;
+        let mut out = Vec::with_capacity(self.size);
+        let now = now_ms();
+        while out.len() < self.size {
+            let iter = self.iter.as_mut()?;
+            let slots: Vec<u32> = iter.by_ref().take(self.size - out.len()).collect();
+            if slots.is_empty() {
+                self.pid += 1;
+                self.iter = self.res.parts.get(self.pid).map(|b| b.iter());
+                if self.iter.is_none() {
+                    break;
+                }
+                continue;
+            }
+            let p = reg.inner.partitions[self.pid].read();
+            for s in slots {
+                let Some(r) = p.record(s) else { continue };
+                if r.channel_expired()
+                    || r.expiration_ms() <= now
+                    || !self.res.compiled.matches(r)
+                    || self.res.platform.is_some_and(|pl| pl != r.platform())
+                {
+                    continue;
+                }
+                out.push(Target {
+                    // Stored ids were validated before they were written.
+                    installation_id: InstallationId::new(r.id())
+                        .unwrap_or_else(|_| unreachable_id(r.id())),
+                    handle: handle_of(r),
+                    last_update: from_ms(r.last_update_ms()),
+                });
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}
