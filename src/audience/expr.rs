@@ -386,9 +386,10 @@ impl TagExpr {
             Err(nom::Err::Failure(PErr::Expr(e)) | nom::Err::Error(PErr::Expr(e))) => {
                 return Err(e)
             }
-            // The parser never lets a nom primitive's error escape (it matches on each one), and
-            // complete parsers never return Incomplete; if either happened, the operand at that
-            // spot is what did not parse.
+            // A nom primitive's error only propagates through the `?`s in `plain_tag` and
+            // `system_tag`, each on a primitive that cannot fail there (see the comments), and
+            // complete parsers never return Incomplete; were either to happen, the operand at
+            // that spot is what did not parse.
             Err(nom::Err::Failure(PErr::Nom(at)) | nom::Err::Error(PErr::Nom(at))) => {
                 return Err(ExprError::ExpectedOperand {
                     pos: parser.pos(at),
@@ -404,7 +405,9 @@ impl TagExpr {
         let expr = TagExpr::from_node(root);
         if limits.nh_preset {
             let count = expr.tag_count;
-            let and_or_not = expr.nodes().any(|n| matches!(n, ExprNode::And(..) | ExprNode::Not(_)));
+            let and_or_not = expr
+                .nodes()
+                .any(|n| matches!(n, ExprNode::And(..) | ExprNode::Not(_)));
             if and_or_not && count > NH_MAX_AND_NOT_TAGS {
                 return Err(ExprError::NhTooManyAndNotTags {
                     count,
@@ -421,7 +424,9 @@ impl TagExpr {
         Ok(expr)
     }
 
-    /// Wraps a tree built by hand. No limit is checked; counts are computed without recursion.
+    /// Wraps a tree built by hand. No limit is checked; counts are computed without recursion,
+    /// but printing, `matches` and dropping recurse, so keep hand-built trees as shallow as
+    /// parsed ones (height at most `max_tags - 1 + max_depth`).
     pub fn from_node(node: ExprNode) -> TagExpr {
         let (mut tag_count, mut depth) = (0, 0);
         // Pre-order walk carrying the nesting level at which each node is printed.
@@ -706,6 +711,7 @@ impl<'s> Parser<'s, '_> {
     }
 
     fn plain_tag(&self, i: &'s str) -> PResult<'s, TagRef> {
+        // Cannot fail: `primary` calls this only when `i` starts with a non-delimiter.
         let (rest, text) = take_till1(is_delim)(i)?;
         match Tag::new(text) {
             Ok(t) => Ok((rest, TagRef::Tag(t))),
@@ -719,6 +725,8 @@ impl<'s> Parser<'s, '_> {
     /// `$InstallationId:{id}` or `$UserId:{id}`; `i` starts at the `$`.
     fn system_tag(&self, i: &'s str) -> PResult<'s, TagRef> {
         let pos = self.pos(i);
+        // `i` starts with the one-byte '$' (checked by `primary`), so `1..` is a char boundary;
+        // `take_while` accepts the empty match, so it cannot fail.
         let (after_name, name_tail) =
             take_while(|c: char| c.is_ascii_alphanumeric() || c == '_')(&i[1..])?;
         let name = match &i[..1 + name_tail.len()] {
@@ -737,6 +745,7 @@ impl<'s> Parser<'s, '_> {
                 name,
             });
         };
+        // `take_till` accepts the empty match, so it cannot fail.
         let (close, id) = take_till(|c| c == '}')(body)?;
         let Some(rest) = lit("}", close) else {
             return Self::fail(ExprError::UnclosedSystemTag { pos, name });
@@ -836,10 +845,7 @@ mod tests {
             &or(and(not(t("a")), t("b")), t("c"))
         );
         assert_eq!(p("!(a || b)").root(), &not(or(t("a"), t("b"))));
-        assert_eq!(
-            p("(a || b) && c").root(),
-            &and(or(t("a"), t("b")), t("c"))
-        );
+        assert_eq!(p("(a || b) && c").root(), &and(or(t("a"), t("b")), t("c")));
     }
 
     #[test]

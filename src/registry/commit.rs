@@ -35,6 +35,8 @@ pub(crate) struct GroupCommit {
     done_async: tokio::sync::watch::Sender<u64>,
     /// Flushes performed (for benchmarks and tests).
     flushes: AtomicU64,
+    /// The flusher thread, joined by `shutdown` so the store is released when it returns.
+    thread: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
 impl GroupCommit {
@@ -51,13 +53,15 @@ impl GroupCommit {
             done: Condvar::new(),
             done_async: tokio::sync::watch::channel(0).0,
             flushes: AtomicU64::new(0),
+            thread: Mutex::new(None),
         });
         let weak = Arc::downgrade(&gc);
         let spawned = thread::Builder::new()
             .name("tagcast-commit".into())
             .spawn(move || flusher(weak, store));
-        if let Err(e) = spawned {
-            gc.state.lock().failed = Some(format!("cannot start the commit thread: {e}"));
+        match spawned {
+            Ok(h) => *gc.thread.lock() = Some(h),
+            Err(e) => gc.state.lock().failed = Some(format!("cannot start the commit thread: {e}")),
         }
         gc
     }
@@ -118,11 +122,19 @@ impl GroupCommit {
         self.flushes.load(Ordering::Relaxed)
     }
 
-    /// Stops the flusher after a final flush.
+    /// Stops the flusher after a final flush of pending writes, and waits for it.
     pub(crate) fn shutdown(&self) {
-        let mut st = self.state.lock();
-        st.shutdown = true;
-        self.work.notify_one();
+        {
+            let mut st = self.state.lock();
+            st.shutdown = true;
+            self.work.notify_one();
+        }
+        let handle = self.thread.lock().take();
+        if let Some(h) = handle {
+            if h.thread().id() != thread::current().id() {
+                let _ = h.join();
+            }
+        }
     }
 }
 

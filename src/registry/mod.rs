@@ -220,7 +220,7 @@ struct Inner {
     commit: Arc<GroupCommit>,
     stripes: Box<[Mutex<()>]>,
     closed: AtomicBool,
-    reaper: (Mutex<bool>, Condvar),
+    reaper: Arc<(Mutex<bool>, Condvar)>,
 }
 
 /// The installation registry. Cheap to clone; all clones share one registry.
@@ -267,6 +267,20 @@ impl Registry {
     /// Opens (or creates) the registry stored in `path`, rebuilding the in-memory index from
     /// the store (partitions in parallel).
     pub fn open_with(path: impl AsRef<Path>, config: RegistryConfig) -> Result<Registry, RegistryError> {
+        Self::check_partitions(&config)?;
+        let store = SledStore::open(path.as_ref(), config.cache_capacity)?;
+        Registry::with_store(Arc::new(store), config)
+    }
+
+    /// A registry that persists nothing: everything is lost when it is dropped. For tests and
+    /// load generators; every other behaviour (validation, handle ownership, indexes) is the
+    /// same as a durable registry's.
+    pub fn ephemeral(config: RegistryConfig) -> Result<Registry, RegistryError> {
+        Self::check_partitions(&config)?;
+        Registry::with_store(Arc::new(store::NullStore), config)
+    }
+
+    fn check_partitions(config: &RegistryConfig) -> Result<(), RegistryError> {
         if config.partitions == 0 || config.partitions > 4096 {
             return Err(StoreError::Layout(format!(
                 "partitions must be 1-4096, not {}",
@@ -274,7 +288,10 @@ impl Registry {
             ))
             .into());
         }
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(path.as_ref(), config.cache_capacity)?);
+        Ok(())
+    }
+
+    fn with_store(store: Arc<dyn Store>, config: RegistryConfig) -> Result<Registry, RegistryError> {
         match (store.meta(META_VERSION)?, store.meta(META_PARTITIONS)?) {
             (Some(v), Some(p)) => {
                 if v != LAYOUT_VERSION {
@@ -308,7 +325,7 @@ impl Registry {
             store,
             stripes: (0..HANDLE_STRIPES).map(|_| Mutex::new(())).collect(),
             closed: AtomicBool::new(false),
-            reaper: (Mutex::new(false), Condvar::new()),
+            reaper: Arc::new((Mutex::new(false), Condvar::new())),
             config,
         });
         let reg = Registry { inner };
@@ -394,23 +411,24 @@ impl Registry {
 
     fn start_reaper(&self) {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let stop = self.inner.reaper.clone();
         let interval = self.inner.config.reap_interval;
         let _ = std::thread::Builder::new()
             .name("tagcast-reaper".into())
             .spawn(move || loop {
                 {
-                    let Some(inner) = weak.upgrade() else { return };
-                    let (lock, cv) = &inner.reaper;
-                    let mut stop = lock.lock();
-                    if !*stop {
-                        cv.wait_for(&mut stop, interval);
+                    // Wait without holding the registry, so dropping it is never delayed.
+                    let (lock, cv) = &*stop;
+                    let mut stopped = lock.lock();
+                    if !*stopped {
+                        cv.wait_for(&mut stopped, interval);
                     }
-                    if *stop {
+                    if *stopped {
                         return;
                     }
                 }
                 let Some(inner) = weak.upgrade() else { return };
-                // Errors surface on the next foreground write; the reaper just tries again.
+                // Errors surface on the next foreground write; the reaper tries again later.
                 let _ = (Registry { inner }).reap_expired();
             });
     }

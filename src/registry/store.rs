@@ -149,6 +149,41 @@ impl Store for SledStore {
     }
 }
 
+/// A [`Store`] that keeps nothing: for ephemeral registries (tests, load generators, caches
+/// rebuilt from elsewhere). Every write is "durable" at once because nothing survives anyway.
+pub(crate) struct NullStore;
+
+impl Store for NullStore {
+    fn put(&self, _: &[u8], _: &[u8]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn remove(&self, _: &[u8]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn apply_atomic(&self, _: Vec<Write>) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn scan_prefix(
+        &self,
+        _: &[u8],
+        _: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn meta(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+    fn set_meta(&self, _: &str, _: &[u8]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
 /// The durable form of an installation.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 pub(crate) struct StoredRecord {
