@@ -2,8 +2,9 @@
 //!
 //! A writer applies its write to the store, takes a sequence number with [`GroupCommit::written`]
 //! and waits for [`GroupCommit::wait`] (or [`GroupCommit::wait_async`]). One flusher thread
-//! loops: it reads the highest sequence number handed out, flushes the store once, and
-//! publishes that number as durable, waking everyone at or below it. Writers that arrive
+//! loops: when some waiter asked for a number not yet durable, it reads the highest sequence
+//! number handed out, flushes the store once, and publishes that number as durable, waking
+//! everyone at or below it. Writers that arrive
 //! during a flush are covered by the next one, so under load each fsync serves hundreds of
 //! writes and the write rate is bounded by the store's insert rate, not by fsync latency.
 //!
@@ -20,6 +21,9 @@ use super::store::{Store, StoreError};
 
 struct State {
     durable: u64,
+    /// The highest sequence number a waiter asked for: the flusher works only on demand, so a
+    /// bulk load with one wait at the end costs one flush.
+    requested: u64,
     failed: Option<String>,
     shutdown: bool,
 }
@@ -46,6 +50,7 @@ impl GroupCommit {
             written: AtomicU64::new(0),
             state: Mutex::new(State {
                 durable: 0,
+                requested: 0,
                 failed: None,
                 shutdown: false,
             }),
@@ -68,16 +73,23 @@ impl GroupCommit {
 
     /// Records that a write has been applied to the store; returns its sequence number.
     pub(crate) fn written(&self) -> u64 {
-        let seq = self.written.fetch_add(1, Ordering::AcqRel) + 1;
-        // Taking the lock orders this notify after the flusher's check (no lost wake-up).
-        let _g = self.state.lock();
-        self.work.notify_one();
-        seq
+        self.written.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Asks the flusher to make `seq` durable (under the state lock).
+    fn request(&self, st: &mut State, seq: u64) {
+        if seq > st.requested {
+            st.requested = seq;
+            if seq > st.durable {
+                self.work.notify_one();
+            }
+        }
     }
 
     /// Blocks until write `seq` is durable.
     pub(crate) fn wait(&self, seq: u64) -> Result<(), StoreError> {
         let mut st = self.state.lock();
+        self.request(&mut st, seq);
         loop {
             if st.durable >= seq {
                 return Ok(());
@@ -100,7 +112,8 @@ impl GroupCommit {
                 return Ok(());
             }
             {
-                let st = self.state.lock();
+                let mut st = self.state.lock();
+                self.request(&mut st, seq);
                 if st.durable >= seq {
                     return Ok(());
                 }
@@ -145,7 +158,8 @@ fn flusher(gc: std::sync::Weak<GroupCommit>, store: Arc<dyn Store>) {
             let mut st = gc.state.lock();
             loop {
                 let w = gc.written.load(Ordering::Acquire);
-                if w > st.durable {
+                // Flush when someone waits, and once more at shutdown for unwaited writes.
+                if w > st.durable && (st.requested > st.durable || st.shutdown) {
                     break w;
                 }
                 if st.shutdown || st.failed.is_some() {

@@ -587,7 +587,12 @@ impl Registry {
             }
             Some((hpid, hslot)) => self.apply_with_handover(prep, inst, hpid, hslot, now)?,
         };
-        Ok((outcome, Some(self.inner.commit.written())))
+        Ok((outcome, self.written()))
+    }
+
+    /// Numbers a write for group commit; `None` for a volatile store (nothing to wait for).
+    fn written(&self) -> Option<u64> {
+        (!self.inner.store.is_volatile()).then(|| self.inner.commit.written())
     }
 
     fn install(p: &mut Partition, prep: Prepared, id: &str) -> WriteOutcome {
@@ -785,9 +790,11 @@ impl Registry {
             };
             self.inner.store.remove(&store::record_key(pid, id.as_str()))?;
             p.remove(slot);
-            self.inner.commit.written()
+            self.written()
         };
-        self.inner.commit.wait(seq)?;
+        if let Some(seq) = seq {
+            self.inner.commit.wait(seq)?;
+        }
         Ok(true)
     }
 
@@ -924,7 +931,7 @@ impl Registry {
                 .remove(&store::record_key(pid, req.installation_id.as_str()))?;
             p.remove(slot);
             report.pruned += 1;
-            last = self.inner.commit.written();
+            last = self.written().unwrap_or(0);
         }
         if last > 0 {
             self.inner.commit.wait(last)?;
@@ -959,7 +966,7 @@ impl Registry {
                 self.inner.store.remove(&key)?;
                 p.remove(s);
                 n += 1;
-                last = self.inner.commit.written();
+                last = self.written().unwrap_or(0);
             }
         }
         if last > 0 {

@@ -69,6 +69,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Bytes used on disk.
     fn size_on_disk(&self) -> Result<u64, StoreError>;
+    /// True when nothing survives the process: writes need no flush before acknowledgement.
+    fn is_volatile(&self) -> bool {
+        false
+    }
 }
 
 /// sled-backed [`Store`].
@@ -181,6 +185,9 @@ impl Store for NullStore {
     }
     fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(0)
+    }
+    fn is_volatile(&self) -> bool {
+        true
     }
 }
 
