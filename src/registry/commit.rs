@@ -8,8 +8,9 @@
 //! during a flush are covered by the next one, so under load each fsync serves hundreds of
 //! writes and the write rate is bounded by the store's insert rate, not by fsync latency.
 //!
-//! Correctness: a number is handed out only after its write has returned from the store, so
-//! every write numbered `<= target` was in the store before the flush for `target` began.
+//! Correctness: a number is handed out only after its entry is in the log, so every write
+//! numbered `<= target` was appended before the sync for `target` (which writes the partial
+//! chunk, then flushes the store) began.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use std::thread;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::store::{Store, StoreError};
+use super::log::Log;
+use super::store::StoreError;
 
 struct State {
     durable: u64,
@@ -44,8 +46,8 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the flusher thread for `store`.
-    pub(crate) fn start(store: Arc<dyn Store>) -> Arc<GroupCommit> {
+    /// Starts the flusher thread for `log`.
+    pub(crate) fn start(log: Arc<Log>) -> Arc<GroupCommit> {
         let gc = Arc::new(GroupCommit {
             written: AtomicU64::new(0),
             state: Mutex::new(State {
@@ -63,7 +65,7 @@ impl GroupCommit {
         let weak = Arc::downgrade(&gc);
         let spawned = thread::Builder::new()
             .name("tagcast-commit".into())
-            .spawn(move || flusher(weak, store));
+            .spawn(move || flusher(weak, log));
         match spawned {
             Ok(h) => *gc.thread.lock() = Some(h),
             Err(e) => gc.state.lock().failed = Some(format!("cannot start the commit thread: {e}")),
@@ -151,7 +153,7 @@ impl GroupCommit {
     }
 }
 
-fn flusher(gc: std::sync::Weak<GroupCommit>, store: Arc<dyn Store>) {
+fn flusher(gc: std::sync::Weak<GroupCommit>, log: Arc<Log>) {
     loop {
         let Some(gc) = gc.upgrade() else { return };
         let target = {
@@ -170,7 +172,7 @@ fn flusher(gc: std::sync::Weak<GroupCommit>, store: Arc<dyn Store>) {
                 gc.work.wait(&mut st);
             }
         };
-        let result = store.flush();
+        let result = log.sync();
         gc.flushes.fetch_add(1, Ordering::Relaxed);
         let mut st = gc.state.lock();
         match result {

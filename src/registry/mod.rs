@@ -27,8 +27,10 @@
 
 pub(crate) mod commit;
 pub(crate) mod interner;
+pub(crate) mod log;
 pub(crate) mod model;
 pub(crate) mod partition;
+pub(crate) mod recovery;
 pub(crate) mod store;
 
 use std::collections::BTreeMap;
@@ -47,6 +49,7 @@ use interner::Interner;
 use model::{check_template, InvalidInput, PushHandle, WebPushSubscription};
 pub use model::{InstallationId, Installation, PatchOp, Platform, Template, UserId};
 use partition::{hash_bytes, hash_handle, MemRecord, Partition, RecordParts, NO_EXPIRY};
+use log::Log;
 use store::{SledStore, Store, StoreError, StoredRecord, StoredTemplate};
 
 /// Registry settings.
@@ -210,6 +213,12 @@ pub struct RegistryStats {
     pub index_heap_bytes: usize,
     /// Store flushes so far (group commits).
     pub flushes: u64,
+    /// Chunks in the durable log.
+    pub log_chunks: usize,
+    /// Entries in the durable log (records and tombstones, live or not).
+    pub log_entries: u64,
+    /// Log records that are the live copy of an installation.
+    pub log_live: u64,
 }
 
 struct Inner {
@@ -217,6 +226,7 @@ struct Inner {
     partitions: Box<[RwLock<Partition>]>,
     interner: Interner,
     store: Arc<dyn Store>,
+    log: Arc<Log>,
     commit: Arc<GroupCommit>,
     stripes: Box<[Mutex<()>]>,
     closed: AtomicBool,
@@ -252,9 +262,9 @@ fn from_ms(ms: u64) -> SystemTime {
 /// A write ready to apply: both forms of the record.
 struct Prepared {
     pid: u16,
-    key: Vec<u8>,
     mem: MemRecord,
-    stored: StoredRecord,
+    /// The record as the log stores it (`store::encode`).
+    encoded: Vec<u8>,
     templates: Option<partition::Templates>,
 }
 
@@ -316,12 +326,15 @@ impl Registry {
                 store.set_meta(META_VERSION, LAYOUT_VERSION)?;
             }
         }
-        let partitions: Box<[RwLock<Partition>]> =
-            (0..config.partitions).map(|_| RwLock::new(Partition::new())).collect();
+        let interner = Interner::new();
+        let rec = recovery::recover(&store, config.partitions, &interner)?;
+        let log = Arc::new(Log::new(store.clone(), rec.next_chunk, rec.chunks));
+        let partitions: Box<[RwLock<Partition>]> = rec.partitions.into_iter().map(RwLock::new).collect();
         let inner = Arc::new(Inner {
-            commit: GroupCommit::start(store.clone()),
+            commit: GroupCommit::start(log.clone()),
+            log,
             partitions,
-            interner: Interner::new(),
+            interner,
             store,
             stripes: (0..HANDLE_STRIPES).map(|_| Mutex::new(())).collect(),
             closed: AtomicBool::new(false),
@@ -329,84 +342,8 @@ impl Registry {
             config,
         });
         let reg = Registry { inner };
-        reg.recover()?;
         reg.start_reaper();
         Ok(reg)
-    }
-
-    fn recover(&self) -> Result<(), RegistryError> {
-        let n = self.inner.partitions.len();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(n);
-        let results: Vec<Result<(), StoreError>> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..workers)
-                .map(|_| {
-                    s.spawn(|| -> Result<(), StoreError> {
-                        loop {
-                            let pid = next.fetch_add(1, Ordering::Relaxed);
-                            if pid >= n {
-                                return Ok(());
-                            }
-                            self.recover_partition(pid as u16)?;
-                        }
-                    })
-                })
-                .collect();
-            hs.into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(StoreError::Engine("recovery thread panicked".into())))
-                })
-                .collect()
-        });
-        for r in results {
-            r?;
-        }
-        Ok(())
-    }
-
-    fn recover_partition(&self, pid: u16) -> Result<(), StoreError> {
-        let mut part = Partition::new();
-        let mut tag_ids = Vec::new();
-        self.inner.store.scan_prefix(&pid.to_be_bytes(), &mut |k, v| {
-            let r = store::access(k, v)?;
-            tag_ids.clear();
-            for t in r.tags.iter() {
-                tag_ids.push(self.inner.interner.intern(t.as_str()));
-            }
-            let platform = Platform::from_index(r.platform).ok_or_else(|| StoreError::Corrupt {
-                key: String::from_utf8_lossy(k).into_owned(),
-                problem: format!("unknown platform {}", r.platform),
-            })?;
-            let templates = if r.templates.is_empty() {
-                None
-            } else {
-                let owned: Vec<StoredTemplate> =
-                    rkyv::deserialize::<_, rkyv::rancor::Error>(&r.templates).map_err(|e| {
-                        StoreError::Corrupt {
-                            key: String::from_utf8_lossy(k).into_owned(),
-                            problem: e.to_string(),
-                        }
-                    })?;
-                Some(Arc::new(templates_from_stored(owned)))
-            };
-            let mem = MemRecord::build(&RecordParts {
-                last_update_ms: r.last_update_ms.to_native(),
-                expiration_ms: r.expiration_ms.as_ref().map_or(NO_EXPIRY, |e| e.to_native()),
-                platform,
-                channel_expired: r.push_channel_expired,
-                has_templates: templates.is_some(),
-                tags: &tag_ids,
-                id: r.id.as_bytes(),
-                handle_key: r.handle.as_slice(),
-                handle_extra: r.handle_keys.as_slice(),
-                user: r.user_id.as_ref().map(|u| u.as_bytes()),
-            });
-            part.insert(mem, templates);
-            Ok(())
-        })?;
-        *self.inner.partitions[pid as usize].write() = part;
-        Ok(())
     }
 
     fn start_reaper(&self) {
@@ -429,7 +366,9 @@ impl Registry {
                 }
                 let Some(inner) = weak.upgrade() else { return };
                 // Errors surface on the next foreground write; the reaper tries again later.
-                let _ = (Registry { inner }).reap_expired();
+                let reg = Registry { inner };
+                let _ = reg.reap_expired();
+                let _ = reg.compact();
             });
     }
 
@@ -515,6 +454,7 @@ impl Registry {
             handle_key: inst.handle.key(),
             handle_extra: &extra_vec,
             user: inst.user_id.as_ref().map(|u| u.as_str().as_bytes()),
+            log_pos: 0,
         });
         let stored = StoredRecord {
             id: inst.id.to_string(),
@@ -531,9 +471,8 @@ impl Registry {
         let templates = (!inst.templates.is_empty()).then(|| Arc::new(inst.templates.clone()));
         Prepared {
             pid,
-            key: store::record_key(pid, inst.id.as_str()),
             mem,
-            stored,
+            encoded: store::encode(&stored),
             templates,
         }
     }
@@ -582,8 +521,13 @@ impl Registry {
         let outcome = match holder {
             None => {
                 let mut p = self.inner.partitions[prep.pid as usize].write();
-                self.inner.store.put(&prep.key, &store::encode(&prep.stored))?;
-                Self::install(&mut p, prep, inst.id.as_str())
+                let mut w = self.inner.log.writer();
+                let pos = w.record(prep.pid, &prep.encoded);
+                if let Some(old) = p.find_id(inst.id.as_str()).and_then(|s| p.record(s)) {
+                    w.kill(old.log_pos());
+                }
+                w.finish()?;
+                Self::install(&mut p, prep, pos, inst.id.as_str())
             }
             Some((hpid, hslot)) => self.apply_with_handover(prep, inst, hpid, hslot, now)?,
         };
@@ -595,7 +539,8 @@ impl Registry {
         (!self.inner.store.is_volatile()).then(|| self.inner.commit.written())
     }
 
-    fn install(p: &mut Partition, prep: Prepared, id: &str) -> WriteOutcome {
+    fn install(p: &mut Partition, mut prep: Prepared, pos: u64, id: &str) -> WriteOutcome {
+        prep.mem.set_log_pos(pos);
         match p.find_id(id) {
             Some(slot) => {
                 p.replace(slot, prep.mem, prep.templates);
@@ -626,8 +571,6 @@ impl Registry {
             Some(p2) if second == prep.pid => (p2, Some(&mut *g1)),
             Some(p2) => (&mut *g1, Some(p2)),
         };
-        let key = prep.key.clone();
-        let value = store::encode(&prep.stored);
         // Re-check the holder under the write locks: it may have moved on since the probe.
         let holder_part: &Partition = match &other {
             Some(o) => o,
@@ -639,25 +582,30 @@ impl Registry {
                 && r.handle_key() == inst.handle.key()
                 && r.id() != inst.id.as_str()
         });
+        let mut w = self.inner.log.writer();
+        if let Some(old) = own.find_id(inst.id.as_str()).and_then(|s| own.record(s)) {
+            w.kill(old.log_pos());
+        }
+        let pos = w.record(prep.pid, &prep.encoded);
         let Some(old) = still else {
-            self.inner.store.put(&key, &value)?;
-            return Ok(Self::install(own, prep, inst.id.as_str()));
+            w.finish()?;
+            return Ok(Self::install(own, prep, pos, inst.id.as_str()));
         };
-        let old_id = old.id().to_string();
+        // Both records go into the same chunk (one lock hold): they survive a crash together.
         let mut expired = self.stored_form(holder_part, hslot, old);
         expired.push_channel_expired = true;
         expired.last_update_ms = now;
-        let expired_mem = rebuild_mem(old, true, now);
+        let old_pos = old.log_pos();
         let old_templates = holder_part.templates(hslot).cloned();
-        self.inner.store.apply_atomic(vec![
-            (key, Some(value)),
-            (store::record_key(hpid, &old_id), Some(store::encode(&expired))),
-        ])?;
+        w.kill(old_pos);
+        let expired_pos = w.record(hpid, &store::encode(&expired));
+        let expired_mem = rebuild_mem(old, true, now, expired_pos);
+        w.finish()?;
         match other {
             Some(o) => o.replace(hslot, expired_mem, old_templates),
             None => own.replace(hslot, expired_mem, old_templates),
         }
-        Ok(Self::install(own, prep, inst.id.as_str()))
+        Ok(Self::install(own, prep, pos, inst.id.as_str()))
     }
 
     fn stored_form(&self, p: &Partition, slot: u32, r: &MemRecord) -> StoredRecord {
@@ -780,6 +728,17 @@ impl Registry {
         self.upsert(inst)
     }
 
+    /// Logs a tombstone for the installation in `slot` and removes it from memory.
+    fn remove_slot(&self, p: &mut Partition, pid: u16, slot: u32) -> Result<(), RegistryError> {
+        let Some(r) = p.record(slot) else { return Ok(()) };
+        let mut w = self.inner.log.writer();
+        w.tombstone(pid, r.id());
+        w.kill(r.log_pos());
+        w.finish()?;
+        p.remove(slot);
+        Ok(())
+    }
+
     /// Deletes an installation; `Ok(false)` when it did not exist. Durable when it returns.
     pub fn delete(&self, id: &InstallationId) -> Result<bool, RegistryError> {
         let pid = self.partition_of(id.as_str());
@@ -788,8 +747,7 @@ impl Registry {
             let Some(slot) = p.find_id(id.as_str()) else {
                 return Ok(false);
             };
-            self.inner.store.remove(&store::record_key(pid, id.as_str()))?;
-            p.remove(slot);
+            self.remove_slot(&mut p, pid, slot)?;
             self.written()
         };
         if let Some(seq) = seq {
@@ -926,10 +884,7 @@ impl Registry {
                     continue;
                 }
             }
-            self.inner
-                .store
-                .remove(&store::record_key(pid, req.installation_id.as_str()))?;
-            p.remove(slot);
+            self.remove_slot(&mut p, pid, slot)?;
             report.pruned += 1;
             last = self.written().unwrap_or(0);
         }
@@ -962,9 +917,7 @@ impl Registry {
                 if r.expiration_ms() > now {
                     continue;
                 }
-                let key = store::record_key(pid as u16, r.id());
-                self.inner.store.remove(&key)?;
-                p.remove(s);
+                self.remove_slot(&mut p, pid as u16, s)?;
                 n += 1;
                 last = self.written().unwrap_or(0);
             }
@@ -984,7 +937,11 @@ impl Registry {
             distinct_tags: self.inner.interner.len(),
             index_heap_bytes: 0,
             flushes: self.inner.commit.flushes(),
+            log_chunks: 0,
+            log_entries: 0,
+            log_live: 0,
         };
+        (st.log_chunks, st.log_entries, st.log_live, _) = self.inner.log.totals();
         for part in self.inner.partitions.iter() {
             let p = part.read();
             st.installations += p.len();
@@ -999,46 +956,135 @@ impl Registry {
         Ok(self.inner.store.size_on_disk()?)
     }
 
-    /// Checks every invariant of `docs/architecture.md` (Registry): per partition (see
-    /// `partition.rs`), that no handle has two owners across partitions, and that the store and
-    /// the memory index hold the same installations. Expensive: for tests and tools.
-    pub fn check_invariants(&self) -> Result<(), String> {
-        let mut owners: hashbrown::HashMap<(Platform, Vec<u8>), String> = hashbrown::HashMap::new();
-        for (pid, part) in self.inner.partitions.iter().enumerate() {
-            let p = part.read();
-            p.check_invariants().map_err(|e| format!("partition {pid}: invariant {e}"))?;
-            let mut stored = 0usize;
-            let mut problem = None;
-            let scan = self.inner.store.scan_prefix(&(pid as u16).to_be_bytes(), &mut |k, v| {
-                stored += 1;
-                let rec = store::decode(k, v)?;
-                let mem = p.find_id(&rec.id).and_then(|s| p.record(s).map(|r| (s, r)));
-                match mem {
-                    None => problem = Some(format!("{:?} is stored but not in memory", rec.id)),
-                    Some((s, r)) => {
-                        if self.stored_form(&p, s, r) != rec {
-                            problem = Some(format!("{:?} differs between store and memory", rec.id));
+    /// Rewrites sparsely live log chunks (less than half of their entries live) and deletes
+    /// them; returns how many chunks were compacted. The background thread calls this every
+    /// [`RegistryConfig::reap_interval`].
+    pub fn compact(&self) -> Result<usize, RegistryError> {
+        let candidates = self.inner.log.compaction_candidates(256);
+        let mut retired = Vec::new();
+        for seq in candidates {
+            let Some(bytes) = self.inner.store.get(seq)? else {
+                self.inner.log.retire(seq);
+                continue;
+            };
+            let es = log::entries(seq, &bytes)?;
+            let oldest = self.inner.log.oldest() == Some(seq);
+            let mut pids: Vec<u16> = es.iter().map(|e| e.partition).collect();
+            pids.sort_unstable();
+            pids.dedup();
+            for pid in pids {
+                let Some(part) = self.inner.partitions.get(pid as usize) else { continue };
+                let mut p = part.write();
+                let mut w = self.inner.log.writer();
+                for e in es.iter().filter(|e| e.partition == pid) {
+                    if e.kind == log::KIND_RECORD {
+                        let id = store::access(b"log", e.payload)?.id.as_str();
+                        let Some(slot) = p.find_id(id) else { continue };
+                        if p.record(slot).is_some_and(|r| r.log_pos() == e.pos) {
+                            let moved = w.record(pid, e.payload);
+                            w.kill(e.pos);
+                            p.set_log_pos(slot, moved);
+                        }
+                    } else {
+                        w.drop_tombstone(e.pos);
+                        if !oldest {
+                            let id = String::from_utf8_lossy(e.payload);
+                            w.tombstone(pid, &id);
                         }
                     }
                 }
+                w.finish()?;
+            }
+            self.inner.log.retire(seq);
+            retired.push(seq);
+        }
+        if retired.is_empty() {
+            return Ok(0);
+        }
+        // The moved entries must be durable before the old chunks go.
+        self.inner.log.sync()?;
+        for seq in &retired {
+            self.inner.store.remove(*seq)?;
+        }
+        Ok(retired.len())
+    }
+
+    /// Checks every invariant of `docs/architecture.md` (Registry): per partition (see
+    /// `partition.rs`); that no handle has two live owners across partitions; that replaying the
+    /// durable log gives exactly the installations in memory, each at the log position memory
+    /// records; and that the log's live counters match. Syncs the log first. Expensive: for
+    /// tests and tools.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.inner.log.sync().map_err(|e| e.to_string())?;
+        // Replay the log: id -> (position, record) of the latest write, None if deleted.
+        let mut replay: hashbrown::HashMap<String, Option<(u64, u16, StoredRecord)>> =
+            hashbrown::HashMap::new();
+        let mut entries_per_chunk: BTreeMap<u64, u32> = BTreeMap::new();
+        self.inner
+            .store
+            .scan(&mut |seq, bytes| {
+                let es = log::entries(seq, bytes)?;
+                entries_per_chunk.insert(seq, es.len() as u32);
+                for e in es {
+                    if e.kind == log::KIND_RECORD {
+                        let rec = store::decode(b"log", e.payload)?;
+                        replay.insert(rec.id.clone(), Some((e.pos, e.partition, rec)));
+                    } else {
+                        replay.insert(String::from_utf8_lossy(e.payload).into_owned(), None);
+                    }
+                }
                 Ok(())
-            });
-            scan.map_err(|e| e.to_string())?;
-            if let Some(e) = problem {
-                return Err(e);
+            })
+            .map_err(|e| e.to_string())?;
+        let stats = self.inner.log.chunk_stats();
+        if !self.inner.store.is_volatile() {
+            for (seq, n) in &entries_per_chunk {
+                if stats.get(seq).map(|c| c.entries) != Some(*n) {
+                    return Err(format!("log chunk {seq}: {n} entries stored, counters say {:?}", stats.get(seq)));
+                }
             }
-            if stored != p.len() {
-                return Err(format!("partition {pid}: {stored} stored, {} in memory", p.len()));
-            }
-            for (_, r) in p.iter() {
+        }
+        let mut live: BTreeMap<u64, u32> = BTreeMap::new();
+        let mut owners: hashbrown::HashMap<(Platform, Vec<u8>), String> = hashbrown::HashMap::new();
+        let mut in_memory = 0usize;
+        for (pid, part) in self.inner.partitions.iter().enumerate() {
+            let p = part.read();
+            p.check_invariants().map_err(|e| format!("partition {pid}: invariant {e}"))?;
+            in_memory += p.len();
+            for (slot, r) in p.iter() {
+                *live.entry(log::chunk_of(r.log_pos())).or_default() += 1;
                 if self.partition_of(r.id()) as usize != pid {
                     return Err(format!("{:?} is in partition {pid}, its hash says otherwise", r.id()));
+                }
+                if !self.inner.store.is_volatile() {
+                    match replay.get(r.id()) {
+                        Some(Some((pos, lp, rec))) => {
+                            if *pos != r.log_pos() || *lp as usize != pid {
+                                return Err(format!("{:?}: memory says log position {}, the log {pos}", r.id(), r.log_pos()));
+                            }
+                            if self.stored_form(&p, slot, r) != *rec {
+                                return Err(format!("{:?} differs between the log and memory", r.id()));
+                            }
+                        }
+                        _ => return Err(format!("{:?} is in memory but not in the log", r.id())),
+                    }
                 }
                 if r.channel_expired() {
                     continue;
                 }
                 if let Some(other) = owners.insert((r.platform(), r.handle_key().to_vec()), r.id().to_string()) {
                     return Err(format!("handle owned by both {other:?} and {:?}", r.id()));
+                }
+            }
+        }
+        if !self.inner.store.is_volatile() {
+            let durable = replay.values().filter(|v| v.is_some()).count();
+            if durable != in_memory {
+                return Err(format!("{durable} installations in the log, {in_memory} in memory"));
+            }
+            for (seq, c) in &stats {
+                if c.live != live.get(seq).copied().unwrap_or(0) {
+                    return Err(format!("log chunk {seq}: live counter {} but {} live records", c.live, live.get(seq).copied().unwrap_or(0)));
                 }
             }
         }
@@ -1086,7 +1132,7 @@ fn unreachable_id(id: &str) -> InstallationId {
     unreachable!("stored installation id {id:?} failed validation")
 }
 
-fn rebuild_mem(r: &MemRecord, channel_expired: bool, last_update_ms: u64) -> MemRecord {
+fn rebuild_mem(r: &MemRecord, channel_expired: bool, last_update_ms: u64, log_pos: u64) -> MemRecord {
     let tags: Vec<u32> = r.tags().collect();
     MemRecord::build(&RecordParts {
         last_update_ms,
@@ -1099,6 +1145,7 @@ fn rebuild_mem(r: &MemRecord, channel_expired: bool, last_update_ms: u64) -> Mem
         handle_key: r.handle_key(),
         handle_extra: r.handle_extra(),
         user: r.user().map(str::as_bytes),
+        log_pos,
     })
 }
 

@@ -53,8 +53,9 @@ const FLAG_HAS_TEMPLATES: u8 = 2;
 //   20..22 id_len          u16 LE
 //   22..24 handle_len      u16 LE  (key bytes; Web Push adds 81 key bytes after them)
 //   24..26 user_len        u16 LE  (0 = no user)
-//   26..   tags (u32 LE each), id, handle key, [web push keys], user
-const HEADER: usize = 26;
+//   26..34 log position    u64 LE  (where the durable copy is: see log.rs)
+//   34..   tags (u32 LE each), id, handle key, [web push keys], user
+const HEADER: usize = 34;
 const WEB_PUSH_KEYS: usize = 65 + 16;
 
 /// The in-memory form of an installation (templates live beside it, see `Partition::templates`).
@@ -74,6 +75,8 @@ pub(crate) struct RecordParts<'a> {
     /// p256dh ‖ auth for Web Push, empty otherwise.
     pub handle_extra: &'a [u8],
     pub user: Option<&'a [u8]>,
+    /// Position of the record's durable copy in the log.
+    pub log_pos: u64,
 }
 
 impl MemRecord {
@@ -103,6 +106,7 @@ impl MemRecord {
         v.extend_from_slice(&(p.id.len() as u16).to_le_bytes());
         v.extend_from_slice(&(p.handle_key.len() as u16).to_le_bytes());
         v.extend_from_slice(&(user.len() as u16).to_le_bytes());
+        v.extend_from_slice(&p.log_pos.to_le_bytes());
         for t in p.tags {
             v.extend_from_slice(&t.to_le_bytes());
         }
@@ -133,6 +137,13 @@ impl MemRecord {
     pub(crate) fn platform(&self) -> Platform {
         // The byte was written from a Platform by `build`.
         Platform::from_index(self.0[16]).unwrap_or(Platform::Apns)
+    }
+    pub(crate) fn log_pos(&self) -> u64 {
+        self.u64_at(26)
+    }
+    /// Moves the record's durable copy (compaction); changes nothing else.
+    pub(crate) fn set_log_pos(&mut self, pos: u64) {
+        self.0[26..34].copy_from_slice(&pos.to_le_bytes());
     }
     pub(crate) fn channel_expired(&self) -> bool {
         self.0[17] & FLAG_CHANNEL_EXPIRED != 0
@@ -194,9 +205,9 @@ impl MemRecord {
         b[0..8].copy_from_slice(&ms.to_le_bytes());
         MemRecord(b)
     }
-    /// Equal in everything but `last_update_ms`.
+    /// Equal in everything but `last_update_ms` and the log position.
     pub(crate) fn same_content(&self, other: &MemRecord) -> bool {
-        self.0[8..] == other.0[8..]
+        self.0[8..26] == other.0[8..26] && self.0[34..] == other.0[34..]
     }
     pub(crate) fn heap_bytes(&self) -> usize {
         self.0.len()
@@ -243,6 +254,13 @@ impl Partition {
 
     pub(crate) fn record(&self, slot: u32) -> Option<&MemRecord> {
         self.records.get(slot as usize).and_then(Option::as_ref)
+    }
+
+    /// Sets the log position of `slot`'s record (compaction moved it).
+    pub(crate) fn set_log_pos(&mut self, slot: u32, pos: u64) {
+        if let Some(r) = self.records.get_mut(slot as usize).and_then(Option::as_mut) {
+            r.set_log_pos(pos);
+        }
     }
 
     pub(crate) fn templates(&self, slot: u32) -> Option<&Templates> {
@@ -536,6 +554,7 @@ mod tests {
             handle_key: handle,
             handle_extra: &[],
             user: user.map(str::as_bytes),
+            log_pos: 0,
         })
     }
 

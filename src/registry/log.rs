@@ -1,0 +1,313 @@
+//! The registry's durable log: installation records appended in chunks.
+//!
+//! Every write (a record, or a tombstone for a delete) is appended to the chunk being filled;
+//! a full chunk (64 KiB) is written to the [`Store`] as one value, and the group commit writes
+//! the partial chunk before each flush. A store insert therefore serves hundreds of records,
+//! and the store's working set is the tail of the log, whatever the registry's size.
+//!
+//! ```text
+//! chunk value := CHUNK_VERSION entry*
+//! entry       := len:u32le kind:u8 partition:u16le payload[len]
+//! kind 1      := record     payload = [FORMAT_VERSION][rkyv StoredRecord]   (store.rs)
+//! kind 2      := tombstone  payload = installation id (UTF-8)
+//! position    := chunk_seq << 24 | entry index          (0 = nowhere)
+//! ```
+//!
+//! Replaying the chunks in sequence order, a later entry for an id overrides an earlier one;
+//! what remains is the registry. Each chunk is one store value, so it is written atomically:
+//! entries appended together under one lock (the two records of a handle handover) are in
+//! the same chunk and survive or vanish together.
+//!
+//! Compaction: the in-memory index knows the position of every installation's live record, so
+//! for each chunk the log counts live entries. A sealed chunk less than half live is rewritten:
+//! its live records are appended again (their positions move), then — once that is durable —
+//! the chunk is deleted. A tombstone is needed while any older chunk exists (an older chunk
+//! may still hold a record of the deleted id); it is dropped only when its chunk is the oldest.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
+
+use super::store::{Store, StoreError};
+
+/// Version byte at the start of every chunk.
+pub(crate) const CHUNK_VERSION: u8 = 1;
+/// A chunk is written to the store once it holds this many bytes. 64 KiB keeps a store insert
+/// (~15 µs with sled) under 0.1 µs per record and a partial chunk cheap to flush.
+pub(crate) const CHUNK_BYTES: usize = 64 * 1024;
+const ENTRY_HEADER: usize = 4 + 1 + 2;
+/// Most entries in one chunk (the index part of a position is 24 bits).
+const MAX_ENTRIES: u32 = (1 << 24) - 1;
+
+pub(crate) const KIND_RECORD: u8 = 1;
+pub(crate) const KIND_TOMBSTONE: u8 = 2;
+
+pub(crate) fn pos(chunk: u64, index: u32) -> u64 {
+    chunk << 24 | index as u64
+}
+pub(crate) fn chunk_of(pos: u64) -> u64 {
+    pos >> 24
+}
+
+/// Counters of one chunk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ChunkStat {
+    /// Entries written.
+    pub entries: u32,
+    /// Records still the live copy of their installation.
+    pub live: u32,
+    /// Tombstones.
+    pub tombstones: u32,
+}
+
+struct State {
+    /// Sequence number of the chunk being filled.
+    next: u64,
+    pending: Vec<u8>,
+    count: u32,
+    chunks: BTreeMap<u64, ChunkStat>,
+}
+
+/// The log; see the module docs.
+pub(crate) struct Log {
+    store: Arc<dyn Store>,
+    state: Mutex<State>,
+}
+
+/// One entry read back from a chunk.
+pub(crate) struct Entry<'a> {
+    pub pos: u64,
+    pub kind: u8,
+    pub partition: u16,
+    pub payload: &'a [u8],
+}
+
+/// Parses a chunk's entries.
+pub(crate) fn entries(seq: u64, chunk: &[u8]) -> Result<Vec<Entry<'_>>, StoreError> {
+    let corrupt = |problem: String| StoreError::Corrupt {
+        key: format!("chunk {seq}"),
+        problem,
+    };
+    match chunk.first() {
+        Some(&CHUNK_VERSION) => {}
+        Some(v) => return Err(corrupt(format!("unknown chunk version {v}"))),
+        None => return Err(corrupt("empty chunk".into())),
+    }
+    let mut out = Vec::new();
+    let mut at = 1;
+    while at < chunk.len() {
+        if chunk.len() - at < ENTRY_HEADER {
+            return Err(corrupt(format!("truncated entry header at byte {at}")));
+        }
+        let len = u32::from_le_bytes([chunk[at], chunk[at + 1], chunk[at + 2], chunk[at + 3]]) as usize;
+        let kind = chunk[at + 4];
+        let partition = u16::from_le_bytes([chunk[at + 5], chunk[at + 6]]);
+        let start = at + ENTRY_HEADER;
+        if chunk.len() - start < len {
+            return Err(corrupt(format!("entry at byte {at} runs past the end")));
+        }
+        if kind != KIND_RECORD && kind != KIND_TOMBSTONE {
+            return Err(corrupt(format!("unknown entry kind {kind} at byte {at}")));
+        }
+        out.push(Entry {
+            pos: pos(seq, out.len() as u32),
+            kind,
+            partition,
+            payload: &chunk[start..start + len],
+        });
+        at = start + len;
+    }
+    Ok(out)
+}
+
+impl Log {
+    /// A log over `store` whose chunks have already been replayed: `next` is one past the last
+    /// chunk seen, `chunks` their counters.
+    pub(crate) fn new(store: Arc<dyn Store>, next: u64, chunks: BTreeMap<u64, ChunkStat>) -> Log {
+        Log {
+            store,
+            state: Mutex::new(State {
+                next: next.max(1),
+                pending: Vec::new(),
+                count: 0,
+                chunks,
+            }),
+        }
+    }
+
+    /// Locks the log for appending. Callers hold the partition lock(s) of what they append, so
+    /// the log order of an installation's entries is the order of its memory updates.
+    pub(crate) fn writer(&self) -> Writer<'_> {
+        Writer {
+            log: self,
+            st: self.state.lock(),
+        }
+    }
+
+    /// Writes the partial chunk and flushes the store: every entry appended before this call
+    /// is durable when it returns.
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        {
+            let mut st = self.state.lock();
+            if st.count > 0 {
+                seal(&self.store, &mut st)?;
+            }
+        }
+        self.store.flush()
+    }
+
+    /// Sealed chunks worth compacting: less than half their entries live, oldest first.
+    pub(crate) fn compaction_candidates(&self, max: usize) -> Vec<u64> {
+        let st = self.state.lock();
+        st.chunks
+            .iter()
+            .filter(|(&seq, c)| seq < st.next && (c.live as u64) * 2 < c.entries as u64)
+            .map(|(&seq, _)| seq)
+            .take(max)
+            .collect()
+    }
+
+    /// The oldest chunk still in the log.
+    pub(crate) fn oldest(&self) -> Option<u64> {
+        self.state.lock().chunks.keys().next().copied()
+    }
+
+    /// Forgets chunk `seq` (after compaction moved its live entries); the caller deletes it
+    /// from the store once the moved entries are durable.
+    pub(crate) fn retire(&self, seq: u64) {
+        self.state.lock().chunks.remove(&seq);
+    }
+
+    /// (chunks, entries, live records, tombstones) over the whole log.
+    pub(crate) fn totals(&self) -> (usize, u64, u64, u64) {
+        let st = self.state.lock();
+        let mut t = (st.chunks.len(), 0, 0, 0);
+        for c in st.chunks.values() {
+            t.1 += c.entries as u64;
+            t.2 += c.live as u64;
+            t.3 += c.tombstones as u64;
+        }
+        t
+    }
+
+    pub(crate) fn chunk_stats(&self) -> BTreeMap<u64, ChunkStat> {
+        self.state.lock().chunks.clone()
+    }
+}
+
+fn seal(store: &Arc<dyn Store>, st: &mut State) -> Result<(), StoreError> {
+    store.put(st.next, &st.pending)?;
+    st.next += 1;
+    st.pending.clear();
+    st.count = 0;
+    Ok(())
+}
+
+/// Appends entries while holding the log lock; see [`Log::writer`].
+pub(crate) struct Writer<'a> {
+    log: &'a Log,
+    st: MutexGuard<'a, State>,
+}
+
+impl Writer<'_> {
+    fn append(&mut self, kind: u8, partition: u16, payload: &[u8]) -> u64 {
+        let st = &mut *self.st;
+        if st.pending.is_empty() {
+            st.pending.reserve(CHUNK_BYTES + 1024);
+            st.pending.push(CHUNK_VERSION);
+        }
+        st.pending.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        st.pending.push(kind);
+        st.pending.extend_from_slice(&partition.to_le_bytes());
+        st.pending.extend_from_slice(payload);
+        let p = pos(st.next, st.count);
+        st.count += 1;
+        let c = st.chunks.entry(st.next).or_default();
+        c.entries += 1;
+        if kind == KIND_RECORD {
+            c.live += 1;
+        } else {
+            c.tombstones += 1;
+        }
+        p
+    }
+
+    /// Appends a record (`[FORMAT_VERSION][archive]`); returns its position.
+    pub(crate) fn record(&mut self, partition: u16, encoded: &[u8]) -> u64 {
+        self.append(KIND_RECORD, partition, encoded)
+    }
+
+    /// Appends a tombstone for `id`; returns its position.
+    pub(crate) fn tombstone(&mut self, partition: u16, id: &str) -> u64 {
+        self.append(KIND_TOMBSTONE, partition, id.as_bytes())
+    }
+
+    /// The record at `pos` is no longer its installation's live copy.
+    pub(crate) fn kill(&mut self, pos: u64) {
+        if pos == 0 {
+            return;
+        }
+        if let Some(c) = self.st.chunks.get_mut(&chunk_of(pos)) {
+            c.live = c.live.saturating_sub(1);
+        }
+    }
+
+    /// A tombstone at `pos` was dropped or moved by compaction.
+    pub(crate) fn drop_tombstone(&mut self, pos: u64) {
+        if let Some(c) = self.st.chunks.get_mut(&chunk_of(pos)) {
+            c.tombstones = c.tombstones.saturating_sub(1);
+        }
+    }
+
+    /// Writes the chunk to the store if it is full. Call before releasing the partition locks.
+    pub(crate) fn finish(mut self) -> Result<(), StoreError> {
+        if self.st.pending.len() >= CHUNK_BYTES || self.st.count >= MAX_ENTRIES - 2 {
+            seal(&self.log.store, &mut self.st)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::store::NullStore;
+
+    #[test]
+    fn entries_round_trip_and_corruption_is_detected() {
+        let log = Log::new(Arc::new(NullStore), 1, BTreeMap::new());
+        let mut w = log.writer();
+        let a = w.record(3, b"\x01abc");
+        let b = w.tombstone(4, "id-1");
+        let chunk = w.st.pending.clone();
+        drop(w);
+        assert_eq!((chunk_of(a), chunk_of(b)), (1, 1));
+        let es = entries(1, &chunk).unwrap();
+        assert_eq!(es.len(), 2);
+        assert_eq!((es[0].pos, es[0].kind, es[0].partition, es[0].payload), (a, KIND_RECORD, 3, &b"\x01abc"[..]));
+        assert_eq!((es[1].pos, es[1].kind, es[1].partition, es[1].payload), (b, KIND_TOMBSTONE, 4, &b"id-1"[..]));
+        assert!(entries(1, &chunk[..chunk.len() - 1]).is_err());
+        assert!(entries(1, &[9]).is_err());
+        let stats = log.chunk_stats();
+        assert_eq!(stats[&1], ChunkStat { entries: 2, live: 1, tombstones: 1 });
+        let mut w = log.writer();
+        w.kill(a);
+        drop(w);
+        assert_eq!(log.chunk_stats()[&1].live, 0);
+    }
+
+    #[test]
+    fn full_chunks_are_sealed() {
+        let log = Log::new(Arc::new(NullStore), 1, BTreeMap::new());
+        let big = vec![1u8; 1000];
+        for _ in 0..70 {
+            let mut w = log.writer();
+            w.record(0, &big);
+            w.finish().unwrap();
+        }
+        let stats = log.chunk_stats();
+        assert_eq!(stats.len(), 2, "64 KiB chunks: {stats:?}");
+        assert_eq!(stats.values().map(|c| c.entries).sum::<u32>(), 70);
+    }
+}

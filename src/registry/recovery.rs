@@ -1,0 +1,181 @@
+//! Rebuilding the in-memory index from the log when the registry opens.
+//!
+//! One reader walks the store's chunks in sequence order and hands each chunk to every worker
+//! through a bounded channel; worker `w` applies the entries of the partitions `p` with
+//! `p % workers == w`, into partitions it owns alone (no locks). Replaying in sequence order,
+//! a record replaces an earlier one with the same id and a tombstone removes it, so the result
+//! is the state of the last write of every installation that reached the disk.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+
+use super::interner::Interner;
+use super::log::{chunk_of, entries, ChunkStat, Entry, KIND_RECORD, KIND_TOMBSTONE};
+use super::model::Platform;
+use super::partition::{MemRecord, Partition, RecordParts, NO_EXPIRY};
+use super::store::{self, Store, StoreError, StoredTemplate};
+
+/// What recovery rebuilds.
+pub(crate) struct Recovered {
+    pub partitions: Vec<Partition>,
+    /// One past the highest chunk sequence number seen.
+    pub next_chunk: u64,
+    pub chunks: BTreeMap<u64, ChunkStat>,
+}
+
+/// Replays the whole log of `store` into `n` partitions.
+pub(crate) fn recover(
+    store: &Arc<dyn Store>,
+    n: u16,
+    interner: &Interner,
+) -> Result<Recovered, StoreError> {
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |c| c.get())
+        .clamp(1, n as usize);
+    let mut chunks: BTreeMap<u64, ChunkStat> = BTreeMap::new();
+    let mut next_chunk = 1;
+    let results = std::thread::scope(|s| {
+        let mut senders = Vec::new();
+        let mut handles = Vec::new();
+        for w in 0..workers {
+            // A few chunks in flight per worker bound recovery's extra memory to ~1 MiB each.
+            let (tx, rx) = sync_channel::<Arc<(u64, Vec<u8>)>>(16);
+            senders.push(tx);
+            handles.push(s.spawn(move || -> Result<Vec<(u16, Partition)>, StoreError> {
+                let mut parts: Vec<(u16, Partition)> = (0..n)
+                    .filter(|p| *p as usize % workers == w)
+                    .map(|p| (p, Partition::new()))
+                    .collect();
+                let mut tags = Vec::new();
+                for chunk in rx {
+                    let (seq, bytes) = &*chunk;
+                    for e in entries(*seq, bytes)? {
+                        if e.partition >= n {
+                            return Err(StoreError::Corrupt {
+                                key: format!("chunk {seq}"),
+                                problem: format!("entry names partition {} of {n}", e.partition),
+                            });
+                        }
+                        if e.partition as usize % workers != w {
+                            continue;
+                        }
+                        let part = &mut parts[e.partition as usize / workers].1;
+                        apply_entry(part, &e, interner, &mut tags)?;
+                    }
+                }
+                Ok(parts)
+            }));
+        }
+        let scanned = store.scan(&mut |seq, bytes| {
+            let es = entries(seq, bytes)?;
+            let stat = chunks.entry(seq).or_default();
+            stat.entries = es.len() as u32;
+            stat.tombstones = es.iter().filter(|e| e.kind == KIND_TOMBSTONE).count() as u32;
+            next_chunk = next_chunk.max(seq + 1);
+            let shared = Arc::new((seq, bytes.to_vec()));
+            for tx in &senders {
+                // A closed channel means its worker failed; its error is reported below.
+                let _ = tx.send(shared.clone());
+            }
+            Ok(())
+        });
+        drop(senders);
+        let mut parts = Vec::new();
+        for h in handles {
+            match h.join() {
+                Ok(r) => parts.push(r),
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        (scanned, parts)
+    });
+    let (scanned, per_worker) = results;
+    scanned?;
+    let mut partitions: Vec<Option<Partition>> = (0..n).map(|_| None).collect();
+    for r in per_worker {
+        for (pid, p) in r? {
+            partitions[pid as usize] = Some(p);
+        }
+    }
+    let partitions: Vec<Partition> = partitions
+        .into_iter()
+        .map(|p| p.unwrap_or_else(Partition::new))
+        .collect();
+    for p in &partitions {
+        for (_, r) in p.iter() {
+            if let Some(c) = chunks.get_mut(&chunk_of(r.log_pos())) {
+                c.live += 1;
+            }
+        }
+    }
+    Ok(Recovered {
+        partitions,
+        next_chunk,
+        chunks,
+    })
+}
+
+fn corrupt(e: &Entry<'_>, problem: String) -> StoreError {
+    StoreError::Corrupt {
+        key: format!("log position {}", e.pos),
+        problem,
+    }
+}
+
+/// Applies one log entry to a partition.
+pub(crate) fn apply_entry(
+    part: &mut Partition,
+    e: &Entry<'_>,
+    interner: &Interner,
+    tags: &mut Vec<u32>,
+) -> Result<(), StoreError> {
+    match e.kind {
+        KIND_TOMBSTONE => {
+            let id = std::str::from_utf8(e.payload).map_err(|x| corrupt(e, x.to_string()))?;
+            if let Some(slot) = part.find_id(id) {
+                part.remove(slot);
+            }
+            Ok(())
+        }
+        KIND_RECORD => {
+            let r = store::access(b"log", e.payload).map_err(|x| corrupt(e, x.to_string()))?;
+            tags.clear();
+            for t in r.tags.iter() {
+                tags.push(interner.intern(t.as_str()));
+            }
+            let platform = Platform::from_index(r.platform)
+                .ok_or_else(|| corrupt(e, format!("unknown platform {}", r.platform)))?;
+            let templates = if r.templates.is_empty() {
+                None
+            } else {
+                let owned: Vec<StoredTemplate> =
+                    rkyv::deserialize::<_, rkyv::rancor::Error>(&r.templates)
+                        .map_err(|x| corrupt(e, x.to_string()))?;
+                Some(Arc::new(super::templates_from_stored(owned)))
+            };
+            let mem = MemRecord::build(&RecordParts {
+                last_update_ms: r.last_update_ms.to_native(),
+                expiration_ms: r.expiration_ms.as_ref().map_or(NO_EXPIRY, |x| x.to_native()),
+                platform,
+                channel_expired: r.push_channel_expired,
+                has_templates: templates.is_some(),
+                tags,
+                id: r.id.as_bytes(),
+                handle_key: r.handle.as_slice(),
+                handle_extra: r.handle_keys.as_slice(),
+                user: r.user_id.as_ref().map(|u| u.as_bytes()),
+                log_pos: e.pos,
+            });
+            match part.find_id(r.id.as_str()) {
+                Some(slot) => part.replace(slot, mem, templates),
+                None => {
+                    part.insert(mem, templates);
+                }
+            }
+            Ok(())
+        }
+        k => Err(corrupt(e, format!("unknown entry kind {k}"))),
+    }
+}
+
