@@ -341,9 +341,51 @@ impl Partition {
 
     /// Replaces the record in `slot` (same id).
     pub(crate) fn replace(&mut self, slot: u32, rec: MemRecord, templates: Option<Templates>) {
-        self.unlink(slot);
+        let fast = match &self.records[slot as usize] {
+            Some(old) => {
+                !old.channel_expired()
+                    && !rec.channel_expired()
+                    && old.platform() == rec.platform()
+                    && old.handle_key() == rec.handle_key()
+                    && old.user() == rec.user()
+                    && (old.expiration_ms() == NO_EXPIRY) == (rec.expiration_ms() == NO_EXPIRY)
+            }
+            None => false,
+        };
+        if !fast {
+            self.unlink(slot);
+            self.records[slot as usize] = Some(rec);
+            self.link(slot, templates);
+            return;
+        }
+        // Same handle, user and platform: only the tag bitmaps that differ change (a device
+        // updating its tags touches two bitmaps, not every one).
+        let old_tags: Vec<TagId> = self.rec(slot).tags().collect();
+        let new_tags: Vec<TagId> = rec.tags().collect();
+        for t in &old_tags {
+            if !new_tags.contains(t) {
+                if let Some(b) = self.tags.get_mut(t) {
+                    b.remove(slot);
+                    if b.is_empty() {
+                        self.tags.remove(t);
+                    }
+                }
+            }
+        }
+        for t in &new_tags {
+            if !old_tags.contains(t) {
+                self.tags.entry(*t).or_default().insert(slot);
+            }
+        }
+        match templates {
+            Some(t) => {
+                self.templates.insert(slot, t);
+            }
+            None => {
+                self.templates.remove(&slot);
+            }
+        }
         self.records[slot as usize] = Some(rec);
-        self.link(slot, templates);
     }
 
     /// Removes the record in `slot`; returns it.
