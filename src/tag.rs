@@ -137,9 +137,18 @@ mod tests {
         let long = "x".repeat(121);
         assert_eq!(
             Tag::new(&long).unwrap_err(),
-            TagError::TooLong { tag: long, len: 121 }
+            TagError::TooLong {
+                tag: long,
+                len: 121
+            }
         );
-        assert!(matches!(Tag::new("é"), Err(TagError::BadChar { ch: 'é', .. })));
-        assert!(matches!(Tag::new("$x"), Err(TagError::BadChar { ch: '$', .. })));
+        assert!(matches!(
+            Tag::new("é"),
+            Err(TagError::BadChar { ch: 'é', .. })
+        ));
+        assert!(matches!(
+            Tag::new("$x"),
+            Err(TagError::BadChar { ch: '$', .. })
+        ));
     }
 }

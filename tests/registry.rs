@@ -38,19 +38,37 @@ fn ids(reg: &Registry, a: &Audience) -> Vec<String> {
 fn create_update_unchanged_get_delete() {
     let dir = tempfile::tempdir().unwrap();
     let reg = Registry::open(dir.path()).unwrap();
-    assert_eq!(reg.upsert(inst("a", 1, &["sports"])).unwrap(), WriteOutcome::Created);
-    assert_eq!(reg.upsert(inst("a", 1, &["sports"])).unwrap(), WriteOutcome::Unchanged);
+    assert_eq!(
+        reg.upsert(inst("a", 1, &["sports"])).unwrap(),
+        WriteOutcome::Created
+    );
+    assert_eq!(
+        reg.upsert(inst("a", 1, &["sports"])).unwrap(),
+        WriteOutcome::Unchanged
+    );
     let flushes = reg.stats().flushes;
     for _ in 0..100 {
-        assert_eq!(reg.upsert(inst("a", 1, &["sports"])).unwrap(), WriteOutcome::Unchanged);
+        assert_eq!(
+            reg.upsert(inst("a", 1, &["sports"])).unwrap(),
+            WriteOutcome::Unchanged
+        );
     }
-    assert_eq!(reg.stats().flushes, flushes, "unchanged re-registration must not write");
     assert_eq!(
-        reg.upsert(inst("a", 1, &["sports", "news", "sports"])).unwrap(),
+        reg.stats().flushes,
+        flushes,
+        "unchanged re-registration must not write"
+    );
+    assert_eq!(
+        reg.upsert(inst("a", 1, &["sports", "news", "sports"]))
+            .unwrap(),
         WriteOutcome::Updated
     );
     let got = reg.get(&id("a")).unwrap();
-    assert_eq!(got.tags, tags(&["sports", "news"]), "duplicates dropped, order kept");
+    assert_eq!(
+        got.tags,
+        tags(&["sports", "news"]),
+        "duplicates dropped, order kept"
+    );
     assert_eq!(got.handle, apns(1));
     assert!(!got.push_channel_expired);
     assert!(got.last_update > SystemTime::now() - Duration::from_secs(60));
@@ -76,15 +94,25 @@ fn a_handle_has_one_owner_per_platform() {
     reg.check_invariants().unwrap();
     for i in 0..40 {
         let old = reg.get(&id(&format!("old-{i}"))).unwrap();
-        assert!(old.push_channel_expired, "old owner of a moved handle is marked expired");
-        assert!(!reg.get(&id(&format!("new-{i}"))).unwrap().push_channel_expired);
+        assert!(
+            old.push_channel_expired,
+            "old owner of a moved handle is marked expired"
+        );
+        assert!(
+            !reg.get(&id(&format!("new-{i}")))
+                .unwrap()
+                .push_channel_expired
+        );
     }
     // A reinstalled app is notified once: only the new installations are targets.
     let targets = ids(&reg, &expr("t"));
     assert_eq!(targets.len(), 40);
     assert!(targets.iter().all(|t| t.starts_with("new-")));
     // The same token on another platform is another handle.
-    let fcm = Installation::new(id("fcm-1"), PushHandle::fcm(&format!("{:064x}", 1)).unwrap());
+    let fcm = Installation::new(
+        id("fcm-1"),
+        PushHandle::fcm(&format!("{:064x}", 1)).unwrap(),
+    );
     reg.upsert(fcm).unwrap();
     assert!(!reg.get(&id("new-1")).unwrap().push_channel_expired);
     // Re-registering revives an expired installation (and takes the handle back).
@@ -107,7 +135,8 @@ fn concurrent_claims_of_one_handle_leave_one_owner() {
             let reg = reg.clone();
             s.spawn(move || {
                 for round in 0..50 {
-                    reg.upsert(inst(&format!("c{t}-{round}"), round % 5, &["x"])).unwrap();
+                    reg.upsert(inst(&format!("c{t}-{round}"), round % 5, &["x"]))
+                        .unwrap();
                 }
             });
         }
@@ -140,22 +169,41 @@ fn patch_operations() {
     assert_eq!(got.tags, tags(&["a", "b"]));
     assert_eq!(got.user_id.unwrap().as_str(), "alice");
     assert_eq!(got.templates.get("t1"), Some(&t));
-    assert_eq!(ids(&reg, &Audience::User(UserId::new("alice").unwrap())), vec!["p"]);
+    assert_eq!(
+        ids(&reg, &Audience::User(UserId::new("alice").unwrap())),
+        vec!["p"]
+    );
     assert_eq!(ids(&reg, &expr("$UserId:{alice} && b")), vec!["p"]);
     assert_eq!(ids(&reg, &expr("$InstallationId:{p}")), vec!["p"]);
-    reg.patch(&id("p"), &[PatchOp::SetHandle(apns(9)), PatchOp::SetUser(None)]).unwrap();
+    reg.patch(
+        &id("p"),
+        &[PatchOp::SetHandle(apns(9)), PatchOp::SetUser(None)],
+    )
+    .unwrap();
     assert_eq!(reg.get(&id("p")).unwrap().handle, apns(9));
     assert!(ids(&reg, &Audience::User(UserId::new("alice").unwrap())).is_empty());
     let err = reg
-        .patch(&id("p"), &[PatchOp::SetHandle(PushHandle::fcm("tok").unwrap())])
+        .patch(
+            &id("p"),
+            &[PatchOp::SetHandle(PushHandle::fcm("tok").unwrap())],
+        )
         .unwrap_err();
-    assert_eq!(err.to_string(), "installation \"p\" is apns; a patch cannot change it to fcm");
-    let err = reg.patch(&id("nope"), &[PatchOp::RemoveTag(Tag::new("a").unwrap())]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "installation \"p\" is apns; a patch cannot change it to fcm"
+    );
+    let err = reg
+        .patch(&id("nope"), &[PatchOp::RemoveTag(Tag::new("a").unwrap())])
+        .unwrap_err();
     assert!(matches!(err, RegistryError::NotFound(_)));
     drop(reg);
     let reg = Registry::open(dir.path()).unwrap();
     let got = reg.get(&id("p")).unwrap();
-    assert_eq!(got.templates.get("t1"), Some(&t), "templates survive reopen");
+    assert_eq!(
+        got.templates.get("t1"),
+        Some(&t),
+        "templates survive reopen"
+    );
     reg.check_invariants().unwrap();
 }
 
@@ -169,17 +217,26 @@ fn limits_and_allowlist() {
     };
     let reg = Registry::open_with(dir.path(), cfg).unwrap();
     let err = reg.upsert(inst("x", 1, &["a", "b", "c", "d"])).unwrap_err();
-    assert_eq!(err.to_string(), "installation \"x\" has 4 tags; at most 3 are allowed");
+    assert_eq!(
+        err.to_string(),
+        "installation \"x\" has 4 tags; at most 3 are allowed"
+    );
     assert!(reg.upsert(inst("x", 1, &["a", "b", "c", "a"])).is_ok());
     let wns = |uri: &str| Installation::new(id("w"), PushHandle::wns(uri).unwrap());
-    assert!(reg.upsert(wns("https://db5.notify.windows.com/?token=1")).is_ok());
+    assert!(reg
+        .upsert(wns("https://db5.notify.windows.com/?token=1"))
+        .is_ok());
     assert!(reg.upsert(wns("https://127.0.0.1:9000/ch/1")).is_ok());
-    let err = reg.upsert(wns("https://evil.example/notify.windows.com")).unwrap_err();
+    let err = reg
+        .upsert(wns("https://evil.example/notify.windows.com"))
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "WNS channel host \"evil.example\" is not allowed (allowed: *.notify.windows.com, 127.0.0.1)"
     );
-    assert!(reg.upsert(wns("https://notify.windows.com.evil.example/")).is_err());
+    assert!(reg
+        .upsert(wns("https://notify.windows.com.evil.example/"))
+        .is_err());
     assert!(reg.upsert(wns("https://xnotify.windows.com/")).is_err());
     drop(reg);
     let err = Registry::open_with(
@@ -208,9 +265,17 @@ fn prune_guards_against_the_410_race() {
     let report = reg
         .prune(&[
             // dead, no timestamp: pruned
-            PruneRequest { installation_id: id("d0"), handle: apns(0), invalid_since: None },
+            PruneRequest {
+                installation_id: id("d0"),
+                handle: apns(0),
+                invalid_since: None,
+            },
             // dead since before the last update: the device re-registered since, keep it
-            PruneRequest { installation_id: id("d1"), handle: apns(1), invalid_since: Some(long_ago) },
+            PruneRequest {
+                installation_id: id("d1"),
+                handle: apns(1),
+                invalid_since: Some(long_ago),
+            },
             // dead since after the last update: pruned
             PruneRequest {
                 installation_id: id("d2"),
@@ -218,12 +283,23 @@ fn prune_guards_against_the_410_race() {
                 invalid_since: Some(SystemTime::now() + Duration::from_secs(5)),
             },
             // the installation has another handle now: stale, keep
-            PruneRequest { installation_id: id("d3"), handle: apns(99), invalid_since: None },
+            PruneRequest {
+                installation_id: id("d3"),
+                handle: apns(99),
+                invalid_since: None,
+            },
             // gone already
-            PruneRequest { installation_id: id("zz"), handle: apns(0), invalid_since: None },
+            PruneRequest {
+                installation_id: id("zz"),
+                handle: apns(0),
+                invalid_since: None,
+            },
         ])
         .unwrap();
-    assert_eq!((report.pruned, report.kept_updated, report.stale), (2, 1, 2));
+    assert_eq!(
+        (report.pruned, report.kept_updated, report.stale),
+        (2, 1, 2)
+    );
     assert_eq!(ids(&reg, &Audience::All), vec!["d1", "d3"]);
     reg.check_invariants().unwrap();
     drop(reg);
@@ -237,8 +313,10 @@ fn expired_installations_are_invisible_and_reaped() {
     let reg = Registry::open(dir.path()).unwrap();
     let past = SystemTime::now() - Duration::from_secs(1);
     let future = SystemTime::now() + Duration::from_secs(3600);
-    reg.upsert(inst("gone", 1, &["t"]).with_expiration(past)).unwrap();
-    reg.upsert(inst("later", 2, &["t"]).with_expiration(future)).unwrap();
+    reg.upsert(inst("gone", 1, &["t"]).with_expiration(past))
+        .unwrap();
+    reg.upsert(inst("later", 2, &["t"]).with_expiration(future))
+        .unwrap();
     reg.upsert(inst("never", 3, &["t"])).unwrap();
     assert_eq!(reg.resolve(&expr("t")).count(), 2);
     assert_eq!(reg.resolve(&expr("!nothing")).count(), 2);
@@ -255,9 +333,13 @@ fn resolution_by_platform_and_expression() {
     reg.upsert(inst("a", 1, &["sports", "news"])).unwrap();
     reg.upsert(inst("b", 2, &["sports", "premium"])).unwrap();
     reg.upsert(inst("c", 3, &["news"])).unwrap();
-    let f = Installation::new(id("f"), PushHandle::fcm("tok-1").unwrap()).with_tags(tags(&["sports"]));
+    let f =
+        Installation::new(id("f"), PushHandle::fcm("tok-1").unwrap()).with_tags(tags(&["sports"]));
     reg.upsert(f).unwrap();
-    assert_eq!(ids(&reg, &expr("(sports || news) && !premium")), vec!["a", "c", "f"]);
+    assert_eq!(
+        ids(&reg, &expr("(sports || news) && !premium")),
+        vec!["a", "c", "f"]
+    );
     assert_eq!(ids(&reg, &expr("sports && !news && !premium")), vec!["f"]);
     assert_eq!(ids(&reg, &expr("!sports")), vec!["c"]);
     assert_eq!(ids(&reg, &expr("unknown || news")), vec!["a", "c"]);
@@ -267,7 +349,11 @@ fn resolution_by_platform_and_expression() {
     let res = reg.resolve(&expr("news"));
     assert_eq!(res.count(), 2);
     reg.upsert(inst("c", 3, &["weather"])).unwrap();
-    let read: Vec<_> = res.batches(10).flatten().map(|t| t.installation_id.to_string()).collect();
+    let read: Vec<_> = res
+        .batches(10)
+        .flatten()
+        .map(|t| t.installation_id.to_string())
+        .collect();
     assert_eq!(read, vec!["a"]);
 }
 
@@ -279,14 +365,21 @@ fn web_push_and_bulk() {
     let reg = Registry::open(dir.path()).unwrap();
     let mut key = [7u8; 65];
     key[0] = 4;
-    let h = PushHandle::web_push("https://127.0.0.1:8443/push/abc", &b64(&key), &b64(&[9; 16])).unwrap();
+    let h = PushHandle::web_push(
+        "https://127.0.0.1:8443/push/abc",
+        &b64(&key),
+        &b64(&[9; 16]),
+    )
+    .unwrap();
     let batch = vec![
         Installation::new(id("w1"), h.clone()),
         inst("b1", 1, &["x"]),
         inst("b2", 2, &["x"]),
     ];
     let results = reg.upsert_batch(batch);
-    assert!(results.iter().all(|r| matches!(r, Ok(WriteOutcome::Created))));
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Ok(WriteOutcome::Created))));
     drop(reg);
     let reg = Registry::open(dir.path()).unwrap();
     let got = reg.get(&id("w1")).unwrap();
@@ -314,7 +407,10 @@ async fn async_writers_share_flushes() {
         assert_eq!(t.await.unwrap().unwrap(), WriteOutcome::Created);
     }
     let flushes = reg.stats().flushes - before;
-    assert!(flushes < 400, "group commit: {flushes} flushes for 400 writes");
+    assert!(
+        flushes < 400,
+        "group commit: {flushes} flushes for 400 writes"
+    );
     assert_eq!(reg.count(), 400);
     reg.check_invariants().unwrap();
 }
@@ -327,22 +423,47 @@ fn compaction_keeps_every_live_record_and_deletion() {
     let n = 3000u32;
     let writes: Vec<_> = (0..n).map(|i| inst(&format!("k{i}"), i, &["v1"])).collect();
     reg.upsert_batch(writes);
-    let rewrites: Vec<_> = (0..n).filter(|i| i % 3 != 0).map(|i| inst(&format!("k{i}"), i, &["v2"])).collect();
+    let rewrites: Vec<_> = (0..n)
+        .filter(|i| i % 3 != 0)
+        .map(|i| inst(&format!("k{i}"), i, &["v2"]))
+        .collect();
     reg.upsert_batch(rewrites);
     for i in (0..n).filter(|i| i % 3 == 0 && i % 2 == 0) {
         reg.delete(&id(&format!("k{i}"))).unwrap();
     }
+    // Some deleted ids come back: their tombstones must not outlive the new records.
+    let revived: Vec<_> = (0..n)
+        .filter(|i| i % 30 == 0)
+        .map(|i| inst(&format!("k{i}"), i, &["v3"]))
+        .collect();
+    reg.upsert_batch(revived);
+    // Pad the log so the chunks holding those tombstones are sealed and compactable.
+    let pad: Vec<_> = (0..n)
+        .map(|i| inst(&format!("pad{i}"), n + i, &["p"]))
+        .collect();
+    reg.upsert_batch(pad);
+    for i in 0..n {
+        reg.delete(&id(&format!("pad{i}"))).unwrap();
+    }
     reg.check_invariants().unwrap();
     let before = reg.stats();
     let compacted = reg.compact().unwrap();
-    assert!(compacted > 0, "overwritten chunks are compacted: {before:?}");
+    assert!(
+        compacted > 0,
+        "overwritten chunks are compacted: {before:?}"
+    );
     let after = reg.stats();
-    assert!(after.log_entries < before.log_entries, "{before:?} -> {after:?}");
+    assert!(
+        after.log_entries < before.log_entries,
+        "{before:?} -> {after:?}"
+    );
     reg.check_invariants().unwrap();
     let expect = |reg: &Registry| {
         for i in 0..n {
             let got = reg.get(&id(&format!("k{i}")));
-            if i % 3 == 0 && i % 2 == 0 {
+            if i % 30 == 0 {
+                assert_eq!(got.unwrap().tags, tags(&["v3"]), "k{i} was revived");
+            } else if i % 3 == 0 && i % 2 == 0 {
                 assert_eq!(got, None, "k{i} stays deleted");
             } else {
                 let want = if i % 3 == 0 { "v1" } else { "v2" };
@@ -355,6 +476,7 @@ fn compaction_keeps_every_live_record_and_deletion() {
     let reg = Registry::open(dir.path()).unwrap();
     reg.check_invariants().unwrap();
     expect(&reg);
+    assert_eq!(reg.count(), (n - n / 6 + n / 30) as usize);
     // A second compaction round after reopening finds the recomputed counters consistent.
     reg.compact().unwrap();
     reg.check_invariants().unwrap();

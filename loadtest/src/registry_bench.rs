@@ -34,7 +34,8 @@ pub struct RegistryArgs {
     /// Write the results as JSON to this file too.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Directory for the durable store (default: a temporary directory, removed at the end).
+    /// Directory for the durable store, kept after the run (default: a temporary directory,
+    /// removed at the end).
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Seed of the generator.
@@ -55,6 +56,9 @@ pub struct RegistryArgs {
     /// Registry partitions.
     #[arg(long, default_value_t = 16)]
     pub partitions: u16,
+    /// Only reopen the store in `--dir` and report the recovery time (for profiling recovery).
+    #[arg(long, requires = "dir")]
+    pub recover_only: bool,
 }
 
 /// The generator of synthetic installations.
@@ -104,7 +108,12 @@ impl DeviceGen {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             let hex: String = t
                 .iter()
-                .flat_map(|x| [HEX[(x >> 4) as usize] as char, HEX[(x & 15) as usize] as char])
+                .flat_map(|x| {
+                    [
+                        HEX[(x >> 4) as usize] as char,
+                        HEX[(x & 15) as usize] as char,
+                    ]
+                })
                 .collect();
             PushHandle::apns(&hex).expect("generated hex token is valid")
         } else {
@@ -114,7 +123,13 @@ impl DeviceGen {
             let s: String = raw
                 .iter()
                 .enumerate()
-                .map(|(k, b)| if k == 22 { ':' } else { A[(b & 63) as usize] as char })
+                .map(|(k, b)| {
+                    if k == 22 {
+                        ':'
+                    } else {
+                        A[(b & 63) as usize] as char
+                    }
+                })
                 .collect();
             PushHandle::fcm(&s).expect("generated FCM token is valid")
         };
@@ -137,12 +152,9 @@ impl DeviceGen {
         }
         let user = UserId::new(format!("user_{}", rng.gen_range(0..self.users)))
             .expect("generated user id is valid");
-        Installation::new(
-            InstallationId::new(id).expect("uuid is a valid id"),
-            handle,
-        )
-        .with_tags(tags)
-        .with_user(user)
+        Installation::new(InstallationId::new(id).expect("uuid is a valid id"), handle)
+            .with_tags(tags)
+            .with_user(user)
     }
 }
 
@@ -223,7 +235,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Builds `devices` installations into `reg` with `threads` threads, in batches.
-pub fn build(reg: &Registry, gen: &DeviceGen, devices: u64, threads: u64, progress: bool) -> Result<(), String> {
+pub fn build(
+    reg: &Registry,
+    gen: &DeviceGen,
+    devices: u64,
+    threads: u64,
+    progress: bool,
+) -> Result<(), String> {
     let next = AtomicU64::new(0);
     const BATCH: u64 = 10_000;
     let failed = std::sync::Mutex::new(None::<String>);
@@ -319,7 +337,10 @@ pub fn run(args: RegistryArgs) -> Result<RegistryReport, Box<dyn std::error::Err
         });
     }
     for r in &resolve {
-        eprintln!("resolve {:<32} {:>9} targets  median {:.2} ms", r.expr, r.count, r.median_ms);
+        eprintln!(
+            "resolve {:<32} {:>9} targets  median {:.2} ms",
+            r.expr, r.count, r.median_ms
+        );
     }
 
     // Durable upserts: concurrent writers change existing devices' tags.
@@ -366,7 +387,10 @@ pub fn run(args: RegistryArgs) -> Result<RegistryReport, Box<dyn std::error::Err
     let reg = Registry::open_with(&dir, config)?;
     let recover_secs = t.elapsed().as_secs_f64();
     let (rss_after_recover, rss_peak_bytes) = rss();
-    eprintln!("recovered {} installations in {recover_secs:.1} s", reg.count());
+    eprintln!(
+        "recovered {} installations in {recover_secs:.1} s",
+        reg.count()
+    );
     if reg.count() as u64 != n {
         return Err(format!("recovered {} installations, built {n}", reg.count()).into());
     }
@@ -375,7 +399,10 @@ pub fn run(args: RegistryArgs) -> Result<RegistryReport, Box<dyn std::error::Err
     // In-memory (index only) upserts, last, so its garbage does not inflate the figures above.
     let mem_n = args.memory_upserts.unwrap_or(n.min(1_000_000)).min(n);
     let memory_upserts_per_sec = {
-        let eph = Registry::ephemeral(RegistryConfig { partitions: args.partitions, ..RegistryConfig::default() })?;
+        let eph = Registry::ephemeral(RegistryConfig {
+            partitions: args.partitions,
+            ..RegistryConfig::default()
+        })?;
         let devices: Vec<Installation> = (0..mem_n).map(|i| gen.device(i, 0)).collect();
         let chunks: Vec<Vec<Installation>> = {
             let per = devices.len().div_ceil(2).max(1);
@@ -414,7 +441,10 @@ pub fn run(args: RegistryArgs) -> Result<RegistryReport, Box<dyn std::error::Err
         rss_bytes_per_installation: rss_after_build_bytes as f64 / n.max(1) as f64,
         rss_peak_bytes,
         index_bytes_per_installation: stats.index_heap_bytes as f64 / n.max(1) as f64,
-        rss_after_build_minus_baseline_per_installation: (rss_after_build_bytes.saturating_sub(rss_baseline_bytes)) as f64 / n.max(1) as f64,
+        rss_after_build_minus_baseline_per_installation: (rss_after_build_bytes
+            .saturating_sub(rss_baseline_bytes))
+            as f64
+            / n.max(1) as f64,
         disk_bytes,
         recover_secs,
         rss_after_recover_bytes_per_installation: rss_after_recover as f64 / n.max(1) as f64,
@@ -423,17 +453,49 @@ pub fn run(args: RegistryArgs) -> Result<RegistryReport, Box<dyn std::error::Err
 
 /// Prints the report and writes the JSON file if asked.
 pub fn main(args: RegistryArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if args.recover_only {
+        let dir = args.dir.clone().ok_or("--recover-only needs --dir")?;
+        let t = Instant::now();
+        let reg = Registry::open_with(
+            &dir,
+            RegistryConfig {
+                partitions: args.partitions,
+                ..RegistryConfig::default()
+            },
+        )?;
+        let (rss_now, peak) = rss();
+        println!(
+            "recovered {} installations in {:.2} s; resident {} MiB, peak {} MiB",
+            reg.count(),
+            t.elapsed().as_secs_f64(),
+            rss_now >> 20,
+            peak >> 20
+        );
+        return Ok(());
+    }
     let json = args.json.clone();
     let r = run(args)?;
-    println!("tagcast registry benchmark: {} installations, {} partitions, {} cores", r.devices, r.partitions, r.cores);
-    println!("  build (durable, bulk)     {:>10.1} s   {:>10.0} /s", r.build_secs, r.build_per_sec);
-    println!("  in-memory upserts         {:>10.0} /s", r.memory_upserts_per_sec);
+    println!(
+        "tagcast registry benchmark: {} installations, {} partitions, {} cores",
+        r.devices, r.partitions, r.cores
+    );
+    println!(
+        "  build (durable, bulk)     {:>10.1} s   {:>10.0} /s",
+        r.build_secs, r.build_per_sec
+    );
+    println!(
+        "  in-memory upserts         {:>10.0} /s",
+        r.memory_upserts_per_sec
+    );
     println!(
         "  durable upserts           {:>10.0} /s   ({} writers, {} upserts, {} flushes)",
         r.durable_upserts_per_sec, r.durable_writers, r.durable_upserts, r.durable_flushes
     );
     for f in &r.resolve {
-        println!("  resolve {:<30} {:>10} targets  median {:>8.2} ms  min {:>8.2} ms", f.expr, f.count, f.median_ms, f.min_ms);
+        println!(
+            "  resolve {:<30} {:>10} targets  median {:>8.2} ms  min {:>8.2} ms",
+            f.expr, f.count, f.median_ms, f.min_ms
+        );
     }
     println!(
         "  resident memory           {:>10.0} bytes/installation after build ({} MiB; baseline {} MiB; peak {} MiB)",
@@ -442,7 +504,10 @@ pub fn main(args: RegistryArgs) -> Result<(), Box<dyn std::error::Error>> {
         r.rss_baseline_bytes >> 20,
         r.rss_peak_bytes >> 20
     );
-    println!("  index heap (estimate)     {:>10.0} bytes/installation", r.index_bytes_per_installation);
+    println!(
+        "  index heap (estimate)     {:>10.0} bytes/installation",
+        r.index_bytes_per_installation
+    );
     println!("  disk                      {:>10} MiB", r.disk_bytes >> 20);
     println!(
         "  reopen + recover          {:>10.1} s   ({:.0} bytes/installation resident after)",

@@ -30,7 +30,9 @@ impl Interner {
     pub(crate) fn lookup(&self, tag: &str) -> Option<TagId> {
         let st = self.state.read();
         st.table
-            .find(hash_bytes(tag.as_bytes()), |&id| &*st.names[id as usize] == tag)
+            .find(hash_bytes(tag.as_bytes()), |&id| {
+                &*st.names[id as usize] == tag
+            })
             .copied()
     }
 

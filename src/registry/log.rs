@@ -21,8 +21,10 @@
 //! Compaction: the in-memory index knows the position of every installation's live record, so
 //! for each chunk the log counts live entries. A sealed chunk less than half live is rewritten:
 //! its live records are appended again (their positions move), then — once that is durable —
-//! the chunk is deleted. A tombstone is needed while any older chunk exists (an older chunk
-//! may still hold a record of the deleted id); it is dropped only when its chunk is the oldest.
+//! the chunk is deleted. A tombstone is moved only while its id is absent and an older chunk
+//! exists (an older chunk may still hold a record of the deleted id); if the id was written
+//! again, the newer record supersedes everything older and the tombstone is dropped — moving
+//! it would place it after that record.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -100,7 +102,8 @@ pub(crate) fn entries(seq: u64, chunk: &[u8]) -> Result<Vec<Entry<'_>>, StoreErr
         if chunk.len() - at < ENTRY_HEADER {
             return Err(corrupt(format!("truncated entry header at byte {at}")));
         }
-        let len = u32::from_le_bytes([chunk[at], chunk[at + 1], chunk[at + 2], chunk[at + 3]]) as usize;
+        let len =
+            u32::from_le_bytes([chunk[at], chunk[at + 1], chunk[at + 2], chunk[at + 3]]) as usize;
         let kind = chunk[at + 4];
         let partition = u16::from_le_bytes([chunk[at + 5], chunk[at + 6]]);
         let start = at + ENTRY_HEADER;
@@ -217,7 +220,8 @@ impl Writer<'_> {
             st.pending.reserve(CHUNK_BYTES + 1024);
             st.pending.push(CHUNK_VERSION);
         }
-        st.pending.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        st.pending
+            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
         st.pending.push(kind);
         st.pending.extend_from_slice(&partition.to_le_bytes());
         st.pending.extend_from_slice(payload);
@@ -285,12 +289,25 @@ mod tests {
         assert_eq!((chunk_of(a), chunk_of(b)), (1, 1));
         let es = entries(1, &chunk).unwrap();
         assert_eq!(es.len(), 2);
-        assert_eq!((es[0].pos, es[0].kind, es[0].partition, es[0].payload), (a, KIND_RECORD, 3, &b"\x01abc"[..]));
-        assert_eq!((es[1].pos, es[1].kind, es[1].partition, es[1].payload), (b, KIND_TOMBSTONE, 4, &b"id-1"[..]));
+        assert_eq!(
+            (es[0].pos, es[0].kind, es[0].partition, es[0].payload),
+            (a, KIND_RECORD, 3, &b"\x01abc"[..])
+        );
+        assert_eq!(
+            (es[1].pos, es[1].kind, es[1].partition, es[1].payload),
+            (b, KIND_TOMBSTONE, 4, &b"id-1"[..])
+        );
         assert!(entries(1, &chunk[..chunk.len() - 1]).is_err());
         assert!(entries(1, &[9]).is_err());
         let stats = log.chunk_stats();
-        assert_eq!(stats[&1], ChunkStat { entries: 2, live: 1, tombstones: 1 });
+        assert_eq!(
+            stats[&1],
+            ChunkStat {
+                entries: 2,
+                live: 1,
+                tombstones: 1
+            }
+        );
         let mut w = log.writer();
         w.kill(a);
         drop(w);

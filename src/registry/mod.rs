@@ -46,10 +46,10 @@ use crate::audience::eval::Compiled;
 use crate::TagExpr;
 use commit::GroupCommit;
 use interner::Interner;
-use model::{check_template, InvalidInput, PushHandle, WebPushSubscription};
-pub use model::{InstallationId, Installation, PatchOp, Platform, Template, UserId};
-use partition::{hash_bytes, hash_handle, MemRecord, Partition, RecordParts, NO_EXPIRY};
 use log::Log;
+use model::{check_template, InvalidInput, PushHandle, WebPushSubscription};
+pub use model::{Installation, InstallationId, PatchOp, Platform, Template, UserId};
+use partition::{hash_bytes, hash_handle, MemRecord, Partition, RecordParts, NO_EXPIRY};
 use store::{SledStore, Store, StoreError, StoredRecord, StoredTemplate};
 
 /// Registry settings.
@@ -71,8 +71,12 @@ pub struct RegistryConfig {
     /// An unchanged re-registration (every app launch sends one) is acknowledged without any
     /// write unless the stored last-update time is older than this. Default 1 hour.
     pub touch_interval: Duration,
-    /// How often expired installations are reaped in the background. Default 60 s.
+    /// How often expired installations are reaped and the log compacted in the background.
+    /// Default 60 s.
     pub reap_interval: Duration,
+    /// Group commit: how long a flush may wait for writers that are mid-write to join it.
+    /// Default 500 µs; zero flushes at once. A lone writer never waits.
+    pub commit_window: Duration,
 }
 
 impl Default for RegistryConfig {
@@ -84,6 +88,7 @@ impl Default for RegistryConfig {
             cache_capacity: 64 << 20,
             touch_interval: Duration::from_secs(3600),
             reap_interval: Duration::from_secs(60),
+            commit_window: Duration::from_micros(500),
         }
     }
 }
@@ -276,7 +281,10 @@ impl Registry {
 
     /// Opens (or creates) the registry stored in `path`, rebuilding the in-memory index from
     /// the store (partitions in parallel).
-    pub fn open_with(path: impl AsRef<Path>, config: RegistryConfig) -> Result<Registry, RegistryError> {
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        config: RegistryConfig,
+    ) -> Result<Registry, RegistryError> {
         Self::check_partitions(&config)?;
         let store = SledStore::open(path.as_ref(), config.cache_capacity)?;
         Registry::with_store(Arc::new(store), config)
@@ -301,7 +309,10 @@ impl Registry {
         Ok(())
     }
 
-    fn with_store(store: Arc<dyn Store>, config: RegistryConfig) -> Result<Registry, RegistryError> {
+    fn with_store(
+        store: Arc<dyn Store>,
+        config: RegistryConfig,
+    ) -> Result<Registry, RegistryError> {
         match (store.meta(META_VERSION)?, store.meta(META_PARTITIONS)?) {
             (Some(v), Some(p)) => {
                 if v != LAYOUT_VERSION {
@@ -329,9 +340,10 @@ impl Registry {
         let interner = Interner::new();
         let rec = recovery::recover(&store, config.partitions, &interner)?;
         let log = Arc::new(Log::new(store.clone(), rec.next_chunk, rec.chunks));
-        let partitions: Box<[RwLock<Partition>]> = rec.partitions.into_iter().map(RwLock::new).collect();
+        let partitions: Box<[RwLock<Partition>]> =
+            rec.partitions.into_iter().map(RwLock::new).collect();
         let inner = Arc::new(Inner {
-            commit: GroupCommit::start(log.clone()),
+            commit: GroupCommit::start(log.clone(), config.commit_window),
             log,
             partitions,
             interner,
@@ -405,14 +417,17 @@ impl Registry {
                 platform: Platform::Wns,
                 problem: p,
             })?;
-            let ok = cfg.wns_hosts.iter().any(|pat| match pat.strip_prefix("*.") {
-                Some(suffix) => {
-                    host.len() > suffix.len() + 1
-                        && host.ends_with(&suffix.to_ascii_lowercase())
-                        && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
-                }
-                None => host == pat.to_ascii_lowercase(),
-            });
+            let ok = cfg
+                .wns_hosts
+                .iter()
+                .any(|pat| match pat.strip_prefix("*.") {
+                    Some(suffix) => {
+                        host.len() > suffix.len() + 1
+                            && host.ends_with(&suffix.to_ascii_lowercase())
+                            && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+                    }
+                    None => host == pat.to_ascii_lowercase(),
+                });
             if !ok {
                 return Err(RegistryError::WnsHost {
                     host,
@@ -480,6 +495,7 @@ impl Registry {
     /// Applies a write to store and memory; returns what it did and the commit sequence number
     /// to wait for (`None` when nothing was written).
     fn apply(&self, inst: &Installation) -> Result<(WriteOutcome, Option<u64>), RegistryError> {
+        let _active = self.inner.commit.begin();
         self.check_config(inst)?;
         let now = now_ms();
         let prep = self.prepare(inst, now);
@@ -495,7 +511,10 @@ impl Registry {
                 if let Some(old) = p.record(slot) {
                     let fresh = now.saturating_sub(old.last_update_ms())
                         < self.inner.config.touch_interval.as_millis() as u64;
-                    if fresh && old.same_content(&prep.mem) && p.templates(slot) == prep.templates.as_ref() {
+                    if fresh
+                        && old.same_content(&prep.mem)
+                        && p.templates(slot) == prep.templates.as_ref()
+                    {
                         return Ok((WriteOutcome::Unchanged, None));
                     }
                 }
@@ -509,8 +528,8 @@ impl Registry {
             let pid = (prep.pid + i) % n;
             let p = self.inner.partitions[pid as usize].read();
             if let Some(slot) = p.find_handle(platform, hkey) {
-                let owner_is_self = pid == prep.pid
-                    && p.record(slot).is_some_and(|r| r.id() == inst.id.as_str());
+                let owner_is_self =
+                    pid == prep.pid && p.record(slot).is_some_and(|r| r.id() == inst.id.as_str());
                 if !owner_is_self {
                     holder = Some((pid, slot));
                 }
@@ -563,7 +582,11 @@ impl Registry {
         hslot: u32,
         now: u64,
     ) -> Result<WriteOutcome, RegistryError> {
-        let (first, second) = if hpid <= prep.pid { (hpid, prep.pid) } else { (prep.pid, hpid) };
+        let (first, second) = if hpid <= prep.pid {
+            (hpid, prep.pid)
+        } else {
+            (prep.pid, hpid)
+        };
         let mut g1 = self.inner.partitions[first as usize].write();
         let mut g2 = (first != second).then(|| self.inner.partitions[second as usize].write());
         let (own, other): (&mut Partition, Option<&mut Partition>) = match g2.as_deref_mut() {
@@ -616,7 +639,9 @@ impl Registry {
             handle_keys: r.handle_extra().to_vec(),
             tags: r.tags().map(|t| self.inner.interner.name(t)).collect(),
             user_id: r.user().map(str::to_string),
-            templates: p.templates(slot).map_or_else(Vec::new, |t| templates_to_stored(t)),
+            templates: p
+                .templates(slot)
+                .map_or_else(Vec::new, |t| templates_to_stored(t)),
             expiration_ms: (r.expiration_ms() != NO_EXPIRY).then_some(r.expiration_ms()),
             push_channel_expired: r.channel_expired(),
             last_update_ms: r.last_update_ms(),
@@ -633,7 +658,9 @@ impl Registry {
                 .filter_map(|t| crate::Tag::new(self.inner.interner.name(t)).ok())
                 .collect(),
             user_id: r.user().and_then(|u| UserId::new(u).ok()),
-            templates: p.templates(slot).map_or_else(BTreeMap::new, |t| (**t).clone()),
+            templates: p
+                .templates(slot)
+                .map_or_else(BTreeMap::new, |t| (**t).clone()),
             expiration_time: (r.expiration_ms() != NO_EXPIRY).then(|| from_ms(r.expiration_ms())),
             push_channel_expired: r.channel_expired(),
             last_update: from_ms(r.last_update_ms()),
@@ -691,7 +718,11 @@ impl Registry {
     }
 
     /// Applies Notification Hubs PATCH operations to an existing installation.
-    pub fn patch(&self, id: &InstallationId, ops: &[PatchOp]) -> Result<WriteOutcome, RegistryError> {
+    pub fn patch(
+        &self,
+        id: &InstallationId,
+        ops: &[PatchOp],
+    ) -> Result<WriteOutcome, RegistryError> {
         let mut inst = self
             .get(id)
             .ok_or_else(|| RegistryError::NotFound(id.to_string()))?;
@@ -730,7 +761,9 @@ impl Registry {
 
     /// Logs a tombstone for the installation in `slot` and removes it from memory.
     fn remove_slot(&self, p: &mut Partition, pid: u16, slot: u32) -> Result<(), RegistryError> {
-        let Some(r) = p.record(slot) else { return Ok(()) };
+        let Some(r) = p.record(slot) else {
+            return Ok(());
+        };
         let mut w = self.inner.log.writer();
         w.tombstone(pid, r.id());
         w.kill(r.log_pos());
@@ -832,14 +865,19 @@ impl Registry {
         let parts: Vec<RoaringBitmap> = if self.count() < 200_000 || n == 1 {
             (0..n).map(eval_one).collect()
         } else {
-            let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(n);
+            let workers = std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(n);
             let mut out: Vec<Option<RoaringBitmap>> = vec![None; n];
             std::thread::scope(|s| {
                 let chunks: Vec<_> = (0..workers)
                     .map(|w| {
                         let eval_one = &eval_one;
                         s.spawn(move || {
-                            (w..n).step_by(workers).map(|pid| (pid, eval_one(pid))).collect::<Vec<_>>()
+                            (w..n)
+                                .step_by(workers)
+                                .map(|pid| (pid, eval_one(pid)))
+                                .collect::<Vec<_>>()
                         })
                     })
                     .collect();
@@ -973,7 +1011,9 @@ impl Registry {
             pids.sort_unstable();
             pids.dedup();
             for pid in pids {
-                let Some(part) = self.inner.partitions.get(pid as usize) else { continue };
+                let Some(part) = self.inner.partitions.get(pid as usize) else {
+                    continue;
+                };
                 let mut p = part.write();
                 let mut w = self.inner.log.writer();
                 for e in es.iter().filter(|e| e.partition == pid) {
@@ -986,9 +1026,13 @@ impl Registry {
                             p.set_log_pos(slot, moved);
                         }
                     } else {
+                        // A tombstone matters only while the id is absent (a newer record
+                        // supersedes everything older) and an older chunk may hold a record
+                        // of it. Moving it while the id exists would put it after the newer
+                        // record and delete it on replay.
                         w.drop_tombstone(e.pos);
-                        if !oldest {
-                            let id = String::from_utf8_lossy(e.payload);
+                        let id = String::from_utf8_lossy(e.payload);
+                        if !oldest && p.find_id(&id).is_none() {
                             w.tombstone(pid, &id);
                         }
                     }
@@ -1040,7 +1084,10 @@ impl Registry {
         if !self.inner.store.is_volatile() {
             for (seq, n) in &entries_per_chunk {
                 if stats.get(seq).map(|c| c.entries) != Some(*n) {
-                    return Err(format!("log chunk {seq}: {n} entries stored, counters say {:?}", stats.get(seq)));
+                    return Err(format!(
+                        "log chunk {seq}: {n} entries stored, counters say {:?}",
+                        stats.get(seq)
+                    ));
                 }
             }
         }
@@ -1049,21 +1096,32 @@ impl Registry {
         let mut in_memory = 0usize;
         for (pid, part) in self.inner.partitions.iter().enumerate() {
             let p = part.read();
-            p.check_invariants().map_err(|e| format!("partition {pid}: invariant {e}"))?;
+            p.check_invariants()
+                .map_err(|e| format!("partition {pid}: invariant {e}"))?;
             in_memory += p.len();
             for (slot, r) in p.iter() {
                 *live.entry(log::chunk_of(r.log_pos())).or_default() += 1;
                 if self.partition_of(r.id()) as usize != pid {
-                    return Err(format!("{:?} is in partition {pid}, its hash says otherwise", r.id()));
+                    return Err(format!(
+                        "{:?} is in partition {pid}, its hash says otherwise",
+                        r.id()
+                    ));
                 }
                 if !self.inner.store.is_volatile() {
                     match replay.get(r.id()) {
                         Some(Some((pos, lp, rec))) => {
                             if *pos != r.log_pos() || *lp as usize != pid {
-                                return Err(format!("{:?}: memory says log position {}, the log {pos}", r.id(), r.log_pos()));
+                                return Err(format!(
+                                    "{:?}: memory says log position {}, the log {pos}",
+                                    r.id(),
+                                    r.log_pos()
+                                ));
                             }
                             if self.stored_form(&p, slot, r) != *rec {
-                                return Err(format!("{:?} differs between the log and memory", r.id()));
+                                return Err(format!(
+                                    "{:?} differs between the log and memory",
+                                    r.id()
+                                ));
                             }
                         }
                         _ => return Err(format!("{:?} is in memory but not in the log", r.id())),
@@ -1072,7 +1130,9 @@ impl Registry {
                 if r.channel_expired() {
                     continue;
                 }
-                if let Some(other) = owners.insert((r.platform(), r.handle_key().to_vec()), r.id().to_string()) {
+                if let Some(other) =
+                    owners.insert((r.platform(), r.handle_key().to_vec()), r.id().to_string())
+                {
                     return Err(format!("handle owned by both {other:?} and {:?}", r.id()));
                 }
             }
@@ -1080,11 +1140,17 @@ impl Registry {
         if !self.inner.store.is_volatile() {
             let durable = replay.values().filter(|v| v.is_some()).count();
             if durable != in_memory {
-                return Err(format!("{durable} installations in the log, {in_memory} in memory"));
+                return Err(format!(
+                    "{durable} installations in the log, {in_memory} in memory"
+                ));
             }
             for (seq, c) in &stats {
                 if c.live != live.get(seq).copied().unwrap_or(0) {
-                    return Err(format!("log chunk {seq}: live counter {} but {} live records", c.live, live.get(seq).copied().unwrap_or(0)));
+                    return Err(format!(
+                        "log chunk {seq}: live counter {} but {} live records",
+                        c.live,
+                        live.get(seq).copied().unwrap_or(0)
+                    ));
                 }
             }
         }
@@ -1107,24 +1173,24 @@ impl Drop for Inner {
 
 fn handle_of(r: &MemRecord) -> PushHandle {
     match r.platform() {
-            Platform::Apns => PushHandle::Apns(r.handle_key().into()),
-            Platform::Fcm => PushHandle::Fcm(String::from_utf8_lossy(r.handle_key()).into()),
-            Platform::Wns => PushHandle::Wns(String::from_utf8_lossy(r.handle_key()).into()),
-            Platform::WebPush => {
-                let extra = r.handle_extra();
-                let mut p256dh = [0u8; 65];
-                let mut auth = [0u8; 16];
-                if extra.len() == 81 {
-                    p256dh.copy_from_slice(&extra[..65]);
-                    auth.copy_from_slice(&extra[65..]);
-                }
-                PushHandle::WebPush(WebPushSubscription::from_parts(
-                    &String::from_utf8_lossy(r.handle_key()),
-                    p256dh,
-                    auth,
-                ))
+        Platform::Apns => PushHandle::Apns(r.handle_key().into()),
+        Platform::Fcm => PushHandle::Fcm(String::from_utf8_lossy(r.handle_key()).into()),
+        Platform::Wns => PushHandle::Wns(String::from_utf8_lossy(r.handle_key()).into()),
+        Platform::WebPush => {
+            let extra = r.handle_extra();
+            let mut p256dh = [0u8; 65];
+            let mut auth = [0u8; 16];
+            if extra.len() == 81 {
+                p256dh.copy_from_slice(&extra[..65]);
+                auth.copy_from_slice(&extra[65..]);
             }
+            PushHandle::WebPush(WebPushSubscription::from_parts(
+                &String::from_utf8_lossy(r.handle_key()),
+                p256dh,
+                auth,
+            ))
         }
+    }
 }
 
 #[cold]
@@ -1132,7 +1198,12 @@ fn unreachable_id(id: &str) -> InstallationId {
     unreachable!("stored installation id {id:?} failed validation")
 }
 
-fn rebuild_mem(r: &MemRecord, channel_expired: bool, last_update_ms: u64, log_pos: u64) -> MemRecord {
+fn rebuild_mem(
+    r: &MemRecord,
+    channel_expired: bool,
+    last_update_ms: u64,
+    log_pos: u64,
+) -> MemRecord {
     let tags: Vec<u32> = r.tags().collect();
     MemRecord::build(&RecordParts {
         last_update_ms,
@@ -1154,7 +1225,11 @@ fn templates_to_stored(t: &BTreeMap<String, Template>) -> Vec<StoredTemplate> {
         .map(|(name, t)| StoredTemplate {
             name: name.clone(),
             body: t.body.clone(),
-            headers: t.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            headers: t
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             tags: t.tags.iter().map(|t| t.to_string()).collect(),
             expiry: t.expiry.clone(),
         })
@@ -1169,7 +1244,11 @@ fn templates_from_stored(v: Vec<StoredTemplate>) -> BTreeMap<String, Template> {
                 Template {
                     body: t.body,
                     headers: t.headers.into_iter().collect(),
-                    tags: t.tags.iter().filter_map(|s| crate::Tag::new(s).ok()).collect(),
+                    tags: t
+                        .tags
+                        .iter()
+                        .filter_map(|s| crate::Tag::new(s).ok())
+                        .collect(),
                     expiry: t.expiry,
                 },
             )

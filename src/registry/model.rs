@@ -361,16 +361,18 @@ impl PushHandle {
             )));
         }
         if hex.len() / 2 > MAX_APNS_TOKEN_BYTES {
-            return Err(bad(format!(
-                "is longer than {MAX_APNS_TOKEN_BYTES} bytes"
-            )));
+            return Err(bad(format!("is longer than {MAX_APNS_TOKEN_BYTES} bytes")));
         }
         let mut out = Vec::with_capacity(hex.len() / 2);
         for (i, pair) in hex.as_bytes().chunks_exact(2).enumerate() {
             match (hex_val(pair[0]), hex_val(pair[1])) {
                 (Some(h), Some(l)) => out.push(h << 4 | l),
                 _ => {
-                    let at = if hex_val(pair[0]).is_none() { 2 * i } else { 2 * i + 1 };
+                    let at = if hex_val(pair[0]).is_none() {
+                        2 * i
+                    } else {
+                        2 * i + 1
+                    };
                     let ch = hex[at..].chars().next().unwrap_or('?');
                     return Err(bad(format!("contains {ch:?} at byte {at}; it must be hex")));
                 }
@@ -493,9 +495,7 @@ pub(crate) fn check_template(name: &str, t: &Template) -> Result<(), InvalidInpu
         problem,
     };
     if name.is_empty() || name.len() > MAX_TEMPLATE_NAME_LEN {
-        return Err(bad(format!(
-            "name must be 1-{MAX_TEMPLATE_NAME_LEN} bytes"
-        )));
+        return Err(bad(format!("name must be 1-{MAX_TEMPLATE_NAME_LEN} bytes")));
     }
     if name.chars().any(|c| c.is_control() || c == '/') {
         return Err(bad("name contains '/' or a control character".into()));
@@ -632,7 +632,10 @@ mod tests {
 
     #[test]
     fn uris_and_web_push() {
-        assert_eq!(check_https_uri("https://DB5.Notify.Windows.com/?token=x").unwrap(), "db5.notify.windows.com");
+        assert_eq!(
+            check_https_uri("https://DB5.Notify.Windows.com/?token=x").unwrap(),
+            "db5.notify.windows.com"
+        );
         assert_eq!(check_https_uri("https://[::1]:8443/x").unwrap(), "::1");
         assert!(check_https_uri("http://x").is_err());
         let p = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([4u8; 65]);
@@ -640,7 +643,9 @@ mod tests {
         assert!(PushHandle::web_push("https://push.example/x", &p, &a).is_ok());
         let short = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([4u8; 64]);
         assert_eq!(
-            PushHandle::web_push("https://push.example/x", &short, &a).unwrap_err().to_string(),
+            PushHandle::web_push("https://push.example/x", &short, &a)
+                .unwrap_err()
+                .to_string(),
             "webpush push handle p256dh is 64 bytes; an uncompressed P-256 point is 65"
         );
     }

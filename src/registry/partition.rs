@@ -286,9 +286,7 @@ impl Partition {
 
     pub(crate) fn find_id(&self, id: &str) -> Option<u32> {
         let h = hash_bytes(id.as_bytes());
-        self.by_id
-            .find(h, |&s| self.rec(s).id() == id)
-            .copied()
+        self.by_id.find(h, |&s| self.rec(s).id() == id).copied()
     }
 
     pub(crate) fn find_handle(&self, platform: Platform, key: &[u8]) -> Option<u32> {
@@ -332,7 +330,11 @@ impl Partition {
         self.records[slot as usize] = Some(rec);
         let records = &self.records;
         self.by_id.insert_unique(h, slot, |&s| {
-            hash_bytes(records[s as usize].as_ref().map_or(&[][..], |r| r.id().as_bytes()))
+            hash_bytes(
+                records[s as usize]
+                    .as_ref()
+                    .map_or(&[][..], |r| r.id().as_bytes()),
+            )
         });
         self.occupied += 1;
         self.link(slot, templates);
@@ -415,15 +417,16 @@ impl Partition {
             self.with_expiry.insert(slot);
         }
         if let Some(u) = rec.user() {
-            self.by_user.insert_unique(hash_bytes(u.as_bytes()), slot, |&s| {
-                hash_bytes(
-                    records[s as usize]
-                        .as_ref()
-                        .and_then(|r| r.user())
-                        .unwrap_or("")
-                        .as_bytes(),
-                )
-            });
+            self.by_user
+                .insert_unique(hash_bytes(u.as_bytes()), slot, |&s| {
+                    hash_bytes(
+                        records[s as usize]
+                            .as_ref()
+                            .and_then(|r| r.user())
+                            .unwrap_or("")
+                            .as_bytes(),
+                    )
+                });
         }
         if rec.channel_expired() {
             return;
@@ -486,9 +489,13 @@ impl Partition {
             .flatten()
             .map(|r| r.heap_bytes() + 16)
             .sum();
-        let tables = (self.by_id.capacity() + self.by_handle.capacity() + self.by_user.capacity())
-            * 5;
-        let bitmaps: usize = self.tags.values().map(|b| b.serialized_size() + 64).sum::<usize>()
+        let tables =
+            (self.by_id.capacity() + self.by_handle.capacity() + self.by_user.capacity()) * 5;
+        let bitmaps: usize = self
+            .tags
+            .values()
+            .map(|b| b.serialized_size() + 64)
+            .sum::<usize>()
             + self.all.serialized_size() * 5;
         recs + self.records.capacity() * 16 + tables + bitmaps
     }

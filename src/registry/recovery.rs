@@ -42,30 +42,35 @@ pub(crate) fn recover(
             // A few chunks in flight per worker bound recovery's extra memory to ~1 MiB each.
             let (tx, rx) = sync_channel::<Arc<(u64, Vec<u8>)>>(16);
             senders.push(tx);
-            handles.push(s.spawn(move || -> Result<Vec<(u16, Partition)>, StoreError> {
-                let mut parts: Vec<(u16, Partition)> = (0..n)
-                    .filter(|p| *p as usize % workers == w)
-                    .map(|p| (p, Partition::new()))
-                    .collect();
-                let mut tags = Vec::new();
-                for chunk in rx {
-                    let (seq, bytes) = &*chunk;
-                    for e in entries(*seq, bytes)? {
-                        if e.partition >= n {
-                            return Err(StoreError::Corrupt {
-                                key: format!("chunk {seq}"),
-                                problem: format!("entry names partition {} of {n}", e.partition),
-                            });
+            handles.push(
+                s.spawn(move || -> Result<Vec<(u16, Partition)>, StoreError> {
+                    let mut parts: Vec<(u16, Partition)> = (0..n)
+                        .filter(|p| *p as usize % workers == w)
+                        .map(|p| (p, Partition::new()))
+                        .collect();
+                    let mut tags = Vec::new();
+                    for chunk in rx {
+                        let (seq, bytes) = &*chunk;
+                        for e in entries(*seq, bytes)? {
+                            if e.partition >= n {
+                                return Err(StoreError::Corrupt {
+                                    key: format!("chunk {seq}"),
+                                    problem: format!(
+                                        "entry names partition {} of {n}",
+                                        e.partition
+                                    ),
+                                });
+                            }
+                            if e.partition as usize % workers != w {
+                                continue;
+                            }
+                            let part = &mut parts[e.partition as usize / workers].1;
+                            apply_entry(part, &e, interner, &mut tags)?;
                         }
-                        if e.partition as usize % workers != w {
-                            continue;
-                        }
-                        let part = &mut parts[e.partition as usize / workers].1;
-                        apply_entry(part, &e, interner, &mut tags)?;
                     }
-                }
-                Ok(parts)
-            }));
+                    Ok(parts)
+                }),
+            );
         }
         let scanned = store.scan(&mut |seq, bytes| {
             let es = entries(seq, bytes)?;
@@ -156,7 +161,10 @@ pub(crate) fn apply_entry(
             };
             let mem = MemRecord::build(&RecordParts {
                 last_update_ms: r.last_update_ms.to_native(),
-                expiration_ms: r.expiration_ms.as_ref().map_or(NO_EXPIRY, |x| x.to_native()),
+                expiration_ms: r
+                    .expiration_ms
+                    .as_ref()
+                    .map_or(NO_EXPIRY, |x| x.to_native()),
                 platform,
                 channel_expired: r.push_channel_expired,
                 has_templates: templates.is_some(),
@@ -178,4 +186,3 @@ pub(crate) fn apply_entry(
         k => Err(corrupt(e, format!("unknown entry kind {k}"))),
     }
 }
-

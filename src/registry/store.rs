@@ -56,7 +56,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Makes every write that returned before this call durable.
     fn flush(&self) -> Result<(), StoreError>;
     /// Calls `f` with every chunk in sequence order.
-    fn scan(&self, f: &mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError>;
+    fn scan(
+        &self,
+        f: &mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
     /// Reads a metadata value.
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes a metadata value (durable when this returns).
@@ -112,17 +115,20 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn scan(&self, f: &mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn scan(
+        &self,
+        f: &mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         for kv in self.log.iter() {
             let (k, v) = kv?;
-            let seq = k
-                .as_ref()
-                .try_into()
-                .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::Corrupt {
-                    key: format!("{:?}", k.as_ref()),
-                    problem: "log key is not 8 bytes".into(),
-                })?;
+            let seq =
+                k.as_ref()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        key: format!("{:?}", k.as_ref()),
+                        problem: "log key is not 8 bytes".into(),
+                    })?;
             f(seq, &v)?;
         }
         Ok(())
@@ -160,7 +166,10 @@ impl Store for NullStore {
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
-    fn scan(&self, _: &mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn scan(
+        &self,
+        _: &mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         Ok(())
     }
     fn meta(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -288,7 +297,10 @@ mod tests {
         assert_eq!(decode(b"k", &shifted[1..]).unwrap(), r);
         let mut bad = bytes.clone();
         bad[0] = 9;
-        assert!(decode(b"k", &bad).unwrap_err().to_string().contains("unknown format version 9"));
+        assert!(decode(b"k", &bad)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown format version 9"));
         let truncated = &bytes[..bytes.len() / 2];
         assert!(decode(b"k", truncated).is_err());
         assert!(decode(b"k", &[]).is_err());
