@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use roaring::RoaringBitmap;
 
 use super::{ExprNode, TagExpr, TagRef};
-use crate::registry::partition::{MemRecord, Partition, TagId};
+use crate::registry::partition::{Partition, Rec, TagId};
 
 /// A tag expression bound to interned tag ids.
 #[derive(Debug, Clone)]
@@ -108,7 +108,7 @@ impl Compiled {
     }
 
     /// Whether the indexed record `r` matches.
-    pub(crate) fn matches(&self, r: &MemRecord) -> bool {
+    pub(crate) fn matches(&self, r: Rec<'_>) -> bool {
         match self {
             Compiled::All => true,
             Compiled::Tag(Some(t)) => r.has_tag(*t),

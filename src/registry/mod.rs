@@ -49,7 +49,7 @@ use interner::Interner;
 use log::Log;
 use model::{check_template, InvalidInput, PushHandle, WebPushSubscription};
 pub use model::{Installation, InstallationId, PatchOp, Platform, Template, UserId};
-use partition::{hash_bytes, hash_handle, MemRecord, Partition, RecordParts, NO_EXPIRY};
+use partition::{hash_bytes, hash_handle, MemRecord, Partition, Rec, RecordParts, NO_EXPIRY};
 use store::{SledStore, Store, StoreError, StoredRecord, StoredTemplate};
 
 /// Registry settings.
@@ -512,7 +512,7 @@ impl Registry {
                     let fresh = now.saturating_sub(old.last_update_ms())
                         < self.inner.config.touch_interval.as_millis() as u64;
                     if fresh
-                        && old.same_content(&prep.mem)
+                        && old.same_content(prep.mem.view())
                         && p.templates(slot) == prep.templates.as_ref()
                     {
                         return Ok((WriteOutcome::Unchanged, None));
@@ -631,7 +631,7 @@ impl Registry {
         Ok(Self::install(own, prep, pos, inst.id.as_str()))
     }
 
-    fn stored_form(&self, p: &Partition, slot: u32, r: &MemRecord) -> StoredRecord {
+    fn stored_form(&self, p: &Partition, slot: u32, r: Rec<'_>) -> StoredRecord {
         StoredRecord {
             id: r.id().to_string(),
             platform: r.platform().index() as u8,
@@ -648,7 +648,7 @@ impl Registry {
         }
     }
 
-    fn to_installation(&self, p: &Partition, slot: u32, r: &MemRecord) -> Installation {
+    fn to_installation(&self, p: &Partition, slot: u32, r: Rec<'_>) -> Installation {
         Installation {
             // Every stored id and tag was validated before it was written.
             id: InstallationId::new(r.id()).unwrap_or_else(|_| unreachable_id(r.id())),
@@ -1171,7 +1171,7 @@ impl Drop for Inner {
     }
 }
 
-fn handle_of(r: &MemRecord) -> PushHandle {
+fn handle_of(r: Rec<'_>) -> PushHandle {
     match r.platform() {
         Platform::Apns => PushHandle::Apns(r.handle_key().into()),
         Platform::Fcm => PushHandle::Fcm(String::from_utf8_lossy(r.handle_key()).into()),
@@ -1199,7 +1199,7 @@ fn unreachable_id(id: &str) -> InstallationId {
 }
 
 fn rebuild_mem(
-    r: &MemRecord,
+    r: Rec<'_>,
     channel_expired: bool,
     last_update_ms: u64,
     log_pos: u64,

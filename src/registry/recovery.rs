@@ -46,7 +46,7 @@ pub(crate) fn recover(
                 s.spawn(move || -> Result<Vec<(u16, Partition)>, StoreError> {
                     let mut parts: Vec<(u16, Partition)> = (0..n)
                         .filter(|p| *p as usize % workers == w)
-                        .map(|p| (p, Partition::new()))
+                        .map(|p| (p, Partition::bulk()))
                         .collect();
                     let mut tags = Vec::new();
                     for chunk in rx {
@@ -67,6 +67,9 @@ pub(crate) fn recover(
                             let part = &mut parts[e.partition as usize / workers].1;
                             apply_entry(part, &e, interner, &mut tags)?;
                         }
+                    }
+                    for (_, p) in parts.iter_mut() {
+                        p.finish_bulk();
                     }
                     Ok(parts)
                 }),
