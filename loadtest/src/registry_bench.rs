@@ -13,7 +13,6 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use rand::rngs::SmallRng;
@@ -351,24 +350,26 @@ pub fn run(args: RegistryArgs) -> Result<RegistryReport, Box<dyn std::error::Err
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let gen = Arc::new(gen);
+    // The updates are generated before the clock starts: this measures the registry, not the
+    // generator. Each writer takes its own share.
+    let per_writer = durable_n.div_ceil(writers as u64);
+    let shares: Vec<Vec<Installation>> = (0..writers as u64)
+        .map(|w| {
+            let from = (w * per_writer).min(durable_n);
+            let to = ((w + 1) * per_writer).min(durable_n);
+            (from..to).map(|i| gen.device(i, 1)).collect()
+        })
+        .collect();
     let durable_secs = rt.block_on(async {
-        let next = Arc::new(AtomicU64::new(0));
         let t = Instant::now();
         let mut tasks = Vec::new();
-        for _ in 0..writers {
+        for share in shares {
             let reg = reg.clone();
-            let gen = gen.clone();
-            let next = next.clone();
             tasks.push(tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= durable_n {
-                        return Ok::<(), String>(());
-                    }
-                    let d = gen.device(i, 1);
+                for d in share {
                     reg.upsert_async(d).await.map_err(|e| e.to_string())?;
                 }
+                Ok::<(), String>(())
             }));
         }
         for t in tasks {
