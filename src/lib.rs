@@ -1,4 +1,20 @@
 //! tagcast: a push-notification broadcast fan-out engine.
+//!
+//! Layout and data flow (see `docs/architecture.md`):
+//!
+//! ```text
+//! registry (installations, tag index, durable log)  --slots-->  audience (tag expressions)
+//!      ^                                                              |
+//!      +------------------- prune (feedback) ------------------ targets in batches
+//! ```
+//!
+//! - [`registry`]: installations ([`Installation`]), partitions with roaring-bitmap tag
+//!   indexes, the durable chunked log in sled with group commit, compaction and recovery.
+//! - [`audience`]: the tag-expression language ([`TagExpr`]) and its evaluation.
+//!
+//! Everything a user touches is re-exported here; no sled, rkyv, roaring or hashbrown type
+//! appears in the public API.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -23,6 +23,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Some(Command::Registry(args)) => tagcast_loadtest::registry_bench::main(args),
         Some(Command::Mock(args)) => tagcast_loadtest::mock::cli::run(args),
-        None => Err("no command given".into()),
+        // The main job. Until the delivery engine and the full load test exist, it is the
+        // registry benchmark at 1,000,000 devices.
+        None => tagcast_loadtest::registry_bench::main(
+            Cli::parse_from(["tagcast-loadtest", "registry"])
+                .command
+                .and_then(|c| match c {
+                    Command::Registry(a) => Some(a),
+                    _ => None,
+                })
+                .ok_or("cannot build the default registry arguments")?,
+        ),
     }
 }
