@@ -1,0 +1,285 @@
+//! Accounting shared by every mock: deliveries per handle (duplicates visible, and whether a
+//! duplicate repeated the message id of an earlier ambiguous request), answers per
+//! status/reason, connections, resets, GOAWAYs and peak concurrency.
+//!
+//! Deliveries live in 16 mutex-guarded shards chosen by the handle's hash; a request takes one
+//! shard lock once, for a few hash operations. Counters that change per stream are atomics.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+// foldhash rather than SipHash: the map is hit once per accepted request.
+use hashbrown::{HashMap, HashSet};
+use parking_lot::Mutex;
+use serde::Serialize;
+
+/// One accepted delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The handle: APNs device token, FCM registration token (or `topic:`/`condition:`), WNS
+    /// channel id, Web Push subscription id.
+    pub handle: String,
+    /// `apns-id`, FCM message id, WNS `X-WNS-Msg-ID`, Web Push message id.
+    pub message_id: String,
+    /// The client-supplied idempotency id if any (`apns-id` header; `None` elsewhere).
+    pub client_message_id: Option<String>,
+    /// Recorded, then the connection was reset before answering.
+    pub ambiguous: bool,
+    /// A resend: an earlier *ambiguous* delivery for this handle carried the same
+    /// client-supplied id.
+    pub repeats_ambiguous: bool,
+    /// Order of acceptance across the mock (0-based).
+    pub seq: u64,
+    /// The payload as the device would see it (Web Push: the decrypted plaintext).
+    pub payload: Bytes,
+}
+
+/// A delivery as stored: the handle is the map key, not repeated here.
+#[derive(Clone, Debug)]
+struct Stored {
+    message_id: String,
+    client_message_id: Option<String>,
+    ambiguous: bool,
+    repeats_ambiguous: bool,
+    seq: u64,
+    payload: Bytes,
+}
+
+impl Stored {
+    fn to_delivery(&self, handle: &str) -> Delivery {
+        Delivery {
+            handle: handle.to_owned(),
+            message_id: self.message_id.clone(),
+            client_message_id: self.client_message_id.clone(),
+            ambiguous: self.ambiguous,
+            repeats_ambiguous: self.repeats_ambiguous,
+            seq: self.seq,
+            payload: self.payload.clone(),
+        }
+    }
+}
+
+/// Shards of the delivery store: a handle lives in exactly one, chosen by its hash, so two
+/// worker threads rarely wait on each other (one global lock collapsed throughput whenever
+/// its holder was preempted; see docs/benchmarks.md).
+const SHARDS: usize = 16;
+
+#[derive(Default)]
+struct Shard {
+    responses: BTreeMap<String, u64>,
+    deliveries: HashMap<String, Vec<Stored>>,
+    ambiguous_ids: HashSet<(String, String)>,
+    duplicates: u64,
+    repeats_ambiguous: u64,
+}
+
+/// The live recorder; see [`StatsSnapshot`] for the meaning of each number.
+#[derive(Default)]
+pub(crate) struct Recorder {
+    shards: [Mutex<Shard>; SHARDS],
+    hasher: hashbrown::DefaultHashBuilder,
+    seq: AtomicU64,
+    /// Round robin for answers that have no handle.
+    next_shard: AtomicU64,
+    pub(crate) connections_opened: AtomicU64,
+    pub(crate) streams_accepted: AtomicU64,
+    pub(crate) streams_refused: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) peak_concurrent_streams: AtomicU64,
+    pub(crate) peak_streams_per_connection: AtomicU64,
+    pub(crate) resets_unprocessed: AtomicU64,
+    pub(crate) requests_dropped_by_reset: AtomicU64,
+    pub(crate) resets_after_process: AtomicU64,
+    pub(crate) goaways_sent: AtomicU64,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").finish_non_exhaustive()
+    }
+}
+
+/// Counters of one mock at one instant (also served as JSON at `GET /__mock/stats`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// TLS connections that completed the handshake.
+    pub connections_opened: u64,
+    /// Request streams (or HTTP/1.1 requests) accepted for processing, admin paths excluded.
+    pub streams_accepted: u64,
+    /// Streams refused with RST_STREAM(REFUSED_STREAM) for exceeding the advertised limit
+    /// (APNs warm-up: one stream until the first success).
+    pub streams_refused: u64,
+    /// Highest number of request streams in flight at once, over all connections.
+    pub peak_concurrent_streams: u64,
+    /// Highest number of request streams in flight at once on one connection.
+    pub peak_streams_per_connection: u64,
+    /// Answers by `"<status>"` or `"<status> <reason>"` (e.g. `"410 Unregistered"`).
+    pub responses: BTreeMap<String, u64>,
+    /// Deliveries recorded (ambiguous ones included).
+    pub deliveries: u64,
+    /// Distinct handles with at least one delivery.
+    pub unique_handles: u64,
+    /// Deliveries to a handle that already had one.
+    pub duplicate_deliveries: u64,
+    /// Duplicates that carried the client id of an earlier ambiguous delivery.
+    pub duplicates_of_ambiguous: u64,
+    /// Resets of the "drop unprocessed" kind.
+    pub resets_unprocessed: u64,
+    /// Requests that were in flight on a connection dropped by such a reset and not processed.
+    pub requests_dropped_by_reset: u64,
+    /// Resets of the "process, then reset before answering" kind (= ambiguous deliveries).
+    pub resets_after_process: u64,
+    /// GOAWAY frames initiated by the fault knob.
+    pub goaways_sent: u64,
+}
+
+impl Recorder {
+    fn shard_of(&self, handle: &str) -> &Mutex<Shard> {
+        use std::hash::BuildHasher as _;
+        &self.shards[(self.hasher.hash_one(handle) % SHARDS as u64) as usize]
+    }
+
+    pub(crate) fn response(&self, key: &str) {
+        let i = self.next_shard.fetch_add(1, Ordering::Relaxed) % SHARDS as u64;
+        bump(&mut self.shards[i as usize].lock().responses, key);
+    }
+
+    /// Records a delivery and its answer key; returns the sequence number.
+    pub(crate) fn deliver(
+        &self,
+        handle: String,
+        message_id: String,
+        client_message_id: Option<String>,
+        ambiguous: bool,
+        payload: Bytes,
+        response_key: Option<&str>,
+    ) -> u64 {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let mut stored = Stored {
+            message_id,
+            ambiguous,
+            repeats_ambiguous: false,
+            seq,
+            // A copy, so the record does not pin h2's whole receive buffer.
+            payload: Bytes::copy_from_slice(&payload),
+            client_message_id,
+        };
+        let mut guard = self.shard_of(&handle).lock();
+        let shard = &mut *guard;
+        if let Some(key) = response_key {
+            bump(&mut shard.responses, key);
+        }
+        if let Some(id) = &stored.client_message_id {
+            if !shard.ambiguous_ids.is_empty() {
+                stored.repeats_ambiguous =
+                    shard.ambiguous_ids.contains(&(handle.clone(), id.clone()));
+            }
+            if ambiguous {
+                shard.ambiguous_ids.insert((handle.clone(), id.clone()));
+            }
+        }
+        let list = shard.deliveries.entry(handle).or_default();
+        if !list.is_empty() {
+            shard.duplicates += 1;
+            if stored.repeats_ambiguous {
+                shard.repeats_ambiguous += 1;
+            }
+        }
+        list.push(stored);
+        seq
+    }
+
+    pub(crate) fn enter_stream(&self) -> u64 {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_concurrent_streams
+            .fetch_max(now, Ordering::Relaxed);
+        now
+    }
+
+    pub(crate) fn leave_stream(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut snap = StatsSnapshot {
+            connections_opened: load(&self.connections_opened),
+            streams_accepted: load(&self.streams_accepted),
+            streams_refused: load(&self.streams_refused),
+            peak_concurrent_streams: load(&self.peak_concurrent_streams),
+            peak_streams_per_connection: load(&self.peak_streams_per_connection),
+            resets_unprocessed: load(&self.resets_unprocessed),
+            requests_dropped_by_reset: load(&self.requests_dropped_by_reset),
+            resets_after_process: load(&self.resets_after_process),
+            goaways_sent: load(&self.goaways_sent),
+            ..StatsSnapshot::default()
+        };
+        for shard in &self.shards {
+            let shard = shard.lock();
+            for (k, v) in &shard.responses {
+                *snap.responses.entry(k.clone()).or_default() += v;
+            }
+            snap.deliveries += shard
+                .deliveries
+                .values()
+                .map(|v| v.len() as u64)
+                .sum::<u64>();
+            snap.unique_handles += shard.deliveries.len() as u64;
+            snap.duplicate_deliveries += shard.duplicates;
+            snap.duplicates_of_ambiguous += shard.repeats_ambiguous;
+        }
+        snap
+    }
+
+    pub(crate) fn delivered_handles(&self) -> BTreeSet<String> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.lock().deliveries.keys().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
+    pub(crate) fn deliveries_for(&self, handle: &str) -> Vec<Delivery> {
+        self.shard_of(handle)
+            .lock()
+            .deliveries
+            .get(handle)
+            .map(|v| v.iter().map(|d| d.to_delivery(handle)).collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn all_deliveries(&self) -> Vec<Delivery> {
+        let mut all: Vec<Delivery> = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock();
+            all.extend(
+                shard
+                    .deliveries
+                    .iter()
+                    .flat_map(|(h, v)| v.iter().map(move |d| d.to_delivery(h))),
+            );
+        }
+        all.sort_by_key(|d| d.seq);
+        all
+    }
+
+    /// JSON of the delivered-handle set with per-handle counts (admin path `/__mock/delivered`).
+    pub(crate) fn delivered_json(&self) -> Vec<u8> {
+        let mut map: BTreeMap<String, usize> = BTreeMap::new();
+        for shard in &self.shards {
+            let shard = shard.lock();
+            map.extend(shard.deliveries.iter().map(|(k, v)| (k.clone(), v.len())));
+        }
+        // Serializing a map of strings to integers cannot fail.
+        serde_json::to_vec(&map).unwrap_or_default()
+    }
+}
+
+fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_owned(), 1);
+        }
+    }
+}
