@@ -21,8 +21,13 @@ fn parse(c: &mut Criterion) {
     ] {
         g.bench_function(e, |b| b.iter(|| TagExpr::parse(black_box(e)).unwrap()));
     }
-    let long: String = (0..1000).map(|i| format!("topic_{i}")).collect::<Vec<_>>().join(" || ");
-    g.bench_function("1000-tag OR chain", |b| b.iter(|| TagExpr::parse(black_box(&long)).unwrap()));
+    let long: String = (0..1000)
+        .map(|i| format!("topic_{i}"))
+        .collect::<Vec<_>>()
+        .join(" || ");
+    g.bench_function("1000-tag OR chain", |b| {
+        b.iter(|| TagExpr::parse(black_box(&long)).unwrap())
+    });
     g.finish();
 }
 
@@ -32,14 +37,26 @@ fn evaluate(c: &mut Criterion) {
     build(&reg, &gen, DEVICES, 2, false).unwrap();
     let mut g = c.benchmark_group("resolve 1M");
     g.measurement_time(Duration::from_secs(5));
-    for e in ["(sports || news) && !premium", "sports && city_NYC", "lang_en && !(news || premium)", "topic_1 || topic_2"] {
+    for e in [
+        "(sports || news) && !premium",
+        "sports && city_NYC",
+        "lang_en && !(news || premium)",
+        "topic_1 || topic_2",
+    ] {
         let aud = Audience::Expr(TagExpr::parse(e).unwrap());
         g.bench_function(e, |b| b.iter(|| reg.resolve(black_box(&aud)).count()));
     }
-    g.bench_function("broadcast", |b| b.iter(|| reg.resolve(&Audience::All).count()));
+    g.bench_function("broadcast", |b| {
+        b.iter(|| reg.resolve(&Audience::All).count())
+    });
     let aud = Audience::Expr(TagExpr::parse("sports && city_NYC").unwrap());
     g.bench_function("sports && city_NYC, read all targets", |b| {
-        b.iter(|| reg.resolve(&aud).batches(1000).map(|v| v.len()).sum::<usize>())
+        b.iter(|| {
+            reg.resolve(&aud)
+                .batches(1000)
+                .map(|v| v.len())
+                .sum::<usize>()
+        })
     });
     g.finish();
 }
@@ -67,7 +84,11 @@ fn upsert(c: &mut Criterion) {
         )
     });
     g.bench_function("in memory, unchanged re-registration", |b| {
-        b.iter_batched(|| gen.device(5, version), |d| eph.upsert(d).unwrap(), BatchSize::SmallInput)
+        b.iter_batched(
+            || gen.device(5, version),
+            |d| eph.upsert(d).unwrap(),
+            BatchSize::SmallInput,
+        )
     });
     drop(eph);
     let dir = tempfile::tempdir().unwrap();

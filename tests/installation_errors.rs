@@ -23,42 +23,86 @@ fn values_are_checked_when_built() {
     not_uncompressed[0] = 2;
     let cases: Vec<(&str, String)> = vec![
         ("empty id", InstallationId::new("").unwrap_err().to_string()),
-        ("slash in id", InstallationId::new("a/b").unwrap_err().to_string()),
-        ("control in id", InstallationId::new("a\u{7}b").unwrap_err().to_string()),
-        ("long id", InstallationId::new(&long_id).unwrap_err().to_string()),
+        (
+            "slash in id",
+            InstallationId::new("a/b").unwrap_err().to_string(),
+        ),
+        (
+            "control in id",
+            InstallationId::new("a\u{7}b").unwrap_err().to_string(),
+        ),
+        (
+            "long id",
+            InstallationId::new(&long_id).unwrap_err().to_string(),
+        ),
         ("empty user", UserId::new("").unwrap_err().to_string()),
         ("brace in user", UserId::new("a}b").unwrap_err().to_string()),
-        ("unknown platform", "gcm".parse::<Platform>().unwrap_err().to_string()),
+        (
+            "unknown platform",
+            "gcm".parse::<Platform>().unwrap_err().to_string(),
+        ),
         ("empty apns", PushHandle::apns("").unwrap_err().to_string()),
         ("odd apns", PushHandle::apns("abc").unwrap_err().to_string()),
-        ("non-hex apns", PushHandle::apns("zz").unwrap_err().to_string()),
-        ("long apns", PushHandle::apns(&long_apns).unwrap_err().to_string()),
+        (
+            "non-hex apns",
+            PushHandle::apns("zz").unwrap_err().to_string(),
+        ),
+        (
+            "long apns",
+            PushHandle::apns(&long_apns).unwrap_err().to_string(),
+        ),
         ("empty fcm", PushHandle::fcm("").unwrap_err().to_string()),
-        ("space in fcm", PushHandle::fcm("ab cd").unwrap_err().to_string()),
-        ("long fcm", PushHandle::fcm(&long_fcm).unwrap_err().to_string()),
-        ("http wns", PushHandle::wns("http://db5.notify.windows.com/").unwrap_err().to_string()),
-        ("hostless wns", PushHandle::wns("https:///path").unwrap_err().to_string()),
         (
-            "http web push",
-            PushHandle::web_push("http://push.example/x", &good_key, &good_auth).unwrap_err().to_string(),
+            "space in fcm",
+            PushHandle::fcm("ab cd").unwrap_err().to_string(),
         ),
         (
-            "short p256dh",
-            PushHandle::web_push("https://push.example/x", &b64(&key[..33]), &good_auth).unwrap_err().to_string(),
+            "long fcm",
+            PushHandle::fcm(&long_fcm).unwrap_err().to_string(),
         ),
         (
-            "compressed p256dh",
-            PushHandle::web_push("https://push.example/x", &b64(&not_uncompressed), &good_auth)
+            "http wns",
+            PushHandle::wns("http://db5.notify.windows.com/")
                 .unwrap_err()
                 .to_string(),
         ),
         (
+            "hostless wns",
+            PushHandle::wns("https:///path").unwrap_err().to_string(),
+        ),
+        (
+            "http web push",
+            PushHandle::web_push("http://push.example/x", &good_key, &good_auth)
+                .unwrap_err()
+                .to_string(),
+        ),
+        (
+            "short p256dh",
+            PushHandle::web_push("https://push.example/x", &b64(&key[..33]), &good_auth)
+                .unwrap_err()
+                .to_string(),
+        ),
+        (
+            "compressed p256dh",
+            PushHandle::web_push(
+                "https://push.example/x",
+                &b64(&not_uncompressed),
+                &good_auth,
+            )
+            .unwrap_err()
+            .to_string(),
+        ),
+        (
             "bad base64 p256dh",
-            PushHandle::web_push("https://push.example/x", "***", &good_auth).unwrap_err().to_string(),
+            PushHandle::web_push("https://push.example/x", "***", &good_auth)
+                .unwrap_err()
+                .to_string(),
         ),
         (
             "short auth",
-            PushHandle::web_push("https://push.example/x", &good_key, &b64(&[1; 12])).unwrap_err().to_string(),
+            PushHandle::web_push("https://push.example/x", &good_key, &b64(&[1; 12]))
+                .unwrap_err()
+                .to_string(),
         ),
         ("empty tag", Tag::new("").unwrap_err().to_string()),
         ("space in tag", Tag::new("a b").unwrap_err().to_string()),
@@ -68,7 +112,10 @@ fn values_are_checked_when_built() {
         "installation id \"\" is empty",
         "installation id \"a/b\" contains '/'",
         "installation id \"a\\u{7}b\" contains a control character",
-        &format!("installation id {:?} is longer than 256 bytes", "x".repeat(80)),
+        &format!(
+            "installation id {:?} is longer than 256 bytes",
+            "x".repeat(80)
+        ),
         "user id \"\" is empty",
         "user id \"a}b\" contains '}'",
         "unknown platform \"gcm\" (known: apns, fcm (fcmv1), wns (windows), webpush (browser))",
@@ -114,7 +161,10 @@ fn registry_rules_are_checked_on_write() {
         (
             Installation::new(id.clone(), apns.clone()).with_template(
                 "t",
-                Template { tags: tags(&["a", "b", "c"]), ..Template::default() },
+                Template {
+                    tags: tags(&["a", "b", "c"]),
+                    ..Template::default()
+                },
             ),
             "installation \"i\" has 3 tags; at most 2 are allowed",
         ),
@@ -127,12 +177,20 @@ fn registry_rules_are_checked_on_write() {
             "invalid installation: template \"a/b\" name contains '/' or a control character",
         ),
         (
-            Installation::new(id.clone(), apns.clone())
-                .with_template("big", Template { body: "x".repeat(16 * 1024 + 1), ..Template::default() }),
+            Installation::new(id.clone(), apns.clone()).with_template(
+                "big",
+                Template {
+                    body: "x".repeat(16 * 1024 + 1),
+                    ..Template::default()
+                },
+            ),
             "invalid installation: template \"big\" body is 16385 bytes; at most 16384 are allowed",
         ),
         (
-            Installation::new(id.clone(), PushHandle::wns("https://example.com/ch").unwrap()),
+            Installation::new(
+                id.clone(),
+                PushHandle::wns("https://example.com/ch").unwrap(),
+            ),
             "WNS channel host \"example.com\" is not allowed (allowed: *.notify.windows.com)",
         ),
     ];

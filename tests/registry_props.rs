@@ -43,7 +43,8 @@ fn expr(n_ids: usize) -> impl Strategy<Value = ExprNode> {
     leaf(n_ids).prop_recursive(5, 32, 2, |inner| {
         prop_oneof![
             inner.clone().prop_map(|e| ExprNode::Not(Box::new(e))),
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| ExprNode::And(Box::new(a), Box::new(b))),
+            (inner.clone(), inner.clone())
+                .prop_map(|(a, b)| ExprNode::And(Box::new(a), Box::new(b))),
             (inner.clone(), inner).prop_map(|(a, b)| ExprNode::Or(Box::new(a), Box::new(b))),
         ]
     })
@@ -89,7 +90,11 @@ fn resolved(reg: &Registry, e: &TagExpr) -> BTreeSet<String> {
         .flatten()
         .map(|t| t.installation_id.to_string())
         .collect();
-    assert_eq!(res.count(), set.len() as u64, "count agrees with the batches");
+    assert_eq!(
+        res.count(),
+        set.len() as u64,
+        "count agrees with the batches"
+    );
     set
 }
 

@@ -55,6 +55,9 @@ pub struct RegistryArgs {
     /// Registry partitions.
     #[arg(long, default_value_t = 16)]
     pub partitions: u16,
+    /// Group-commit window in microseconds (RegistryConfig::commit_window).
+    #[arg(long, default_value_t = 500)]
+    pub commit_window_us: u64,
     /// Only reopen the store in `--dir` and report the recovery time (for profiling recovery).
     #[arg(long, requires = "dir")]
     pub recover_only: bool,
@@ -286,6 +289,7 @@ pub fn run(args: RegistryArgs) -> Result<RegistryReport, Box<dyn std::error::Err
     };
     let config = RegistryConfig {
         partitions: args.partitions,
+        commit_window: std::time::Duration::from_micros(args.commit_window_us),
         ..RegistryConfig::default()
     };
 

@@ -17,6 +17,7 @@ fn registry_benchmark_runs_end_to_end() {
         resolve_runs: 3,
         partitions: 4,
         recover_only: false,
+        commit_window_us: 500,
     })
     .unwrap();
     assert_eq!(report.devices, 20_000);
@@ -27,12 +28,18 @@ fn registry_benchmark_runs_end_to_end() {
     assert!((sports_news - 0.65 * 0.9).abs() < 0.02, "{sports_news}");
     let nyc = by_expr("sports && city_NYC") as f64 / 20_000.0;
     assert!((nyc - 0.025).abs() < 0.006, "{nyc}");
-    assert!(report.durable_flushes > 0 && report.durable_flushes < 2_000, "group commit shares flushes");
+    assert!(
+        report.durable_flushes > 0 && report.durable_flushes < 2_000,
+        "group commit shares flushes"
+    );
     assert!(report.disk_bytes > 0);
     // Reopening the same store finds every installation (run() checks the count too).
     let reg = tagcast::Registry::open_with(
         dir.path().join("store"),
-        tagcast::RegistryConfig { partitions: 4, ..Default::default() },
+        tagcast::RegistryConfig {
+            partitions: 4,
+            ..Default::default()
+        },
     )
     .unwrap();
     assert_eq!(reg.count(), 20_000);

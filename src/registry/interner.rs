@@ -1,24 +1,33 @@
 //! Tag interning: every distinct tag text gets a dense `u32` id shared by all partitions.
 //!
-//! Records store tag ids (4 bytes each) instead of strings, and per-partition bitmaps are keyed
-//! by id. Ids are never freed: the set of distinct tags an application uses is small next to
-//! its installations (a few bytes per tag, once).
+//! Records store tag ids (varints, see partition.rs) instead of strings, and per-partition
+//! bitmaps are keyed by id. Ids are never freed: the set of distinct tags an application uses
+//! is small next to its installations (a few bytes per tag, once).
+//!
+//! Every write looks up each of its tags, from every core at once, so the text-to-id map is
+//! split into shards by hash: readers of different shards never touch the same lock. The
+//! id-to-text table is only read to return installations.
 
-use hashbrown::HashTable;
+use hashbrown::HashMap;
 use parking_lot::RwLock;
 
 use super::partition::{hash_bytes, TagId};
 
-#[derive(Default)]
-struct State {
-    names: Vec<Box<str>>,
-    table: HashTable<TagId>,
-}
+const SHARDS: usize = 16;
 
 /// Maps tag text to ids and back.
-#[derive(Default)]
 pub(crate) struct Interner {
-    state: RwLock<State>,
+    shards: [RwLock<HashMap<Box<str>, TagId>>; SHARDS],
+    names: RwLock<Vec<Box<str>>>,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        Interner {
+            shards: std::array::from_fn(|_| RwLock::new(HashMap::new())),
+            names: RwLock::new(Vec::new()),
+        }
+    }
 }
 
 impl Interner {
@@ -26,45 +35,44 @@ impl Interner {
         Interner::default()
     }
 
+    fn shard(&self, tag: &str) -> &RwLock<HashMap<Box<str>, TagId>> {
+        &self.shards[(hash_bytes(tag.as_bytes()) >> 60) as usize % SHARDS]
+    }
+
     /// The id of `tag`, if it was ever interned.
     pub(crate) fn lookup(&self, tag: &str) -> Option<TagId> {
-        let st = self.state.read();
-        st.table
-            .find(hash_bytes(tag.as_bytes()), |&id| {
-                &*st.names[id as usize] == tag
-            })
-            .copied()
+        self.shard(tag).read().get(tag).copied()
     }
 
     /// The id of `tag`, interning it if new.
     pub(crate) fn intern(&self, tag: &str) -> TagId {
-        if let Some(id) = self.lookup(tag) {
+        let shard = self.shard(tag);
+        if let Some(&id) = shard.read().get(tag) {
             return id;
         }
-        let mut st = self.state.write();
-        let h = hash_bytes(tag.as_bytes());
-        let State { names, table } = &mut *st;
-        if let Some(&id) = table.find(h, |&id| &*names[id as usize] == tag) {
+        let mut map = shard.write();
+        if let Some(&id) = map.get(tag) {
             return id;
         }
+        // Lock order: shard, then names (never the other way).
+        let mut names = self.names.write();
         let id = names.len() as TagId;
         names.push(tag.into());
-        table.insert_unique(h, id, |&i| hash_bytes(names[i as usize].as_bytes()));
+        map.insert(tag.into(), id);
         id
     }
 
     /// The text of an interned tag.
     pub(crate) fn name(&self, id: TagId) -> String {
-        self.state
+        self.names
             .read()
-            .names
             .get(id as usize)
             .map_or_else(String::new, |s| s.to_string())
     }
 
     /// Distinct tags interned.
     pub(crate) fn len(&self) -> usize {
-        self.state.read().names.len()
+        self.names.read().len()
     }
 }
 
@@ -83,5 +91,21 @@ mod tests {
         assert_eq!(i.lookup("weather"), None);
         assert_eq!(i.name(a), "sports");
         assert_eq!(i.len(), 2);
+    }
+
+    #[test]
+    fn concurrent_interning_gives_one_id_per_tag() {
+        let i = Interner::new();
+        let ids: Vec<Vec<TagId>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..500).map(|k| i.intern(&format!("t{k}"))).collect()))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(ids.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(i.len(), 500);
+        for k in 0..500 {
+            assert_eq!(i.name(ids[0][k]), format!("t{k}"));
+        }
     }
 }

@@ -245,6 +245,8 @@ pub struct Registry {
 }
 
 const HANDLE_STRIPES: usize = 1024;
+/// Upper bound of `RegistryConfig::max_tags_per_installation` (record lengths are u16).
+pub const MAX_TAGS_LIMIT: usize = 4096;
 const META_PARTITIONS: &str = "partitions";
 const META_VERSION: &str = "layout";
 const LAYOUT_VERSION: &[u8] = b"tagcast-registry-1";
@@ -299,6 +301,13 @@ impl Registry {
     }
 
     fn check_partitions(config: &RegistryConfig) -> Result<(), RegistryError> {
+        if config.max_tags_per_installation > MAX_TAGS_LIMIT {
+            return Err(StoreError::Layout(format!(
+                "max_tags_per_installation is {}; at most {MAX_TAGS_LIMIT} is supported",
+                config.max_tags_per_installation
+            ))
+            .into());
+        }
         if config.partitions == 0 || config.partitions > 4096 {
             return Err(StoreError::Layout(format!(
                 "partitions must be 1-4096, not {}",
@@ -1198,12 +1207,7 @@ fn unreachable_id(id: &str) -> InstallationId {
     unreachable!("stored installation id {id:?} failed validation")
 }
 
-fn rebuild_mem(
-    r: Rec<'_>,
-    channel_expired: bool,
-    last_update_ms: u64,
-    log_pos: u64,
-) -> MemRecord {
+fn rebuild_mem(r: Rec<'_>, channel_expired: bool, last_update_ms: u64, log_pos: u64) -> MemRecord {
     let tags: Vec<u32> = r.tags().collect();
     MemRecord::build(&RecordParts {
         last_update_ms,

@@ -64,8 +64,9 @@ const FLAG_HAS_EXPIRY: u8 = 4;
 //   22..24 id_len          u16 LE
 //   24..26 handle_len      u16 LE  (key bytes; Web Push adds 81 key bytes after them)
 //   26..28 user_len        u16 LE  (0 = no user)
-//   28..   [expiration_ms u64 LE if FLAG_HAS_EXPIRY] tags (LEB128) id handle [web push keys] user
-const HEADER: usize = 28;
+//   28..30 total length    u16 LE  (of the whole record: read on every lookup)
+//   30..   [expiration_ms u64 LE if FLAG_HAS_EXPIRY] tags (LEB128) id handle [web push keys] user
+const HEADER: usize = 30;
 const WEB_PUSH_KEYS: usize = 65 + 16;
 
 /// An owned record, built before it is stored.
@@ -128,6 +129,7 @@ impl MemRecord {
         v.extend_from_slice(&(p.id.len() as u16).to_le_bytes());
         v.extend_from_slice(&(p.handle_key.len() as u16).to_le_bytes());
         v.extend_from_slice(&(user.len() as u16).to_le_bytes());
+        v.extend_from_slice(&[0, 0]); // total length, filled below
         if p.expiration_ms != NO_EXPIRY {
             v.extend_from_slice(&p.expiration_ms.to_le_bytes());
         }
@@ -146,7 +148,9 @@ impl MemRecord {
             v.extend_from_slice(&extra);
         }
         v.extend_from_slice(user);
-        debug_assert_eq!(v.len(), record_len(&v));
+        // At most 30 + 8 + 5 * 4096 + 256 + 4096 + 81 + 256 bytes: fits in u16.
+        let total = v.len() as u16;
+        v[28..30].copy_from_slice(&total.to_le_bytes());
         MemRecord(v.into_boxed_slice())
     }
 
@@ -160,15 +164,9 @@ impl MemRecord {
 }
 
 /// Length of the record at the start of `b`.
+#[inline]
 fn record_len(b: &[u8]) -> usize {
-    let u16_at = |at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as usize;
-    let expiry = if b[17] & FLAG_HAS_EXPIRY != 0 { 8 } else { 0 };
-    let extra = if b[16] == Platform::WebPush.index() as u8 {
-        WEB_PUSH_KEYS
-    } else {
-        0
-    };
-    HEADER + expiry + u16_at(20) + u16_at(22) + u16_at(24) + extra + u16_at(26)
+    u16::from_le_bytes([b[28], b[29]]) as usize
 }
 
 impl<'a> Rec<'a> {
@@ -363,7 +361,11 @@ fn add_user(
         .take(POPULAR_USER + 1)
         .collect();
     if same.len() > POPULAR_USER {
-        let all: Vec<u32> = by_user.iter_hash(h).copied().filter(|&x| user_of(x) == Some(u)).collect();
+        let all: Vec<u32> = by_user
+            .iter_hash(h)
+            .copied()
+            .filter(|&x| user_of(x) == Some(u))
+            .collect();
         for x in &all {
             if let Ok(e) = by_user.find_entry(h, |&y| y == *x) {
                 e.remove();
@@ -489,9 +491,8 @@ impl Partition {
         let off = self.arena.bytes.len();
         // The arena of one partition stays below 4 GiB: 16 partitions hold 10M installations
         // in ~200 MiB each; `open_with` refuses configurations that could overflow.
-        self.offsets[slot as usize] = u32::try_from(off).unwrap_or_else(|_| {
-            unreachable!("partition arena over 4 GiB")
-        });
+        self.offsets[slot as usize] =
+            u32::try_from(off).unwrap_or_else(|_| unreachable!("partition arena over 4 GiB"));
         self.arena.bytes.extend_from_slice(bytes);
     }
 
@@ -611,12 +612,21 @@ impl Partition {
             return;
         }
         let (arena, offsets) = (&self.arena.bytes, &self.offsets);
-        let Some(rec) = rec_at(arena, offsets, slot) else { return };
+        let Some(rec) = rec_at(arena, offsets, slot) else {
+            return;
+        };
         if rec.expiration_ms() != NO_EXPIRY {
             self.with_expiry.insert(slot);
         }
         if let Some(u) = rec.user_bytes() {
-            add_user(&mut self.by_user, &mut self.popular_users, arena, offsets, u, slot);
+            add_user(
+                &mut self.by_user,
+                &mut self.popular_users,
+                arena,
+                offsets,
+                u,
+                slot,
+            );
         }
         if rec.channel_expired() {
             return;
@@ -640,10 +650,14 @@ impl Partition {
             return;
         }
         let (arena, offsets) = (&self.arena.bytes, &self.offsets);
-        let Some(rec) = rec_at(arena, offsets, slot) else { return };
+        let Some(rec) = rec_at(arena, offsets, slot) else {
+            return;
+        };
         self.with_expiry.remove(slot);
         if let Some(u) = rec.user_bytes() {
-            let popular = std::str::from_utf8(u).ok().and_then(|u| self.popular_users.get_mut(u));
+            let popular = std::str::from_utf8(u)
+                .ok()
+                .and_then(|u| self.popular_users.get_mut(u));
             match popular {
                 Some(b) => {
                     b.remove(slot);
@@ -702,19 +716,29 @@ impl Partition {
         let mut tags: HashMap<TagId, Vec<u32>> = HashMap::new();
         let mut expiring = Vec::new();
         for s in 0..offsets.len() as u32 {
-            let Some(r) = rec_at(arena, offsets, s) else { continue };
+            let Some(r) = rec_at(arena, offsets, s) else {
+                continue;
+            };
             if r.expiration_ms() != NO_EXPIRY {
                 expiring.push(s);
             }
             if let Some(u) = r.user_bytes() {
-                add_user(&mut self.by_user, &mut self.popular_users, arena, offsets, u, s);
+                add_user(
+                    &mut self.by_user,
+                    &mut self.popular_users,
+                    arena,
+                    offsets,
+                    u,
+                    s,
+                );
             }
             if r.channel_expired() {
                 continue;
             }
             self.by_handle
                 .insert_unique(hash_handle(r.platform(), r.handle_key()), s, |&x| {
-                    rec_at(arena, offsets, x).map_or(0, |r| hash_handle(r.platform(), r.handle_key()))
+                    rec_at(arena, offsets, x)
+                        .map_or(0, |r| hash_handle(r.platform(), r.handle_key()))
                 });
             all.push(s);
             platforms[r.platform().index()].push(s);
@@ -797,7 +821,10 @@ impl Partition {
         }
         let popular: u64 = self.popular_users.values().map(RoaringBitmap::len).sum();
         if self.by_user.len() as u64 + popular != users {
-            return Err(format!("3: by_user {} + popular {popular} != {users}", self.by_user.len()));
+            return Err(format!(
+                "3: by_user {} + popular {popular} != {users}",
+                self.by_user.len()
+            ));
         }
         if self.all != indexed {
             return Err("4: `all` differs from the indexed slots".into());
@@ -881,7 +908,15 @@ mod tests {
             log_pos: 0,
         });
         let v = w.view();
-        assert_eq!((v.expiration_ms(), v.platform(), v.channel_expired(), v.has_templates()), (99, Platform::WebPush, true, true));
+        assert_eq!(
+            (
+                v.expiration_ms(),
+                v.platform(),
+                v.channel_expired(),
+                v.has_templates()
+            ),
+            (99, Platform::WebPush, true, true)
+        );
         assert_eq!(v.handle_extra(), &[7; 81][..]);
         assert_eq!(v.user(), None);
         assert_eq!(v.id(), "w");
@@ -912,19 +947,30 @@ mod tests {
         let mut p = Partition::new();
         let n = 20_000u32;
         for i in 0..n {
-            p.insert(rec(&format!("id{i}"), &i.to_le_bytes(), &[i % 7], None), None);
+            p.insert(
+                rec(&format!("id{i}"), &i.to_le_bytes(), &[i % 7], None),
+                None,
+            );
         }
         // Grow every record (new length: appended, old space is garbage), many times over.
         for round in 0..4u32 {
             for i in 0..n {
                 let tags: Vec<u32> = (0..=round + 1).collect();
                 let slot = p.find_id(&format!("id{i}")).unwrap();
-                p.replace(slot, rec(&format!("id{i}"), &i.to_le_bytes(), &tags, Some("grown")), None);
+                p.replace(
+                    slot,
+                    rec(&format!("id{i}"), &i.to_le_bytes(), &tags, Some("grown")),
+                    None,
+                );
             }
         }
         p.check_invariants().unwrap();
         let live: usize = p.iter().map(|(_, r)| r.len()).sum();
-        assert!(p.arena.bytes.len() <= live * 2, "{} bytes for {live} live", p.arena.bytes.len());
+        assert!(
+            p.arena.bytes.len() <= live * 2,
+            "{} bytes for {live} live",
+            p.arena.bytes.len()
+        );
         for i in 0..n {
             assert!(p.find_id(&format!("id{i}")).is_some());
         }
@@ -936,7 +982,15 @@ mod tests {
         let mut normal = Partition::new();
         for p in [&mut bulk, &mut normal] {
             for i in 0..500u32 {
-                p.insert(rec(&format!("id{i}"), &i.to_le_bytes(), &[i % 5, 10 + i % 3], (i % 4 == 0).then_some("u")), None);
+                p.insert(
+                    rec(
+                        &format!("id{i}"),
+                        &i.to_le_bytes(),
+                        &[i % 5, 10 + i % 3],
+                        (i % 4 == 0).then_some("u"),
+                    ),
+                    None,
+                );
             }
             for i in (0..500u32).step_by(3) {
                 let s = p.find_id(&format!("id{i}")).unwrap();
@@ -944,7 +998,11 @@ mod tests {
             }
             for i in (1..500u32).step_by(3) {
                 let s = p.find_id(&format!("id{i}")).unwrap();
-                p.replace(s, rec(&format!("id{i}"), &i.to_le_bytes(), &[7], None), None);
+                p.replace(
+                    s,
+                    rec(&format!("id{i}"), &i.to_le_bytes(), &[7], None),
+                    None,
+                );
             }
         }
         bulk.finish_bulk();
