@@ -74,7 +74,6 @@ fn naive(reg: &Registry, e: &TagExpr) -> BTreeSet<String> {
             TagRef::Tag(t) => tags.contains(t.as_str()),
             TagRef::UserId(u) => inst.user_id.as_ref().is_some_and(|x| x.as_str() == u),
             TagRef::InstallationId(id) => inst.id.as_str() == id,
-            _ => false,
         });
         if hit {
             out.insert(inst.id.to_string());

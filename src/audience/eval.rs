@@ -154,14 +154,9 @@ fn flatten(
 ) {
     let mut rights = Vec::new();
     let mut cur = node;
-    loop {
-        match (cur, and) {
-            (ExprNode::And(l, r), true) | (ExprNode::Or(l, r), false) => {
-                rights.push(&**r);
-                cur = l;
-            }
-            _ => break,
-        }
+    while let (ExprNode::And(l, r), true) | (ExprNode::Or(l, r), false) = (cur, and) {
+        rights.push(&**r);
+        cur = l;
     }
     out.push(compile(cur, lookup));
     for r in rights.into_iter().rev() {

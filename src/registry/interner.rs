@@ -104,8 +104,8 @@ mod tests {
         });
         assert!(ids.windows(2).all(|w| w[0] == w[1]));
         assert_eq!(i.len(), 500);
-        for k in 0..500 {
-            assert_eq!(i.name(ids[0][k]), format!("t{k}"));
+        for (k, id) in ids[0].iter().enumerate() {
+            assert_eq!(i.name(*id), format!("t{k}"));
         }
     }
 }

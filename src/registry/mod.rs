@@ -456,16 +456,15 @@ impl Registry {
             }
         }
         let tag_ids: Vec<u32> = tags.iter().map(|t| self.inner.interner.intern(t)).collect();
-        let (extra, extra_vec) = match &inst.handle {
+        let extra_vec = match &inst.handle {
             PushHandle::WebPush(w) => {
                 let mut v = Vec::with_capacity(81);
                 v.extend_from_slice(w.p256dh());
                 v.extend_from_slice(w.auth());
-                (true, v)
+                v
             }
-            _ => (false, Vec::new()),
+            _ => Vec::new(),
         };
-        debug_assert!(extra == !extra_vec.is_empty());
         let expiration_ms = inst.expiration_time.map_or(NO_EXPIRY, to_ms);
         let mem = MemRecord::build(&RecordParts {
             last_update_ms,

@@ -45,6 +45,9 @@ impl From<sled::Error> for StoreError {
     }
 }
 
+/// A visitor of stored chunks: `(sequence number, bytes)`.
+pub(crate) type ChunkVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<(), StoreError> + 'a;
+
 /// What the registry needs from durable storage: chunks by sequence number, and metadata.
 pub(crate) trait Store: Send + Sync + 'static {
     /// Writes chunk `seq` (not yet durable).
@@ -56,10 +59,7 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Makes every write that returned before this call durable.
     fn flush(&self) -> Result<(), StoreError>;
     /// Calls `f` with every chunk in sequence order.
-    fn scan(
-        &self,
-        f: &mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError>;
+    fn scan(&self, f: &mut ChunkVisitor<'_>) -> Result<(), StoreError>;
     /// Reads a metadata value.
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes a metadata value (durable when this returns).
@@ -115,10 +115,7 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn scan(
-        &self,
-        f: &mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn scan(&self, f: &mut ChunkVisitor<'_>) -> Result<(), StoreError> {
         for kv in self.log.iter() {
             let (k, v) = kv?;
             let seq =
@@ -166,10 +163,7 @@ impl Store for NullStore {
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
-    fn scan(
-        &self,
-        _: &mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn scan(&self, _: &mut ChunkVisitor<'_>) -> Result<(), StoreError> {
         Ok(())
     }
     fn meta(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
