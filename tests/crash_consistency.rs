@@ -122,7 +122,7 @@ fn acknowledged_writes_survive_sigkill() {
             let l = rx
                 .recv_timeout(Duration::from_secs(60))
                 .expect("child writes");
-            let ack = l.starts_with("put ") || l.starts_with("del ");
+            let ack = l.contains("put c") || l.contains("del c");
             lines.push(l);
             if ack {
                 break;
@@ -141,6 +141,17 @@ fn acknowledged_writes_survive_sigkill() {
         let mut max_version = 0;
         let mut acks = 0;
         for l in &lines {
+            // The harness prints "test crash_child_writer ... " without a newline before the
+            // writers start, so the first acknowledgement shares its line: parse from the last
+            // "put " / "del " on the line.
+            let Some(at) = [l.rfind("put c"), l.rfind("del c")]
+                .into_iter()
+                .flatten()
+                .max()
+            else {
+                continue;
+            };
+            let l = &l[at..];
             let mut parts = l.split_whitespace();
             let (Some(kind), Some(id), Some(v)) = (parts.next(), parts.next(), parts.next()) else {
                 continue; // the test harness's own output, or a line cut by the kill
@@ -149,7 +160,7 @@ fn acknowledged_writes_survive_sigkill() {
             if kind != "put" && kind != "del" {
                 continue;
             }
-            history.push((round, l.clone()));
+            history.push((round, l.to_string()));
             max_version = max_version.max(v);
             acks += 1;
             let e = acked.entry(id.to_string()).or_insert((0, false));
@@ -189,7 +200,16 @@ fn acknowledged_writes_survive_sigkill() {
             match (got, deleted) {
                 (None, true) => {}
                 (None, false) if in_flight_deletes.contains(id) => {}
-                (None, false) => panic!("round {round}: acknowledged {id} v{v} is missing"),
+                (None, false) => {
+                    let hist: Vec<String> = history
+                        .iter()
+                        .filter(|(_, l)| l.split_whitespace().nth(1) == Some(id.as_str()))
+                        .map(|(r, l)| format!("r{r}: {l}"))
+                        .collect();
+                    panic!(
+                        "round {round}: acknowledged {id} v{v} is missing; acknowledged: {hist:?}"
+                    )
+                }
                 (Some(inst), _) => {
                     let have = version_of(&inst);
                     // A later, unacknowledged write may have reached the disk; an older one may not.

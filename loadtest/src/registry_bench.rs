@@ -58,6 +58,12 @@ pub struct RegistryArgs {
     /// Group-commit window in microseconds (RegistryConfig::commit_window).
     #[arg(long, default_value_t = 500)]
     pub commit_window_us: u64,
+    /// sled page cache in MiB (RegistryConfig::cache_capacity).
+    #[arg(long, default_value_t = 64)]
+    pub cache_mb: u64,
+    /// Only build an ephemeral (index-only) registry and report its resident memory.
+    #[arg(long)]
+    pub index_only: bool,
     /// Only reopen the store in `--dir` and report the recovery time (for profiling recovery).
     #[arg(long, requires = "dir")]
     pub recover_only: bool,
@@ -290,6 +296,7 @@ pub fn run(args: RegistryArgs) -> Result<RegistryReport, Box<dyn std::error::Err
     let config = RegistryConfig {
         partitions: args.partitions,
         commit_window: std::time::Duration::from_micros(args.commit_window_us),
+        cache_capacity: args.cache_mb << 20,
         ..RegistryConfig::default()
     };
 
@@ -458,6 +465,28 @@ pub fn run(args: RegistryArgs) -> Result<RegistryReport, Box<dyn std::error::Err
 
 /// Prints the report and writes the JSON file if asked.
 pub fn main(args: RegistryArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if args.index_only {
+        let gen = DeviceGen::new(args.seed, args.devices);
+        let (base, _) = rss();
+        let reg = Registry::ephemeral(RegistryConfig {
+            partitions: args.partitions,
+            ..RegistryConfig::default()
+        })?;
+        let t = Instant::now();
+        build(&reg, &gen, args.devices, 2, false)?;
+        let secs = t.elapsed().as_secs_f64();
+        let (now, peak) = rss();
+        println!(
+            "index only: {} installations in {secs:.1} s; resident {} MiB ({:.0} bytes/installation over a {} MiB baseline), peak {} MiB, index heap estimate {:.0} bytes/installation",
+            args.devices,
+            now >> 20,
+            now.saturating_sub(base) as f64 / args.devices as f64,
+            base >> 20,
+            peak >> 20,
+            reg.stats().index_heap_bytes as f64 / args.devices as f64
+        );
+        return Ok(());
+    }
     if args.recover_only {
         let dir = args.dir.clone().ok_or("--recover-only needs --dir")?;
         let t = Instant::now();

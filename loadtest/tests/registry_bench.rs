@@ -18,6 +18,8 @@ fn registry_benchmark_runs_end_to_end() {
         partitions: 4,
         recover_only: false,
         commit_window_us: 500,
+        cache_mb: 64,
+        index_only: false,
     })
     .unwrap();
     assert_eq!(report.devices, 20_000);
