@@ -48,7 +48,7 @@ pub(crate) fn recover(
                         .filter(|p| *p as usize % workers == w)
                         .map(|p| (p, Partition::bulk()))
                         .collect();
-                    let mut tags = Vec::new();
+                    let mut local = LocalTags::new(interner);
                     for chunk in rx {
                         let (seq, bytes) = &*chunk;
                         for e in entries(*seq, bytes)? {
@@ -65,7 +65,7 @@ pub(crate) fn recover(
                                 continue;
                             }
                             let part = &mut parts[e.partition as usize / workers].1;
-                            apply_entry(part, &e, interner, &mut tags)?;
+                            apply_entry(part, &e, &mut local)?;
                         }
                     }
                     for (_, p) in parts.iter_mut() {
@@ -132,11 +132,37 @@ fn corrupt(e: &Entry<'_>, problem: String) -> StoreError {
 }
 
 /// Applies one log entry to a partition.
+/// A worker's view of the interner: a private cache in front of the shared one, so replaying
+/// millions of records takes no lock per tag.
+pub(crate) struct LocalTags<'a> {
+    interner: &'a Interner,
+    cache: hashbrown::HashMap<Box<str>, u32>,
+    ids: Vec<u32>,
+}
+
+impl<'a> LocalTags<'a> {
+    pub(crate) fn new(interner: &'a Interner) -> Self {
+        LocalTags {
+            interner,
+            cache: hashbrown::HashMap::new(),
+            ids: Vec::new(),
+        }
+    }
+
+    fn id(&mut self, tag: &str) -> u32 {
+        if let Some(&id) = self.cache.get(tag) {
+            return id;
+        }
+        let id = self.interner.intern(tag);
+        self.cache.insert(tag.into(), id);
+        id
+    }
+}
+
 pub(crate) fn apply_entry(
     part: &mut Partition,
     e: &Entry<'_>,
-    interner: &Interner,
-    tags: &mut Vec<u32>,
+    local: &mut LocalTags<'_>,
 ) -> Result<(), StoreError> {
     match e.kind {
         KIND_TOMBSTONE => {
@@ -148,9 +174,10 @@ pub(crate) fn apply_entry(
         }
         KIND_RECORD => {
             let r = store::access(b"log", e.payload).map_err(|x| corrupt(e, x.to_string()))?;
+            let mut tags = std::mem::take(&mut local.ids);
             tags.clear();
             for t in r.tags.iter() {
-                tags.push(interner.intern(t.as_str()));
+                tags.push(local.id(t.as_str()));
             }
             let platform = Platform::from_index(r.platform)
                 .ok_or_else(|| corrupt(e, format!("unknown platform {}", r.platform)))?;
@@ -171,7 +198,7 @@ pub(crate) fn apply_entry(
                 platform,
                 channel_expired: r.push_channel_expired,
                 has_templates: templates.is_some(),
-                tags,
+                tags: &tags,
                 id: r.id.as_bytes(),
                 handle_key: r.handle.as_slice(),
                 handle_extra: r.handle_keys.as_slice(),
@@ -184,6 +211,7 @@ pub(crate) fn apply_entry(
                     part.insert(mem, templates);
                 }
             }
+            local.ids = tags;
             Ok(())
         }
         k => Err(corrupt(e, format!("unknown entry kind {k}"))),
