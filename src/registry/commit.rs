@@ -108,19 +108,29 @@ impl GroupCommit {
         }
     }
 
+    /// Where write `seq` stands: `Some` once it is durable or can no longer become so.
+    fn outcome(st: &State, seq: u64) -> Option<Result<(), StoreError>> {
+        if st.durable >= seq {
+            return Some(Ok(()));
+        }
+        if let Some(e) = &st.failed {
+            return Some(Err(StoreError::Engine(format!("flush failed: {e}"))));
+        }
+        if st.shutdown {
+            return Some(Err(StoreError::Engine(
+                "registry closed before flush".into(),
+            )));
+        }
+        None
+    }
+
     /// Blocks until write `seq` is durable.
     pub(crate) fn wait(&self, seq: u64) -> Result<(), StoreError> {
         let mut st = self.state.lock();
         self.request(&mut st, seq);
         loop {
-            if st.durable >= seq {
-                return Ok(());
-            }
-            if let Some(e) = &st.failed {
-                return Err(StoreError::Engine(format!("flush failed: {e}")));
-            }
-            if st.shutdown {
-                return Err(StoreError::Engine("registry closed before flush".into()));
+            if let Some(r) = Self::outcome(&st, seq) {
+                return r;
             }
             self.done.wait(&mut st);
         }
@@ -136,14 +146,8 @@ impl GroupCommit {
             {
                 let mut st = self.state.lock();
                 self.request(&mut st, seq);
-                if st.durable >= seq {
-                    return Ok(());
-                }
-                if let Some(e) = &st.failed {
-                    return Err(StoreError::Engine(format!("flush failed: {e}")));
-                }
-                if st.shutdown {
-                    return Err(StoreError::Engine("registry closed before flush".into()));
+                if let Some(r) = Self::outcome(&st, seq) {
+                    return r;
                 }
             }
             if rx.changed().await.is_err() {

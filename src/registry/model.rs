@@ -78,26 +78,36 @@ fn shorten(s: &str, n: usize) -> String {
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct InstallationId(Box<str>);
 
+/// The rule shared by installation ids and user ids: 1-256 bytes, no control characters,
+/// and not `forbidden`. Returns what is wrong.
+fn check_id(s: &str, forbidden: char) -> Result<(), &'static str> {
+    if s.is_empty() {
+        return Err("is empty");
+    }
+    if s.len() > MAX_ID_LEN {
+        return Err("is longer than 256 bytes");
+    }
+    if s.chars().any(char::is_control) {
+        return Err("contains a control character");
+    }
+    if s.contains(forbidden) {
+        return Err(if forbidden == '/' {
+            "contains '/'"
+        } else {
+            "contains '}'"
+        });
+    }
+    Ok(())
+}
+
 impl InstallationId {
     /// Checks `s` against the rule.
     pub fn new(s: impl AsRef<str>) -> Result<Self, InvalidInput> {
         let s = s.as_ref();
-        let bad = |problem| InvalidInput::InstallationId {
+        check_id(s, '/').map_err(|problem| InvalidInput::InstallationId {
             id: shorten(s, 80),
             problem,
-        };
-        if s.is_empty() {
-            return Err(bad("is empty"));
-        }
-        if s.len() > MAX_ID_LEN {
-            return Err(bad("is longer than 256 bytes"));
-        }
-        if s.chars().any(char::is_control) {
-            return Err(bad("contains a control character"));
-        }
-        if s.contains('/') {
-            return Err(bad("contains '/'"));
-        }
+        })?;
         Ok(InstallationId(s.into()))
     }
 
@@ -116,22 +126,10 @@ impl UserId {
     /// Checks `s` against the rule.
     pub fn new(s: impl AsRef<str>) -> Result<Self, InvalidInput> {
         let s = s.as_ref();
-        let bad = |problem| InvalidInput::UserId {
+        check_id(s, '}').map_err(|problem| InvalidInput::UserId {
             id: shorten(s, 80),
             problem,
-        };
-        if s.is_empty() {
-            return Err(bad("is empty"));
-        }
-        if s.len() > MAX_ID_LEN {
-            return Err(bad("is longer than 256 bytes"));
-        }
-        if s.chars().any(char::is_control) {
-            return Err(bad("contains a control character"));
-        }
-        if s.contains('}') {
-            return Err(bad("contains '}'"));
-        }
+        })?;
         Ok(UserId(s.into()))
     }
 
