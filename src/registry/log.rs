@@ -319,8 +319,8 @@ mod tests {
     fn full_chunks_are_sealed() {
         let log = Log::new(Arc::new(NullStore), 1, BTreeMap::new());
         let big = vec![1u8; 1000];
-        // One more record than fits in a chunk: the first chunk seals, the second is pending.
-        let n = CHUNK_BYTES / (1000 + ENTRY_HEADER) + 1;
+        // A chunk seals after the record that takes it to CHUNK_BYTES; one more starts the next.
+        let n = (CHUNK_BYTES - 1).div_ceil(1000 + ENTRY_HEADER) + 1;
         for _ in 0..n {
             let mut w = log.writer();
             w.record(0, &big);
