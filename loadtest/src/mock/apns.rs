@@ -224,7 +224,7 @@ struct Apns {
     burst: Option<BurstLimit>,
     /// Per-device-token windows, sharded by token hash like the delivery store (one global
     /// lock serialises the worker threads).
-    bursts: [Mutex<HashMap<String, (Instant, u32)>>; 16],
+    bursts: [Mutex<HashMap<u64, (Instant, u32)>>; 16],
     burst_hasher: hashbrown::DefaultHashBuilder,
     sandbox: bool,
 }
@@ -317,10 +317,11 @@ fn is_device_token(s: &str) -> bool {
 fn new_apns_id() -> HeaderValue {
     // Thread-local RNG rather than `Uuid::new_v4` (a getrandom syscall per request).
     let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     // A hyphenated UUID is always a valid header value.
-    HeaderValue::from_str(&id.to_string()).unwrap_or(HeaderValue::from_static(
-        "00000000-0000-0000-0000-000000000000",
-    ))
+    HeaderValue::from_bytes(id.hyphenated().encode_lower(&mut buf).as_bytes()).unwrap_or(
+        HeaderValue::from_static("00000000-0000-0000-0000-000000000000"),
+    )
 }
 
 impl Apns {
@@ -384,9 +385,11 @@ impl Apns {
         };
         let now = Instant::now();
         use std::hash::BuildHasher as _;
-        let shard = (self.burst_hasher.hash_one(token) % self.bursts.len() as u64) as usize;
-        let mut map = self.bursts[shard].lock();
-        let entry = map.entry_ref(token).or_insert((now, 0));
+        // Keyed by a 64-bit hash of the token: a compact table (no string keys to compare or
+        // allocate); two tokens colliding in 64 bits is not a practical concern for a mock.
+        let key = self.burst_hasher.hash_one(token);
+        let mut map = self.bursts[(key % self.bursts.len() as u64) as usize].lock();
+        let entry = map.entry(key).or_insert((now, 0));
         if now.duration_since(entry.0) >= limit.per {
             *entry = (now, 0);
         }
@@ -508,7 +511,7 @@ impl Service for Apns {
         Step::Deliver(Accepted {
             handle: device.to_owned(),
             message_id: apns_id.to_str().unwrap_or_default().to_owned(),
-            client_message_id: client_id,
+            client_supplied_id: client_id.is_some(),
             mortal: true,
             payload: body,
             ok,

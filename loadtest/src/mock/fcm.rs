@@ -633,7 +633,7 @@ impl Fcm {
         Step::Deliver(Accepted {
             handle,
             message_id: id,
-            client_message_id: None,
+            client_supplied_id: false,
             // Topics and conditions are never dead; registration tokens may be.
             mortal: target == "token",
             payload: body,

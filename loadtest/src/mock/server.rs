@@ -128,7 +128,8 @@ impl Reply {
 pub(crate) struct Accepted {
     pub(crate) handle: String,
     pub(crate) message_id: String,
-    pub(crate) client_message_id: Option<String>,
+    /// `message_id` came from the client (APNs `apns-id`): resends can be matched with it.
+    pub(crate) client_supplied_id: bool,
     /// The handle can be dead (see [`is_dead_handle`]); false for e.g. FCM topics.
     pub(crate) mortal: bool,
     pub(crate) payload: Bytes,
@@ -633,23 +634,30 @@ pub(crate) fn process<'a, S: Service>(
         let Accepted {
             handle,
             message_id,
-            client_message_id,
+            client_supplied_id,
             payload,
             ok,
             ..
         } = accepted;
         if rolls.reset_after_process {
-            stats.deliver(handle, message_id, client_message_id, true, payload, None);
+            stats.deliver(
+                handle,
+                &message_id,
+                client_supplied_id,
+                true,
+                &payload,
+                None,
+            );
             stats.resets_after_process.fetch_add(1, Ordering::Relaxed);
             ctl.trigger_reset();
             return Outcome::Silence;
         }
         stats.deliver(
             handle,
-            message_id,
-            client_message_id,
+            &message_id,
+            client_supplied_id,
             false,
-            payload,
+            &payload,
             ok.key.as_deref(),
         );
         if !ctl.warm.swap(true, Ordering::SeqCst) {

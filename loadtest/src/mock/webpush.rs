@@ -471,7 +471,7 @@ impl Service for WebPush {
         Step::Deliver(Accepted {
             handle: id.to_owned(),
             message_id: msg_id,
-            client_message_id: None,
+            client_supplied_id: false,
             mortal: true,
             payload: plaintext,
             ok,

@@ -354,7 +354,7 @@ impl Wns {
         Step::Deliver(Accepted {
             handle: id.to_owned(),
             message_id: msg_id,
-            client_message_id: None,
+            client_supplied_id: false,
             mortal: true,
             payload: body,
             ok,
