@@ -14,7 +14,7 @@
 //! ```
 //!
 //! Installations are spread over partitions by the xxh3 hash of their id. Each partition is a
-//! [`partition::Partition`] behind its own `RwLock`: writers of different partitions never
+//! `partition::Partition` behind its own `RwLock`: writers of different partitions never
 //! contend, and resolution reads partitions in parallel.
 //!
 //! Handle ownership: a push handle belongs to at most one installation per platform. Claims of
