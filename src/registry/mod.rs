@@ -5,7 +5,7 @@
 //!        |                                        |
 //!        v                                        v
 //!  [handle stripe lock] -> partition write lock   partition read locks (in parallel)
-//!        |  store.put (sled)                      |  bitmap algebra per partition
+//!        |  log append (16 KiB chunks in sled)    |  bitmap algebra per partition
 //!        |  memory index update                   v
 //!        v                                   Resolution: one bitmap per partition
 //!  group commit (one fsync for many writers)      |  batches(): ids + handles, a batch at a time
@@ -19,11 +19,12 @@
 //!
 //! Handle ownership: a push handle belongs to at most one installation per platform. Claims of
 //! a handle are serialised by a striped lock keyed by the handle; an installation that takes a
-//! handle another one holds marks the other `push_channel_expired`, and both records are written
-//! in one atomic store batch, so a crash can never leave two owners.
+//! handle another one holds marks the other `push_channel_expired`, and both records are
+//! appended under one hold of the log lock, into the same chunk (one store value), so a crash
+//! can never leave two owners.
 //!
-//! Lock order: handle stripe, then partition locks in ascending partition order. No code path
-//! takes a stripe while holding a partition lock.
+//! Lock order: handle stripe, then partition locks in ascending partition order, then the log.
+//! No code path takes a stripe while holding a partition lock.
 
 pub(crate) mod commit;
 pub(crate) mod interner;
