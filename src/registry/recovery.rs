@@ -14,7 +14,7 @@ use super::interner::Interner;
 use super::log::{chunk_of, entries, ChunkStat, Entry, KIND_RECORD, KIND_TOMBSTONE};
 use super::model::Platform;
 use super::partition::{MemRecord, Partition, RecordParts, NO_EXPIRY};
-use super::store::{self, Store, StoreError, StoredTemplate};
+use super::store::{self, SharedChunk, Store, StoreError, StoredTemplate};
 
 /// What recovery rebuilds.
 pub(crate) struct Recovered {
@@ -40,7 +40,7 @@ pub(crate) fn recover(
         let mut handles = Vec::new();
         for w in 0..workers {
             // A few chunks in flight per worker bound recovery's extra memory to ~1 MiB each.
-            let (tx, rx) = sync_channel::<Arc<(u64, Vec<u8>)>>(16);
+            let (tx, rx) = sync_channel::<(u64, SharedChunk)>(16);
             senders.push(tx);
             handles.push(
                 s.spawn(move || -> Result<Vec<(u16, Partition)>, StoreError> {
@@ -49,9 +49,9 @@ pub(crate) fn recover(
                         .map(|p| (p, Partition::bulk()))
                         .collect();
                     let mut local = LocalTags::new(interner);
-                    for chunk in rx {
-                        let (seq, bytes) = &*chunk;
-                        for e in entries(*seq, bytes)? {
+                    for (seq, chunk) in rx {
+                        let bytes: &[u8] = (*chunk).as_ref();
+                        for e in entries(seq, bytes)? {
                             if e.partition >= n {
                                 return Err(StoreError::Corrupt {
                                     key: format!("chunk {seq}"),
@@ -75,16 +75,15 @@ pub(crate) fn recover(
                 }),
             );
         }
-        let scanned = store.scan(&mut |seq, bytes| {
-            let es = entries(seq, bytes)?;
+        let scanned = store.scan_shared(&mut |seq, chunk| {
+            let es = entries(seq, (*chunk).as_ref())?;
             let stat = chunks.entry(seq).or_default();
             stat.entries = es.len() as u32;
             stat.tombstones = es.iter().filter(|e| e.kind == KIND_TOMBSTONE).count() as u32;
             next_chunk = next_chunk.max(seq + 1);
-            let shared = Arc::new((seq, bytes.to_vec()));
             for tx in &senders {
                 // A closed channel means its worker failed; its error is reported below.
-                let _ = tx.send(shared.clone());
+                let _ = tx.send((seq, chunk.clone()));
             }
             Ok(())
         });

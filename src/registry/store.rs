@@ -12,6 +12,7 @@
 //! (bytecheck validates them first: a corrupt record is an error, never undefined behaviour).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rkyv::rancor;
 
@@ -48,6 +49,12 @@ impl From<sled::Error> for StoreError {
 /// A visitor of stored chunks: `(sequence number, bytes)`.
 pub(crate) type ChunkVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<(), StoreError> + 'a;
 
+/// A chunk's bytes that threads can share without copying them.
+pub(crate) type SharedChunk = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// A visitor of stored chunks that takes shared ownership of each.
+pub(crate) type SharedChunkVisitor<'a> = dyn FnMut(u64, SharedChunk) -> Result<(), StoreError> + 'a;
+
 /// What the registry needs from durable storage: chunks by sequence number, and metadata.
 pub(crate) trait Store: Send + Sync + 'static {
     /// Writes chunk `seq` (not yet durable).
@@ -60,6 +67,11 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
     /// Calls `f` with every chunk in sequence order.
     fn scan(&self, f: &mut ChunkVisitor<'_>) -> Result<(), StoreError>;
+    /// [`Store::scan`], handing out each chunk as a shareable buffer (recovery sends chunks to
+    /// several threads). The default copies; stores whose buffers are shareable override it.
+    fn scan_shared(&self, f: &mut SharedChunkVisitor<'_>) -> Result<(), StoreError> {
+        self.scan(&mut |seq, bytes| f(seq, Arc::new(bytes.to_vec())))
+    }
     /// Reads a metadata value.
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes a metadata value (durable when this returns).
@@ -142,6 +154,23 @@ impl Store for SledStore {
                         problem: "log key is not 8 bytes".into(),
                     })?;
             f(seq, &v)?;
+        }
+        Ok(())
+    }
+
+    fn scan_shared(&self, f: &mut SharedChunkVisitor<'_>) -> Result<(), StoreError> {
+        for kv in self.log.iter() {
+            let (k, v) = kv?;
+            let seq =
+                k.as_ref()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        key: format!("{:?}", k.as_ref()),
+                        problem: "log key is not 8 bytes".into(),
+                    })?;
+            // sled's IVec is reference-counted: sharing it copies nothing.
+            f(seq, Arc::new(v))?;
         }
         Ok(())
     }
