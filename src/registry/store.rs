@@ -143,19 +143,7 @@ impl Store for SledStore {
     }
 
     fn scan(&self, f: &mut ChunkVisitor<'_>) -> Result<(), StoreError> {
-        for kv in self.log.iter() {
-            let (k, v) = kv?;
-            let seq =
-                k.as_ref()
-                    .try_into()
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt {
-                        key: format!("{:?}", k.as_ref()),
-                        problem: "log key is not 8 bytes".into(),
-                    })?;
-            f(seq, &v)?;
-        }
-        Ok(())
+        self.scan_shared(&mut |seq, chunk| f(seq, (*chunk).as_ref()))
     }
 
     fn scan_shared(&self, f: &mut SharedChunkVisitor<'_>) -> Result<(), StoreError> {
