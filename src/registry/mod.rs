@@ -239,7 +239,8 @@ struct Inner {
     reaper: Arc<(Mutex<bool>, Condvar)>,
 }
 
-/// The installation registry. Cheap to clone; all clones share one registry.
+/// The installation registry. Cheap to clone; all clones share one registry, which closes
+/// (final flush, background threads stopped) when the last clone is dropped.
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
@@ -1165,9 +1166,6 @@ impl Registry {
         }
         Ok(())
     }
-
-    /// Flushes and stops background work. Dropping the last clone does the same.
-    pub fn close(self) {}
 }
 
 impl Drop for Inner {
