@@ -36,7 +36,6 @@ pub(crate) mod store;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -235,7 +234,6 @@ struct Inner {
     log: Arc<Log>,
     commit: Arc<GroupCommit>,
     stripes: Box<[Mutex<()>]>,
-    closed: AtomicBool,
     reaper: Arc<(Mutex<bool>, Condvar)>,
 }
 
@@ -360,7 +358,6 @@ impl Registry {
             interner,
             store,
             stripes: (0..HANDLE_STRIPES).map(|_| Mutex::new(())).collect(),
-            closed: AtomicBool::new(false),
             reaper: Arc::new((Mutex::new(false), Condvar::new())),
             config,
         });
@@ -1170,7 +1167,6 @@ impl Registry {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.closed.store(true, Ordering::Relaxed);
         *self.reaper.0.lock() = true;
         self.reaper.1.notify_all();
         self.commit.shutdown();
