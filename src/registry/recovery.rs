@@ -24,6 +24,9 @@ pub(crate) struct Recovered {
     pub chunks: BTreeMap<u64, ChunkStat>,
 }
 
+/// What one recovery worker returns: its partitions, and (worker 0) every chunk's counters.
+type WorkerOutput = (Vec<(u16, Partition)>, BTreeMap<u64, ChunkStat>);
+
 /// Replays the whole log of `store` into `n` partitions.
 pub(crate) fn recover(
     store: &Arc<dyn Store>,
@@ -42,44 +45,45 @@ pub(crate) fn recover(
             // A few chunks in flight per worker bound recovery's extra memory to ~1 MiB each.
             let (tx, rx) = sync_channel::<(u64, SharedChunk)>(16);
             senders.push(tx);
-            handles.push(
-                s.spawn(move || -> Result<Vec<(u16, Partition)>, StoreError> {
-                    let mut parts: Vec<(u16, Partition)> = (0..n)
-                        .filter(|p| *p as usize % workers == w)
-                        .map(|p| (p, Partition::bulk()))
-                        .collect();
-                    let mut local = LocalTags::new(interner);
-                    for (seq, chunk) in rx {
-                        let bytes: &[u8] = (*chunk).as_ref();
-                        for e in entries(seq, bytes)? {
-                            if e.partition >= n {
-                                return Err(StoreError::Corrupt {
-                                    key: format!("chunk {seq}"),
-                                    problem: format!(
-                                        "entry names partition {} of {n}",
-                                        e.partition
-                                    ),
-                                });
-                            }
-                            if e.partition as usize % workers != w {
-                                continue;
-                            }
-                            let part = &mut parts[e.partition as usize / workers].1;
-                            apply_entry(part, &e, &mut local)?;
+            handles.push(s.spawn(move || -> Result<WorkerOutput, StoreError> {
+                // Worker 0 also counts every chunk's entries (each worker parses every
+                // chunk anyway), so the reader thread only reads.
+                let mut stats: BTreeMap<u64, ChunkStat> = BTreeMap::new();
+                let mut parts: Vec<(u16, Partition)> = (0..n)
+                    .filter(|p| *p as usize % workers == w)
+                    .map(|p| (p, Partition::bulk()))
+                    .collect();
+                let mut local = LocalTags::new(interner);
+                for (seq, chunk) in rx {
+                    let bytes: &[u8] = (*chunk).as_ref();
+                    let es = entries(seq, bytes)?;
+                    if w == 0 {
+                        let stat = stats.entry(seq).or_default();
+                        stat.entries = es.len() as u32;
+                        stat.tombstones =
+                            es.iter().filter(|e| e.kind == KIND_TOMBSTONE).count() as u32;
+                    }
+                    for e in es {
+                        if e.partition >= n {
+                            return Err(StoreError::Corrupt {
+                                key: format!("chunk {seq}"),
+                                problem: format!("entry names partition {} of {n}", e.partition),
+                            });
                         }
+                        if e.partition as usize % workers != w {
+                            continue;
+                        }
+                        let part = &mut parts[e.partition as usize / workers].1;
+                        apply_entry(part, &e, &mut local)?;
                     }
-                    for (_, p) in parts.iter_mut() {
-                        p.finish_bulk();
-                    }
-                    Ok(parts)
-                }),
-            );
+                }
+                for (_, p) in parts.iter_mut() {
+                    p.finish_bulk();
+                }
+                Ok((parts, stats))
+            }));
         }
         let scanned = store.scan_shared(&mut |seq, chunk| {
-            let es = entries(seq, (*chunk).as_ref())?;
-            let stat = chunks.entry(seq).or_default();
-            stat.entries = es.len() as u32;
-            stat.tombstones = es.iter().filter(|e| e.kind == KIND_TOMBSTONE).count() as u32;
             next_chunk = next_chunk.max(seq + 1);
             for tx in &senders {
                 // A closed channel means its worker failed; its error is reported below.
@@ -101,7 +105,9 @@ pub(crate) fn recover(
     scanned?;
     let mut partitions: Vec<Option<Partition>> = (0..n).map(|_| None).collect();
     for r in per_worker {
-        for (pid, p) in r? {
+        let (parts, stats) = r?;
+        chunks.extend(stats);
+        for (pid, p) in parts {
             partitions[pid as usize] = Some(p);
         }
     }
