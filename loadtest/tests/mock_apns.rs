@@ -51,6 +51,15 @@ fn check(r: TestResponse, status: u16, reason: &str) {
     );
 }
 
+/// Sends the standard payload to a fresh device with `token` and checks the answer.
+async fn push_expect(client: &H2Client, token: Option<&str>, status: u16, reason: &str) {
+    let r = client
+        .apns_push(token, &device(), &[], PAYLOAD)
+        .await
+        .unwrap();
+    check(r, status, reason);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepts_a_valid_push_and_accounts_for_it() {
     bounded(async {
@@ -503,11 +512,7 @@ async fn provider_token_rules() {
         let (apns, client) = start(config).await;
         let key = Es256Key::apns_test_key();
         let now = unix_now();
-        let r = client
-            .apns_push(None, &device(), &[], PAYLOAD)
-            .await
-            .unwrap();
-        check(r, 403, "MissingProviderToken");
+        push_expect(&client, None, 403, "MissingProviderToken").await;
         for bad in [
             "garbage".to_owned(),
             apns_provider_token(&Es256Key::generate(), "TCMOCKKEY1", "TCMOCKTEAM", now),
@@ -519,11 +524,7 @@ async fn provider_token_rules() {
             ),
             apns_provider_token(&key, "TCMOCKKEY1", "TCMOCKTEAM", now + 3600),
         ] {
-            let r = client
-                .apns_push(Some(&bad), &device(), &[], PAYLOAD)
-                .await
-                .unwrap();
-            check(r, 403, "InvalidProviderToken");
+            push_expect(&client, Some(&bad), 403, "InvalidProviderToken").await;
         }
         // A DER-encoded signature (the classic bug) is refused too.
         let good = apns_provider_token(&key, "TCMOCKKEY1", "TCMOCKTEAM", now);
@@ -533,50 +534,22 @@ async fn provider_token_rules() {
         let raw = b64.decode(sig).unwrap();
         let der = p256::ecdsa::Signature::from_slice(&raw).unwrap().to_der();
         let der_token = format!("{input}.{}", b64.encode(der.as_bytes()));
-        let r = client
-            .apns_push(Some(&der_token), &device(), &[], PAYLOAD)
-            .await
-            .unwrap();
-        check(r, 403, "InvalidProviderToken");
+        push_expect(&client, Some(&der_token), 403, "InvalidProviderToken").await;
         let old = apns_provider_token(&key, "TCMOCKKEY1", "TCMOCKTEAM", now - 3601);
-        let r = client
-            .apns_push(Some(&old), &device(), &[], PAYLOAD)
-            .await
-            .unwrap();
-        check(r, 403, "ExpiredProviderToken");
+        push_expect(&client, Some(&old), 403, "ExpiredProviderToken").await;
 
         // First good token binds the connection; an immediate change is refused.
-        let r = client
-            .apns_push(Some(&good), &device(), &[], PAYLOAD)
-            .await
-            .unwrap();
-        check(r, 200, "");
+        push_expect(&client, Some(&good), 200, "").await;
         let newer = apns_provider_token(&key, "TCMOCKKEY1", "TCMOCKTEAM", now - 1);
-        let r = client
-            .apns_push(Some(&newer), &device(), &[], PAYLOAD)
-            .await
-            .unwrap();
-        check(r, 429, "TooManyProviderTokenUpdates");
-        let r = client
-            .apns_push(Some(&good), &device(), &[], PAYLOAD)
-            .await
-            .unwrap();
-        check(r, 200, "");
+        push_expect(&client, Some(&newer), 429, "TooManyProviderTokenUpdates").await;
+        push_expect(&client, Some(&good), 200, "").await;
         // After the (scaled-down) 20-minute interval a change is fine.
         tokio::time::sleep(Duration::from_millis(900)).await;
-        let r = client
-            .apns_push(Some(&newer), &device(), &[], PAYLOAD)
-            .await
-            .unwrap();
-        check(r, 200, "");
+        push_expect(&client, Some(&newer), 200, "").await;
         // Another key on a bound connection.
         tokio::time::sleep(Duration::from_millis(900)).await;
         let other = apns_provider_token(&key2, "OTHERKEY01", "TCMOCKTEAM", now);
-        let r = client
-            .apns_push(Some(&other), &device(), &[], PAYLOAD)
-            .await
-            .unwrap();
-        check(r, 403, "UnrelatedKeyIdInToken");
+        push_expect(&client, Some(&other), 403, "UnrelatedKeyIdInToken").await;
         // ... is fine on a fresh connection.
         let fresh = H2Client::connect(apns.addr(), apns.ca_cert_pem())
             .await
@@ -609,11 +582,7 @@ async fn a_cached_token_expires_on_its_connection() {
             .unwrap();
         assert_eq!(r.status, 200);
         tokio::time::sleep(Duration::from_millis(2100)).await;
-        let r = client
-            .apns_push(Some(&token), &device(), &[], PAYLOAD)
-            .await
-            .unwrap();
-        check(r, 403, "ExpiredProviderToken");
+        push_expect(&client, Some(&token), 403, "ExpiredProviderToken").await;
     })
     .await
 }
@@ -661,11 +630,7 @@ async fn token_connection_warms_up_from_one_stream() {
             ..ApnsConfig::default()
         };
         let (apns, client) = start(config).await;
-        let r = client
-            .apns_push(None, &device(), &[], PAYLOAD)
-            .await
-            .unwrap();
-        check(r, 403, "MissingProviderToken");
+        push_expect(&client, None, 403, "MissingProviderToken").await;
         // SETTINGS said 1, and a failed request does not warm the connection.
         wait_for_limit(&client, 1).await;
         // Concurrent requests are serialised by the client while the limit is 1.
