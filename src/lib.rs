@@ -19,6 +19,9 @@
 #![warn(missing_docs)]
 
 pub mod audience;
+pub mod credentials;
+pub mod feedback;
+pub mod payload;
 pub mod registry;
 mod tag;
 
