@@ -20,12 +20,19 @@
 
 pub mod audience;
 pub mod credentials;
+pub mod dispatch;
 pub mod feedback;
 pub mod payload;
 pub mod registry;
 mod tag;
+mod transport;
 
 pub use audience::{ExprError, ExprLimits, ExprNode, TagExpr, TagRef};
+pub use dispatch::{
+    ApnsAuth, ApnsSettings, DispatchConfig, Engine, EngineConfig, EngineError, FcmSettings,
+    NotificationId, PlatformOutcomes, RetryPolicy, SendError, SendHandle, SendReport, SendState,
+    WebPushSettings, WnsSettings,
+};
 pub use registry::model::{InvalidInput, PushHandle, WebPushSubscription};
 pub use registry::store::StoreError;
 pub use registry::{
@@ -34,3 +41,4 @@ pub use registry::{
     WriteOutcome,
 };
 pub use tag::{is_tag_char, Tag, TagError, MAX_TAG_LEN, TAG_ALPHABET};
+pub use transport::{TlsRoots, TransportError};

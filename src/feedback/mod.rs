@@ -2,3 +2,4 @@
 //! per-notification telemetry.
 
 pub(crate) mod classify;
+pub(crate) mod prune;

@@ -121,6 +121,10 @@ pub struct ApnsConfig {
     pub same_token_burst: Option<BurstLimit>,
     /// Sandbox behaviour: answers carry `apns-unique-id`.
     pub sandbox: bool,
+    /// How long before the answer a dead token became invalid (the 410 `timestamp`). Default
+    /// one day, a plausible past instant; zero makes every installation registered before the
+    /// send older than its 410, so the engine's race guard lets it be pruned.
+    pub dead_token_age: Duration,
 }
 
 impl Default for ApnsConfig {
@@ -140,6 +144,7 @@ impl Default for ApnsConfig {
                 per: Duration::from_secs(1),
             }),
             sandbox: false,
+            dead_token_age: Duration::from_secs(86_400),
         }
     }
 }
@@ -185,6 +190,7 @@ impl MockApns {
             bursts: Default::default(),
             burst_hasher: Default::default(),
             sandbox: config.sandbox,
+            dead_token_age: config.dead_token_age,
             single_bundle: (config.bundle_ids.len() == 1).then(|| config.bundle_ids[0].clone()),
         };
         let listen = Listen {
@@ -227,6 +233,7 @@ struct Apns {
     bursts: [Mutex<HashMap<u64, (Instant, u32)>>; 16],
     burst_hasher: hashbrown::DefaultHashBuilder,
     sandbox: bool,
+    dead_token_age: Duration,
 }
 
 /// Per-connection state.
@@ -528,8 +535,8 @@ impl Service for Apns {
             .unwrap_or_else(new_apns_id);
         match fault {
             Fault::Dead => {
-                // The token became inactive a day ago: a fixed, plausible past instant.
-                let ts = now_millis().saturating_sub(86_400_000);
+                // The token became inactive `dead_token_age` ago (default a day).
+                let ts = now_millis().saturating_sub(self.dead_token_age.as_millis() as u64);
                 Reply::json(
                     StatusCode::GONE,
                     "Unregistered",

@@ -1,0 +1,770 @@
+//! The dispatcher: takes a send (a notification and an audience), pulls its devices from the
+//! registry in batches as fast as the pools drain them, and delivers each through the pool of
+//! its platform's credential; answers become verdicts (`feedback::classify`), dead handles are
+//! pruned (`feedback::prune`), and every device ends in exactly one counted outcome
+//! ([`SendReport`]).
+//!
+//! ```text
+//!  send() ─► Job ─► feeder task: resolve ─► batches of targets ─► window permits ─┐
+//!                                                                                 ▼
+//!        bounded queue per pool ◄─────────────────────────────── route by platform/origin
+//!              │ pulled by whichever connection has a free stream
+//!              ▼
+//!        connection tasks (h2 streams / HTTP/1.1) ─► verdict ─► final outcome | retry | prune
+//! ```
+//!
+//! Memory is bounded by each send's window (devices in flight, default 65,536) and each
+//! pool's queue, whatever the audience size.
+
+pub(crate) mod auth;
+pub(crate) mod job;
+pub mod metrics;
+pub(crate) mod platforms;
+pub(crate) mod pool;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use self::auth::{AuthSource, OAuth, OAuthKind};
+use self::job::{Final, History, Job};
+use self::pool::{Device, Pool, Protocol, Work};
+use crate::credentials::{
+    ApnsCertificate, ApnsKey, ApnsTokenCache, FcmServiceAccount, VapidCache, VapidKey,
+    WnsCredentials,
+};
+use crate::feedback::prune::{self, PruneItem};
+use crate::payload::Notification;
+use crate::registry::model::PushHandle;
+use crate::registry::{Audience, Platform, Registry};
+use crate::transport::{Endpoint, TlsRoots, TransportError};
+
+pub use job::{NotificationId, PlatformOutcomes, SendReport, SendState};
+
+/// APNs production host (pns-protocols.md §1.1).
+pub const APNS_PRODUCTION: &str = "https://api.push.apple.com";
+/// APNs sandbox host (pns-protocols.md §1.1).
+pub const APNS_SANDBOX: &str = "https://api.sandbox.push.apple.com";
+/// FCM v1 API origin (pns-protocols.md §2.1).
+pub const FCM_ENDPOINT: &str = "https://fcm.googleapis.com";
+
+/// How APNs requests are authenticated.
+#[derive(Clone, Debug)]
+pub enum ApnsAuth {
+    /// Provider token (`.p8` key): one pool per (team, key, environment).
+    Token(ApnsKey),
+    /// TLS client certificate: one pool per certificate.
+    Certificate(ApnsCertificate),
+}
+
+/// APNs settings.
+#[derive(Clone, Debug)]
+pub struct ApnsSettings {
+    auth: ApnsAuth,
+    bundle_id: String,
+    endpoint: String,
+    token_renewal: Duration,
+}
+
+impl ApnsSettings {
+    /// Token auth against the production endpoint.
+    pub fn token(key: ApnsKey, bundle_id: &str) -> Self {
+        Self::new(ApnsAuth::Token(key), bundle_id)
+    }
+
+    /// Certificate auth against the production endpoint.
+    pub fn certificate(cert: ApnsCertificate, bundle_id: &str) -> Self {
+        Self::new(ApnsAuth::Certificate(cert), bundle_id)
+    }
+
+    fn new(auth: ApnsAuth, bundle_id: &str) -> Self {
+        ApnsSettings {
+            auth,
+            bundle_id: bundle_id.to_string(),
+            endpoint: APNS_PRODUCTION.to_string(),
+            token_renewal: Duration::from_secs(50 * 60),
+        }
+    }
+
+    /// Uses the sandbox (development) endpoint.
+    pub fn sandbox(mut self) -> Self {
+        self.endpoint = APNS_SANDBOX.to_string();
+        self
+    }
+
+    /// Uses another `https://` endpoint (a mock server, a proxy).
+    pub fn endpoint(mut self, url: &str) -> Self {
+        self.endpoint = url.trim_end_matches('/').to_string();
+        self
+    }
+
+    /// How often the provider token is renewed (clamped to Apple's 20–60 minutes).
+    pub fn token_renewal(mut self, every: Duration) -> Self {
+        self.token_renewal = every;
+        self
+    }
+}
+
+/// FCM v1 settings.
+#[derive(Clone, Debug)]
+pub struct FcmSettings {
+    account: FcmServiceAccount,
+    endpoint: String,
+}
+
+impl FcmSettings {
+    /// A service account; requests go to `https://fcm.googleapis.com`, tokens to the
+    /// account's `token_uri`.
+    pub fn new(account: FcmServiceAccount) -> Self {
+        FcmSettings {
+            account,
+            endpoint: FCM_ENDPOINT.to_string(),
+        }
+    }
+
+    /// Uses another `https://` API origin (a mock server).
+    pub fn endpoint(mut self, url: &str) -> Self {
+        self.endpoint = url.trim_end_matches('/').to_string();
+        self
+    }
+}
+
+/// WNS settings.
+#[derive(Clone, Debug)]
+pub struct WnsSettings {
+    credentials: WnsCredentials,
+    allowed_hosts: Vec<String>,
+}
+
+impl WnsSettings {
+    /// OAuth client credentials; channel hosts allowed: `*.notify.windows.com`.
+    pub fn new(credentials: WnsCredentials) -> Self {
+        WnsSettings {
+            credentials,
+            allowed_hosts: vec!["*.notify.windows.com".to_string()],
+        }
+    }
+
+    /// Replaces the channel host allowlist (`*.suffix` or exact hosts); tests allow the mock.
+    pub fn allowed_hosts(mut self, hosts: &[&str]) -> Self {
+        self.allowed_hosts = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        self
+    }
+
+    fn allows(&self, host: &str) -> bool {
+        self.allowed_hosts
+            .iter()
+            .any(|a| match a.strip_prefix("*.") {
+                Some(suffix) => {
+                    host.len() > suffix.len() + 1
+                        && host.ends_with(suffix)
+                        && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+                }
+                None => a == host,
+            })
+    }
+}
+
+/// Web Push settings.
+#[derive(Clone, Debug)]
+pub struct WebPushSettings {
+    vapid: VapidKey,
+}
+
+impl WebPushSettings {
+    /// The VAPID key the subscriptions were made with.
+    pub fn new(vapid: VapidKey) -> Self {
+        WebPushSettings { vapid }
+    }
+}
+
+/// Retry policy for throttled and transient answers.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Sends per device before it is given up as `failed` (first send included).
+    pub max_attempts: u16,
+    /// First backoff ceiling; doubles per attempt, with full jitter.
+    pub base: Duration,
+    /// Largest backoff.
+    pub cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Dispatcher tuning.
+#[derive(Clone, Debug)]
+pub struct DispatchConfig {
+    /// Connections per pool at most (the pool grows while all are saturated).
+    pub max_connections: usize,
+    /// Streams per HTTP/2 connection at most; the server's SETTINGS may allow fewer.
+    pub max_streams_per_connection: usize,
+    /// Devices waiting per pool queue.
+    pub queue_capacity: usize,
+    /// Devices of one send in flight at most (memory bound).
+    pub window: usize,
+    /// Time for one answer.
+    pub request_timeout: Duration,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// APNs `BadDeviceToken`: prune (only when every token was registered against this
+    /// endpoint's environment) or reject (default: it also means a sandbox/production mix-up,
+    /// pns-protocols.md §1.6).
+    pub prune_bad_device_tokens: bool,
+    /// Connect failures in a row, with no connection ever opened, before waiting devices are
+    /// given up as `failed` (unreachable).
+    pub connect_attempts: u32,
+    /// Dead handles pruned per registry call at most.
+    pub prune_batch: usize,
+    pub(crate) tls_errors_are_credential_failures: bool,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            max_connections: 8,
+            max_streams_per_connection: 1000,
+            queue_capacity: 8192,
+            window: 65_536,
+            request_timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            prune_bad_device_tokens: false,
+            connect_attempts: 5,
+            prune_batch: 1000,
+            tls_errors_are_credential_failures: false,
+        }
+    }
+}
+
+/// Everything the engine needs: credentials per platform, trust roots, tuning.
+#[derive(Clone, Debug, Default)]
+pub struct EngineConfig {
+    /// APNs, if devices of that platform are to be reached.
+    pub apns: Option<ApnsSettings>,
+    /// FCM v1.
+    pub fcm: Option<FcmSettings>,
+    /// WNS.
+    pub wns: Option<WnsSettings>,
+    /// Web Push.
+    pub web_push: Option<WebPushSettings>,
+    /// Trusted certificate authorities.
+    pub tls_roots: TlsRoots,
+    /// Tuning.
+    pub dispatch: DispatchConfig,
+    /// Sends whose reports stay queryable by id (oldest finished ones are dropped first).
+    pub history: usize,
+}
+
+/// Why a send was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The notification carries no payload for any platform.
+    #[error("the notification has no payload for any platform")]
+    NoPayload,
+    /// Registry audiences need an engine with a registry.
+    #[error("this engine has no registry; only direct sends to handles are possible")]
+    NoRegistry,
+    /// The engine is shut down.
+    #[error("the engine is shut down")]
+    ShutDown,
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// A configured endpoint or TLS setting is unusable.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// A configuration value is wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// A send in progress: its id at once, its progress at any time, its end when awaited.
+#[derive(Clone)]
+pub struct SendHandle {
+    job: Arc<Job>,
+}
+
+impl SendHandle {
+    /// The send's id.
+    pub fn id(&self) -> NotificationId {
+        self.job.id
+    }
+
+    /// Counts so far.
+    pub fn progress(&self) -> SendReport {
+        self.job.report()
+    }
+
+    /// Waits until every device has its final outcome.
+    pub async fn wait(&self) -> SendReport {
+        self.job.wait().await;
+        self.job.report()
+    }
+
+    /// Stops the send: devices not yet sent end as `cancelled`.
+    pub fn cancel(&self) {
+        self.job
+            .cancelled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+struct Pools {
+    apns: Option<Arc<Pool>>,
+    fcm: Option<Arc<Pool>>,
+    /// WNS pools by channel host; Web Push pools by push-service origin.
+    by_origin: Mutex<HashMap<(Platform, String), Arc<Pool>>>,
+}
+
+struct EngineInner {
+    registry: Option<Registry>,
+    config: EngineConfig,
+    pools: Pools,
+    history: History,
+    pruner: tokio::sync::mpsc::Sender<PruneItem>,
+    wns_auth: Option<Arc<OAuth>>,
+    vapid: Option<Arc<VapidCache>>,
+    apns_tokens: Option<Arc<ApnsTokenCache>>,
+    http1_tls: Arc<rustls::ClientConfig>,
+    h2_tls: Arc<rustls::ClientConfig>,
+    shut: std::sync::atomic::AtomicBool,
+}
+
+/// The delivery engine. Cheap to clone. Must be created and used inside a tokio runtime.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+impl Engine {
+    /// An engine delivering to the devices of `registry` (and to direct handles).
+    pub fn new(registry: Registry, config: EngineConfig) -> Result<Engine, EngineError> {
+        Self::build(Some(registry), config)
+    }
+
+    /// An engine for direct sends to handles only.
+    pub fn without_registry(config: EngineConfig) -> Result<Engine, EngineError> {
+        Self::build(None, config)
+    }
+
+    fn build(registry: Option<Registry>, config: EngineConfig) -> Result<Engine, EngineError> {
+        let d = config.dispatch.clone();
+        let roots = &config.tls_roots;
+        let h2_tls = roots.client_config(&[b"h2"], None)?;
+        let any_tls = roots.client_config(&[b"h2", b"http/1.1"], None)?;
+        let http1_tls = roots.client_config(&[b"http/1.1"], None)?;
+        let pruner = prune::spawn(registry.clone(), d.prune_batch);
+
+        let mut apns_tokens = None;
+        let apns = match &config.apns {
+            None => None,
+            Some(a) => {
+                let ep = Endpoint::from_url(&a.endpoint).map_err(EngineError::Config)?;
+                let mut cfg = d.clone();
+                let (auth, tls, warm) = match &a.auth {
+                    ApnsAuth::Token(key) => {
+                        let cache = Arc::new(ApnsTokenCache::new(key.clone(), a.token_renewal));
+                        apns_tokens = Some(cache.clone());
+                        (AuthSource::Apns(cache), h2_tls.clone(), true)
+                    }
+                    ApnsAuth::Certificate(c) => {
+                        cfg.tls_errors_are_credential_failures = true;
+                        let tls = roots.client_config(&[b"h2"], Some((c.chain(), c.key())))?;
+                        (AuthSource::None, tls, false)
+                    }
+                };
+                let proto: Arc<dyn Protocol> = Arc::new(platforms::Apns {
+                    origin: ep.origin(),
+                    bundle_id: a.bundle_id.clone(),
+                });
+                Some(Pool::new(
+                    Platform::Apns,
+                    ep,
+                    proto,
+                    auth,
+                    tls,
+                    true,
+                    warm,
+                    cfg,
+                    pruner.clone(),
+                ))
+            }
+        };
+        let fcm = match &config.fcm {
+            None => None,
+            Some(f) => {
+                let ep = Endpoint::from_url(&f.endpoint).map_err(EngineError::Config)?;
+                let oauth = Arc::new(OAuth::new(
+                    OAuthKind::Fcm(f.account.clone()),
+                    http1_tls.clone(),
+                ));
+                let proto: Arc<dyn Protocol> = Arc::new(platforms::Fcm {
+                    origin: ep.origin(),
+                    path: format!("/v1/projects/{}/messages:send", f.account.project_id()),
+                });
+                Some(Pool::new(
+                    Platform::Fcm,
+                    ep,
+                    proto,
+                    AuthSource::OAuth(oauth),
+                    any_tls.clone(),
+                    true,
+                    false,
+                    d.clone(),
+                    pruner.clone(),
+                ))
+            }
+        };
+        let wns_auth = config.wns.as_ref().map(|w| {
+            Arc::new(OAuth::new(
+                OAuthKind::Wns(w.credentials.clone()),
+                http1_tls.clone(),
+            ))
+        });
+        let vapid = config
+            .web_push
+            .as_ref()
+            .map(|w| Arc::new(VapidCache::new(w.vapid.clone())));
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                registry,
+                history: History::new(if config.history == 0 {
+                    1000
+                } else {
+                    config.history
+                }),
+                config,
+                pools: Pools {
+                    apns,
+                    fcm,
+                    by_origin: Mutex::default(),
+                },
+                pruner,
+                wns_auth,
+                vapid,
+                apns_tokens,
+                http1_tls,
+                h2_tls: any_tls,
+                shut: Default::default(),
+            }),
+        })
+    }
+
+    /// Sends `notification` to `audience`. Returns at once; the send runs in the background.
+    pub fn send(
+        &self,
+        notification: Notification,
+        audience: Audience,
+    ) -> Result<SendHandle, SendError> {
+        if self.inner.registry.is_none() {
+            return Err(SendError::NoRegistry);
+        }
+        self.start(notification, Source::Audience(audience))
+    }
+
+    /// Sends `notification` to push handles directly, without registration (Notification
+    /// Hubs' direct send; any number of handles, fed in batches). Dead handles are counted,
+    /// not pruned (there is no installation to prune).
+    pub fn send_to_handles(
+        &self,
+        notification: Notification,
+        handles: Vec<PushHandle>,
+    ) -> Result<SendHandle, SendError> {
+        self.start(notification, Source::Handles(handles))
+    }
+
+    fn start(&self, notification: Notification, source: Source) -> Result<SendHandle, SendError> {
+        if self.inner.shut.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(SendError::ShutDown);
+        }
+        if !Platform::ALL.iter().any(|p| notification.has(*p)) {
+            return Err(SendError::NoPayload);
+        }
+        ::metrics::counter!(metrics::SENDS).increment(1);
+        let job = Job::new(notification, self.inner.config.dispatch.window);
+        self.inner.history.insert(job.clone());
+        let engine = self.clone();
+        let j = job.clone();
+        tokio::spawn(async move { engine.feed(j, source).await });
+        Ok(SendHandle { job })
+    }
+
+    /// The report of a recent send (the last [`EngineConfig::history`] are kept).
+    pub fn report(&self, id: NotificationId) -> Option<SendReport> {
+        self.inner.history.get(id).map(|j| j.report())
+    }
+
+    /// Credential failures that stopped a pool, by platform.
+    pub fn credential_failures(&self) -> Vec<(Platform, String)> {
+        let mut out = Vec::new();
+        for p in self.all_pools() {
+            if let Some(f) = p.failure() {
+                out.push((p.platform, f.to_string()));
+            }
+        }
+        out
+    }
+
+    /// Restarts pools stopped by a credential failure (after the cause was fixed outside,
+    /// e.g. a key re-enabled).
+    pub fn clear_credential_failures(&self) {
+        for p in self.all_pools() {
+            p.clear_failure();
+        }
+    }
+
+    /// Open connections per platform.
+    pub fn connections(&self) -> [usize; 4] {
+        let mut out = [0; 4];
+        for p in self.all_pools() {
+            out[p.platform.index()] += p.connections();
+        }
+        out
+    }
+
+    /// Provider tokens signed so far (APNs token auth), for tests and benches.
+    #[doc(hidden)]
+    pub fn apns_tokens_signed(&self) -> u64 {
+        self.inner
+            .apns_tokens
+            .as_ref()
+            .map_or(0, |c| c.signatures())
+    }
+
+    /// Stops accepting sends; sends in progress end as `abandoned`; connections close.
+    pub async fn shutdown(&self) {
+        self.inner
+            .shut
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        for j in self.inner.history.all() {
+            if !j.is_done() {
+                j.cancelled
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        for p in self.all_pools() {
+            p.close();
+        }
+        for j in self.inner.history.all() {
+            if !j.is_done() {
+                j.abandon();
+            }
+        }
+    }
+
+    fn all_pools(&self) -> Vec<Arc<Pool>> {
+        let mut v: Vec<Arc<Pool>> = Vec::new();
+        v.extend(self.inner.pools.apns.clone());
+        v.extend(self.inner.pools.fcm.clone());
+        v.extend(self.inner.pools.by_origin.lock().values().cloned());
+        v
+    }
+
+    /// The pool for a device, or why there is none.
+    fn pool_for(&self, handle: &PushHandle) -> Result<Arc<Pool>, String> {
+        let inner = &self.inner;
+        match handle {
+            PushHandle::Apns(_) => inner
+                .pools
+                .apns
+                .clone()
+                .ok_or_else(|| "no APNs credential configured".to_string()),
+            PushHandle::Fcm(_) => inner
+                .pools
+                .fcm
+                .clone()
+                .ok_or_else(|| "no FCM credential configured".to_string()),
+            PushHandle::Wns(uri) => {
+                let settings = inner
+                    .config
+                    .wns
+                    .as_ref()
+                    .ok_or_else(|| "no WNS credential configured".to_string())?;
+                let ep = Endpoint::from_url(uri)?;
+                if !settings.allows(&ep.host) {
+                    return Err(format!(
+                        "WNS channel host {} is not on the allowlist",
+                        ep.host
+                    ));
+                }
+                let auth = inner.wns_auth.clone().ok_or("no WNS credential")?;
+                Ok(self.origin_pool(Platform::Wns, ep, || {
+                    (
+                        AuthSource::OAuth(auth),
+                        Arc::new(platforms::Wns) as _,
+                        false,
+                    )
+                }))
+            }
+            PushHandle::WebPush(sub) => {
+                let vapid = inner
+                    .vapid
+                    .clone()
+                    .ok_or_else(|| "no VAPID key configured".to_string())?;
+                let ep = Endpoint::from_url(sub.endpoint())?;
+                let origin = ep.origin();
+                Ok(self.origin_pool(Platform::WebPush, ep, || {
+                    (
+                        AuthSource::Vapid {
+                            cache: vapid,
+                            origin,
+                        },
+                        Arc::new(platforms::WebPush) as _,
+                        true,
+                    )
+                }))
+            }
+        }
+    }
+
+    fn origin_pool(
+        &self,
+        platform: Platform,
+        ep: Endpoint,
+        make: impl FnOnce() -> (AuthSource, Arc<dyn Protocol>, bool),
+    ) -> Arc<Pool> {
+        let key = (platform, ep.authority.to_string());
+        let mut map = self.inner.pools.by_origin.lock();
+        if let Some(p) = map.get(&key) {
+            return p.clone();
+        }
+        let (auth, proto, http2) = make();
+        let tls = if http2 {
+            self.inner.h2_tls.clone()
+        } else {
+            self.inner.http1_tls.clone()
+        };
+        let mut cfg = self.inner.config.dispatch.clone();
+        if !http2 {
+            // One request at a time per HTTP/1.1 connection: more connections instead.
+            cfg.max_connections = cfg.max_connections.max(16);
+        }
+        let pool = Pool::new(
+            platform,
+            ep,
+            proto,
+            auth,
+            tls,
+            http2,
+            false,
+            cfg,
+            self.inner.pruner.clone(),
+        );
+        map.insert(key, pool.clone());
+        pool
+    }
+
+    async fn route(
+        &self,
+        job: &Arc<Job>,
+        device: Device,
+        last: &mut Option<(Platform, String, Arc<Pool>)>,
+    ) {
+        let p = device.handle.platform();
+        job.targeted(p, 1);
+        if !job.notification.has(p) {
+            job.finish(p, Final::Skipped, 1);
+            return;
+        }
+        // Most consecutive devices share a pool: skip the lookup then.
+        let pool = match (&device.handle, last.as_ref()) {
+            (PushHandle::Apns(_) | PushHandle::Fcm(_), Some((lp, _, pool))) if *lp == p => {
+                Ok(pool.clone())
+            }
+            _ => self.pool_for(&device.handle),
+        };
+        match pool {
+            Ok(pool) => {
+                if matches!(device.handle, PushHandle::Apns(_) | PushHandle::Fcm(_)) {
+                    *last = Some((p, String::new(), pool.clone()));
+                }
+                pool.submit(Work::new(job.clone(), device)).await;
+            }
+            Err(why) => {
+                job.error(why);
+                job.finish(p, Final::Skipped, 1);
+            }
+        }
+    }
+
+    async fn feed(self, job: Arc<Job>, source: Source) {
+        const BATCH: usize = 1024;
+        let mut last = None;
+        match source {
+            Source::Audience(audience) => {
+                let Some(reg) = self.inner.registry.clone() else {
+                    job.set_audience(0);
+                    job.feeding_done();
+                    return;
+                };
+                let resolution =
+                    match tokio::task::spawn_blocking(move || reg.resolve(&audience)).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            job.error(format!("resolving the audience failed: {e}"));
+                            job.set_audience(0);
+                            job.feeding_done();
+                            return;
+                        }
+                    };
+                job.set_audience(resolution.count());
+                let mut batches = resolution.batches(BATCH);
+                loop {
+                    if job.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    // The registry read for one batch is short (a read lock per partition
+                    // touched); it runs inline.
+                    let Some(batch) = batches.next() else { break };
+                    if let Ok(permits) = job.window.acquire_many(batch.len() as u32).await {
+                        permits.forget();
+                    }
+                    for t in batch {
+                        let device = Device {
+                            installation: Some(t.installation_id),
+                            handle: t.handle,
+                        };
+                        self.route(&job, device, &mut last).await;
+                    }
+                }
+            }
+            Source::Handles(handles) => {
+                job.set_audience(handles.len() as u64);
+                for chunk in handles.chunks(BATCH) {
+                    if job.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    if let Ok(permits) = job.window.acquire_many(chunk.len() as u32).await {
+                        permits.forget();
+                    }
+                    for h in chunk {
+                        let device = Device {
+                            installation: None,
+                            handle: h.clone(),
+                        };
+                        self.route(&job, device, &mut last).await;
+                    }
+                }
+            }
+        }
+        job.feeding_done();
+    }
+}
+
+enum Source {
+    Audience(Audience),
+    Handles(Vec<PushHandle>),
+}

@@ -1,0 +1,879 @@
+//! A pool: the persistent connections to one push-service origin for one credential, fed by
+//! one bounded queue that every connection pulls from, so work goes to whichever connection
+//! has a free stream.
+//!
+//! Life of a connection task:
+//!
+//! ```text
+//!            ┌──────────── backoff (full jitter) ◄──────────────┐
+//!            ▼                                                  │ connect/TLS failed
+//!  ──► Connecting ──ok──► Warming (token auth: 1 stream until   │
+//!                           the first success) ──► Open ────────┘ GOAWAY / reset / EOF:
+//!                                                   │  stop taking work, finish or
+//!                                                   │  requeue what is in flight, reconnect
+//!                                                   ▼
+//!                                     idle past IDLE_CLOSE (not the last one) ──► gone
+//! ```
+//!
+//! What is resent, and how it is counted: requests the server never processed (above a
+//! GOAWAY's last-stream-id, RST_STREAM REFUSED_STREAM, never written) are resent on any
+//! connection and are not duplicates. A request whose connection died before its answer is
+//! *ambiguous*: it is resent with the same idempotency key (`apns-id`) and counted in
+//! `ambiguous_resends`, so every duplicate a device could see is accounted for.
+//!
+//! Queues: the main queue is bounded (backpressure on the feeder). The resend lane is an
+//! unbounded channel, but what travels in it already holds a window permit of its send, so
+//! its length is bounded by the sends' windows.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use parking_lot::Mutex;
+use rand::Rng;
+
+use http::HeaderValue;
+
+use super::auth::{AuthSource, HeaderCache};
+use super::job::{Final, Job};
+use super::DispatchConfig;
+use crate::feedback::classify::{Reason, Verdict};
+use crate::feedback::prune::PruneItem;
+use crate::registry::model::PushHandle;
+use crate::registry::{InstallationId, Platform};
+use crate::transport::http1::{Answer, Http1Conn};
+use crate::transport::{connect_tls, h2_handshake, Endpoint, TransportError};
+
+/// A device as the dispatcher sees it.
+#[derive(Clone, Debug)]
+pub(crate) struct Device {
+    /// `None` for direct sends to handles without registration.
+    pub(crate) installation: Option<InstallationId>,
+    pub(crate) handle: PushHandle,
+}
+
+/// One device of one send, until its final outcome.
+pub(crate) struct Work {
+    pub(crate) job: Arc<Job>,
+    pub(crate) device: Device,
+    /// Idempotency key: the `apns-id`, the same on every resend.
+    pub(crate) idem: u128,
+    /// Answers that led to a retry so far (429, 5xx, refresh).
+    pub(crate) tries: u16,
+    /// Resends because of connection loss (ambiguous or not).
+    pub(crate) resends: u16,
+    pub(crate) throttled: bool,
+    pub(crate) refreshes: u8,
+    /// The last failure, for the final reason.
+    pub(crate) last_reason: Option<Reason>,
+}
+
+impl Work {
+    pub(crate) fn new(job: Arc<Job>, device: Device) -> Work {
+        Work {
+            job,
+            device,
+            idem: rand::thread_rng().gen(),
+            tries: 0,
+            resends: 0,
+            throttled: false,
+            refreshes: 0,
+            last_reason: None,
+        }
+    }
+}
+
+/// Builds requests and reads answers for one platform (sans-IO).
+pub(crate) trait Protocol: Send + Sync + 'static {
+    /// The request for one device: head (absolute URI) and body. `Err` rejects the device
+    /// for this send with the reason.
+    fn build(
+        &self,
+        work: &Work,
+        auth: Option<&HeaderValue>,
+    ) -> Result<(http::Request<()>, Bytes), Reason>;
+    /// The verdict on an answer.
+    fn classify(&self, answer: &Answer) -> Verdict;
+}
+
+/// How a stream ended when it did not end with an answer.
+enum Lost {
+    /// The server never processed it (GOAWAY above last-stream-id, REFUSED_STREAM, not sent).
+    Unprocessed,
+    /// The connection died (or the answer timed out) after the request was written.
+    Ambiguous(String),
+}
+
+pub(crate) struct Pool {
+    pub(crate) platform: Platform,
+    pub(crate) endpoint: Endpoint,
+    proto: Arc<dyn Protocol>,
+    pub(crate) auth: AuthSource,
+    header_cache: HeaderCache,
+    tls: Arc<rustls::ClientConfig>,
+    http2: bool,
+    /// Token connections start at one stream until a request succeeds (§1.7).
+    warm_up: bool,
+    cfg: DispatchConfig,
+    queue_tx: async_channel::Sender<Work>,
+    queue_rx: async_channel::Receiver<Work>,
+    resend_tx: async_channel::Sender<Work>,
+    resend_rx: async_channel::Receiver<Work>,
+    conns: AtomicUsize,
+    pub(crate) conns_opened: AtomicUsize,
+    last_grow: Mutex<Instant>,
+    /// Set when a credential or configuration error stopped the pool.
+    failed: Mutex<Option<Arc<str>>>,
+    has_failed: AtomicBool,
+    /// Set after repeated connect failures with no connection open.
+    unreachable: Mutex<Option<Arc<str>>>,
+    connect_failures: AtomicU32,
+    pruner: tokio::sync::mpsc::Sender<PruneItem>,
+    closed: AtomicBool,
+    /// Devices pulled from the queues and not yet settled.
+    in_flight: AtomicUsize,
+}
+
+impl Pool {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        platform: Platform,
+        endpoint: Endpoint,
+        proto: Arc<dyn Protocol>,
+        auth: AuthSource,
+        tls: Arc<rustls::ClientConfig>,
+        http2: bool,
+        warm_up: bool,
+        cfg: DispatchConfig,
+        pruner: tokio::sync::mpsc::Sender<PruneItem>,
+    ) -> Arc<Pool> {
+        let (queue_tx, queue_rx) = async_channel::bounded(cfg.queue_capacity.max(1));
+        let (resend_tx, resend_rx) = async_channel::unbounded();
+        Arc::new(Pool {
+            platform,
+            endpoint,
+            proto,
+            auth,
+            header_cache: HeaderCache::default(),
+            tls,
+            http2,
+            warm_up,
+            cfg,
+            queue_tx,
+            queue_rx,
+            resend_tx,
+            resend_rx,
+            conns: AtomicUsize::new(0),
+            conns_opened: AtomicUsize::new(0),
+            last_grow: Mutex::new(Instant::now()),
+            failed: Mutex::new(None),
+            has_failed: AtomicBool::new(false),
+            unreachable: Mutex::new(None),
+            connect_failures: AtomicU32::new(0),
+            pruner,
+            closed: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    /// Hands a device to the pool; waits while the queue is full (backpressure).
+    pub(crate) async fn submit(self: &Arc<Self>, work: Work) {
+        self.ensure_connection();
+        if let Err(e) = self.queue_tx.send(work).await {
+            // Only after close(): the engine is shutting down.
+            e.0.job.finish(self.platform, Final::Cancelled, 1);
+        }
+    }
+
+    /// The credential error that stopped this pool, if any.
+    pub(crate) fn failure(&self) -> Option<Arc<str>> {
+        self.failed.lock().clone()
+    }
+
+    /// Live connections.
+    pub(crate) fn connections(&self) -> usize {
+        self.conns.load(Relaxed)
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Relaxed);
+        self.queue_tx.close();
+        self.resend_tx.close();
+    }
+
+    fn ensure_connection(self: &Arc<Self>) {
+        if self.conns.load(Relaxed) == 0
+            && self.conns.compare_exchange(0, 1, Relaxed, Relaxed).is_ok()
+        {
+            self.spawn_connection();
+        }
+    }
+
+    /// Adds a connection while all are saturated and work waits, up to the cap.
+    fn maybe_grow(self: &Arc<Self>) {
+        let n = self.conns.load(Relaxed);
+        if n >= self.cfg.max_connections || self.queue_rx.is_empty() {
+            return;
+        }
+        {
+            let mut last = self.last_grow.lock();
+            if last.elapsed() < GROW_INTERVAL {
+                return;
+            }
+            *last = Instant::now();
+        }
+        if self
+            .conns
+            .compare_exchange(n, n + 1, Relaxed, Relaxed)
+            .is_ok()
+        {
+            self.spawn_connection();
+        }
+    }
+
+    fn spawn_connection(self: &Arc<Self>) {
+        let pool = self.clone();
+        tokio::spawn(async move {
+            pool.clone().run_connection().await;
+            pool.conns.fetch_sub(1, Relaxed);
+            // Work may have arrived while this task was ending.
+            if !pool.closed.load(Relaxed)
+                && !(pool.queue_rx.is_empty() && pool.resend_rx.is_empty())
+            {
+                pool.ensure_connection();
+            }
+        });
+    }
+
+    /// Stops the pool for a credential or configuration error: what waits and what comes is
+    /// finished as `credential_failure`; nothing is pruned.
+    pub(crate) fn fail(&self, reason: &str, job: &Job) {
+        let msg: Arc<str> = format!(
+            "{} credential failure at {}: {reason}",
+            self.platform, self.endpoint.authority
+        )
+        .into();
+        job.error(msg.to_string());
+        let mut f = self.failed.lock();
+        if f.is_none() {
+            tracing::error!(platform = %self.platform, %reason, "push credential failed; pool stopped");
+            *f = Some(msg);
+            self.has_failed.store(true, Relaxed);
+        }
+    }
+
+    /// Clears a credential failure (after the caller fixed the configuration).
+    pub(crate) fn clear_failure(&self) {
+        *self.failed.lock() = None;
+        self.has_failed.store(false, Relaxed);
+    }
+
+    /// Finishes `work` early if its send is cancelled or expired or this pool cannot send;
+    /// otherwise gives it back.
+    fn admit(&self, work: Work) -> Option<Work> {
+        let job = &work.job;
+        if job.cancelled.load(Relaxed) {
+            job.finish(self.platform, Final::Cancelled, 1);
+            return None;
+        }
+        if self.has_failed.load(Relaxed) {
+            if let Some(f) = self.failure() {
+                job.error(f.to_string());
+            }
+            job.finish(self.platform, Final::CredentialFailure, 1);
+            return None;
+        }
+        if let Some(u) = self.unreachable.lock().clone() {
+            job.finish(self.platform, Final::Failed(u), 1);
+            return None;
+        }
+        if job.expiry().is_some_and(|t| t <= SystemTime::now()) {
+            job.finish(self.platform, Final::Expired, 1);
+            return None;
+        }
+        Some(work)
+    }
+
+    /// Next work for a connection: resends first.
+    async fn next_work(&self) -> Option<Work> {
+        loop {
+            let w = tokio::select! {
+                biased;
+                w = self.resend_rx.recv() => w.ok(),
+                w = self.queue_rx.recv() => w.ok(),
+            }?;
+            if let Some(w) = self.admit(w) {
+                return Some(w);
+            }
+        }
+    }
+
+    fn try_next_work(&self) -> Option<Work> {
+        loop {
+            let w = self
+                .resend_rx
+                .try_recv()
+                .or_else(|_| self.queue_rx.try_recv())
+                .ok()?;
+            if let Some(w) = self.admit(w) {
+                return Some(w);
+            }
+        }
+    }
+
+    /// Resends at once on any connection (connection loss; refresh).
+    fn resend_now(&self, mut work: Work, lost: Option<&Lost>) {
+        work.resends += 1;
+        let ambiguous = matches!(lost, Some(Lost::Ambiguous(_)));
+        work.job.retried(self.platform, ambiguous);
+        if work.resends > MAX_RESENDS {
+            let r: Reason = format!(
+                "connection lost {MAX_RESENDS} times while sending ({})",
+                match lost {
+                    Some(Lost::Ambiguous(m)) => m.as_str(),
+                    _ => "unprocessed",
+                }
+            )
+            .into();
+            work.job.finish(self.platform, Final::Failed(r), 1);
+            return;
+        }
+        if let Err(e) = self.resend_tx.try_send(work) {
+            e.into_inner()
+                .job
+                .finish(self.platform, Final::Cancelled, 1);
+        }
+    }
+
+    /// Resends after `delay` (backoff or Retry-After), unless that passes the expiry or the
+    /// retry limit.
+    fn retry_later(self: &Arc<Self>, mut work: Work, delay: Duration, reason: Reason) {
+        work.tries += 1;
+        let p = self.platform;
+        if work.tries >= self.cfg.retry.max_attempts {
+            let r: Reason = format!("gave up after {} attempts: {reason}", work.tries).into();
+            work.job.finish(p, Final::Failed(r), 1);
+            return;
+        }
+        if work
+            .job
+            .expiry()
+            .is_some_and(|t| t <= SystemTime::now() + delay)
+        {
+            work.job.finish(p, Final::Expired, 1);
+            return;
+        }
+        work.last_reason = Some(reason);
+        work.job.retried(p, false);
+        let tx = self.resend_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Err(e) = tx.send(work).await {
+                e.0.job.finish(p, Final::Cancelled, 1);
+            }
+        });
+    }
+
+    fn backoff(&self, tries: u16) -> Duration {
+        full_jitter(self.cfg.retry.base, self.cfg.retry.cap, u32::from(tries))
+    }
+
+    /// Acts on a verdict. Returns true when the connection should be replaced.
+    async fn settle(
+        self: &Arc<Self>,
+        mut work: Work,
+        verdict: Verdict,
+        used_auth: Option<&HeaderValue>,
+    ) -> bool {
+        let p = self.platform;
+        match verdict {
+            Verdict::Delivered => {
+                let after_throttle = work.throttled;
+                work.job.finish(p, Final::Delivered { after_throttle }, 1);
+            }
+            Verdict::DeadHandle {
+                reason,
+                invalid_since,
+            } => self.dead(work, reason, invalid_since).await,
+            Verdict::BadDeviceToken { reason } => {
+                if self.cfg.prune_bad_device_tokens {
+                    self.dead(work, reason, None).await;
+                } else {
+                    work.job.finish(p, Final::Rejected(reason), 1);
+                }
+            }
+            Verdict::Throttled {
+                reason,
+                retry_after,
+            } => {
+                work.throttled = true;
+                let d = retry_after.unwrap_or_else(|| self.backoff(work.tries));
+                self.retry_later(work, d, reason);
+            }
+            Verdict::Transient {
+                reason,
+                retry_after,
+                reconnect,
+            } => {
+                let d = retry_after
+                    .unwrap_or_default()
+                    .max(self.backoff(work.tries));
+                self.retry_later(work, d, reason);
+                return reconnect;
+            }
+            Verdict::RefreshCredential { reason } => {
+                if work.refreshes >= MAX_REFRESHES {
+                    let job = work.job.clone();
+                    self.fail(&reason, &job);
+                    job.finish(p, Final::CredentialFailure, 1);
+                } else {
+                    work.refreshes += 1;
+                    if let Some(used) = used_auth {
+                        self.auth.invalidate(used);
+                    }
+                    self.resend_now(work, None);
+                }
+            }
+            Verdict::Reconnect { .. } => {
+                self.resend_now(work, None);
+                return true;
+            }
+            Verdict::Rejected { reason } => {
+                work.job.finish(p, Final::Rejected(reason), 1);
+            }
+            Verdict::CredentialFailure { reason } => {
+                let job = work.job.clone();
+                self.fail(&reason, &job);
+                job.finish(p, Final::CredentialFailure, 1);
+                return true;
+            }
+        }
+        false
+    }
+
+    async fn dead(&self, work: Work, reason: Reason, invalid_since: Option<SystemTime>) {
+        let p = self.platform;
+        match work.device.installation.clone() {
+            None => work.job.finish(
+                p,
+                Final::Dead {
+                    pruned: false,
+                    kept: false,
+                },
+                1,
+            ),
+            Some(id) => {
+                let item = PruneItem {
+                    job: work.job,
+                    installation: id,
+                    handle: work.device.handle,
+                    invalid_since,
+                    reason,
+                };
+                if let Err(e) = self.pruner.send(item).await {
+                    // The pruner only stops at shutdown.
+                    e.0.job.finish(
+                        p,
+                        Final::Dead {
+                            pruned: false,
+                            kept: false,
+                        },
+                        1,
+                    );
+                }
+            }
+        }
+    }
+
+    async fn run_connection(self: Arc<Self>) {
+        let mut attempt = 0u32;
+        let mut last_used = Instant::now();
+        loop {
+            if self.closed.load(Relaxed) {
+                return;
+            }
+            // Connect only when there is work (or to replace a lost connection with work
+            // waiting); an idle extra connection ends.
+            if self.queue_rx.is_empty() && self.resend_rx.is_empty() {
+                if self.conns.load(Relaxed) > 1 && last_used.elapsed() > IDLE_CLOSE {
+                    return;
+                }
+                // Wait for work without holding a connection slot busy.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if self.conns.load(Relaxed) > 1
+                    && self.queue_rx.is_empty()
+                    && self.resend_rx.is_empty()
+                {
+                    return;
+                }
+                continue;
+            }
+            let result = if self.http2 {
+                self.serve_h2().await
+            } else {
+                self.serve_http1().await
+            };
+            match result {
+                Ok(()) => {
+                    attempt = 0;
+                    last_used = Instant::now();
+                }
+                Err(e) => {
+                    let n = self.connect_failures.fetch_add(1, Relaxed) + 1;
+                    tracing::warn!(platform = %self.platform, error = %e, "push connection failed");
+                    if e.is_tls() && self.cfg.tls_errors_are_credential_failures {
+                        *self.failed.lock() =
+                            Some(format!("{} TLS failure: {e}", self.platform).into());
+                        self.has_failed.store(true, Relaxed);
+                    } else if n >= self.cfg.connect_attempts && self.conns_opened.load(Relaxed) == 0
+                        || n >= self.cfg.connect_attempts * 4
+                    {
+                        *self.unreachable.lock() = Some(format!("unreachable: {e}").into());
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(full_jitter(
+                        CONNECT_BACKOFF_BASE,
+                        CONNECT_BACKOFF_CAP,
+                        attempt,
+                    ))
+                    .await;
+                }
+            }
+        }
+    }
+
+    fn connected(&self) {
+        self.connect_failures.store(0, Relaxed);
+        self.conns_opened.fetch_add(1, Relaxed);
+        *self.unreachable.lock() = None;
+    }
+
+    /// Serves one HTTP/2 connection until it closes. `Err` only when it could not be opened.
+    async fn serve_h2(self: &Arc<Self>) -> Result<(), TransportError> {
+        let (tls, is_h2) = connect_tls(&self.endpoint, self.tls.clone()).await?;
+        if !is_h2 {
+            return Err(TransportError::Http {
+                endpoint: self.endpoint.authority.to_string(),
+                message: "server did not offer HTTP/2 (ALPN)".into(),
+            });
+        }
+        let conn = h2_handshake(&self.endpoint, tls).await?;
+        self.connected();
+        let mut send = conn.send;
+        let mut ping = conn.ping;
+        let mut driver = conn.driver;
+        let mut driver_done = false;
+        let mut warmed = !self.warm_up;
+        let mut draining = false;
+        let mut in_flight: FuturesUnordered<StreamFuture> = FuturesUnordered::new();
+        let mut idle_since = Instant::now();
+        let mut ping_due = tokio::time::interval(PING_IDLE);
+        ping_due.reset();
+
+        loop {
+            let limit = if warmed {
+                send.current_max_send_streams()
+                    .clamp(1, self.cfg.max_streams_per_connection)
+            } else {
+                1
+            };
+            let room = !draining && !driver_done && in_flight.len() < limit;
+            if !room && !draining && in_flight.len() >= limit && warmed {
+                self.maybe_grow();
+            }
+            if draining && in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                Some((work, auth, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.in_flight.fetch_sub(1, Relaxed);
+                    idle_since = Instant::now();
+                    match result {
+                        Ok(answer) => {
+                            let verdict = self.proto.classify(&answer);
+                            if !warmed && matches!(verdict, Verdict::Delivered) {
+                                warmed = true;
+                            }
+                            if self.settle(work, verdict, auth.as_ref()).await {
+                                draining = true;
+                            }
+                        }
+                        Err(lost) => {
+                            if let Lost::Ambiguous(_) = lost {
+                                draining = true;
+                            }
+                            self.resend_now(work, Some(&lost));
+                        }
+                    }
+                }
+                res = &mut driver, if !driver_done => {
+                    driver_done = true;
+                    draining = true;
+                    if let Ok(Err(e)) = res {
+                        tracing::debug!(error = %e, "HTTP/2 connection ended");
+                    }
+                }
+                work = self.next_work(), if room => {
+                    let Some(work) = work else { draining = true; continue };
+                    // Fill the free streams from this pull on: one auth lookup per burst.
+                    let auth = match self.auth.bearer(&self.header_cache).await {
+                        Ok(a) => a,
+                        Err(e) => {
+                            let job = work.job.clone();
+                            self.fail(&e, &job);
+                            job.finish(self.platform, Final::CredentialFailure, 1);
+                            continue;
+                        }
+                    };
+                    let mut next = Some(work);
+                    while let Some(work) = next.take() {
+                        match self.start_h2(&mut send, work, auth.clone()) {
+                            Started::Stream(fut) => {
+                                self.in_flight.fetch_add(1, Relaxed);
+                                in_flight.push(fut);
+                            }
+                            Started::Rejected => {}
+                            Started::Refused => {
+                                draining = true;
+                                break;
+                            }
+                        }
+                        if in_flight.len() < limit {
+                            next = self.try_next_work();
+                        }
+                    }
+                }
+                _ = ping_due.tick() => {
+                    if in_flight.is_empty() && idle_since.elapsed() >= PING_IDLE {
+                        if let Some(p) = ping.as_mut() {
+                            match tokio::time::timeout(PING_TIMEOUT, p.ping(h2::Ping::opaque())).await {
+                                Ok(Ok(_)) => {}
+                                _ => { draining = true; }
+                            }
+                        }
+                        if self.conns.load(Relaxed) > 1 && idle_since.elapsed() >= IDLE_CLOSE {
+                            draining = true;
+                        }
+                    }
+                }
+            }
+        }
+        driver.abort();
+        let _ = ping.take();
+        Ok(())
+    }
+
+    /// Starts one request stream. `Refused` hands the work back (never sent) and means the
+    /// connection takes no more streams.
+    fn start_h2(
+        self: &Arc<Self>,
+        send: &mut h2::client::SendRequest<Bytes>,
+        work: Work,
+        auth: Option<HeaderValue>,
+    ) -> Started {
+        work.job.started();
+        let (req, body) = match self.proto.build(&work, auth.as_ref()) {
+            Ok(x) => x,
+            Err(reason) => {
+                work.job.finish(self.platform, Final::Rejected(reason), 1);
+                return Started::Rejected;
+            }
+        };
+        let end = body.is_empty();
+        let (resp, mut stream) = match send.send_request(req, end) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(error = %e, "HTTP/2 connection refused a new stream");
+                self.resend_now(work, Some(&Lost::Unprocessed));
+                return Started::Refused;
+            }
+        };
+        if !end {
+            // Bodies are at most a few KiB, inside the initial window; h2 buffers them.
+            let _ = stream.send_data(body, true);
+        }
+        let timeout = self.cfg.request_timeout;
+        Started::Stream(Box::pin(async move {
+            let result = match tokio::time::timeout(timeout, read_answer(resp)).await {
+                Ok(r) => r,
+                Err(_) => Err(Lost::Ambiguous(format!("no answer within {timeout:?}"))),
+            };
+            (work, auth, result)
+        }))
+    }
+
+    /// Serves one HTTP/1.1 connection (one request at a time) until it closes.
+    async fn serve_http1(self: &Arc<Self>) -> Result<(), TransportError> {
+        let mut conn = Http1Conn::connect(&self.endpoint, self.tls.clone()).await?;
+        self.connected();
+        let mut idle_since = Instant::now();
+        loop {
+            if !conn.is_open() {
+                return Ok(());
+            }
+            let work = tokio::select! {
+                w = self.next_work() => w,
+                _ = tokio::time::sleep(IDLE_CLOSE) => None,
+            };
+            let Some(work) = work else {
+                if idle_since.elapsed() >= IDLE_CLOSE {
+                    return Ok(());
+                }
+                continue;
+            };
+            idle_since = Instant::now();
+            // More connections while work waits: HTTP/1.1 has one request per connection.
+            self.maybe_grow();
+            let auth = match self.auth.bearer(&self.header_cache).await {
+                Ok(a) => a,
+                Err(e) => {
+                    let job = work.job.clone();
+                    self.fail(&e, &job);
+                    job.finish(self.platform, Final::CredentialFailure, 1);
+                    continue;
+                }
+            };
+            work.job.started();
+            let (req, body) = match self.proto.build(&work, auth.as_ref()) {
+                Ok(x) => x,
+                Err(reason) => {
+                    work.job.finish(self.platform, Final::Rejected(reason), 1);
+                    continue;
+                }
+            };
+            let (mut parts, ()) = req.into_parts();
+            // hyper's HTTP/1.1 client wants origin-form and a Host header.
+            let pq = parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string();
+            parts.uri = pq.parse().unwrap_or_default();
+            if !parts.headers.contains_key(http::header::HOST) {
+                if let Ok(v) = http::HeaderValue::from_str(&self.endpoint.authority) {
+                    parts.headers.insert(http::header::HOST, v);
+                }
+            }
+            parts.headers.insert(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from(body.len()),
+            );
+            let req = http::Request::from_parts(parts, body);
+            self.in_flight.fetch_add(1, Relaxed);
+            let result = tokio::time::timeout(self.cfg.request_timeout, conn.send(req)).await;
+            self.in_flight.fetch_sub(1, Relaxed);
+            match result {
+                Ok(Ok(answer)) => {
+                    let verdict = self.proto.classify(&answer);
+                    if self.settle(work, verdict, auth.as_ref()).await {
+                        return Ok(());
+                    }
+                }
+                Ok(Err(f)) => {
+                    let lost = if f.not_sent {
+                        Lost::Unprocessed
+                    } else {
+                        Lost::Ambiguous(f.message)
+                    };
+                    self.resend_now(work, Some(&lost));
+                    return Ok(());
+                }
+                Err(_) => {
+                    self.resend_now(
+                        work,
+                        Some(&Lost::Ambiguous(format!(
+                            "no answer within {:?}",
+                            self.cfg.request_timeout
+                        ))),
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+type StreamFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (Work, Option<HeaderValue>, Result<Answer, Lost>)> + Send>,
+>;
+
+enum Started {
+    Stream(StreamFuture),
+    Rejected,
+    Refused,
+}
+
+async fn read_answer(resp: h2::client::ResponseFuture) -> Result<Answer, Lost> {
+    let resp = resp.await.map_err(lost_of)?;
+    let (parts, mut body) = resp.into_parts();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(lost_of)?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        if buf.len() < 64 * 1024 {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    Ok(Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: buf.freeze(),
+    })
+}
+
+fn lost_of(e: h2::Error) -> Lost {
+    // h2 fails streams above a GOAWAY's last-stream-id with a remote GOAWAY error; those the
+    // server never processed (RFC 9113 §6.8). REFUSED_STREAM likewise (§8.7).
+    if (e.is_go_away() && e.is_remote()) || e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+        Lost::Unprocessed
+    } else {
+        Lost::Ambiguous(e.to_string())
+    }
+}
+
+/// `rand(0, min(cap, base * 2^n))` (full jitter, AWS architecture blog "Exponential Backoff
+/// and Jitter").
+pub(crate) fn full_jitter(base: Duration, cap: Duration, n: u32) -> Duration {
+    let ceiling = base.saturating_mul(1u32 << n.min(20)).min(cap);
+    if ceiling.is_zero() {
+        return ceiling;
+    }
+    let ms = ceiling.as_millis().max(1) as u64;
+    Duration::from_millis(rand::thread_rng().gen_range(ms / 10..=ms))
+}
+
+/// Resends after connection loss before a device is given up.
+const MAX_RESENDS: u16 = 10;
+/// Credential refreshes per device before the credential is declared failed.
+const MAX_REFRESHES: u8 = 2;
+/// Minimum spacing of pool growth steps, so one burst does not open every connection at once.
+const GROW_INTERVAL: Duration = Duration::from_millis(25);
+/// An idle connection is pinged after this long (APNs: "a PING after ~1 h of inactivity is
+/// enough"; a minute also keeps NAT and load-balancer state, as node-apn does).
+const PING_IDLE: Duration = Duration::from_secs(60);
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Extra connections (beyond the first) close after this long idle.
+const IDLE_CLOSE: Duration = Duration::from_secs(120);
+const CONNECT_BACKOFF_BASE: Duration = Duration::from_millis(100);
+const CONNECT_BACKOFF_CAP: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_jitter_stays_under_the_ceiling() {
+        for n in 0..30 {
+            let d = full_jitter(Duration::from_millis(100), Duration::from_secs(5), n);
+            assert!(d <= Duration::from_secs(5));
+            assert!(d <= Duration::from_millis(100) * (1 << n.min(20)));
+        }
+        assert_eq!(
+            full_jitter(Duration::ZERO, Duration::ZERO, 3),
+            Duration::ZERO
+        );
+    }
+}
