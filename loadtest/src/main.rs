@@ -17,6 +17,9 @@ enum Command {
     /// Benchmark the registry: build N installations, measure upserts, resolution, memory,
     /// recovery.
     Registry(tagcast_loadtest::registry_bench::RegistryArgs),
+    /// Broadcast to N generated devices through the engine against in-process mocks and
+    /// verify every delivery.
+    Delivery(tagcast_loadtest::delivery_bench::DeliveryArgs),
     /// Run the mock APNs / FCM / WNS / Web Push servers until stopped.
     Mock(tagcast_loadtest::mock::cli::MockArgs),
 }
@@ -25,6 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Registry(args)) => tagcast_loadtest::registry_bench::main(args),
+        Some(Command::Delivery(args)) => tagcast_loadtest::delivery_bench::main(args),
         Some(Command::Mock(args)) => tagcast_loadtest::mock::cli::run(args),
         // The main job. Until the delivery engine and the full load test exist, it is the
         // registry benchmark at 1,000,000 devices.

@@ -225,7 +225,6 @@ pub struct DispatchConfig {
     pub connect_attempts: u32,
     /// Dead handles pruned per registry call at most.
     pub prune_batch: usize,
-    pub(crate) tls_errors_are_credential_failures: bool,
 }
 
 impl Default for DispatchConfig {
@@ -240,7 +239,6 @@ impl Default for DispatchConfig {
             prune_bad_device_tokens: false,
             connect_attempts: 5,
             prune_batch: 1000,
-            tls_errors_are_credential_failures: false,
         }
     }
 }
@@ -373,7 +371,6 @@ impl Engine {
             None => None,
             Some(a) => {
                 let ep = Endpoint::from_url(&a.endpoint).map_err(EngineError::Config)?;
-                let mut cfg = d.clone();
                 let (auth, tls, warm) = match &a.auth {
                     ApnsAuth::Token(key) => {
                         let cache = Arc::new(ApnsTokenCache::new(key.clone(), a.token_renewal));
@@ -381,7 +378,7 @@ impl Engine {
                         (AuthSource::Apns(cache), h2_tls.clone(), true)
                     }
                     ApnsAuth::Certificate(c) => {
-                        cfg.tls_errors_are_credential_failures = true;
+                        // TLS failures are the certificate's (Pool::tls_is_credential).
                         let tls = roots.client_config(&[b"h2"], Some((c.chain(), c.key())))?;
                         (AuthSource::None, tls, false)
                     }
@@ -398,7 +395,7 @@ impl Engine {
                     tls,
                     true,
                     warm,
-                    cfg,
+                    d.clone(),
                     pruner.clone(),
                 ))
             }

@@ -116,6 +116,8 @@ pub(crate) struct Pool {
     http2: bool,
     /// Token connections start at one stream until a request succeeds (§1.7).
     warm_up: bool,
+    /// TLS client-certificate auth: a TLS failure is the credential's, not the network's.
+    tls_is_credential: bool,
     cfg: DispatchConfig,
     queue_tx: async_channel::Sender<Work>,
     queue_rx: async_channel::Receiver<Work>,
@@ -151,7 +153,9 @@ impl Pool {
     ) -> Arc<Pool> {
         let (queue_tx, queue_rx) = async_channel::bounded(cfg.queue_capacity.max(1));
         let (resend_tx, resend_rx) = async_channel::unbounded();
+        let tls_is_credential = matches!(auth, AuthSource::None);
         Arc::new(Pool {
+            tls_is_credential,
             platform,
             endpoint,
             proto,
@@ -523,7 +527,7 @@ impl Pool {
                 Err(e) => {
                     let n = self.connect_failures.fetch_add(1, Relaxed) + 1;
                     tracing::warn!(platform = %self.platform, error = %e, "push connection failed");
-                    if e.is_tls() && self.cfg.tls_errors_are_credential_failures {
+                    if e.is_tls() && self.tls_is_credential {
                         *self.failed.lock() =
                             Some(format!("{} TLS failure: {e}", self.platform).into());
                         self.has_failed.store(true, Relaxed);
@@ -846,7 +850,7 @@ pub(crate) fn full_jitter(base: Duration, cap: Duration, n: u32) -> Duration {
 }
 
 /// Resends after connection loss before a device is given up.
-const MAX_RESENDS: u16 = 10;
+const MAX_RESENDS: u16 = 64;
 /// Credential refreshes per device before the credential is declared failed.
 const MAX_REFRESHES: u8 = 2;
 /// Minimum spacing of pool growth steps, so one burst does not open every connection at once.

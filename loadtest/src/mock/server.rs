@@ -418,6 +418,9 @@ impl ConnCtl {
     }
 }
 
+/// How long a reset connection keeps flushing the answers it already gave.
+const RESET_FLUSH: Duration = Duration::from_millis(20);
+
 async fn serve_h2<S: Service>(
     shared: Arc<Shared<S>>,
     tls: tokio_rustls::server::TlsStream<TcpStream>,
@@ -465,13 +468,26 @@ async fn serve_h2<S: Service>(
         tokio::select! {
             biased;
             _ = ctl.reset.notified() => {
-                edit.rst_on_drop.store(true, Ordering::SeqCst);
                 // Streams still in flight die with the connection, unprocessed: a stream
                 // records and answers within one poll, so none of them has recorded.
+                let mut dropped = in_flight.len() as u64;
+                drop(std::mem::take(&mut in_flight));
+                // The answers of streams that did record are in h2's buffers: deliver them
+                // before the reset, so a reset never loses the answer to a recorded request
+                // (a client that resends what got no answer then duplicates nothing, except
+                // the one request `reset_after_process` records deliberately). New streams
+                // arriving meanwhile are dropped unrecorded.
+                let _ = tokio::time::timeout(RESET_FLUSH, async {
+                    while let Some(Ok(_stream)) = h2conn.accept().await {
+                        dropped += 1;
+                    }
+                })
+                .await;
                 shared
                     .stats
                     .requests_dropped_by_reset
-                    .fetch_add(in_flight.len() as u64, Ordering::Relaxed);
+                    .fetch_add(dropped, Ordering::Relaxed);
+                edit.rst_on_drop.store(true, Ordering::SeqCst);
                 break;
             }
             _ = ctl.raise.notified(), if !raised && !raise_due => raise_due = true,
