@@ -172,12 +172,8 @@ impl ApnsTokenCache {
         }
     }
 
-    /// The signing key.
-    pub(crate) fn key(&self) -> &ApnsKey {
-        &self.key
-    }
-
     /// The renewal age after clamping.
+    #[cfg(test)]
     pub(crate) fn renew_after(&self) -> Duration {
         self.renew_after
     }

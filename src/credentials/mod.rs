@@ -20,7 +20,6 @@
 
 // The transports are written in parallel against these `pub(crate)` items; these allowances
 // are removed when they use them.
-#![allow(dead_code, unused_imports)]
 
 // Reachable from the crate both as `credentials::ece::encrypt` and through the re-exports.
 pub(crate) mod apns;
@@ -39,11 +38,9 @@ pub use vapid::VapidKey;
 pub use wns::WnsCredentials;
 
 pub(crate) use apns::ApnsTokenCache;
-pub(crate) use ece::{encrypt, encrypt_with, MAX_WEB_PUSH_PLAINTEXT, RECORD_SIZE};
-pub(crate) use fcm::{GOOGLE_TOKEN_URI, SCOPE_MESSAGING};
-pub(crate) use oauth::{form_encode, parse_token_response, AccessToken};
-pub(crate) use vapid::{origin_of, VapidCache};
-pub(crate) use wns::DEFAULT_WNS_TOKEN_URL;
+pub(crate) use ece::encrypt;
+pub(crate) use oauth::{parse_token_response, AccessToken};
+pub(crate) use vapid::VapidCache;
 
 #[cfg(test)]
 mod tests {

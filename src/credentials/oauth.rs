@@ -45,6 +45,7 @@ impl AccessToken {
     }
 
     /// Whether `now` is at or past the expiry.
+    #[cfg(test)]
     pub(crate) fn is_expired(&self, now: SystemTime) -> bool {
         now >= self.expires_at
     }

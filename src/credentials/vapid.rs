@@ -210,11 +210,6 @@ impl VapidCache {
         }
     }
 
-    /// The key.
-    pub(crate) fn key(&self) -> &VapidKey {
-        &self.key
-    }
-
     /// `vapid t=<JWT>, k=<public key>` for an endpoint of `origin` (see [`origin_of`]): the
     /// cached header while at least an hour of its 12 h remains, else a new one.
     pub(crate) fn header(&self, origin: &str, now: SystemTime) -> Arc<str> {
@@ -257,6 +252,7 @@ impl VapidCache {
 
 /// The origin (`https://host[:port]`, RFC 6454) of a push endpoint URL: the VAPID `aud`.
 /// `None` unless the endpoint is an `https://` URL with a host and no user info.
+#[cfg(test)]
 pub(crate) fn origin_of(endpoint: &str) -> Option<&str> {
     const SCHEME: &str = "https://";
     let scheme = endpoint.get(..SCHEME.len())?;

@@ -480,13 +480,16 @@ impl Job {
     }
 }
 
+/// Sends in arrival order, and by id.
+type Recent = (
+    VecDeque<Arc<Job>>,
+    hashbrown::HashMap<NotificationId, Arc<Job>>,
+);
+
 /// The last N sends, queryable by id.
 pub(crate) struct History {
     cap: usize,
-    jobs: Mutex<(
-        VecDeque<Arc<Job>>,
-        hashbrown::HashMap<NotificationId, Arc<Job>>,
-    )>,
+    jobs: Mutex<Recent>,
 }
 
 impl History {

@@ -243,9 +243,8 @@ impl Pool {
             pool.clone().run_connection().await;
             pool.conns.fetch_sub(1, Relaxed);
             // Work may have arrived while this task was ending.
-            if !pool.closed.load(Relaxed)
-                && !(pool.queue_rx.is_empty() && pool.resend_rx.is_empty())
-            {
+            let idle = pool.queue_rx.is_empty() && pool.resend_rx.is_empty();
+            if !pool.closed.load(Relaxed) && !idle {
                 pool.ensure_connection();
             }
         });
@@ -575,6 +574,8 @@ impl Pool {
         let mut idle_since = Instant::now();
         let mut ping_due = tokio::time::interval(PING_IDLE);
         ping_due.reset();
+        let mut tally = Tally::new(self.platform);
+        let _conn_gauge = ConnGauge::new(self.platform);
 
         loop {
             let limit = if warmed {
@@ -592,12 +593,13 @@ impl Pool {
             }
             tokio::select! {
                 biased;
-                Some((work, auth, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                Some((work, auth, started, result)) = in_flight.next(), if !in_flight.is_empty() => {
                     self.in_flight.fetch_sub(1, Relaxed);
                     idle_since = Instant::now();
                     match result {
                         Ok(answer) => {
                             let verdict = self.proto.classify(&answer);
+                            tally.answer(&verdict, started);
                             if !warmed && matches!(verdict, Verdict::Delivered) {
                                 warmed = true;
                             }
@@ -609,6 +611,7 @@ impl Pool {
                             if let Lost::Ambiguous(_) = lost {
                                 draining = true;
                             }
+                            tally.resend();
                             self.resend_now(work, Some(&lost));
                         }
                     }
@@ -649,6 +652,7 @@ impl Pool {
                             next = self.try_next_work();
                         }
                     }
+                    tally.in_flight.set(self.in_flight.load(Relaxed) as f64);
                 }
                 _ = ping_due.tick() => {
                     if in_flight.is_empty() && idle_since.elapsed() >= PING_IDLE {
@@ -700,12 +704,13 @@ impl Pool {
             let _ = stream.send_data(body, true);
         }
         let timeout = self.cfg.request_timeout;
+        let started = Instant::now();
         Started::Stream(Box::pin(async move {
             let result = match tokio::time::timeout(timeout, read_answer(resp)).await {
                 Ok(r) => r,
                 Err(_) => Err(Lost::Ambiguous(format!("no answer within {timeout:?}"))),
             };
-            (work, auth, result)
+            (work, auth, started, result)
         }))
     }
 
@@ -713,6 +718,8 @@ impl Pool {
     async fn serve_http1(self: &Arc<Self>) -> Result<(), TransportError> {
         let mut conn = Http1Conn::connect(&self.endpoint, self.tls.clone()).await?;
         self.connected();
+        let mut tally = Tally::new(self.platform);
+        let _conn_gauge = ConnGauge::new(self.platform);
         let mut idle_since = Instant::now();
         loop {
             if !conn.is_open() {
@@ -767,16 +774,19 @@ impl Pool {
             );
             let req = http::Request::from_parts(parts, body);
             self.in_flight.fetch_add(1, Relaxed);
+            let started = Instant::now();
             let result = tokio::time::timeout(self.cfg.request_timeout, conn.send(req)).await;
             self.in_flight.fetch_sub(1, Relaxed);
             match result {
                 Ok(Ok(answer)) => {
                     let verdict = self.proto.classify(&answer);
+                    tally.answer(&verdict, started);
                     if self.settle(work, verdict, auth.as_ref()).await {
                         return Ok(());
                     }
                 }
                 Ok(Err(f)) => {
+                    tally.resend();
                     let lost = if f.not_sent {
                         Lost::Unprocessed
                     } else {
@@ -800,8 +810,93 @@ impl Pool {
     }
 }
 
+/// Verdict labels in the order of [`Tally`]'s counters.
+const LABELS: [&str; 9] = [
+    "delivered",
+    "dead",
+    "throttled",
+    "transient",
+    "refresh_credential",
+    "reconnect",
+    "bad_device_token",
+    "rejected",
+    "credential_failure",
+];
+
+/// Metrics of one connection task, flushed to the `metrics` facade every `FLUSH_EVERY`
+/// answers and when the connection ends (STYLE: count per batch, not per device).
+struct Tally {
+    platform: &'static str,
+    answers: [u64; LABELS.len()],
+    resends: u64,
+    n: u32,
+    latency: metrics::Histogram,
+    in_flight: metrics::Gauge,
+}
+
+impl Tally {
+    const FLUSH_EVERY: u32 = 256;
+
+    fn new(platform: Platform) -> Tally {
+        let p = platform.as_str();
+        Tally {
+            platform: p,
+            answers: [0; LABELS.len()],
+            resends: 0,
+            n: 0,
+            latency: metrics::histogram!(super::metrics::REQUEST_SECONDS, "platform" => p),
+            in_flight: metrics::gauge!(super::metrics::IN_FLIGHT, "platform" => p),
+        }
+    }
+
+    fn answer(&mut self, verdict: &Verdict, started: Instant) {
+        if let Some(i) = LABELS.iter().position(|l| *l == verdict.label()) {
+            self.answers[i] += 1;
+        }
+        self.latency.record(started.elapsed().as_secs_f64());
+        self.tick();
+    }
+
+    fn resend(&mut self) {
+        self.resends += 1;
+        self.tick();
+    }
+
+    fn tick(&mut self) {
+        self.n += 1;
+        if self.n >= Self::FLUSH_EVERY {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        for (i, n) in self.answers.iter_mut().enumerate() {
+            if *n > 0 {
+                metrics::counter!(super::metrics::ANSWERS, "platform" => self.platform, "outcome" => LABELS[i])
+                    .increment(*n);
+                *n = 0;
+            }
+        }
+        if self.resends > 0 {
+            metrics::counter!(super::metrics::RESENDS, "platform" => self.platform)
+                .increment(self.resends);
+            self.resends = 0;
+        }
+        self.n = 0;
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 type StreamFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (Work, Option<HeaderValue>, Result<Answer, Lost>)> + Send>,
+    Box<
+        dyn std::future::Future<Output = (Work, Option<HeaderValue>, Instant, Result<Answer, Lost>)>
+            + Send,
+    >,
 >;
 
 enum Started {
@@ -847,6 +942,23 @@ pub(crate) fn full_jitter(base: Duration, cap: Duration, n: u32) -> Duration {
     }
     let ms = ceiling.as_millis().max(1) as u64;
     Duration::from_millis(rand::thread_rng().gen_range(ms / 10..=ms))
+}
+
+/// Counts an open connection in the `tagcast_connections` gauge while it lives.
+struct ConnGauge(metrics::Gauge);
+
+impl ConnGauge {
+    fn new(platform: Platform) -> Self {
+        let g = metrics::gauge!(super::metrics::CONNECTIONS, "platform" => platform.as_str());
+        g.increment(1.0);
+        ConnGauge(g)
+    }
+}
+
+impl Drop for ConnGauge {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// Resends after connection loss before a device is given up.

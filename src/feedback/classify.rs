@@ -16,7 +16,6 @@
 
 // The dispatcher and the feedback stage are being written against these `pub(crate)` items;
 // this goes when they use them.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -87,6 +86,7 @@ impl Verdict {
     }
 
     /// The PNS's reason, for every verdict but [`Verdict::Delivered`].
+    #[cfg(test)]
     pub(crate) fn reason(&self) -> Option<&str> {
         match self {
             Verdict::Delivered => None,

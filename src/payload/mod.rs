@@ -15,7 +15,6 @@
 
 // The dispatcher and transports are being written against the `pub(crate)` items (`*_part`,
 // `expiry`, `headers`, `body`, `body_for_token`, ...); this goes when they use them.
-#![allow(dead_code)]
 
 mod apns;
 mod fcm;
