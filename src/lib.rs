@@ -19,6 +19,8 @@
 #![warn(missing_docs)]
 
 pub mod audience;
+#[doc(hidden)]
+pub mod bench_support;
 pub mod credentials;
 pub mod dispatch;
 pub mod feedback;

@@ -359,6 +359,12 @@ impl Engine {
     }
 
     fn build(registry: Option<Registry>, config: EngineConfig) -> Result<Engine, EngineError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(EngineError::Config(
+                "the engine must be created inside a tokio runtime (it spawns its tasks there)"
+                    .into(),
+            ));
+        }
         let d = config.dispatch.clone();
         let roots = &config.tls_roots;
         let h2_tls = roots.client_config(&[b"h2"], None)?;
