@@ -5,5 +5,6 @@
 //! - [`registry_bench`]: the registry benchmark (`registry` command) and its device generator.
 
 pub mod delivery_bench;
+pub mod latency;
 pub mod mock;
 pub mod registry_bench;

@@ -497,6 +497,33 @@ impl Pool {
             if self.closed.load(Relaxed) {
                 return;
             }
+            if self.has_failed.load(Relaxed) {
+                // Stopped by a credential failure: every device that arrives gets its final
+                // outcome from `admit`; nothing connects until the failure is cleared.
+                match self.next_work().await {
+                    Some(w) => {
+                        // Cleared meanwhile: put it back and connect.
+                        if let Err(e) = self.resend_tx.try_send(w) {
+                            e.into_inner()
+                                .job
+                                .finish(self.platform, Final::Cancelled, 1);
+                        }
+                    }
+                    None => return,
+                }
+                continue;
+            }
+            if self.unreachable.lock().is_some() {
+                // `admit` gives every waiting device its final outcome while the service is
+                // unreachable; reconnection attempts go on below.
+                if let Some(w) = self.try_next_work() {
+                    if let Err(e) = self.resend_tx.try_send(w) {
+                        e.into_inner()
+                            .job
+                            .finish(self.platform, Final::Cancelled, 1);
+                    }
+                }
+            }
             // Connect only when there is work (or to replace a lost connection with work
             // waiting); an idle extra connection ends.
             if self.queue_rx.is_empty() && self.resend_rx.is_empty() {
@@ -526,7 +553,10 @@ impl Pool {
                 Err(e) => {
                     let n = self.connect_failures.fetch_add(1, Relaxed) + 1;
                     tracing::warn!(platform = %self.platform, error = %e, "push connection failed");
-                    if e.is_tls() && self.tls_is_credential {
+                    // A certificate refused by the server fails every handshake; one
+                    // failure could be the network, two in a row with nothing opened are
+                    // the certificate.
+                    if e.is_tls() && self.tls_is_credential && n >= 2 {
                         *self.failed.lock() =
                             Some(format!("{} TLS failure: {e}", self.platform).into());
                         self.has_failed.store(true, Relaxed);

@@ -480,10 +480,14 @@ pub(crate) fn classify_web_push(status: u16, headers: &HeaderMap, now: SystemTim
         200..=299 => Delivered,
         // 400: bad encoding headers (or a bad VAPID header on some services): fix.
         400 => Rejected { reason },
-        // 401/403: missing or invalid VAPID (RFC 8292 §4.2): fix the keys. 403 also means the
-        // subscription is bound to another VAPID key — one subscription, yet stopping the
-        // pool is the documented action because a key mismatch usually hits all of them.
-        401 | 403 => CredentialFailure { reason },
+        // 401: missing or invalid VAPID (RFC 8292 §4.2): the key or its JWT is wrong for
+        // every subscription: stop the pool and fix the keys.
+        401 => CredentialFailure { reason },
+        // 403: this subscription is bound to another VAPID key (RFC 8292 §4.2). It concerns
+        // one subscription: stopping the origin's pool would stop every subscriber of e.g.
+        // fcm.googleapis.com for one stale subscription, so it is rejected, not pruned (the
+        // subscription may work with the key it was made with).
+        403 => Rejected { reason },
         // 404: expired (RFC 8030 §7.3); 410: gone/unsubscribed (FCM, Mozilla, Apple). Drop.
         404 | 410 => DeadHandle {
             reason,
@@ -1050,7 +1054,7 @@ pub(crate) mod tests {
             (202, HeaderMap::new(), Verdict::Delivered),
             (400, HeaderMap::new(), rejected("400 Bad Request")),
             (401, HeaderMap::new(), cred("401 Unauthorized")),
-            (403, HeaderMap::new(), cred("403 Forbidden")),
+            (403, HeaderMap::new(), rejected("403 Forbidden")),
             (404, HeaderMap::new(), dead("404 Not Found")),
             (410, HeaderMap::new(), dead("410 Gone")),
             (413, HeaderMap::new(), rejected("413 Payload Too Large")),

@@ -905,7 +905,7 @@ async fn web_push_payloads_pass_the_mock_and_answers_classify() {
         let r = send(n.clone(), restricted, Some(vapid.clone())).await;
         assert_eq!(
             verdict(&r),
-            Verdict::CredentialFailure {
+            Verdict::Rejected {
                 reason: "403 Forbidden".into()
             }
         );

@@ -198,12 +198,46 @@ pub(crate) async fn h2_handshake(
             endpoint: ep.authority.to_string(),
             message: format!("HTTP/2 handshake: {e}"),
         })?;
-    let ping = conn.ping_pong();
+    let mut ping = conn.ping_pong();
     let driver = tokio::spawn(conn);
-    let send = send.ready().await.map_err(|e| TransportError::Http {
-        endpoint: ep.authority.to_string(),
-        message: format!("HTTP/2 handshake: {e}"),
-    })?;
+    let http_err = |e: h2::Error| {
+        let message = format!("HTTP/2 handshake: {e}");
+        // With TLS 1.3 a server refuses a client certificate only after the client's side of
+        // the handshake is done: the alert arrives with the first frames read, or (when our
+        // write comes first) shows as a broken pipe or reset. A server that hangs up right
+        // after the TLS handshake is reported as a TLS failure.
+        if message.contains("alert") || e.is_io() {
+            TransportError::Tls {
+                endpoint: ep.authority.to_string(),
+                message,
+            }
+        } else {
+            TransportError::Http {
+                endpoint: ep.authority.to_string(),
+                message,
+            }
+        }
+    };
+    let send = send.ready().await.map_err(http_err)?;
+    // One PING round trip before the connection counts as open: it proves the server read
+    // our preface (and accepted our certificate), so a refused certificate is a connect
+    // failure, not a stream of lost requests.
+    if let Some(p) = ping.as_mut() {
+        match tokio::time::timeout(CONNECT_TIMEOUT, p.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                driver.abort();
+                return Err(http_err(e));
+            }
+            Err(_) => {
+                driver.abort();
+                return Err(TransportError::Connect {
+                    endpoint: ep.authority.to_string(),
+                    message: "no answer to the first PING".into(),
+                });
+            }
+        }
+    }
     Ok(H2Conn { send, ping, driver })
 }
 
