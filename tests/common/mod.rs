@@ -74,14 +74,14 @@ pub fn apns_registry(n: u64) -> Registry {
 /// Dispatch tuning for tests: quick retries (tens of milliseconds, not seconds) and enough
 /// attempts that a random fault rate cannot exhaust them.
 pub fn quick_dispatch() -> DispatchConfig {
-    // `DispatchConfig` has a private field: no struct-update syntax outside the crate.
-    let mut d = DispatchConfig::default();
-    d.retry = RetryPolicy {
-        max_attempts: 20,
-        base: Duration::from_millis(20),
-        cap: Duration::from_millis(500),
-    };
-    d
+    DispatchConfig {
+        retry: RetryPolicy {
+            max_attempts: 20,
+            base: Duration::from_millis(20),
+            cap: Duration::from_millis(500),
+        },
+        ..DispatchConfig::default()
+    }
 }
 
 /// The bundled APNs test key, as the mock trusts it.
