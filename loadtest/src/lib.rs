@@ -8,3 +8,4 @@ pub mod delivery_bench;
 pub mod latency;
 pub mod mock;
 pub mod registry_bench;
+pub mod report;

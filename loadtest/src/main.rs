@@ -30,16 +30,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(Command::Registry(args)) => tagcast_loadtest::registry_bench::main(args),
         Some(Command::Delivery(args)) => tagcast_loadtest::delivery_bench::main(args),
         Some(Command::Mock(args)) => tagcast_loadtest::mock::cli::run(args),
-        // The main job. Until the delivery engine and the full load test exist, it is the
-        // registry benchmark at 1,000,000 devices.
-        None => tagcast_loadtest::registry_bench::main(
-            Cli::parse_from(["tagcast-loadtest", "registry"])
+        // The main job: the delivery load test with its defaults (1,000,000 devices, APNs
+        // and FCM, embedded mocks).
+        None => tagcast_loadtest::delivery_bench::main(
+            Cli::parse_from(["tagcast-loadtest", "delivery"])
                 .command
                 .and_then(|c| match c {
-                    Command::Registry(a) => Some(a),
+                    Command::Delivery(a) => Some(a),
                     _ => None,
                 })
-                .ok_or("cannot build the default registry arguments")?,
+                .ok_or("cannot build the default delivery arguments")?,
         ),
     }
 }
