@@ -63,8 +63,8 @@ pub struct DeliveryArgs {
     /// `FaultFile` fields (docs/benchmarks.md).
     #[arg(long, default_value = "none")]
     pub faults: String,
-    /// Connections per pool at most.
-    #[arg(long, default_value_t = 8)]
+    /// Connections per pool at most (the engine opens more only while they help).
+    #[arg(long, default_value_t = 32)]
     pub connections: usize,
     /// Devices in flight per send at most.
     #[arg(long, default_value_t = 65_536)]

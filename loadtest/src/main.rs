@@ -6,10 +6,18 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "tagcast-loadtest", version, about)]
+#[command(
+    name = "tagcast-loadtest",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Without a command: the delivery load test (the main job), with these options.
+    #[command(flatten)]
+    delivery: tagcast_loadtest::delivery_bench::DeliveryArgs,
 }
 
 #[derive(Subcommand)]
@@ -30,16 +38,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(Command::Registry(args)) => tagcast_loadtest::registry_bench::main(args),
         Some(Command::Delivery(args)) => tagcast_loadtest::delivery_bench::main(args),
         Some(Command::Mock(args)) => tagcast_loadtest::mock::cli::run(args),
-        // The main job: the delivery load test with its defaults (1,000,000 devices, APNs
-        // and FCM, embedded mocks).
-        None => tagcast_loadtest::delivery_bench::main(
-            Cli::parse_from(["tagcast-loadtest", "delivery"])
-                .command
-                .and_then(|c| match c {
-                    Command::Delivery(a) => Some(a),
-                    _ => None,
-                })
-                .ok_or("cannot build the default delivery arguments")?,
-        ),
+        // The main job: the delivery load test (1,000,000 devices, APNs and FCM, embedded
+        // mocks by default).
+        None => tagcast_loadtest::delivery_bench::main(cli.delivery),
     }
 }

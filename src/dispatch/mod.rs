@@ -230,7 +230,7 @@ pub struct DispatchConfig {
 impl Default for DispatchConfig {
     fn default() -> Self {
         DispatchConfig {
-            max_connections: 8,
+            max_connections: 32,
             max_streams_per_connection: 1000,
             queue_capacity: 8192,
             window: 65_536,

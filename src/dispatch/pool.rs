@@ -25,7 +25,7 @@
 //! unbounded channel, but what travels in it already holds a window permit of its send, so
 //! its length is bounded by the sends' windows.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -136,6 +136,10 @@ pub(crate) struct Pool {
     closed: AtomicBool,
     /// Devices pulled from the queues and not yet settled.
     in_flight: AtomicUsize,
+    /// Lowest answer latency seen, µs (`u64::MAX` before the first).
+    latency_min_us: AtomicU64,
+    /// Moving average of answer latency, µs (0 before the first).
+    latency_avg_us: AtomicU64,
 }
 
 impl Pool {
@@ -179,6 +183,8 @@ impl Pool {
             pruner,
             closed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            latency_min_us: AtomicU64::new(u64::MAX),
+            latency_avg_us: AtomicU64::new(0),
         })
     }
 
@@ -221,6 +227,14 @@ impl Pool {
         if n >= self.cfg.max_connections || self.queue_rx.is_empty() {
             return;
         }
+        // HTTP/2: another connection helps when the stream limit is what holds us back
+        // (answers take about the network's time), not when answers already wait behind our
+        // own or the server's CPU (more streams would only queue longer). Measured: at zero
+        // latency 2 connections delivered 140k/s and 8 delivered 107k/s; at 20 ms latency
+        // one connection's 1000 streams cap it at 50k/s (docs/benchmarks.md).
+        if self.http2 && self.queueing() {
+            return;
+        }
         {
             let mut last = self.last_grow.lock();
             if last.elapsed() < GROW_INTERVAL {
@@ -235,6 +249,28 @@ impl Pool {
         {
             self.spawn_connection();
         }
+    }
+
+    /// Records one answer's latency: the lowest seen, and a moving average (1/32 weight).
+    fn observe_latency(&self, d: Duration) {
+        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.latency_min_us.fetch_min(us.max(1), Relaxed);
+        let avg = self.latency_avg_us.load(Relaxed);
+        let new = if avg == 0 {
+            us
+        } else {
+            avg - avg / 32 + us / 32
+        };
+        // A lost update between connections only delays the average a little.
+        self.latency_avg_us.store(new.max(1), Relaxed);
+    }
+
+    /// Whether answers take well over the lowest latency seen: requests queue (here or at
+    /// the server) rather than travel.
+    fn queueing(&self) -> bool {
+        let min = self.latency_min_us.load(Relaxed);
+        let avg = self.latency_avg_us.load(Relaxed);
+        min != u64::MAX && avg > min.saturating_mul(3) / 2 + QUEUEING_SLACK_US
     }
 
     fn spawn_connection(self: &Arc<Self>) {
@@ -630,6 +666,7 @@ impl Pool {
                         Ok(answer) => {
                             let verdict = self.proto.classify(&answer);
                             tally.answer(&verdict, started);
+                            self.observe_latency(started.elapsed());
                             if !warmed && matches!(verdict, Verdict::Delivered) {
                                 warmed = true;
                             }
@@ -995,6 +1032,9 @@ impl Drop for ConnGauge {
 const MAX_RESENDS: u16 = 64;
 /// Credential refreshes per device before the credential is declared failed.
 const MAX_REFRESHES: u8 = 2;
+/// Latency above 1.5 × the lowest seen plus this is queueing, not travel (absorbs jitter at
+/// sub-millisecond loopback latencies).
+const QUEUEING_SLACK_US: u64 = 2_000;
 /// Minimum spacing of pool growth steps, so one burst does not open every connection at once.
 const GROW_INTERVAL: Duration = Duration::from_millis(25);
 /// An idle connection is pinged after this long (APNs: "a PING after ~1 h of inactivity is
