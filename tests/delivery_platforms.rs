@@ -66,6 +66,17 @@ async fn wns_direct_send_over_http1() {
     let report = engine.send_to_handles(n, handles).unwrap().wait().await;
     assert_eq!(report.platform(Platform::Wns).delivered, 40, "{report:#?}");
     assert_eq!(mock.stats().unique_handles, 40);
+    // After shutdown the keep-alive connections end (they once spun on the closed queue).
+    assert!(engine.connections()[2] > 0);
+    engine.shutdown().await;
+    let t = std::time::Instant::now();
+    while engine.connections()[2] > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "WNS connections outlive the engine"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -793,14 +793,18 @@ impl Pool {
                 return Ok(());
             }
             let work = tokio::select! {
-                w = self.next_work() => w,
-                _ = tokio::time::sleep(IDLE_CLOSE) => None,
-            };
-            let Some(work) = work else {
-                if idle_since.elapsed() >= IDLE_CLOSE {
-                    return Ok(());
+                w = self.next_work() => match w {
+                    Some(w) => w,
+                    // The pool is closed: the engine shut down.
+                    None => return Ok(()),
+                },
+                _ = tokio::time::sleep(IDLE_CLOSE) => {
+                    // Idle: extra connections go; the last one stays.
+                    if self.conns.load(Relaxed) > 1 && idle_since.elapsed() >= IDLE_CLOSE {
+                        return Ok(());
+                    }
+                    continue;
                 }
-                continue;
             };
             idle_since = Instant::now();
             // More connections while work waits: HTTP/1.1 has one request per connection.
