@@ -107,3 +107,42 @@ async fn web_push_direct_send_is_encrypted_and_vapid_signed() {
     let d = mock.deliveries_for(&subs[3].id);
     assert_eq!(&d[0].payload[..], b"hello browser");
 }
+
+/// A push service whose TLS offers only HTTP/1.1 is spoken to in HTTP/1.1 ("HTTP/2 where ALPN
+/// offers it"). The WNS mock stands in for such a Web Push service: it answers the Web Push
+/// request (with 404: it knows no such channel), which proves the exchange happened over
+/// HTTP/1.1 on the pool's connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_push_falls_back_to_http1_when_alpn_offers_no_h2() {
+    let mock = MockWns::start(WnsConfig::default()).await.unwrap();
+    let vapid = VapidKey::generate("mailto:ops@example.com").unwrap();
+    let config = EngineConfig {
+        web_push: Some(WebPushSettings::new(vapid)),
+        tls_roots: TlsRoots::only_pem(mock.ca_cert_pem()).unwrap(),
+        ..Default::default()
+    };
+    let engine = Engine::without_registry(config).unwrap();
+    // A syntactically valid subscription (RFC 8291 Appendix A's UA key and secret).
+    let endpoint = format!("{}/push/not-a-channel", mock.base_url());
+    let handle = PushHandle::web_push(
+        &endpoint,
+        "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+        "BTBZMqHH6r4Tts7J_aSIgg",
+    )
+    .unwrap();
+    let n = Notification::new().web_push(WebPushNotification::new("hi").unwrap());
+    let report = tokio::time::timeout(
+        Duration::from_secs(20),
+        engine.send_to_handles(n, vec![handle]).unwrap().wait(),
+    )
+    .await
+    .unwrap();
+    let w = report.platform(Platform::WebPush);
+    assert_eq!((w.targeted, w.failed), (1, 0), "{report:#?}");
+    assert_eq!(
+        w.dead + w.rejected,
+        1,
+        "an HTTP answer was read: {report:#?}"
+    );
+    assert!(mock.stats().responses.values().sum::<u64>() >= 1);
+}

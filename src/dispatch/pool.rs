@@ -579,7 +579,7 @@ impl Pool {
             let result = if self.http2 {
                 self.serve_h2().await
             } else {
-                self.serve_http1().await
+                self.serve_http1(None).await
             };
             match result {
                 Ok(()) => {
@@ -623,10 +623,10 @@ impl Pool {
     async fn serve_h2(self: &Arc<Self>) -> Result<(), TransportError> {
         let (tls, is_h2) = connect_tls(&self.endpoint, self.tls.clone()).await?;
         if !is_h2 {
-            return Err(TransportError::Http {
-                endpoint: self.endpoint.authority.to_string(),
-                message: "server did not offer HTTP/2 (ALPN)".into(),
-            });
+            // HTTP/2 where ALPN offers it (Web Push services); otherwise HTTP/1.1 on the same
+            // connection. APNs offers only h2: its TLS configuration offers nothing else.
+            let conn = Http1Conn::handshake(&self.endpoint, tls).await?;
+            return self.serve_http1(Some(conn)).await;
         }
         let conn = h2_handshake(&self.endpoint, tls).await?;
         self.connected();
@@ -782,8 +782,11 @@ impl Pool {
     }
 
     /// Serves one HTTP/1.1 connection (one request at a time) until it closes.
-    async fn serve_http1(self: &Arc<Self>) -> Result<(), TransportError> {
-        let mut conn = Http1Conn::connect(&self.endpoint, self.tls.clone()).await?;
+    async fn serve_http1(self: &Arc<Self>, conn: Option<Http1Conn>) -> Result<(), TransportError> {
+        let mut conn = match conn {
+            Some(c) => c,
+            None => Http1Conn::connect(&self.endpoint, self.tls.clone()).await?,
+        };
         self.connected();
         let mut tally = Tally::new(self.platform);
         let _conn_gauge = ConnGauge::new(self.platform);

@@ -40,6 +40,14 @@ impl Http1Conn {
         config: Arc<rustls::ClientConfig>,
     ) -> Result<Http1Conn, TransportError> {
         let (tls, _) = connect_tls(ep, config).await?;
+        Self::handshake(ep, tls).await
+    }
+
+    /// HTTP/1.1 on an open TLS stream (the server's ALPN chose `http/1.1`, or none).
+    pub(crate) async fn handshake(
+        ep: &Endpoint,
+        tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    ) -> Result<Http1Conn, TransportError> {
         let (send, conn) = hyper::client::conn::http1::Builder::new()
             .handshake::<_, Full<Bytes>>(TokioIo::new(tls))
             .await
