@@ -419,6 +419,25 @@ impl Pool {
         full_jitter(self.cfg.retry.base, self.cfg.retry.cap, u32::from(tries))
     }
 
+    /// The `authorization` header for `work` (cached; fetched when due). A token that cannot
+    /// be had stops the pool: the work ends as a credential failure and `None` is returned.
+    async fn authorize(&self, work: Work) -> Option<(Work, Option<HeaderValue>)> {
+        match self.auth.bearer(&self.header_cache).await {
+            Ok(a) => Some((work, a)),
+            Err(e) => {
+                self.credential_failure(work, &e);
+                None
+            }
+        }
+    }
+
+    /// Stops the pool for `reason` and ends `work` as a credential failure.
+    fn credential_failure(&self, work: Work, reason: &str) {
+        let job = work.job.clone();
+        self.fail(reason, &job);
+        job.finish(self.platform, Final::CredentialFailure, 1);
+    }
+
     /// Acts on a verdict. Returns true when the connection should be replaced.
     async fn settle(
         self: &Arc<Self>,
@@ -464,9 +483,7 @@ impl Pool {
             }
             Verdict::RefreshCredential { reason } => {
                 if work.refreshes >= MAX_REFRESHES {
-                    let job = work.job.clone();
-                    self.fail(&reason, &job);
-                    job.finish(p, Final::CredentialFailure, 1);
+                    self.credential_failure(work, &reason);
                 } else {
                     work.refreshes += 1;
                     if let Some(used) = used_auth {
@@ -483,9 +500,7 @@ impl Pool {
                 work.job.finish(p, Final::Rejected(reason), 1);
             }
             Verdict::CredentialFailure { reason } => {
-                let job = work.job.clone();
-                self.fail(&reason, &job);
-                job.finish(p, Final::CredentialFailure, 1);
+                self.credential_failure(work, &reason);
                 return true;
             }
         }
@@ -693,15 +708,7 @@ impl Pool {
                 work = self.next_work(), if room => {
                     let Some(work) = work else { draining = true; continue };
                     // Fill the free streams from this pull on: one auth lookup per burst.
-                    let auth = match self.auth.bearer(&self.header_cache).await {
-                        Ok(a) => a,
-                        Err(e) => {
-                            let job = work.job.clone();
-                            self.fail(&e, &job);
-                            job.finish(self.platform, Final::CredentialFailure, 1);
-                            continue;
-                        }
-                    };
+                    let Some((work, auth)) = self.authorize(work).await else { continue };
                     let mut next = Some(work);
                     while let Some(work) = next.take() {
                         match self.start_h2(&mut send, work, auth.clone()) {
@@ -812,14 +819,8 @@ impl Pool {
             idle_since = Instant::now();
             // More connections while work waits: HTTP/1.1 has one request per connection.
             self.maybe_grow();
-            let auth = match self.auth.bearer(&self.header_cache).await {
-                Ok(a) => a,
-                Err(e) => {
-                    let job = work.job.clone();
-                    self.fail(&e, &job);
-                    job.finish(self.platform, Final::CredentialFailure, 1);
-                    continue;
-                }
+            let Some((work, auth)) = self.authorize(work).await else {
+                continue;
             };
             work.job.started();
             let (req, body) = match self.proto.build(&work, auth.as_ref()) {
