@@ -20,9 +20,8 @@ pub fn build_requests(notification: &Notification, handles: &[PushHandle]) -> us
         origin: "https://api.push.apple.com".into(),
         bundle_id: "com.example.app".into(),
     };
-    let fcm = platforms::Fcm {
-        origin: "https://fcm.googleapis.com".into(),
-        path: "/v1/projects/p/messages:send".into(),
+    let Ok(fcm) = platforms::Fcm::new("https://fcm.googleapis.com", "p") else {
+        return 0;
     };
     let auth = http::HeaderValue::from_static("bearer x");
     let mut total = 0;

@@ -1340,3 +1340,81 @@ async fn cancel_mid_send_ends_cancelled_with_every_device_accounted() {
     assert_eq!(mock.stats().deliveries, a.delivered);
     assert_eq!(reg.count() as u64, n);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Limits that keep a send from hanging
+
+/// A Retry-After of two hours is not honoured: the devices end `failed` with the reason, at
+/// once, instead of holding the send open for hours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hours_long_retry_after_fails_the_device_instead_of_waiting() {
+    let mock = MockApns::start(ApnsConfig {
+        faults: Faults {
+            rate_429: 1.0,
+            retry_after_secs: 7200,
+            ..Faults::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let reg = apns_registry(20);
+    let engine = apns_engine(&reg, &mock, quick_dispatch());
+    let report = finish(
+        &engine.send(alert(), Audience::All).unwrap(),
+        Duration::from_secs(20),
+    )
+    .await;
+    let a = report.platform(Platform::Apns);
+    assert_eq!((a.failed, a.delivered), (20, 0), "{report:#?}");
+    assert!(
+        report
+            .reasons
+            .keys()
+            .all(|(_, r)| r.contains("asked to wait 7200 s")),
+        "{report:#?}"
+    );
+}
+
+/// The FCM token endpoint unreachable (connection refused) is not a credential failure: the
+/// devices are retried with backoff and end `failed`, the pool is not stopped, nothing is
+/// pruned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_token_endpoint_is_retried_not_a_credential_failure() {
+    let mock = MockFcm::start(FcmConfig::default()).await.unwrap();
+    // A loopback port nobody listens on: bind, read the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let json = ServiceAccount::test_account()
+        .to_json_with_token_uri(&format!("https://127.0.0.1:{port}/token"));
+    let account = FcmServiceAccount::from_json(&json).unwrap();
+    let tokens: Vec<String> = (0..10).map(fcm_token).collect();
+    let reg = fcm_registry(&tokens);
+    let mut dispatch = quick_dispatch();
+    dispatch.retry.max_attempts = 3;
+    dispatch.retry.base = Duration::from_millis(10);
+    let engine = Engine::new(
+        reg.clone(),
+        EngineConfig {
+            fcm: Some(FcmSettings::new(account).endpoint(&mock.base_url())),
+            tls_roots: TlsRoots::only_pem(mock.ca_cert_pem()).unwrap(),
+            dispatch,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let report = finish(&engine.send(fcm_alert(), Audience::All).unwrap(), LIMIT).await;
+    let f = report.platform(Platform::Fcm);
+    assert_eq!(
+        (f.failed, f.credential_failure, f.delivered),
+        (10, 0, 0),
+        "{report:#?}"
+    );
+    assert!(f.retries >= 10, "{report:#?}");
+    assert!(engine.credential_failures().is_empty());
+    assert_eq!(reg.count(), 10);
+    assert_eq!(mock.stats().deliveries, 0);
+}

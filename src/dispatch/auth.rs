@@ -26,6 +26,18 @@ pub(crate) enum AuthSource {
     },
 }
 
+/// Why no `authorization` header could be had.
+#[derive(Debug)]
+pub(crate) struct AuthError {
+    pub(crate) message: String,
+    /// The token endpoint may answer later (network, timeout, 429, 5xx); anything else is
+    /// the credential's or the configuration's fault.
+    pub(crate) transient: bool,
+}
+
+/// Longest wait for a token endpoint's answer.
+const TOKEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The last header built, so the common case (token unchanged) allocates nothing.
 #[derive(Default)]
 pub(crate) struct HeaderCache(Mutex<Option<(Arc<str>, HeaderValue)>>);
@@ -48,7 +60,10 @@ impl HeaderCache {
 
 impl AuthSource {
     /// The `authorization` header for requests sent now.
-    pub(crate) async fn bearer(&self, cache: &HeaderCache) -> Result<Option<HeaderValue>, String> {
+    pub(crate) async fn bearer(
+        &self,
+        cache: &HeaderCache,
+    ) -> Result<Option<HeaderValue>, AuthError> {
         let now = SystemTime::now();
         let s = match self {
             AuthSource::None => return Ok(None),
@@ -56,7 +71,10 @@ impl AuthSource {
             AuthSource::OAuth(o) => o.bearer(now).await?,
             AuthSource::Vapid { cache, origin } => cache.header(origin, now),
         };
-        cache.get(s).map(Some)
+        cache.get(s).map(Some).map_err(|message| AuthError {
+            message,
+            transient: false,
+        })
     }
 
     /// The service refused `used` as expired or invalid: get a new one before the next
@@ -109,7 +127,7 @@ impl OAuth {
             .map(|t| t.bearer.clone())
     }
 
-    async fn bearer(&self, now: SystemTime) -> Result<Arc<str>, String> {
+    async fn bearer(&self, now: SystemTime) -> Result<Arc<str>, AuthError> {
         if let Some(b) = self.cached(now) {
             return Ok(b);
         }
@@ -123,14 +141,36 @@ impl OAuth {
         };
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let answer = post_form(&url, form, self.tls.clone())
-            .await
-            .map_err(|e| format!("{what} token endpoint {url}: {e}"))?;
-        let token = parse_token_response(answer.status, &answer.body, SystemTime::now())
-            .map_err(|e| format!("{what} token endpoint {url}: {e}"))?;
-        let b = token.bearer.clone();
-        *self.current.write() = Some(token);
-        Ok(b)
+        let fetch = post_form(&url, form, self.tls.clone());
+        let fetched = match tokio::time::timeout(TOKEN_TIMEOUT, fetch).await {
+            Err(_) => Err(AuthError {
+                message: format!("{what} token endpoint {url}: no answer within {TOKEN_TIMEOUT:?}"),
+                transient: true,
+            }),
+            Ok(Err(e)) => Err(AuthError {
+                message: format!("{what} token endpoint {url}: {e}"),
+                transient: true,
+            }),
+            Ok(Ok(answer)) => parse_token_response(answer.status, &answer.body, SystemTime::now())
+                .map_err(|e| AuthError {
+                    message: format!("{what} token endpoint {url}: {e}"),
+                    transient: e.is_transient(),
+                }),
+        };
+        match fetched {
+            Ok(token) => {
+                let b = token.bearer.clone();
+                *self.current.write() = Some(token);
+                Ok(b)
+            }
+            // The refresh is due minutes before expiry: while the token endpoint is down,
+            // the old token still works.
+            Err(e) if e.transient => match &*self.current.read() {
+                Some(t) if t.expires_at > SystemTime::now() => Ok(t.bearer.clone()),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     fn invalidate(&self, used: &HeaderValue) {

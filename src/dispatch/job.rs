@@ -110,7 +110,8 @@ pub struct PlatformOutcomes {
     pub credential_failure: u64,
     /// Not sent: no payload for this platform in the notification, or no credential for it.
     pub skipped: u64,
-    /// Not sent because the send was cancelled.
+    /// Handed to the dispatcher but not sent because the send was cancelled (devices the
+    /// feeder had not yet read from the registry are not counted anywhere).
     pub cancelled: u64,
     /// Resends after a retryable answer or failure (events, not devices).
     pub retries: u64,
@@ -439,12 +440,18 @@ impl Job {
         }
     }
 
+    /// The engine shut down before the send completed. A feeder waiting for window
+    /// permits stops (the window closes).
     pub(crate) fn abandon(&self) {
-        self.state.store(ABANDONED, Relaxed);
-        let _ = self
+        self.window.close();
+        if self
             .completed_ms
-            .compare_exchange(0, now_ms(), Relaxed, Relaxed);
-        self.done.notify_waiters();
+            .compare_exchange(0, now_ms(), Relaxed, Relaxed)
+            .is_ok()
+        {
+            self.state.store(ABANDONED, Relaxed);
+            self.done.notify_waiters();
+        }
     }
 
     pub(crate) fn is_done(&self) -> bool {

@@ -312,7 +312,8 @@ impl SendHandle {
         self.job.report()
     }
 
-    /// Stops the send: devices not yet sent end as `cancelled`.
+    /// Stops the send: devices already handed to the pools and not yet sent end as
+    /// `cancelled`; the feeder reads no more devices from the registry.
     pub fn cancel(&self) {
         self.job
             .cancelled
@@ -414,10 +415,10 @@ impl Engine {
                     OAuthKind::Fcm(f.account.clone()),
                     http1_tls.clone(),
                 ));
-                let proto: Arc<dyn Protocol> = Arc::new(platforms::Fcm {
-                    origin: ep.origin(),
-                    path: format!("/v1/projects/{}/messages:send", f.account.project_id()),
-                });
+                let proto: Arc<dyn Protocol> = Arc::new(
+                    platforms::Fcm::new(&ep.origin(), f.account.project_id())
+                        .map_err(EngineError::Config)?,
+                );
                 Some(Pool::new(
                     Platform::Fcm,
                     ep,
@@ -579,6 +580,10 @@ impl Engine {
     /// The pool for a device, or why there is none.
     fn pool_for(&self, handle: &PushHandle) -> Result<Arc<Pool>, String> {
         let inner = &self.inner;
+        if inner.shut.load(std::sync::atomic::Ordering::Relaxed) {
+            // No new pools after shutdown (nothing would ever close them).
+            return Err("the engine is shut down".into());
+        }
         match handle {
             PushHandle::Apns(_) => inner
                 .pools
@@ -732,8 +737,10 @@ impl Engine {
                     // The registry read for one batch is short (a read lock per partition
                     // touched); it runs inline.
                     let Some(batch) = batches.next() else { break };
-                    if let Ok(permits) = job.window.acquire_many(batch.len() as u32).await {
-                        permits.forget();
+                    match job.window.acquire_many(batch.len() as u32).await {
+                        Ok(permits) => permits.forget(),
+                        // Closed: the engine shut down.
+                        Err(_) => break,
                     }
                     for t in batch {
                         let device = Device {
@@ -750,8 +757,9 @@ impl Engine {
                     if job.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
                         break;
                     }
-                    if let Ok(permits) = job.window.acquire_many(chunk.len() as u32).await {
-                        permits.forget();
+                    match job.window.acquire_many(chunk.len() as u32).await {
+                        Ok(permits) => permits.forget(),
+                        Err(_) => break,
                     }
                     for h in chunk {
                         let device = Device {

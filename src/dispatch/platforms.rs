@@ -119,9 +119,17 @@ fn push_hex(s: &mut String, b: &[u8]) {
 }
 
 pub(crate) struct Fcm {
-    pub(crate) origin: String,
-    /// `/v1/projects/{project}/messages:send`
-    pub(crate) path: String,
+    /// `https://host/v1/projects/{project}/messages:send`, parsed once (the same for every
+    /// device).
+    pub(crate) uri: Uri,
+}
+
+impl Fcm {
+    pub(crate) fn new(origin: &str, project_id: &str) -> Result<Fcm, String> {
+        uri(origin, &format!("/v1/projects/{project_id}/messages:send"))
+            .map(|uri| Fcm { uri })
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl Protocol for Fcm {
@@ -143,10 +151,7 @@ impl Protocol for Fcm {
         if let Some(a) = auth {
             headers.insert(AUTHORIZATION, a.clone());
         }
-        Ok((
-            request(uri(&self.origin, &self.path)?, headers),
-            n.body_for_token(token),
-        ))
+        Ok((request(self.uri.clone(), headers), n.body_for_token(token)))
     }
 
     fn classify(&self, a: &Answer) -> Verdict {

@@ -75,7 +75,10 @@ impl Work {
         Work {
             job,
             device,
-            idem: rand::thread_rng().gen(),
+            // A version-4 UUID: `apns-id` is specified as a canonical UUID.
+            idem: uuid::Builder::from_random_bytes(rand::thread_rng().gen())
+                .into_uuid()
+                .as_u128(),
             tries: 0,
             resends: 0,
             throttled: false,
@@ -136,6 +139,10 @@ pub(crate) struct Pool {
     closed: AtomicBool,
     /// Devices pulled from the queues and not yet settled.
     in_flight: AtomicUsize,
+    /// Wakes an idle connection task when work arrives.
+    wake: tokio::sync::Notify,
+    /// Connections open right now (connected and serving).
+    open_now: AtomicUsize,
     /// Lowest answer latency seen, µs (`u64::MAX` before the first).
     latency_min_us: AtomicU64,
     /// Moving average of answer latency, µs (0 before the first).
@@ -185,16 +192,26 @@ impl Pool {
             in_flight: AtomicUsize::new(0),
             latency_min_us: AtomicU64::new(u64::MAX),
             latency_avg_us: AtomicU64::new(0),
+            wake: tokio::sync::Notify::new(),
+            open_now: AtomicUsize::new(0),
         })
     }
 
     /// Hands a device to the pool; waits while the queue is full (backpressure).
     pub(crate) async fn submit(self: &Arc<Self>, work: Work) {
-        self.ensure_connection();
         if let Err(e) = self.queue_tx.send(work).await {
             // Only after close(): the engine is shutting down.
             e.0.job.finish(self.platform, Final::Cancelled, 1);
         }
+        // After the send: a connection task that saw an empty queue and left cannot strand
+        // this work.
+        self.work_arrived();
+    }
+
+    /// Makes sure a connection task exists and wakes an idle one.
+    fn work_arrived(self: &Arc<Self>) {
+        self.ensure_connection();
+        self.wake.notify_one();
     }
 
     /// The credential error that stopped this pool, if any.
@@ -276,14 +293,26 @@ impl Pool {
     fn spawn_connection(self: &Arc<Self>) {
         let pool = self.clone();
         tokio::spawn(async move {
-            pool.clone().run_connection().await;
-            pool.conns.fetch_sub(1, Relaxed);
-            // Work may have arrived while this task was ending.
-            let idle = pool.queue_rx.is_empty() && pool.resend_rx.is_empty();
-            if !pool.closed.load(Relaxed) && !idle {
-                pool.ensure_connection();
-            }
+            // The slot is given back however the task ends (a panic included).
+            let mut slot = ConnSlot {
+                pool: pool.clone(),
+                held: true,
+            };
+            pool.run_connection(&mut slot).await;
         });
+    }
+
+    /// An idle connection task leaves if it is not the last one (atomically: two idle tasks
+    /// cannot both see "not the last" and leave none).
+    fn leave_if_extra(&self, slot: &mut ConnSlot) -> bool {
+        let left = self
+            .conns
+            .fetch_update(Relaxed, Relaxed, |n| (n > 1).then(|| n - 1))
+            .is_ok();
+        if left {
+            slot.held = false;
+        }
+        left
     }
 
     /// Stops the pool for a credential or configuration error: what waits and what comes is
@@ -363,10 +392,8 @@ impl Pool {
     }
 
     /// Resends at once on any connection (connection loss; refresh).
-    fn resend_now(&self, mut work: Work, lost: Option<&Lost>) {
+    fn resend_now(self: &Arc<Self>, mut work: Work, lost: Option<&Lost>) {
         work.resends += 1;
-        let ambiguous = matches!(lost, Some(Lost::Ambiguous(_)));
-        work.job.retried(self.platform, ambiguous);
         if work.resends > MAX_RESENDS {
             let r: Reason = format!(
                 "connection lost {MAX_RESENDS} times while sending ({})",
@@ -379,11 +406,14 @@ impl Pool {
             work.job.finish(self.platform, Final::Failed(r), 1);
             return;
         }
+        let ambiguous = matches!(lost, Some(Lost::Ambiguous(_)));
+        work.job.retried(self.platform, ambiguous);
         if let Err(e) = self.resend_tx.try_send(work) {
             e.into_inner()
                 .job
                 .finish(self.platform, Final::Cancelled, 1);
         }
+        self.work_arrived();
     }
 
     /// Resends after `delay` (backoff or Retry-After), unless that passes the expiry or the
@@ -396,22 +426,34 @@ impl Pool {
             work.job.finish(p, Final::Failed(r), 1);
             return;
         }
-        if work
-            .job
-            .expiry()
-            .is_some_and(|t| t <= SystemTime::now() + delay)
-        {
-            work.job.finish(p, Final::Expired, 1);
+        if delay > MAX_RETRY_DELAY {
+            // A Retry-After of hours or days (or a hostile push service) must not hold a
+            // send open for that long.
+            let r: Reason = format!(
+                "asked to wait {} s ({reason}); the longest wait honoured is {} s",
+                delay.as_secs(),
+                MAX_RETRY_DELAY.as_secs()
+            )
+            .into();
+            work.job.finish(p, Final::Failed(r), 1);
             return;
+        }
+        let due = SystemTime::now().checked_add(delay);
+        if let Some(expiry) = work.job.expiry() {
+            if due.is_none_or(|d| expiry <= d) {
+                work.job.finish(p, Final::Expired, 1);
+                return;
+            }
         }
         work.last_reason = Some(reason);
         work.job.retried(p, false);
-        let tx = self.resend_tx.clone();
+        let pool = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            if let Err(e) = tx.send(work).await {
+            if let Err(e) = pool.resend_tx.send(work).await {
                 e.0.job.finish(p, Final::Cancelled, 1);
             }
+            pool.work_arrived();
         });
     }
 
@@ -421,11 +463,17 @@ impl Pool {
 
     /// The `authorization` header for `work` (cached; fetched when due). A token that cannot
     /// be had stops the pool: the work ends as a credential failure and `None` is returned.
-    async fn authorize(&self, work: Work) -> Option<(Work, Option<HeaderValue>)> {
+    async fn authorize(self: &Arc<Self>, work: Work) -> Option<(Work, Option<HeaderValue>)> {
         match self.auth.bearer(&self.header_cache).await {
             Ok(a) => Some((work, a)),
+            Err(e) if e.transient => {
+                // The token endpoint is down or slow: the device waits, the pool goes on.
+                let d = self.backoff(work.tries);
+                self.retry_later(work, d, e.message.into());
+                None
+            }
             Err(e) => {
-                self.credential_failure(work, &e);
+                self.credential_failure(work, &e.message);
                 None
             }
         }
@@ -541,9 +589,8 @@ impl Pool {
         }
     }
 
-    async fn run_connection(self: Arc<Self>) {
+    async fn run_connection(self: Arc<Self>, slot: &mut ConnSlot) {
         let mut attempt = 0u32;
-        let mut last_used = Instant::now();
         loop {
             if self.closed.load(Relaxed) {
                 return;
@@ -564,30 +611,15 @@ impl Pool {
                 }
                 continue;
             }
-            if self.unreachable.lock().is_some() {
-                // `admit` gives every waiting device its final outcome while the service is
-                // unreachable; reconnection attempts go on below.
-                if let Some(w) = self.try_next_work() {
-                    if let Err(e) = self.resend_tx.try_send(w) {
-                        e.into_inner()
-                            .job
-                            .finish(self.platform, Final::Cancelled, 1);
-                    }
-                }
-            }
-            // Connect only when there is work (or to replace a lost connection with work
-            // waiting); an idle extra connection ends.
+            // Connect only when there is work; an idle extra connection task ends, the last
+            // one waits for work (woken by `work_arrived`).
             if self.queue_rx.is_empty() && self.resend_rx.is_empty() {
-                if self.conns.load(Relaxed) > 1 && last_used.elapsed() > IDLE_CLOSE {
+                if self.leave_if_extra(slot) {
                     return;
                 }
-                // Wait for work without holding a connection slot busy.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                if self.conns.load(Relaxed) > 1
-                    && self.queue_rx.is_empty()
-                    && self.resend_rx.is_empty()
-                {
-                    return;
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
                 }
                 continue;
             }
@@ -597,24 +629,44 @@ impl Pool {
                 self.serve_http1(None).await
             };
             match result {
-                Ok(()) => {
-                    attempt = 0;
-                    last_used = Instant::now();
+                Ok(answers) if answers > 0 => attempt = 0,
+                Ok(_) => {
+                    // Opened and lost without a single answer (closed on the first request,
+                    // GOAWAY at once): back off as after a failed connect, so a server that
+                    // keeps doing it is not hammered with handshakes.
+                    attempt += 1;
+                    tokio::time::sleep(full_jitter(
+                        CONNECT_BACKOFF_BASE,
+                        CONNECT_BACKOFF_CAP,
+                        attempt,
+                    ))
+                    .await;
                 }
                 Err(e) => {
                     let n = self.connect_failures.fetch_add(1, Relaxed) + 1;
                     tracing::warn!(platform = %self.platform, error = %e, "push connection failed");
                     // A certificate refused by the server fails every handshake; one
-                    // failure could be the network, two in a row with nothing opened are
-                    // the certificate.
-                    if e.is_tls() && self.tls_is_credential && n >= 2 {
+                    // failure could be the network, two in a row with nothing open are the
+                    // certificate.
+                    let none_open = self.open_now.load(Relaxed) == 0;
+                    if e.is_tls() && self.tls_is_credential && n >= 2 && none_open {
                         *self.failed.lock() =
                             Some(format!("{} TLS failure: {e}", self.platform).into());
                         self.has_failed.store(true, Relaxed);
-                    } else if n >= self.cfg.connect_attempts && self.conns_opened.load(Relaxed) == 0
-                        || n >= self.cfg.connect_attempts * 4
-                    {
+                    } else if n >= self.cfg.connect_attempts && none_open {
                         *self.unreachable.lock() = Some(format!("unreachable: {e}").into());
+                    }
+                    if self.unreachable.lock().is_some() {
+                        // `admit` gives every waiting device its final outcome while the
+                        // service is unreachable; new work brings a new connect attempt,
+                        // and a success clears the flag.
+                        if let Some(w) = self.try_next_work() {
+                            if let Err(e) = self.resend_tx.try_send(w) {
+                                e.into_inner()
+                                    .job
+                                    .finish(self.platform, Final::Cancelled, 1);
+                            }
+                        }
                     }
                     attempt += 1;
                     tokio::time::sleep(full_jitter(
@@ -628,14 +680,18 @@ impl Pool {
         }
     }
 
-    fn connected(&self) {
+    /// A connection opened: counted open until the guard drops.
+    fn connected(&self) -> OpenGuard<'_> {
         self.connect_failures.store(0, Relaxed);
         self.conns_opened.fetch_add(1, Relaxed);
+        self.open_now.fetch_add(1, Relaxed);
         *self.unreachable.lock() = None;
+        OpenGuard(&self.open_now)
     }
 
-    /// Serves one HTTP/2 connection until it closes. `Err` only when it could not be opened.
-    async fn serve_h2(self: &Arc<Self>) -> Result<(), TransportError> {
+    /// Serves one HTTP/2 connection until it closes; returns the answers it read. `Err` only
+    /// when it could not be opened.
+    async fn serve_h2(self: &Arc<Self>) -> Result<u64, TransportError> {
         let (tls, is_h2) = connect_tls(&self.endpoint, self.tls.clone()).await?;
         if !is_h2 {
             // HTTP/2 where ALPN offers it (Web Push services); otherwise HTTP/1.1 on the same
@@ -644,7 +700,8 @@ impl Pool {
             return self.serve_http1(Some(conn)).await;
         }
         let conn = h2_handshake(&self.endpoint, tls).await?;
-        self.connected();
+        let _open = self.connected();
+        let mut answers = 0u64;
         let mut send = conn.send;
         let mut ping = conn.ping;
         let mut driver = conn.driver;
@@ -661,7 +718,7 @@ impl Pool {
         loop {
             let limit = if warmed {
                 send.current_max_send_streams()
-                    .clamp(1, self.cfg.max_streams_per_connection)
+                    .clamp(1, self.cfg.max_streams_per_connection.max(1))
             } else {
                 1
             };
@@ -679,6 +736,7 @@ impl Pool {
                     idle_since = Instant::now();
                     match result {
                         Ok(answer) => {
+                            answers += 1;
                             let verdict = self.proto.classify(&answer);
                             tally.answer(&verdict, started);
                             self.observe_latency(started.elapsed());
@@ -745,7 +803,7 @@ impl Pool {
         }
         driver.abort();
         let _ = ping.take();
-        Ok(())
+        Ok(answers)
     }
 
     /// Starts one request stream. `Refused` hands the work back (never sent) and means the
@@ -789,29 +847,30 @@ impl Pool {
     }
 
     /// Serves one HTTP/1.1 connection (one request at a time) until it closes.
-    async fn serve_http1(self: &Arc<Self>, conn: Option<Http1Conn>) -> Result<(), TransportError> {
+    async fn serve_http1(self: &Arc<Self>, conn: Option<Http1Conn>) -> Result<u64, TransportError> {
         let mut conn = match conn {
             Some(c) => c,
             None => Http1Conn::connect(&self.endpoint, self.tls.clone()).await?,
         };
-        self.connected();
+        let _open = self.connected();
+        let mut answers = 0u64;
         let mut tally = Tally::new(self.platform);
         let _conn_gauge = ConnGauge::new(self.platform);
         let mut idle_since = Instant::now();
         loop {
             if !conn.is_open() {
-                return Ok(());
+                return Ok(answers);
             }
             let work = tokio::select! {
                 w = self.next_work() => match w {
                     Some(w) => w,
                     // The pool is closed: the engine shut down.
-                    None => return Ok(()),
+                    None => return Ok(answers),
                 },
                 _ = tokio::time::sleep(IDLE_CLOSE) => {
                     // Idle: extra connections go; the last one stays.
                     if self.conns.load(Relaxed) > 1 && idle_since.elapsed() >= IDLE_CLOSE {
-                        return Ok(());
+                        return Ok(answers);
                     }
                     continue;
                 }
@@ -854,10 +913,11 @@ impl Pool {
             self.in_flight.fetch_sub(1, Relaxed);
             match result {
                 Ok(Ok(answer)) => {
+                    answers += 1;
                     let verdict = self.proto.classify(&answer);
                     tally.answer(&verdict, started);
                     if self.settle(work, verdict, auth.as_ref()).await {
-                        return Ok(());
+                        return Ok(answers);
                     }
                 }
                 Ok(Err(f)) => {
@@ -868,7 +928,7 @@ impl Pool {
                         Lost::Ambiguous(f.message)
                     };
                     self.resend_now(work, Some(&lost));
-                    return Ok(());
+                    return Ok(answers);
                 }
                 Err(_) => {
                     self.resend_now(
@@ -878,9 +938,39 @@ impl Pool {
                             self.cfg.request_timeout
                         ))),
                     );
-                    return Ok(());
+                    return Ok(answers);
                 }
             }
+        }
+    }
+}
+
+/// Counts a connection in `Pool::open_now` while it serves.
+struct OpenGuard<'a>(&'a AtomicUsize);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A connection task's place in `Pool::conns`, given back when the task ends.
+struct ConnSlot {
+    pool: Arc<Pool>,
+    held: bool,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        let pool = &self.pool;
+        pool.conns.fetch_sub(1, Relaxed);
+        // Work may have arrived while this task was ending.
+        let idle = pool.queue_rx.is_empty() && pool.resend_rx.is_empty();
+        if !pool.closed.load(Relaxed) && !idle {
+            pool.ensure_connection();
         }
     }
 }
@@ -1035,6 +1125,11 @@ impl Drop for ConnGauge {
         self.0.decrement(1.0);
     }
 }
+
+/// The longest Retry-After (or backoff) honoured; longer waits give the device up as failed.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
+/// How often an idle connection task looks for work when no wake-up came.
+const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// Resends after connection loss before a device is given up.
 const MAX_RESENDS: u16 = 64;

@@ -189,13 +189,11 @@ pub(crate) fn classify_apns(status: u16, body: &[u8]) -> Verdict {
         // 400 BadTopic: the topic comes from configuration (bundle ID) and fails every request
         // of the pool: stop and surface (the table's "fix request" is a config fix here).
         "BadTopic" => CredentialFailure { reason },
-        // 400: token belongs to another topic/app; the table says drop it, and Apple says never
-        // retry it. Caveat: a bundle ID mapped to the wrong app of the same team makes every
-        // token of that app answer this; the dispatcher's prune guard must catch mass pruning.
-        "DeviceTokenNotForTopic" => DeadHandle {
-            reason,
-            invalid_since: None,
-        },
+        // 400: token belongs to another topic/app. The table says drop it (or fix the topic);
+        // but a bundle ID configured for the wrong app of the same team makes *every* token
+        // answer this, and configuration errors must never prune. So: rejected, never retried
+        // (Apple: don't), not pruned; the reason is counted per send for the operator.
+        "DeviceTokenNotForTopic" => Rejected { reason },
         // 400: a bug in the request; never retried.
         "DuplicateHeaders" => Rejected { reason },
         // 400: the connection was idle: retry on a new one.
@@ -680,7 +678,7 @@ pub(crate) mod tests {
             (
                 400,
                 "DeviceTokenNotForTopic",
-                dead("DeviceTokenNotForTopic"),
+                rejected("DeviceTokenNotForTopic"),
             ),
             (400, "DuplicateHeaders", rejected("DuplicateHeaders")),
             (400, "IdleTimeout", transient("IdleTimeout", None, true)),
