@@ -283,11 +283,13 @@ impl Pool {
     }
 
     /// Whether answers take well over the lowest latency seen: requests queue (here or at
-    /// the server) rather than travel.
+    /// the server) rather than travel. Before the first answer nothing is known, and the
+    /// pool does not grow (a first connection still fetching its token or warming up would
+    /// otherwise open a connection every `GROW_INTERVAL`).
     fn queueing(&self) -> bool {
         let min = self.latency_min_us.load(Relaxed);
         let avg = self.latency_avg_us.load(Relaxed);
-        min != u64::MAX && avg > min.saturating_mul(3) / 2 + QUEUEING_SLACK_US
+        min == u64::MAX || avg > min.saturating_mul(3) / 2 + QUEUEING_SLACK_US
     }
 
     fn spawn_connection(self: &Arc<Self>) {
