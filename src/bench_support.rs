@@ -80,3 +80,31 @@ impl VapidHeaders {
 pub fn web_push_encrypt(plaintext: &[u8], ua_public: &[u8; 65], auth: &[u8; 16]) -> usize {
     encrypt(plaintext, ua_public, auth).map_or(0, |b| b.len())
 }
+
+/// Classifies an arbitrary push-service answer with every platform's rules and renders the
+/// verdict (fuzz target `pns_answers`): no input may panic. `header` is used as the value of
+/// `Retry-After`, `X-WNS-Status` and `X-WNS-CONTINUE-AFTER` when it is a valid header value.
+pub fn classify_any(status: u16, body: &[u8], header: &str) -> [String; 4] {
+    use crate::feedback::classify::{
+        classify_apns, classify_fcm, classify_web_push, classify_wns, parse_retry_after,
+    };
+    let now = SystemTime::now();
+    let mut headers = http::HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_str(header) {
+        for name in ["retry-after", "x-wns-status", "x-wns-continue-after"] {
+            headers.insert(http::HeaderName::from_static(name), v.clone());
+        }
+    }
+    let _ = parse_retry_after(header, now);
+    [
+        format!("{:?}", classify_apns(status, body)),
+        format!("{:?}", classify_fcm(status, Some(header), body, now)),
+        format!("{:?}", classify_wns(status, &headers, now)),
+        format!("{:?}", classify_web_push(status, &headers, now)),
+    ]
+}
+
+/// The FCM request body for one token, as the connections send it.
+pub fn fcm_body(n: &crate::payload::FcmNotification, token: &str) -> bytes::Bytes {
+    n.body_for_token(token)
+}
