@@ -11,6 +11,9 @@
 //! - [`registry`]: installations ([`Installation`]), partitions with roaring-bitmap tag
 //!   indexes, the durable chunked log in sled with group commit, compaction and recovery.
 //! - [`audience`]: the tag-expression language ([`TagExpr`]) and its evaluation.
+//! - [`events`]: the durable, searchable event log ([`EventLog`]) and its webhook
+//!   subscriptions (signed CloudEvents, at least once, ordered, dead letters).
+//! - [`template`]: Notification Hubs' template language, compiled once and rendered per device.
 //!
 //! Everything a user touches is re-exported here; no sled, rkyv, roaring or hashbrown type
 //! appears in the public API.
@@ -23,24 +26,36 @@ pub mod audience;
 pub mod bench_support;
 pub mod credentials;
 pub mod dispatch;
+pub mod events;
 pub mod feedback;
+pub mod nh;
 pub mod payload;
 pub mod registry;
+mod rfc3339;
+pub mod server;
+pub mod state;
 mod tag;
+pub mod template;
 mod transport;
 
 pub use audience::{ExprError, ExprLimits, ExprNode, TagExpr, TagRef};
 pub use dispatch::{
-    ApnsAuth, ApnsSettings, DispatchConfig, Engine, EngineConfig, EngineError, FcmSettings,
-    NotificationId, PlatformOutcomes, RetryPolicy, SendError, SendHandle, SendReport, SendState,
-    WebPushSettings, WnsSettings,
+    ApnsAuth, ApnsSettings, Content, DispatchConfig, Engine, EngineConfig, EngineError,
+    FcmSettings, NotificationId, Pace, PlatformOutcomes, RetryPolicy, ScheduledSend, SendError,
+    SendHandle, SendReport, SendRequest, SendState, TemplateSend, WebPushSettings, WnsSettings,
+};
+pub use events::{
+    verify_signature, DeadLetter, Event, EventKind, EventLog, EventQuery, EventsConfig,
+    EventsError, LoggedEvent, Order, SubscriptionState, SubscriptionStatus, WebhookConfig,
+    WebhookSecret,
 };
 pub use registry::model::{InvalidInput, PushHandle, WebPushSubscription};
 pub use registry::store::StoreError;
 pub use registry::{
     Audience, Installation, InstallationId, PatchOp, Platform, PruneReport, PruneRequest, Registry,
-    RegistryConfig, RegistryError, RegistryStats, Resolution, Target, Template, UserId,
-    WriteOutcome,
+    RegistryConfig, RegistryError, RegistryStats, Resolution, Target, Template, TemplateBatches,
+    TemplateResolution, TemplateTarget, UserId, WriteOutcome,
 };
+pub use state::{StateError, StateStore};
 pub use tag::{is_tag_char, Tag, TagError, MAX_TAG_LEN, TAG_ALPHABET};
 pub use transport::{TlsRoots, TransportError};

@@ -162,6 +162,7 @@ fn registry_rules_are_checked_on_write() {
             Installation::new(id.clone(), apns.clone()).with_template(
                 "t",
                 Template {
+                    body: r#"{"aps":{}}"#.into(),
                     tags: tags(&["a", "b", "c"]),
                     ..Template::default()
                 },

@@ -1,6 +1,8 @@
 //! Fuzz target for the payload constructors (`src/payload/`): APNs payload JSON, the FCM v1
 //! message JSON, WNS XML, Web Push topics. No input may panic; an FCM message that is accepted
 //! must produce a valid JSON request body for any token, with the token and the message intact.
+//! Also `Notification::from_native` (body + headers per platform, the form NH native sends and
+//! rendered templates take): whatever it accepts reads back from `native_parts` unchanged.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,7 +10,7 @@ use tagcast::payload::{
     ApnsNotification, ApnsPushType, FcmNotification, Notification, WebPushNotification,
     WnsNotification,
 };
-use tagcast::PushHandle;
+use tagcast::{Platform, PushHandle};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -20,6 +22,22 @@ fuzz_target!(|data: &[u8]| {
     let _ = ApnsNotification::alert("{}").and_then(|n| n.collapse_id(text));
     let _ = WnsNotification::toast(text);
     let _ = WebPushNotification::new(text.to_string()).and_then(|n| n.topic(text));
+    // from_native: the first line is the body, each further line `name: value` a header.
+    let mut lines = text.split('\n');
+    let body = lines.next().unwrap_or_default();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect();
+    for p in Platform::ALL {
+        if let Ok(n) = Notification::from_native(p, body.as_bytes().to_vec(), &headers) {
+            let parts = n.native_parts();
+            assert_eq!(parts.len(), 1);
+            let again = Notification::from_native(p, parts[0].body.clone(), &parts[0].headers)
+                .expect("native parts read back");
+            assert_eq!(again.native_parts(), parts, "round trip");
+        }
+    }
     if let Ok(fcm) = FcmNotification::from_message_json(text) {
         // The request body for a device, built the way the connections build it.
         let token = "fuzz-token-0000000000000000000000000000:x\"quote";

@@ -25,10 +25,11 @@ use tagcast::credentials::{ApnsKey, FcmServiceAccount, VapidKey, WnsCredentials}
 use tagcast::payload::{
     ApnsNotification, FcmNotification, Notification, WebPushNotification, WnsNotification,
 };
+use tagcast::template::Properties;
 use tagcast::{
     ApnsSettings, Audience, DispatchConfig, Engine, EngineConfig, FcmSettings, Installation,
-    Platform, PushHandle, Registry, RegistryConfig, SendReport, TagExpr, TlsRoots, WebPushSettings,
-    WnsSettings,
+    Platform, PushHandle, Registry, RegistryConfig, SendReport, TagExpr, Template, TlsRoots,
+    WebPushSettings, WnsSettings,
 };
 
 use crate::latency::{Latencies, LatencyRecorder};
@@ -99,6 +100,28 @@ pub struct DeliveryArgs {
     /// Skip the tag-expression send.
     #[arg(long)]
     pub broadcast_only: bool,
+    /// Register every device with a template equivalent to the native payload and, after the
+    /// native broadcast, run a template broadcast (each device renders its own payload);
+    /// reports its rate against the native broadcast's, measured in the same run.
+    #[arg(long)]
+    pub template: bool,
+}
+
+/// The template each device registers with `--template`: what renders to the native
+/// payload of the load test on its platform.
+fn load_template(p: Platform) -> Template {
+    let body = match p {
+        Platform::Apns => r#"{"aps":{"alert":{"title":"$(title)","body":"$(body)"}}}"#,
+        Platform::Fcm => r#"{"message":{"notification":{"title":"$(title)","body":"$(body)"}}}"#,
+        Platform::Wns => {
+            r#"<toast><visual><binding template="ToastGeneric"><text>$(body)</text></binding></visual></toast>"#
+        }
+        Platform::WebPush => r#"{"title":"$(title)","body":"$(body)"}"#,
+    };
+    Template {
+        body: body.into(),
+        ..Template::default()
+    }
 }
 
 /// Fault settings read from a `--faults FILE` (JSON; every field optional).
@@ -202,6 +225,9 @@ pub struct DeliveryReport {
     pub h2load_per_sec: Option<f64>,
     /// Broadcast rate / h2load rate.
     pub h2load_ratio: Option<f64>,
+    /// Template broadcast rate / native broadcast rate, both from this run (`--template`).
+    #[serde(default)]
+    pub template_ratio: Option<f64>,
     /// Whether every check passed.
     pub verified: bool,
 }
@@ -373,6 +399,7 @@ fn register(
     n: u64,
     sel: Selected,
     persistent: &Persistent,
+    template: bool,
 ) -> Result<[u64; 4], String> {
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
@@ -392,7 +419,15 @@ fn register(
                 }
                 let to = (from + BATCH).min(n);
                 let batch: Vec<Installation> = (from..to)
-                    .map(|i| device(gen, i, sel, persistent, &server_key))
+                    .map(|i| {
+                        let d = device(gen, i, sel, persistent, &server_key);
+                        if template {
+                            let t = load_template(d.platform());
+                            d.with_template("load", t)
+                        } else {
+                            d
+                        }
+                    })
                     .collect();
                 for inst in &batch {
                     counts[inst.platform() as usize].fetch_add(1, Ordering::Relaxed);
@@ -529,7 +564,7 @@ pub fn run(args: &DeliveryArgs) -> Result<DeliveryReport, Box<dyn std::error::Er
         },
     )?;
     let t0 = Instant::now();
-    let per_platform = register(&reg, &gen, n, sel, &persistent)?;
+    let per_platform = register(&reg, &gen, n, sel, &persistent, args.template)?;
     let register_secs = t0.elapsed().as_secs_f64();
     eprintln!(
         "registered {n} installations in {register_secs:.1} s (apns {}, fcm {}, wns {}, webpush {})",
@@ -540,12 +575,15 @@ pub fn run(args: &DeliveryArgs) -> Result<DeliveryReport, Box<dyn std::error::Er
     let mut sends = Vec::new();
     let mut audiences = Vec::new();
     if !args.broadcast_only {
-        audiences.push(Audience::Expr(TagExpr::parse(&args.expr)?));
+        audiences.push((Audience::Expr(TagExpr::parse(&args.expr)?), false));
     }
-    audiences.push(Audience::All);
+    audiences.push((Audience::All, false));
+    if args.template {
+        audiences.push((Audience::All, true));
+    }
     // Expected deliveries per Web Push / WNS handle, over all sends so far.
     let mut persistent_expected: HashMap<(Platform, String), u32> = HashMap::new();
-    for audience in audiences {
+    for (audience, template) in audiences {
         let figures = rt.block_on(one_send(
             args,
             &reg,
@@ -555,6 +593,7 @@ pub fn run(args: &DeliveryArgs) -> Result<DeliveryReport, Box<dyn std::error::Er
             &mut persistent_expected,
             &latencies,
             audience,
+            template,
         ))?;
         print_send(&figures);
         sends.push(figures);
@@ -573,7 +612,15 @@ pub fn run(args: &DeliveryArgs) -> Result<DeliveryReport, Box<dyn std::error::Er
     } else {
         None
     };
-    let broadcast_rate = sends.last().map_or(0.0, |s| s.per_sec);
+    let native = |s: &&SendFigures| s.audience == "broadcast";
+    let broadcast_rate = sends.iter().find(native).map_or(0.0, |s| s.per_sec);
+    let template_ratio = sends
+        .iter()
+        .find(|s| s.audience == "template broadcast")
+        .map(|t| t.per_sec / broadcast_rate.max(1e-9));
+    if let Some(r) = template_ratio {
+        println!("template broadcast / native broadcast = {r:.2}");
+    }
     let h2load_ratio = h2load_per_sec.map(|h| broadcast_rate / h);
     if let (Some(h), Some(r)) = (h2load_per_sec, h2load_ratio) {
         println!("h2load against the APNs mock: {h:.0} req/s; broadcast / h2load = {r:.2}");
@@ -600,6 +647,7 @@ pub fn run(args: &DeliveryArgs) -> Result<DeliveryReport, Box<dyn std::error::Er
         sends,
         h2load_per_sec,
         h2load_ratio,
+        template_ratio,
         verified,
     })
 }
@@ -620,6 +668,7 @@ async fn one_send(
     persistent_expected: &mut HashMap<(Platform, String), u32>,
     latencies: &Latencies,
     audience: Audience,
+    template: bool,
 ) -> Result<SendFigures, Box<dyn std::error::Error>> {
     let external = args.against.is_some() || args.against_fcm.is_some();
     let per = if external {
@@ -705,6 +754,7 @@ async fn one_send(
     let engine = Engine::new(reg.clone(), config)?;
     let label = match &audience {
         Audience::Expr(e) => e.to_string(),
+        _ if template => "template broadcast".to_string(),
         _ => "broadcast".to_string(),
     };
     let notification = Notification::new()
@@ -736,7 +786,14 @@ async fn one_send(
     let rss_before = rss().0;
     let mut rss_peak = rss_before;
     let t0 = Instant::now();
-    let handle = engine.send(notification, audience.clone())?;
+    let handle = if template {
+        let mut props = Properties::new();
+        props.insert("title", "tagcast");
+        props.insert("body", "load test");
+        engine.send_template(props, audience.clone())?
+    } else {
+        engine.send(notification, audience.clone())?
+    };
     let mut progress = Progress::new(&format!("send {}", short(&label, 12)), audience_size);
     let mut series = Vec::new();
     let mut last = (0.0f64, 0u64);

@@ -9,3 +9,4 @@ pub mod latency;
 pub mod mock;
 pub mod registry_bench;
 pub mod report;
+pub mod server_bench;

@@ -27,6 +27,14 @@ impl NotificationId {
     pub(crate) fn random() -> Self {
         NotificationId(uuid::Uuid::new_v4().as_u128())
     }
+
+    pub(crate) fn as_u128(self) -> u128 {
+        self.0
+    }
+
+    pub(crate) fn from_u128(v: u128) -> Self {
+        NotificationId(v)
+    }
 }
 
 impl fmt::Display for NotificationId {
@@ -49,9 +57,11 @@ impl std::str::FromStr for NotificationId {
 }
 
 /// Where a send is in its life (Notification Hubs' outcome states).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum SendState {
+    /// Waiting for its time ([`Engine::schedule`](crate::Engine::schedule)).
+    Scheduled,
     /// Accepted, audience not yet resolved.
     Enqueued,
     /// Devices are being sent to.
@@ -85,7 +95,7 @@ fn state_of(v: u8) -> SendState {
 }
 
 /// Counts of one platform within one send. Final outcomes add up to `targeted`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct PlatformOutcomes {
     /// Devices of this platform in the audience, handed to the dispatcher.
@@ -212,6 +222,8 @@ pub struct SendReport {
     pub last_delivered_at: Option<SystemTime>,
     /// When the last device got its final outcome.
     pub completed_at: Option<SystemTime>,
+    /// For a scheduled send, when it is (or was) due.
+    pub scheduled_for: Option<SystemTime>,
     /// Counts per platform, in [`Platform::ALL`] order.
     pub platforms: [PlatformOutcomes; 4],
     /// Rejections and failures by platform and the service's reason, as the service spelled it.
@@ -283,12 +295,36 @@ pub(crate) struct Job {
     /// device's final outcome). Bounds memory whatever the audience size.
     pub(crate) window: Semaphore,
     done: Notify,
+    /// Woken by `cancel` (a paced feeder sleeps on it).
+    pub(crate) cancel_wake: Notify,
+    /// The final report was written to the outcome history (once).
+    pub(crate) recorded: AtomicBool,
+    /// When the send was due, for a scheduled send (0: not scheduled).
+    scheduled_for_ms: u64,
+    /// The rate limit of a paced send.
+    pub(crate) pace: Option<super::request::Pace>,
+    /// The property bag of a template send (`notification` then carries no payload).
+    pub(crate) template: Option<crate::template::Properties>,
+}
+
+/// What a job is made of besides its payload.
+#[derive(Default)]
+pub(crate) struct JobMeta {
+    pub(crate) id: Option<NotificationId>,
+    pub(crate) enqueued_ms: Option<u64>,
+    pub(crate) scheduled_for_ms: u64,
+    pub(crate) pace: Option<super::request::Pace>,
+    pub(crate) template: Option<crate::template::Properties>,
 }
 
 impl Job {
     pub(crate) fn new(notification: Notification, window: usize) -> Arc<Job> {
+        Self::with(notification, window, JobMeta::default())
+    }
+
+    pub(crate) fn with(notification: Notification, window: usize, meta: JobMeta) -> Arc<Job> {
         Arc::new(Job {
-            id: NotificationId::random(),
+            id: meta.id.unwrap_or_else(NotificationId::random),
             notification,
             prepared: Default::default(),
             state: AtomicU8::new(ENQUEUED),
@@ -296,7 +332,7 @@ impl Job {
             reasons: Mutex::default(),
             errors: Mutex::default(),
             audience: AtomicU64::new(u64::MAX),
-            enqueued_ms: now_ms(),
+            enqueued_ms: meta.enqueued_ms.unwrap_or_else(now_ms),
             started_ms: AtomicU64::new(0),
             first_ms: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
@@ -307,7 +343,24 @@ impl Job {
             // At least one feeder batch (1024), or the feeder could wait forever.
             window: Semaphore::new(window.max(1024)),
             done: Notify::new(),
+            cancel_wake: Notify::new(),
+            recorded: AtomicBool::new(false),
+            scheduled_for_ms: meta.scheduled_for_ms,
+            pace: meta.pace,
+            template: meta.template,
         })
+    }
+
+    /// Stops the send (see `SendHandle::cancel`).
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Relaxed);
+        self.cancel_wake.notify_waiters();
+    }
+
+    /// Corrects the audience once the feeder knows it exactly (template sends count pushes,
+    /// known only after matching).
+    pub(crate) fn set_audience_exact(&self, n: u64) {
+        self.audience.store(n, Relaxed);
     }
 
     pub(crate) fn expiry(&self) -> Option<SystemTime> {
@@ -353,11 +406,15 @@ impl Job {
     }
 
     fn reason(&self, platform: Platform, reason: &str) {
-        *self
-            .reasons
-            .lock()
-            .entry((platform, reason.to_string()))
-            .or_default() += 1;
+        /// Distinct reasons kept per send; the rest are counted together.
+        const MAX_REASONS: usize = 256;
+        let mut r = self.reasons.lock();
+        let key = (platform, reason.to_string());
+        if r.len() >= MAX_REASONS && !r.contains_key(&key) {
+            *r.entry((platform, "(other reasons)".into())).or_default() += 1;
+        } else {
+            *r.entry(key).or_default() += 1;
+        }
     }
 
     /// Records `n` devices' final outcome and returns their window permits.
@@ -480,6 +537,7 @@ impl Job {
             first_delivered_at: from_ms(self.first_ms.load(Relaxed)),
             last_delivered_at: from_ms(self.last_ms.load(Relaxed)),
             completed_at: from_ms(self.completed_ms.load(Relaxed)),
+            scheduled_for: from_ms(self.scheduled_for_ms),
             platforms,
             reasons: self.reasons.lock().clone(),
             errors: self.errors.lock().clone(),

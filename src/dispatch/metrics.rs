@@ -16,6 +16,8 @@ pub const CONNECTIONS: &str = "tagcast_connections";
 pub const REQUEST_SECONDS: &str = "tagcast_request_seconds";
 /// Counter: sends accepted.
 pub const SENDS: &str = "tagcast_sends_total";
+/// Counter: scheduled sends fired.
+pub const SCHEDULES_FIRED: &str = "tagcast_schedules_fired_total";
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
@@ -33,4 +35,5 @@ pub fn describe() {
         "Push-service request latency"
     );
     metrics::describe_counter!(SENDS, "Sends accepted");
+    metrics::describe_counter!(SCHEDULES_FIRED, "Scheduled sends fired");
 }

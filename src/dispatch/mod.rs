@@ -19,8 +19,12 @@
 pub(crate) mod auth;
 pub(crate) mod job;
 pub mod metrics;
+pub(crate) mod outcomes;
 pub(crate) mod platforms;
 pub(crate) mod pool;
+pub(crate) mod request;
+pub(crate) mod schedule;
+mod service;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,19 +33,26 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use self::auth::{AuthSource, OAuth, OAuthKind};
-use self::job::{Final, History, Job};
+use self::job::{Final, History, Job, JobMeta};
+use self::outcomes::Outcomes;
 use self::pool::{Device, Pool, Protocol, Work};
+use self::schedule::Schedules;
 use crate::credentials::{
     ApnsCertificate, ApnsKey, ApnsTokenCache, FcmServiceAccount, VapidCache, VapidKey,
     WnsCredentials,
 };
+use crate::events::{EventLog, EventsConfig};
 use crate::feedback::prune::{self, PruneItem};
 use crate::payload::Notification;
 use crate::registry::model::PushHandle;
 use crate::registry::{Audience, Platform, Registry};
+use crate::state::{StateError, StateStore};
+use crate::template::TemplateCache;
 use crate::transport::{Endpoint, TlsRoots, TransportError};
 
 pub use job::{NotificationId, PlatformOutcomes, SendReport, SendState};
+pub use request::{Content, Pace, SendRequest, TemplateSend};
+pub use schedule::ScheduledSend;
 
 /// APNs production host (pns-protocols.md §1.1).
 pub const APNS_PRODUCTION: &str = "https://api.push.apple.com";
@@ -258,9 +269,22 @@ pub struct EngineConfig {
     pub tls_roots: TlsRoots,
     /// Tuning.
     pub dispatch: DispatchConfig,
-    /// Sends whose reports stay queryable by id (oldest finished ones are dropped first).
+    /// Sends whose live reports stay in memory (oldest finished ones are dropped first;
+    /// `0` = 1000). Every send's final report is also kept in the state store.
     pub history: usize,
+    /// Where outcome history, schedules and events are kept. `None`: a temporary store,
+    /// lost at shutdown (nothing scheduled survives a restart).
+    pub state: Option<StateStore>,
+    /// How long outcome records are kept (`ZERO` = 7 days, Notification Hubs' period).
+    pub outcome_retention: Duration,
+    /// How far ahead a send may be scheduled (`ZERO` = 7 days, as Notification Hubs).
+    pub max_schedule_ahead: Duration,
+    /// The event log (kept in the state store): retention, CloudEvents source, flush delay.
+    pub events: EventsConfig,
 }
+
+/// Default outcome retention and scheduling horizon: 7 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Why a send was refused.
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +299,20 @@ pub enum SendError {
     /// The engine is shut down.
     #[error("the engine is shut down")]
     ShutDown,
+    /// A scheduled time too far ahead.
+    #[error("a send may be scheduled at most {max_secs} s ahead; this one is {secs} s ahead")]
+    TooFarAhead {
+        /// How far ahead the send was asked for, in seconds.
+        secs: u64,
+        /// The limit ([`EngineConfig::max_schedule_ahead`]), in seconds.
+        max_secs: u64,
+    },
+    /// Scheduled sends and template sends need a registry audience, not handles.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// Why the engine could not start.
@@ -287,6 +325,9 @@ pub enum EngineError {
     /// A configuration value is wrong.
     #[error("configuration: {0}")]
     Config(String),
+    /// The state store could not be opened.
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// A send in progress: its id at once, its progress at any time, its end when awaited.
@@ -315,9 +356,7 @@ impl SendHandle {
     /// Stops the send: devices already handed to the pools and not yet sent end as
     /// `cancelled`; the feeder reads no more devices from the registry.
     pub fn cancel(&self) {
-        self.job
-            .cancelled
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.job.cancel();
     }
 }
 
@@ -340,6 +379,15 @@ struct EngineInner {
     http1_tls: Arc<rustls::ClientConfig>,
     h2_tls: Arc<rustls::ClientConfig>,
     shut: std::sync::atomic::AtomicBool,
+    /// Wakes background tasks (the scheduler) on shutdown and on schedule changes.
+    wake: Arc<tokio::sync::Notify>,
+    state: StateStore,
+    outcomes: Outcomes,
+    schedules: Schedules,
+    events: EventLog,
+    templates: TemplateCache,
+    /// Held while a send's end is recorded (shutdown waits for it).
+    recording: Mutex<()>,
 }
 
 /// The delivery engine. Cheap to clone. Must be created and used inside a tokio runtime.
@@ -371,7 +419,22 @@ impl Engine {
         let h2_tls = roots.client_config(&[b"h2"], None)?;
         let any_tls = roots.client_config(&[b"h2", b"http/1.1"], None)?;
         let http1_tls = roots.client_config(&[b"http/1.1"], None)?;
-        let pruner = prune::spawn(registry.clone(), d.prune_batch);
+        let state = match &config.state {
+            Some(s) => s.clone(),
+            None => StateStore::temporary()?,
+        };
+        let events = EventLog::open_db(&state.db, config.events.clone())
+            .map_err(|e| EngineError::Config(format!("event log: {e}")))?;
+        let pruner = prune::spawn(registry.clone(), d.prune_batch, Some(events.downgrade()));
+        let retention = if config.outcome_retention.is_zero() {
+            DEFAULT_RETENTION
+        } else {
+            config.outcome_retention
+        };
+        let schedules = Schedules::open(&state)?;
+        let outcomes = Outcomes::open(&state, retention, |id| {
+            schedules.contains(id).unwrap_or(true)
+        })?;
 
         let mut apns_tokens = None;
         let apns = match &config.apns {
@@ -404,6 +467,7 @@ impl Engine {
                     warm,
                     d.clone(),
                     pruner.clone(),
+                    Some(events.downgrade()),
                 ))
             }
         };
@@ -429,6 +493,7 @@ impl Engine {
                     false,
                     d.clone(),
                     pruner.clone(),
+                    Some(events.downgrade()),
                 ))
             }
         };
@@ -442,7 +507,7 @@ impl Engine {
             .web_push
             .as_ref()
             .map(|w| Arc::new(VapidCache::new(w.vapid.clone())));
-        Ok(Engine {
+        let engine = Engine {
             inner: Arc::new(EngineInner {
                 registry,
                 history: History::new(if config.history == 0 {
@@ -463,8 +528,17 @@ impl Engine {
                 http1_tls,
                 h2_tls: any_tls,
                 shut: Default::default(),
+                wake: Arc::new(tokio::sync::Notify::new()),
+                state,
+                outcomes,
+                schedules,
+                events,
+                templates: TemplateCache::default(),
+                recording: Mutex::new(()),
             }),
-        })
+        };
+        engine.spawn_background();
+        Ok(engine)
     }
 
     /// Sends `notification` to `audience`. Returns at once; the send runs in the background.
@@ -473,10 +547,7 @@ impl Engine {
         notification: Notification,
         audience: Audience,
     ) -> Result<SendHandle, SendError> {
-        if self.inner.registry.is_none() {
-            return Err(SendError::NoRegistry);
-        }
-        self.start(notification, Source::Audience(audience))
+        self.submit(SendRequest::native(notification, audience))
     }
 
     /// Sends `notification` to push handles directly, without registration (Notification
@@ -487,28 +558,34 @@ impl Engine {
         notification: Notification,
         handles: Vec<PushHandle>,
     ) -> Result<SendHandle, SendError> {
-        self.start(notification, Source::Handles(handles))
-    }
-
-    fn start(&self, notification: Notification, source: Source) -> Result<SendHandle, SendError> {
-        if self.inner.shut.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(SendError::ShutDown);
-        }
         if !Platform::ALL.iter().any(|p| notification.has(*p)) {
             return Err(SendError::NoPayload);
         }
+        self.start(notification, Source::Handles(handles), JobMeta::default())
+    }
+
+    fn start(
+        &self,
+        notification: Notification,
+        source: Source,
+        meta: JobMeta,
+    ) -> Result<SendHandle, SendError> {
+        if self.inner.shut.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(SendError::ShutDown);
+        }
         ::metrics::counter!(metrics::SENDS).increment(1);
-        let job = Job::new(notification, self.inner.config.dispatch.window);
+        let job = Job::with(notification, self.inner.config.dispatch.window, meta);
+        // The record exists before the send starts: a crash mid-send leaves it `Abandoned`.
+        self.inner.outcomes.put(&job.report())?;
         self.inner.history.insert(job.clone());
         let engine = self.clone();
         let j = job.clone();
-        tokio::spawn(async move { engine.feed(j, source).await });
+        tokio::spawn(async move {
+            engine.feed(j.clone(), source).await;
+            j.wait().await;
+            engine.finished(&j);
+        });
         Ok(SendHandle { job })
-    }
-
-    /// The report of a recent send (the last [`EngineConfig::history`] are kept).
-    pub fn report(&self, id: NotificationId) -> Option<SendReport> {
-        self.inner.history.get(id).map(|j| j.report())
     }
 
     /// Credential failures that stopped a pool, by platform.
@@ -553,10 +630,10 @@ impl Engine {
         self.inner
             .shut
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.inner.wake.notify_waiters();
         for j in self.inner.history.all() {
             if !j.is_done() {
-                j.cancelled
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                j.cancel();
             }
         }
         for p in self.all_pools() {
@@ -566,7 +643,16 @@ impl Engine {
             if !j.is_done() {
                 j.abandon();
             }
+            // Sends that ended a moment ago may not be recorded yet: record them before the
+            // event log closes (once: `finished` is idempotent).
+            self.finished(&j);
         }
+        // Wait for a recording in progress on another task.
+        drop(self.inner.recording.lock());
+        if let Err(e) = self.inner.events.shutdown().await {
+            tracing::warn!("closing the event log: {e}");
+        }
+        let _ = self.inner.state.flush();
     }
 
     fn all_pools(&self) -> Vec<Arc<Pool>> {
@@ -670,6 +756,7 @@ impl Engine {
             false,
             cfg,
             self.inner.pruner.clone(),
+            Some(self.inner.events.downgrade()),
         );
         map.insert(key, pool.clone());
         pool
@@ -679,11 +766,16 @@ impl Engine {
         &self,
         job: &Arc<Job>,
         device: Device,
+        own: Option<Box<Notification>>,
         last: &mut Option<(Platform, String, Arc<Pool>)>,
     ) {
         let p = device.handle.platform();
         job.targeted(p, 1);
-        if !job.notification.has(p) {
+        let has = match &own {
+            Some(n) => n.has(p),
+            None => job.notification.has(p),
+        };
+        if !has {
             job.finish(p, Final::Skipped, 1);
             return;
         }
@@ -699,7 +791,9 @@ impl Engine {
                 if matches!(device.handle, PushHandle::Apns(_) | PushHandle::Fcm(_)) {
                     *last = Some((p, String::new(), pool.clone()));
                 }
-                pool.submit(Work::new(job.clone(), device)).await;
+                let mut work = Work::new(job.clone(), device);
+                work.own = own;
+                pool.submit(work).await;
             }
             Err(why) => {
                 job.error(why);
@@ -708,9 +802,39 @@ impl Engine {
         }
     }
 
-    async fn feed(self, job: Arc<Job>, source: Source) {
-        const BATCH: usize = 1024;
+    /// Takes `n` window permits for the next devices and, for a paced send, waits until
+    /// they are due. `false`: stop feeding (cancelled, or the engine shut down).
+    async fn admit(&self, job: &Job, n: usize, paced: &mut Paced) -> bool {
+        if job.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        if let (Some(pace), Some(t0)) = (job.pace, paced.started) {
+            let due = t0 + pace.due(paced.admitted);
+            let cancelled = job.cancel_wake.notified();
+            if job.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                return false;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = cancelled => return false,
+            }
+        }
+        paced.started.get_or_insert_with(tokio::time::Instant::now);
+        paced.admitted += n as u64;
+        match job.window.acquire_many(n as u32).await {
+            Ok(permits) => {
+                permits.forget();
+                true
+            }
+            // Closed: the engine shut down.
+            Err(_) => false,
+        }
+    }
+
+    async fn feed(&self, job: Arc<Job>, source: Source) {
+        let batch_size = job.pace.map_or(1024, |p| p.batch());
         let mut last = None;
+        let mut paced = Paced::default();
         match source {
             Source::Audience(audience) => {
                 let Some(reg) = self.inner.registry.clone() else {
@@ -729,7 +853,7 @@ impl Engine {
                         }
                     };
                 job.set_audience(resolution.count());
-                let mut batches = resolution.batches(BATCH);
+                let mut batches = resolution.batches(batch_size);
                 loop {
                     if job.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
                         break;
@@ -737,36 +861,34 @@ impl Engine {
                     // The registry read for one batch is short (a read lock per partition
                     // touched); it runs inline.
                     let Some(batch) = batches.next() else { break };
-                    match job.window.acquire_many(batch.len() as u32).await {
-                        Ok(permits) => permits.forget(),
-                        // Closed: the engine shut down.
-                        Err(_) => break,
+                    if !self.admit(&job, batch.len(), &mut paced).await {
+                        break;
                     }
                     for t in batch {
                         let device = Device {
                             installation: Some(t.installation_id),
                             handle: t.handle,
                         };
-                        self.route(&job, device, &mut last).await;
+                        self.route(&job, device, None, &mut last).await;
                     }
                 }
             }
+            Source::Templates(audience) => {
+                self.feed_templates(&job, audience, batch_size, &mut paced, &mut last)
+                    .await;
+            }
             Source::Handles(handles) => {
                 job.set_audience(handles.len() as u64);
-                for chunk in handles.chunks(BATCH) {
-                    if job.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                for chunk in handles.chunks(batch_size) {
+                    if !self.admit(&job, chunk.len(), &mut paced).await {
                         break;
-                    }
-                    match job.window.acquire_many(chunk.len() as u32).await {
-                        Ok(permits) => permits.forget(),
-                        Err(_) => break,
                     }
                     for h in chunk {
                         let device = Device {
                             installation: None,
                             handle: h.clone(),
                         };
-                        self.route(&job, device, &mut last).await;
+                        self.route(&job, device, None, &mut last).await;
                     }
                 }
             }
@@ -775,7 +897,16 @@ impl Engine {
     }
 }
 
+/// A paced feeder's progress.
+#[derive(Default)]
+struct Paced {
+    started: Option<tokio::time::Instant>,
+    admitted: u64,
+}
+
 enum Source {
     Audience(Audience),
+    /// A template send's audience; the properties are the job's.
+    Templates(Audience),
     Handles(Vec<PushHandle>),
 }

@@ -67,18 +67,22 @@ pub(crate) struct Apns {
 impl Protocol for Apns {
     fn build(&self, w: &Work, auth: Option<&HeaderValue>) -> Result<(Request<()>, Bytes), Reason> {
         let n = w
-            .job
-            .notification
+            .notification()
             .apns_part()
             .ok_or_else(|| no_payload("APNs"))?;
         let PushHandle::Apns(token) = &w.device.handle else {
             return Err(wrong_handle("an APNs token"));
         };
-        let base = w
-            .job
-            .prepared
-            .apns
-            .get_or_init(|| header_map(n.headers(&self.bundle_id)));
+        let own;
+        let base = if w.own.is_some() {
+            own = header_map(n.headers(&self.bundle_id));
+            &own
+        } else {
+            w.job
+                .prepared
+                .apns
+                .get_or_init(|| header_map(n.headers(&self.bundle_id)))
+        };
         let mut path = String::with_capacity(10 + token.len() * 2);
         path.push_str("/3/device/");
         push_hex(&mut path, token);
@@ -135,8 +139,7 @@ impl Fcm {
 impl Protocol for Fcm {
     fn build(&self, w: &Work, auth: Option<&HeaderValue>) -> Result<(Request<()>, Bytes), Reason> {
         let n = w
-            .job
-            .notification
+            .notification()
             .fcm_part()
             .ok_or_else(|| no_payload("FCM"))?;
         let PushHandle::Fcm(token) = &w.device.handle else {
@@ -168,14 +171,19 @@ pub(crate) struct Wns;
 impl Protocol for Wns {
     fn build(&self, w: &Work, auth: Option<&HeaderValue>) -> Result<(Request<()>, Bytes), Reason> {
         let n = w
-            .job
-            .notification
+            .notification()
             .wns_part()
             .ok_or_else(|| no_payload("WNS"))?;
         let PushHandle::Wns(channel) = &w.device.handle else {
             return Err(wrong_handle("a WNS channel URI"));
         };
-        let base = w.job.prepared.wns.get_or_init(|| header_map(n.headers()));
+        let own;
+        let base = if w.own.is_some() {
+            own = header_map(n.headers());
+            &own
+        } else {
+            w.job.prepared.wns.get_or_init(|| header_map(n.headers()))
+        };
         let mut headers = base.clone();
         if let Some(a) = auth {
             headers.insert(AUTHORIZATION, a.clone());
@@ -196,14 +204,13 @@ pub(crate) struct WebPush;
 impl Protocol for WebPush {
     fn build(&self, w: &Work, auth: Option<&HeaderValue>) -> Result<(Request<()>, Bytes), Reason> {
         let n = w
-            .job
-            .notification
+            .notification()
             .web_push_part()
             .ok_or_else(|| no_payload("Web Push"))?;
         let PushHandle::WebPush(sub) = &w.device.handle else {
             return Err(wrong_handle("a Web Push subscription"));
         };
-        let base = w.job.prepared.web_push.get_or_init(|| {
+        let make = || {
             let mut m = header_map(n.headers());
             m.insert(CONTENT_ENCODING, HeaderValue::from_static("aes128gcm"));
             m.insert(
@@ -211,7 +218,14 @@ impl Protocol for WebPush {
                 HeaderValue::from_static("application/octet-stream"),
             );
             m
-        });
+        };
+        let own;
+        let base = if w.own.is_some() {
+            own = make();
+            &own
+        } else {
+            w.job.prepared.web_push.get_or_init(make)
+        };
         let body = encrypt(n.plaintext(), sub.p256dh(), sub.auth())
             .map_err(|e| Reason::from(format!("encryption failed: {e}")))?;
         let mut headers = base.clone();

@@ -68,6 +68,8 @@ pub(crate) struct Work {
     pub(crate) refreshes: u8,
     /// The last failure, for the final reason.
     pub(crate) last_reason: Option<Reason>,
+    /// This device's own payload (a rendered template), instead of the send's.
+    pub(crate) own: Option<Box<crate::payload::Notification>>,
 }
 
 impl Work {
@@ -84,7 +86,13 @@ impl Work {
             throttled: false,
             refreshes: 0,
             last_reason: None,
+            own: None,
         }
+    }
+
+    /// The payload this device gets: its own, or the send's.
+    pub(crate) fn notification(&self) -> &crate::payload::Notification {
+        self.own.as_deref().unwrap_or(&self.job.notification)
     }
 }
 
@@ -136,6 +144,8 @@ pub(crate) struct Pool {
     unreachable: Mutex<Option<Arc<str>>>,
     connect_failures: AtomicU32,
     pruner: tokio::sync::mpsc::Sender<PruneItem>,
+    /// Where `credential.failed` goes.
+    events: Option<crate::events::WeakEventLog>,
     closed: AtomicBool,
     /// Devices pulled from the queues and not yet settled.
     in_flight: AtomicUsize,
@@ -161,6 +171,7 @@ impl Pool {
         warm_up: bool,
         cfg: DispatchConfig,
         pruner: tokio::sync::mpsc::Sender<PruneItem>,
+        events: Option<crate::events::WeakEventLog>,
     ) -> Arc<Pool> {
         let (queue_tx, queue_rx) = async_channel::bounded(cfg.queue_capacity.max(1));
         let (resend_tx, resend_rx) = async_channel::unbounded();
@@ -188,6 +199,7 @@ impl Pool {
             unreachable: Mutex::new(None),
             connect_failures: AtomicU32::new(0),
             pruner,
+            events,
             closed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             latency_min_us: AtomicU64::new(u64::MAX),
@@ -329,6 +341,12 @@ impl Pool {
         let mut f = self.failed.lock();
         if f.is_none() {
             tracing::error!(platform = %self.platform, %reason, "push credential failed; pool stopped");
+            if let Some(ev) = self.events.as_ref().and_then(|w| w.upgrade()) {
+                let e = crate::events::Event::credential_failed(self.platform.as_str(), &msg);
+                if let Err(e) = ev.append(e) {
+                    tracing::warn!("recording credential.failed failed: {e}");
+                }
+            }
             *f = Some(msg);
             self.has_failed.store(true, Relaxed);
         }

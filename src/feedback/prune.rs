@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::classify::Reason;
 use crate::dispatch::job::{Final, Job};
+use crate::events::{Event, WeakEventLog};
 use crate::registry::model::PushHandle;
 use crate::registry::{InstallationId, PruneRequest, Registry};
 
@@ -24,12 +25,16 @@ pub(crate) struct PruneItem {
     pub(crate) installation: InstallationId,
     pub(crate) handle: PushHandle,
     pub(crate) invalid_since: Option<SystemTime>,
-    #[allow(dead_code)] // kept for the events of the templates/events issue
+    /// The service's reason, for the `installation.pruned` event.
     pub(crate) reason: Reason,
 }
 
 /// Starts the pruner; it ends when every sender is dropped.
-pub(crate) fn spawn(registry: Option<Registry>, batch: usize) -> mpsc::Sender<PruneItem> {
+pub(crate) fn spawn(
+    registry: Option<Registry>,
+    batch: usize,
+    events: Option<WeakEventLog>,
+) -> mpsc::Sender<PruneItem> {
     let batch = batch.max(1);
     let (tx, mut rx) = mpsc::channel::<PruneItem>(batch * 4);
     tokio::spawn(async move {
@@ -43,15 +48,22 @@ pub(crate) fn spawn(registry: Option<Registry>, batch: usize) -> mpsc::Sender<Pr
                     _ => break,
                 }
             }
-            flush(&registry, std::mem::take(&mut buf)).await;
+            flush(&registry, &events, std::mem::take(&mut buf)).await;
         }
     });
     tx
 }
 
-async fn flush(registry: &Option<Registry>, items: Vec<PruneItem>) {
+type Group = (
+    Arc<Job>,
+    crate::registry::Platform,
+    Vec<PruneRequest>,
+    Vec<Reason>,
+);
+
+async fn flush(registry: &Option<Registry>, events: &Option<WeakEventLog>, items: Vec<PruneItem>) {
     // Group by send and platform: a prune report is per call.
-    let mut groups: Vec<(Arc<Job>, crate::registry::Platform, Vec<PruneRequest>)> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
     for it in items {
         let p = it.handle.platform();
         let req = PruneRequest {
@@ -61,14 +73,18 @@ async fn flush(registry: &Option<Registry>, items: Vec<PruneItem>) {
         };
         match groups
             .iter_mut()
-            .find(|(j, gp, _)| Arc::ptr_eq(j, &it.job) && *gp == p)
+            .find(|(j, gp, _, _)| Arc::ptr_eq(j, &it.job) && *gp == p)
         {
-            Some(g) => g.2.push(req),
-            None => groups.push((it.job, p, vec![req])),
+            Some(g) => {
+                g.2.push(req);
+                g.3.push(it.reason);
+            }
+            None => groups.push((it.job, p, vec![req], vec![it.reason])),
         }
     }
-    for (job, p, reqs) in groups {
+    for (job, p, reqs, reasons) in groups {
         let n = reqs.len() as u64;
+        let job_id = job.id.to_string();
         let Some(reg) = registry.clone() else {
             job.finish(
                 p,
@@ -80,7 +96,33 @@ async fn flush(registry: &Option<Registry>, items: Vec<PruneItem>) {
             );
             continue;
         };
-        let result = tokio::task::spawn_blocking(move || reg.prune(&reqs)).await;
+        let events = events.as_ref().and_then(WeakEventLog::upgrade);
+        let result = tokio::task::spawn_blocking(move || {
+            let mut gone = Vec::new();
+            let r = reg.prune_marking(&reqs, &mut |i| gone.push(i));
+            if let (Ok(_), Some(ev)) = (&r, &events) {
+                // The prunes are durable: record them, one event per installation.
+                let batch: Vec<Event> = gone
+                    .into_iter()
+                    .map(|i| {
+                        Event::installation_pruned(
+                            reqs[i].installation_id.as_str(),
+                            p.as_str(),
+                            &reasons[i],
+                            reqs[i].invalid_since,
+                        )
+                        .with_notification(job_id.clone())
+                    })
+                    .collect();
+                if !batch.is_empty() {
+                    if let Err(e) = ev.append_batch(batch) {
+                        tracing::warn!("recording installation.pruned failed: {e}");
+                    }
+                }
+            }
+            r
+        })
+        .await;
         match result {
             Ok(Ok(report)) => {
                 let pruned = report.pruned as u64;

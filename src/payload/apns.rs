@@ -318,6 +318,44 @@ impl ApnsNotification {
     pub(crate) fn body(&self) -> &Bytes {
         &self.body
     }
+
+    /// The headers that describe this notification, without the ones derived from the app
+    /// (`apns-topic` only when set explicitly): what [`super::Notification::native_parts`]
+    /// returns and `from_native` reads back.
+    pub(crate) fn native_headers(&self) -> Vec<(String, String)> {
+        let mut h = vec![
+            (
+                "apns-push-type".to_owned(),
+                self.push_type.as_str().to_owned(),
+            ),
+            (
+                "apns-priority".to_owned(),
+                self.priority.value().to_string(),
+            ),
+        ];
+        if let Some(exp) = self.expiration {
+            h.push(("apns-expiration".to_owned(), exp.to_string()));
+        }
+        if let Some(id) = &self.collapse_id {
+            h.push((
+                "apns-collapse-id".to_owned(),
+                String::from_utf8_lossy(id.as_bytes()).into_owned(),
+            ));
+        }
+        if let Some(t) = &self.topic {
+            h.push((
+                "apns-topic".to_owned(),
+                String::from_utf8_lossy(t.as_bytes()).into_owned(),
+            ));
+        }
+        h
+    }
+
+    /// Sets `apns-expiration` in UNIX seconds as given (`0` = try once).
+    pub(crate) fn expiration_secs(mut self, secs: u64) -> Self {
+        self.expiration = Some(secs);
+        self
+    }
 }
 
 fn topic_value(topic: &str) -> Result<HeaderValue, PayloadError> {

@@ -123,6 +123,23 @@ impl FcmNotification {
         })
     }
 
+    /// The message JSON without a target (`{<members>}`), as `from_message_json` takes it.
+    pub(crate) fn message_json(&self) -> String {
+        // `suffix` is `",<members>}}` or `"}}`.
+        let s = String::from_utf8_lossy(&self.suffix);
+        let members = s
+            .strip_prefix("\",")
+            .or_else(|| s.strip_prefix('"'))
+            .unwrap_or(&s);
+        let members = members.strip_suffix("}}").unwrap_or(members);
+        format!("{{{members}}}")
+    }
+
+    /// Whether this is a dry run.
+    pub(crate) fn is_validate_only(&self) -> bool {
+        self.validate_only
+    }
+
     /// The request body for one device:
     /// `{"validate_only":true,"message":{"token":"<token>",<members>}}` (the first member only
     /// with [`FcmNotification::validate_only`]). The token is JSON-escaped. One allocation of
@@ -188,22 +205,11 @@ fn escape_into(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 fn object<'a>(v: &'a Value, what: &'static str) -> Result<&'a Map<String, Value>, PayloadError> {
     v.as_object().ok_or_else(|| PayloadError::WrongJsonType {
         what: format!("FCM message.{what}"),
         expected: "object",
-        found: type_name(v),
+        found: crate::payload::json_type_name(v),
     })
 }
 

@@ -18,6 +18,7 @@
 
 mod apns;
 mod fcm;
+mod native;
 mod webpush;
 mod wns;
 
@@ -30,6 +31,7 @@ use crate::registry::Platform;
 
 pub use apns::{ApnsNotification, ApnsPriority, ApnsPushType};
 pub use fcm::FcmNotification;
+pub use native::NativeParts;
 pub use webpush::{WebPushNotification, WebPushUrgency};
 pub use wns::{WnsNotification, WnsType};
 
@@ -113,6 +115,19 @@ impl Notification {
 
     pub(crate) fn expiry(&self) -> Option<SystemTime> {
         self.expires_at
+    }
+}
+
+/// "a string", "an object", …: how error messages name a JSON value's type.
+pub(crate) fn json_type_name(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -255,6 +270,17 @@ pub enum PayloadError {
     FcmPriority {
         /// The refused value, as JSON.
         value: String,
+    },
+    /// A header of a native or rendered template payload that the platform does not take, or
+    /// whose value it refuses.
+    #[error("{platform} header {header:?}: {problem}")]
+    NativeHeader {
+        /// The platform, e.g. "APNs".
+        platform: &'static str,
+        /// The header as given.
+        header: String,
+        /// What is wrong with it.
+        problem: String,
     },
     /// A WNS XML payload whose root element does not match its type (§3.2).
     #[error("WNS {kind} payload must be XML whose root element is <{kind}>")]

@@ -153,6 +153,19 @@ impl WebPushNotification {
     pub(crate) fn plaintext(&self) -> &Bytes {
         &self.plaintext
     }
+
+    /// `headers()` as strings.
+    pub(crate) fn native_headers(&self) -> Vec<(String, String)> {
+        self.headers()
+            .into_iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -230,6 +230,20 @@ impl WnsNotification {
     pub(crate) fn body(&self) -> &Bytes {
         &self.body
     }
+
+    /// `headers()` as strings, without `Content-Type` (derived from `X-WNS-Type`).
+    pub(crate) fn native_headers(&self) -> Vec<(String, String)> {
+        self.headers()
+            .into_iter()
+            .filter(|(n, _)| *n != CONTENT_TYPE)
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect()
+    }
 }
 
 fn short_alnum(header: &'static str, v: &str) -> Result<HeaderValue, PayloadError> {
@@ -261,7 +275,7 @@ fn short_alnum(header: &'static str, v: &str) -> Result<HeaderValue, PayloadErro
 
 /// Whether the first element of `xml` (after whitespace and an optional `<?xml ...?>`
 /// declaration) is `<root>` — the check WNS applies to toast/tile/badge bodies.
-fn has_root(xml: &str, root: &str) -> bool {
+pub(crate) fn has_root(xml: &str, root: &str) -> bool {
     let s = xml.trim_start();
     let s = match s.strip_prefix("<?xml") {
         Some(rest) => match rest.split_once("?>") {

@@ -32,9 +32,10 @@ pub(crate) mod log;
 pub(crate) mod model;
 pub(crate) mod partition;
 pub(crate) mod recovery;
+mod shared_templates;
 pub(crate) mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,7 +44,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use roaring::RoaringBitmap;
 
 use crate::audience::eval::Compiled;
-use crate::TagExpr;
+use crate::{TagExpr, TagRef};
 use commit::GroupCommit;
 use interner::Interner;
 use log::Log;
@@ -490,7 +491,8 @@ impl Registry {
             push_channel_expired: false,
             last_update_ms,
         };
-        let templates = (!inst.templates.is_empty()).then(|| Arc::new(inst.templates.clone()));
+        let templates =
+            (!inst.templates.is_empty()).then(|| shared_templates::intern(inst.templates.clone()));
         Prepared {
             pid,
             mem,
@@ -905,13 +907,69 @@ impl Registry {
         }
     }
 
+    /// Resolves the audience of a template send: the devices with templates that are in
+    /// `audience`, each with the names of its templates that match. For a tag expression a
+    /// template matches when the device's tags *or the template's own tags* satisfy it
+    /// (nh-rest-api.md §6.1); every device with templates is examined when read, so the cost
+    /// grows with the number of installations that have templates.
+    pub fn resolve_templates(&self, audience: &Audience) -> TemplateResolution {
+        let n = self.inner.partitions.len();
+        let compiled = match audience {
+            Audience::Installation(id) => Some(Compiled::InstallationId(id.as_str().into())),
+            Audience::User(u) => Some(Compiled::UserId(u.as_str().into())),
+            _ => None,
+        };
+        let parts = (0..n)
+            .map(|pid| {
+                let p = self.inner.partitions[pid].read();
+                let mut b = p.with_templates();
+                if let Audience::Platform(pl) = audience {
+                    b &= &p.platforms[pl.index()];
+                }
+                if let Some(c) = &compiled {
+                    b &= c.eval(&p).as_ref();
+                }
+                b
+            })
+            .collect();
+        let tag_ids = match audience {
+            Audience::Expr(e) => e
+                .tags()
+                .filter_map(|t| match t {
+                    TagRef::Tag(tag) => Some((
+                        tag.as_str().to_owned(),
+                        self.inner.interner.lookup(tag.as_str()),
+                    )),
+                    _ => None,
+                })
+                .collect(),
+            _ => HashMap::new(),
+        };
+        TemplateResolution {
+            registry: self.clone(),
+            parts,
+            audience: audience.clone(),
+            tag_ids,
+        }
+    }
+
     /// Deletes installations whose handles the push services reported dead. An installation is
     /// kept when it no longer carries that handle or was written after `invalid_since`.
     /// Durable when it returns.
     pub fn prune(&self, batch: &[PruneRequest]) -> Result<PruneReport, RegistryError> {
+        self.prune_marking(batch, &mut |_| {})
+    }
+
+    /// [`Registry::prune`], calling `pruned(i)` for each request `i` whose installation was
+    /// deleted (before the batch is durable; the result says whether it became so).
+    pub(crate) fn prune_marking(
+        &self,
+        batch: &[PruneRequest],
+        pruned: &mut dyn FnMut(usize),
+    ) -> Result<PruneReport, RegistryError> {
         let mut report = PruneReport::default();
         let mut last = 0;
-        for req in batch {
+        for (i, req) in batch.iter().enumerate() {
             let pid = self.partition_of(req.installation_id.as_str());
             let mut p = self.inner.partitions[pid as usize].write();
             let Some(slot) = p.find_id(req.installation_id.as_str()) else {
@@ -931,6 +989,7 @@ impl Registry {
             }
             self.remove_slot(&mut p, pid, slot)?;
             report.pruned += 1;
+            pruned(i);
             last = self.written().unwrap_or(0);
         }
         if last > 0 {
@@ -1254,6 +1313,169 @@ fn templates_from_stored(v: Vec<StoredTemplate>) -> BTreeMap<String, Template> {
         .collect()
 }
 
+/// A device of a template send with the templates that match it.
+#[derive(Clone, Debug)]
+pub struct TemplateTarget {
+    /// The device.
+    pub target: Target,
+    /// All its templates, by name.
+    pub templates: Arc<BTreeMap<String, Template>>,
+    /// The names of the templates that match the send's audience (at least one). Notification
+    /// Hubs sends one push per matching template.
+    pub matching: Vec<String>,
+}
+
+/// The result of resolving the audience of a template send; see
+/// [`Registry::resolve_templates`].
+pub struct TemplateResolution {
+    registry: Registry,
+    parts: Vec<RoaringBitmap>,
+    audience: Audience,
+    /// The expression's tags as interned ids (`None`: no installation carries the tag).
+    tag_ids: HashMap<String, Option<partition::TagId>>,
+}
+
+impl TemplateResolution {
+    /// Devices with templates that may match, at resolution time (an upper bound: each is
+    /// checked exactly when read).
+    pub fn candidates(&self) -> u64 {
+        self.parts.iter().map(RoaringBitmap::len).sum()
+    }
+
+    /// Iterates the matching devices, at most `size` at a time.
+    pub fn batches(&self, size: usize) -> TemplateBatches<'_> {
+        TemplateBatches {
+            res: self,
+            walk: SlotWalk::new(&self.parts, size),
+        }
+    }
+
+    /// The names of `templates` that match the audience for the record `r`: a template
+    /// matches when the device's tags together with the template's own tags satisfy the
+    /// expression.
+    fn matching(&self, r: Rec<'_>, templates: &BTreeMap<String, Template>) -> Vec<String> {
+        let expr = match &self.audience {
+            Audience::Expr(e) => e,
+            // Broadcast, platform, installation and user sends: every template of a device
+            // that is in the audience (checked by the caller).
+            _ => return templates.keys().cloned().collect(),
+        };
+        templates
+            .iter()
+            .filter(|(_, t)| {
+                expr.matches(|tr| match tr {
+                    TagRef::Tag(tag) => {
+                        self.tag_ids
+                            .get(tag.as_str())
+                            .copied()
+                            .flatten()
+                            .is_some_and(|id| r.has_tag(id))
+                            || t.tags.iter().any(|own| own == tag)
+                    }
+                    TagRef::InstallationId(id) => r.id() == id.as_str(),
+                    TagRef::UserId(u) => r.user() == Some(u.as_str()),
+                })
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+}
+
+/// Iterator of template-send batches; see [`TemplateResolution::batches`].
+pub struct TemplateBatches<'a> {
+    res: &'a TemplateResolution,
+    walk: SlotWalk<'a>,
+}
+
+impl Iterator for TemplateBatches<'_> {
+    type Item = Vec<TemplateTarget>;
+
+    fn next(&mut self) -> Option<Vec<TemplateTarget>> {
+        let res = self.res;
+        self.walk.next_batch(&res.registry, |p, s, now| {
+            let r = p.record(s)?;
+            let templates = p.templates(s)?;
+            if r.channel_expired() || r.expiration_ms() <= now {
+                return None;
+            }
+            let in_audience = match &res.audience {
+                Audience::All | Audience::Expr(_) => true,
+                Audience::Platform(pl) => *pl == r.platform(),
+                Audience::Installation(id) => r.id() == id.as_str(),
+                Audience::User(u) => r.user() == Some(u.as_str()),
+            };
+            if !in_audience {
+                return None;
+            }
+            let matching = res.matching(r, templates);
+            if matching.is_empty() {
+                return None;
+            }
+            Some(TemplateTarget {
+                target: target_of(r),
+                templates: templates.clone(),
+                matching,
+            })
+        })
+    }
+}
+
+/// Walks one bitmap of slots per partition, a batch at a time: each batch reads its slots
+/// under the partition's read lock, briefly.
+struct SlotWalk<'a> {
+    parts: &'a [RoaringBitmap],
+    size: usize,
+    pid: usize,
+    iter: Option<roaring::bitmap::Iter<'a>>,
+}
+
+impl<'a> SlotWalk<'a> {
+    fn new(parts: &'a [RoaringBitmap], size: usize) -> Self {
+        SlotWalk {
+            parts,
+            size: size.max(1),
+            pid: 0,
+            iter: parts.first().map(|b| b.iter()),
+        }
+    }
+
+    /// Up to `size` items: `f` maps each slot (with the partition read-locked and the time
+    /// now in ms) to an item, or `None` to skip it.
+    fn next_batch<T>(
+        &mut self,
+        reg: &Registry,
+        mut f: impl FnMut(&Partition, u32, u64) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let mut out = Vec::with_capacity(self.size);
+        let now = now_ms();
+        while out.len() < self.size {
+            let iter = self.iter.as_mut()?;
+            let slots: Vec<u32> = iter.by_ref().take(self.size - out.len()).collect();
+            if slots.is_empty() {
+                self.pid += 1;
+                self.iter = self.parts.get(self.pid).map(|b| b.iter());
+                if self.iter.is_none() {
+                    break;
+                }
+                continue;
+            }
+            let p = reg.inner.partitions[self.pid].read();
+            out.extend(slots.into_iter().filter_map(|s| f(&p, s, now)));
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}
+
+/// The target a stored record describes.
+fn target_of(r: Rec<'_>) -> Target {
+    Target {
+        // Stored ids were validated before they were written.
+        installation_id: InstallationId::new(r.id()).unwrap_or_else(|_| unreachable_id(r.id())),
+        handle: handle_of(r),
+        last_update: from_ms(r.last_update_ms()),
+    }
+}
+
 /// The result of resolving an audience: one bitmap of slots per partition.
 ///
 /// Holding a resolution holds no lock. Reading targets ([`Resolution::batches`]) takes each
@@ -1276,9 +1498,7 @@ impl Resolution {
     pub fn batches(&self, size: usize) -> TargetBatches<'_> {
         TargetBatches {
             res: self,
-            size: size.max(1),
-            pid: 0,
-            iter: self.parts.first().map(|b| b.iter()),
+            walk: SlotWalk::new(&self.parts, size),
         }
     }
 }
@@ -1286,48 +1506,21 @@ impl Resolution {
 /// Iterator of target batches; see [`Resolution::batches`].
 pub struct TargetBatches<'a> {
     res: &'a Resolution,
-    size: usize,
-    pid: usize,
-    iter: Option<roaring::bitmap::Iter<'a>>,
+    walk: SlotWalk<'a>,
 }
 
 impl Iterator for TargetBatches<'_> {
     type Item = Vec<Target>;
 
     fn next(&mut self) -> Option<Vec<Target>> {
-        let reg = &self.res.registry;
-        let mut out = Vec::with_capacity(self.size);
-        let now = now_ms();
-        while out.len() < self.size {
-            let iter = self.iter.as_mut()?;
-            let slots: Vec<u32> = iter.by_ref().take(self.size - out.len()).collect();
-            if slots.is_empty() {
-                self.pid += 1;
-                self.iter = self.res.parts.get(self.pid).map(|b| b.iter());
-                if self.iter.is_none() {
-                    break;
-                }
-                continue;
-            }
-            let p = reg.inner.partitions[self.pid].read();
-            for s in slots {
-                let Some(r) = p.record(s) else { continue };
-                if r.channel_expired()
-                    || r.expiration_ms() <= now
-                    || !self.res.compiled.matches(r)
-                    || self.res.platform.is_some_and(|pl| pl != r.platform())
-                {
-                    continue;
-                }
-                out.push(Target {
-                    // Stored ids were validated before they were written.
-                    installation_id: InstallationId::new(r.id())
-                        .unwrap_or_else(|_| unreachable_id(r.id())),
-                    handle: handle_of(r),
-                    last_update: from_ms(r.last_update_ms()),
-                });
-            }
-        }
-        (!out.is_empty()).then_some(out)
+        let res = self.res;
+        self.walk.next_batch(&res.registry, |p, s, now| {
+            let r = p.record(s)?;
+            let skip = r.channel_expired()
+                || r.expiration_ms() <= now
+                || !res.compiled.matches(r)
+                || res.platform.is_some_and(|pl| pl != r.platform());
+            (!skip).then(|| target_of(r))
+        })
     }
 }

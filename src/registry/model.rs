@@ -504,6 +504,10 @@ pub(crate) fn check_template(name: &str, t: &Template) -> Result<(), InvalidInpu
             t.body.len()
         )));
     }
+    // A template that cannot render is refused now, with the position, rather than failing
+    // on every send.
+    crate::template::CompiledInstallationTemplate::compile(t)
+        .map_err(|e| bad(format!("does not compile: {e}")))?;
     Ok(())
 }
 

@@ -426,6 +426,11 @@ impl Partition {
         self.templates.get(&slot)
     }
 
+    /// The slots that carry templates.
+    pub(crate) fn with_templates(&self) -> RoaringBitmap {
+        self.templates.keys().copied().collect()
+    }
+
     /// Sets the log position of `slot`'s record (compaction moved it).
     pub(crate) fn set_log_pos(&mut self, slot: u32, pos: u64) {
         if let Some(&off) = self.offsets.get(slot as usize) {

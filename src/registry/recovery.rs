@@ -192,7 +192,9 @@ pub(crate) fn apply_entry(
                 let owned: Vec<StoredTemplate> =
                     rkyv::deserialize::<_, rkyv::rancor::Error>(&r.templates)
                         .map_err(|x| corrupt(e, x.to_string()))?;
-                Some(Arc::new(super::templates_from_stored(owned)))
+                Some(super::shared_templates::intern(
+                    super::templates_from_stored(owned),
+                ))
             };
             let mem = MemRecord::build(&RecordParts {
                 last_update_ms: r.last_update_ms.to_native(),

@@ -99,22 +99,7 @@ impl SledStore {
             .mode(sled::Mode::HighThroughput)
             // Durability comes from our own group commit; sled's timer flush only adds I/O.
             .flush_every_ms(None);
-        // sled releases its file lock from its own I/O threads a moment after the last handle
-        // is dropped, so reopening in the same process can briefly find it held: wait up to
-        // 2 s for it. Another process holding the store still fails (after that wait).
-        let mut attempts = 0;
-        let db = loop {
-            match config.open() {
-                Ok(db) => break db,
-                Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 40 =>
-                {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
+        let db = crate::state::open_sled(&config)?;
         let log = db.open_tree("log")?;
         let meta = db.open_tree("meta")?;
         Ok(SledStore { db, log, meta })

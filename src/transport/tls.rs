@@ -61,6 +61,23 @@ impl TlsRoots {
         Ok(())
     }
 
+    /// The trusted set as data (whether the webpki roots are in it, the extra CA certificates
+    /// in DER), so a configuration can be stored and rebuilt with [`TlsRoots::from_parts`].
+    pub(crate) fn to_parts(&self) -> (bool, Vec<Vec<u8>>) {
+        (
+            self.webpki,
+            self.extra.iter().map(|c| c.as_ref().to_vec()).collect(),
+        )
+    }
+
+    /// The inverse of [`TlsRoots::to_parts`].
+    pub(crate) fn from_parts(webpki: bool, extra: Vec<Vec<u8>>) -> TlsRoots {
+        TlsRoots {
+            webpki,
+            extra: extra.into_iter().map(CertificateDer::from).collect(),
+        }
+    }
+
     /// A client configuration offering `alpn`, optionally with a client certificate.
     pub(crate) fn client_config(
         &self,

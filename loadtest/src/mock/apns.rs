@@ -52,6 +52,16 @@ pub const TEST_BUNDLE_ID: &str = "com.example.tagcast";
 /// The bundled test key (PKCS#8 PEM, P-256): test use only, never a real credential.
 pub const TEST_KEY_PEM: &str = include_str!("../../testdata/apns-test-key.p8");
 
+/// The `[hub.apns]` section of a `tagcast serve` configuration that reaches the mock at
+/// `endpoint` with the bundled test key (written to `key_file` by the caller).
+pub fn hub_toml(key_file: &std::path::Path, endpoint: &str) -> String {
+    format!(
+        "[hub.apns]\nkey_file = \"{}\"\nkey_id = \"{TEST_KEY_ID}\"\nteam_id = \"{TEST_TEAM_ID}\"\n\
+         bundle_id = \"{TEST_BUNDLE_ID}\"\nendpoint = \"{endpoint}\"\n",
+        key_file.display()
+    )
+}
+
 /// Largest body for every push type but VoIP (pns-protocols.md §1.5).
 pub const MAX_PAYLOAD: usize = 4096;
 /// Largest VoIP body (pns-protocols.md §1.5).

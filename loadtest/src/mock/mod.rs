@@ -34,6 +34,7 @@ mod server;
 pub mod stats;
 pub mod testkit;
 pub mod tls;
+pub mod webhook;
 pub mod webpush;
 pub mod wns;
 

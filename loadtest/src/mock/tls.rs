@@ -93,6 +93,17 @@ impl MockTls {
         &self.ca_pem
     }
 
+    /// The server certificate (PEM), for servers other than the mocks that a test runs on
+    /// loopback under the same CA (e.g. `tagcast serve`).
+    pub fn server_cert_pem(&self) -> String {
+        pem("CERTIFICATE", &self.cert)
+    }
+
+    /// The server certificate's private key (PKCS#8 PEM).
+    pub fn server_key_pem(&self) -> String {
+        pem("PRIVATE KEY", &self.key_der)
+    }
+
     /// The file holding [`MockTls::ca_cert_pem`].
     pub fn ca_file(&self) -> &Path {
         &self.ca_file
@@ -129,4 +140,16 @@ impl MockTls {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }

@@ -1,0 +1,601 @@
+//! The event log's sled trees: keys, indexes, cursors, dead letters. Synchronous and small;
+//! [`super::EventLog`] decides when to flush and who calls what.
+//!
+//! Trees (all named `events/...`, so they can share a database with the registry):
+//!
+//! | tree | key | value |
+//! | --- | --- | --- |
+//! | `events/log` | seq (u64 BE) | event JSON (`event::StoredEvent`) |
+//! | `events/idx/kind` | kind code (u8) · seq | empty |
+//! | `events/idx/notification` | id length (u16 BE) · id · seq | empty |
+//! | `events/idx/installation` | id length (u16 BE) · id · seq | empty |
+//! | `events/idx/time` | time (u64 BE ns since 1970) · seq | empty |
+//! | `events/meta` | `"high_water"` | highest seq ever assigned (u64 BE) |
+//! | `events/subs` | subscription name | subscription JSON (`webhook::PersistedSub`) |
+//! | `events/cursor` | subscription name | last seq handled (u64 BE) |
+//! | `events/dead` | name length · name · seq | dead letter JSON |
+//! | `events/redrive` | name length · name · seq | dead letter JSON |
+//!
+//! Invariants: every index entry names a seq of `events/log` or one being swept (index
+//! entries are written before and removed after the log entry, so a crash in between leaves
+//! only index entries whose event is missing, which readers skip and the sweep removes);
+//! seqs are never reused (`high_water` survives the retention sweep emptying the log).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sled::{Batch, IVec, Tree};
+
+use super::event::{self, unix_nanos, StoredEvent};
+use super::query::{EventQuery, Order};
+use super::{DeadLetter, Event, EventKind, EventsError, LoggedEvent};
+
+impl From<sled::Error> for EventsError {
+    fn from(e: sled::Error) -> Self {
+        EventsError::Storage(e.to_string())
+    }
+}
+
+const HIGH_WATER: &[u8] = b"high_water";
+/// Entries the retention sweep removes per sled batch.
+const SWEEP_CHUNK: usize = 1024;
+
+/// A dead letter as stored.
+#[derive(Serialize, Deserialize)]
+struct DeadRecord {
+    event: StoredEvent,
+    error: String,
+    attempts: u32,
+    dead_at_ns: u64,
+}
+
+pub(crate) struct Store {
+    db: sled::Db,
+    log: Tree,
+    by_kind: Tree,
+    by_notification: Tree,
+    by_installation: Tree,
+    by_time: Tree,
+    meta: Tree,
+    subs: Tree,
+    cursors: Tree,
+    dead: Tree,
+    redrive: Tree,
+}
+
+fn seq_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+/// The seq in the last eight bytes of an index key.
+fn seq_of(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+fn u64_of(v: &[u8]) -> u64 {
+    v.try_into().map_or(0, u64::from_be_bytes)
+}
+
+/// `len(s) · s`: a prefix that matches exactly `s` (lengths are ≤ u16::MAX, checked on entry).
+fn str_prefix(s: &str) -> Vec<u8> {
+    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
+    let mut k = Vec::with_capacity(2 + s.len() + 8);
+    k.extend_from_slice(&len.to_be_bytes());
+    k.extend_from_slice(s.as_bytes());
+    k
+}
+
+fn str_key(s: &str, seq: u64) -> Vec<u8> {
+    let mut k = str_prefix(s);
+    k.extend_from_slice(&seq_key(seq));
+    k
+}
+
+fn kind_key(kind: EventKind, seq: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = kind.code();
+    k[1..].copy_from_slice(&seq_key(seq));
+    k
+}
+
+fn time_key(ns: u64, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&ns.to_be_bytes());
+    k[8..].copy_from_slice(&seq_key(seq));
+    k
+}
+
+/// The index entries of one event.
+struct IndexKeys {
+    kind: [u8; 9],
+    notification: Option<Vec<u8>>,
+    installation: Option<Vec<u8>>,
+    time: [u8; 16],
+}
+
+fn index_keys(e: &Event, seq: u64) -> IndexKeys {
+    IndexKeys {
+        kind: kind_key(e.kind, seq),
+        notification: e.notification_id.as_deref().map(|id| str_key(id, seq)),
+        installation: e.installation_id.as_deref().map(|id| str_key(id, seq)),
+        time: time_key(unix_nanos(e.time), seq),
+    }
+}
+
+type KvIter = Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>>>;
+
+impl Store {
+    pub(crate) fn open(db: &sled::Db) -> Result<Store, EventsError> {
+        let t = |name: &str| db.open_tree(format!("events/{name}"));
+        Ok(Store {
+            db: db.clone(),
+            log: t("log")?,
+            by_kind: t("idx/kind")?,
+            by_notification: t("idx/notification")?,
+            by_installation: t("idx/installation")?,
+            by_time: t("idx/time")?,
+            meta: t("meta")?,
+            subs: t("subs")?,
+            cursors: t("cursor")?,
+            dead: t("dead")?,
+            redrive: t("redrive")?,
+        })
+    }
+
+    /// The highest seq ever assigned (0: none).
+    pub(crate) fn high_water(&self) -> Result<u64, EventsError> {
+        let meta = self.meta.get(HIGH_WATER)?.map_or(0, |v| u64_of(&v));
+        let log = self.log.last()?.map_or(0, |(k, _)| u64_of(&k));
+        Ok(meta.max(log))
+    }
+
+    /// Writes `events` as seqs `first..`. Not durable until [`Store::flush`].
+    pub(crate) fn write(&self, first: u64, events: &[Event]) -> Result<(), EventsError> {
+        let (mut k, mut n, mut i, mut t, mut l) = (
+            Batch::default(),
+            Batch::default(),
+            Batch::default(),
+            Batch::default(),
+            Batch::default(),
+        );
+        let mut seq = first;
+        for e in events {
+            let IndexKeys {
+                kind: kk,
+                notification: nk,
+                installation: ik,
+                time: tk,
+            } = index_keys(e, seq);
+            k.insert(&kk, &[]);
+            if let Some(nk) = nk {
+                n.insert(nk, &[]);
+            }
+            if let Some(ik) = ik {
+                i.insert(ik, &[]);
+            }
+            t.insert(&tk, &[]);
+            l.insert(&seq_key(seq), event::encode(e));
+            seq += 1;
+        }
+        // Indexes before the log (see the invariants above).
+        self.by_kind.apply_batch(k)?;
+        self.by_notification.apply_batch(n)?;
+        self.by_installation.apply_batch(i)?;
+        self.by_time.apply_batch(t)?;
+        self.log.apply_batch(l)?;
+        self.meta.insert(HIGH_WATER, &seq_key(seq - 1))?;
+        Ok(())
+    }
+
+    /// Makes every earlier write durable (one fsync for all trees: they share sled's log).
+    pub(crate) async fn flush(&self) -> Result<(), EventsError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    pub(crate) fn flush_sync(&self) -> Result<(), EventsError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, seq: u64) -> Result<Option<Event>, EventsError> {
+        match self.log.get(seq_key(seq))? {
+            Some(v) => Ok(Some(event::decode(&v, &format!("events/log {seq}"))?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn search(&self, q: &EventQuery) -> Result<Vec<LoggedEvent>, EventsError> {
+        let (index, range): (&Tree, (Vec<u8>, Vec<u8>)) = if let Some(id) = &q.notification_id {
+            (
+                &self.by_notification,
+                (str_key(id, 0), str_key(id, u64::MAX)),
+            )
+        } else if let Some(id) = &q.installation_id {
+            (
+                &self.by_installation,
+                (str_key(id, 0), str_key(id, u64::MAX)),
+            )
+        } else if let Some(k) = q.kind {
+            (
+                &self.by_kind,
+                (kind_key(k, 0).to_vec(), kind_key(k, u64::MAX).to_vec()),
+            )
+        } else if q.since.is_some() || q.until.is_some() {
+            let lo = q.since.map_or(0, unix_nanos);
+            let hi = q.until.map_or(u64::MAX, unix_nanos);
+            if hi <= lo {
+                return Ok(Vec::new());
+            }
+            // `until` is exclusive: the last key below it is (hi - 1, u64::MAX).
+            (
+                &self.by_time,
+                (
+                    time_key(lo, 0).to_vec(),
+                    time_key(hi - 1, u64::MAX).to_vec(),
+                ),
+            )
+        } else {
+            (&self.log, (Vec::new(), Vec::new()))
+        };
+        let whole_log = std::ptr::eq(index, &self.log);
+        let it: sled::Iter = if whole_log {
+            self.log.iter()
+        } else {
+            index.range(range.0..=range.1)
+        };
+        let it: KvIter = match q.order {
+            Order::NewestFirst => Box::new(it.rev()),
+            Order::OldestFirst => Box::new(it),
+        };
+        let mut out = Vec::new();
+        for kv in it {
+            let (k, v) = kv?;
+            let (seq, e) = if whole_log {
+                let seq = u64_of(&k);
+                (seq, event::decode(&v, &format!("events/log {seq}"))?)
+            } else {
+                let Some(seq) = seq_of(&k) else { continue };
+                match self.get(seq)? {
+                    Some(e) => (seq, e),
+                    // Swept or half-written: see the invariants.
+                    None => continue,
+                }
+            };
+            if q.matches(&e) {
+                out.push(LoggedEvent { seq, event: e });
+                if out.len() >= q.limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes up to [`SWEEP_CHUNK`] events older than `cutoff`; returns how many events and
+    /// how many time-index entries it removed (0: nothing is left to sweep).
+    pub(crate) fn sweep_chunk(&self, cutoff: SystemTime) -> Result<(usize, usize), EventsError> {
+        let hi = unix_nanos(cutoff);
+        let mut keys = Vec::new();
+        for kv in self.by_time.range(..time_key(hi, 0)).take(SWEEP_CHUNK) {
+            keys.push(kv?.0);
+        }
+        let (mut k, mut n, mut i, mut t, mut l) = (
+            Batch::default(),
+            Batch::default(),
+            Batch::default(),
+            Batch::default(),
+            Batch::default(),
+        );
+        let mut removed = 0;
+        for tk in &keys {
+            let Some(seq) = seq_of(tk) else { continue };
+            // A corrupt value still goes: it is old.
+            if let Ok(Some(e)) = self.get(seq) {
+                let IndexKeys {
+                    kind: kk,
+                    notification: nk,
+                    installation: ik,
+                    ..
+                } = index_keys(&e, seq);
+                k.remove(&kk);
+                if let Some(nk) = nk {
+                    n.remove(nk);
+                }
+                if let Some(ik) = ik {
+                    i.remove(ik);
+                }
+                removed += 1;
+            }
+            l.remove(&seq_key(seq));
+            t.remove(tk.clone());
+        }
+        // The log first, then the indexes (see the invariants).
+        self.log.apply_batch(l)?;
+        self.by_kind.apply_batch(k)?;
+        self.by_notification.apply_batch(n)?;
+        self.by_installation.apply_batch(i)?;
+        self.by_time.apply_batch(t)?;
+        Ok((removed, keys.len()))
+    }
+
+    /// Removes dead letters and redrive entries of events older than `cutoff`.
+    pub(crate) fn sweep_dead(&self, cutoff: SystemTime) -> Result<usize, EventsError> {
+        let hi = unix_nanos(cutoff);
+        let mut removed = 0;
+        for tree in [&self.dead, &self.redrive] {
+            let mut b = Batch::default();
+            for kv in tree.iter() {
+                let (k, v) = kv?;
+                let old = serde_json::from_slice::<DeadRecord>(&v)
+                    .ok()
+                    .and_then(|d| d.event.into_event("").ok())
+                    .is_none_or(|e| unix_nanos(e.time) < hi);
+                if old {
+                    b.remove(k);
+                    removed += 1;
+                }
+            }
+            tree.apply_batch(b)?;
+        }
+        Ok(removed)
+    }
+
+    /// The next events after `cursor` up to `upto` (inclusive) whose kind is in `kinds`, at
+    /// most `max`, reading at most `scan` log entries. Returns them and the last seq read
+    /// (`cursor` when none was).
+    pub(crate) fn next_after(
+        &self,
+        cursor: u64,
+        upto: u64,
+        kinds: Option<&[EventKind]>,
+        max: usize,
+        scan: usize,
+    ) -> Result<(Vec<LoggedEvent>, u64), EventsError> {
+        let mut out = Vec::new();
+        let mut last = cursor;
+        if upto <= cursor {
+            return Ok((out, last));
+        }
+        let mut read = 0;
+        for kv in self
+            .log
+            .range(seq_key(cursor + 1)..=seq_key(upto))
+            .take(scan)
+        {
+            let (k, v) = kv?;
+            read += 1;
+            let seq = u64_of(&k);
+            last = seq;
+            let e = event::decode(&v, &format!("events/log {seq}"))?;
+            if kinds.is_none_or(|ks| ks.contains(&e.kind)) {
+                out.push(LoggedEvent { seq, event: e });
+                if out.len() >= max {
+                    break;
+                }
+            }
+        }
+        if read < scan && out.len() < max {
+            // The whole range was read: seqs up to `upto` not in the log were swept.
+            last = upto;
+        }
+        Ok((out, last))
+    }
+
+    /// Matching events after `cursor` up to `upto`.
+    pub(crate) fn pending(
+        &self,
+        cursor: u64,
+        upto: u64,
+        kinds: Option<&[EventKind]>,
+    ) -> Result<u64, EventsError> {
+        if upto <= cursor {
+            return Ok(0);
+        }
+        let count = |it: sled::Iter| -> Result<u64, EventsError> {
+            let mut n = 0;
+            for kv in it {
+                kv?;
+                n += 1;
+            }
+            Ok(n)
+        };
+        match kinds {
+            None => count(self.log.range(seq_key(cursor + 1)..=seq_key(upto))),
+            Some(ks) => {
+                let mut n = 0;
+                for k in ks {
+                    n += count(
+                        self.by_kind
+                            .range(kind_key(*k, cursor + 1)..=kind_key(*k, upto)),
+                    )?;
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    // --- subscriptions -------------------------------------------------------------------
+
+    pub(crate) fn put_sub(&self, name: &str, value: &[u8]) -> Result<(), EventsError> {
+        self.subs.insert(name.as_bytes(), value)?;
+        Ok(())
+    }
+
+    pub(crate) fn subs(&self) -> Result<Vec<(String, IVec)>, EventsError> {
+        let mut out = Vec::new();
+        for kv in self.subs.iter() {
+            let (k, v) = kv?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), v));
+        }
+        Ok(out)
+    }
+
+    /// Removes a subscription with its cursor, dead letters and redrive queue.
+    pub(crate) fn remove_sub(&self, name: &str) -> Result<bool, EventsError> {
+        let existed = self.subs.remove(name.as_bytes())?.is_some();
+        self.cursors.remove(name.as_bytes())?;
+        for tree in [&self.dead, &self.redrive] {
+            let mut b = Batch::default();
+            for kv in tree.scan_prefix(str_prefix(name)) {
+                b.remove(kv?.0);
+            }
+            tree.apply_batch(b)?;
+        }
+        Ok(existed)
+    }
+
+    pub(crate) fn cursor(&self, name: &str) -> Result<Option<u64>, EventsError> {
+        Ok(self.cursors.get(name.as_bytes())?.map(|v| u64_of(&v)))
+    }
+
+    pub(crate) fn set_cursor(&self, name: &str, seq: u64) -> Result<(), EventsError> {
+        self.cursors.insert(name.as_bytes(), &seq_key(seq))?;
+        Ok(())
+    }
+
+    // --- dead letters --------------------------------------------------------------------
+
+    /// Adds `events` to `name`'s dead letters.
+    pub(crate) fn add_dead(
+        &self,
+        name: &str,
+        events: &[LoggedEvent],
+        error: &str,
+        attempts: u32,
+    ) -> Result<(), EventsError> {
+        let now = unix_nanos(SystemTime::now());
+        let mut b = Batch::default();
+        for le in events {
+            let rec = DeadRecord {
+                event: StoredEvent::from_event(&le.event),
+                error: error.to_string(),
+                attempts,
+                dead_at_ns: now,
+            };
+            // Serialising strings and integers cannot fail.
+            b.insert(
+                str_key(name, le.seq),
+                serde_json::to_vec(&rec).unwrap_or_default(),
+            );
+        }
+        self.dead.apply_batch(b)?;
+        Ok(())
+    }
+
+    fn read_dead(tree: &Tree, name: &str, max: usize) -> Result<Vec<DeadLetter>, EventsError> {
+        let mut out = Vec::new();
+        for kv in tree.scan_prefix(str_prefix(name)).take(max) {
+            let (k, v) = kv?;
+            let seq = seq_of(&k).unwrap_or(0);
+            let key = format!("events/dead {name} {seq}");
+            let rec: DeadRecord = serde_json::from_slice(&v).map_err(|e| EventsError::Corrupt {
+                key: key.clone(),
+                problem: e.to_string(),
+            })?;
+            out.push(DeadLetter {
+                seq,
+                event: rec.event.into_event(&key)?,
+                error: rec.error,
+                attempts: rec.attempts,
+                dead_at: UNIX_EPOCH + Duration::from_nanos(rec.dead_at_ns),
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn dead(&self, name: &str, max: usize) -> Result<Vec<DeadLetter>, EventsError> {
+        Self::read_dead(&self.dead, name, max)
+    }
+
+    pub(crate) fn dead_count(&self, name: &str) -> usize {
+        self.dead.scan_prefix(str_prefix(name)).count()
+    }
+
+    pub(crate) fn redrive_count(&self, name: &str) -> usize {
+        self.redrive.scan_prefix(str_prefix(name)).count()
+    }
+
+    /// Moves every dead letter of `name` to its redrive queue; returns how many.
+    pub(crate) fn redrive(&self, name: &str) -> Result<usize, EventsError> {
+        let mut add = Batch::default();
+        let mut del = Batch::default();
+        let mut n = 0;
+        for kv in self.dead.scan_prefix(str_prefix(name)) {
+            let (k, v) = kv?;
+            add.insert(k.clone(), v);
+            del.remove(k);
+            n += 1;
+        }
+        self.redrive.apply_batch(add)?;
+        self.dead.apply_batch(del)?;
+        Ok(n)
+    }
+
+    /// The first `max` events of `name`'s redrive queue.
+    pub(crate) fn redrive_head(
+        &self,
+        name: &str,
+        max: usize,
+    ) -> Result<Vec<LoggedEvent>, EventsError> {
+        Ok(Self::read_dead(&self.redrive, name, max)?
+            .into_iter()
+            .map(|d| LoggedEvent {
+                seq: d.seq,
+                event: d.event,
+            })
+            .collect())
+    }
+
+    /// Removes delivered events from `name`'s redrive queue.
+    pub(crate) fn redrive_done(&self, name: &str, seqs: &[u64]) -> Result<(), EventsError> {
+        let mut b = Batch::default();
+        for s in seqs {
+            b.remove(str_key(name, *s));
+        }
+        self.redrive.apply_batch(b)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// Every index entry names an event that has it (test-only invariant check).
+    pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        for kv in self.log.iter() {
+            let (k, v) = kv.map_err(|e| e.to_string())?;
+            let seq = u64_of(&k);
+            let e = event::decode(&v, "").map_err(|e| e.to_string())?;
+            let IndexKeys {
+                kind: kk,
+                notification: nk,
+                installation: ik,
+                time: tk,
+            } = index_keys(&e, seq);
+            let has = |t: &Tree, key: &[u8]| t.contains_key(key).unwrap_or(false);
+            if !has(&self.by_kind, &kk)
+                || nk.is_some_and(|k| !has(&self.by_notification, &k))
+                || ik.is_some_and(|k| !has(&self.by_installation, &k))
+                || !has(&self.by_time, &tk)
+            {
+                return Err(format!("event {seq} is missing an index entry"));
+            }
+        }
+        for t in [
+            &self.by_kind,
+            &self.by_notification,
+            &self.by_installation,
+            &self.by_time,
+        ] {
+            for kv in t.iter() {
+                let (k, _) = kv.map_err(|e| e.to_string())?;
+                let seq = seq_of(&k).ok_or("short index key")?;
+                if !self.log.contains_key(seq_key(seq)).unwrap_or(false) {
+                    return Err(format!("index entry for missing event {seq}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,90 @@
+//! `tagcast serve --config tagcast.toml`: the engine behind a Notification-Hubs-compatible
+//! REST API (docs/operations.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tagcast", version, about = "Push-notification fan-out engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Notification Hubs REST API for the hubs of a configuration file.
+    Serve {
+        /// The configuration file (TOML; docs/operations.md).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit.
+    Check {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config_path = match &cli.command {
+        Command::Serve { config } | Command::Check { config } => config.clone(),
+    };
+    let config = match tagcast::server::ServerConfig::from_file(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tagcast: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::Check { .. } = cli.command {
+        println!("{}: ok ({} hubs)", config_path.display(), config.hubs.len());
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tagcast: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let server = match tagcast::server::Server::start(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("tagcast: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!("tagcast: serving on {}", server.local_addr());
+        wait_for_signal().await;
+        eprintln!("tagcast: shutting down");
+        server.shutdown().await;
+        eprintln!("tagcast: stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// SIGTERM or SIGINT.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // No signal handling: run until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,596 @@
+//! Shared Access Signature tokens as the Notification Hubs SDKs send them (nh-rest-api.md §2).
+//!
+//! ```text
+//! Authorization: SharedAccessSignature sr=<SR>&sig=<SIG>&se=<SE>&skn=<SKN>
+//!   SR  = encodeURIComponent(lowercase(audience))     audience = the Endpoint as https URL
+//!   SE  = unix seconds of expiry
+//!   SIG = encodeURIComponent(base64(HMAC-SHA256(utf8(key string), SR + "\n" + SE)))
+//!   SKN = encodeURIComponent(key name)
+//! ```
+//!
+//! The key is the key *string* of the connection string, not its base64 decoding, and the
+//! *encoded* `sr` is what is signed: [`verify`] recomputes the MAC over the raw `sr` and `se`
+//! text exactly as received. Every failure is a [`SasError`]; the server answers 401 to all of
+//! them (the variants are for logs).
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// Clock skew allowed by [`verify`]: a token is accepted until `se` + 5 minutes.
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(300);
+/// Longest `Authorization` value examined (a real token is ~200 bytes plus the URL).
+pub const MAX_HEADER_LEN: usize = 4096;
+/// Lifetime the JS SDK gives its tokens (nh-rest-api.md §2 step 3).
+pub const SDK_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+const SCHEME: &str = "SharedAccessSignature";
+
+/// What a key allows (nh-rest-api.md §2, rights model): `Manage` implies the others.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Rights(u8);
+
+impl Rights {
+    /// No rights.
+    pub const NONE: Rights = Rights(0);
+    /// Create/update/read/delete single registrations and installations.
+    pub const LISTEN: Rights = Rights(1);
+    /// Send, schedule and cancel notifications.
+    pub const SEND: Rights = Rights(2);
+    /// Everything: listings, jobs, telemetry, plus Listen and Send.
+    pub const MANAGE: Rights = Rights(4 | 2 | 1);
+
+    /// Whether every right in `needed` is granted (`MANAGE` grants all).
+    pub fn allows(self, needed: Rights) -> bool {
+        self.0 & needed.0 == needed.0
+    }
+
+    /// Both sets of rights.
+    pub fn union(self, other: Rights) -> Rights {
+        Rights(self.0 | other.0)
+    }
+
+    /// Parses Azure's rights list, e.g. `Listen,Send` or `Manage` (case-insensitive; `,`, `|`
+    /// or spaces between names).
+    pub fn parse(s: &str) -> Result<Rights, String> {
+        let mut r = Rights::NONE;
+        for name in s.split([',', '|', ' ']).filter(|n| !n.is_empty()) {
+            r = r.union(match name.to_ascii_lowercase().as_str() {
+                "listen" => Rights::LISTEN,
+                "send" => Rights::SEND,
+                "manage" => Rights::MANAGE,
+                _ => {
+                    return Err(format!(
+                        "unknown right {name:?} (known: Listen, Send, Manage)"
+                    ))
+                }
+            });
+        }
+        Ok(r)
+    }
+}
+
+impl fmt::Debug for Rights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names = Vec::new();
+        if self.allows(Rights::MANAGE) {
+            names.push("Manage");
+        } else {
+            if self.allows(Rights::LISTEN) {
+                names.push("Listen");
+            }
+            if self.allows(Rights::SEND) {
+                names.push("Send");
+            }
+        }
+        write!(f, "Rights({})", names.join(","))
+    }
+}
+
+/// A shared access key: its name (`skn`), its key string and its rights.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SasKey {
+    /// `SharedAccessKeyName`.
+    pub name: String,
+    /// `SharedAccessKey`, as written in the connection string (used as UTF-8 bytes).
+    pub key: String,
+    /// What tokens signed with this key may do.
+    pub rights: Rights,
+}
+
+impl fmt::Debug for SasKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SasKey")
+            .field("name", &self.name)
+            .field("rights", &self.rights)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a token was refused. The server answers 401 to every variant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SasError {
+    /// No or unparsable token.
+    #[error("malformed SharedAccessSignature: {0}")]
+    Malformed(String),
+    /// `skn` names no configured key.
+    #[error("unknown shared access key name {0:?}")]
+    UnknownKey(String),
+    /// `se` plus the allowed skew is in the past.
+    #[error("token expired at {expiry} (unix seconds); now is {now}")]
+    Expired {
+        /// The token's `se`.
+        expiry: u64,
+        /// The server's clock, unix seconds.
+        now: u64,
+    },
+    /// The signature does not match the key.
+    #[error("signature does not match key {0:?}")]
+    BadSignature(String),
+    /// The token was made for another endpoint.
+    #[error("token audience {audience:?} does not cover {request:?}")]
+    Audience {
+        /// The decoded `sr`.
+        audience: String,
+        /// The request's `https://host[:port]/{hub}`.
+        request: String,
+    },
+}
+
+/// The fields of a token, as received (`sr`, `sig`, `se` not decoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Parsed<'a> {
+    sr: &'a str,
+    sig: &'a str,
+    se: &'a str,
+    skn: &'a str,
+}
+
+fn parse<'a>(header: &'a str) -> Result<Parsed<'a>, SasError> {
+    let bad = |m: &str| SasError::Malformed(m.to_string());
+    if header.len() > MAX_HEADER_LEN {
+        return Err(bad("longer than 4096 bytes"));
+    }
+    let h = header.trim();
+    let rest = match h.get(..SCHEME.len()) {
+        Some(s) if s.eq_ignore_ascii_case(SCHEME) => &h[SCHEME.len()..],
+        _ => return Err(bad("does not start with \"SharedAccessSignature \"")),
+    };
+    if !rest.starts_with(' ') {
+        return Err(bad("does not start with \"SharedAccessSignature \""));
+    }
+    let (mut sr, mut sig, mut se, mut skn) = (None, None, None, None);
+    for part in rest.trim_start().split('&') {
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(bad("a field has no '='"));
+        };
+        let slot = match k {
+            "sr" => &mut sr,
+            "sig" => &mut sig,
+            "se" => &mut se,
+            "skn" => &mut skn,
+            // Other issuers add nothing else; an unknown field changes nothing signed.
+            _ => continue,
+        };
+        if slot.replace(v).is_some() {
+            return Err(SasError::Malformed(format!("field {k:?} appears twice")));
+        }
+    }
+    let need = |v: Option<&'a str>, name: &str| {
+        v.ok_or_else(|| SasError::Malformed(format!("no {name:?} field")))
+    };
+    Ok(Parsed {
+        sr: need(sr, "sr")?,
+        sig: need(sig, "sig")?,
+        se: need(se, "se")?,
+        skn: need(skn, "skn")?,
+    })
+}
+
+/// Checks `header` (the whole `Authorization` value) and returns the rights of the key that
+/// signed it, with [`DEFAULT_CLOCK_SKEW`]. `request_base` is the request's
+/// `https://host[:port]/{hub}` (scheme as the server is reached).
+pub fn verify(
+    header: &str,
+    keys: &[SasKey],
+    request_base: &str,
+    now: SystemTime,
+) -> Result<Rights, SasError> {
+    verify_with_skew(header, keys, request_base, now, DEFAULT_CLOCK_SKEW)
+}
+
+/// [`verify`] with an explicit clock skew. Checks, in order: shape, key name, signature
+/// (constant time), expiry, audience.
+pub fn verify_with_skew(
+    header: &str,
+    keys: &[SasKey],
+    request_base: &str,
+    now: SystemTime,
+    skew: Duration,
+) -> Result<Rights, SasError> {
+    let t = parse(header)?;
+    let skn = percent_decode(t.skn)
+        .ok_or_else(|| SasError::Malformed("skn is not percent-encoded UTF-8".into()))?;
+    let key = keys
+        .iter()
+        .find(|k| k.name == skn)
+        .ok_or_else(|| SasError::UnknownKey(shorten(&skn)))?;
+    let sig = percent_decode(t.sig)
+        .ok_or_else(|| SasError::Malformed("sig is not percent-encoded".into()))?;
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(sig.trim())
+        .map_err(|_| SasError::Malformed("sig is not base64".into()))?;
+    let mut mac = hmac_for(&key.key);
+    mac.update(t.sr.as_bytes());
+    mac.update(b"\n");
+    mac.update(t.se.as_bytes());
+    // `verify_slice` compares in constant time (hmac uses `subtle`).
+    mac.verify_slice(&sig)
+        .map_err(|_| SasError::BadSignature(key.name.clone()))?;
+    if t.se.is_empty() || !t.se.bytes().all(|b| b.is_ascii_digit()) || t.se.len() > 19 {
+        return Err(SasError::Malformed(format!(
+            "se {:?} is not unix seconds",
+            shorten(t.se)
+        )));
+    }
+    let expiry: u64 =
+        t.se.parse()
+            .map_err(|_| SasError::Malformed("se is out of range".into()))?;
+    let now_s = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if expiry.saturating_add(skew.as_secs()) < now_s {
+        return Err(SasError::Expired { expiry, now: now_s });
+    }
+    let audience = percent_decode(t.sr)
+        .ok_or_else(|| SasError::Malformed("sr is not percent-encoded UTF-8".into()))?;
+    if !audience_covers(&audience, request_base) {
+        return Err(SasError::Audience {
+            audience: shorten(&audience),
+            request: shorten(request_base),
+        });
+    }
+    Ok(key.rights)
+}
+
+fn hmac_for(key: &str) -> Hmac<Sha256> {
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    match Hmac::<Sha256>::new_from_slice(key.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC takes keys of any length"),
+    }
+}
+
+/// A token exactly as the JS SDK 2.1 makes it (nh-rest-api.md §2): for `audience` (the
+/// Endpoint with `sb://` replaced by `https://`), expiring at `expiry` unix seconds.
+pub fn token(audience: &str, key_name: &str, key: &str, expiry: u64) -> String {
+    let sr = encode_uri_component(&audience.to_lowercase());
+    let se = expiry.to_string();
+    let mut mac = hmac_for(key);
+    mac.update(sr.as_bytes());
+    mac.update(b"\n");
+    mac.update(se.as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    format!(
+        "{SCHEME} sr={sr}&sig={}&se={se}&skn={}",
+        encode_uri_component(&sig),
+        encode_uri_component(key_name)
+    )
+}
+
+fn shorten(s: &str) -> String {
+    s.chars().take(120).collect()
+}
+
+/// Whether a decoded audience covers the request's base URL: same host and port (ASCII
+/// case-insensitive; `http`, `https` and `sb` treated alike because the JS SDK signs the
+/// Endpoint with `sb://` turned into `https://` while .NET signs `http://` forms; a default
+/// port written out equals an absent one), and the audience's path a prefix of the request's
+/// path at a segment boundary (compared percent-decoded and case-insensitively: the JS SDK
+/// signs the namespace URL, other SDKs the hub URL).
+fn audience_covers(audience: &str, request_base: &str) -> bool {
+    let (Some((a_auth, a_path)), Some((r_auth, r_path))) =
+        (split_url(audience), split_url(request_base))
+    else {
+        return false;
+    };
+    if a_auth != r_auth {
+        return false;
+    }
+    let a = a_path.trim_end_matches('/');
+    if a.is_empty() {
+        return true;
+    }
+    match r_path.strip_prefix(a) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// `(host[:port] without a default port, decoded lower-case path)` of an absolute URL.
+fn split_url(url: &str) -> Option<(String, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" | "sb" => ":443",
+        "http" => ":80",
+        _ => return None,
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let mut authority = rest[..end].to_ascii_lowercase();
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    if authority.ends_with(default_port) {
+        authority.truncate(authority.len() - default_port.len());
+    }
+    let path_end = rest[end..].find(['?', '#']).map_or(rest.len(), |i| end + i);
+    let path = percent_decode(&rest[end..path_end])?.to_lowercase();
+    Some((authority, path))
+}
+
+/// Decodes `%XX` escapes (either hex case); `+` stays `+`. `None` for a bad escape or bytes
+/// that are not UTF-8.
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_string());
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = |c: u8| (c as char).to_digit(16);
+            let (hi, lo) = (h(*b.get(i + 1)?)?, h(*b.get(i + 2)?)?);
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// JavaScript's `encodeURIComponent`: everything but `A-Za-z0-9-_.!~*'()` as `%XX` of its
+/// UTF-8 bytes, upper-case hex.
+pub(crate) fn encode_uri_component(s: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEY: &str = "c2VjcmV0a2V5MTIzNDU2Nzg5MA==";
+    const SKN: &str = "DefaultFullSharedAccessSignature";
+    const SE: u64 = 1_700_000_000;
+
+    fn keys() -> Vec<SasKey> {
+        vec![
+            SasKey {
+                name: "DefaultListenSharedAccessSignature".into(),
+                key: "listen-key".into(),
+                rights: Rights::LISTEN,
+            },
+            SasKey {
+                name: SKN.into(),
+                key: KEY.into(),
+                rights: Rights::MANAGE,
+            },
+        ]
+    }
+
+    fn at(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn spec_test_vectors() {
+        // nh-rest-api.md §2, computed by SDK 2.1.0.
+        assert_eq!(
+            token("https://localhost:8443/", SKN, KEY, SE),
+            "SharedAccessSignature sr=https%3A%2F%2Flocalhost%3A8443%2F&sig=yACc0oxfj0iTxK3IefSL4llH2hoqQrGPxMPpOFCzDt8%3D&se=1700000000&skn=DefaultFullSharedAccessSignature"
+        );
+        let t = token("https://myns.servicebus.windows.net/", SKN, KEY, SE);
+        assert!(t.starts_with("SharedAccessSignature sr=https%3A%2F%2Fmyns.servicebus.windows.net%2F&sig=uhyfsznUIWvJBf4HkgGfFu8%2B6sYaYPoTMzNGe4LiJbQ%3D&se=1700000000&skn="), "{t}");
+    }
+
+    #[test]
+    fn verifies_sdk_token() {
+        let t = token("https://localhost:8443/", SKN, KEY, SE);
+        let r = verify(&t, &keys(), "https://localhost:8443/myhub", at(SE - 3600)).unwrap();
+        assert_eq!(r, Rights::MANAGE);
+        assert!(r.allows(Rights::SEND) && r.allows(Rights::LISTEN));
+        // Any field order; host case; skew.
+        let parts: Vec<&str> = t["SharedAccessSignature ".len()..].split('&').collect();
+        let reordered = format!(
+            "SharedAccessSignature {}&{}&{}&{}",
+            parts[3], parts[2], parts[0], parts[1]
+        );
+        assert!(verify(
+            &reordered,
+            &keys(),
+            "https://LOCALHOST:8443/myhub",
+            at(SE + 299)
+        )
+        .is_ok());
+        assert_eq!(
+            verify(&t, &keys(), "https://localhost:8443/myhub", at(SE + 301)),
+            Err(SasError::Expired {
+                expiry: SE,
+                now: SE + 301
+            })
+        );
+        assert!(verify_with_skew(
+            &t,
+            &keys(),
+            "https://localhost:8443/h",
+            at(SE + 1),
+            Duration::ZERO
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn tampering_each_field_fails() {
+        let base = "https://localhost:8443/hub";
+        let t = token("https://localhost:8443/", SKN, KEY, SE);
+        let now = at(SE - 10);
+        let sub = |from: &str, to: &str| t.replacen(from, to, 1);
+        assert!(matches!(
+            verify(
+                &sub("localhost%3A8443", "localhost%3A8444"),
+                &keys(),
+                base,
+                now
+            ),
+            Err(SasError::BadSignature(_))
+        ));
+        assert!(matches!(
+            verify(&sub("se=1700000000", "se=1800000000"), &keys(), base, now),
+            Err(SasError::BadSignature(_))
+        ));
+        assert!(matches!(
+            verify(&sub("sig=yACc", "sig=yACd"), &keys(), base, now),
+            Err(SasError::BadSignature(_))
+        ));
+        assert!(matches!(
+            verify(&sub("skn=Default", "skn=Other"), &keys(), base, now),
+            Err(SasError::UnknownKey(_))
+        ));
+        // Another key's name with this signature.
+        assert!(matches!(
+            verify(
+                &sub(SKN, "DefaultListenSharedAccessSignature"),
+                &keys(),
+                base,
+                now
+            ),
+            Err(SasError::BadSignature(_))
+        ));
+        assert!(matches!(
+            verify(&sub("&se=1700000000", ""), &keys(), base, now),
+            Err(SasError::Malformed(_))
+        ));
+        assert!(matches!(
+            verify(&format!("{t}&se=1"), &keys(), base, now),
+            Err(SasError::Malformed(_))
+        ));
+        assert!(matches!(
+            verify(
+                &sub("SharedAccessSignature ", "Bearer "),
+                &keys(),
+                base,
+                now
+            ),
+            Err(SasError::Malformed(_))
+        ));
+        assert!(matches!(
+            verify(&sub("sig=yACc", "sig=%ZZ"), &keys(), base, now),
+            Err(SasError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn audience() {
+        let now = at(SE - 10);
+        let t = token("https://localhost:8443/", SKN, KEY, SE);
+        assert!(matches!(
+            verify(&t, &keys(), "https://localhost:9443/hub", now),
+            Err(SasError::Audience { .. })
+        ));
+        assert!(matches!(
+            verify(&t, &keys(), "https://otherhost:8443/hub", now),
+            Err(SasError::Audience { .. })
+        ));
+        // No trailing slash in the Endpoint; a hub-level audience (other SDKs); a path.
+        for (aud, ok, bad) in [
+            (
+                "https://localhost:8443",
+                "https://localhost:8443/hub",
+                "https://localhost:84430/hub",
+            ),
+            (
+                "https://localhost:8443/Hub",
+                "https://localhost:8443/hub",
+                "https://localhost:8443/hub2",
+            ),
+            (
+                "http://localhost:8443/hub/",
+                "https://localhost:8443/hub",
+                "https://localhost:8443/other",
+            ),
+            (
+                "sb://ns.example:443/",
+                "https://ns.example/hub",
+                "https://ns.example:444/hub",
+            ),
+            ("https://h/my%20hub", "https://h/my%20hub", "https://h/my"),
+        ] {
+            let t = token(aud, SKN, KEY, SE);
+            assert!(verify(&t, &keys(), ok, now).is_ok(), "{aud} {ok}");
+            assert!(
+                matches!(
+                    verify(&t, &keys(), bad, now),
+                    Err(SasError::Audience { .. })
+                ),
+                "{aud} {bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn rights() {
+        assert!(!Rights::LISTEN.allows(Rights::SEND));
+        assert!(Rights::LISTEN.union(Rights::SEND).allows(Rights::SEND));
+        assert!(!Rights::SEND.allows(Rights::MANAGE));
+        assert_eq!(
+            Rights::parse("Listen, Send").unwrap(),
+            Rights::LISTEN.union(Rights::SEND)
+        );
+        assert_eq!(Rights::parse("manage").unwrap(), Rights::MANAGE);
+        assert!(Rights::parse("Root").unwrap_err().contains("Root"));
+        assert_eq!(format!("{:?}", Rights::MANAGE), "Rights(Manage)");
+    }
+
+    #[test]
+    fn uri_component() {
+        assert_eq!(
+            encode_uri_component("a b/+=é!~*'()"),
+            "a%20b%2F%2B%3D%C3%A9!~*'()"
+        );
+        assert_eq!(percent_decode("a%2fb%2F+").unwrap(), "a/b/+");
+        assert!(percent_decode("%4").is_none());
+        assert!(percent_decode("%ff").is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(s in ".{0,300}", base in ".{0,40}") {
+            let _ = verify(&s, &keys(), &base, at(SE));
+            let _ = verify(&format!("SharedAccessSignature {s}"), &keys(), "https://localhost:8443/h", at(SE));
+        }
+
+        #[test]
+        fn generated_tokens_verify(host in "[a-z][a-z0-9.-]{0,20}", port in 1u16.., key in "\\PC{1,40}", name in "[A-Za-z0-9 ]{1,20}") {
+            let keys = [SasKey { name: name.clone(), key: key.clone(), rights: Rights::SEND }];
+            let t = token(&format!("https://{host}:{port}/"), &name, &key, SE);
+            prop_assert_eq!(verify(&t, &keys, &format!("https://{host}:{port}/hub"), at(SE)), Ok(Rights::SEND));
+        }
+    }
+}
