@@ -163,6 +163,25 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Continues from `p` (a resumed send).
+    fn load_from(&self, p: &PlatformOutcomes) {
+        self.targeted.store(p.targeted, Relaxed);
+        self.delivered.store(p.delivered, Relaxed);
+        self.throttled_then_delivered
+            .store(p.throttled_then_delivered, Relaxed);
+        self.dead.store(p.dead, Relaxed);
+        self.pruned.store(p.pruned, Relaxed);
+        self.kept.store(p.kept_reregistered, Relaxed);
+        self.expired.store(p.expired, Relaxed);
+        self.failed.store(p.failed, Relaxed);
+        self.rejected.store(p.rejected, Relaxed);
+        self.credential_failure.store(p.credential_failure, Relaxed);
+        self.skipped.store(p.skipped, Relaxed);
+        self.cancelled.store(p.cancelled, Relaxed);
+        self.retries.store(p.retries, Relaxed);
+        self.ambiguous.store(p.ambiguous_resends, Relaxed);
+    }
+
     fn snapshot(&self) -> PlatformOutcomes {
         PlatformOutcomes {
             targeted: self.targeted.load(Relaxed),
@@ -267,6 +286,11 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn from_ms(ms: u64) -> Option<SystemTime> {
     (ms != 0).then(|| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms))
 }
@@ -291,6 +315,14 @@ pub(crate) struct Job {
     pending: AtomicU64,
     feeding_done: AtomicBool,
     pub(crate) cancelled: AtomicBool,
+    /// A graceful shutdown asked the feeder to stop and record the devices it has not
+    /// reached, so the next engine resumes the send (see `resume.rs`).
+    pub(crate) suspending: AtomicBool,
+    /// The feeder stopped for a suspension and recorded the rest: the send ends open
+    /// (`Processing`), to be resumed, rather than completed.
+    suspended: AtomicBool,
+    /// For a resumed send, the audience its first run counted (0: not resumed).
+    pub(crate) resumed_audience: Option<u64>,
     /// The window: one permit per device in flight (taken by the feeder, returned at the
     /// device's final outcome). Bounds memory whatever the audience size.
     pub(crate) window: Semaphore,
@@ -315,6 +347,8 @@ pub(crate) struct JobMeta {
     pub(crate) scheduled_for_ms: u64,
     pub(crate) pace: Option<super::request::Pace>,
     pub(crate) template: Option<crate::template::Properties>,
+    /// A suspended send's report so far: a resumed send continues its counts and times.
+    pub(crate) resumed: Option<SendReport>,
 }
 
 impl Job {
@@ -323,23 +357,38 @@ impl Job {
     }
 
     pub(crate) fn with(notification: Notification, window: usize, meta: JobMeta) -> Arc<Job> {
+        let ms = |t: Option<SystemTime>| t.map_or(0, to_ms);
+        let base = meta.resumed.as_ref();
+        let counters: [Counters; 4] = Default::default();
+        let mut reasons = BTreeMap::new();
+        let mut errors = Vec::new();
+        if let Some(b) = base {
+            for (c, p) in counters.iter().zip(&b.platforms) {
+                c.load_from(p);
+            }
+            reasons = b.reasons.clone();
+            errors = b.errors.clone();
+        }
         Arc::new(Job {
             id: meta.id.unwrap_or_else(NotificationId::random),
             notification,
             prepared: Default::default(),
             state: AtomicU8::new(ENQUEUED),
-            counters: Default::default(),
-            reasons: Mutex::default(),
-            errors: Mutex::default(),
+            counters,
+            reasons: Mutex::new(reasons),
+            errors: Mutex::new(errors),
             audience: AtomicU64::new(u64::MAX),
             enqueued_ms: meta.enqueued_ms.unwrap_or_else(now_ms),
-            started_ms: AtomicU64::new(0),
-            first_ms: AtomicU64::new(0),
-            last_ms: AtomicU64::new(0),
+            started_ms: AtomicU64::new(ms(base.and_then(|b| b.started_at))),
+            first_ms: AtomicU64::new(ms(base.and_then(|b| b.first_delivered_at))),
+            last_ms: AtomicU64::new(ms(base.and_then(|b| b.last_delivered_at))),
             completed_ms: AtomicU64::new(0),
             pending: AtomicU64::new(0),
             feeding_done: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
+            suspending: AtomicBool::new(false),
+            suspended: AtomicBool::new(false),
+            resumed_audience: base.map(|b| b.audience.unwrap_or(0)),
             // At least one feeder batch (1024), or the feeder could wait forever.
             window: Semaphore::new(window.max(1024)),
             done: Notify::new(),
@@ -349,6 +398,23 @@ impl Job {
             pace: meta.pace,
             template: meta.template,
         })
+    }
+
+    /// Asks the feeder to stop and record the devices it has not reached (a graceful
+    /// shutdown; see `resume.rs`). Devices already handed over finish normally.
+    pub(crate) fn suspend(&self) {
+        self.suspending.store(true, Relaxed);
+        self.cancel_wake.notify_waiters();
+    }
+
+    /// The feeder recorded the rest of the send for resumption: the send ends open.
+    pub(crate) fn mark_suspended(&self) {
+        self.suspended.store(true, SeqCst);
+    }
+
+    /// The send stopped for a suspension and waits, durably, to be resumed.
+    pub(crate) fn is_suspended(&self) -> bool {
+        self.suspended.load(SeqCst)
     }
 
     /// Stops the send (see `SendHandle::cancel`).
@@ -480,7 +546,11 @@ impl Job {
         if self.completed_ms.load(Relaxed) != 0 {
             return;
         }
-        let end = if self.cancelled.load(Relaxed) {
+        let end = if self.suspended.load(SeqCst) {
+            // Open: the rest of the send waits to be resumed; `completed_ms` only marks the
+            // end of this run (the report shows no completion time).
+            PROCESSING
+        } else if self.cancelled.load(Relaxed) {
             CANCELLED
         } else if self.audience.load(Relaxed) == 0 {
             NO_TARGET
@@ -506,7 +576,14 @@ impl Job {
             .compare_exchange(0, now_ms(), Relaxed, Relaxed)
             .is_ok()
         {
-            self.state.store(ABANDONED, Relaxed);
+            // A suspended send stays open: it is resumed (its unanswered devices are
+            // accounted for then).
+            let end = if self.is_suspended() {
+                PROCESSING
+            } else {
+                ABANDONED
+            };
+            self.state.store(end, Relaxed);
             self.done.notify_waiters();
         }
     }
@@ -536,7 +613,11 @@ impl Job {
             started_at: from_ms(self.started_ms.load(Relaxed)),
             first_delivered_at: from_ms(self.first_ms.load(Relaxed)),
             last_delivered_at: from_ms(self.last_ms.load(Relaxed)),
-            completed_at: from_ms(self.completed_ms.load(Relaxed)),
+            completed_at: if self.is_suspended() {
+                None
+            } else {
+                from_ms(self.completed_ms.load(Relaxed))
+            },
             scheduled_for: from_ms(self.scheduled_for_ms),
             platforms,
             reasons: self.reasons.lock().clone(),

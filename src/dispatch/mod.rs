@@ -23,6 +23,7 @@ pub(crate) mod outcomes;
 pub(crate) mod platforms;
 pub(crate) mod pool;
 pub(crate) mod request;
+pub(crate) mod resume;
 pub(crate) mod schedule;
 mod service;
 
@@ -36,6 +37,7 @@ use self::auth::{AuthSource, OAuth, OAuthKind};
 use self::job::{Final, History, Job, JobMeta};
 use self::outcomes::Outcomes;
 use self::pool::{Device, Pool, Protocol, Work};
+use self::resume::Resumes;
 use self::schedule::Schedules;
 use crate::credentials::{
     ApnsCertificate, ApnsKey, ApnsTokenCache, FcmServiceAccount, VapidCache, VapidKey,
@@ -45,7 +47,7 @@ use crate::events::{EventLog, EventsConfig};
 use crate::feedback::prune::{self, PruneItem};
 use crate::payload::Notification;
 use crate::registry::model::PushHandle;
-use crate::registry::{Audience, Platform, Registry};
+use crate::registry::{Audience, InstallationId, Platform, Registry};
 use crate::state::{StateError, StateStore};
 use crate::template::TemplateCache;
 use crate::transport::{Endpoint, TlsRoots, TransportError};
@@ -281,6 +283,10 @@ pub struct EngineConfig {
     pub max_schedule_ahead: Duration,
     /// The event log (kept in the state store): retention, CloudEvents source, flush delay.
     pub events: EventsConfig,
+    /// With a durable [`state`](Self::state): how long [`Engine::shutdown`] waits for the
+    /// devices already handed to connections when it suspends the sends in progress
+    /// (`ZERO` = 10 s). Suspended sends resume when an engine opens the same state store.
+    pub suspend_wait: Duration,
 }
 
 /// Default outcome retention and scheduling horizon: 7 days.
@@ -384,6 +390,7 @@ struct EngineInner {
     state: StateStore,
     outcomes: Outcomes,
     schedules: Schedules,
+    resumes: Resumes,
     events: EventLog,
     templates: TemplateCache,
     /// Held while a send's end is recorded (shutdown waits for it).
@@ -432,9 +439,13 @@ impl Engine {
             config.outcome_retention
         };
         let schedules = Schedules::open(&state)?;
-        let outcomes = Outcomes::open(&state, retention, |id| {
-            schedules.contains(id).unwrap_or(true)
-        })?;
+        let resumes = Resumes::open(&state)?;
+        let outcomes = Outcomes::open(
+            &state,
+            retention,
+            |id| schedules.contains(id).unwrap_or(true),
+            |id| resumes.contains(id).unwrap_or(true),
+        )?;
 
         let mut apns_tokens = None;
         let apns = match &config.apns {
@@ -532,12 +543,14 @@ impl Engine {
                 state,
                 outcomes,
                 schedules,
+                resumes,
                 events,
                 templates: TemplateCache::default(),
                 recording: Mutex::new(()),
             }),
         };
         engine.spawn_background();
+        engine.resume_suspended();
         Ok(engine)
     }
 
@@ -625,12 +638,21 @@ impl Engine {
             .map_or(0, |c| c.signatures())
     }
 
-    /// Stops accepting sends; sends in progress end as `abandoned`; connections close.
+    /// Stops accepting sends and closes the connections. With a durable
+    /// [`state`](EngineConfig::state) store and a registry, sends in progress are suspended:
+    /// their feeders stop, the devices already handed to connections get their answers (for
+    /// at most [`suspend_wait`](EngineConfig::suspend_wait)), and the devices not yet reached
+    /// are recorded, so the next engine on the same store resumes each send under its id
+    /// (direct sends to handles are not resumed). Otherwise sends in progress end
+    /// `Abandoned`.
     pub async fn shutdown(&self) {
         self.inner
             .shut
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.inner.wake.notify_waiters();
+        if self.inner.state.is_durable() && self.inner.registry.is_some() {
+            self.suspend_all().await;
+        }
         for j in self.inner.history.all() {
             if !j.is_done() {
                 j.cancel();
@@ -805,13 +827,17 @@ impl Engine {
     /// Takes `n` window permits for the next devices and, for a paced send, waits until
     /// they are due. `false`: stop feeding (cancelled, or the engine shut down).
     async fn admit(&self, job: &Job, n: usize, paced: &mut Paced) -> bool {
-        if job.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+        let stop = || {
+            job.cancelled.load(std::sync::atomic::Ordering::Relaxed)
+                || job.suspending.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        if stop() {
             return false;
         }
         if let (Some(pace), Some(t0)) = (job.pace, paced.started) {
             let due = t0 + pace.due(paced.admitted);
             let cancelled = job.cancel_wake.notified();
-            if job.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+            if stop() {
                 return false;
             }
             tokio::select! {
@@ -836,23 +862,31 @@ impl Engine {
         let mut last = None;
         let mut paced = Paced::default();
         match source {
-            Source::Audience(audience) => {
+            Source::Audience(audience, only) => {
                 let Some(reg) = self.inner.registry.clone() else {
                     job.set_audience(0);
                     job.feeding_done();
                     return;
                 };
-                let resolution =
-                    match tokio::task::spawn_blocking(move || reg.resolve(&audience)).await {
-                        Ok(r) => r,
-                        Err(e) => {
-                            job.error(format!("resolving the audience failed: {e}"));
-                            job.set_audience(0);
-                            job.feeding_done();
-                            return;
-                        }
-                    };
-                job.set_audience(resolution.count());
+                let kept = audience.clone();
+                let resolved = tokio::task::spawn_blocking(move || {
+                    let mut r = reg.resolve(&audience);
+                    if let Some(ids) = &only {
+                        r.retain_installations(ids);
+                    }
+                    r
+                })
+                .await;
+                let resolution = match resolved {
+                    Ok(r) => r,
+                    Err(e) => {
+                        job.error(format!("resolving the audience failed: {e}"));
+                        job.set_audience(0);
+                        job.feeding_done();
+                        return;
+                    }
+                };
+                job.set_audience(job.resumed_audience.unwrap_or(resolution.count()));
                 let mut batches = resolution.batches(batch_size);
                 loop {
                     if job.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
@@ -862,6 +896,13 @@ impl Engine {
                     // touched); it runs inline.
                     let Some(batch) = batches.next() else { break };
                     if !self.admit(&job, batch.len(), &mut paced).await {
+                        if job.suspending.load(std::sync::atomic::Ordering::Relaxed) {
+                            let rest = batch
+                                .into_iter()
+                                .chain(batches.flatten())
+                                .map(|t| t.installation_id);
+                            self.save_rest(&job, kept, rest.collect());
+                        }
                         break;
                     }
                     for t in batch {
@@ -873,8 +914,8 @@ impl Engine {
                     }
                 }
             }
-            Source::Templates(audience) => {
-                self.feed_templates(&job, audience, batch_size, &mut paced, &mut last)
+            Source::Templates(audience, only) => {
+                self.feed_templates(&job, audience, only, batch_size, &mut paced, &mut last)
                     .await;
             }
             Source::Handles(handles) => {
@@ -905,8 +946,9 @@ struct Paced {
 }
 
 enum Source {
-    Audience(Audience),
-    /// A template send's audience; the properties are the job's.
-    Templates(Audience),
+    /// A registry audience, restricted to some installations when resumed.
+    Audience(Audience, Option<Vec<InstallationId>>),
+    /// A template send's audience (restricted when resumed); the properties are the job's.
+    Templates(Audience, Option<Vec<InstallationId>>),
     Handles(Vec<PushHandle>),
 }

@@ -118,12 +118,14 @@ pub(crate) struct Outcomes {
 }
 
 impl Outcomes {
-    /// Opens the history; sends a previous process left unfinished end as `Abandoned`, and so
-    /// do scheduled ones for which `still_scheduled` says no schedule is left.
+    /// Opens the history; sends a previous process left unfinished end as `Abandoned`, but
+    /// not scheduled ones for which `still_scheduled` says a schedule is left, nor suspended
+    /// ones `to_resume` says will be resumed.
     pub(crate) fn open(
         store: &StateStore,
         retention: Duration,
         still_scheduled: impl Fn(NotificationId) -> bool,
+        to_resume: impl Fn(NotificationId) -> bool,
     ) -> Result<Outcomes, StateError> {
         let o = Outcomes {
             store: store.clone(),
@@ -145,7 +147,12 @@ impl Outcomes {
                 continue;
             };
             {
-                if r.state != SendState::Scheduled || !still_scheduled(id) {
+                let waits = if r.state == SendState::Scheduled {
+                    still_scheduled(id)
+                } else {
+                    to_resume(id)
+                };
+                if !waits {
                     r.state = SendState::Abandoned;
                     r.completed_at = Some(now);
                     r.errors
@@ -285,7 +292,7 @@ mod tests {
     #[test]
     fn records_read_back_by_id_and_time() {
         let store = StateStore::temporary().unwrap();
-        let o = Outcomes::open(&store, Duration::from_secs(3600), |_| true).unwrap();
+        let o = Outcomes::open(&store, Duration::from_secs(3600), |_| true, |_| false).unwrap();
         let now = SystemTime::now();
         let a = report(SendState::Completed, now - Duration::from_secs(60));
         let b = report(SendState::Processing, now - Duration::from_secs(30));
@@ -315,7 +322,7 @@ mod tests {
     #[test]
     fn retention_sweeps_old_finished_records_only() {
         let store = StateStore::temporary().unwrap();
-        let o = Outcomes::open(&store, Duration::from_secs(3600), |_| true).unwrap();
+        let o = Outcomes::open(&store, Duration::from_secs(3600), |_| true, |_| false).unwrap();
         let old = SystemTime::now() - Duration::from_secs(7200);
         let done = report(SendState::Completed, old);
         let running = report(SendState::Processing, old);
@@ -332,18 +339,31 @@ mod tests {
     #[test]
     fn unfinished_sends_end_abandoned_on_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let (running, scheduled) = {
+        let (running, scheduled, suspended) = {
             let store = StateStore::open(dir.path()).unwrap();
-            let o = Outcomes::open(&store, Duration::from_secs(3600), |_| true).unwrap();
+            let o = Outcomes::open(&store, Duration::from_secs(3600), |_| true, |_| false).unwrap();
             let running = report(SendState::Processing, SystemTime::now());
             let scheduled = report(SendState::Scheduled, SystemTime::now());
+            let suspended = report(SendState::Processing, SystemTime::now());
             o.put(&running).unwrap();
             o.put(&scheduled).unwrap();
+            o.put(&suspended).unwrap();
             store.flush().unwrap();
-            (running.id, scheduled.id)
+            (running.id, scheduled.id, suspended.id)
         };
         let store = StateStore::open(dir.path()).unwrap();
-        let o = Outcomes::open(&store, Duration::from_secs(3600), |_| true).unwrap();
+        let o = Outcomes::open(
+            &store,
+            Duration::from_secs(3600),
+            |_| true,
+            |id| id == suspended,
+        )
+        .unwrap();
+        // A suspended send waiting to be resumed stays open.
+        assert_eq!(
+            o.get(suspended).unwrap().unwrap().state,
+            SendState::Processing
+        );
         let r = o.get(running).unwrap().unwrap();
         assert_eq!(r.state, SendState::Abandoned);
         assert!(r.completed_at.is_some());

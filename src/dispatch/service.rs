@@ -59,18 +59,33 @@ impl Engine {
         Ok(())
     }
 
-    fn submit_as(&self, request: SendRequest, mut meta: JobMeta) -> Result<SendHandle, SendError> {
+    pub(super) fn submit_as(
+        &self,
+        request: SendRequest,
+        meta: JobMeta,
+    ) -> Result<SendHandle, SendError> {
+        self.submit_restricted(request, meta, None)
+    }
+
+    /// Starts `request`; `only` restricts its audience to some installations (a resumed
+    /// send's remainder).
+    pub(super) fn submit_restricted(
+        &self,
+        request: SendRequest,
+        mut meta: JobMeta,
+        only: Option<Vec<crate::registry::InstallationId>>,
+    ) -> Result<SendHandle, SendError> {
         self.check(&request)?;
         meta.pace = request.pace;
         let (notification, source) = match request.content {
-            Content::Native(n) => (n, Source::Audience(request.audience)),
+            Content::Native(n) => (n, Source::Audience(request.audience, only)),
             Content::Template(t) => {
                 meta.template = Some(t.properties);
                 let mut n = Notification::new();
                 if let Some(at) = t.expires_at {
                     n = n.expires_at(at);
                 }
-                (n, Source::Templates(request.audience))
+                (n, Source::Templates(request.audience, only))
             }
         };
         self.start(notification, source, meta)
@@ -208,6 +223,10 @@ impl Engine {
         if let Err(e) = self.inner.outcomes.put(&report) {
             tracing::error!(id = %report.id, "outcome history write failed: {e}");
         }
+        if job.is_suspended() {
+            // Not ended: the next engine resumes it (its outcome stays open meanwhile).
+            return;
+        }
         let data = report_json(&report);
         let event = match report.state {
             SendState::Abandoned => Event::notification_abandoned(report.id.to_string(), data),
@@ -292,6 +311,7 @@ impl Engine {
         &self,
         job: &Arc<Job>,
         audience: Audience,
+        only: Option<Vec<crate::registry::InstallationId>>,
         batch_size: usize,
         paced: &mut Paced,
         last: &mut Option<(Platform, String, Arc<Pool>)>,
@@ -300,16 +320,26 @@ impl Engine {
             job.set_audience(0);
             return;
         };
-        let resolution =
-            match tokio::task::spawn_blocking(move || reg.resolve_templates(&audience)).await {
-                Ok(r) => r,
-                Err(e) => {
-                    job.error(format!("resolving the audience failed: {e}"));
-                    job.set_audience(0);
-                    return;
-                }
-            };
-        job.set_audience(resolution.candidates());
+        let kept = audience.clone();
+        let resolved = tokio::task::spawn_blocking(move || {
+            let mut r = reg.resolve_templates(&audience);
+            if let Some(ids) = &only {
+                r.retain_installations(ids);
+            }
+            r
+        })
+        .await;
+        let resolution = match resolved {
+            Ok(r) => r,
+            Err(e) => {
+                job.error(format!("resolving the audience failed: {e}"));
+                job.set_audience(0);
+                return;
+            }
+        };
+        // Pushes counted by an earlier run of a resumed send.
+        let earlier = job.resumed_audience.unwrap_or(0);
+        job.set_audience(earlier + resolution.candidates());
         let empty = Properties::new();
         let props = job.template.as_ref().unwrap_or(&empty);
         let mut pushes = 0u64;
@@ -320,11 +350,19 @@ impl Engine {
                 break;
             }
             let Some(batch) = batches.next() else { break };
-            for t in batch {
+            let mut batch = batch.into_iter();
+            while let Some(t) = batch.next() {
                 // One push per matching template; a device's permits are taken together
                 // (capped by the window so a device with very many templates cannot block).
                 let n = t.matching.len().min(1024);
                 if !self.admit(job, n, paced).await {
+                    if job.suspending.load(Relaxed) {
+                        let rest = std::iter::once(t)
+                            .chain(batch)
+                            .chain(batches.flatten())
+                            .map(|t| t.target.installation_id);
+                        self.save_rest(job, kept, rest.collect());
+                    }
                     break 'feed;
                 }
                 for name in t.matching.iter().take(n) {
@@ -344,7 +382,7 @@ impl Engine {
                 }
             }
         }
-        job.set_audience_exact(pushes);
+        job.set_audience_exact(earlier + pushes);
     }
 
     /// Renders template `name` of `t` into a native notification for its platform; the error

@@ -953,6 +953,29 @@ impl Registry {
         }
     }
 
+    /// One bitmap per partition of the slots `ids` occupy now (ids not stored are left out).
+    fn slots_of<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a InstallationId>,
+    ) -> Vec<RoaringBitmap> {
+        let n = self.inner.partitions.len();
+        let mut by_part: Vec<Vec<&str>> = vec![Vec::new(); n];
+        for id in ids {
+            by_part[self.partition_of(id.as_str()) as usize].push(id.as_str());
+        }
+        by_part
+            .into_iter()
+            .enumerate()
+            .map(|(pid, ids)| {
+                if ids.is_empty() {
+                    return RoaringBitmap::new();
+                }
+                let p = self.inner.partitions[pid].read();
+                ids.into_iter().filter_map(|id| p.find_id(id)).collect()
+            })
+            .collect()
+    }
+
     /// Deletes installations whose handles the push services reported dead. An installation is
     /// kept when it no longer carries that handle or was written after `invalid_since`.
     /// Durable when it returns.
@@ -1342,6 +1365,14 @@ impl TemplateResolution {
         self.parts.iter().map(RoaringBitmap::len).sum()
     }
 
+    /// Keeps only the installations in `ids` (see [`Resolution::retain_installations`]).
+    pub fn retain_installations<'a>(&mut self, ids: impl IntoIterator<Item = &'a InstallationId>) {
+        let keep = self.registry.slots_of(ids);
+        for (part, keep) in self.parts.iter_mut().zip(keep) {
+            *part &= keep;
+        }
+    }
+
     /// Iterates the matching devices, at most `size` at a time.
     pub fn batches(&self, size: usize) -> TemplateBatches<'_> {
         TemplateBatches {
@@ -1492,6 +1523,16 @@ impl Resolution {
     /// Number of targets at resolution time.
     pub fn count(&self) -> u64 {
         self.parts.iter().map(RoaringBitmap::len).sum()
+    }
+
+    /// Keeps only the installations in `ids` (a resumed send's remainder: devices the send
+    /// had not reached when the engine stopped). Each is still checked against the audience
+    /// when read.
+    pub fn retain_installations<'a>(&mut self, ids: impl IntoIterator<Item = &'a InstallationId>) {
+        let keep = self.registry.slots_of(ids);
+        for (part, keep) in self.parts.iter_mut().zip(keep) {
+            *part &= keep;
+        }
     }
 
     /// Iterates the targets `size` at a time; memory is bounded by the batch size.

@@ -60,8 +60,10 @@ pub struct ListenConfig {
     /// Largest request body in bytes (default 65,536, Notification Hubs' limit: larger → 413).
     #[serde(default = "default_max_body")]
     pub max_body: usize,
-    /// Seconds to wait at shutdown for sends in progress (default 30); what has not finished
-    /// is recorded as `Abandoned`.
+    /// Seconds a shutdown waits for sends in progress to finish (default 10). Sends still
+    /// running then are suspended (the devices already handed to a push service get up to
+    /// 10 s more for their answers) and resumed when the server starts again on the same
+    /// `data_dir`.
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
 }
@@ -71,7 +73,7 @@ fn default_max_body() -> usize {
 }
 
 fn default_grace() -> u64 {
-    30
+    10
 }
 
 /// `[[hub]]`: one notification hub.

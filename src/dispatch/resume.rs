@@ -1,0 +1,325 @@
+//! Sends suspended by a graceful shutdown, resumed by the next engine on the same state store.
+//!
+//! A suspended send is its request (as the scheduler stores one) and the installations its
+//! feeder had not reached; every device it had reached has its final outcome, kept in the
+//! outcome record. Trees: `resume` (id → the request and the number of id chunks) and
+//! `resume_ids` (id ++ chunk number → a JSON list of installation ids, [`CHUNK`] per chunk).
+//!
+//! Order of writes: the chunks, then the header, then a flush, so a header always has its
+//! chunks (chunks without a header are dropped at the next start). A resumption removes the
+//! header and flushes *before* the send restarts: a crash during the resumed send leaves its
+//! outcome open (it ends `Abandoned` at the next start) rather than resuming a second time,
+//! so no device is sent the notification twice by a resumption.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::job::{Job, JobMeta, NotificationId, SendState};
+use super::request::{Content, SendRequest, StoredRequest, TemplateSend};
+use super::Engine;
+use crate::registry::{Audience, InstallationId, Platform};
+use crate::state::{StateError, StateStore};
+
+/// How long a shutdown waits for the answers of devices already handed over, by default.
+const DEFAULT_SUSPEND_WAIT: Duration = Duration::from_secs(10);
+
+/// The reason given to devices that were handed over but unanswered when the engine stopped.
+const UNANSWERED: &str = "no answer before the engine stopped";
+
+/// Installation ids per chunk.
+const CHUNK: usize = 8192;
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    request: StoredRequest,
+    chunks: u32,
+}
+
+/// A send taken off the resume list.
+pub(crate) struct Suspended {
+    pub(crate) id: NotificationId,
+    /// The request, or why it could not be read back.
+    pub(crate) request: Result<SendRequest, String>,
+    /// The installations the send had not reached.
+    pub(crate) remaining: Vec<InstallationId>,
+}
+
+fn id_key(id: NotificationId) -> [u8; 16] {
+    id.as_u128().to_be_bytes()
+}
+
+fn chunk_key(id: NotificationId, n: u32) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..16].copy_from_slice(&id_key(id));
+    k[16..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// The durable list of suspended sends.
+pub(crate) struct Resumes {
+    store: StateStore,
+    headers: sled::Tree,
+    ids: sled::Tree,
+}
+
+impl Resumes {
+    pub(crate) fn open(store: &StateStore) -> Result<Resumes, StateError> {
+        Ok(Resumes {
+            store: store.clone(),
+            headers: store.tree("resume")?,
+            ids: store.tree("resume_ids")?,
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StateError {
+        self.store.storage(e)
+    }
+
+    /// Records a suspended send durably.
+    pub(crate) fn save(
+        &self,
+        id: NotificationId,
+        request: &SendRequest,
+        remaining: &[InstallationId],
+    ) -> Result<(), StateError> {
+        let mut chunks = 0u32;
+        for part in remaining.chunks(CHUNK) {
+            let list: Vec<&str> = part.iter().map(InstallationId::as_str).collect();
+            let bytes = serde_json::to_vec(&list).map_err(|e| self.err(e))?;
+            self.ids
+                .insert(chunk_key(id, chunks), bytes)
+                .map_err(|e| self.err(e))?;
+            chunks += 1;
+        }
+        let header = Header {
+            request: StoredRequest::from_request(request),
+            chunks,
+        };
+        let bytes = serde_json::to_vec(&header).map_err(|e| self.err(e))?;
+        self.headers
+            .insert(id_key(id), bytes)
+            .map_err(|e| self.err(e))?;
+        self.store.flush()
+    }
+
+    /// Whether `id` is waiting to be resumed.
+    pub(crate) fn contains(&self, id: NotificationId) -> Result<bool, StateError> {
+        self.headers
+            .contains_key(id_key(id))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Takes every suspended send off the list (durably, before returning) and drops chunks
+    /// left without a header.
+    pub(crate) fn take_all(&self) -> Result<Vec<Suspended>, StateError> {
+        let mut out = Vec::new();
+        for kv in self.headers.iter() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let Ok(raw) = <[u8; 16]>::try_from(&k[..]) else {
+                continue;
+            };
+            let id = NotificationId::from_u128(u128::from_be_bytes(raw));
+            let (request, chunks) = match serde_json::from_slice::<Header>(&v) {
+                Ok(h) => (h.request.into_request(), h.chunks),
+                Err(e) => (Err(format!("the suspended send could not be read: {e}")), 0),
+            };
+            let mut remaining = Vec::new();
+            let mut bad = None;
+            for n in 0..chunks {
+                let Some(bytes) = self.ids.get(chunk_key(id, n)).map_err(|e| self.err(e))? else {
+                    bad = Some(format!("chunk {n} of its remaining devices is missing"));
+                    break;
+                };
+                match serde_json::from_slice::<Vec<String>>(&bytes) {
+                    Ok(list) => remaining.extend(
+                        list.into_iter()
+                            .filter_map(|s| InstallationId::new(&s).ok()),
+                    ),
+                    Err(e) => {
+                        bad = Some(format!("chunk {n} of its remaining devices: {e}"));
+                        break;
+                    }
+                }
+            }
+            let request = match bad {
+                Some(why) => Err(why),
+                None => request,
+            };
+            out.push(Suspended {
+                id,
+                request,
+                remaining,
+            });
+        }
+        for s in &out {
+            self.headers.remove(id_key(s.id)).map_err(|e| self.err(e))?;
+        }
+        self.store.flush()?;
+        // Every chunk now lacks a header: the ones just read and any a crash left behind.
+        self.ids.clear().map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+}
+
+impl Engine {
+    /// Suspends every send in progress (graceful shutdown with a durable state store): the
+    /// feeders stop and record what they have not reached; then the devices already handed
+    /// over get their answers, for at most `suspend_wait`.
+    pub(super) async fn suspend_all(&self) {
+        let running: Vec<Arc<Job>> = self
+            .inner
+            .history
+            .all()
+            .into_iter()
+            .filter(|j| !j.is_done())
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        for j in &running {
+            j.suspend();
+        }
+        let wait = match self.inner.config.suspend_wait {
+            d if d.is_zero() => DEFAULT_SUSPEND_WAIT,
+            d => d,
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        for j in &running {
+            if tokio::time::timeout_at(deadline, j.wait()).await.is_err() {
+                tracing::warn!(id = %j.id, "devices still unanswered when the suspension ended");
+                break;
+            }
+        }
+    }
+
+    /// Records the rest of a send whose feeder stopped for a suspension: the installations
+    /// in `rest` (in feed order) are resumed by the next engine. If that cannot be written
+    /// the send ends `Abandoned` with the error.
+    pub(super) fn save_rest(&self, job: &Job, audience: Audience, rest: Vec<InstallationId>) {
+        let content = match &job.template {
+            Some(properties) => Content::Template(TemplateSend {
+                properties: properties.clone(),
+                expires_at: job.notification.expiry(),
+            }),
+            None => Content::Native(job.notification.clone()),
+        };
+        let request = SendRequest {
+            content,
+            audience,
+            pace: job.pace,
+        };
+        let n = rest.len();
+        match self.inner.resumes.save(job.id, &request, &rest) {
+            Ok(()) => {
+                tracing::info!(id = %job.id, remaining = n, "send suspended for resumption");
+                job.mark_suspended();
+            }
+            Err(e) => {
+                job.error(format!(
+                    "the send could not be suspended for resumption: {e}"
+                ));
+                job.abandon();
+            }
+        }
+    }
+
+    /// Restarts the sends a previous engine on this state store suspended, each under its
+    /// own id, continuing its counts.
+    pub(super) fn resume_suspended(&self) {
+        if self.inner.registry.is_none() || !self.inner.state.is_durable() {
+            return;
+        }
+        let taken = match self.inner.resumes.take_all() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("reading the suspended sends failed: {e}");
+                return;
+            }
+        };
+        for s in taken {
+            let base = self.inner.outcomes.get(s.id).ok().flatten();
+            let started = s.request.and_then(|request| {
+                let base = base.clone().map(account_unanswered);
+                let meta = JobMeta {
+                    id: Some(s.id),
+                    enqueued_ms: base.as_ref().map(|b| to_ms(b.enqueued_at)),
+                    scheduled_for_ms: base.as_ref().and_then(|b| b.scheduled_for).map_or(0, to_ms),
+                    resumed: base,
+                    ..JobMeta::default()
+                };
+                self.submit_restricted(request, meta, Some(s.remaining))
+                    .map_err(|e| e.to_string())
+            });
+            match started {
+                Ok(h) => tracing::info!(id = %h.id(), "suspended send resumed"),
+                Err(why) => {
+                    tracing::error!(id = %s.id, "suspended send not resumed: {why}");
+                    if let Some(mut r) = base {
+                        r.state = SendState::Abandoned;
+                        r.completed_at = Some(SystemTime::now());
+                        r.errors.push(format!("not resumed: {why}"));
+                        let _ = self.inner.outcomes.put(&r);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Devices handed over but unanswered when the engine stopped have no final outcome: they
+/// count as failed, with the reason [`UNANSWERED`] (the resumed send does not resend them:
+/// the service may have accepted them).
+fn account_unanswered(mut r: super::job::SendReport) -> super::job::SendReport {
+    for p in Platform::ALL {
+        let c = &mut r.platforms[p.index()];
+        let open = c.targeted.saturating_sub(c.finished());
+        if open > 0 {
+            c.failed += open;
+            *r.reasons.entry((p, UNANSWERED.to_owned())).or_default() += open;
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::{ApnsNotification, Notification};
+    use crate::registry::Audience;
+
+    #[test]
+    fn suspended_sends_survive_reopen_and_are_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = NotificationId::random();
+        let ids: Vec<InstallationId> = (0..20_000)
+            .map(|i| InstallationId::new(format!("dev-{i}")).unwrap())
+            .collect();
+        {
+            let store = StateStore::open(dir.path()).unwrap();
+            let r = Resumes::open(&store).unwrap();
+            let req = SendRequest::native(
+                Notification::new().apns(ApnsNotification::alert(&br#"{"aps":{}}"#[..]).unwrap()),
+                Audience::Expr("sports".parse().unwrap()),
+            );
+            r.save(id, &req, &ids).unwrap();
+            assert!(r.contains(id).unwrap());
+        }
+        let store = StateStore::open(dir.path()).unwrap();
+        let r = Resumes::open(&store).unwrap();
+        let taken = r.take_all().unwrap();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].id, id);
+        assert_eq!(taken[0].remaining, ids);
+        let req = taken[0].request.as_ref().unwrap();
+        assert_eq!(req.audience(), &Audience::Expr("sports".parse().unwrap()));
+        assert!(!r.contains(id).unwrap());
+        assert!(r.take_all().unwrap().is_empty());
+    }
+}

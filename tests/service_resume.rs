@@ -1,0 +1,223 @@
+//! Sends in progress at a graceful shutdown are suspended and resumed by the next engine on the
+//! same state store: every device gets the notification exactly once across the restart, the
+//! send keeps its id and its counts, and it completes once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{alert, apns_config, apns_key, apns_token, dev_id, fill, quick_dispatch};
+use tagcast::events::{EventKind, EventQuery};
+use tagcast::template::Properties;
+use tagcast::{
+    ApnsSettings, Audience, Engine, EngineConfig, Installation, NotificationId, Pace, Platform,
+    PushHandle, Registry, RegistryConfig, SendReport, SendRequest, SendState, StateStore, Tag,
+    TagExpr, Template, TemplateSend,
+};
+use tagcast_loadtest::mock::apns::{ApnsConfig, MockApns, TEST_BUNDLE_ID};
+
+fn config(mock: &MockApns, state: StateStore) -> EngineConfig {
+    let settings = ApnsSettings::token(apns_key(), TEST_BUNDLE_ID);
+    EngineConfig {
+        state: Some(state),
+        ..apns_config(mock, settings, quick_dispatch())
+    }
+}
+
+/// The report of `id` once `done` holds for it, polled every 20 ms for at most `limit`.
+async fn report_when(
+    engine: &Engine,
+    id: NotificationId,
+    limit: Duration,
+    done: impl Fn(&SendReport) -> bool,
+) -> SendReport {
+    let t = Instant::now();
+    loop {
+        let r = engine.report(id).expect("the send has a report");
+        if done(&r) {
+            return r;
+        }
+        assert!(t.elapsed() < limit, "not within {limit:?}: {r:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every device in `0..n` delivered exactly once; `not` never.
+fn assert_exactly_once(mock: &MockApns, n: u64, not: impl Fn(u64) -> bool) {
+    for i in 0..n {
+        let got = mock.deliveries_for(&apns_token(i)).len();
+        let want = usize::from(!not(i));
+        assert_eq!(got, want, "device {i}: {got} deliveries");
+    }
+}
+
+/// A paced native send to a tag expression, stopped by a shutdown part-way and resumed by an
+/// engine that reopens the registry and the state store from disk (so slots may differ).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_send_resumes_after_restart_and_reaches_each_device_once() {
+    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let n = 600u64;
+    // Every fifth device lacks the tag: outside the audience before and after the restart.
+    let tagged = |i: u64| i % 5 != 0;
+    let expr = TagExpr::parse("news").unwrap();
+    let id = {
+        let reg = Registry::open(dir.path().join("registry")).unwrap();
+        fill(
+            &reg,
+            (0..n).map(|i| {
+                let inst = Installation::new(dev_id(i), PushHandle::apns(&apns_token(i)).unwrap());
+                if tagged(i) {
+                    inst.with_tags([Tag::new("news").unwrap()])
+                } else {
+                    inst
+                }
+            }),
+        );
+        let engine = Engine::new(
+            reg,
+            config(&mock, StateStore::open(dir.path().join("state")).unwrap()),
+        )
+        .unwrap();
+        let request =
+            SendRequest::native(alert(), Audience::Expr(expr.clone())).paced(Pace::per_second(200));
+        let id = engine.submit(request).unwrap().id();
+        report_when(&engine, id, Duration::from_secs(10), |r| {
+            r.total().delivered >= 50
+        })
+        .await;
+        engine.shutdown().await;
+        let r = engine.report(id).unwrap();
+        let t = r.total();
+        assert_eq!(r.state, SendState::Processing, "{r:#?}");
+        assert_eq!(r.completed_at, None);
+        assert!(
+            t.delivered < 480,
+            "the send finished before the shutdown: {r:#?}"
+        );
+        // Every device handed over got its answer before the engine stopped.
+        assert_eq!((t.targeted, t.finished()), (t.delivered, t.delivered));
+        assert_eq!(mock.stats().deliveries, t.delivered);
+        id
+    };
+    let delivered_before = mock.stats().deliveries;
+
+    // The first engine's tasks let go of the registry once they have wound down.
+    let t = Instant::now();
+    let reg = loop {
+        match Registry::open(dir.path().join("registry")) {
+            Ok(reg) => break reg,
+            Err(e) if t.elapsed() < Duration::from_secs(10) => {
+                eprintln!("registry still held: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the registry stayed locked after the engine shut down: {e}"),
+        }
+    };
+    let engine = Engine::new(
+        reg,
+        config(&mock, StateStore::open(dir.path().join("state")).unwrap()),
+    )
+    .unwrap();
+    let r = report_when(&engine, id, Duration::from_secs(20), |r| {
+        r.state == SendState::Completed
+    })
+    .await;
+    let a = r.platform(Platform::Apns);
+    assert_eq!((a.targeted, a.delivered, a.failed), (480, 480, 0), "{r:#?}");
+    assert_eq!(r.audience, Some(480));
+    assert!(r.started_at.is_some() && r.completed_at.is_some());
+    assert!(mock.stats().deliveries > delivered_before);
+    assert_exactly_once(&mock, n, |i| !tagged(i));
+    // One completion event, from the resumed run; nothing is left to resume.
+    engine.shutdown().await;
+    let completed = engine
+        .events()
+        .search(
+            &EventQuery::new()
+                .kind(EventKind::NotificationCompleted)
+                .notification(id.to_string()),
+        )
+        .unwrap();
+    assert_eq!(completed.len(), 1, "{completed:?}");
+}
+
+/// A paced template send, suspended and resumed: each device renders its own template once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_template_send_resumes_with_its_properties() {
+    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let n = 300u64;
+    let reg = Registry::ephemeral(RegistryConfig::default()).unwrap();
+    let en = Template {
+        body: r#"{"aps":{"alert":"$(msg_en)"}}"#.into(),
+        ..Template::default()
+    };
+    let fr = Template {
+        body: r#"{"aps":{"alert":"$(msg_fr)"}}"#.into(),
+        ..Template::default()
+    };
+    fill(
+        &reg,
+        (0..n).map(|i| {
+            Installation::new(dev_id(i), PushHandle::apns(&apns_token(i)).unwrap())
+                .with_template("t", if i % 2 == 0 { en.clone() } else { fr.clone() })
+        }),
+    );
+    let mut props = Properties::new();
+    props.insert("msg_en", "Hello");
+    props.insert("msg_fr", "Bonjour");
+    let id = {
+        let engine = Engine::new(
+            reg.clone(),
+            config(&mock, StateStore::open(dir.path()).unwrap()),
+        )
+        .unwrap();
+        let request = SendRequest::template(TemplateSend::new(props), Audience::All)
+            .paced(Pace::per_second(150));
+        let id = engine.submit(request).unwrap().id();
+        report_when(&engine, id, Duration::from_secs(10), |r| {
+            r.total().delivered >= 30
+        })
+        .await;
+        engine.shutdown().await;
+        let r = engine.report(id).unwrap();
+        assert_eq!(r.state, SendState::Processing, "{r:#?}");
+        assert!(r.total().delivered < n, "{r:#?}");
+        id
+    };
+    let engine = Engine::new(reg, config(&mock, StateStore::open(dir.path()).unwrap())).unwrap();
+    let r = report_when(&engine, id, Duration::from_secs(20), |r| {
+        r.state == SendState::Completed
+    })
+    .await;
+    assert_eq!(r.total().delivered, n, "{r:#?}");
+    assert_eq!(r.audience, Some(n));
+    assert_exactly_once(&mock, n, |_| false);
+    for i in [0, 1, n - 2, n - 1] {
+        let d = mock.deliveries_for(&apns_token(i));
+        let json: serde_json::Value = serde_json::from_slice(&d[0].payload).unwrap();
+        let want = if i % 2 == 0 { "Hello" } else { "Bonjour" };
+        assert_eq!(json["aps"]["alert"], want, "device {i}");
+    }
+}
+
+/// Without a durable state store there is nothing to resume from: a send in progress at
+/// shutdown ends `Abandoned`, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_durable_store_a_send_in_progress_is_abandoned() {
+    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
+    let reg = common::apns_registry(300);
+    let settings = ApnsSettings::token(apns_key(), TEST_BUNDLE_ID);
+    let engine = Engine::new(reg, apns_config(&mock, settings, quick_dispatch())).unwrap();
+    let request = SendRequest::native(alert(), Audience::All).paced(Pace::per_second(200));
+    let id = engine.submit(request).unwrap().id();
+    report_when(&engine, id, Duration::from_secs(10), |r| {
+        r.total().delivered >= 20
+    })
+    .await;
+    engine.shutdown().await;
+    let r = engine.report(id).unwrap();
+    assert_eq!(r.state, SendState::Abandoned, "{r:#?}");
+    assert!(r.total().delivered < 300);
+}
