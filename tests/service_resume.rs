@@ -221,3 +221,59 @@ async fn without_a_durable_store_a_send_in_progress_is_abandoned() {
     assert_eq!(r.state, SendState::Abandoned, "{r:#?}");
     assert!(r.total().delivered < 300);
 }
+
+/// A direct send to handles (no registry), suspended while its window is full and resumed:
+/// the handles not yet reached are stored with the send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_direct_send_resumes_with_its_handles() {
+    let mock = MockApns::start(ApnsConfig {
+        faults: tagcast_loadtest::mock::Faults {
+            latency: Duration::from_millis(300),
+            ..Default::default()
+        },
+        ..ApnsConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The smallest window (1,024 devices in flight): 3 windows of 300 ms each.
+    let n = 3 * 1024u64;
+    let dispatch = tagcast::DispatchConfig {
+        window: 1024,
+        ..quick_dispatch()
+    };
+    let settings = || ApnsSettings::token(apns_key(), TEST_BUNDLE_ID);
+    let handles: Vec<PushHandle> = (0..n)
+        .map(|i| PushHandle::apns(&apns_token(i)).unwrap())
+        .collect();
+    let id = {
+        let engine = Engine::without_registry(EngineConfig {
+            state: Some(StateStore::open(dir.path()).unwrap()),
+            ..apns_config(&mock, settings(), dispatch.clone())
+        })
+        .unwrap();
+        let id = engine.send_to_handles(alert(), handles).unwrap().id();
+        report_when(&engine, id, Duration::from_secs(10), |r| {
+            r.total().delivered > 0
+        })
+        .await;
+        engine.shutdown().await;
+        let r = engine.report(id).unwrap();
+        assert_eq!(r.state, SendState::Processing, "{r:#?}");
+        assert!(r.total().delivered < n, "{r:#?}");
+        assert_eq!(r.total().targeted, r.total().finished(), "{r:#?}");
+        id
+    };
+    let engine = Engine::without_registry(EngineConfig {
+        state: Some(StateStore::open(dir.path()).unwrap()),
+        ..apns_config(&mock, settings(), dispatch)
+    })
+    .unwrap();
+    let r = report_when(&engine, id, Duration::from_secs(20), |r| {
+        r.state == SendState::Completed
+    })
+    .await;
+    assert_eq!(r.total().delivered, n, "{r:#?}");
+    assert_eq!(r.audience, Some(n));
+    assert_exactly_once(&mock, n, |_| false);
+}

@@ -37,7 +37,7 @@ use self::auth::{AuthSource, OAuth, OAuthKind};
 use self::job::{Final, History, Job, JobMeta};
 use self::outcomes::Outcomes;
 use self::pool::{Device, Pool, Protocol, Work};
-use self::resume::Resumes;
+use self::resume::{Remaining, Resumes};
 use self::schedule::Schedules;
 use crate::credentials::{
     ApnsCertificate, ApnsKey, ApnsTokenCache, FcmServiceAccount, VapidCache, VapidKey,
@@ -639,18 +639,17 @@ impl Engine {
     }
 
     /// Stops accepting sends and closes the connections. With a durable
-    /// [`state`](EngineConfig::state) store and a registry, sends in progress are suspended:
-    /// their feeders stop, the devices already handed to connections get their answers (for
-    /// at most [`suspend_wait`](EngineConfig::suspend_wait)), and the devices not yet reached
-    /// are recorded, so the next engine on the same store resumes each send under its id
-    /// (direct sends to handles are not resumed). Otherwise sends in progress end
-    /// `Abandoned`.
+    /// [`state`](EngineConfig::state) store, sends in progress are suspended: their feeders
+    /// stop, the devices already handed to connections get their answers (for at most
+    /// [`suspend_wait`](EngineConfig::suspend_wait)), and the installations (or, for direct
+    /// sends, the handles) not yet reached are recorded, so the next engine on the same store
+    /// resumes each send under its id. Otherwise sends in progress end `Abandoned`.
     pub async fn shutdown(&self) {
         self.inner
             .shut
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.inner.wake.notify_waiters();
-        if self.inner.state.is_durable() && self.inner.registry.is_some() {
+        if self.inner.state.is_durable() {
             self.suspend_all().await;
         }
         for j in self.inner.history.all() {
@@ -901,7 +900,7 @@ impl Engine {
                                 .into_iter()
                                 .chain(batches.flatten())
                                 .map(|t| t.installation_id);
-                            self.save_rest(&job, kept, rest.collect());
+                            self.save_rest(&job, kept, Remaining::Installations(rest.collect()));
                         }
                         break;
                     }
@@ -919,9 +918,13 @@ impl Engine {
                     .await;
             }
             Source::Handles(handles) => {
-                job.set_audience(handles.len() as u64);
-                for chunk in handles.chunks(batch_size) {
+                job.set_audience(job.resumed_audience.unwrap_or(handles.len() as u64));
+                for (i, chunk) in handles.chunks(batch_size).enumerate() {
                     if !self.admit(&job, chunk.len(), &mut paced).await {
+                        if job.suspending.load(std::sync::atomic::Ordering::Relaxed) {
+                            let rest = handles[i * batch_size..].to_vec();
+                            self.save_rest(&job, Audience::All, Remaining::Handles(rest));
+                        }
                         break;
                     }
                     for h in chunk {

@@ -1,9 +1,10 @@
 //! Sends suspended by a graceful shutdown, resumed by the next engine on the same state store.
 //!
-//! A suspended send is its request (as the scheduler stores one) and the installations its
-//! feeder had not reached; every device it had reached has its final outcome, kept in the
-//! outcome record. Trees: `resume` (id → the request and the number of id chunks) and
-//! `resume_ids` (id ++ chunk number → a JSON list of installation ids, [`CHUNK`] per chunk).
+//! A suspended send is its request (as the scheduler stores one) and the installations (or,
+//! for a direct send, the push handles) its feeder had not reached; every device it had
+//! reached has its final outcome, kept in the outcome record. Trees: `resume` (id → the
+//! request, the kind and the number of chunks) and `resume_ids` (id ++ chunk number → a JSON
+//! list of installation ids or handles, [`CHUNK`] per chunk).
 //!
 //! Order of writes: the chunks, then the header, then a flush, so a header always has its
 //! chunks (chunks without a header are dropped at the next start). A resumption removes the
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::job::{Job, JobMeta, NotificationId, SendState};
 use super::request::{Content, SendRequest, StoredRequest, TemplateSend};
 use super::Engine;
+use crate::registry::model::PushHandle;
 use crate::registry::{Audience, InstallationId, Platform};
 use crate::state::{StateError, StateStore};
 
@@ -33,8 +35,64 @@ const CHUNK: usize = 8192;
 
 #[derive(Serialize, Deserialize)]
 struct Header {
+    /// The request; for a direct send its audience is unused.
     request: StoredRequest,
     chunks: u32,
+    /// A direct send: the chunks hold handles.
+    #[serde(default)]
+    direct: bool,
+}
+
+/// What a suspended send had not reached.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Remaining {
+    /// Installations of a registry audience.
+    Installations(Vec<InstallationId>),
+    /// Handles of a direct send.
+    Handles(Vec<PushHandle>),
+}
+
+/// A handle as stored: platform and text, plus the keys of a Web Push subscription.
+#[derive(Serialize, Deserialize)]
+struct StoredHandle {
+    platform: String,
+    handle: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    p256dh: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth: Option<String>,
+}
+
+impl StoredHandle {
+    fn of(h: &PushHandle) -> StoredHandle {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (p256dh, auth) = match h {
+            PushHandle::WebPush(w) => (Some(b64.encode(w.p256dh())), Some(b64.encode(w.auth()))),
+            _ => (None, None),
+        };
+        StoredHandle {
+            platform: h.platform().as_str().to_owned(),
+            handle: h.to_text(),
+            p256dh,
+            auth,
+        }
+    }
+
+    fn into_handle(self) -> Result<PushHandle, String> {
+        let platform: Platform = self.platform.parse().map_err(|e| format!("{e}"))?;
+        let h = match platform {
+            Platform::Apns => PushHandle::apns(&self.handle),
+            Platform::Fcm => PushHandle::fcm(&self.handle),
+            Platform::Wns => PushHandle::wns(&self.handle),
+            Platform::WebPush => PushHandle::web_push(
+                &self.handle,
+                self.p256dh.as_deref().unwrap_or(""),
+                self.auth.as_deref().unwrap_or(""),
+            ),
+        };
+        h.map_err(|e| e.to_string())
+    }
 }
 
 /// A send taken off the resume list.
@@ -42,8 +100,8 @@ pub(crate) struct Suspended {
     pub(crate) id: NotificationId,
     /// The request, or why it could not be read back.
     pub(crate) request: Result<SendRequest, String>,
-    /// The installations the send had not reached.
-    pub(crate) remaining: Vec<InstallationId>,
+    /// What the send had not reached.
+    pub(crate) remaining: Remaining,
 }
 
 fn id_key(id: NotificationId) -> [u8; 16] {
@@ -82,20 +140,36 @@ impl Resumes {
         &self,
         id: NotificationId,
         request: &SendRequest,
-        remaining: &[InstallationId],
+        remaining: &Remaining,
     ) -> Result<(), StateError> {
         let mut chunks = 0u32;
-        for part in remaining.chunks(CHUNK) {
-            let list: Vec<&str> = part.iter().map(InstallationId::as_str).collect();
-            let bytes = serde_json::to_vec(&list).map_err(|e| self.err(e))?;
+        let mut put = |bytes: Vec<u8>| -> Result<(), StateError> {
             self.ids
                 .insert(chunk_key(id, chunks), bytes)
                 .map_err(|e| self.err(e))?;
             chunks += 1;
-        }
+            Ok(())
+        };
+        let direct = match remaining {
+            Remaining::Installations(ids) => {
+                for part in ids.chunks(CHUNK) {
+                    let list: Vec<&str> = part.iter().map(InstallationId::as_str).collect();
+                    put(serde_json::to_vec(&list).map_err(|e| self.err(e))?)?;
+                }
+                false
+            }
+            Remaining::Handles(handles) => {
+                for part in handles.chunks(CHUNK) {
+                    let list: Vec<StoredHandle> = part.iter().map(StoredHandle::of).collect();
+                    put(serde_json::to_vec(&list).map_err(|e| self.err(e))?)?;
+                }
+                true
+            }
+        };
         let header = Header {
             request: StoredRequest::from_request(request),
             chunks,
+            direct,
         };
         let bytes = serde_json::to_vec(&header).map_err(|e| self.err(e))?;
         self.headers
@@ -121,28 +195,51 @@ impl Resumes {
                 continue;
             };
             let id = NotificationId::from_u128(u128::from_be_bytes(raw));
-            let (request, chunks) = match serde_json::from_slice::<Header>(&v) {
-                Ok(h) => (h.request.into_request(), h.chunks),
-                Err(e) => (Err(format!("the suspended send could not be read: {e}")), 0),
+            let (request, chunks, direct) = match serde_json::from_slice::<Header>(&v) {
+                Ok(h) => (h.request.into_request(), h.chunks, h.direct),
+                Err(e) => (
+                    Err(format!("the suspended send could not be read: {e}")),
+                    0,
+                    false,
+                ),
             };
-            let mut remaining = Vec::new();
+            let mut ids = Vec::new();
+            let mut handles = Vec::new();
             let mut bad = None;
             for n in 0..chunks {
                 let Some(bytes) = self.ids.get(chunk_key(id, n)).map_err(|e| self.err(e))? else {
                     bad = Some(format!("chunk {n} of its remaining devices is missing"));
                     break;
                 };
-                match serde_json::from_slice::<Vec<String>>(&bytes) {
-                    Ok(list) => remaining.extend(
-                        list.into_iter()
-                            .filter_map(|s| InstallationId::new(&s).ok()),
-                    ),
-                    Err(e) => {
-                        bad = Some(format!("chunk {n} of its remaining devices: {e}"));
-                        break;
-                    }
+                let read = if direct {
+                    serde_json::from_slice::<Vec<StoredHandle>>(&bytes)
+                        .map_err(|e| e.to_string())
+                        .and_then(|list| {
+                            for h in list {
+                                handles.push(h.into_handle()?);
+                            }
+                            Ok(())
+                        })
+                } else {
+                    serde_json::from_slice::<Vec<String>>(&bytes)
+                        .map(|list| {
+                            ids.extend(
+                                list.into_iter()
+                                    .filter_map(|s| InstallationId::new(&s).ok()),
+                            )
+                        })
+                        .map_err(|e| e.to_string())
+                };
+                if let Err(e) = read {
+                    bad = Some(format!("chunk {n} of its remaining devices: {e}"));
+                    break;
                 }
             }
+            let remaining = if direct {
+                Remaining::Handles(handles)
+            } else {
+                Remaining::Installations(ids)
+            };
             let request = match bad {
                 Some(why) => Err(why),
                 None => request,
@@ -195,9 +292,9 @@ impl Engine {
     }
 
     /// Records the rest of a send whose feeder stopped for a suspension: the installations
-    /// in `rest` (in feed order) are resumed by the next engine. If that cannot be written
-    /// the send ends `Abandoned` with the error.
-    pub(super) fn save_rest(&self, job: &Job, audience: Audience, rest: Vec<InstallationId>) {
+    /// or handles in `rest` (in feed order) are resumed by the next engine. If that cannot
+    /// be written the send ends `Abandoned` with the error.
+    pub(super) fn save_rest(&self, job: &Job, audience: Audience, rest: Remaining) {
         let content = match &job.template {
             Some(properties) => Content::Template(TemplateSend {
                 properties: properties.clone(),
@@ -210,7 +307,10 @@ impl Engine {
             audience,
             pace: job.pace,
         };
-        let n = rest.len();
+        let n = match &rest {
+            Remaining::Installations(v) => v.len(),
+            Remaining::Handles(v) => v.len(),
+        };
         match self.inner.resumes.save(job.id, &request, &rest) {
             Ok(()) => {
                 tracing::info!(id = %job.id, remaining = n, "send suspended for resumption");
@@ -228,7 +328,7 @@ impl Engine {
     /// Restarts the sends a previous engine on this state store suspended, each under its
     /// own id, continuing its counts.
     pub(super) fn resume_suspended(&self) {
-        if self.inner.registry.is_none() || !self.inner.state.is_durable() {
+        if !self.inner.state.is_durable() {
             return;
         }
         let taken = match self.inner.resumes.take_all() {
@@ -249,8 +349,16 @@ impl Engine {
                     resumed: base,
                     ..JobMeta::default()
                 };
-                self.submit_restricted(request, meta, Some(s.remaining))
-                    .map_err(|e| e.to_string())
+                match s.remaining {
+                    Remaining::Installations(ids) => {
+                        self.submit_restricted(request, meta, Some(ids))
+                    }
+                    Remaining::Handles(handles) => match request.content {
+                        Content::Native(n) => self.start(n, super::Source::Handles(handles), meta),
+                        Content::Template(_) => Err(super::SendError::NoPayload),
+                    },
+                }
+                .map_err(|e| e.to_string())
             });
             match started {
                 Ok(h) => tracing::info!(id = %h.id(), "suspended send resumed"),
@@ -308,7 +416,8 @@ mod tests {
                 Notification::new().apns(ApnsNotification::alert(&br#"{"aps":{}}"#[..]).unwrap()),
                 Audience::Expr("sports".parse().unwrap()),
             );
-            r.save(id, &req, &ids).unwrap();
+            r.save(id, &req, &Remaining::Installations(ids.clone()))
+                .unwrap();
             assert!(r.contains(id).unwrap());
         }
         let store = StateStore::open(dir.path()).unwrap();
@@ -316,10 +425,41 @@ mod tests {
         let taken = r.take_all().unwrap();
         assert_eq!(taken.len(), 1);
         assert_eq!(taken[0].id, id);
-        assert_eq!(taken[0].remaining, ids);
+        assert_eq!(taken[0].remaining, Remaining::Installations(ids));
         let req = taken[0].request.as_ref().unwrap();
         assert_eq!(req.audience(), &Audience::Expr("sports".parse().unwrap()));
         assert!(!r.contains(id).unwrap());
         assert!(r.take_all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn handles_of_every_platform_read_back() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut p256dh = [0u8; 65];
+        p256dh[0] = 4;
+        p256dh[1..].copy_from_slice(&[7u8; 64]);
+        let handles = vec![
+            PushHandle::apns("ab01cd").unwrap(),
+            PushHandle::fcm("token:with-colon").unwrap(),
+            PushHandle::wns("https://db5.notify.windows.com/?token=x").unwrap(),
+            PushHandle::web_push(
+                "https://push.example/sub/1",
+                &b64.encode(p256dh),
+                &b64.encode([9u8; 16]),
+            )
+            .unwrap(),
+        ];
+        let store = StateStore::temporary().unwrap();
+        let r = Resumes::open(&store).unwrap();
+        let id = NotificationId::random();
+        let req = SendRequest::native(
+            Notification::new().apns(ApnsNotification::alert(&br#"{"aps":{}}"#[..]).unwrap()),
+            Audience::All,
+        );
+        r.save(id, &req, &Remaining::Handles(handles.clone()))
+            .unwrap();
+        let taken = r.take_all().unwrap();
+        assert_eq!(taken[0].remaining, Remaining::Handles(handles));
     }
 }

@@ -361,7 +361,11 @@ impl Engine {
                             .chain(batch)
                             .chain(batches.flatten())
                             .map(|t| t.target.installation_id);
-                        self.save_rest(job, kept, rest.collect());
+                        self.save_rest(
+                            job,
+                            kept,
+                            super::resume::Remaining::Installations(rest.collect()),
+                        );
                     }
                     break 'feed;
                 }

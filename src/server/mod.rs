@@ -286,7 +286,7 @@ impl Server {
     /// Graceful shutdown: stop accepting, let connections finish their requests, wait up to
     /// `shutdown_grace_secs` for sends in progress, then shut every engine down: sends still
     /// running are suspended and resumed by the next start on the same `data_dir`
-    /// ([`Engine::shutdown`]; direct sends to handles end `Abandoned`).
+    /// ([`Engine::shutdown`]).
     pub async fn shutdown(self) {
         self.shared.ready.store(false, Ordering::SeqCst);
         let _ = self.stop.send(true);
