@@ -42,6 +42,22 @@ async fn report_when(
     }
 }
 
+/// `open()` once the previous engine's tasks have let go of the files (they wind down
+/// after `shutdown`), retried for at most 10 s.
+async fn reopen<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> T {
+    let t = Instant::now();
+    loop {
+        match open() {
+            Ok(v) => return v,
+            Err(e) if t.elapsed() < Duration::from_secs(10) => {
+                eprintln!("still held: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("still held 10 s after the engine shut down: {e}"),
+        }
+    }
+}
+
 /// Every device in `0..n` delivered exactly once; `not` never.
 fn assert_exactly_once(mock: &MockApns, n: u64, not: impl Fn(u64) -> bool) {
     for i in 0..n {
@@ -102,23 +118,9 @@ async fn a_suspended_send_resumes_after_restart_and_reaches_each_device_once() {
     };
     let delivered_before = mock.stats().deliveries;
 
-    // The first engine's tasks let go of the registry once they have wound down.
-    let t = Instant::now();
-    let reg = loop {
-        match Registry::open(dir.path().join("registry")) {
-            Ok(reg) => break reg,
-            Err(e) if t.elapsed() < Duration::from_secs(10) => {
-                eprintln!("registry still held: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("the registry stayed locked after the engine shut down: {e}"),
-        }
-    };
-    let engine = Engine::new(
-        reg,
-        config(&mock, StateStore::open(dir.path().join("state")).unwrap()),
-    )
-    .unwrap();
+    let reg = reopen(|| Registry::open(dir.path().join("registry"))).await;
+    let state = reopen(|| StateStore::open(dir.path().join("state"))).await;
+    let engine = Engine::new(reg, config(&mock, state)).unwrap();
     let r = report_when(&engine, id, Duration::from_secs(20), |r| {
         r.state == SendState::Completed
     })
@@ -186,7 +188,8 @@ async fn a_suspended_template_send_resumes_with_its_properties() {
         assert!(r.total().delivered < n, "{r:#?}");
         id
     };
-    let engine = Engine::new(reg, config(&mock, StateStore::open(dir.path()).unwrap())).unwrap();
+    let state = reopen(|| StateStore::open(dir.path())).await;
+    let engine = Engine::new(reg, config(&mock, state)).unwrap();
     let r = report_when(&engine, id, Duration::from_secs(20), |r| {
         r.state == SendState::Completed
     })
@@ -264,8 +267,9 @@ async fn a_suspended_direct_send_resumes_with_its_handles() {
         assert_eq!(r.total().targeted, r.total().finished(), "{r:#?}");
         id
     };
+    let state = reopen(|| StateStore::open(dir.path())).await;
     let engine = Engine::without_registry(EngineConfig {
-        state: Some(StateStore::open(dir.path()).unwrap()),
+        state: Some(state),
         ..apns_config(&mock, settings(), dispatch)
     })
     .unwrap();

@@ -862,28 +862,17 @@ impl Engine {
         let mut paced = Paced::default();
         match source {
             Source::Audience(audience, only) => {
-                let Some(reg) = self.inner.registry.clone() else {
-                    job.set_audience(0);
-                    job.feeding_done();
-                    return;
-                };
                 let kept = audience.clone();
-                let resolved = tokio::task::spawn_blocking(move || {
+                let resolved = self.resolve_blocking(&job, move |reg| {
                     let mut r = reg.resolve(&audience);
                     if let Some(ids) = &only {
                         r.retain_installations(ids);
                     }
                     r
-                })
-                .await;
-                let resolution = match resolved {
-                    Ok(r) => r,
-                    Err(e) => {
-                        job.error(format!("resolving the audience failed: {e}"));
-                        job.set_audience(0);
-                        job.feeding_done();
-                        return;
-                    }
+                });
+                let Some(resolution) = resolved.await else {
+                    job.feeding_done();
+                    return;
                 };
                 job.set_audience(job.resumed_audience.unwrap_or(resolution.count()));
                 let mut batches = resolution.batches(batch_size);

@@ -12,7 +12,6 @@
 //! outcome open (it ends `Abandoned` at the next start) rather than resuming a second time,
 //! so no device is sent the notification twice by a resumption.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -265,13 +264,7 @@ impl Engine {
     /// feeders stop and record what they have not reached; then the devices already handed
     /// over get their answers, for at most `suspend_wait`.
     pub(super) async fn suspend_all(&self) {
-        let running: Vec<Arc<Job>> = self
-            .inner
-            .history
-            .all()
-            .into_iter()
-            .filter(|j| !j.is_done())
-            .collect();
+        let running = self.running();
         if running.is_empty() {
             return;
         }

@@ -191,13 +191,7 @@ impl Engine {
     pub async fn drain(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let running: Vec<Arc<Job>> = self
-                .inner
-                .history
-                .all()
-                .into_iter()
-                .filter(|j| !j.is_done())
-                .collect();
+            let running = self.running();
             let Some(j) = running.first() else {
                 return true;
             };
@@ -307,6 +301,37 @@ impl Engine {
         }
     }
 
+    /// Runs `f` (an audience resolution) on a blocking thread. `None` when there is no
+    /// registry or the resolution failed; the job then has audience 0 (and the error).
+    pub(super) async fn resolve_blocking<R: Send + 'static>(
+        &self,
+        job: &Job,
+        f: impl FnOnce(crate::registry::Registry) -> R + Send + 'static,
+    ) -> Option<R> {
+        let Some(reg) = self.inner.registry.clone() else {
+            job.set_audience(0);
+            return None;
+        };
+        match tokio::task::spawn_blocking(move || f(reg)).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                job.error(format!("resolving the audience failed: {e}"));
+                job.set_audience(0);
+                None
+            }
+        }
+    }
+
+    /// Sends not yet done (this run).
+    pub(super) fn running(&self) -> Vec<Arc<Job>> {
+        self.inner
+            .history
+            .all()
+            .into_iter()
+            .filter(|j| !j.is_done())
+            .collect()
+    }
+
     pub(super) async fn feed_templates(
         &self,
         job: &Arc<Job>,
@@ -316,26 +341,16 @@ impl Engine {
         paced: &mut Paced,
         last: &mut Option<(Platform, String, Arc<Pool>)>,
     ) {
-        let Some(reg) = self.inner.registry.clone() else {
-            job.set_audience(0);
-            return;
-        };
         let kept = audience.clone();
-        let resolved = tokio::task::spawn_blocking(move || {
+        let resolved = self.resolve_blocking(job, move |reg| {
             let mut r = reg.resolve_templates(&audience);
             if let Some(ids) = &only {
                 r.retain_installations(ids);
             }
             r
-        })
-        .await;
-        let resolution = match resolved {
-            Ok(r) => r,
-            Err(e) => {
-                job.error(format!("resolving the audience failed: {e}"));
-                job.set_audience(0);
-                return;
-            }
+        });
+        let Some(resolution) = resolved.await else {
+            return;
         };
         // Pushes counted by an earlier run of a resumed send.
         let earlier = job.resumed_audience.unwrap_or(0);
