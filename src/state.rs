@@ -44,14 +44,15 @@ impl std::fmt::Debug for StateStore {
 }
 
 /// Opens a sled database. sled releases its file lock from its own I/O threads a moment after
-/// the last handle is dropped, so reopening in the same process can briefly find it held: this
-/// waits up to 2 s for it. Another process holding the database still fails (after that wait).
+/// the last handle is dropped, so reopening in the same process can find it held for a while
+/// (over 2 s once on a loaded 2-core CI machine): this waits up to 10 s for it. Another
+/// process holding the database still fails (after that wait).
 pub(crate) fn open_sled(config: &sled::Config) -> sled::Result<sled::Db> {
     let mut attempts = 0;
     loop {
         match config.open() {
             Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 40 =>
+                if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 200 =>
             {
                 attempts += 1;
                 std::thread::sleep(std::time::Duration::from_millis(50));
