@@ -51,8 +51,11 @@ pub(crate) fn open_sled(config: &sled::Config) -> sled::Result<sled::Db> {
     let mut attempts = 0;
     loop {
         match config.open() {
+            // sled reports a held lock as `Other` with this text (sled 0.34.7, config.rs).
             Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 200 =>
+                if (e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock"))
+                    && attempts < 200 =>
             {
                 attempts += 1;
                 std::thread::sleep(std::time::Duration::from_millis(50));
@@ -120,5 +123,29 @@ impl StateStore {
     /// Waits until everything written so far is on disk.
     pub fn flush(&self) -> Result<(), StateError> {
         self.db.flush().map(|_| ()).map_err(|e| self.storage(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reopening_waits_for_a_held_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateStore::open(dir.path()).unwrap();
+        first.tree("t").unwrap().insert("k", "v").unwrap();
+        first.flush().unwrap();
+        // Released 300 ms later on another thread, as sled's own threads release it.
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(first);
+        });
+        let second = StateStore::open(dir.path()).unwrap();
+        assert_eq!(
+            second.tree("t").unwrap().get("k").unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+        holder.join().unwrap();
     }
 }
