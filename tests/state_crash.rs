@@ -163,9 +163,13 @@ async fn acknowledged_schedules_and_events_survive_sigkill() {
             {
                 maybe_cancelled.insert(id.clone());
                 // The kill came while it was being cancelled (every third one is): the
-                // cancellation took effect but was not acknowledged. Its outcome cannot say
-                // `Cancelled` then, only that the engine stopped.
-                assert_eq!(state, Some(SendState::Abandoned), "round {round}: {id}");
+                // cancellation took effect but was not acknowledged. Its outcome says
+                // `Cancelled` if the kill came after the outcome's flush (before the line was
+                // printed), else that the engine stopped; never `Scheduled`.
+                assert!(
+                    matches!(state, Some(SendState::Abandoned | SendState::Cancelled)),
+                    "round {round}: {id} {state:?}"
+                );
             } else {
                 assert!(
                     pending.contains(id),
