@@ -318,6 +318,8 @@ pub(crate) struct Job {
     /// A graceful shutdown asked the feeder to stop and record the devices it has not
     /// reached, so the next engine resumes the send (see `resume.rs`).
     pub(crate) suspending: AtomicBool,
+    /// Stopped because the engine shut down: ends `Abandoned`, not `Cancelled`.
+    shutting: AtomicBool,
     /// The feeder stopped for a suspension and recorded the rest: the send ends open
     /// (`Processing`), to be resumed, rather than completed.
     suspended: AtomicBool,
@@ -387,6 +389,7 @@ impl Job {
             feeding_done: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
             suspending: AtomicBool::new(false),
+            shutting: AtomicBool::new(false),
             suspended: AtomicBool::new(false),
             resumed_audience: base.map(|b| b.audience.unwrap_or(0)),
             // At least one feeder batch (1024), or the feeder could wait forever.
@@ -415,6 +418,13 @@ impl Job {
     /// The send stopped for a suspension and waits, durably, to be resumed.
     pub(crate) fn is_suspended(&self) -> bool {
         self.suspended.load(SeqCst)
+    }
+
+    /// Stops the send because the engine shuts down: it ends `Abandoned` (even if its last
+    /// devices finish before `abandon` is called).
+    pub(crate) fn stop_for_shutdown(&self) {
+        self.shutting.store(true, SeqCst);
+        self.cancel();
     }
 
     /// Stops the send (see `SendHandle::cancel`).
@@ -550,6 +560,8 @@ impl Job {
             // Open: the rest of the send waits to be resumed; `completed_ms` only marks the
             // end of this run (the report shows no completion time).
             PROCESSING
+        } else if self.shutting.load(SeqCst) {
+            ABANDONED
         } else if self.cancelled.load(Relaxed) {
             CANCELLED
         } else if self.audience.load(Relaxed) == 0 {

@@ -654,7 +654,7 @@ impl Engine {
         }
         for j in self.inner.history.all() {
             if !j.is_done() {
-                j.cancel();
+                j.stop_for_shutdown();
             }
         }
         for p in self.all_pools() {
