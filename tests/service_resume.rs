@@ -42,6 +42,17 @@ async fn report_when(
     }
 }
 
+/// Waits until `id` has delivered at least `at_least`, shuts `engine` down, and returns the
+/// send's report then.
+async fn shut_down_midway(engine: &Engine, id: NotificationId, at_least: u64) -> SendReport {
+    report_when(engine, id, Duration::from_secs(10), |r| {
+        r.total().delivered >= at_least
+    })
+    .await;
+    engine.shutdown().await;
+    engine.report(id).expect("the send has a report")
+}
+
 /// `open()` once the previous engine's tasks have let go of the files (they wind down
 /// after `shutdown`), retried for at most 10 s.
 async fn reopen<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> T {
@@ -98,12 +109,7 @@ async fn a_suspended_send_resumes_after_restart_and_reaches_each_device_once() {
         let request =
             SendRequest::native(alert(), Audience::Expr(expr.clone())).paced(Pace::per_second(200));
         let id = engine.submit(request).unwrap().id();
-        report_when(&engine, id, Duration::from_secs(10), |r| {
-            r.total().delivered >= 50
-        })
-        .await;
-        engine.shutdown().await;
-        let r = engine.report(id).unwrap();
+        let r = shut_down_midway(&engine, id, 50).await;
         let t = r.total();
         assert_eq!(r.state, SendState::Processing, "{r:#?}");
         assert_eq!(r.completed_at, None);
@@ -178,12 +184,7 @@ async fn a_suspended_template_send_resumes_with_its_properties() {
         let request = SendRequest::template(TemplateSend::new(props), Audience::All)
             .paced(Pace::per_second(150));
         let id = engine.submit(request).unwrap().id();
-        report_when(&engine, id, Duration::from_secs(10), |r| {
-            r.total().delivered >= 30
-        })
-        .await;
-        engine.shutdown().await;
-        let r = engine.report(id).unwrap();
+        let r = shut_down_midway(&engine, id, 30).await;
         assert_eq!(r.state, SendState::Processing, "{r:#?}");
         assert!(r.total().delivered < n, "{r:#?}");
         id
@@ -215,12 +216,7 @@ async fn without_a_durable_store_a_send_in_progress_is_abandoned() {
     let engine = Engine::new(reg, apns_config(&mock, settings, quick_dispatch())).unwrap();
     let request = SendRequest::native(alert(), Audience::All).paced(Pace::per_second(200));
     let id = engine.submit(request).unwrap().id();
-    report_when(&engine, id, Duration::from_secs(10), |r| {
-        r.total().delivered >= 20
-    })
-    .await;
-    engine.shutdown().await;
-    let r = engine.report(id).unwrap();
+    let r = shut_down_midway(&engine, id, 20).await;
     assert_eq!(r.state, SendState::Abandoned, "{r:#?}");
     assert!(r.total().delivered < 300);
 }
@@ -256,12 +252,7 @@ async fn a_suspended_direct_send_resumes_with_its_handles() {
         })
         .unwrap();
         let id = engine.send_to_handles(alert(), handles).unwrap().id();
-        report_when(&engine, id, Duration::from_secs(10), |r| {
-            r.total().delivered > 0
-        })
-        .await;
-        engine.shutdown().await;
-        let r = engine.report(id).unwrap();
+        let r = shut_down_midway(&engine, id, 1).await;
         assert_eq!(r.state, SendState::Processing, "{r:#?}");
         assert!(r.total().delivered < n, "{r:#?}");
         assert_eq!(r.total().targeted, r.total().finished(), "{r:#?}");
