@@ -749,7 +749,7 @@ async fn fcm_unregistered_tokens_are_pruned() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fcm_sender_id_mismatch_is_pruned() {
+async fn fcm_sender_id_mismatch_is_rejected_not_pruned() {
     let mock = MockFcm::start(FcmConfig::default()).await.unwrap();
     let mut tokens: Vec<String> = (0..50).map(fcm_token).collect();
     // Tokens of another Firebase project (the mock's `foreign:` prefix; still ≥ 32 characters
@@ -763,15 +763,23 @@ async fn fcm_sender_id_mismatch_is_pruned() {
     .unwrap();
     let report = finish(&engine.send(fcm_alert(), Audience::All).unwrap(), LIMIT).await;
     let f = report.platform(Platform::Fcm);
+    // A wrong project mapping would answer this for every token: never a reason to prune.
     assert_eq!(
         (f.delivered, f.dead, f.pruned, f.rejected),
-        (50, 10, 10, 0),
+        (50, 0, 0, 10),
+        "{report:#?}"
+    );
+    assert_eq!(
+        report
+            .reasons
+            .get(&(Platform::Fcm, "SENDER_ID_MISMATCH".to_owned())),
+        Some(&10),
         "{report:#?}"
     );
     assert_eq!(responses(&mock.stats(), "403 SENDER_ID_MISMATCH"), 10);
-    assert_eq!(reg.count(), 50);
+    assert_eq!(reg.count(), 60);
     for i in 50..60 {
-        assert!(reg.get(&dev_id(i)).is_none());
+        assert!(reg.get(&dev_id(i)).is_some());
     }
     assert!(engine.credential_failures().is_empty());
 }

@@ -355,12 +355,12 @@ pub(crate) fn classify_fcm(
             invalid_since: None,
         },
         // SENDER_ID_MISMATCH (403): the token belongs to another Firebase project. The table
-        // allows "drop token (or fix project mapping)"; the token can never work for this
-        // sender, so prune.
-        Some("SENDER_ID_MISMATCH") => DeadHandle {
-            reason,
-            invalid_since: None,
-        },
+        // allows "drop token (or fix project mapping)". A wrong project mapping (the service
+        // account of another project) makes *every* token answer this, and configuration
+        // errors must never prune (as APNs' DeviceTokenNotForTopic): rejected, not retried,
+        // counted per send under this reason; the operator deletes the devices if they really
+        // belong elsewhere.
+        Some("SENDER_ID_MISMATCH") => Rejected { reason },
         // QUOTA_EXCEEDED (429): project, device or topic rate. Without knowing which, a retry
         // of this message after `Retry-After` serves all three.
         Some("QUOTA_EXCEEDED") => Throttled {
@@ -848,7 +848,12 @@ pub(crate) mod tests {
             (400, None, FCM_RESERVED_KEY, rejected("INVALID_ARGUMENT")),
             (400, None, FCM_TOO_BIG, rejected("INVALID_ARGUMENT")),
             (404, None, FCM_UNREGISTERED, dead("UNREGISTERED")),
-            (403, None, FCM_SENDER_MISMATCH, dead("SENDER_ID_MISMATCH")),
+            (
+                403,
+                None,
+                FCM_SENDER_MISMATCH,
+                rejected("SENDER_ID_MISMATCH"),
+            ),
             (
                 429,
                 Some("5"),

@@ -516,7 +516,7 @@ async fn fcm_bodies_pass_the_mock_and_answers_classify() {
                     n.body_for_token(&format!("foreign:{}", reg_token(1))),
                 )
                 .await,
-                "dead",
+                "rejected",
                 "SENDER_ID_MISMATCH",
             ),
             (
