@@ -4,10 +4,9 @@
 //! invariant holds. Several rounds reuse one store, so recovery of a crashed store that was
 //! itself recovered from a crash is exercised too.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod crash_child;
+
+use std::time::Duration;
 
 use tagcast::{Installation, InstallationId, PushHandle, Registry, Tag};
 
@@ -79,7 +78,6 @@ fn acknowledged_writes_survive_sigkill() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     // Last acknowledged operation per id: (version, is_delete).
     let mut acked: std::collections::HashMap<String, (u64, bool)> = Default::default();
     let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
@@ -89,55 +87,19 @@ fn acknowledged_writes_survive_sigkill() {
     let mut history: Vec<(usize, String)> = Vec::new();
     for round in 0..rounds {
         let start_of_round = start;
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_child_writer",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .env("TAGCAST_CRASH_START", start.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        // Wait until the child is writing, then kill it at a pseudo-random moment.
+        // Kill it at a pseudo-random moment after its first acknowledgement.
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        // Start the clock at the first acknowledgement (the child may spend a while recovering).
-        let mut lines = Vec::new();
-        loop {
-            let l = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("child writes");
-            let ack = l.contains("put c") || l.contains("del c");
-            lines.push(l);
-            if ack {
-                break;
-            }
-        }
-        let deadline = Instant::now() + Duration::from_millis(100 + seed % 500);
-        while Instant::now() < deadline {
-            if let Ok(l) = rx.recv_timeout(Duration::from_millis(5)) {
-                lines.push(l);
-            }
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        reader.join().unwrap();
-        lines.extend(rx.try_iter());
+        let lines = crash_child::run_then_kill(
+            "crash_child_writer",
+            &[
+                (CHILD_ENV, dir.path().display().to_string()),
+                ("TAGCAST_CRASH_START", start.to_string()),
+            ],
+            |l| l.contains("put c") || l.contains("del c"),
+            Duration::from_millis(100 + seed % 500),
+        );
         let mut max_version = 0;
         let mut acks = 0;
         for l in &lines {

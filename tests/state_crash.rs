@@ -4,11 +4,10 @@
 //! pending (with its `Scheduled` outcome), every acknowledged cancellation stuck, and every
 //! durably appended event is there. Several rounds reuse one store.
 
+mod crash_child;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tagcast::payload::{ApnsNotification, Notification};
 use tagcast::{
@@ -70,7 +69,6 @@ async fn acknowledged_schedules_and_events_survive_sigkill() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_str().unwrap().to_owned();
-    let exe = std::env::current_exe().unwrap();
     let mut scheduled: HashSet<String> = HashSet::new();
     let mut cancelled: HashSet<String> = HashSet::new();
     let mut events: Vec<String> = Vec::new();
@@ -80,53 +78,18 @@ async fn acknowledged_schedules_and_events_survive_sigkill() {
     let mut unacknowledged: HashSet<String> = HashSet::new();
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
     for round in 0..4 {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "state_crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, &path)
-            .env("TAGCAST_STATE_CRASH_ROUND", round.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let mut lines = Vec::new();
-        loop {
-            let l = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("child writes");
-            let ack = l.starts_with("sched ");
-            lines.push(l);
-            if ack {
-                break;
-            }
-        }
-        let deadline = Instant::now() + Duration::from_millis(150 + seed % 400);
-        while Instant::now() < deadline {
-            if let Ok(l) = rx.recv_timeout(Duration::from_millis(5)) {
-                lines.push(l);
-            }
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        reader.join().unwrap();
-        lines.extend(rx.try_iter());
+        let lines = crash_child::run_then_kill(
+            "state_crash_child",
+            &[
+                (CHILD_ENV, path.clone()),
+                ("TAGCAST_STATE_CRASH_ROUND", round.to_string()),
+            ],
+            |l| l.starts_with("sched "),
+            Duration::from_millis(150 + seed % 400),
+        );
         // The harness prints "test state_crash_child ... " without a newline before the
         // child's first line: look for the words anywhere in a line.
         let after = |l: &str, word: &str| l.split_once(word).map(|(_, rest)| rest.to_owned());
