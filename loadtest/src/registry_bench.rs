@@ -13,6 +13,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::rngs::SmallRng;
@@ -202,6 +203,8 @@ pub struct RegistryReport {
     pub durable_upserts: u64,
     /// Store flushes during the durable phase (group commits).
     pub durable_flushes: u64,
+    /// Process CPU time (all threads, user + system) per durable upsert, microseconds.
+    pub durable_cpu_us_per_upsert: f64,
     /// Resolution figures.
     pub resolve: Vec<ResolveFigure>,
     /// Resident memory of the process before the registry existed, bytes.
@@ -235,6 +238,17 @@ pub fn rss() -> (u64, u64) {
             .map_or(0, |kb| kb * 1024)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// CPU time this process has used (user + system), seconds (Linux `/proc/self/stat`).
+pub fn cpu_secs() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start after its ')'.
+    let after = s.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat(5), i.e. 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -362,35 +376,42 @@ pub fn run(args: RegistryArgs) -> Result<RegistryReport, Box<dyn std::error::Err
         .enable_all()
         .build()?;
     // The updates are generated before the clock starts: this measures the registry, not the
-    // generator. Each writer takes its own share.
+    // generator. Each writer generates its own share on the worker that then writes it, as a
+    // server decodes a request where it handles it (generated on one thread and freed on
+    // another, the allocator's cross-thread frees took ~9% of the phase: an artefact).
     let per_writer = durable_n.div_ceil(writers as u64);
-    let shares: Vec<Vec<Installation>> = (0..writers as u64)
-        .map(|w| {
-            let from = (w * per_writer).min(durable_n);
-            let to = ((w + 1) * per_writer).min(durable_n);
-            (from..to).map(|i| gen.device(i, 1)).collect()
-        })
-        .collect();
+    let gen = Arc::new(gen);
     let durable_secs = rt.block_on(async {
-        let t = Instant::now();
+        let ready = Arc::new(tokio::sync::Barrier::new(writers + 1));
+        let go = Arc::new(tokio::sync::Barrier::new(writers + 1));
         let mut tasks = Vec::new();
-        for share in shares {
-            let reg = reg.clone();
+        for w in 0..writers as u64 {
+            let (reg, gen, ready, go) = (reg.clone(), gen.clone(), ready.clone(), go.clone());
             tasks.push(tokio::spawn(async move {
+                let from = (w * per_writer).min(durable_n);
+                let to = ((w + 1) * per_writer).min(durable_n);
+                let share: Vec<Installation> = (from..to).map(|i| gen.device(i, 1)).collect();
+                ready.wait().await;
+                go.wait().await;
                 for d in share {
                     reg.upsert_async(d).await.map_err(|e| e.to_string())?;
                 }
                 Ok::<(), String>(())
             }));
         }
+        ready.wait().await;
+        let (t, cpu) = (Instant::now(), cpu_secs());
+        go.wait().await;
         for t in tasks {
             t.await.map_err(|e| e.to_string())??;
         }
-        Ok::<f64, String>(t.elapsed().as_secs_f64())
+        Ok::<(f64, f64), String>((t.elapsed().as_secs_f64(), cpu_secs() - cpu))
     })?;
+    let (durable_secs, durable_cpu_secs) = durable_secs;
+    let durable_cpu_us_per_upsert = durable_cpu_secs * 1e6 / durable_n as f64;
     let durable_flushes = reg.stats().flushes - flushes_before;
     let durable_upserts_per_sec = durable_n as f64 / durable_secs;
-    eprintln!("durable upserts: {durable_upserts_per_sec:.0}/s ({durable_n} with {writers} writers, {durable_flushes} flushes)");
+    eprintln!("durable upserts: {durable_upserts_per_sec:.0}/s ({durable_n} with {writers} writers, {durable_flushes} flushes, {durable_cpu_us_per_upsert:.1} µs CPU each)");
 
     let stats = reg.stats();
     let disk_bytes = reg.size_on_disk()?;
@@ -447,6 +468,7 @@ pub fn run(args: RegistryArgs) -> Result<RegistryReport, Box<dyn std::error::Err
         durable_writers: writers,
         durable_upserts: durable_n,
         durable_flushes,
+        durable_cpu_us_per_upsert,
         resolve,
         rss_baseline_bytes,
         rss_after_build_bytes,
@@ -522,8 +544,12 @@ pub fn main(args: RegistryArgs) -> Result<(), Box<dyn std::error::Error>> {
         r.memory_upserts_per_sec
     );
     println!(
-        "  durable upserts           {:>10.0} /s   ({} writers, {} upserts, {} flushes)",
-        r.durable_upserts_per_sec, r.durable_writers, r.durable_upserts, r.durable_flushes
+        "  durable upserts           {:>10.0} /s   ({} writers, {} upserts, {} flushes, {:.1} µs CPU each)",
+        r.durable_upserts_per_sec,
+        r.durable_writers,
+        r.durable_upserts,
+        r.durable_flushes,
+        r.durable_cpu_us_per_upsert
     );
     for f in &r.resolve {
         println!(

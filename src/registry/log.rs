@@ -1,9 +1,16 @@
 //! The registry's durable log: installation records appended in chunks.
 //!
 //! Every write (a record, or a tombstone for a delete) is appended to the chunk being filled;
-//! a full chunk (4 KiB) is written to the [`Store`] as one value, and the group commit writes
-//! the partial chunk before each flush. A store insert therefore serves hundreds of records,
-//! and the store's working set is the tail of the log, whatever the registry's size.
+//! a full chunk (16 KiB) is sealed, and the group commit seals the partial chunk before each
+//! flush. A store insert therefore serves tens to hundreds of records, and the store's working
+//! set is the tail of the log, whatever the registry's size.
+//!
+//! Sealing only queues the chunk: it is written to the store by [`Log::write_sealed`], which
+//! writers call after releasing their locks and the group commit calls before each flush. A
+//! store insert costs tens of microseconds; made under the log lock (and the writer's partition
+//! lock) it stalled every other writer, and on two cores each stall was a context switch.
+//! Chunks reach the store in sequence order (one writer at a time, first queued first), so
+//! what a crash leaves of the store's own log is always a prefix of ours.
 //!
 //! ```text
 //! chunk value := CHUNK_VERSION entry*
@@ -26,7 +33,8 @@
 //! again, the newer record supersedes everything older and the tombstone is dropped — moving
 //! it would place it after that record.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
@@ -76,6 +84,14 @@ struct State {
 pub(crate) struct Log {
     store: Arc<dyn Store>,
     state: Mutex<State>,
+    /// Sealed chunks not yet in the store, in sequence order (pushed under `state`).
+    sealed: Mutex<VecDeque<(u64, Vec<u8>)>>,
+    /// Held while writing sealed chunks to the store, so they go in sequence order.
+    put: Mutex<()>,
+    /// Every chunk below this sequence number has been written to the store.
+    stored_below: AtomicU64,
+    /// Emptied chunk buffers, reused for the next chunks.
+    spare: Mutex<Vec<Vec<u8>>>,
 }
 
 /// One entry read back from a chunk.
@@ -129,14 +145,69 @@ impl Log {
     /// A log over `store` whose chunks have already been replayed: `next` is one past the last
     /// chunk seen, `chunks` their counters.
     pub(crate) fn new(store: Arc<dyn Store>, next: u64, chunks: BTreeMap<u64, ChunkStat>) -> Log {
+        let next = next.max(1);
         Log {
             store,
             state: Mutex::new(State {
-                next: next.max(1),
+                next,
                 pending: Vec::new(),
                 count: 0,
                 chunks,
             }),
+            sealed: Mutex::new(VecDeque::new()),
+            put: Mutex::new(()),
+            stored_below: AtomicU64::new(next),
+            spare: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Queues the chunk being filled (see the module docs); the caller holds `state`.
+    fn seal(&self, st: &mut State) {
+        let fresh = self.spare.lock().pop().unwrap_or_default();
+        let chunk = std::mem::replace(&mut st.pending, fresh);
+        self.sealed.lock().push_back((st.next, chunk));
+        st.next += 1;
+        st.count = 0;
+    }
+
+    /// True when sealed chunks wait to be written to the store.
+    pub(crate) fn has_sealed(&self) -> bool {
+        !self.sealed.lock().is_empty()
+    }
+
+    /// Writes every sealed chunk to the store, in sequence order. Call without holding the log
+    /// or a partition lock. On an error the failed chunk stays queued: the next sync retries
+    /// it and reports the error, so no write is acknowledged without its chunk.
+    pub(crate) fn write_sealed(&self) -> Result<(), StoreError> {
+        let _order = self.put.lock();
+        loop {
+            let Some((seq, chunk)) = self.sealed.lock().pop_front() else {
+                return Ok(());
+            };
+            if let Err(e) = self.store.put(seq, &chunk) {
+                self.sealed.lock().push_front((seq, chunk));
+                return Err(e);
+            }
+            self.stored_below.store(seq + 1, Ordering::Release);
+            let mut chunk = chunk;
+            chunk.clear();
+            let mut spare = self.spare.lock();
+            if spare.len() < 8 {
+                spare.push(chunk);
+            }
+        }
+    }
+
+    /// [`Log::write_sealed`] unless another thread is already at it (it writes ours too, or
+    /// the next sync does). For writers after a write: never waits for the store.
+    pub(crate) fn write_sealed_if_free(&self) {
+        if !self.has_sealed() {
+            return;
+        }
+        if let Some(order) = self.put.try_lock() {
+            drop(order);
+            // An error stays queued for the next sync, which reports it to the waiters.
+            let _ = self.write_sealed();
         }
     }
 
@@ -155,18 +226,20 @@ impl Log {
         {
             let mut st = self.state.lock();
             if st.count > 0 {
-                seal(&self.store, &mut st)?;
+                self.seal(&mut st);
             }
         }
+        self.write_sealed()?;
         self.store.flush()
     }
 
-    /// Sealed chunks worth compacting: less than half their entries live, oldest first.
+    /// Chunks in the store worth compacting: less than half their entries live, oldest first.
     pub(crate) fn compaction_candidates(&self, max: usize) -> Vec<u64> {
         let st = self.state.lock();
+        let stored_below = self.stored_below.load(Ordering::Acquire);
         st.chunks
             .iter()
-            .filter(|(&seq, c)| seq < st.next && (c.live as u64) * 2 < c.entries as u64)
+            .filter(|(&seq, c)| seq < stored_below && (c.live as u64) * 2 < c.entries as u64)
             .map(|(&seq, _)| seq)
             .take(max)
             .collect()
@@ -198,14 +271,6 @@ impl Log {
     pub(crate) fn chunk_stats(&self) -> BTreeMap<u64, ChunkStat> {
         self.state.lock().chunks.clone()
     }
-}
-
-fn seal(store: &Arc<dyn Store>, st: &mut State) -> Result<(), StoreError> {
-    store.put(st.next, &st.pending)?;
-    st.next += 1;
-    st.pending.clear();
-    st.count = 0;
-    Ok(())
 }
 
 /// Appends entries while holding the log lock; see [`Log::writer`].
@@ -265,12 +330,12 @@ impl Writer<'_> {
         }
     }
 
-    /// Writes the chunk to the store if it is full. Call before releasing the partition locks.
-    pub(crate) fn finish(mut self) -> Result<(), StoreError> {
+    /// Seals the chunk if it is full. Call before releasing the partition locks; once they
+    /// are released, [`Log::write_sealed_if_free`] writes it to the store.
+    pub(crate) fn finish(mut self) {
         if self.st.pending.len() >= CHUNK_BYTES || self.st.count >= MAX_ENTRIES - 2 {
-            seal(&self.log.store, &mut self.st)?;
+            self.log.seal(&mut self.st);
         }
-        Ok(())
     }
 }
 
@@ -324,7 +389,7 @@ mod tests {
         for _ in 0..n {
             let mut w = log.writer();
             w.record(0, &big);
-            w.finish().unwrap();
+            w.finish();
         }
         let stats = log.chunk_stats();
         assert_eq!(stats.len(), 2, "{stats:?}");

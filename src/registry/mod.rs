@@ -554,7 +554,7 @@ impl Registry {
                 if let Some(old) = p.find_id(inst.id.as_str()).and_then(|s| p.record(s)) {
                     w.kill(old.log_pos());
                 }
-                w.finish()?;
+                w.finish();
                 Self::install(&mut p, prep, pos, inst.id.as_str())
             }
             Some((hpid, hslot)) => self.apply_with_handover(prep, inst, hpid, hslot, now)?,
@@ -563,7 +563,10 @@ impl Registry {
     }
 
     /// Numbers a write for group commit; `None` for a volatile store (nothing to wait for).
+    /// Writes the chunks the write sealed to the store first, unless another writer is at it
+    /// (call it after releasing the partition locks: a store insert takes tens of µs).
     fn written(&self) -> Option<u64> {
+        self.inner.log.write_sealed_if_free();
         (!self.inner.store.is_volatile()).then(|| self.inner.commit.written())
     }
 
@@ -620,7 +623,7 @@ impl Registry {
         }
         let pos = w.record(prep.pid, &prep.encoded);
         let Some(old) = still else {
-            w.finish()?;
+            w.finish();
             return Ok(Self::install(own, prep, pos, inst.id.as_str()));
         };
         // Both records go into the same chunk (one lock hold): they survive a crash together.
@@ -632,7 +635,7 @@ impl Registry {
         w.kill(old_pos);
         let expired_pos = w.record(hpid, &store::encode(&expired));
         let expired_mem = rebuild_mem(old, true, now, expired_pos);
-        w.finish()?;
+        w.finish();
         match other {
             Some(o) => o.replace(hslot, expired_mem, old_templates),
             None => own.replace(hslot, expired_mem, old_templates),
@@ -776,7 +779,7 @@ impl Registry {
         let mut w = self.inner.log.writer();
         w.tombstone(pid, r.id());
         w.kill(r.log_pos());
-        w.finish()?;
+        w.finish();
         p.remove(slot);
         Ok(())
     }
@@ -784,14 +787,14 @@ impl Registry {
     /// Deletes an installation; `Ok(false)` when it did not exist. Durable when it returns.
     pub fn delete(&self, id: &InstallationId) -> Result<bool, RegistryError> {
         let pid = self.partition_of(id.as_str());
-        let seq = {
+        {
             let mut p = self.inner.partitions[pid as usize].write();
             let Some(slot) = p.find_id(id.as_str()) else {
                 return Ok(false);
             };
             self.remove_slot(&mut p, pid, slot)?;
-            self.written()
-        };
+        }
+        let seq = self.written();
         if let Some(seq) = seq {
             self.inner.commit.wait(seq)?;
         }
@@ -1011,6 +1014,7 @@ impl Registry {
                 }
             }
             self.remove_slot(&mut p, pid, slot)?;
+            drop(p);
             report.pruned += 1;
             pruned(i);
             last = self.written().unwrap_or(0);
@@ -1126,7 +1130,7 @@ impl Registry {
                         }
                     }
                 }
-                w.finish()?;
+                w.finish();
             }
             self.inner.log.retire(seq);
             retired.push(seq);
