@@ -43,10 +43,8 @@ use super::store::{Store, StoreError};
 
 /// Version byte at the start of every chunk.
 pub(crate) const CHUNK_VERSION: u8 = 1;
-/// A chunk is written to the store once it holds this many bytes. Measured with sled 0.34
-/// (docs/benchmarks.md): 4 KiB values write at ~137 MB/s with ~60 MiB resident, while 64 KiB
-/// values become sled "blobs" (~100 MB/s, ~450 MiB resident, 2.6x the disk space).
-pub(crate) const CHUNK_BYTES: usize = 16 * 1024;
+// A chunk is sealed once it holds the store's `Store::chunk_bytes` (32 KiB on a new sled store;
+// see `store.rs` for why the size follows sled's segment size).
 const ENTRY_HEADER: usize = 4 + 1 + 2;
 /// Most entries in one chunk (the index part of a position is 24 bits).
 const MAX_ENTRIES: u32 = (1 << 24) - 1;
@@ -83,6 +81,8 @@ struct State {
 /// The log; see the module docs.
 pub(crate) struct Log {
     store: Arc<dyn Store>,
+    /// Seal a chunk once it holds this many bytes (`Store::chunk_bytes`).
+    chunk_bytes: usize,
     state: Mutex<State>,
     /// Sealed chunks not yet in the store, in sequence order (pushed under `state`).
     sealed: Mutex<VecDeque<(u64, Vec<u8>)>>,
@@ -147,6 +147,7 @@ impl Log {
     pub(crate) fn new(store: Arc<dyn Store>, next: u64, chunks: BTreeMap<u64, ChunkStat>) -> Log {
         let next = next.max(1);
         Log {
+            chunk_bytes: store.chunk_bytes(),
             store,
             state: Mutex::new(State {
                 next,
@@ -283,7 +284,7 @@ impl Writer<'_> {
     fn append(&mut self, kind: u8, partition: u16, payload: &[u8]) -> u64 {
         let st = &mut *self.st;
         if st.pending.is_empty() {
-            st.pending.reserve(CHUNK_BYTES + 512);
+            st.pending.reserve(self.log.chunk_bytes + 512);
             st.pending.push(CHUNK_VERSION);
         }
         st.pending
@@ -333,7 +334,7 @@ impl Writer<'_> {
     /// Seals the chunk if it is full. Call before releasing the partition locks; once they
     /// are released, [`Log::write_sealed_if_free`] writes it to the store.
     pub(crate) fn finish(mut self) {
-        if self.st.pending.len() >= CHUNK_BYTES || self.st.count >= MAX_ENTRIES - 2 {
+        if self.st.pending.len() >= self.log.chunk_bytes || self.st.count >= MAX_ENTRIES - 2 {
             self.log.seal(&mut self.st);
         }
     }
@@ -384,8 +385,8 @@ mod tests {
     fn full_chunks_are_sealed() {
         let log = Log::new(Arc::new(NullStore), 1, BTreeMap::new());
         let big = vec![1u8; 1000];
-        // A chunk seals after the record that takes it to CHUNK_BYTES; one more starts the next.
-        let n = (CHUNK_BYTES - 1).div_ceil(1000 + ENTRY_HEADER) + 1;
+        // A chunk seals after the record that takes it to chunk_bytes; one more starts the next.
+        let n = (log.chunk_bytes - 1).div_ceil(1000 + ENTRY_HEADER) + 1;
         for _ in 0..n {
             let mut w = log.writer();
             w.record(0, &big);
