@@ -289,8 +289,14 @@ impl Registry {
         config: RegistryConfig,
     ) -> Result<Registry, RegistryError> {
         Self::check_partitions(&config)?;
-        let store = SledStore::open(path.as_ref(), config.cache_capacity)?;
-        Registry::with_store(Arc::new(store), config)
+        let path = path.as_ref();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(path, config.cache_capacity)?);
+        let reopen = |old: Arc<dyn Store>| -> Result<Arc<dyn Store>, StoreError> {
+            // The database must be closed (its file lock released) before it opens again.
+            drop(old);
+            Ok(Arc::new(SledStore::open(path, config.cache_capacity)?))
+        };
+        Registry::with_store(store, config.clone(), Some(&reopen))
     }
 
     /// A registry that persists nothing: everything is lost when it is dropped. For tests and
@@ -298,7 +304,7 @@ impl Registry {
     /// same as a durable registry's.
     pub fn ephemeral(config: RegistryConfig) -> Result<Registry, RegistryError> {
         Self::check_partitions(&config)?;
-        Registry::with_store(Arc::new(store::NullStore), config)
+        Registry::with_store(Arc::new(store::NullStore), config, None)
     }
 
     fn check_partitions(config: &RegistryConfig) -> Result<(), RegistryError> {
@@ -319,9 +325,12 @@ impl Registry {
         Ok(())
     }
 
+    /// Recovers the registry from `store`; `reopen` closes and reopens it during and after
+    /// the scan (see `recovery::recover`).
     fn with_store(
-        store: Arc<dyn Store>,
+        mut store: Arc<dyn Store>,
         config: RegistryConfig,
+        reopen: Option<recovery::Reopen<'_>>,
     ) -> Result<Registry, RegistryError> {
         match (store.meta(META_VERSION)?, store.meta(META_PARTITIONS)?) {
             (Some(v), Some(p)) => {
@@ -348,7 +357,11 @@ impl Registry {
             }
         }
         let interner = Interner::new();
-        let rec = recovery::recover(&store, config.partitions, &interner)?;
+        let rec = recovery::recover(&mut store, config.partitions, &interner, reopen)?;
+        if let Some(reopen) = reopen {
+            // Let go of what the store kept of the last window (recovery holds no handle).
+            store = reopen(store)?;
+        }
         let log = Arc::new(Log::new(store.clone(), rec.next_chunk, rec.chunks));
         let partitions: Box<[RwLock<Partition>]> =
             rec.partitions.into_iter().map(RwLock::new).collect();

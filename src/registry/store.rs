@@ -67,10 +67,30 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
     /// Calls `f` with every chunk in sequence order.
     fn scan(&self, f: &mut ChunkVisitor<'_>) -> Result<(), StoreError>;
-    /// [`Store::scan`], handing out each chunk as a shareable buffer (recovery sends chunks to
-    /// several threads). The default copies; stores whose buffers are shareable override it.
-    fn scan_shared(&self, f: &mut SharedChunkVisitor<'_>) -> Result<(), StoreError> {
-        self.scan(&mut |seq, bytes| f(seq, Arc::new(bytes.to_vec())))
+    /// Like [`Store::scan`] from chunk `from` on, for at most `max` chunks, handing out each
+    /// chunk as a shareable buffer (recovery sends chunks to several threads); returns where
+    /// to go on, `None` at the end. The default copies; stores whose buffers are shareable
+    /// override it.
+    fn scan_shared(
+        &self,
+        from: u64,
+        max: usize,
+        f: &mut SharedChunkVisitor<'_>,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut seen = 0;
+        let mut next = None;
+        self.scan(&mut |seq, bytes| {
+            if seq < from || next.is_some() {
+                return Ok(());
+            }
+            if seen == max {
+                next = Some(seq);
+                return Ok(());
+            }
+            seen += 1;
+            f(seq, Arc::new(bytes.to_vec()))
+        })?;
+        Ok(next)
     }
     /// Reads a metadata value.
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -170,11 +190,17 @@ impl Store for SledStore {
     }
 
     fn scan(&self, f: &mut ChunkVisitor<'_>) -> Result<(), StoreError> {
-        self.scan_shared(&mut |seq, chunk| f(seq, (*chunk).as_ref()))
+        self.scan_shared(0, usize::MAX, &mut |seq, chunk| f(seq, (*chunk).as_ref()))?;
+        Ok(())
     }
 
-    fn scan_shared(&self, f: &mut SharedChunkVisitor<'_>) -> Result<(), StoreError> {
-        for kv in self.log.iter() {
+    fn scan_shared(
+        &self,
+        from: u64,
+        max: usize,
+        f: &mut SharedChunkVisitor<'_>,
+    ) -> Result<Option<u64>, StoreError> {
+        for (n, kv) in self.log.range(from.to_be_bytes()..).enumerate() {
             let (k, v) = kv?;
             let seq =
                 k.as_ref()
@@ -184,10 +210,13 @@ impl Store for SledStore {
                         key: format!("{:?}", k.as_ref()),
                         problem: "log key is not 8 bytes".into(),
                     })?;
+            if n == max {
+                return Ok(Some(seq));
+            }
             // sled's IVec is reference-counted: sharing it copies nothing.
             f(seq, Arc::new(v))?;
         }
-        Ok(())
+        Ok(None)
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
