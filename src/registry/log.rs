@@ -1,9 +1,10 @@
 //! The registry's durable log: installation records appended in chunks.
 //!
 //! Every write (a record, or a tombstone for a delete) is appended to the chunk being filled;
-//! a full chunk (16 KiB) is sealed, and the group commit seals the partial chunk before each
-//! flush. A store insert therefore serves tens to hundreds of records, and the store's working
-//! set is the tail of the log, whatever the registry's size.
+//! a full chunk (32 KiB on a new store, `Store::chunk_bytes`) is sealed, and the group commit
+//! seals the partial chunk before each flush. A store insert therefore serves tens to hundreds
+//! of records, and the store's working set is the tail of the log, whatever the registry's
+//! size.
 //!
 //! Sealing only queues the chunk: it is written to the store by [`Log::write_sealed`], which
 //! writers call after releasing their locks and the group commit calls before each flush. A
