@@ -1,10 +1,9 @@
 //! The registry's durable log: installation records appended in chunks.
 //!
 //! Every write (a record, or a tombstone for a delete) is appended to the chunk being filled;
-//! a full chunk (32 KiB on a new store, `Store::chunk_bytes`) is sealed, and the group commit
-//! seals the partial chunk before each flush. A store insert therefore serves tens to hundreds
-//! of records, and the store's working set is the tail of the log, whatever the registry's
-//! size.
+//! a full chunk ([`CHUNK_BYTES`]) is sealed, and the group commit seals the partial chunk
+//! before each flush. A store insert therefore serves tens of records, and the store's working
+//! set is the tail of the log, whatever the registry's size.
 //!
 //! Sealing only queues the chunk: it is written to the store by [`Log::write_sealed`], which
 //! writers call after releasing their locks and the group commit calls before each flush. A
@@ -44,8 +43,13 @@ use super::store::{Store, StoreError};
 
 /// Version byte at the start of every chunk.
 pub(crate) const CHUNK_VERSION: u8 = 1;
-// A chunk is sealed once it holds the store's `Store::chunk_bytes` (32 KiB on a new sled store;
-// see `store.rs` for why the size follows sled's segment size).
+/// A chunk is sealed once it holds this many bytes. sled 0.34 writes a tree node whose
+/// serialised size is over a quarter of a segment (512 KiB) as a *blob*: a file of its own,
+/// created, written and later deleted. A leaf holds up to 17 values, so 17 chunks must stay
+/// under 128 KiB: with the 16 KiB chunks used before, every leaf split and consolidation was
+/// a blob file (inode creation was ~8% of the durable write path, docs/benchmarks.md). Larger
+/// chunks on larger segments were measured too: sled then kept more memory resident.
+pub(crate) const CHUNK_BYTES: usize = 7 * 1024;
 const ENTRY_HEADER: usize = 4 + 1 + 2;
 /// Most entries in one chunk (the index part of a position is 24 bits).
 const MAX_ENTRIES: u32 = (1 << 24) - 1;
@@ -82,8 +86,6 @@ struct State {
 /// The log; see the module docs.
 pub(crate) struct Log {
     store: Arc<dyn Store>,
-    /// Seal a chunk once it holds this many bytes (`Store::chunk_bytes`).
-    chunk_bytes: usize,
     state: Mutex<State>,
     /// Sealed chunks not yet in the store, in sequence order (pushed under `state`).
     sealed: Mutex<VecDeque<(u64, Vec<u8>)>>,
@@ -148,7 +150,6 @@ impl Log {
     pub(crate) fn new(store: Arc<dyn Store>, next: u64, chunks: BTreeMap<u64, ChunkStat>) -> Log {
         let next = next.max(1);
         Log {
-            chunk_bytes: store.chunk_bytes(),
             store,
             state: Mutex::new(State {
                 next,
@@ -285,7 +286,7 @@ impl Writer<'_> {
     fn append(&mut self, kind: u8, partition: u16, payload: &[u8]) -> u64 {
         let st = &mut *self.st;
         if st.pending.is_empty() {
-            st.pending.reserve(self.log.chunk_bytes + 512);
+            st.pending.reserve(CHUNK_BYTES + 512);
             st.pending.push(CHUNK_VERSION);
         }
         st.pending
@@ -335,7 +336,7 @@ impl Writer<'_> {
     /// Seals the chunk if it is full. Call before releasing the partition locks; once they
     /// are released, [`Log::write_sealed_if_free`] writes it to the store.
     pub(crate) fn finish(mut self) {
-        if self.st.pending.len() >= self.log.chunk_bytes || self.st.count >= MAX_ENTRIES - 2 {
+        if self.st.pending.len() >= CHUNK_BYTES || self.st.count >= MAX_ENTRIES - 2 {
             self.log.seal(&mut self.st);
         }
     }
@@ -386,8 +387,8 @@ mod tests {
     fn full_chunks_are_sealed() {
         let log = Log::new(Arc::new(NullStore), 1, BTreeMap::new());
         let big = vec![1u8; 1000];
-        // A chunk seals after the record that takes it to chunk_bytes; one more starts the next.
-        let n = (log.chunk_bytes - 1).div_ceil(1000 + ENTRY_HEADER) + 1;
+        // A chunk seals after the record that takes it to CHUNK_BYTES; one more starts the next.
+        let n = (CHUNK_BYTES - 1).div_ceil(1000 + ENTRY_HEADER) + 1;
         for _ in 0..n {
             let mut w = log.writer();
             w.record(0, &big);

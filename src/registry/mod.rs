@@ -5,7 +5,7 @@
 //!        |                                        |
 //!        v                                        v
 //!  [handle stripe lock] -> partition write lock   partition read locks (in parallel)
-//!        |  log append (32 KiB chunks in sled)    |  bitmap algebra per partition
+//!        |  log append (7 KiB chunks in sled)     |  bitmap algebra per partition
 //!        |  memory index update                   v
 //!        v                                   Resolution: one bitmap per partition
 //!  group commit (one fsync for many writers)      |  batches(): ids + handles, a batch at a time

@@ -102,39 +102,6 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn is_volatile(&self) -> bool {
         false
     }
-    /// How large the log's chunks (this store's values) should be.
-    fn chunk_bytes(&self) -> usize {
-        MAX_CHUNK_BYTES
-    }
-}
-
-/// sled's segment size for new stores. sled 0.34 writes a tree node whose serialised size is
-/// over a quarter of a segment as a *blob*: a file of its own, created, written and later
-/// deleted. A leaf holds up to 17 values, so with sled's default 512 KiB segments a leaf of
-/// 16 KiB chunks went to a blob file on every split and consolidation: inode creation took
-/// ~8% of the durable write path and blob churn slowed recovery (docs/benchmarks.md). With
-/// 8 MiB segments (sled's own default before 0.30) a leaf of 32 KiB chunks stays in the log.
-pub(crate) const SEGMENT_BYTES: usize = 8 << 20;
-/// The largest chunk the log writes: per store insert (~15 µs whatever the size) it carries
-/// ~100 records of the registry benchmark's ~300 bytes.
-pub(crate) const MAX_CHUNK_BYTES: usize = 32 << 10;
-
-/// The chunk size whose full sled leaf (17 values) stays under the blob threshold (a quarter
-/// segment), in whole KiB, at most [`MAX_CHUNK_BYTES`]: 32 KiB for 8 MiB segments, 7 KiB for
-/// the 512 KiB segments of stores created before (which sled cannot change).
-pub(crate) fn chunk_bytes_for(segment: usize) -> usize {
-    ((segment / 4 / 18) & !1023).clamp(1024, MAX_CHUNK_BYTES)
-}
-
-/// The segment size an existing sled database was created with, from sled's `conf` file
-/// (`segment_size: N` lines and a CRC). `None` for a new database or an unreadable file (sled
-/// then reports what is wrong when it opens).
-fn existing_segment_size(path: &Path) -> Option<usize> {
-    let text = std::fs::read(path.join("conf")).ok()?;
-    let text = String::from_utf8_lossy(&text);
-    text.lines()
-        .find_map(|l| l.strip_prefix("segment_size: "))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// sled-backed [`Store`].
@@ -142,29 +109,20 @@ pub(crate) struct SledStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
-    chunk_bytes: usize,
 }
 
 impl SledStore {
     pub(crate) fn open(path: &Path, cache_capacity: u64) -> Result<Self, StoreError> {
-        // sled refuses to open a database with another segment size than it was made with.
-        let segment = existing_segment_size(path).unwrap_or(SEGMENT_BYTES);
         let config = sled::Config::new()
             .path(path)
             .cache_capacity(cache_capacity)
             .mode(sled::Mode::HighThroughput)
-            .segment_size(segment)
             // Durability comes from our own group commit; sled's timer flush only adds I/O.
             .flush_every_ms(None);
         let db = crate::state::open_sled(&config)?;
         let log = db.open_tree("log")?;
         let meta = db.open_tree("meta")?;
-        Ok(SledStore {
-            db,
-            log,
-            meta,
-            chunk_bytes: chunk_bytes_for(segment),
-        })
+        Ok(SledStore { db, log, meta })
     }
 }
 
@@ -231,10 +189,6 @@ impl Store for SledStore {
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
-    }
-
-    fn chunk_bytes(&self) -> usize {
-        self.chunk_bytes
     }
 }
 
@@ -393,27 +347,22 @@ mod tests {
     }
 
     #[test]
-    fn new_stores_use_large_segments_and_old_ones_keep_theirs() {
+    fn a_leaf_of_full_chunks_stays_out_of_sled_blob_files() {
+        // sled writes a tree node over a quarter segment (default 512 KiB) as a blob file; a
+        // leaf holds up to 17 values. Chunks are sealed after the record that fills them, so
+        // allow a record's worth over CHUNK_BYTES.
         let dir = tempfile::tempdir().unwrap();
-        let fresh = dir.path().join("fresh");
-        let store = SledStore::open(&fresh, 1 << 20).unwrap();
-        assert_eq!(store.chunk_bytes(), MAX_CHUNK_BYTES);
-        drop(store);
-        assert_eq!(existing_segment_size(&fresh), Some(SEGMENT_BYTES));
-        // A store made with sled's default segment (as every store before this change was)
-        // opens with that segment, and gets chunks small enough to stay out of blob files.
-        let old = dir.path().join("old");
-        drop(sled::Config::new().path(&old).open().unwrap());
-        assert_eq!(existing_segment_size(&old), Some(512 * 1024));
-        let store = SledStore::open(&old, 1 << 20).unwrap();
-        assert_eq!(store.chunk_bytes(), 7 * 1024);
-        store.put(1, &[CHUNK_TEST_BYTE; 7 * 1024]).unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let chunk = vec![7u8; crate::registry::log::CHUNK_BYTES + 400];
+        for seq in 1..=200u64 {
+            store.put(seq, &chunk).unwrap();
+            if seq % 10 == 0 {
+                store.flush().unwrap();
+            }
+        }
         store.flush().unwrap();
-        assert_eq!(store.get(1).unwrap().unwrap().len(), 7 * 1024);
-        // A full leaf of such chunks stays under sled's blob threshold (a quarter segment).
-        assert!(17 * (chunk_bytes_for(512 * 1024) + 64) < 512 * 1024 / 4 - 64);
-        assert!(17 * (chunk_bytes_for(SEGMENT_BYTES) + 64) < SEGMENT_BYTES / 4 - 64);
+        let blobs = std::fs::read_dir(dir.path().join("blobs")).map_or(0, |d| d.count());
+        assert_eq!(blobs, 0, "sled wrote leaves of chunks as blob files");
+        assert_eq!(store.get(200).unwrap().unwrap(), chunk);
     }
-
-    const CHUNK_TEST_BYTE: u8 = 7;
 }
