@@ -265,11 +265,13 @@ pub(crate) fn encode(rec: &StoredRecord) -> Vec<u8> {
 /// Appends `[FORMAT_VERSION][archive]` to `out`.
 pub(crate) fn encode_into(rec: &StoredRecord, out: &mut Vec<u8>) {
     out.push(FORMAT_VERSION);
+    // Straight into `out`: rkyv's pointers are relative and the `unaligned` feature pads
+    // nothing, so the archive's bytes are the same as serialised on their own (a test checks),
+    // without a scratch buffer and a copy per write.
     // Serialising plain owned data into memory cannot fail: rancor's error only carries
     // allocation or validation failures, and none of these types has fallible serialisation.
-    match rkyv::to_bytes::<rancor::Error>(rec) {
-        Ok(bytes) => out.extend_from_slice(&bytes),
-        Err(e) => unreachable!("rkyv serialisation of owned data failed: {e}"),
+    if let Err(e) = rkyv::api::high::to_bytes_in::<_, rancor::Error>(rec, &mut *out) {
+        unreachable!("rkyv serialisation of owned data failed: {e}")
     }
 }
 
@@ -330,6 +332,12 @@ mod tests {
         let r = sample();
         let bytes = encode(&r);
         assert_eq!(bytes[0], FORMAT_VERSION);
+        // The on-disk format: the version byte, then exactly rkyv's own archive of the record.
+        let archive = rkyv::to_bytes::<rancor::Error>(&r).unwrap();
+        assert_eq!(&bytes[1..], archive.as_slice());
+        let mut after_others = b"xyz".to_vec();
+        encode_into(&r, &mut after_others);
+        assert_eq!(&after_others[3..], bytes.as_slice());
         assert_eq!(decode(b"k", &bytes).unwrap(), r);
         // Unaligned reads work: shift the buffer by one byte.
         let mut shifted = vec![0u8];
