@@ -188,9 +188,19 @@ impl Future for WaitDurable<'_> {
             return Poll::Ready(r);
         }
         gc.request(&mut st, self.seq);
-        // A repeated poll registers again; the stale entry costs one spurious wake-up at most
-        // and goes with the flush that covers `seq`, as does the entry of a dropped future.
-        st.wakers.push((self.seq, cx.waker().clone()));
+        // A repeated poll with the same waker (a future polled again by `select!`) does not
+        // register twice; one with another waker adds an entry, and the stale one costs a
+        // spurious wake-up at most. Entries go with the flush that covers `seq`, as does the
+        // entry of a dropped future.
+        let known = st
+            .wakers
+            .iter()
+            .rev()
+            .take(8)
+            .any(|(s, w)| *s == self.seq && w.will_wake(cx.waker()));
+        if !known {
+            st.wakers.push((self.seq, cx.waker().clone()));
+        }
         Poll::Pending
     }
 }

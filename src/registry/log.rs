@@ -182,23 +182,8 @@ impl Log {
     /// or a partition lock. On an error the failed chunk stays queued: the next sync retries
     /// it and reports the error, so no write is acknowledged without its chunk.
     pub(crate) fn write_sealed(&self) -> Result<(), StoreError> {
-        let _order = self.put.lock();
-        loop {
-            let Some((seq, chunk)) = self.sealed.lock().pop_front() else {
-                return Ok(());
-            };
-            if let Err(e) = self.store.put(seq, &chunk) {
-                self.sealed.lock().push_front((seq, chunk));
-                return Err(e);
-            }
-            self.stored_below.store(seq + 1, Ordering::Release);
-            let mut chunk = chunk;
-            chunk.clear();
-            let mut spare = self.spare.lock();
-            if spare.len() < 8 {
-                spare.push(chunk);
-            }
-        }
+        let order = self.put.lock();
+        self.drain(&order)
     }
 
     /// [`Log::write_sealed`] unless another thread is already at it (it writes ours too, or
@@ -208,9 +193,39 @@ impl Log {
             return;
         }
         if let Some(order) = self.put.try_lock() {
-            drop(order);
             // An error stays queued for the next sync, which reports it to the waiters.
-            let _ = self.write_sealed();
+            let _ = self.drain(&order);
+        }
+    }
+
+    /// Writes the chunks queued when it starts (not those sealed meanwhile: writers that do
+    /// not wait for durability could otherwise keep one thread here, and the flusher waiting
+    /// for `put`, indefinitely). The caller holds `put`.
+    fn drain(&self, _order: &MutexGuard<'_, ()>) -> Result<(), StoreError> {
+        let Some(last) = self.sealed.lock().back().map(|(seq, _)| *seq) else {
+            return Ok(());
+        };
+        loop {
+            let next = {
+                let mut sealed = self.sealed.lock();
+                match sealed.front() {
+                    Some((seq, _)) if *seq <= last => sealed.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some((seq, mut chunk)) = next else {
+                return Ok(());
+            };
+            if let Err(e) = self.store.put(seq, &chunk) {
+                self.sealed.lock().push_front((seq, chunk));
+                return Err(e);
+            }
+            self.stored_below.store(seq + 1, Ordering::Release);
+            chunk.clear();
+            let mut spare = self.spare.lock();
+            if spare.len() < 8 {
+                spare.push(chunk);
+            }
         }
     }
 
@@ -397,5 +412,81 @@ mod tests {
         let stats = log.chunk_stats();
         assert_eq!(stats.len(), 2, "{stats:?}");
         assert_eq!(stats.values().map(|c| c.entries as usize).sum::<usize>(), n);
+    }
+
+    /// A store that records the chunks put into it and refuses puts while `broken` is set.
+    #[derive(Default)]
+    struct Flaky {
+        broken: std::sync::atomic::AtomicBool,
+        puts: Mutex<Vec<u64>>,
+    }
+
+    impl Store for Flaky {
+        fn put(&self, seq: u64, _: &[u8]) -> Result<(), StoreError> {
+            if self.broken.load(Ordering::Relaxed) {
+                return Err(StoreError::Engine("disk full".into()));
+            }
+            self.puts.lock().push(seq);
+            Ok(())
+        }
+        fn get(&self, _: u64) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(None)
+        }
+        fn remove(&self, _: u64) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn scan(&self, _: &mut crate::registry::store::ChunkVisitor<'_>) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn meta(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(None)
+        }
+        fn set_meta(&self, _: &str, _: &[u8]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn size_on_disk(&self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+    }
+
+    #[test]
+    fn a_failed_put_stays_queued_and_sync_reports_then_retries_it() {
+        let store = Arc::new(Flaky::default());
+        let log = Log::new(store.clone(), 1, BTreeMap::new());
+        let big = vec![1u8; 1000];
+        store.broken.store(true, Ordering::Relaxed);
+        // Fill two chunks; the writers' opportunistic writes fail silently.
+        for _ in 0..2 * CHUNK_BYTES / 1000 + 1 {
+            let mut w = log.writer();
+            w.record(0, &big);
+            w.finish();
+            log.write_sealed_if_free();
+        }
+        assert!(store.puts.lock().is_empty());
+        assert!(log.has_sealed());
+        // The flush must fail: its chunks are not in the store.
+        assert!(log.sync().unwrap_err().to_string().contains("disk full"));
+        // Nothing is compacted while it is not stored.
+        assert_eq!(log.stored_below.load(Ordering::Relaxed), 1);
+        store.broken.store(false, Ordering::Relaxed);
+        log.sync().unwrap();
+        assert!(!log.has_sealed());
+        let puts = store.puts.lock().clone();
+        assert_eq!(
+            puts,
+            (1..=puts.len() as u64).collect::<Vec<_>>(),
+            "in order, none lost"
+        );
+        assert!(
+            puts.len() >= 2,
+            "a full chunk and the partial one: {puts:?}"
+        );
+        assert_eq!(
+            log.stored_below.load(Ordering::Relaxed),
+            puts.len() as u64 + 1
+        );
     }
 }

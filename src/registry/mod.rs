@@ -1056,6 +1056,7 @@ impl Registry {
                 continue;
             }
             let mut p = part.write();
+            let before = n;
             for s in due {
                 let Some(r) = p.record(s) else { continue };
                 if r.expiration_ms() > now {
@@ -1063,6 +1064,11 @@ impl Registry {
                 }
                 self.remove_slot(&mut p, pid as u16, s)?;
                 n += 1;
+            }
+            drop(p);
+            // One number, taken after the partition lock is released (`written` writes sealed
+            // chunks to the store), covers every tombstone appended above.
+            if n > before {
                 last = self.written().unwrap_or(0);
             }
         }
