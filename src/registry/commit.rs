@@ -277,63 +277,11 @@ fn flusher(gc: std::sync::Weak<GroupCommit>, log: Arc<Log>) {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::sync::atomic::AtomicBool;
 
     use super::*;
-    use crate::registry::store::{ChunkVisitor, Store};
+    use crate::registry::store::ScriptedStore;
 
-    /// A store whose flush waits until the test opens the gate, and fails when told to.
-    #[derive(Default)]
-    struct Gated {
-        open: Mutex<bool>,
-        opened: Condvar,
-        fail: AtomicBool,
-        flushes: AtomicU64,
-    }
-
-    impl Gated {
-        fn open(&self) {
-            *self.open.lock() = true;
-            self.opened.notify_all();
-        }
-    }
-
-    impl Store for Gated {
-        fn put(&self, _: u64, _: &[u8]) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn get(&self, _: u64) -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(None)
-        }
-        fn remove(&self, _: u64) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn flush(&self) -> Result<(), StoreError> {
-            let mut open = self.open.lock();
-            while !*open {
-                self.opened.wait(&mut open);
-            }
-            self.flushes.fetch_add(1, Ordering::Relaxed);
-            if self.fail.load(Ordering::Relaxed) {
-                return Err(StoreError::Engine("disk on fire".into()));
-            }
-            Ok(())
-        }
-        fn scan(&self, _: &mut ChunkVisitor<'_>) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn meta(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(None)
-        }
-        fn set_meta(&self, _: &str, _: &[u8]) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn size_on_disk(&self) -> Result<u64, StoreError> {
-            Ok(0)
-        }
-    }
-
-    fn started(store: Arc<Gated>) -> Arc<GroupCommit> {
+    fn started(store: Arc<ScriptedStore>) -> Arc<GroupCommit> {
         let log = Arc::new(Log::new(store, 1, BTreeMap::new()));
         GroupCommit::start(log, Duration::ZERO)
     }
@@ -349,7 +297,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn async_waiters_resolve_only_once_their_write_is_durable() {
-        let store = Arc::new(Gated::default());
+        let store = Arc::new(ScriptedStore::gated());
         let gc = started(store.clone());
         let seqs: Vec<u64> = (0..3).map(|_| write(&gc)).collect();
         assert_eq!(seqs, [1, 2, 3]);
@@ -361,7 +309,7 @@ mod tests {
             poll_once(&mut last).is_pending(),
             "durable before the flush ran"
         );
-        store.open();
+        store.open_gate();
         let mut waiters = Vec::new();
         for seq in seqs {
             let gc = gc.clone();
@@ -386,8 +334,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_flush_fails_every_waiter() {
-        let store = Arc::new(Gated::default());
-        store.fail.store(true, Ordering::Relaxed);
+        let store = Arc::new(ScriptedStore::gated());
+        store.fail_flush.store(true, Ordering::Relaxed);
         let gc = started(store.clone());
         let mut waiters = Vec::new();
         for _ in 0..50 {
@@ -395,7 +343,7 @@ mod tests {
             let gc = gc.clone();
             waiters.push(tokio::spawn(async move { gc.wait_async(seq).await }));
         }
-        store.open();
+        store.open_gate();
         for w in waiters {
             let r = tokio::time::timeout(Duration::from_secs(10), w)
                 .await
@@ -411,7 +359,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shutdown_flushes_for_waiters_and_refuses_later_ones() {
-        let store = Arc::new(Gated::default());
+        let store = Arc::new(ScriptedStore::gated());
         let gc = started(store.clone());
         let seq = write(&gc);
         let waiter = {
@@ -422,7 +370,7 @@ mod tests {
         let stopping = gc.clone();
         let stopper = std::thread::spawn(move || stopping.shutdown());
         std::thread::sleep(Duration::from_millis(20));
-        store.open();
+        store.open_gate();
         stopper.join().unwrap();
         tokio::time::timeout(Duration::from_secs(10), waiter)
             .await

@@ -360,7 +360,7 @@ impl Writer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::store::NullStore;
+    use crate::registry::store::{NullStore, ScriptedStore};
 
     #[test]
     fn entries_round_trip_and_corruption_is_detected() {
@@ -414,50 +414,12 @@ mod tests {
         assert_eq!(stats.values().map(|c| c.entries as usize).sum::<usize>(), n);
     }
 
-    /// A store that records the chunks put into it and refuses puts while `broken` is set.
-    #[derive(Default)]
-    struct Flaky {
-        broken: std::sync::atomic::AtomicBool,
-        puts: Mutex<Vec<u64>>,
-    }
-
-    impl Store for Flaky {
-        fn put(&self, seq: u64, _: &[u8]) -> Result<(), StoreError> {
-            if self.broken.load(Ordering::Relaxed) {
-                return Err(StoreError::Engine("disk full".into()));
-            }
-            self.puts.lock().push(seq);
-            Ok(())
-        }
-        fn get(&self, _: u64) -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(None)
-        }
-        fn remove(&self, _: u64) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn flush(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn scan(&self, _: &mut crate::registry::store::ChunkVisitor<'_>) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn meta(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(None)
-        }
-        fn set_meta(&self, _: &str, _: &[u8]) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn size_on_disk(&self) -> Result<u64, StoreError> {
-            Ok(0)
-        }
-    }
-
     #[test]
     fn a_failed_put_stays_queued_and_sync_reports_then_retries_it() {
-        let store = Arc::new(Flaky::default());
+        let store = Arc::new(ScriptedStore::open());
         let log = Log::new(store.clone(), 1, BTreeMap::new());
         let big = vec![1u8; 1000];
-        store.broken.store(true, Ordering::Relaxed);
+        store.fail_put.store(true, Ordering::Relaxed);
         // Fill two chunks; the writers' opportunistic writes fail silently.
         for _ in 0..2 * CHUNK_BYTES / 1000 + 1 {
             let mut w = log.writer();
@@ -471,7 +433,7 @@ mod tests {
         assert!(log.sync().unwrap_err().to_string().contains("disk full"));
         // Nothing is compacted while it is not stored.
         assert_eq!(log.stored_below.load(Ordering::Relaxed), 1);
-        store.broken.store(false, Ordering::Relaxed);
+        store.fail_put.store(false, Ordering::Relaxed);
         log.sync().unwrap();
         assert!(!log.has_sealed());
         let puts = store.puts.lock().clone();

@@ -226,6 +226,90 @@ impl Store for NullStore {
     }
 }
 
+/// A [`Store`] for tests of the log and the group commit: it records the chunks put into
+/// it, refuses puts or flushes when told to, and can hold every flush at a gate.
+#[cfg(test)]
+pub(crate) struct ScriptedStore {
+    gate_open: parking_lot::Mutex<bool>,
+    opened: parking_lot::Condvar,
+    /// Puts fail while set.
+    pub fail_put: std::sync::atomic::AtomicBool,
+    /// Flushes fail while set.
+    pub fail_flush: std::sync::atomic::AtomicBool,
+    /// Flushes that got past the gate.
+    pub flushes: std::sync::atomic::AtomicU64,
+    /// Sequence numbers of the chunks put, in order.
+    pub puts: parking_lot::Mutex<Vec<u64>>,
+}
+
+#[cfg(test)]
+impl ScriptedStore {
+    /// Flushes wait until [`ScriptedStore::open_gate`].
+    pub(crate) fn gated() -> ScriptedStore {
+        ScriptedStore {
+            gate_open: parking_lot::Mutex::new(false),
+            opened: parking_lot::Condvar::new(),
+            fail_put: Default::default(),
+            fail_flush: Default::default(),
+            flushes: Default::default(),
+            puts: Default::default(),
+        }
+    }
+
+    /// Flushes go through at once.
+    pub(crate) fn open() -> ScriptedStore {
+        let s = ScriptedStore::gated();
+        s.open_gate();
+        s
+    }
+
+    pub(crate) fn open_gate(&self) {
+        *self.gate_open.lock() = true;
+        self.opened.notify_all();
+    }
+}
+
+#[cfg(test)]
+impl Store for ScriptedStore {
+    fn put(&self, seq: u64, _: &[u8]) -> Result<(), StoreError> {
+        if self.fail_put.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(StoreError::Engine("disk full".into()));
+        }
+        self.puts.lock().push(seq);
+        Ok(())
+    }
+    fn get(&self, _: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+    fn remove(&self, _: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        let mut open = self.gate_open.lock();
+        while !*open {
+            self.opened.wait(&mut open);
+        }
+        self.flushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.fail_flush.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(StoreError::Engine("disk on fire".into()));
+        }
+        Ok(())
+    }
+    fn scan(&self, _: &mut ChunkVisitor<'_>) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn meta(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+    fn set_meta(&self, _: &str, _: &[u8]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
 /// The durable form of an installation.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 pub(crate) struct StoredRecord {
