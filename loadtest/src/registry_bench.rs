@@ -57,7 +57,7 @@ pub struct RegistryArgs {
     #[arg(long, default_value_t = 16)]
     pub partitions: u16,
     /// Group-commit window in microseconds (RegistryConfig::commit_window).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 2000)]
     pub commit_window_us: u64,
     /// sled page cache in MiB (RegistryConfig::cache_capacity).
     #[arg(long, default_value_t = 64)]
@@ -400,6 +400,7 @@ pub fn run(args: RegistryArgs) -> Result<RegistryReport, Box<dyn std::error::Err
             }));
         }
         ready.wait().await;
+        eprintln!("durable upserts: {writers} writers start");
         let (t, cpu) = (Instant::now(), cpu_secs());
         go.wait().await;
         for t in tasks {

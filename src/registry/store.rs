@@ -111,10 +111,38 @@ pub(crate) struct SledStore {
     meta: sled::Tree,
 }
 
+/// sled's segment size (which is also its I/O buffer size) for new stores: 2 MiB, not sled's
+/// default 512 KiB. sled writes its buffer out whenever it fills, handing the write to its
+/// thread pool, which wakes all seven of its threads for every job; with 4× larger buffers a
+/// stream of chunks costs a quarter of those hand-offs (docs/benchmarks.md). sled refuses to
+/// open a store with a segment size other than the one it was created with, so an existing
+/// store keeps its own (see [`segment_size_for`]).
+pub(crate) const SEGMENT_BYTES: usize = 2 << 20;
+
+/// The segment size to open the store in `path` with: the one recorded in sled's `conf` file
+/// when the store exists, [`SEGMENT_BYTES`] for a new one.
+fn segment_size_for(path: &Path) -> Result<usize, StoreError> {
+    let conf = match std::fs::read(path.join("conf")) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SEGMENT_BYTES),
+        Err(e) => return Err(StoreError::Engine(format!("cannot read sled's conf: {e}"))),
+    };
+    // Text lines `key: value`, then a 4-byte checksum (sled 0.34.7, config.rs), which sled
+    // itself verifies when it opens the store.
+    let text = String::from_utf8_lossy(&conf);
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_size: "))
+        .and_then(|v| v.trim().parse().ok())
+        // No readable value: let sled open it with the default and report what it finds.
+        .unwrap_or(SEGMENT_BYTES))
+}
+
 impl SledStore {
     pub(crate) fn open(path: &Path, cache_capacity: u64) -> Result<Self, StoreError> {
         let config = sled::Config::new()
             .path(path)
+            .segment_size(segment_size_for(path)?)
             .cache_capacity(cache_capacity)
             .mode(sled::Mode::HighThroughput)
             // Durability comes from our own group commit; sled's timer flush only adds I/O.
@@ -436,6 +464,37 @@ mod tests {
         let truncated = &bytes[..bytes.len() / 2];
         assert!(decode(b"k", truncated).is_err());
         assert!(decode(b"k", &[]).is_err());
+    }
+
+    #[test]
+    fn new_stores_get_larger_segments_and_existing_ones_keep_theirs() {
+        let conf_size = |dir: &Path| {
+            let conf = std::fs::read(dir.join("conf")).unwrap();
+            String::from_utf8_lossy(&conf)
+                .lines()
+                .find_map(|l| l.strip_prefix("segment_size: ").map(str::to_string))
+                .unwrap()
+        };
+        let new = tempfile::tempdir().unwrap();
+        drop(SledStore::open(new.path(), 1 << 20).unwrap());
+        assert_eq!(conf_size(new.path()), SEGMENT_BYTES.to_string());
+        assert_eq!(segment_size_for(new.path()).unwrap(), SEGMENT_BYTES);
+
+        // A store created with sled's default segments (as every store before 2 MiB was)
+        // opens with them: sled refuses any other size for it.
+        let old = tempfile::tempdir().unwrap();
+        {
+            let db = sled::Config::new().path(old.path()).open().unwrap();
+            db.open_tree("log")
+                .unwrap()
+                .insert(7u64.to_be_bytes(), &b"chunk"[..])
+                .unwrap();
+            db.flush().unwrap();
+        }
+        assert_eq!(conf_size(old.path()), "524288");
+        let store = SledStore::open(old.path(), 1 << 20).unwrap();
+        assert_eq!(store.get(7).unwrap().unwrap(), b"chunk");
+        assert_eq!(conf_size(old.path()), "524288");
     }
 
     #[test]
