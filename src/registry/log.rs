@@ -44,11 +44,13 @@ use super::store::{Store, StoreError};
 /// Version byte at the start of every chunk.
 pub(crate) const CHUNK_VERSION: u8 = 1;
 /// A chunk is sealed once it holds this many bytes. sled 0.34 writes a tree node whose
-/// serialised size is over a quarter of a segment (512 KiB) as a *blob*: a file of its own,
-/// created, written and later deleted. A leaf holds up to 17 values, so 17 chunks must stay
-/// under 128 KiB: with the 16 KiB chunks used before, every leaf split and consolidation was
-/// a blob file (inode creation was ~8% of the durable write path, docs/benchmarks.md). Larger
-/// chunks on larger segments were measured too: sled then kept more memory resident.
+/// serialised size is over a quarter of a segment as a *blob*: a file of its own, created,
+/// written and later deleted. A leaf holds up to 17 values, so 17 chunks must stay under a
+/// quarter of the smallest segment a store may have (512 KiB, sled's default, which stores
+/// created before `store::SEGMENT_BYTES` keep): 128 KiB. With the 16 KiB chunks used before,
+/// every leaf split and consolidation was a blob file (inode creation was ~8% of the durable
+/// write path, docs/benchmarks.md). Larger chunks were measured too: sled then kept more
+/// memory resident.
 pub(crate) const CHUNK_BYTES: usize = 7 * 1024;
 const ENTRY_HEADER: usize = 4 + 1 + 2;
 /// Most entries in one chunk (the index part of a position is 24 bits).
