@@ -306,11 +306,12 @@ impl Store for ScriptedStore {
         self.puts.lock().push(seq);
         Ok(())
     }
-    fn get(&self, _: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(None)
+    // Everything but `put` and `flush` behaves as the null store.
+    fn get(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        NullStore.get(seq)
     }
-    fn remove(&self, _: u64) -> Result<(), StoreError> {
-        Ok(())
+    fn remove(&self, seq: u64) -> Result<(), StoreError> {
+        NullStore.remove(seq)
     }
     fn flush(&self) -> Result<(), StoreError> {
         let mut open = self.gate_open.lock();
@@ -324,17 +325,17 @@ impl Store for ScriptedStore {
         }
         Ok(())
     }
-    fn scan(&self, _: &mut ChunkVisitor<'_>) -> Result<(), StoreError> {
-        Ok(())
+    fn scan(&self, visit: &mut ChunkVisitor<'_>) -> Result<(), StoreError> {
+        NullStore.scan(visit)
     }
-    fn meta(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(None)
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        NullStore.meta(key)
     }
-    fn set_meta(&self, _: &str, _: &[u8]) -> Result<(), StoreError> {
-        Ok(())
+    fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        NullStore.set_meta(key, value)
     }
     fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(0)
+        NullStore.size_on_disk()
     }
 }
 
