@@ -8,8 +8,8 @@ use crate::credentials::{encrypt, ApnsKey, ApnsTokenCache, VapidCache, VapidKey}
 use crate::dispatch::job::Job;
 use crate::dispatch::platforms;
 use crate::dispatch::pool::{Device, Protocol, Work};
+use crate::model::PushHandle;
 use crate::payload::Notification;
-use crate::registry::model::PushHandle;
 
 /// Builds the request of every handle (APNs, FCM, WNS or Web Push, as the handle says) the
 /// way the connections do; returns the body bytes built, so the work cannot be optimised
@@ -85,9 +85,8 @@ pub fn web_push_encrypt(plaintext: &[u8], ua_public: &[u8; 65], auth: &[u8; 16])
 /// verdict (fuzz target `pns_answers`): no input may panic. `header` is used as the value of
 /// `Retry-After`, `X-WNS-Status` and `X-WNS-CONTINUE-AFTER` when it is a valid header value.
 pub fn classify_any(status: u16, body: &[u8], header: &str) -> [String; 4] {
-    use crate::feedback::classify::{
-        classify_apns, classify_fcm, classify_web_push, classify_wns, parse_retry_after,
-    };
+    use crate::feedback::classify::{classify_apns, classify_fcm, classify_web_push, classify_wns};
+    use crate::time::parse_retry_after;
     let now = SystemTime::now();
     let mut headers = http::HeaderMap::new();
     if let Ok(v) = http::HeaderValue::from_str(header) {

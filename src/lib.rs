@@ -28,14 +28,14 @@ pub mod credentials;
 pub mod dispatch;
 pub mod events;
 pub mod feedback;
+pub mod model;
 pub mod nh;
 pub mod payload;
 pub mod registry;
-mod rfc3339;
 pub mod server;
 pub mod state;
-mod tag;
 pub mod template;
+mod time;
 mod transport;
 
 pub use audience::{ExprError, ExprLimits, ExprNode, TagExpr, TagRef};
@@ -49,7 +49,8 @@ pub use events::{
     EventsError, LoggedEvent, Order, SubscriptionState, SubscriptionStatus, WebhookConfig,
     WebhookSecret,
 };
-pub use registry::model::{InvalidInput, PushHandle, WebPushSubscription};
+pub use model::{is_tag_char, Tag, TagError, MAX_TAG_LEN, TAG_ALPHABET};
+pub use model::{InvalidInput, PushHandle, WebPushSubscription};
 pub use registry::store::StoreError;
 pub use registry::{
     Audience, Installation, InstallationId, PatchOp, Platform, PruneReport, PruneRequest, Registry,
@@ -57,5 +58,4 @@ pub use registry::{
     TemplateResolution, TemplateTarget, UserId, WriteOutcome,
 };
 pub use state::{StateError, StateStore};
-pub use tag::{is_tag_char, Tag, TagError, MAX_TAG_LEN, TAG_ALPHABET};
 pub use transport::{TlsRoots, TransportError};

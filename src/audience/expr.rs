@@ -79,7 +79,7 @@ use nom::character::complete::multispace0;
 use nom::error::{ErrorKind, ParseError};
 use nom::IResult;
 
-use crate::{Tag, TagError};
+use crate::model::{Tag, TagError};
 
 /// Default for [`ExprLimits::max_tags`]; generous, bounds the tree's size and height.
 const DEFAULT_MAX_TAGS: usize = 1000;

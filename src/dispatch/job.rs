@@ -16,8 +16,8 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, Semaphore};
 
+use crate::model::Platform;
 use crate::payload::Notification;
-use crate::registry::Platform;
 
 /// The id of one send, returned at once by `send`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

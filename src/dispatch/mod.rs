@@ -1,7 +1,7 @@
 //! The dispatcher: takes a send (a notification and an audience), pulls its devices from the
 //! registry in batches as fast as the pools drain them, and delivers each through the pool of
 //! its platform's credential; answers become verdicts (`feedback::classify`), dead handles are
-//! pruned (`feedback::prune`), and every device ends in exactly one counted outcome
+//! pruned (`dispatch::prune`), and every device ends in exactly one counted outcome
 //! ([`SendReport`]).
 //!
 //! ```text
@@ -22,6 +22,7 @@ pub mod metrics;
 pub(crate) mod outcomes;
 pub(crate) mod platforms;
 pub(crate) mod pool;
+mod prune;
 pub(crate) mod request;
 pub(crate) mod resume;
 pub(crate) mod schedule;
@@ -44,13 +45,14 @@ use crate::credentials::{
     WnsCredentials,
 };
 use crate::events::{EventLog, EventsConfig};
-use crate::feedback::prune::{self, PruneItem};
+use crate::model::PushHandle;
+use crate::model::{InstallationId, Platform};
 use crate::payload::Notification;
-use crate::registry::model::PushHandle;
-use crate::registry::{Audience, InstallationId, Platform, Registry};
+use crate::registry::{Audience, Registry};
 use crate::state::{StateError, StateStore};
 use crate::template::TemplateCache;
 use crate::transport::{Endpoint, TlsRoots, TransportError};
+use prune::PruneItem;
 
 pub use job::{NotificationId, PlatformOutcomes, SendReport, SendState};
 pub use request::{Content, Pace, SendRequest, TemplateSend};

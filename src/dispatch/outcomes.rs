@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::job::{NotificationId, PlatformOutcomes, SendReport, SendState};
-use crate::registry::Platform;
+use crate::model::Platform;
 use crate::state::{StateError, StateStore};
 
 fn to_ms(t: SystemTime) -> u64 {

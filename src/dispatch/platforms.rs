@@ -10,10 +10,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use super::pool::{Protocol, Work};
 use crate::credentials::encrypt;
 use crate::feedback::classify::{
-    classify_apns, classify_fcm, classify_web_push, classify_wns, parse_retry_after, Reason,
-    Verdict,
+    classify_apns, classify_fcm, classify_web_push, classify_wns, Reason, Verdict,
 };
-use crate::registry::model::PushHandle;
+use crate::model::PushHandle;
+use crate::time::parse_retry_after;
 use crate::transport::http1::Answer;
 
 static APNS_ID: HeaderName = HeaderName::from_static("apns-id");

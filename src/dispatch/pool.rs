@@ -38,11 +38,11 @@ use http::HeaderValue;
 
 use super::auth::{AuthSource, HeaderCache};
 use super::job::{Final, Job};
+use super::prune::PruneItem;
 use super::DispatchConfig;
 use crate::feedback::classify::{Reason, Verdict};
-use crate::feedback::prune::PruneItem;
-use crate::registry::model::PushHandle;
-use crate::registry::{InstallationId, Platform};
+use crate::model::PushHandle;
+use crate::model::{InstallationId, Platform};
 use crate::transport::http1::{Answer, Http1Conn};
 use crate::transport::{connect_tls, h2_handshake, Endpoint, TransportError};
 

@@ -6,8 +6,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::audience::{ExprLimits, TagExpr};
+use crate::model::{InstallationId, Platform, UserId};
 use crate::payload::{Notification, PayloadError};
-use crate::registry::{Audience, InstallationId, Platform, UserId};
+use crate::registry::Audience;
 use crate::template::Properties;
 
 /// A rate limit for a paced rollout: at most `devices` pushes per `per`.

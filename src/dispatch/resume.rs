@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use super::job::{Job, JobMeta, NotificationId, SendState};
 use super::request::{Content, SendRequest, StoredRequest, TemplateSend};
 use super::Engine;
-use crate::registry::model::PushHandle;
-use crate::registry::{Audience, InstallationId, Platform};
+use crate::model::PushHandle;
+use crate::model::{InstallationId, Platform};
+use crate::registry::Audience;
 use crate::state::{StateError, StateStore};
 
 /// How long a shutdown waits for the answers of devices already handed over, by default.

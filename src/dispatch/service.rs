@@ -13,8 +13,9 @@ use super::request::{Content, SendRequest, TemplateSend};
 use super::schedule::ScheduledSend;
 use super::{Engine, EngineInner, Paced, SendError, SendHandle, Source, DEFAULT_RETENTION};
 use crate::events::{Event, EventLog};
+use crate::model::Platform;
 use crate::payload::Notification;
-use crate::registry::{Audience, Platform, TemplateTarget};
+use crate::registry::{Audience, TemplateTarget};
 use crate::template::Properties;
 
 /// How often old outcome records are swept.
@@ -73,7 +74,7 @@ impl Engine {
         &self,
         request: SendRequest,
         mut meta: JobMeta,
-        only: Option<Vec<crate::registry::InstallationId>>,
+        only: Option<Vec<crate::model::InstallationId>>,
     ) -> Result<SendHandle, SendError> {
         self.check(&request)?;
         meta.pace = request.pace;
@@ -278,8 +279,8 @@ impl Engine {
             Ok(_) => {
                 ::metrics::counter!(super::metrics::SCHEDULES_FIRED).increment(1);
                 let data = serde_json::json!({
-                    "scheduled_for": crate::rfc3339::format(at),
-                    "fired_at": crate::rfc3339::format(SystemTime::now()),
+                    "scheduled_for": crate::time::rfc3339::format(at),
+                    "fired_at": crate::time::rfc3339::format(SystemTime::now()),
                 });
                 if let Err(e) = self
                     .inner
@@ -336,7 +337,7 @@ impl Engine {
         &self,
         job: &Arc<Job>,
         audience: Audience,
-        only: Option<Vec<crate::registry::InstallationId>>,
+        only: Option<Vec<crate::model::InstallationId>>,
         batch_size: usize,
         paced: &mut Paced,
         last: &mut Option<(Platform, String, Arc<Pool>)>,
@@ -485,7 +486,7 @@ async fn scheduler(weak: std::sync::Weak<EngineInner>, wake: Arc<tokio::sync::No
 
 /// A report as event data: state, times, counts per platform (non-zero ones), reasons.
 fn report_json(r: &SendReport) -> serde_json::Value {
-    let t = |x: Option<SystemTime>| x.map(crate::rfc3339::format);
+    let t = |x: Option<SystemTime>| x.map(crate::time::rfc3339::format);
     let mut platforms = serde_json::Map::new();
     for p in Platform::ALL {
         let c = r.platform(p);
@@ -499,7 +500,7 @@ fn report_json(r: &SendReport) -> serde_json::Value {
     serde_json::json!({
         "state": r.state,
         "audience": r.audience,
-        "enqueued_at": crate::rfc3339::format(r.enqueued_at),
+        "enqueued_at": crate::time::rfc3339::format(r.enqueued_at),
         "started_at": t(r.started_at),
         "completed_at": t(r.completed_at),
         "scheduled_for": t(r.scheduled_for),

@@ -12,7 +12,7 @@
 //! (RFC 3339, UTC), `subject` (when the event has a notification or installation id),
 //! `datacontenttype` `"application/json"`, `data`.
 
-pub use crate::rfc3339::format as rfc3339;
+pub use crate::time::rfc3339::format as rfc3339;
 
 use serde_json::{json, Value};
 

@@ -238,7 +238,7 @@ pub(crate) fn classify(status: u16, retry_after: Option<&str>, now: SystemTime) 
         410 => Verdict::Gone,
         _ => Verdict::Retry {
             after: if status == 429 || status == 503 {
-                retry_after.and_then(|v| crate::feedback::classify::parse_retry_after(v, now))
+                retry_after.and_then(|v| crate::time::parse_retry_after(v, now))
             } else {
                 None
             },

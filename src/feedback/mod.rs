@@ -1,5 +1,4 @@
-//! What the push services answered: classification into verdicts, pruning of dead handles,
-//! per-notification telemetry.
+//! What the push services answered: the sans-IO classification of every answer into a
+//! verdict (`classify`). Acting on verdicts (retries, pruning) is the dispatcher's.
 
 pub(crate) mod classify;
-pub(crate) mod prune;

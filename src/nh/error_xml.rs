@@ -26,7 +26,7 @@ pub fn error_body(code: u16, detail: &str) -> String {
 pub fn error_body_tracked(code: u16, detail: &str, tracking_id: &str, at: SystemTime) -> String {
     let detail = format!(
         "{detail}TrackingId:{tracking_id},TimeStamp:{}",
-        crate::rfc3339::format(at)
+        crate::time::rfc3339::format(at)
     );
     error_body(code, &detail)
 }

@@ -4,8 +4,8 @@
 
 use std::time::SystemTime;
 
-use crate::registry::model::{InvalidInput, PushHandle};
-use crate::registry::Platform;
+use crate::model::Platform;
+use crate::model::{InvalidInput, PushHandle};
 
 /// `ServiceBusNotification-Format`.
 pub const FORMAT: &str = "ServiceBusNotification-Format";
@@ -157,12 +157,12 @@ pub fn tag_selector(value: Option<&str>) -> Result<TagSelector<'_>, HeaderError>
 /// (`2030-01-01T00:00:00.000Z`, what the JS SDK's `toISOString()` writes), with an offset, or
 /// without a zone, which means UTC (the .NET SDK's `yyyy-MM-ddTHH:mm:ss`, §4.3).
 pub fn schedule_time(value: &str) -> Result<SystemTime, HeaderError> {
-    crate::rfc3339::parse(value).map_err(|e| invalid(SCHEDULE_TIME, e))
+    crate::time::rfc3339::parse(value).map_err(|e| invalid(SCHEDULE_TIME, e))
 }
 
 /// Parses `ServiceBusNotification-Apns-Expiry` (a W3C date, same forms as [`schedule_time`]).
 pub fn apns_expiry(value: &str) -> Result<SystemTime, HeaderError> {
-    crate::rfc3339::parse(value).map_err(|e| invalid(APNS_EXPIRY, e))
+    crate::time::rfc3339::parse(value).map_err(|e| invalid(APNS_EXPIRY, e))
 }
 
 /// The device of a direct send (`?direct=true`): `ServiceBusNotification-DeviceHandle`, plus

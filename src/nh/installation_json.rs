@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use crate::registry::model::{InvalidInput, PushHandle};
-use crate::registry::{Installation, InstallationId, PatchOp, Platform, Template, UserId};
-use crate::Tag;
+use crate::model::Tag;
+use crate::model::{Installation, InstallationId, PatchOp, Platform, Template, UserId};
+use crate::model::{InvalidInput, PushHandle};
 
 /// What the JSON of an installation or a PATCH got wrong (answer 400 with the message).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -345,14 +345,14 @@ pub fn installation_to_json(inst: &Installation) -> String {
     o.insert(
         "expirationTime".into(),
         match inst.expiration_time {
-            Some(t) => crate::rfc3339::format(t),
+            Some(t) => crate::time::rfc3339::format(t),
             None => NEVER.to_string(),
         }
         .into(),
     );
     o.insert(
         "lastUpdate".into(),
-        crate::rfc3339::format(inst.last_update).into(),
+        crate::time::rfc3339::format(inst.last_update).into(),
     );
     if !inst.tags.is_empty() {
         o.insert("tags".into(), tags_json(&inst.tags));

@@ -29,7 +29,7 @@ use std::time::SystemTime;
 
 use super::xml;
 use crate::dispatch::{PlatformOutcomes, SendReport, SendState};
-use crate::registry::Platform;
+use crate::model::Platform;
 
 /// Notification Hubs' XML namespace.
 pub const NH_NAMESPACE: &str =
@@ -259,7 +259,7 @@ pub fn sb_location(host: &str, hub: &str, id: &str) -> String {
 
 fn time(out: &mut String, name: &str, t: Option<SystemTime>) {
     if let Some(t) = t {
-        xml::leaf(out, name, &crate::rfc3339::format(t));
+        xml::leaf(out, name, &crate::time::rfc3339::format(t));
     }
 }
 

@@ -26,9 +26,9 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::xml::{self, Element};
-use crate::registry::model::{InvalidInput, PushHandle};
-use crate::registry::{Installation, InstallationId, Platform, Template};
-use crate::Tag;
+use crate::model::Tag;
+use crate::model::{Installation, InstallationId, Platform, Template};
+use crate::model::{InvalidInput, PushHandle};
 
 /// `Content-Type` of an entry answer.
 pub const ENTRY_CONTENT_TYPE: &str = "application/atom+xml;type=entry;charset=utf-8";
@@ -322,7 +322,9 @@ pub fn js_date_to_rfc3339(s: &str) -> Option<String> {
         &hhmm[..2],
         &hhmm[2..]
     );
-    crate::rfc3339::parse(&iso).ok().map(crate::rfc3339::format)
+    crate::time::rfc3339::parse(&iso)
+        .ok()
+        .map(crate::time::rfc3339::format)
 }
 
 /// Where the entries of an answer live: `base_url` is `https://host[:port]/{hub}` (no
@@ -359,7 +361,7 @@ fn description_xml(out: &mut String, r: &Registration) {
     }
     let exp = r
         .expiration_time
-        .map_or_else(|| NEVER.to_string(), crate::rfc3339::format);
+        .map_or_else(|| NEVER.to_string(), crate::time::rfc3339::format);
     xml::leaf(out, "ExpirationTime", &exp);
     if let Some(id) = &r.registration_id {
         xml::leaf(out, "RegistrationId", id);
@@ -440,7 +442,7 @@ fn entry_into(out: &mut String, r: &Registration, ctx: &AtomContext, in_feed: bo
     out.push_str(" xmlns:a=\"");
     out.push_str(ADO_NS);
     out.push_str("\">");
-    let updated = crate::rfc3339::format(ctx.updated);
+    let updated = crate::time::rfc3339::format(ctx.updated);
     if let Some(id) = &r.registration_id {
         let url = ctx.self_url(id);
         xml::leaf(out, "id", &url);
@@ -476,7 +478,11 @@ pub fn feed_xml(regs: &[Registration], ctx: &AtomContext) -> String {
     out.push_str("\"><title type=\"text\">Registrations</title>");
     let url = format!("{}/registrations?api-version=2020-06", ctx.base_url);
     xml::leaf(&mut out, "id", &url);
-    xml::leaf(&mut out, "updated", &crate::rfc3339::format(ctx.updated));
+    xml::leaf(
+        &mut out,
+        "updated",
+        &crate::time::rfc3339::format(ctx.updated),
+    );
     out.push_str("<link rel=\"self\" href=\"");
     xml::escape_into(&mut out, &url);
     out.push_str("\"/>");

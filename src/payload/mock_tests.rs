@@ -23,8 +23,9 @@ use tagcast_loadtest::mock::Faults;
 use super::*;
 use crate::feedback::classify::tests as golden;
 use crate::feedback::classify::{
-    classify_apns, classify_fcm, classify_web_push, classify_wns, parse_retry_after, Verdict,
+    classify_apns, classify_fcm, classify_web_push, classify_wns, Verdict,
 };
+use crate::time::parse_retry_after;
 
 const LIMIT: Duration = Duration::from_secs(60);
 

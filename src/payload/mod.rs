@@ -27,7 +27,7 @@ mod mock_tests;
 
 use std::time::SystemTime;
 
-use crate::registry::Platform;
+use crate::model::Platform;
 
 pub use apns::{ApnsNotification, ApnsPriority, ApnsPushType};
 pub use fcm::FcmNotification;

@@ -13,7 +13,7 @@ use super::{
     ApnsNotification, ApnsPriority, ApnsPushType, FcmNotification, Notification, PayloadError,
     WebPushNotification, WebPushUrgency, WnsNotification, WnsType,
 };
-use crate::registry::Platform;
+use crate::model::Platform;
 
 /// One platform's payload as a body and headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -225,7 +225,7 @@ fn apns_from_native(
         }
         (Some(v), None) => n = n.expiration_secs(parse_u64(P, "apns-expiration", v)?),
         (None, Some(v)) => {
-            let t = crate::rfc3339::parse(v)
+            let t = crate::time::rfc3339::parse(v)
                 .map_err(|e| header_error(P, "ServiceBusNotification-Apns-Expiry", e))?;
             n = n.expiration(t);
         }

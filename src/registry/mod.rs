@@ -29,8 +29,8 @@
 pub(crate) mod commit;
 pub(crate) mod interner;
 pub(crate) mod log;
-pub(crate) mod model;
 pub(crate) mod partition;
+mod query;
 pub(crate) mod recovery;
 mod shared_templates;
 pub(crate) mod store;
@@ -43,14 +43,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::{Condvar, Mutex, RwLock};
 use roaring::RoaringBitmap;
 
-use crate::audience::eval::Compiled;
-use crate::{TagExpr, TagRef};
+use crate::audience::{TagExpr, TagRef};
+pub use crate::model::{Installation, InstallationId, PatchOp, Platform, Template, UserId};
+use crate::model::{InvalidInput, PushHandle, WebPushSubscription};
 use commit::GroupCommit;
 use interner::Interner;
 use log::Log;
-use model::{check_template, InvalidInput, PushHandle, WebPushSubscription};
-pub use model::{Installation, InstallationId, PatchOp, Platform, Template, UserId};
 use partition::{hash_bytes, hash_handle, MemRecord, Partition, Rec, RecordParts, NO_EXPIRY};
+use query::Compiled;
 use store::{SledStore, Store, StoreError, StoredRecord, StoredTemplate};
 
 /// Registry settings.
@@ -418,7 +418,7 @@ impl Registry {
             count,
             max: cfg.max_tags_per_installation,
         };
-        let distinct = |tags: &[crate::Tag]| {
+        let distinct = |tags: &[crate::model::Tag]| {
             let mut v: Vec<&str> = tags.iter().map(|t| t.as_str()).collect();
             v.sort_unstable();
             v.dedup();
@@ -436,7 +436,7 @@ impl Registry {
             }
         }
         if let PushHandle::Wns(uri) = &inst.handle {
-            let host = model::check_https_uri(uri).map_err(|p| InvalidInput::Handle {
+            let host = crate::model::check_https_uri(uri).map_err(|p| InvalidInput::Handle {
                 platform: Platform::Wns,
                 problem: p,
             })?;
@@ -681,7 +681,7 @@ impl Registry {
             handle: handle_of(r),
             tags: r
                 .tags()
-                .filter_map(|t| crate::Tag::new(self.inner.interner.name(t)).ok())
+                .filter_map(|t| crate::model::Tag::new(self.inner.interner.name(t)).ok())
                 .collect(),
             user_id: r.user().and_then(|u| UserId::new(u).ok()),
             templates: p
@@ -1351,7 +1351,7 @@ fn templates_from_stored(v: Vec<StoredTemplate>) -> BTreeMap<String, Template> {
                     tags: t
                         .tags
                         .iter()
-                        .filter_map(|s| crate::Tag::new(s).ok())
+                        .filter_map(|s| crate::model::Tag::new(s).ok())
                         .collect(),
                     expiry: t.expiry,
                 },
@@ -1588,4 +1588,30 @@ impl Iterator for TargetBatches<'_> {
             (!skip).then(|| target_of(r))
         })
     }
+}
+/// Checks a named template of an installation, compiling it so that one that cannot render is
+/// refused when written.
+fn check_template(name: &str, t: &Template) -> Result<(), InvalidInput> {
+    use crate::model::{MAX_TEMPLATE_BODY_LEN, MAX_TEMPLATE_NAME_LEN};
+    let bad = |problem: String| InvalidInput::Template {
+        name: crate::model::shorten(name, 80),
+        problem,
+    };
+    if name.is_empty() || name.len() > MAX_TEMPLATE_NAME_LEN {
+        return Err(bad(format!("name must be 1-{MAX_TEMPLATE_NAME_LEN} bytes")));
+    }
+    if name.chars().any(|c| c.is_control() || c == '/') {
+        return Err(bad("name contains '/' or a control character".into()));
+    }
+    if t.body.len() > MAX_TEMPLATE_BODY_LEN {
+        return Err(bad(format!(
+            "body is {} bytes; at most {MAX_TEMPLATE_BODY_LEN} are allowed",
+            t.body.len()
+        )));
+    }
+    // A template that cannot render is refused now, with the position, rather than failing
+    // on every send.
+    crate::template::CompiledInstallationTemplate::compile(t)
+        .map_err(|e| bad(format!("does not compile: {e}")))?;
+    Ok(())
 }

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use hashbrown::{HashMap, HashTable};
 use roaring::RoaringBitmap;
 
-use super::model::{Platform, Template};
+use crate::model::{Platform, Template};
 
 /// Hash used for ids and handles. xxh3 is stable across releases, which matters because the
 /// partition of an id is derived from it and recorded in the log.

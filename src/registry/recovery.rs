@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use super::interner::Interner;
 use super::log::{chunk_of, entries, ChunkStat, Entry, KIND_RECORD, KIND_TOMBSTONE};
-use super::model::Platform;
 use super::partition::{MemRecord, Partition, RecordParts, NO_EXPIRY};
 use super::store::{self, NullStore, SharedChunk, Store, StoreError, StoredTemplate};
+use crate::model::Platform;
 
 /// What recovery rebuilds.
 pub(crate) struct Recovered {

@@ -11,8 +11,8 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use super::model::Template;
 use super::partition::Templates;
+use crate::model::Template;
 
 const SHARDS: usize = 16;
 

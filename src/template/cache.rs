@@ -8,7 +8,7 @@ use parking_lot::RwLock;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::{CompiledInstallationTemplate, TemplateError};
-use crate::registry::Template;
+use crate::model::Template;
 
 /// Default [`TemplateCache`] capacity, in templates. Installations of one app share a handful
 /// of templates; a hub serving many apps rarely has more than a few hundred distinct ones.

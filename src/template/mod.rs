@@ -536,7 +536,7 @@ impl CompiledInstallationTemplate {
     /// Compiles every part; the error names the part (body, header, expiry) and the offset.
     /// Header names must be HTTP tokens, and literal header values and a literal expiry must
     /// be valid header values.
-    pub fn compile(t: &crate::registry::Template) -> Result<Self, TemplateError> {
+    pub fn compile(t: &crate::model::Template) -> Result<Self, TemplateError> {
         let body = CompiledTemplate::compile(&t.body)?;
         let mut headers = Vec::with_capacity(t.headers.len());
         for (name, value) in &t.headers {

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
 use super::*;
-use crate::registry::Template;
+use crate::model::Template;
 
 fn props(pairs: &[(&str, &str)]) -> Properties {
     pairs.iter().copied().collect()

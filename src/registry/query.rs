@@ -1,4 +1,7 @@
-//! Evaluation of tag expressions as bitmap algebra over one registry partition.
+//! Resolution: evaluating a tag expression as bitmap algebra over one registry partition.
+//!
+//! The tag-expression *language* (parser, limits, printer) is [`crate::audience`]'s; evaluating
+//! it over partitions is the registry's, so the audience module never reads registry internals.
 //!
 //! A [`TagExpr`] is first *compiled* against the registry's tag interner: leaves become tag ids
 //! (or "unknown tag", which matches nothing), and `&&` / `||` chains are flattened into n-ary
@@ -23,8 +26,8 @@ use std::borrow::Cow;
 
 use roaring::RoaringBitmap;
 
-use super::{ExprNode, TagExpr, TagRef};
-use crate::registry::partition::{Partition, Rec, TagId};
+use super::partition::{Partition, Rec, TagId};
+use crate::audience::{ExprNode, TagExpr, TagRef};
 
 /// A tag expression bound to interned tag ids.
 #[derive(Debug, Clone)]

@@ -11,11 +11,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
-use super::classify::Reason;
-use crate::dispatch::job::{Final, Job};
+use super::job::{Final, Job};
 use crate::events::{Event, WeakEventLog};
-use crate::registry::model::PushHandle;
-use crate::registry::{InstallationId, PruneRequest, Registry};
+use crate::feedback::classify::Reason;
+use crate::model::InstallationId;
+use crate::model::PushHandle;
+use crate::registry::{PruneRequest, Registry};
 
 /// How long the pruner waits for more dead handles before writing a partial batch.
 const LINGER: Duration = Duration::from_millis(5);
@@ -56,7 +57,7 @@ pub(crate) fn spawn(
 
 type Group = (
     Arc<Job>,
-    crate::registry::Platform,
+    crate::model::Platform,
     Vec<PruneRequest>,
     Vec<Reason>,
 );
@@ -128,7 +129,7 @@ async fn flush(registry: &Option<Registry>, events: &Option<WeakEventLog>, items
                 let pruned = report.pruned as u64;
                 let kept = report.kept_updated as u64;
                 let gone = n - pruned - kept;
-                metrics::counter!(crate::dispatch::metrics::PRUNED, "platform" => p.as_str())
+                metrics::counter!(super::metrics::PRUNED, "platform" => p.as_str())
                     .increment(pruned);
                 if pruned > 0 {
                     job.finish(
