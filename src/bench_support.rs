@@ -4,23 +4,30 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::credentials::{encrypt, ApnsKey, ApnsTokenCache, VapidCache, VapidKey};
 use crate::dispatch::job::Job;
-use crate::dispatch::platforms;
-use crate::dispatch::pool::{Device, Protocol, Work};
+use crate::dispatch::pool::{Device, Work};
+use crate::model::Platform;
 use crate::model::PushHandle;
 use crate::payload::Notification;
+use crate::pns::apns::ApnsTokenCache;
+use crate::pns::request::Protocol;
+use crate::pns::webpush::ece::encrypt;
+use crate::pns::webpush::VapidCache;
+use crate::pns::{ApnsKey, VapidKey};
 
 /// Builds the request of every handle (APNs, FCM, WNS or Web Push, as the handle says) the
 /// way the connections do; returns the body bytes built, so the work cannot be optimised
 /// away.
 pub fn build_requests(notification: &Notification, handles: &[PushHandle]) -> usize {
     let job = Job::new(notification.clone(), 1024);
-    let apns = platforms::Apns {
-        origin: "https://api.push.apple.com".into(),
-        bundle_id: "com.example.app".into(),
-    };
-    let Ok(fcm) = platforms::Fcm::new("https://fcm.googleapis.com", "p") else {
+    let table =
+        |p: Platform, origin: &str| crate::pns::protocol(p, origin, "com.example.app", "p").ok();
+    let (Some(apns), Some(fcm), Some(wns), Some(web_push)) = (
+        table(Platform::Apns, "https://api.push.apple.com"),
+        table(Platform::Fcm, "https://fcm.googleapis.com"),
+        table(Platform::Wns, ""),
+        table(Platform::WebPush, ""),
+    ) else {
         return 0;
     };
     let auth = http::HeaderValue::from_static("bearer x");
@@ -34,12 +41,12 @@ pub fn build_requests(notification: &Notification, handles: &[PushHandle]) -> us
             },
         );
         let proto: &dyn Protocol = match h {
-            PushHandle::Apns(_) => &apns,
-            PushHandle::Fcm(_) => &fcm,
-            PushHandle::Wns(_) => &platforms::Wns,
-            PushHandle::WebPush(_) => &platforms::WebPush,
+            PushHandle::Apns(_) => &*apns,
+            PushHandle::Fcm(_) => &*fcm,
+            PushHandle::Wns(_) => &*wns,
+            PushHandle::WebPush(_) => &*web_push,
         };
-        if let Ok((_, body)) = proto.build(&work, Some(&auth)) {
+        if let Ok((_, body)) = proto.build(&work.outgoing(), Some(&auth)) {
             total += body.len();
         }
     }
@@ -84,8 +91,11 @@ pub fn web_push_encrypt(plaintext: &[u8], ua_public: &[u8; 65], auth: &[u8; 16])
 /// Classifies an arbitrary push-service answer with every platform's rules and renders the
 /// verdict (fuzz target `pns_answers`): no input may panic. `header` is used as the value of
 /// `Retry-After`, `X-WNS-Status` and `X-WNS-CONTINUE-AFTER` when it is a valid header value.
-pub fn classify_any(status: u16, body: &[u8], header: &str) -> [String; 4] {
-    use crate::feedback::classify::{classify_apns, classify_fcm, classify_web_push, classify_wns};
+pub fn classify_any(status: u16, body: &[u8], header: &str) -> Vec<String> {
+    use crate::pns::apns::answer::classify_apns;
+    use crate::pns::fcm::answer::classify_fcm;
+    use crate::pns::webpush::answer::classify_web_push;
+    use crate::pns::wns::answer::classify_wns;
     use crate::time::parse_retry_after;
     let now = SystemTime::now();
     let mut headers = http::HeaderMap::new();
@@ -95,7 +105,7 @@ pub fn classify_any(status: u16, body: &[u8], header: &str) -> [String; 4] {
         }
     }
     let _ = parse_retry_after(header, now);
-    [
+    vec![
         format!("{:?}", classify_apns(status, body)),
         format!("{:?}", classify_fcm(status, Some(header), body, now)),
         format!("{:?}", classify_wns(status, &headers, now)),

@@ -22,16 +22,27 @@
 #![warn(missing_docs)]
 
 pub mod audience;
+/// Internal hooks for the benches, fuzz targets and property tests: not part of the API, may
+/// change in any release. Built only with the `bench-support` feature (and in unit tests).
+#[cfg(any(test, feature = "bench-support"))]
 #[doc(hidden)]
 pub mod bench_support;
-pub mod credentials;
+/// The credentials each push service takes (each defined in its folder of `pns`).
+pub mod credentials {
+    pub use crate::pns::{
+        ApnsCertificate, ApnsKey, CredentialError, FcmServiceAccount, VapidKey, WnsCredentials,
+        DEFAULT_APNS_TOKEN_RENEWAL,
+    };
+}
 pub mod dispatch;
 pub mod events;
-pub mod feedback;
 pub mod model;
+#[cfg(feature = "server")]
 pub mod nh;
 pub mod payload;
+mod pns;
 pub mod registry;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod state;
 pub mod template;
@@ -51,6 +62,13 @@ pub use events::{
 };
 pub use model::{is_tag_char, Tag, TagError, MAX_TAG_LEN, TAG_ALPHABET};
 pub use model::{InvalidInput, PushHandle, WebPushSubscription};
+pub use payload::{
+    ApnsNotification, ApnsPriority, ApnsPushType, FcmNotification, NativeParts, Notification,
+    PayloadError, WebPushNotification, WebPushUrgency, WnsNotification, WnsType,
+};
+pub use pns::{
+    ApnsCertificate, ApnsKey, CredentialError, FcmServiceAccount, VapidKey, WnsCredentials,
+};
 pub use registry::store::StoreError;
 pub use registry::{
     Audience, Installation, InstallationId, PatchOp, Platform, PruneReport, PruneRequest, Registry,

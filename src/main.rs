@@ -56,6 +56,9 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async {
+        // Handlers first: a SIGTERM that arrives once "serving on" is printed (a supervisor
+        // stopping a fresh instance) must shut down gracefully, not kill the process.
+        let signals = Signals::install();
         let server = match tagcast::server::Server::start(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -64,7 +67,7 @@ fn main() -> ExitCode {
             }
         };
         eprintln!("tagcast: serving on {}", server.local_addr());
-        wait_for_signal().await;
+        signals.wait().await;
         eprintln!("tagcast: shutting down");
         server.shutdown().await;
         eprintln!("tagcast: stopped");
@@ -72,19 +75,31 @@ fn main() -> ExitCode {
     })
 }
 
-/// SIGTERM or SIGINT.
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // No signal handling: run until killed.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Signals(Some((term, int))),
+            _ => Signals(None),
+        }
+    }
+
+    /// Returns at the first SIGTERM or SIGINT; never without signal handling (run until
+    /// killed).
+    async fn wait(self) {
+        let Some((mut term, mut int)) = self.0 else {
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }

@@ -9,10 +9,9 @@ use std::time::SystemTime;
 use http::HeaderValue;
 use parking_lot::{Mutex, RwLock};
 
-use crate::credentials::{
-    parse_token_response, AccessToken, ApnsTokenCache, FcmServiceAccount, VapidCache,
-    WnsCredentials,
-};
+use crate::pns::apns::ApnsTokenCache;
+use crate::pns::webpush::VapidCache;
+use crate::pns::{parse_token_response, AccessToken, FcmServiceAccount, WnsCredentials};
 use crate::transport::http1::post_form;
 
 pub(crate) enum AuthSource {

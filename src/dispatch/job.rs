@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::model::Platform;
+use crate::model::{PerPlatform, Platform};
 use crate::payload::Notification;
 
 /// The id of one send, returned at once by `send`.
@@ -243,8 +243,8 @@ pub struct SendReport {
     pub completed_at: Option<SystemTime>,
     /// For a scheduled send, when it is (or was) due.
     pub scheduled_for: Option<SystemTime>,
-    /// Counts per platform, in [`Platform::ALL`] order.
-    pub platforms: [PlatformOutcomes; 4],
+    /// Counts per platform (`report.platforms[Platform::Fcm]`; [`SendReport::platform`] too).
+    pub platforms: PerPlatform<PlatformOutcomes>,
     /// Rejections and failures by platform and the service's reason, as the service spelled it.
     pub reasons: BTreeMap<(Platform, String), u64>,
     /// Credential or configuration errors met while sending (the pool stopped).
@@ -254,13 +254,13 @@ pub struct SendReport {
 impl SendReport {
     /// Counts of one platform.
     pub fn platform(&self, p: Platform) -> &PlatformOutcomes {
-        &self.platforms[p.index()]
+        &self.platforms[p]
     }
 
     /// Counts summed over the platforms.
     pub fn total(&self) -> PlatformOutcomes {
         let mut t = PlatformOutcomes::default();
-        for p in &self.platforms {
+        for p in self.platforms.values() {
             t.targeted += p.targeted;
             t.delivered += p.delivered;
             t.throttled_then_delivered += p.throttled_then_delivered;
@@ -300,7 +300,7 @@ pub(crate) struct Job {
     pub(crate) id: NotificationId,
     pub(crate) notification: Notification,
     /// Headers shared by every device of this send, built for the first one.
-    pub(crate) prepared: super::platforms::Prepared,
+    pub(crate) prepared: crate::pns::request::Prepared,
     state: AtomicU8,
     counters: [Counters; 4],
     reasons: Mutex<BTreeMap<(Platform, String), u64>>,
@@ -354,6 +354,7 @@ pub(crate) struct JobMeta {
 }
 
 impl Job {
+    #[cfg(any(test, feature = "bench-support"))]
     pub(crate) fn new(notification: Notification, window: usize) -> Arc<Job> {
         Self::with(notification, window, JobMeta::default())
     }
@@ -365,7 +366,7 @@ impl Job {
         let mut reasons = BTreeMap::new();
         let mut errors = Vec::new();
         if let Some(b) = base {
-            for (c, p) in counters.iter().zip(&b.platforms) {
+            for (c, p) in counters.iter().zip(b.platforms.values()) {
                 c.load_from(p);
             }
             reasons = b.reasons.clone();
@@ -615,7 +616,7 @@ impl Job {
     }
 
     pub(crate) fn report(&self) -> SendReport {
-        let platforms = [0, 1, 2, 3].map(|i| self.counters[i].snapshot());
+        let platforms = PerPlatform::from_fn(|p| self.counters[p.index()].snapshot());
         let audience = self.audience.load(Relaxed);
         SendReport {
             id: self.id,

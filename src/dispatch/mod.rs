@@ -20,7 +20,6 @@ pub(crate) mod auth;
 pub(crate) mod job;
 pub mod metrics;
 pub(crate) mod outcomes;
-pub(crate) mod platforms;
 pub(crate) mod pool;
 mod prune;
 pub(crate) mod request;
@@ -37,17 +36,17 @@ use parking_lot::Mutex;
 use self::auth::{AuthSource, OAuth, OAuthKind};
 use self::job::{Final, History, Job, JobMeta};
 use self::outcomes::Outcomes;
-use self::pool::{Device, Pool, Protocol, Work};
+use self::pool::{Device, Pool, Work};
 use self::resume::{Remaining, Resumes};
 use self::schedule::Schedules;
-use crate::credentials::{
-    ApnsCertificate, ApnsKey, ApnsTokenCache, FcmServiceAccount, VapidCache, VapidKey,
-    WnsCredentials,
-};
 use crate::events::{EventLog, EventsConfig};
 use crate::model::PushHandle;
 use crate::model::{InstallationId, Platform};
 use crate::payload::Notification;
+use crate::pns::apns::ApnsTokenCache;
+use crate::pns::request::Protocol;
+use crate::pns::webpush::VapidCache;
+use crate::pns::{ApnsCertificate, ApnsKey, FcmServiceAccount, VapidKey, WnsCredentials};
 use crate::registry::{Audience, Registry};
 use crate::state::{StateError, StateStore};
 use crate::template::TemplateCache;
@@ -466,10 +465,8 @@ impl Engine {
                         (AuthSource::None, tls, false)
                     }
                 };
-                let proto: Arc<dyn Protocol> = Arc::new(platforms::Apns {
-                    origin: ep.origin(),
-                    bundle_id: a.bundle_id.clone(),
-                });
+                let proto = crate::pns::protocol(Platform::Apns, &ep.origin(), &a.bundle_id, "")
+                    .map_err(EngineError::Config)?;
                 Some(Pool::new(
                     Platform::Apns,
                     ep,
@@ -492,10 +489,9 @@ impl Engine {
                     OAuthKind::Fcm(f.account.clone()),
                     http1_tls.clone(),
                 ));
-                let proto: Arc<dyn Protocol> = Arc::new(
-                    platforms::Fcm::new(&ep.origin(), f.account.project_id())
-                        .map_err(EngineError::Config)?,
-                );
+                let proto =
+                    crate::pns::protocol(Platform::Fcm, &ep.origin(), "", f.account.project_id())
+                        .map_err(EngineError::Config)?;
                 Some(Pool::new(
                     Platform::Fcm,
                     ep,
@@ -718,12 +714,9 @@ impl Engine {
                     ));
                 }
                 let auth = inner.wns_auth.clone().ok_or("no WNS credential")?;
+                let proto = crate::pns::protocol(Platform::Wns, &ep.origin(), "", "")?;
                 Ok(self.origin_pool(Platform::Wns, ep, || {
-                    (
-                        AuthSource::OAuth(auth),
-                        Arc::new(platforms::Wns) as _,
-                        false,
-                    )
+                    (AuthSource::OAuth(auth), proto, false)
                 }))
             }
             PushHandle::WebPush(sub) => {
@@ -733,13 +726,14 @@ impl Engine {
                     .ok_or_else(|| "no VAPID key configured".to_string())?;
                 let ep = Endpoint::from_url(sub.endpoint())?;
                 let origin = ep.origin();
+                let proto = crate::pns::protocol(Platform::WebPush, &origin, "", "")?;
                 Ok(self.origin_pool(Platform::WebPush, ep, || {
                     (
                         AuthSource::Vapid {
                             cache: vapid,
                             origin,
                         },
-                        Arc::new(platforms::WebPush) as _,
+                        proto,
                         true,
                     )
                 }))

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::job::{NotificationId, PlatformOutcomes, SendReport, SendState};
-use crate::model::Platform;
+use crate::model::{PerPlatform, Platform};
 use crate::state::{StateError, StateStore};
 
 fn to_ms(t: SystemTime) -> u64 {
@@ -37,7 +37,9 @@ struct Record {
     last_ms: Option<u64>,
     completed_ms: Option<u64>,
     scheduled_for_ms: Option<u64>,
-    platforms: [PlatformOutcomes; 4],
+    /// In [`Platform::ALL`] order, a JSON array (the format since the first version). An older
+    /// record with fewer entries than there are platforms reads the missing ones as zero.
+    platforms: Vec<PlatformOutcomes>,
     reasons: Vec<(String, String, u64)>,
     errors: Vec<String>,
 }
@@ -54,7 +56,7 @@ impl Record {
             last_ms: r.last_delivered_at.map(to_ms),
             completed_ms: r.completed_at.map(to_ms),
             scheduled_for_ms: r.scheduled_for.map(to_ms),
-            platforms: r.platforms,
+            platforms: r.platforms.values().copied().collect(),
             reasons: r
                 .reasons
                 .iter()
@@ -75,7 +77,9 @@ impl Record {
             last_delivered_at: self.last_ms.map(from_ms),
             completed_at: self.completed_ms.map(from_ms),
             scheduled_for: self.scheduled_for_ms.map(from_ms),
-            platforms: self.platforms,
+            platforms: PerPlatform::from_fn(|p| {
+                self.platforms.get(p as usize).copied().unwrap_or_default()
+            }),
             reasons: self
                 .reasons
                 .into_iter()
@@ -283,7 +287,7 @@ mod tests {
         let mut r = Job::new(Notification::new(), 1024).report();
         r.state = state;
         r.enqueued_at = enqueued;
-        r.platforms[1].delivered = 7;
+        r.platforms[Platform::Fcm].delivered = 7;
         r.reasons
             .insert((Platform::Fcm, "QUOTA_EXCEEDED".into()), 2);
         r

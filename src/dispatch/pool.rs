@@ -40,9 +40,10 @@ use super::auth::{AuthSource, HeaderCache};
 use super::job::{Final, Job};
 use super::prune::PruneItem;
 use super::DispatchConfig;
-use crate::feedback::classify::{Reason, Verdict};
 use crate::model::PushHandle;
 use crate::model::{InstallationId, Platform};
+use crate::pns::request::{Outgoing, Protocol};
+use crate::pns::verdict::{Reason, Verdict};
 use crate::transport::http1::{Answer, Http1Conn};
 use crate::transport::{connect_tls, h2_handshake, Endpoint, TransportError};
 
@@ -94,19 +95,17 @@ impl Work {
     pub(crate) fn notification(&self) -> &crate::payload::Notification {
         self.own.as_deref().unwrap_or(&self.job.notification)
     }
-}
 
-/// Builds requests and reads answers for one platform (sans-IO).
-pub(crate) trait Protocol: Send + Sync + 'static {
-    /// The request for one device: head (absolute URI) and body. `Err` rejects the device
-    /// for this send with the reason.
-    fn build(
-        &self,
-        work: &Work,
-        auth: Option<&HeaderValue>,
-    ) -> Result<(http::Request<()>, Bytes), Reason>;
-    /// The verdict on an answer.
-    fn classify(&self, answer: &Answer) -> Verdict;
+    /// What the service's [`Protocol`] builds this device's request from.
+    pub(crate) fn outgoing(&self) -> Outgoing<'_> {
+        Outgoing {
+            handle: &self.device.handle,
+            notification: self.notification(),
+            own_payload: self.own.is_some(),
+            prepared: &self.job.prepared,
+            idem: self.idem,
+        }
+    }
 }
 
 /// How a stream ended when it did not end with an answer.
@@ -835,7 +834,7 @@ impl Pool {
         auth: Option<HeaderValue>,
     ) -> Started {
         work.job.started();
-        let (req, body) = match self.proto.build(&work, auth.as_ref()) {
+        let (req, body) = match self.proto.build(&work.outgoing(), auth.as_ref()) {
             Ok(x) => x,
             Err(reason) => {
                 work.job.finish(self.platform, Final::Rejected(reason), 1);
@@ -902,7 +901,7 @@ impl Pool {
                 continue;
             };
             work.job.started();
-            let (req, body) = match self.proto.build(&work, auth.as_ref()) {
+            let (req, body) = match self.proto.build(&work.outgoing(), auth.as_ref()) {
                 Ok(x) => x,
                 Err(reason) => {
                     work.job.finish(self.platform, Final::Rejected(reason), 1);

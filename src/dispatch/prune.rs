@@ -13,9 +13,9 @@ use tokio::sync::mpsc;
 
 use super::job::{Final, Job};
 use crate::events::{Event, WeakEventLog};
-use crate::feedback::classify::Reason;
 use crate::model::InstallationId;
 use crate::model::PushHandle;
+use crate::pns::verdict::Reason;
 use crate::registry::{PruneRequest, Registry};
 
 /// How long the pruner waits for more dead handles before writing a partial batch.

@@ -380,7 +380,7 @@ fn to_ms(t: SystemTime) -> u64 {
 /// the service may have accepted them).
 fn account_unanswered(mut r: super::job::SendReport) -> super::job::SendReport {
     for p in Platform::ALL {
-        let c = &mut r.platforms[p.index()];
+        let c = &mut r.platforms[p];
         let open = c.targeted.saturating_sub(c.finished());
         if open > 0 {
             c.failed += open;

@@ -318,6 +318,7 @@ pub fn notification_details(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::PerPlatform;
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
@@ -353,14 +354,14 @@ mod tests {
     }
 
     fn report() -> SendReport {
-        let mut platforms = [PlatformOutcomes::default(); 4];
-        let apns = &mut platforms[Platform::Apns as usize];
+        let mut platforms = PerPlatform::<PlatformOutcomes>::default();
+        let apns = &mut platforms[Platform::Apns];
         apns.targeted = 10;
         apns.delivered = 5;
         apns.dead = 1;
         apns.failed = 2;
         apns.rejected = 2;
-        let wns = &mut platforms[Platform::Wns as usize];
+        let wns = &mut platforms[Platform::Wns];
         wns.targeted = 1;
         wns.delivered = 1;
         let mut reasons = BTreeMap::new();
@@ -423,7 +424,7 @@ mod tests {
         r.state = SendState::Enqueued;
         r.started_at = None;
         r.completed_at = None;
-        r.platforms = [PlatformOutcomes::default(); 4];
+        r.platforms = PerPlatform::default();
         r.reasons.clear();
         let xml = notification_details(&r, "sb://h/hub/messages/x", "", "");
         assert!(xml.contains("<State>Enqueued</State><EnqueueTime>2023-11-14T22:13:20Z</EnqueueTime><NotificationBody></NotificationBody></NotificationDetails>"), "{xml}");

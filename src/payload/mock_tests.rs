@@ -21,10 +21,12 @@ use tagcast_loadtest::mock::wns::{MockWns, WnsConfig, TEST_CLIENT_ID, TEST_CLIEN
 use tagcast_loadtest::mock::Faults;
 
 use super::*;
-use crate::feedback::classify::tests as golden;
-use crate::feedback::classify::{
-    classify_apns, classify_fcm, classify_web_push, classify_wns, Verdict,
-};
+use crate::pns::apns::answer::classify_apns;
+use crate::pns::fcm::answer::classify_fcm;
+use crate::pns::fcm::answer::tests as golden;
+use crate::pns::verdict::Verdict;
+use crate::pns::webpush::answer::classify_web_push;
+use crate::pns::wns::answer::classify_wns;
 use crate::time::parse_retry_after;
 
 const LIMIT: Duration = Duration::from_secs(60);

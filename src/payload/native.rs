@@ -5,8 +5,6 @@
 //! typed API, so a payload made this way obeys every limit; [`Notification::native_parts`]
 //! gives parts that read back into an equal notification (scheduled sends store them).
 
-use std::time::SystemTime;
-
 use bytes::Bytes;
 
 use super::{
@@ -142,21 +140,6 @@ impl Notification {
             });
         }
         out
-    }
-
-    /// Adds `other`'s payloads for the platforms this notification has none for.
-    pub fn merge(mut self, other: Notification) -> Notification {
-        self.apns = self.apns.or(other.apns);
-        self.fcm = self.fcm.or(other.fcm);
-        self.wns = self.wns.or(other.wns);
-        self.web_push = self.web_push.or(other.web_push);
-        self.expires_at = self.expires_at.or(other.expires_at);
-        self
-    }
-
-    /// The engine's own deadline, if one was set with [`Notification::expires_at`].
-    pub fn deadline(&self) -> Option<SystemTime> {
-        self.expires_at
     }
 }
 
@@ -376,7 +359,7 @@ fn guess_wns_type(body: &[u8]) -> WnsType {
         ("badge", WnsType::Badge),
     ]
     .into_iter()
-    .find(|(root, _)| super::wns::has_root(s, root))
+    .find(|(root, _)| crate::pns::wns::payload::has_root(s, root))
     .map_or(WnsType::Raw, |(_, kind)| kind)
 }
 

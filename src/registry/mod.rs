@@ -877,7 +877,7 @@ impl Registry {
             let p = self.inner.partitions[pid].read();
             let mut b = compiled.eval(&p).into_owned();
             if let Some(pl) = platform {
-                b &= &p.platforms[pl.index()];
+                b &= &p.platforms[pl];
             }
             if !p.with_expiry.is_empty() {
                 for s in &p.with_expiry {
@@ -941,7 +941,7 @@ impl Registry {
                 let p = self.inner.partitions[pid].read();
                 let mut b = p.with_templates();
                 if let Audience::Platform(pl) = audience {
-                    b &= &p.platforms[pl.index()];
+                    b &= &p.platforms[*pl];
                 }
                 if let Some(c) = &compiled {
                     b &= c.eval(&p).as_ref();

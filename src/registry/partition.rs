@@ -32,7 +32,7 @@ use std::sync::Arc;
 use hashbrown::{HashMap, HashTable};
 use roaring::RoaringBitmap;
 
-use crate::model::{Platform, Template};
+use crate::model::{PerPlatform, Platform, Template};
 
 /// Hash used for ids and handles. xxh3 is stable across releases, which matters because the
 /// partition of an id is derived from it and recorded in the log.
@@ -316,7 +316,7 @@ pub(crate) struct Partition {
     /// scan the chain, so past [`POPULAR_USER`] their slots move to a bitmap here.
     popular_users: HashMap<Box<str>, RoaringBitmap>,
     pub(crate) all: RoaringBitmap,
-    pub(crate) platforms: [RoaringBitmap; 4],
+    pub(crate) platforms: PerPlatform<RoaringBitmap>,
     pub(crate) tags: HashMap<TagId, RoaringBitmap>,
     pub(crate) with_expiry: RoaringBitmap,
     templates: HashMap<u32, Templates>,
@@ -642,7 +642,7 @@ impl Partition {
                 rec_at(arena, offsets, s).map_or(0, |r| hash_handle(r.platform(), r.handle_key()))
             });
         self.all.insert(slot);
-        self.platforms[p.index()].insert(slot);
+        self.platforms[p].insert(slot);
         for t in rec.tags() {
             self.tags.entry(t).or_default().insert(slot);
         }
@@ -689,7 +689,7 @@ impl Partition {
         {
             e.remove();
         }
-        self.platforms[p.index()].remove(slot);
+        self.platforms[p].remove(slot);
         for t in rec.tags() {
             if let Some(b) = self.tags.get_mut(&t) {
                 b.remove(slot);
@@ -717,7 +717,7 @@ impl Partition {
         self.by_user.reserve(users, |_| 0);
         self.by_handle.reserve(indexed, |_| 0);
         let mut all = Vec::with_capacity(indexed);
-        let mut platforms: [Vec<u32>; 4] = Default::default();
+        let mut platforms: PerPlatform<Vec<u32>> = Default::default();
         let mut tags: HashMap<TagId, Vec<u32>> = HashMap::new();
         let mut expiring = Vec::new();
         for s in 0..offsets.len() as u32 {
@@ -746,7 +746,7 @@ impl Partition {
                         .map_or(0, |r| hash_handle(r.platform(), r.handle_key()))
                 });
             all.push(s);
-            platforms[r.platform().index()].push(s);
+            platforms[r.platform()].push(s);
             for t in r.tags() {
                 tags.entry(t).or_default().push(s);
             }
@@ -754,8 +754,8 @@ impl Partition {
         // Slots were visited in increasing order, so every list is sorted.
         let sorted = |v: Vec<u32>| RoaringBitmap::from_sorted_iter(v).unwrap_or_default();
         self.all = sorted(all);
-        for (i, v) in platforms.into_iter().enumerate() {
-            self.platforms[i] = sorted(v);
+        for (p, v) in platforms.iter_mut() {
+            self.platforms[p] = sorted(std::mem::take(v));
         }
         self.tags = tags.into_iter().map(|(t, v)| (t, sorted(v))).collect();
         self.with_expiry = sorted(expiring);
@@ -835,13 +835,13 @@ impl Partition {
             return Err("4: `all` differs from the indexed slots".into());
         }
         let mut union = RoaringBitmap::new();
-        for (i, b) in self.platforms.iter().enumerate() {
+        for (p, b) in self.platforms.iter() {
             if !(&union & b).is_empty() {
-                return Err(format!("4: platform bitmap {i} overlaps another"));
+                return Err(format!("4: platform bitmap {p} overlaps another"));
             }
             union |= b;
             for s in b {
-                if self.rec(s).platform().index() != i {
+                if self.rec(s).platform() != p {
                     return Err(format!("4: slot {s} in the wrong platform bitmap"));
                 }
             }

@@ -29,8 +29,8 @@ pub use config::{
     WnsConfig,
 };
 
-use crate::credentials::{ApnsKey, FcmServiceAccount, VapidKey, WnsCredentials};
 use crate::nh::sas::{Rights, SasKey};
+use crate::pns::{ApnsKey, FcmServiceAccount, VapidKey, WnsCredentials};
 use crate::{
     ApnsSettings, Engine, EngineConfig, FcmSettings, Registry, RegistryConfig, StateStore,
     TlsRoots, WebPushSettings, WnsSettings,

@@ -5,8 +5,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::error::CredentialError;
-use super::oauth;
+use crate::pns::oauth;
+use crate::pns::CredentialError;
 
 const WNS: &str = "WNS credentials";
 

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::{check_json_object_bytes, shorten, PayloadError};
+use crate::pns::{check_json_object_bytes, shorten, PayloadError};
 
 /// Largest message for token (and condition) sends, in bytes (pns-protocols.md §2.1, 4096
 /// "for most messages"; topic messages get 2048, but the engine sends to tokens only).
@@ -209,7 +209,7 @@ fn object<'a>(v: &'a Value, what: &'static str) -> Result<&'a Map<String, Value>
     v.as_object().ok_or_else(|| PayloadError::WrongJsonType {
         what: format!("FCM message.{what}"),
         expected: "object",
-        found: crate::payload::json_type_name(v),
+        found: crate::pns::json_type_name(v),
     })
 }
 

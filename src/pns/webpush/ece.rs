@@ -14,7 +14,7 @@ use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use rand::RngCore as _;
 use sha2::Sha256;
 
-use super::error::CredentialError;
+use crate::pns::CredentialError;
 
 /// Record size written in the header: the 4096 bytes every push service must accept
 /// (RFC 8030 §7.2), as the common senders use.
@@ -133,7 +133,7 @@ pub(crate) fn encrypt_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::jwt::{b64url, b64url_decode};
+    use crate::pns::jwt::{b64url, b64url_decode};
 
     // RFC 8291 Appendix A (values as in pns-protocols.md §4.2).
     const PLAINTEXT: &str = "When I grow up, I want to be a watermelon";

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use super::error::CredentialError;
+use crate::pns::CredentialError;
 
 /// Refresh at most this long before expiry ("refresh a few minutes early", pns-protocols.md
 /// §2.2) …

@@ -16,8 +16,8 @@ use p256::pkcs8::DecodePrivateKey as _;
 use parking_lot::RwLock;
 use serde_json::json;
 
-use super::error::CredentialError;
-use super::jwt;
+use crate::pns::jwt;
+use crate::pns::CredentialError;
 
 const VAPID: &str = "VAPID key";
 
@@ -381,7 +381,7 @@ mod tests {
     #[test]
     fn keys_from_pem_and_base64url() {
         // loadtest/testdata/vapid-test-key.pem is PKCS#8.
-        let pkcs8 = include_str!("../../loadtest/testdata/vapid-test-key.pem");
+        let pkcs8 = include_str!("../../../loadtest/testdata/vapid-test-key.pem");
         let a = VapidKey::from_pem(pkcs8, SUB).unwrap();
         let sec1 = p256::SecretKey::from_pkcs8_pem(pkcs8)
             .unwrap()
@@ -408,7 +408,7 @@ mod tests {
         let err = |r: Result<VapidKey, CredentialError>| r.unwrap_err().to_string();
         assert_eq!(
             err(VapidKey::from_pem(
-                include_str!("testdata/p384-key.pem"),
+                include_str!("../testdata/p384-key.pem"),
                 SUB
             )),
             "VAPID key: not a P-256 private key in PKCS#8 or SEC1 PEM (found a P-384 key)"

@@ -11,9 +11,9 @@ use rsa::pkcs8::DecodePrivateKey as _;
 use rsa::traits::PublicKeyParts as _;
 use serde_json::json;
 
-use super::error::CredentialError;
-use super::jwt;
-use super::oauth;
+use crate::pns::jwt;
+use crate::pns::oauth;
+use crate::pns::CredentialError;
 
 const SA: &str = "FCM service account";
 

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
-use super::{check_json_object_bytes, shorten, PayloadError};
+use crate::pns::{check_json_object_bytes, shorten, PayloadError};
 
 /// Largest body for every push type but VoIP (pns-protocols.md §1.5).
 pub(crate) const MAX_PAYLOAD: usize = 4096;

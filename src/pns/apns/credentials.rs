@@ -20,8 +20,8 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 
-use super::error::CredentialError;
-use super::jwt;
+use crate::pns::jwt;
+use crate::pns::CredentialError;
 
 const KEY: &str = "APNs key";
 const CERT: &str = "APNs certificate";
@@ -492,7 +492,7 @@ mod tests {
             err(ApnsKey::from_p8_pem("garbage", TEST_KEY_ID, TEST_TEAM_ID)),
             "APNs key: not a PKCS#8 P-256 private key (found text that is not PEM)"
         );
-        let p384 = include_str!("testdata/p384-key.pem");
+        let p384 = include_str!("../testdata/p384-key.pem");
         assert_eq!(
             err(ApnsKey::from_p8_pem(p384, TEST_KEY_ID, TEST_TEAM_ID)),
             "APNs key: not a PKCS#8 P-256 private key (found a P-384 key)"

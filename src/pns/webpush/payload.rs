@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
-use super::{shorten, PayloadError};
+use crate::pns::{shorten, PayloadError};
 
 /// Largest plaintext: 4096 (the body size every push service must accept, RFC 8030 §7.2)
 /// − 86 (aes128gcm header) − 16 (AEAD tag) − 1 (0x02 delimiter) = 3993 bytes

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue};
 
-use super::{shorten, PayloadError};
+use crate::pns::{shorten, PayloadError};
 
 /// Largest body: 5000 bytes, not 5 KiB (pns-protocols.md §3.3 "413: payload > 5000 bytes",
 /// §8 item 13).

@@ -1,0 +1,102 @@
+//! The push services, one folder each over a shared toolkit.
+//!
+//! Every service's folder has the same files (vector's sinks habit):
+//!
+//! | file | what it holds |
+//! | --- | --- |
+//! | `payload.rs` | the service's native payload, checked against its documented limits |
+//! | `credentials.rs` | what the user gives to authenticate, and the token cache |
+//! | `request.rs` | the request for one device: the service's [`request::Protocol`] |
+//! | `answer.rs` | the service's answers into [`verdict::Verdict`]s, one golden test per row |
+//!
+//! (Web Push also has `ece.rs`, RFC 8291 message encryption.) The toolkit beside them:
+//! [`verdict`] (verdicts and the rules every service shares), [`request`] (the protocol
+//! trait, the per-send header cache), [`limits`] (payload errors), [`jwt`] and [`oauth`]
+//! (signing and token responses shared by APNs, FCM, WNS and VAPID), [`CredentialError`].
+//! [`Notification`] holds one payload per service.
+//!
+//! Adding a service is one folder like these, a variant of [`crate::model::Platform`] and a
+//! row in [`protocol`] and in [`Notification`].
+//!
+//! Credentials at a glance:
+//!
+//! | service | what the user gives | what a connection gets | refresh |
+//! |---|---|---|---|
+//! | APNs token auth | [`ApnsKey`] (`.p8`, Key ID, Team ID) | `ApnsTokenCache::bearer` → `bearer <ES256 JWT>` | re-signed at 50 min (clamped 20–60), once per pool; `renew_if_issued_before` after `ExpiredProviderToken` |
+//! | APNs certificate auth | [`ApnsCertificate`] (`.p12` or PEM) | `chain()` and `key()` for rustls client auth | — (certificates expire after a year) |
+//! | FCM HTTP v1 | [`FcmServiceAccount`] (Google's JSON key) | `token_request_body` to POST to `token_uri`, then `parse_token_response` → `AccessToken` | `AccessToken::needs_refresh` (5 min or a tenth of the lifetime early) |
+//! | WNS | [`WnsCredentials`] (Package SID, secret) | `token_request_body` to POST to `token_url`, then `parse_token_response` | as FCM |
+//! | Web Push | [`VapidKey`] (P-256 key, contact) | `VapidCache::header(origin_of(endpoint), now)` and `ece::encrypt` for the body | header re-signed when < 1 h of its 12 h remains, per origin |
+//!
+//! Every value that exists is valid: constructors check keys (type, curve, size), identifiers
+//! and URLs, and fail with a [`CredentialError`] that names the problem. `Debug` never prints
+//! a secret. Caches are `Send + Sync` and shared by all connections of a pool; their read
+//! paths take a read lock and clone an `Arc<str>`.
+
+pub(crate) mod apns;
+mod credential_error;
+pub(crate) mod fcm;
+pub(crate) mod jwt;
+mod limits;
+mod notification;
+pub(crate) mod oauth;
+pub(crate) mod request;
+pub(crate) mod verdict;
+pub(crate) mod webpush;
+pub(crate) mod wns;
+
+use std::sync::Arc;
+
+pub use apns::{
+    ApnsCertificate, ApnsKey, ApnsNotification, ApnsPriority, ApnsPushType,
+    DEFAULT_APNS_TOKEN_RENEWAL,
+};
+pub use credential_error::CredentialError;
+pub use fcm::{FcmNotification, FcmServiceAccount};
+pub use limits::PayloadError;
+pub(crate) use limits::{check_json_object_bytes, json_type_name, shorten};
+pub use notification::Notification;
+pub(crate) use oauth::{parse_token_response, AccessToken};
+pub use webpush::{VapidKey, WebPushNotification, WebPushUrgency};
+pub use wns::{WnsCredentials, WnsNotification, WnsType};
+
+/// The table of services: the request builder and answer reader of each platform's pool.
+/// `origin` is the pool's `scheme://authority`; APNs needs the app's bundle id (its topic),
+/// FCM the project id. WNS and Web Push send to each device's own URI.
+pub(crate) fn protocol(
+    platform: crate::model::Platform,
+    origin: &str,
+    apns_bundle_id: &str,
+    fcm_project_id: &str,
+) -> Result<Arc<dyn request::Protocol>, String> {
+    use crate::model::Platform;
+    Ok(match platform {
+        Platform::Apns => Arc::new(apns::Apns {
+            origin: origin.to_owned(),
+            bundle_id: apns_bundle_id.to_owned(),
+        }),
+        Platform::Fcm => Arc::new(fcm::Fcm::new(origin, fcm_project_id)?),
+        Platform::Wns => Arc::new(wns::Wns),
+        Platform::WebPush => Arc::new(webpush::WebPush),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Credentials and caches are shared across tasks and threads (tokio's habit).
+    #[test]
+    fn shared_types_are_send_and_sync() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<ApnsKey>();
+        check::<ApnsCertificate>();
+        check::<apns::ApnsTokenCache>();
+        check::<FcmServiceAccount>();
+        check::<WnsCredentials>();
+        check::<VapidKey>();
+        check::<webpush::VapidCache>();
+        check::<AccessToken>();
+        check::<CredentialError>();
+    }
+}

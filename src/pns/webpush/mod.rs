@@ -1,0 +1,13 @@
+//! Web Push (RFC 8030, 8291, 8292; pns-protocols.md §4): payload, VAPID credentials, message
+//! encryption, request, answers.
+
+pub(crate) mod answer;
+pub(crate) mod credentials;
+pub(crate) mod ece;
+pub(crate) mod payload;
+mod request;
+
+pub(crate) use credentials::VapidCache;
+pub use credentials::VapidKey;
+pub use payload::{WebPushNotification, WebPushUrgency};
+pub(crate) use request::WebPush;
