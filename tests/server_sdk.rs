@@ -14,16 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use base64::Engine as _;
-use common::apns_token;
+use common::{apns_token, Bed};
 use serde_json::Value;
-use tagcast::credentials::VapidKey;
 use tagcast::server::{Server, ServerConfig};
-use tagcast_loadtest::mock::apns::{self, ApnsConfig, MockApns, TEST_KEY_PEM};
-use tagcast_loadtest::mock::fcm::{FcmConfig, MockFcm, ServiceAccount};
-use tagcast_loadtest::mock::webpush::{MockWebPush, WebPushConfig};
-use tagcast_loadtest::mock::wns::{MockWns, WnsConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET};
-use tagcast_loadtest::mock::MockTls;
+use tagcast_loadtest::mock::apns::{self, ApnsConfig, TEST_KEY_PEM};
+use tagcast_loadtest::mock::fcm::{FcmConfig, ServiceAccount};
+use tagcast_loadtest::mock::webpush::WebPushConfig;
+use tagcast_loadtest::mock::wns::{WnsConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET};
 
 const FULL_KEY: &str = "ZnVsbC1hY2Nlc3Mta2V5LWZvci10ZXN0cw==";
 const SEND_KEY: &str = "c2VuZC1rZXktZm9yLXRlc3Rz";
@@ -46,39 +43,17 @@ async fn the_official_sdk_works_unchanged() {
         sdk.join("node_modules/@azure/notification-hubs").is_dir(),
         "the SDK is not installed: run `npm ci --prefix tests/nh_sdk` (Node 18+)"
     );
-    let tls = MockTls::generate().unwrap();
-    let apns = MockApns::start(ApnsConfig {
-        tls: Some(tls.clone()),
-        ..ApnsConfig::default()
-    })
-    .await
-    .unwrap();
-    let fcm = MockFcm::start(FcmConfig {
-        tls: Some(tls.clone()),
-        ..FcmConfig::default()
-    })
-    .await
-    .unwrap();
-    let wns = MockWns::start(WnsConfig {
-        tls: Some(tls.clone()),
-        ..WnsConfig::default()
-    })
-    .await
-    .unwrap();
-    let web = MockWebPush::start(WebPushConfig {
-        tls: Some(tls.clone()),
-        ..WebPushConfig::default()
-    })
-    .await
-    .unwrap();
-
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let vapid = VapidKey::generate("mailto:ops@example.com").unwrap();
-    let server_key = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(vapid.public_key())
-        .unwrap();
-    let subs: Vec<_> = (0..3).map(|_| web.subscribe(Some(&server_key))).collect();
+    // The four mocks share one CA, which the server also serves its own certificate from.
+    let bed = Bed::new()
+        .apns(ApnsConfig::default())
+        .fcm(FcmConfig::default())
+        .wns(WnsConfig::default())
+        .web_push(WebPushConfig::default())
+        .start()
+        .await;
+    let (apns, fcm, wns, web) = (bed.apns(), bed.fcm(), bed.wns(), bed.web_push());
+    let (tls, d, vapid) = (&bed.tls, bed.dir.path(), bed.vapid());
+    let subs = bed.subscribe(3);
     let channels: Vec<_> = (0..2).map(|_| wns.create_channel()).collect();
     let config = format!(
         r#"
