@@ -4,14 +4,16 @@
 //! the SDK returns; this harness then checks at the mocks that every push it announces arrived
 //! with the right payload (and that forbidden ones did not).
 //!
-//! Needs Node and `npm ci --prefix tests/nh_sdk` (`.ci/run` does both); without them the test
-//! fails and says so.
+//! Needs Node and npm: the test installs the SDK itself (`npm ci --prefix tests/nh_sdk`) when
+//! `tests/nh_sdk/node_modules` is missing, and fails saying so when Node, npm or the install
+//! fail.
 
 mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{apns_token, Bed};
@@ -36,9 +38,68 @@ fn sdk_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nh_sdk")
 }
 
+/// Installs the SDK from `tests/nh_sdk/package-lock.json` when `node_modules` is missing (a
+/// fresh clone), once per test binary (tests of this binary share the one attempt); the error
+/// says why when Node or npm are missing or `npm ci` fails. Never skips.
+fn ensure_sdk_installed(sdk: &Path) -> Result<(), String> {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = INSTALLED.get_or_init(|| {
+        if sdk.join("node_modules/@azure/notification-hubs").is_dir() {
+            return Ok(());
+        }
+        for tool in ["node", "npm"] {
+            match Command::new(tool).arg("--version").output() {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => {
+                    return Err(format!(
+                        "`{tool} --version` failed ({}): {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr)
+                    ))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "`{tool}` is not installed ({e}): Node 20+ and npm are needed"
+                    ))
+                }
+            }
+        }
+        eprintln!("installing the SDK: npm ci --prefix tests/nh_sdk --no-audit --no-fund");
+        let out = Command::new("npm")
+            .arg("ci")
+            .arg("--prefix")
+            .arg(sdk)
+            .args(["--no-audit", "--no-fund"])
+            .output()
+            .map_err(|e| format!("`npm ci` did not start: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "`npm ci --prefix tests/nh_sdk` failed ({}):\nstdout:\n{}\nstderr:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        if !sdk.join("node_modules/@azure/notification-hubs").is_dir() {
+            return Err(
+                "`npm ci` succeeded but node_modules/@azure/notification-hubs is missing".into(),
+            );
+        }
+        Ok(())
+    });
+    result.clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_sdk_works_unchanged() {
     let sdk = sdk_dir();
+    let install = sdk.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || ensure_sdk_installed(&install))
+        .await
+        .unwrap()
+    {
+        panic!("the SDK could not be installed: {e}");
+    }
     assert!(
         sdk.join("node_modules/@azure/notification-hubs").is_dir(),
         "the SDK is not installed: run `npm ci --prefix tests/nh_sdk` (Node 18+)"
