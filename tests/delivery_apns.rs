@@ -1,25 +1,25 @@
 //! Delivery through the engine to the mock APNs server: the happy path, dead-handle pruning,
 //! and the send report's counts.
 
+mod common;
+
 use std::time::Duration;
 
-use tagcast::credentials::ApnsKey;
-use tagcast::payload::{ApnsNotification, Notification};
+use common::{alert, finish, Bed};
 use tagcast::{
-    ApnsSettings, Audience, Engine, EngineConfig, Installation, InstallationId, Platform,
-    PushHandle, Registry, RegistryConfig, SendState, Tag, TagExpr, TlsRoots,
+    Audience, DispatchConfig, Engine, EngineConfig, Installation, InstallationId, Platform,
+    PushHandle, SendState, Tag, TagExpr,
 };
-use tagcast_loadtest::mock::apns::{
-    ApnsConfig, MockApns, TEST_BUNDLE_ID, TEST_KEY_ID, TEST_KEY_PEM, TEST_TEAM_ID,
-};
+use tagcast_loadtest::mock::apns::ApnsConfig;
 use tagcast_loadtest::mock::{is_dead_handle, Faults};
 
 fn token(i: u32) -> String {
     format!("{:064x}", 0xabcdef_u64 << 20 | u64::from(i))
 }
 
-fn registry_with(n: u32) -> Registry {
-    let reg = Registry::ephemeral(RegistryConfig::default()).unwrap();
+/// A bed with the APNs mock (`config`) and devices `0..n` tagged `even` or `odd`.
+async fn bed_with(config: ApnsConfig, n: u32) -> Bed {
+    let bed = Bed::new().apns(config).start().await;
     for i in 0..n {
         let tags = if i % 2 == 0 {
             vec![Tag::new("even").unwrap()]
@@ -31,34 +31,25 @@ fn registry_with(n: u32) -> Registry {
             PushHandle::apns(&token(i)).unwrap(),
         )
         .with_tags(tags);
-        reg.upsert(inst).unwrap();
+        bed.reg.upsert(inst).unwrap();
     }
-    reg
+    bed
 }
 
-fn engine(reg: &Registry, mock: &MockApns) -> Engine {
-    let key = ApnsKey::from_p8_pem(TEST_KEY_PEM, TEST_KEY_ID, TEST_TEAM_ID).unwrap();
-    let config = EngineConfig {
-        apns: Some(ApnsSettings::token(key, TEST_BUNDLE_ID).endpoint(&mock.base_url())),
-        tls_roots: TlsRoots::only_pem(mock.ca_cert_pem()).unwrap(),
-        ..Default::default()
-    };
-    Engine::new(reg.clone(), config).unwrap()
-}
-
-fn alert() -> Notification {
-    Notification::new().apns(ApnsNotification::alert(r#"{"aps":{"alert":"hi"}}"#).unwrap())
+/// An engine on the bed with the engine's default dispatch tuning.
+fn engine(bed: &Bed) -> Engine {
+    bed.engine_with(EngineConfig {
+        dispatch: DispatchConfig::default(),
+        ..bed.config()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_reaches_every_device_once() {
-    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
-    let reg = registry_with(500);
-    let engine = engine(&reg, &mock);
+    let bed = bed_with(ApnsConfig::default(), 500).await;
+    let (mock, engine) = (bed.apns(), engine(&bed));
     let h = engine.send(alert(), Audience::All).unwrap();
-    let report = tokio::time::timeout(Duration::from_secs(30), h.wait())
-        .await
-        .unwrap();
+    let report = finish(&h, Duration::from_secs(30)).await;
     assert_eq!(report.state, SendState::Completed, "{report:#?}");
     let a = report.platform(Platform::Apns);
     assert_eq!((a.targeted, a.delivered), (500, 500), "{report:#?}");
@@ -80,9 +71,8 @@ async fn broadcast_reaches_every_device_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tag_expression_send_reaches_only_matching_devices() {
-    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
-    let reg = registry_with(200);
-    let engine = engine(&reg, &mock);
+    let bed = bed_with(ApnsConfig::default(), 200).await;
+    let (mock, engine) = (bed.apns(), engine(&bed));
     let expr = TagExpr::parse("even").unwrap();
     let report = engine
         .send(alert(), Audience::Expr(expr))
@@ -104,15 +94,13 @@ async fn dead_tokens_are_pruned_from_the_registry() {
         seed: 7,
         ..Faults::default()
     };
-    let mock = MockApns::start(ApnsConfig {
+    let config = ApnsConfig {
         faults,
         dead_token_age: Duration::ZERO,
         ..Default::default()
-    })
-    .await
-    .unwrap();
-    let reg = registry_with(400);
-    let engine = engine(&reg, &mock);
+    };
+    let bed = bed_with(config, 400).await;
+    let (reg, engine) = (&bed.reg, engine(&bed));
     let report = engine.send(alert(), Audience::All).unwrap().wait().await;
     let dead: Vec<u32> = (0..400)
         .filter(|i| is_dead_handle(7, &token(*i), 0.1))
@@ -139,14 +127,12 @@ async fn a_device_registered_after_its_410_is_kept() {
         seed: 3,
         ..Faults::default()
     };
-    let mock = MockApns::start(ApnsConfig {
+    let config = ApnsConfig {
         faults,
         ..Default::default()
-    })
-    .await
-    .unwrap();
-    let reg = registry_with(100);
-    let engine = engine(&reg, &mock);
+    };
+    let bed = bed_with(config, 100).await;
+    let (reg, engine) = (&bed.reg, engine(&bed));
     let report = engine.send(alert(), Audience::All).unwrap().wait().await;
     let a = report.platform(Platform::Apns);
     assert!(a.dead > 0);

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tagcast::{
-    Audience, DispatchConfig, Platform, PlatformOutcomes, Registry, SendReport, SendState,
+    Audience, DispatchConfig, EngineConfig, Platform, PlatformOutcomes, Registry, SendReport,
+    SendState,
 };
-use tagcast_loadtest::mock::apns::{ApnsConfig, MockApns};
+use tagcast_loadtest::mock::apns::ApnsConfig;
 use tagcast_loadtest::mock::{is_dead_handle, Faults, ResetFault, StatsSnapshot};
 
 /// One broadcast's results.
@@ -31,15 +32,19 @@ struct Run {
 /// of the answer, so dead devices may be pruned). Checks that the send completed, that every
 /// device has exactly one final outcome, and that one provider token served the whole send.
 async fn broadcast(n: u64, faults: Faults, dispatch: DispatchConfig, limit: Duration) -> Run {
-    let mock = MockApns::start(ApnsConfig {
-        faults,
-        dead_token_age: Duration::ZERO,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let reg = apns_registry(n);
-    let engine = apns_engine(&reg, &mock, dispatch);
+    let bed = Bed::new()
+        .apns(ApnsConfig {
+            faults,
+            dead_token_age: Duration::ZERO,
+            ..Default::default()
+        })
+        .apns_devices(n)
+        .start()
+        .await;
+    let engine = bed.engine_with(EngineConfig {
+        dispatch,
+        ..bed.config()
+    });
     let start = Instant::now();
     let h = engine.send(alert(), Audience::All).unwrap();
     let report = finish(&h, limit).await;
@@ -49,12 +54,12 @@ async fn broadcast(n: u64, faults: Faults, dispatch: DispatchConfig, limit: Dura
     assert_eq!((a.targeted, a.finished()), (n, n), "{report:#?}");
     assert_eq!(engine.apns_tokens_signed(), 1);
     assert!(engine.credential_failures().is_empty());
-    let s = mock.stats();
+    let s = bed.apns().stats();
     Run {
         report,
         a,
         s,
-        reg,
+        reg: bed.reg.clone(),
         elapsed,
     }
 }

@@ -1,40 +1,41 @@
 //! Delivery through the engine to the FCM, WNS and Web Push mocks (direct sends and a
 //! registry broadcast): token endpoints, request shapes and answers, end to end.
 
+mod common;
+
 use std::time::Duration;
 
-use base64::Engine as _;
-use tagcast::credentials::{FcmServiceAccount, VapidKey, WnsCredentials};
+use common::{eventually, finish, web_push_handle, Bed};
+use tagcast::credentials::VapidKey;
 use tagcast::payload::{FcmNotification, Notification, WebPushNotification, WnsNotification};
 use tagcast::{
-    Engine, EngineConfig, FcmSettings, Platform, PushHandle, SendState, TlsRoots, WebPushSettings,
-    WnsSettings,
+    DispatchConfig, Engine, EngineConfig, Platform, PushHandle, SendState, WebPushSettings,
 };
-use tagcast_loadtest::mock::fcm::{FcmConfig, MockFcm, ServiceAccount};
-use tagcast_loadtest::mock::webpush::{MockWebPush, WebPushConfig};
-use tagcast_loadtest::mock::wns::{MockWns, WnsConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET};
+use tagcast_loadtest::mock::fcm::FcmConfig;
+use tagcast_loadtest::mock::webpush::WebPushConfig;
+use tagcast_loadtest::mock::wns::WnsConfig;
+
+/// A direct-send engine for the bed's mocks with the engine's default dispatch tuning.
+fn direct(bed: &Bed) -> Engine {
+    bed.direct_with(EngineConfig {
+        dispatch: DispatchConfig::default(),
+        ..bed.config()
+    })
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fcm_direct_send_gets_a_token_once_and_delivers() {
-    let mock = MockFcm::start(FcmConfig::default()).await.unwrap();
-    let json = ServiceAccount::test_account().to_json_with_token_uri(&mock.token_uri());
-    let account = FcmServiceAccount::from_json(&json).unwrap();
-    let config = EngineConfig {
-        fcm: Some(FcmSettings::new(account).endpoint(&mock.base_url())),
-        tls_roots: TlsRoots::only_pem(mock.ca_cert_pem()).unwrap(),
-        ..Default::default()
-    };
-    let engine = Engine::without_registry(config).unwrap();
+    let bed = Bed::new().fcm(FcmConfig::default()).start().await;
+    let (mock, engine) = (bed.fcm(), direct(&bed));
     let handles: Vec<PushHandle> = (0..300)
         .map(|i| PushHandle::fcm(&format!("fcm-token-{i:024}")).unwrap())
         .collect();
     let n = Notification::new().fcm(FcmNotification::notification("Hi", "there").unwrap());
-    let report = tokio::time::timeout(
+    let report = finish(
+        &engine.send_to_handles(n, handles).unwrap(),
         Duration::from_secs(30),
-        engine.send_to_handles(n, handles).unwrap().wait(),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(report.state, SendState::Completed);
     assert_eq!(report.platform(Platform::Fcm).delivered, 300, "{report:#?}");
     assert_eq!(mock.stats().unique_handles, 300);
@@ -45,17 +46,8 @@ async fn fcm_direct_send_gets_a_token_once_and_delivers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wns_direct_send_over_http1() {
-    let mock = MockWns::start(WnsConfig::default()).await.unwrap();
-    let creds = WnsCredentials::new(TEST_CLIENT_ID, TEST_CLIENT_SECRET)
-        .unwrap()
-        .with_token_url(&mock.token_url())
-        .unwrap();
-    let config = EngineConfig {
-        wns: Some(WnsSettings::new(creds).allowed_hosts(&["127.0.0.1"])),
-        tls_roots: TlsRoots::only_pem(mock.ca_cert_pem()).unwrap(),
-        ..Default::default()
-    };
-    let engine = Engine::without_registry(config).unwrap();
+    let bed = Bed::new().wns(WnsConfig::default()).start().await;
+    let (mock, engine) = (bed.wns(), direct(&bed));
     let channels: Vec<_> = (0..40).map(|_| mock.create_channel()).collect();
     let handles = channels
         .iter()
@@ -69,34 +61,20 @@ async fn wns_direct_send_over_http1() {
     // After shutdown the keep-alive connections end (they once spun on the closed queue).
     assert!(engine.connections()[2] > 0);
     engine.shutdown().await;
-    let t = std::time::Instant::now();
-    while engine.connections()[2] > 0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "WNS connections outlive the engine"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        "WNS connections end with the engine",
+        async || engine.connections()[2] == 0,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_push_direct_send_is_encrypted_and_vapid_signed() {
-    let mock = MockWebPush::start(WebPushConfig::default()).await.unwrap();
-    let vapid = VapidKey::generate("mailto:ops@example.com").unwrap();
-    let server_key = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(vapid.public_key())
-        .unwrap();
-    let subs: Vec<_> = (0..30).map(|_| mock.subscribe(Some(&server_key))).collect();
-    let config = EngineConfig {
-        web_push: Some(WebPushSettings::new(vapid)),
-        tls_roots: TlsRoots::only_pem(mock.ca_cert_pem()).unwrap(),
-        ..Default::default()
-    };
-    let engine = Engine::without_registry(config).unwrap();
-    let handles = subs
-        .iter()
-        .map(|s| PushHandle::web_push(&s.endpoint, &s.p256dh, &s.auth).unwrap())
-        .collect();
+    let bed = Bed::new().web_push(WebPushConfig::default()).start().await;
+    let (mock, engine) = (bed.web_push(), direct(&bed));
+    let subs = bed.subscribe(30);
+    let handles = subs.iter().map(web_push_handle).collect();
     let n = Notification::new().web_push(WebPushNotification::new("hello browser").unwrap());
     let report = engine.send_to_handles(n, handles).unwrap().wait().await;
     assert_eq!(
@@ -114,14 +92,15 @@ async fn web_push_direct_send_is_encrypted_and_vapid_signed() {
 /// HTTP/1.1 on the pool's connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_push_falls_back_to_http1_when_alpn_offers_no_h2() {
-    let mock = MockWns::start(WnsConfig::default()).await.unwrap();
+    let bed = Bed::new().wns(WnsConfig::default()).start().await;
+    let mock = bed.wns();
     let vapid = VapidKey::generate("mailto:ops@example.com").unwrap();
-    let config = EngineConfig {
+    // Web Push only (no WNS credential), trusting the WNS mock's CA.
+    let engine = bed.direct_with(EngineConfig {
         web_push: Some(WebPushSettings::new(vapid)),
-        tls_roots: TlsRoots::only_pem(mock.ca_cert_pem()).unwrap(),
+        tls_roots: bed.tls_roots(),
         ..Default::default()
-    };
-    let engine = Engine::without_registry(config).unwrap();
+    });
     // A syntactically valid subscription (RFC 8291 Appendix A's UA key and secret).
     let endpoint = format!("{}/push/not-a-channel", mock.base_url());
     let handle = PushHandle::web_push(
@@ -131,12 +110,11 @@ async fn web_push_falls_back_to_http1_when_alpn_offers_no_h2() {
     )
     .unwrap();
     let n = Notification::new().web_push(WebPushNotification::new("hi").unwrap());
-    let report = tokio::time::timeout(
+    let report = finish(
+        &engine.send_to_handles(n, vec![handle]).unwrap(),
         Duration::from_secs(20),
-        engine.send_to_handles(n, vec![handle]).unwrap().wait(),
     )
-    .await
-    .unwrap();
+    .await;
     let w = report.platform(Platform::WebPush);
     assert_eq!((w.targeted, w.failed), (1, 0), "{report:#?}");
     assert_eq!(

@@ -2,10 +2,13 @@
 //! receiver of `tagcast-loadtest` (HTTPS with a generated CA). Every wait is bounded; the
 //! backoffs are tens of milliseconds so each test takes at most a few seconds.
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::eventually;
 use serde_json::{json, Value};
 use tagcast::{
     Event, EventKind, EventLog, EventQuery, EventsConfig, Order, SubscriptionState,
@@ -64,20 +67,21 @@ async fn status(log: &EventLog, name: &str) -> SubscriptionStatus {
         .unwrap()
 }
 
-/// Polls `name`'s status until `f` holds (bounded).
+/// `name`'s status once `f` holds for it, polled for at most [`WAIT`].
 async fn wait_status(
     log: &EventLog,
     name: &str,
     f: impl Fn(&SubscriptionStatus) -> bool,
 ) -> SubscriptionStatus {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(WAIT, &format!("the status of {name}"), async || {
         let s = status(log, name).await;
-        if f(&s) || Instant::now() > deadline {
-            return s;
+        if f(&s) {
+            Ok(s)
+        } else {
+            Err(format!("{s:?}"))
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

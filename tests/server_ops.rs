@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::{apns_token, quick_dispatch};
+use common::{apns_token, eventually_blocking, quick_dispatch, Bed};
 use tagcast::nh::sas::token;
 use tagcast::server::{Server, ServerConfig};
 use tagcast_loadtest::mock::apns::{self, ApnsConfig, MockApns, TEST_KEY_PEM};
@@ -107,17 +107,18 @@ fn sas(addr: std::net::SocketAddr, name: &str, key: &str) -> (&'static str, Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metrics_auth_and_graceful_shutdown() {
     let _ = quick_dispatch();
-    let apns = MockApns::start(ApnsConfig {
-        faults: tagcast_loadtest::mock::Faults {
-            latency: Duration::from_millis(300),
-            ..Default::default()
-        },
-        ..ApnsConfig::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path(), &apns)).await.unwrap();
+    let bed = Bed::new()
+        .apns(ApnsConfig {
+            faults: tagcast_loadtest::mock::Faults {
+                latency: Duration::from_millis(300),
+                ..Default::default()
+            },
+            ..ApnsConfig::default()
+        })
+        .start()
+        .await;
+    let apns = bed.apns();
+    let server = Server::start(config(bed.dir.path(), apns)).await.unwrap();
     let addr = server.local_addr();
 
     assert_eq!(call(addr, "GET", "/healthz", &[], b"").await.0, 200);
@@ -247,7 +248,7 @@ async fn health_metrics_auth_and_graceful_shutdown() {
     assert_eq!(apns.stats().unique_handles, 20);
 
     // The outcome is durable: a new server on the same data reports it Completed.
-    let server = Server::start(config(dir.path(), &apns)).await.unwrap();
+    let server = Server::start(config(bed.dir.path(), apns)).await.unwrap();
     let addr = server.local_addr();
     let full = sas(addr, "full", KEY);
     let (s, body) = call(
@@ -339,17 +340,9 @@ fn the_binary_serves_until_sigterm() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let t = std::time::Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = eventually_blocking(Duration::from_secs(30), "exit after SIGTERM", || {
+        child.try_wait().unwrap()
+    });
     let mut rest = String::new();
     err.read_to_string(&mut rest).unwrap();
     assert!(status.success(), "{status:?} {rest}");

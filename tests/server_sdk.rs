@@ -4,26 +4,25 @@
 //! the SDK returns; this harness then checks at the mocks that every push it announces arrived
 //! with the right payload (and that forbidden ones did not).
 //!
-//! Needs Node and `npm ci --prefix tests/nh_sdk` (`.ci/run` does both); without them the test
-//! fails and says so.
+//! Needs Node and npm: the test installs the SDK itself (`npm ci --prefix tests/nh_sdk`) when
+//! `tests/nh_sdk/node_modules` is missing, and fails saying so when Node, npm or the install
+//! fail.
 
 mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use base64::Engine as _;
-use common::apns_token;
+use common::{apns_token, Bed};
 use serde_json::Value;
-use tagcast::credentials::VapidKey;
 use tagcast::server::{Server, ServerConfig};
-use tagcast_loadtest::mock::apns::{self, ApnsConfig, MockApns, TEST_KEY_PEM};
-use tagcast_loadtest::mock::fcm::{FcmConfig, MockFcm, ServiceAccount};
-use tagcast_loadtest::mock::webpush::{MockWebPush, WebPushConfig};
-use tagcast_loadtest::mock::wns::{MockWns, WnsConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET};
-use tagcast_loadtest::mock::MockTls;
+use tagcast_loadtest::mock::apns::{self, ApnsConfig, TEST_KEY_PEM};
+use tagcast_loadtest::mock::fcm::{FcmConfig, ServiceAccount};
+use tagcast_loadtest::mock::webpush::WebPushConfig;
+use tagcast_loadtest::mock::wns::{WnsConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET};
 
 const FULL_KEY: &str = "ZnVsbC1hY2Nlc3Mta2V5LWZvci10ZXN0cw==";
 const SEND_KEY: &str = "c2VuZC1rZXktZm9yLXRlc3Rz";
@@ -39,46 +38,83 @@ fn sdk_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nh_sdk")
 }
 
+/// Installs the SDK from `tests/nh_sdk/package-lock.json` when `node_modules` is missing (a
+/// fresh clone), once per test binary (tests of this binary share the one attempt); the error
+/// says why when Node or npm are missing or `npm ci` fails. Never skips.
+fn ensure_sdk_installed(sdk: &Path) -> Result<(), String> {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = INSTALLED.get_or_init(|| {
+        if sdk.join("node_modules/@azure/notification-hubs").is_dir() {
+            return Ok(());
+        }
+        for tool in ["node", "npm"] {
+            match Command::new(tool).arg("--version").output() {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => {
+                    return Err(format!(
+                        "`{tool} --version` failed ({}): {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr)
+                    ))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "`{tool}` is not installed ({e}): Node 20+ and npm are needed"
+                    ))
+                }
+            }
+        }
+        eprintln!("installing the SDK: npm ci --prefix tests/nh_sdk --no-audit --no-fund");
+        let out = Command::new("npm")
+            .arg("ci")
+            .arg("--prefix")
+            .arg(sdk)
+            .args(["--no-audit", "--no-fund"])
+            .output()
+            .map_err(|e| format!("`npm ci` did not start: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "`npm ci --prefix tests/nh_sdk` failed ({}):\nstdout:\n{}\nstderr:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        if !sdk.join("node_modules/@azure/notification-hubs").is_dir() {
+            return Err(
+                "`npm ci` succeeded but node_modules/@azure/notification-hubs is missing".into(),
+            );
+        }
+        Ok(())
+    });
+    result.clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_sdk_works_unchanged() {
     let sdk = sdk_dir();
+    let install = sdk.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || ensure_sdk_installed(&install))
+        .await
+        .unwrap()
+    {
+        panic!("the SDK could not be installed: {e}");
+    }
     assert!(
         sdk.join("node_modules/@azure/notification-hubs").is_dir(),
         "the SDK is not installed: run `npm ci --prefix tests/nh_sdk` (Node 18+)"
     );
-    let tls = MockTls::generate().unwrap();
-    let apns = MockApns::start(ApnsConfig {
-        tls: Some(tls.clone()),
-        ..ApnsConfig::default()
-    })
-    .await
-    .unwrap();
-    let fcm = MockFcm::start(FcmConfig {
-        tls: Some(tls.clone()),
-        ..FcmConfig::default()
-    })
-    .await
-    .unwrap();
-    let wns = MockWns::start(WnsConfig {
-        tls: Some(tls.clone()),
-        ..WnsConfig::default()
-    })
-    .await
-    .unwrap();
-    let web = MockWebPush::start(WebPushConfig {
-        tls: Some(tls.clone()),
-        ..WebPushConfig::default()
-    })
-    .await
-    .unwrap();
-
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let vapid = VapidKey::generate("mailto:ops@example.com").unwrap();
-    let server_key = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(vapid.public_key())
-        .unwrap();
-    let subs: Vec<_> = (0..3).map(|_| web.subscribe(Some(&server_key))).collect();
+    // The four mocks share one CA, which the server also serves its own certificate from.
+    let bed = Bed::new()
+        .apns(ApnsConfig::default())
+        .fcm(FcmConfig::default())
+        .wns(WnsConfig::default())
+        .web_push(WebPushConfig::default())
+        .start()
+        .await;
+    let (apns, fcm, wns, web) = (bed.apns(), bed.fcm(), bed.wns(), bed.web_push());
+    let (tls, d, vapid) = (&bed.tls, bed.dir.path(), bed.vapid());
+    let subs = bed.subscribe(3);
     let channels: Vec<_> = (0..2).map(|_| wns.create_channel()).collect();
     let config = format!(
         r#"

@@ -4,67 +4,70 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use common::{alert, apns_config, apns_key, apns_registry, apns_token, finish, quick_dispatch};
+use common::{alert, apns_key, apns_token, eventually, finish, Bed};
 use serde_json::Value;
 use tagcast::credentials::ApnsKey;
 use tagcast::{
     ApnsSettings, Audience, Engine, EngineConfig, EventKind, EventQuery, EventsConfig, Order,
     Platform, SendRequest, StateStore, TlsRoots, WebhookConfig, WebhookSecret,
 };
-use tagcast_loadtest::mock::apns::{
-    ApnsConfig, MockApns, TEST_BUNDLE_ID, TEST_KEY_ID, TEST_TEAM_ID,
-};
+use tagcast_loadtest::mock::apns::{ApnsConfig, TEST_BUNDLE_ID, TEST_KEY_ID, TEST_TEAM_ID};
 use tagcast_loadtest::mock::testkit::Es256Key;
 use tagcast_loadtest::mock::webhook::MockWebhook;
 use tagcast_loadtest::mock::{is_dead_handle, Faults};
 
-fn config(mock: &MockApns, key: ApnsKey, state: Option<StateStore>) -> EngineConfig {
+/// The bed's engine configuration with `key`, `state` and events flushed at once.
+fn config(bed: &Bed, key: ApnsKey, state: Option<StateStore>) -> EngineConfig {
     EngineConfig {
         state,
         events: EventsConfig {
             flush_delay: Duration::from_millis(2),
             ..EventsConfig::default()
         },
-        ..apns_config(
-            mock,
-            ApnsSettings::token(key, TEST_BUNDLE_ID),
-            quick_dispatch(),
-        )
+        apns: Some(bed.apns_settings_with(ApnsSettings::token(key, TEST_BUNDLE_ID))),
+        ..bed.config()
     }
 }
 
+/// The events `q` finds once there are at least `n`, polled for at most 10 s.
 async fn search_until(engine: &Engine, q: &EventQuery, n: usize) -> Vec<tagcast::LoggedEvent> {
-    let t = Instant::now();
-    loop {
-        let found = engine.events().search(q).unwrap();
-        if found.len() >= n || t.elapsed() > Duration::from_secs(10) {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the events searched for",
+        async || {
+            let found = engine.events().search(q).unwrap();
+            if found.len() >= n {
+                Ok(found)
+            } else {
+                Err(format!("{} of {n}: {found:?}", found.len()))
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_and_prunes_are_recorded_and_searchable() {
-    let mock = MockApns::start(ApnsConfig {
-        faults: Faults {
-            dead_fraction: 0.1,
-            seed: 3,
-            ..Faults::default()
-        },
-        dead_token_age: Duration::ZERO,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let reg = apns_registry(200);
+    let bed = Bed::new()
+        .apns(ApnsConfig {
+            faults: Faults {
+                dead_fraction: 0.1,
+                seed: 3,
+                ..Faults::default()
+            },
+            dead_token_age: Duration::ZERO,
+            ..Default::default()
+        })
+        .apns_devices(200)
+        .start()
+        .await;
     let dead: Vec<u64> = (0..200)
         .filter(|i| is_dead_handle(3, &apns_token(*i), 0.1))
         .collect();
     assert!(!dead.is_empty());
-    let engine = Engine::new(reg, config(&mock, apns_key(), None)).unwrap();
+    let engine = bed.engine_with(config(&bed, apns_key(), None));
     let r = finish(
         &engine.send(alert(), Audience::All).unwrap(),
         Duration::from_secs(20),
@@ -135,14 +138,18 @@ async fn sends_and_prunes_are_recorded_and_searchable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credential_failures_and_fired_schedules_are_recorded() {
-    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
+    let bed = Bed::new()
+        .apns(ApnsConfig::default())
+        .apns_devices(20)
+        .start()
+        .await;
     let wrong = ApnsKey::from_p8_pem(
         &Es256Key::generate().private_key_pem(),
         TEST_KEY_ID,
         TEST_TEAM_ID,
     )
     .unwrap();
-    let engine = Engine::new(apns_registry(20), config(&mock, wrong, None)).unwrap();
+    let engine = bed.engine_with(config(&bed, wrong, None));
     let id = engine
         .schedule(
             SendRequest::native(alert(), Audience::All),
@@ -190,26 +197,20 @@ async fn credential_failures_and_fired_schedules_are_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_events_survive_an_engine_restart_while_the_receiver_is_down() {
-    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
-    let tls = tagcast_loadtest::mock::MockTls::generate().unwrap();
+    let bed = Bed::new()
+        .apns(ApnsConfig::default())
+        .apns_devices(10)
+        .start()
+        .await;
+    let tls = bed.tls.clone();
     let secret = WebhookSecret::from_bytes(b"0123456789abcdef0123456789abcdef".to_vec()).unwrap();
     let hook = MockWebhook::start(tls.clone(), secret.as_bytes())
         .await
         .unwrap();
     let addr = hook.addr();
     let url = hook.url();
-    let dir = tempfile::tempdir().unwrap();
-    let reg = apns_registry(10);
     let first = {
-        let engine = Engine::new(
-            reg.clone(),
-            config(
-                &mock,
-                apns_key(),
-                Some(StateStore::open(dir.path()).unwrap()),
-            ),
-        )
-        .unwrap();
+        let engine = bed.engine_with(config(&bed, apns_key(), Some(bed.state())));
         let mut c = WebhookConfig::new(&url, secret.clone());
         c.initial_backoff = Duration::from_millis(20);
         c.max_backoff = Duration::from_millis(100);
@@ -234,26 +235,13 @@ async fn webhook_events_survive_an_engine_restart_while_the_receiver_is_down() {
     drop(hook);
     // The receiver is back (same address, fresh), and so is the engine.
     // (The old listener closes a moment after the drop.)
-    let t = Instant::now();
-    let hook = loop {
-        match MockWebhook::start_at(addr, tls.clone(), secret.as_bytes()).await {
-            Ok(h) => break h,
-            Err(e) if t.elapsed() < Duration::from_secs(3) => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("cannot listen on {addr} again: {e}"),
-        }
-    };
-    let engine = Engine::new(
-        reg,
-        config(
-            &mock,
-            apns_key(),
-            Some(StateStore::open(dir.path()).unwrap()),
-        ),
+    let hook = eventually(
+        Duration::from_secs(3),
+        &format!("listening on {addr} again"),
+        async || MockWebhook::start_at(addr, tls.clone(), secret.as_bytes()).await,
     )
-    .unwrap();
+    .await;
+    let engine = bed.engine_with(config(&bed, apns_key(), Some(bed.state())));
     let second = finish(
         &engine.send(alert(), Audience::All).unwrap(),
         Duration::from_secs(20),

@@ -4,42 +4,41 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{alert, apns_config, apns_key, apns_token, dev_id, fill, quick_dispatch};
+use common::{alert, apns_token, dev_id, eventually, fill, quick_dispatch, Bed};
 use tagcast::events::{EventKind, EventQuery};
 use tagcast::template::Properties;
 use tagcast::{
-    ApnsSettings, Audience, Engine, EngineConfig, Installation, NotificationId, Pace, Platform,
-    PushHandle, Registry, RegistryConfig, SendReport, SendRequest, SendState, StateStore, Tag,
-    TagExpr, Template, TemplateSend,
+    Audience, Engine, EngineConfig, Installation, NotificationId, Pace, Platform, PushHandle,
+    Registry, SendReport, SendRequest, SendState, StateStore, Tag, TagExpr, Template, TemplateSend,
 };
-use tagcast_loadtest::mock::apns::{ApnsConfig, MockApns, TEST_BUNDLE_ID};
+use tagcast_loadtest::mock::apns::{ApnsConfig, MockApns};
 
-fn config(mock: &MockApns, state: StateStore) -> EngineConfig {
-    let settings = ApnsSettings::token(apns_key(), TEST_BUNDLE_ID);
+/// The bed's engine configuration with `state`.
+fn durable(bed: &Bed, state: StateStore) -> EngineConfig {
     EngineConfig {
         state: Some(state),
-        ..apns_config(mock, settings, quick_dispatch())
+        ..bed.config()
     }
 }
 
-/// The report of `id` once `done` holds for it, polled every 20 ms for at most `limit`.
+/// The report of `id` once `done` holds for it, polled for at most `limit`.
 async fn report_when(
     engine: &Engine,
     id: NotificationId,
     limit: Duration,
     done: impl Fn(&SendReport) -> bool,
 ) -> SendReport {
-    let t = Instant::now();
-    loop {
+    eventually(limit, "the send's report", async || {
         let r = engine.report(id).expect("the send has a report");
         if done(&r) {
-            return r;
+            Ok(r)
+        } else {
+            Err(format!("{r:#?}"))
         }
-        assert!(t.elapsed() < limit, "not within {limit:?}: {r:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// Waits until `id` has delivered at least `at_least`, shuts `engine` down, and returns the
@@ -56,17 +55,12 @@ async fn shut_down_midway(engine: &Engine, id: NotificationId, at_least: u64) ->
 /// `open()` once the previous engine's tasks have let go of the files (they wind down
 /// after `shutdown`), retried for at most 10 s.
 async fn reopen<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> T {
-    let t = Instant::now();
-    loop {
-        match open() {
-            Ok(v) => return v,
-            Err(e) if t.elapsed() < Duration::from_secs(10) => {
-                eprintln!("still held: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("still held 10 s after the engine shut down: {e}"),
-        }
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the files let go after the engine shut down",
+        async || open(),
+    )
+    .await
 }
 
 /// Every device in `0..n` delivered exactly once; `not` never.
@@ -82,14 +76,14 @@ fn assert_exactly_once(mock: &MockApns, n: u64, not: impl Fn(u64) -> bool) {
 /// engine that reopens the registry and the state store from disk (so slots may differ).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_send_resumes_after_restart_and_reaches_each_device_once() {
-    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let bed = Bed::new().apns(ApnsConfig::default()).start().await;
+    let mock = bed.apns();
     let n = 600u64;
     // Every fifth device lacks the tag: outside the audience before and after the restart.
     let tagged = |i: u64| i % 5 != 0;
     let expr = TagExpr::parse("news").unwrap();
     let id = {
-        let reg = Registry::open(dir.path().join("registry")).unwrap();
+        let reg = Registry::open(bed.path("registry")).unwrap();
         fill(
             &reg,
             (0..n).map(|i| {
@@ -101,11 +95,7 @@ async fn a_suspended_send_resumes_after_restart_and_reaches_each_device_once() {
                 }
             }),
         );
-        let engine = Engine::new(
-            reg,
-            config(&mock, StateStore::open(dir.path().join("state")).unwrap()),
-        )
-        .unwrap();
+        let engine = Engine::new(reg, durable(&bed, bed.state())).unwrap();
         let request =
             SendRequest::native(alert(), Audience::Expr(expr.clone())).paced(Pace::per_second(200));
         let id = engine.submit(request).unwrap().id();
@@ -124,9 +114,9 @@ async fn a_suspended_send_resumes_after_restart_and_reaches_each_device_once() {
     };
     let delivered_before = mock.stats().deliveries;
 
-    let reg = reopen(|| Registry::open(dir.path().join("registry"))).await;
-    let state = reopen(|| StateStore::open(dir.path().join("state"))).await;
-    let engine = Engine::new(reg, config(&mock, state)).unwrap();
+    let reg = reopen(|| Registry::open(bed.path("registry"))).await;
+    let state = reopen(|| StateStore::open(bed.path("state"))).await;
+    let engine = Engine::new(reg, durable(&bed, state)).unwrap();
     let r = report_when(&engine, id, Duration::from_secs(20), |r| {
         r.state == SendState::Completed
     })
@@ -136,7 +126,7 @@ async fn a_suspended_send_resumes_after_restart_and_reaches_each_device_once() {
     assert_eq!(r.audience, Some(480));
     assert!(r.started_at.is_some() && r.completed_at.is_some());
     assert!(mock.stats().deliveries > delivered_before);
-    assert_exactly_once(&mock, n, |i| !tagged(i));
+    assert_exactly_once(mock, n, |i| !tagged(i));
     // One completion event, from the resumed run; nothing is left to resume.
     engine.shutdown().await;
     let completed = engine
@@ -153,10 +143,9 @@ async fn a_suspended_send_resumes_after_restart_and_reaches_each_device_once() {
 /// A paced template send, suspended and resumed: each device renders its own template once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_template_send_resumes_with_its_properties() {
-    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let bed = Bed::new().apns(ApnsConfig::default()).start().await;
+    let mock = bed.apns();
     let n = 300u64;
-    let reg = Registry::ephemeral(RegistryConfig::default()).unwrap();
     let en = Template {
         body: r#"{"aps":{"alert":"$(msg_en)"}}"#.into(),
         ..Template::default()
@@ -166,7 +155,7 @@ async fn a_suspended_template_send_resumes_with_its_properties() {
         ..Template::default()
     };
     fill(
-        &reg,
+        &bed.reg,
         (0..n).map(|i| {
             Installation::new(dev_id(i), PushHandle::apns(&apns_token(i)).unwrap())
                 .with_template("t", if i % 2 == 0 { en.clone() } else { fr.clone() })
@@ -176,11 +165,7 @@ async fn a_suspended_template_send_resumes_with_its_properties() {
     props.insert("msg_en", "Hello");
     props.insert("msg_fr", "Bonjour");
     let id = {
-        let engine = Engine::new(
-            reg.clone(),
-            config(&mock, StateStore::open(dir.path()).unwrap()),
-        )
-        .unwrap();
+        let engine = bed.engine_with(durable(&bed, bed.state()));
         let request = SendRequest::template(TemplateSend::new(props), Audience::All)
             .paced(Pace::per_second(150));
         let id = engine.submit(request).unwrap().id();
@@ -189,15 +174,15 @@ async fn a_suspended_template_send_resumes_with_its_properties() {
         assert!(r.total().delivered < n, "{r:#?}");
         id
     };
-    let state = reopen(|| StateStore::open(dir.path())).await;
-    let engine = Engine::new(reg, config(&mock, state)).unwrap();
+    let state = reopen(|| StateStore::open(bed.path("state"))).await;
+    let engine = bed.engine_with(durable(&bed, state));
     let r = report_when(&engine, id, Duration::from_secs(20), |r| {
         r.state == SendState::Completed
     })
     .await;
     assert_eq!(r.total().delivered, n, "{r:#?}");
     assert_eq!(r.audience, Some(n));
-    assert_exactly_once(&mock, n, |_| false);
+    assert_exactly_once(mock, n, |_| false);
     for i in [0, 1, n - 2, n - 1] {
         let d = mock.deliveries_for(&apns_token(i));
         let json: serde_json::Value = serde_json::from_slice(&d[0].payload).unwrap();
@@ -210,10 +195,12 @@ async fn a_suspended_template_send_resumes_with_its_properties() {
 /// shutdown ends `Abandoned`, as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_durable_store_a_send_in_progress_is_abandoned() {
-    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
-    let reg = common::apns_registry(300);
-    let settings = ApnsSettings::token(apns_key(), TEST_BUNDLE_ID);
-    let engine = Engine::new(reg, apns_config(&mock, settings, quick_dispatch())).unwrap();
+    let bed = Bed::new()
+        .apns(ApnsConfig::default())
+        .apns_devices(300)
+        .start()
+        .await;
+    let engine = bed.engine();
     let request = SendRequest::native(alert(), Audience::All).paced(Pace::per_second(200));
     let id = engine.submit(request).unwrap().id();
     let r = shut_down_midway(&engine, id, 20).await;
@@ -225,32 +212,31 @@ async fn without_a_durable_store_a_send_in_progress_is_abandoned() {
 /// the handles not yet reached are stored with the send.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_direct_send_resumes_with_its_handles() {
-    let mock = MockApns::start(ApnsConfig {
-        faults: tagcast_loadtest::mock::Faults {
-            latency: Duration::from_millis(300),
-            ..Default::default()
-        },
-        ..ApnsConfig::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let bed = Bed::new()
+        .apns(ApnsConfig {
+            faults: tagcast_loadtest::mock::Faults {
+                latency: Duration::from_millis(300),
+                ..Default::default()
+            },
+            ..ApnsConfig::default()
+        })
+        .start()
+        .await;
+    let mock = bed.apns();
     // The smallest window (1,024 devices in flight): 3 windows of 300 ms each.
     let n = 3 * 1024u64;
     let dispatch = tagcast::DispatchConfig {
         window: 1024,
         ..quick_dispatch()
     };
-    let settings = || ApnsSettings::token(apns_key(), TEST_BUNDLE_ID);
     let handles: Vec<PushHandle> = (0..n)
         .map(|i| PushHandle::apns(&apns_token(i)).unwrap())
         .collect();
     let id = {
-        let engine = Engine::without_registry(EngineConfig {
-            state: Some(StateStore::open(dir.path()).unwrap()),
-            ..apns_config(&mock, settings(), dispatch.clone())
-        })
-        .unwrap();
+        let engine = bed.direct_with(EngineConfig {
+            dispatch: dispatch.clone(),
+            ..durable(&bed, bed.state())
+        });
         let id = engine.send_to_handles(alert(), handles).unwrap().id();
         let r = shut_down_midway(&engine, id, 1).await;
         assert_eq!(r.state, SendState::Processing, "{r:#?}");
@@ -258,17 +244,16 @@ async fn a_suspended_direct_send_resumes_with_its_handles() {
         assert_eq!(r.total().targeted, r.total().finished(), "{r:#?}");
         id
     };
-    let state = reopen(|| StateStore::open(dir.path())).await;
-    let engine = Engine::without_registry(EngineConfig {
-        state: Some(state),
-        ..apns_config(&mock, settings(), dispatch)
-    })
-    .unwrap();
+    let state = reopen(|| StateStore::open(bed.path("state"))).await;
+    let engine = bed.direct_with(EngineConfig {
+        dispatch,
+        ..durable(&bed, state)
+    });
     let r = report_when(&engine, id, Duration::from_secs(20), |r| {
         r.state == SendState::Completed
     })
     .await;
     assert_eq!(r.total().delivered, n, "{r:#?}");
     assert_eq!(r.audience, Some(n));
-    assert_exactly_once(&mock, n, |_| false);
+    assert_exactly_once(mock, n, |_| false);
 }

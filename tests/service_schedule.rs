@@ -5,35 +5,23 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{alert, apns_config, apns_key, apns_registry, finish, quick_dispatch};
-use tagcast::{
-    ApnsSettings, Audience, Engine, EngineConfig, Pace, SendError, SendRequest, SendState,
-    StateStore,
-};
-use tagcast_loadtest::mock::apns::{ApnsConfig, MockApns, TEST_BUNDLE_ID};
+use common::{alert, eventually, finish, Bed};
+use tagcast::{Audience, EngineConfig, Pace, SendError, SendRequest, SendState};
+use tagcast_loadtest::mock::apns::ApnsConfig;
 
-fn config(mock: &MockApns, state: Option<StateStore>) -> EngineConfig {
-    let settings = ApnsSettings::token(apns_key(), TEST_BUNDLE_ID);
-    EngineConfig {
-        state,
-        ..apns_config(mock, settings, quick_dispatch())
-    }
-}
-
-/// Polls `f` every 20 ms until it holds, at most `limit`.
-async fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// A bed with the APNs mock and devices `0..n`.
+async fn apns_bed(n: u64) -> Bed {
+    Bed::new()
+        .apns(ApnsConfig::default())
+        .apns_devices(n)
+        .start()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_send_fires_on_time_once() {
-    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
-    let reg = apns_registry(50);
-    let engine = Engine::new(reg, config(&mock, None)).unwrap();
+    let bed = apns_bed(50).await;
+    let (mock, engine) = (bed.apns(), bed.engine());
     let at = SystemTime::now() + Duration::from_millis(600);
     let id = engine
         .schedule(SendRequest::native(alert(), Audience::All), at)
@@ -52,11 +40,15 @@ async fn a_scheduled_send_fires_on_time_once() {
     assert_eq!((listed[0].id, listed[0].audience.as_str()), (id, "all"));
     assert_eq!(mock.stats().unique_handles, 0);
 
-    eventually(Duration::from_secs(10), "scheduled send completes", || {
-        engine
-            .report(id)
-            .is_some_and(|r| r.state == SendState::Completed)
-    })
+    eventually(
+        Duration::from_secs(10),
+        "scheduled send completes",
+        async || {
+            engine
+                .report(id)
+                .is_some_and(|r| r.state == SendState::Completed)
+        },
+    )
     .await;
     let r = engine.report(id).unwrap();
     assert_eq!(r.total().delivered, 50, "{r:#?}");
@@ -72,8 +64,8 @@ async fn a_scheduled_send_fires_on_time_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_schedule_never_fires() {
-    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
-    let engine = Engine::new(apns_registry(10), config(&mock, None)).unwrap();
+    let bed = apns_bed(10).await;
+    let (mock, engine) = (bed.apns(), bed.engine());
     let at = SystemTime::now() + Duration::from_millis(500);
     let id = engine
         .schedule(SendRequest::native(alert(), Audience::All), at)
@@ -88,8 +80,8 @@ async fn a_cancelled_schedule_never_fires() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_are_refused_too_far_ahead_or_without_payload() {
-    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
-    let engine = Engine::new(apns_registry(1), config(&mock, None)).unwrap();
+    let bed = apns_bed(1).await;
+    let engine = bed.engine();
     let far = SystemTime::now() + Duration::from_secs(8 * 24 * 3600);
     assert!(matches!(
         engine.schedule(SendRequest::native(alert(), Audience::All), far),
@@ -107,15 +99,14 @@ async fn schedules_are_refused_too_far_ahead_or_without_payload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_and_outcomes_survive_a_restart() {
-    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let reg = apns_registry(20);
+    let bed = apns_bed(20).await;
+    let mock = bed.apns();
+    let durable = || EngineConfig {
+        state: Some(bed.state()),
+        ..bed.config()
+    };
     let (pending, done) = {
-        let engine = Engine::new(
-            reg.clone(),
-            config(&mock, Some(StateStore::open(dir.path()).unwrap())),
-        )
-        .unwrap();
+        let engine = bed.engine_with(durable());
         let done = finish(
             &engine.send(alert(), Audience::All).unwrap(),
             Duration::from_secs(20),
@@ -134,18 +125,14 @@ async fn schedules_and_outcomes_survive_a_restart() {
     assert_eq!(mock.deliveries().len(), 20);
     // A new engine on the same state: the earlier send's outcome is there and the schedule
     // fires (once).
-    let engine = Engine::new(
-        reg.clone(),
-        config(&mock, Some(StateStore::open(dir.path()).unwrap())),
-    )
-    .unwrap();
+    let engine = bed.engine_with(durable());
     let r = engine.report(done).unwrap();
     assert_eq!((r.state, r.total().delivered), (SendState::Completed, 20));
     assert_eq!(engine.report(pending).unwrap().state, SendState::Scheduled);
     eventually(
         Duration::from_secs(10),
         "the restored schedule fires",
-        || {
+        async || {
             engine
                 .report(pending)
                 .is_some_and(|r| r.state == SendState::Completed)
@@ -164,11 +151,7 @@ async fn schedules_and_outcomes_survive_a_restart() {
     engine.shutdown().await;
     drop(engine);
     // Fired means gone: a third start sends nothing.
-    let engine = Engine::new(
-        reg,
-        config(&mock, Some(StateStore::open(dir.path()).unwrap())),
-    )
-    .unwrap();
+    let engine = bed.engine_with(durable());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(engine.scheduled().unwrap().is_empty());
     assert_eq!(mock.deliveries().len(), 40);
@@ -176,8 +159,8 @@ async fn schedules_and_outcomes_survive_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paced_send_spreads_and_stops_when_cancelled() {
-    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
-    let engine = Engine::new(apns_registry(60), config(&mock, None)).unwrap();
+    let bed = apns_bed(60).await;
+    let engine = bed.engine();
     let t = Instant::now();
     let h = engine
         .submit(SendRequest::native(alert(), Audience::All).paced(Pace::per_second(50)))
@@ -195,8 +178,8 @@ async fn a_paced_send_spreads_and_stops_when_cancelled() {
     );
     assert_eq!(r.total().delivered, 60);
 
-    let mock2 = MockApns::start(ApnsConfig::default()).await.unwrap();
-    let engine = Engine::new(apns_registry(1000), config(&mock2, None)).unwrap();
+    let bed2 = apns_bed(1000).await;
+    let (mock2, engine) = (bed2.apns(), bed2.engine());
     let h = engine
         .submit(SendRequest::native(alert(), Audience::All).paced(Pace::per_second(100)))
         .unwrap();
@@ -212,15 +195,11 @@ async fn a_paced_send_spreads_and_stops_when_cancelled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outcomes_outlive_the_in_memory_history() {
-    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
-    let engine = Engine::new(
-        apns_registry(5),
-        EngineConfig {
-            history: 1,
-            ..config(&mock, None)
-        },
-    )
-    .unwrap();
+    let bed = apns_bed(5).await;
+    let engine = bed.engine_with(EngineConfig {
+        history: 1,
+        ..bed.config()
+    });
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(

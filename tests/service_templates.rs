@@ -6,18 +6,15 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use base64::Engine as _;
-use common::{apns_engine, apns_token, dev_id, fill, finish, quick_dispatch};
-use tagcast::credentials::{FcmServiceAccount, VapidKey};
+use common::{apns_token, dev_id, fill, finish, web_push_handle, Bed};
 use tagcast::template::Properties;
 use tagcast::{
-    Audience, Engine, EngineConfig, FcmSettings, Installation, InstallationId, Platform,
-    PushHandle, Registry, RegistryConfig, SendState, Tag, TagExpr, Template, TlsRoots,
-    WebPushSettings,
+    Audience, DispatchConfig, Engine, EngineConfig, Installation, InstallationId, Platform,
+    PushHandle, Registry, RegistryConfig, SendState, Tag, TagExpr, Template,
 };
 use tagcast_loadtest::mock::apns::{ApnsConfig, MockApns};
-use tagcast_loadtest::mock::fcm::{FcmConfig, MockFcm, ServiceAccount};
-use tagcast_loadtest::mock::webpush::{MockWebPush, WebPushConfig};
+use tagcast_loadtest::mock::fcm::FcmConfig;
+use tagcast_loadtest::mock::webpush::WebPushConfig;
 
 fn props(pairs: &[(&str, &str)]) -> Properties {
     let mut p = Properties::new();
@@ -51,8 +48,8 @@ fn delivered_json(mock: &MockApns, i: u64) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_device_renders_its_own_language_with_a_fallback() {
-    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
-    let reg = Registry::ephemeral(RegistryConfig::default()).unwrap();
+    let bed = Bed::new().apns(ApnsConfig::default()).start().await;
+    let (mock, reg) = (bed.apns(), &bed.reg);
     let en = template(
         r##"{"aps":{"alert":{"title":"$(title_en)","body":"$(msg_en)"},"badge":"#(badge)"}}"##,
     );
@@ -62,14 +59,14 @@ async fn each_device_renders_its_own_language_with_a_fallback() {
         r##"{"aps":{"alert":{"title":"$(title_fr:{$(title_en)})","body":"$(msg_fr:{$(msg_en)})"},"badge":"#(badge)"}}"##,
     );
     fill(
-        &reg,
+        reg,
         (0..200).map(|i| {
             apns_device(i).with_template("alert", if i % 2 == 0 { en.clone() } else { fr.clone() })
         }),
     );
     // Devices without templates are not part of a template send.
-    fill(&reg, (200..220).map(apns_device));
-    let engine = apns_engine(&reg, &mock, quick_dispatch());
+    fill(reg, (200..220).map(apns_device));
+    let engine = bed.engine();
 
     let p = props(&[
         ("Title_EN", "News"),
@@ -83,19 +80,22 @@ async fn each_device_renders_its_own_language_with_a_fallback() {
     assert_eq!(r.state, SendState::Completed, "{r:#?}");
     assert_eq!(r.platform(Platform::Apns).delivered, 200, "{r:#?}");
     assert_eq!(r.audience, Some(200));
-    let en0 = delivered_json(&mock, 0);
+    let en0 = delivered_json(mock, 0);
     assert_eq!(en0["aps"]["alert"]["body"], "Hello");
     assert_eq!(en0["aps"]["alert"]["title"], "News");
     // `#(badge)` of a number is a JSON number.
     assert_eq!(en0["aps"]["badge"], 3);
-    let fr1 = delivered_json(&mock, 1);
+    let fr1 = delivered_json(mock, 1);
     assert_eq!(fr1["aps"]["alert"]["body"], "Bonjour");
     assert_eq!(fr1["aps"]["alert"]["title"], "Nouvelles");
     assert!(mock.deliveries_for(&apns_token(205)).is_empty());
 
     // Without French properties the French devices get the English text.
-    let mock2 = MockApns::start(ApnsConfig::default()).await.unwrap();
-    let engine2 = apns_engine(&reg, &mock2, quick_dispatch());
+    let bed2 = Bed::new().apns(ApnsConfig::default()).start().await;
+    let (mock2, engine2) = (
+        bed2.apns(),
+        Engine::new(reg.clone(), bed2.config()).unwrap(),
+    );
     let p = props(&[("title_en", "News"), ("msg_en", "Hello"), ("badge", "x")]);
     let r = finish(
         &engine2.send_template(p, Audience::All).unwrap(),
@@ -103,7 +103,7 @@ async fn each_device_renders_its_own_language_with_a_fallback() {
     )
     .await;
     assert_eq!(r.platform(Platform::Apns).delivered, 200, "{r:#?}");
-    let fr1 = delivered_json(&mock2, 1);
+    let fr1 = delivered_json(mock2, 1);
     assert_eq!(fr1["aps"]["alert"]["body"], "Hello");
     // A value that is not a number stays a string.
     assert_eq!(fr1["aps"]["badge"], "x");
@@ -111,8 +111,8 @@ async fn each_device_renders_its_own_language_with_a_fallback() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn template_tags_count_in_targeting_one_push_per_matching_template() {
-    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
-    let reg = Registry::ephemeral(RegistryConfig::default()).unwrap();
+    let bed = Bed::new().apns(ApnsConfig::default()).start().await;
+    let (mock, reg) = (bed.apns(), &bed.reg);
     let promo = Template {
         tags: tags(&["promo"]),
         ..template(r#"{"aps":{"alert":"{'promo ' + $(x)}"}}"#)
@@ -125,8 +125,8 @@ async fn template_tags_count_in_targeting_one_push_per_matching_template() {
     promo_only.tags = tags(&["news"]);
     let mut plain_only = apns_device(2).with_template("plain", plain);
     plain_only.tags = tags(&["sports"]);
-    fill(&reg, [both, promo_only, plain_only]);
-    let engine = apns_engine(&reg, &mock, quick_dispatch());
+    fill(reg, [both, promo_only, plain_only]);
+    let engine = bed.engine();
 
     let send = |expr: &str| {
         engine
@@ -164,8 +164,8 @@ async fn template_tags_count_in_targeting_one_push_per_matching_template() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_values_are_escaped_and_oversized_renders_are_rejected_per_device() {
-    let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
-    let reg = Registry::ephemeral(RegistryConfig::default()).unwrap();
+    let bed = Bed::new().apns(ApnsConfig::default()).start().await;
+    let (mock, reg) = (bed.apns(), &bed.reg);
     let small = template(r#"{"aps":{"alert":"$(msg, 100)"}}"#);
     let big = template(r#"{"aps":{"alert":"$(msg)"}}"#);
     let with_headers = Template {
@@ -176,14 +176,14 @@ async fn hostile_values_are_escaped_and_oversized_renders_are_rejected_per_devic
         ..template(r#"{"aps":{"alert":".(msg, 10)"}}"#)
     };
     fill(
-        &reg,
+        reg,
         [
             apns_device(0).with_template("t", small),
             apns_device(1).with_template("t", big),
             apns_device(2).with_template("t", with_headers),
         ],
     );
-    let engine = apns_engine(&reg, &mock, quick_dispatch());
+    let engine = bed.engine();
     let hostile = format!("\"quoted\" \\ back\nline \u{1} </x> {}", "é".repeat(3000));
     let p = props(&[("msg", &hostile), ("prio", "5"), ("id", "42")]);
     let r = finish(
@@ -198,11 +198,11 @@ async fn hostile_values_are_escaped_and_oversized_renders_are_rejected_per_devic
     assert_eq!(*n, 1);
     assert!(key.1.contains("\"t\"") && key.1.contains("4096"), "{key:?}");
     // Clipped to 100 characters, escaped, valid JSON.
-    let v = delivered_json(&mock, 0);
+    let v = delivered_json(mock, 0);
     let expected: String = hostile.chars().take(100).collect();
     assert_eq!(v["aps"]["alert"], expected.as_str());
     // `.(msg, 10)`: 7 characters and "...".
-    let v = delivered_json(&mock, 2);
+    let v = delivered_json(mock, 2);
     let expected: String = hostile.chars().take(7).collect::<String>() + "...";
     assert_eq!(v["aps"]["alert"], expected.as_str());
     assert!(mock.deliveries_for(&apns_token(1)).is_empty());
@@ -210,30 +210,16 @@ async fn hostile_values_are_escaped_and_oversized_renders_are_rejected_per_devic
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_render_for_fcm_and_web_push_in_one_send() {
-    let fcm = MockFcm::start(FcmConfig::default()).await.unwrap();
-    let web = MockWebPush::start(WebPushConfig::default()).await.unwrap();
-    let json = ServiceAccount::test_account().to_json_with_token_uri(&fcm.token_uri());
-    let vapid = VapidKey::generate("mailto:ops@example.com").unwrap();
-    let server_key = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(vapid.public_key())
-        .unwrap();
-    let config = EngineConfig {
-        fcm: Some(
-            FcmSettings::new(FcmServiceAccount::from_json(&json).unwrap())
-                .endpoint(&fcm.base_url()),
-        ),
-        web_push: Some(WebPushSettings::new(vapid)),
-        tls_roots: TlsRoots::only_pem(fcm.ca_cert_pem())
-            .unwrap()
-            .add_pem(web.ca_cert_pem())
-            .unwrap(),
-        ..Default::default()
-    };
-    let reg = Registry::ephemeral(RegistryConfig::default()).unwrap();
+    let bed = Bed::new()
+        .fcm(FcmConfig::default())
+        .web_push(WebPushConfig::default())
+        .start()
+        .await;
+    let (fcm, web) = (bed.fcm(), bed.web_push());
     let fcm_t =
         template(r#"{"message":{"notification":{"title":"$(title)"},"data":{"n":"$(n)"}}}"#);
     let web_t = template(r#"{"title":"$(title)","url":"%(path)"}"#);
-    let subs: Vec<_> = (0..10).map(|_| web.subscribe(Some(&server_key))).collect();
+    let subs = bed.subscribe(10);
     let mut devices = Vec::new();
     for i in 0..10u64 {
         devices.push(
@@ -247,13 +233,17 @@ async fn templates_render_for_fcm_and_web_push_in_one_send() {
         devices.push(
             Installation::new(
                 InstallationId::new(format!("web-{i}")).unwrap(),
-                PushHandle::web_push(&s.endpoint, &s.p256dh, &s.auth).unwrap(),
+                web_push_handle(s),
             )
             .with_template("t", web_t.clone()),
         );
     }
-    fill(&reg, devices);
-    let engine = Engine::new(reg, config).unwrap();
+    fill(&bed.reg, devices);
+    // The engine's default dispatch tuning.
+    let engine = bed.engine_with(EngineConfig {
+        dispatch: DispatchConfig::default(),
+        ..bed.config()
+    });
     let p = props(&[("title", "Zoë \"quoted\""), ("n", "7"), ("path", "a b/é")]);
     let r = finish(
         &engine.send_template(p, Audience::All).unwrap(),
