@@ -17,7 +17,7 @@ struct Cli {
     command: Option<Command>,
     /// Without a command: the delivery load test (the main job), with these options.
     #[command(flatten)]
-    delivery: tagcast_loadtest::delivery_bench::DeliveryArgs,
+    delivery: tagcast_loadtest::delivery::DeliveryArgs,
 }
 
 #[derive(Subcommand)]
@@ -27,7 +27,7 @@ enum Command {
     Registry(tagcast_loadtest::registry_bench::RegistryArgs),
     /// Broadcast to N generated devices through the engine against in-process mocks and
     /// verify every delivery.
-    Delivery(tagcast_loadtest::delivery_bench::DeliveryArgs),
+    Delivery(tagcast_loadtest::delivery::DeliveryArgs),
     /// Run the mock APNs / FCM / WNS / Web Push servers until stopped.
     Mock(tagcast_loadtest::mock::cli::MockArgs),
     /// Measure the REST API (`tagcast serve`): installation PUTs and sends per second over
@@ -39,11 +39,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Registry(args)) => tagcast_loadtest::registry_bench::main(args),
-        Some(Command::Delivery(args)) => tagcast_loadtest::delivery_bench::main(args),
+        Some(Command::Delivery(args)) => tagcast_loadtest::delivery::main(args),
         Some(Command::Mock(args)) => tagcast_loadtest::mock::cli::run(args),
         Some(Command::Server(args)) => tagcast_loadtest::server_bench::run(&args).map(|_| ()),
         // The main job: the delivery load test (1,000,000 devices, APNs and FCM, embedded
         // mocks by default).
-        None => tagcast_loadtest::delivery_bench::main(cli.delivery),
+        None => tagcast_loadtest::delivery::main(cli.delivery),
     }
 }

@@ -6,7 +6,7 @@
 
 // The module is compiled in directly, so this test does not depend on `lib.rs` declaring it
 // (with `pub mod report;` in lib.rs, `use tagcast_loadtest::report;` works as well).
-#[path = "../src/report.rs"]
+#[path = "../src/report/mod.rs"]
 mod report;
 
 use std::path::Path;
