@@ -9,10 +9,10 @@ use tagcast::{
     ApnsSettings, Audience, Engine, EngineConfig, Installation, InstallationId, Platform,
     PushHandle, Registry, RegistryConfig, SendState, Tag, TagExpr, TlsRoots,
 };
-use tagcast_loadtest::mock::apns::{
+use tagcast_mock::apns::{
     ApnsConfig, MockApns, TEST_BUNDLE_ID, TEST_KEY_ID, TEST_KEY_PEM, TEST_TEAM_ID,
 };
-use tagcast_loadtest::mock::{is_dead_handle, Faults};
+use tagcast_mock::{is_dead_handle, Faults};
 
 fn token(i: u32) -> String {
     format!("{:064x}", 0xabcdef_u64 << 20 | u64::from(i))

@@ -20,17 +20,15 @@ use tagcast::{
     ApnsSettings, Audience, Engine, EngineConfig, FcmSettings, Installation, Platform, PushHandle,
     Registry, RegistryConfig, SendReport, SendState, TlsRoots, WebPushSettings, WnsSettings,
 };
-use tagcast_loadtest::mock::apns::{
+use tagcast_mock::apns::{
     ApnsConfig, BurstLimit, MockApns, MAX_PAYLOAD, MAX_PAYLOAD_VOIP, TEST_BUNDLE_ID, TEST_KEY_ID,
     TEST_TEAM_ID,
 };
-use tagcast_loadtest::mock::fcm::{FcmConfig, MockFcm, ServiceAccount};
-use tagcast_loadtest::mock::testkit::{ClientCertificate, Es256Key};
-use tagcast_loadtest::mock::webpush::{Expiry, MockWebPush, Subscription, WebPushConfig};
-use tagcast_loadtest::mock::wns::{
-    Channel, MockWns, WnsConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET,
-};
-use tagcast_loadtest::mock::{is_dead_handle, Faults, MockTls};
+use tagcast_mock::fcm::{FcmConfig, MockFcm, ServiceAccount};
+use tagcast_mock::testkit::{ClientCertificate, Es256Key};
+use tagcast_mock::webpush::{Expiry, MockWebPush, Subscription, WebPushConfig};
+use tagcast_mock::wns::{Channel, MockWns, WnsConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET};
+use tagcast_mock::{is_dead_handle, Faults, MockTls};
 
 const LIMIT: Duration = Duration::from_secs(60);
 

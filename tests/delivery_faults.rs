@@ -15,8 +15,8 @@ use common::*;
 use tagcast::{
     Audience, DispatchConfig, Platform, PlatformOutcomes, Registry, SendReport, SendState,
 };
-use tagcast_loadtest::mock::apns::{ApnsConfig, MockApns};
-use tagcast_loadtest::mock::{is_dead_handle, Faults, ResetFault, StatsSnapshot};
+use tagcast_mock::apns::{ApnsConfig, MockApns};
+use tagcast_mock::{is_dead_handle, Faults, ResetFault, StatsSnapshot};
 
 /// One broadcast's results.
 struct Run {

@@ -10,9 +10,9 @@ use tagcast::{
     Engine, EngineConfig, FcmSettings, Platform, PushHandle, SendState, TlsRoots, WebPushSettings,
     WnsSettings,
 };
-use tagcast_loadtest::mock::fcm::{FcmConfig, MockFcm, ServiceAccount};
-use tagcast_loadtest::mock::webpush::{MockWebPush, WebPushConfig};
-use tagcast_loadtest::mock::wns::{MockWns, WnsConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET};
+use tagcast_mock::fcm::{FcmConfig, MockFcm, ServiceAccount};
+use tagcast_mock::webpush::{MockWebPush, WebPushConfig};
+use tagcast_mock::wns::{MockWns, WnsConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fcm_direct_send_gets_a_token_once_and_delivers() {

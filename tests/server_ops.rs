@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use common::{apns_token, quick_dispatch};
 use tagcast::nh::sas::token;
 use tagcast::server::{Server, ServerConfig};
-use tagcast_loadtest::mock::apns::{self, ApnsConfig, MockApns, TEST_KEY_PEM};
+use tagcast_mock::apns::{self, ApnsConfig, MockApns, TEST_KEY_PEM};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const KEY: &str = "b3BzLXRlc3Qta2V5";
@@ -108,7 +108,7 @@ fn sas(addr: std::net::SocketAddr, name: &str, key: &str) -> (&'static str, Stri
 async fn health_metrics_auth_and_graceful_shutdown() {
     let _ = quick_dispatch();
     let apns = MockApns::start(ApnsConfig {
-        faults: tagcast_loadtest::mock::Faults {
+        faults: tagcast_mock::Faults {
             latency: Duration::from_millis(300),
             ..Default::default()
         },

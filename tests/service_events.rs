@@ -13,12 +13,10 @@ use tagcast::{
     ApnsSettings, Audience, Engine, EngineConfig, EventKind, EventQuery, EventsConfig, Order,
     Platform, SendRequest, StateStore, TlsRoots, WebhookConfig, WebhookSecret,
 };
-use tagcast_loadtest::mock::apns::{
-    ApnsConfig, MockApns, TEST_BUNDLE_ID, TEST_KEY_ID, TEST_TEAM_ID,
-};
-use tagcast_loadtest::mock::testkit::Es256Key;
-use tagcast_loadtest::mock::webhook::MockWebhook;
-use tagcast_loadtest::mock::{is_dead_handle, Faults};
+use tagcast_mock::apns::{ApnsConfig, MockApns, TEST_BUNDLE_ID, TEST_KEY_ID, TEST_TEAM_ID};
+use tagcast_mock::testkit::Es256Key;
+use tagcast_mock::webhook::MockWebhook;
+use tagcast_mock::{is_dead_handle, Faults};
 
 fn config(mock: &MockApns, key: ApnsKey, state: Option<StateStore>) -> EngineConfig {
     EngineConfig {
@@ -191,7 +189,7 @@ async fn credential_failures_and_fired_schedules_are_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_events_survive_an_engine_restart_while_the_receiver_is_down() {
     let mock = MockApns::start(ApnsConfig::default()).await.unwrap();
-    let tls = tagcast_loadtest::mock::MockTls::generate().unwrap();
+    let tls = tagcast_mock::MockTls::generate().unwrap();
     let secret = WebhookSecret::from_bytes(b"0123456789abcdef0123456789abcdef".to_vec()).unwrap();
     let hook = MockWebhook::start(tls.clone(), secret.as_bytes())
         .await

@@ -14,7 +14,7 @@ use tagcast::{
     PushHandle, Registry, RegistryConfig, SendReport, SendRequest, SendState, StateStore, Tag,
     TagExpr, Template, TemplateSend,
 };
-use tagcast_loadtest::mock::apns::{ApnsConfig, MockApns, TEST_BUNDLE_ID};
+use tagcast_mock::apns::{ApnsConfig, MockApns, TEST_BUNDLE_ID};
 
 fn config(mock: &MockApns, state: StateStore) -> EngineConfig {
     let settings = ApnsSettings::token(apns_key(), TEST_BUNDLE_ID);
@@ -226,7 +226,7 @@ async fn without_a_durable_store_a_send_in_progress_is_abandoned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_direct_send_resumes_with_its_handles() {
     let mock = MockApns::start(ApnsConfig {
-        faults: tagcast_loadtest::mock::Faults {
+        faults: tagcast_mock::Faults {
             latency: Duration::from_millis(300),
             ..Default::default()
         },

@@ -10,7 +10,7 @@ use tagcast::{
     ApnsSettings, Audience, Engine, EngineConfig, Pace, SendError, SendRequest, SendState,
     StateStore,
 };
-use tagcast_loadtest::mock::apns::{ApnsConfig, MockApns, TEST_BUNDLE_ID};
+use tagcast_mock::apns::{ApnsConfig, MockApns, TEST_BUNDLE_ID};
 
 fn config(mock: &MockApns, state: Option<StateStore>) -> EngineConfig {
     let settings = ApnsSettings::token(apns_key(), TEST_BUNDLE_ID);

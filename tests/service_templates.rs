@@ -15,9 +15,9 @@ use tagcast::{
     PushHandle, Registry, RegistryConfig, SendState, Tag, TagExpr, Template, TlsRoots,
     WebPushSettings,
 };
-use tagcast_loadtest::mock::apns::{ApnsConfig, MockApns};
-use tagcast_loadtest::mock::fcm::{FcmConfig, MockFcm, ServiceAccount};
-use tagcast_loadtest::mock::webpush::{MockWebPush, WebPushConfig};
+use tagcast_mock::apns::{ApnsConfig, MockApns};
+use tagcast_mock::fcm::{FcmConfig, MockFcm, ServiceAccount};
+use tagcast_mock::webpush::{MockWebPush, WebPushConfig};
 
 fn props(pairs: &[(&str, &str)]) -> Properties {
     let mut p = Properties::new();

@@ -13,10 +13,8 @@ use tagcast::{
     ApnsSettings, DispatchConfig, Engine, EngineConfig, Installation, InstallationId, PushHandle,
     Registry, RegistryConfig, RetryPolicy, SendHandle, SendReport, TlsRoots,
 };
-use tagcast_loadtest::mock::apns::{
-    MockApns, TEST_BUNDLE_ID, TEST_KEY_ID, TEST_KEY_PEM, TEST_TEAM_ID,
-};
-use tagcast_loadtest::mock::StatsSnapshot;
+use tagcast_mock::apns::{MockApns, TEST_BUNDLE_ID, TEST_KEY_ID, TEST_KEY_PEM, TEST_TEAM_ID};
+use tagcast_mock::StatsSnapshot;
 
 /// splitmix64: spreads consecutive integers over the whole 64-bit range.
 pub fn mix(mut x: u64) -> u64 {
