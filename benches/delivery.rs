@@ -1,8 +1,9 @@
 //! Delivery benchmarks: building every device's request (APNs, FCM, Web Push), checking
 //! payloads, the credential caches (APNs provider tokens, VAPID headers) and one direct send
 //! of 10,000 APNs devices through a real engine to the in-process mock APNs.
-//! Run with `cargo bench --bench delivery`. Groups are kept short (3 s of measurement, at
-//! most 20 samples) so the whole run stays within a couple of minutes on two cores.
+//! Run with `cargo bench -p tagcast-benches --bench delivery`. Groups are kept short (3 s of
+//! measurement, at most 20 samples) so the whole run stays within a couple of minutes on two
+//! cores.
 //! Load-scale figures come from `cargo run --release -p tagcast-loadtest -- delivery`.
 
 use std::hint::black_box;
@@ -21,7 +22,7 @@ use tagcast::bench_support::{build_requests, ApnsTokens, VapidHeaders};
 use tagcast::credentials::{ApnsKey, VapidKey};
 use tagcast::payload::{ApnsNotification, FcmNotification, Notification, WebPushNotification};
 use tagcast::{ApnsSettings, Engine, EngineConfig, Platform, PushHandle, SendState, TlsRoots};
-use tagcast_loadtest::mock::apns::{
+use tagcast_mock::apns::{
     ApnsConfig, MockApns, TEST_BUNDLE_ID, TEST_KEY_ID, TEST_KEY_PEM, TEST_TEAM_ID,
 };
 

@@ -1,5 +1,6 @@
 //! Registry benchmarks at 1M devices: parsing tag expressions, resolving them, and upserts
-//! (in memory, and durable with one writer). Run with `cargo bench --bench registry`.
+//! (in memory, and durable with one writer). Run with
+//! `cargo bench -p tagcast-benches --bench registry`.
 //! The full-scale figures (10M devices, concurrent durable writers, memory, recovery) come from
 //! `cargo run --release -p tagcast-loadtest -- registry`; see docs/benchmarks.md.
 

@@ -1,5 +1,6 @@
 //! Template benchmarks: compiling a typical APNs installation template, and rendering an APNs
-//! alert (3 holes) and a WNS toast into a reused buffer. Run with `cargo bench --bench template`.
+//! alert (3 holes) and a WNS toast into a reused buffer. Run with
+//! `cargo bench -p tagcast-benches --bench template`.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;

@@ -10,8 +10,8 @@ use tagcast::{
     Audience, DispatchConfig, Engine, EngineConfig, Installation, InstallationId, Platform,
     PushHandle, SendState, Tag, TagExpr,
 };
-use tagcast_loadtest::mock::apns::ApnsConfig;
-use tagcast_loadtest::mock::{is_dead_handle, Faults};
+use tagcast_mock::apns::ApnsConfig;
+use tagcast_mock::{is_dead_handle, Faults};
 
 fn token(i: u32) -> String {
     format!("{:064x}", 0xabcdef_u64 << 20 | u64::from(i))

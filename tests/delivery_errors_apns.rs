@@ -15,12 +15,12 @@ use tagcast::payload::{ApnsNotification, ApnsPushType, Notification, PayloadErro
 use tagcast::{
     ApnsSettings, Audience, EngineConfig, Installation, Platform, PushHandle, SendReport, SendState,
 };
-use tagcast_loadtest::mock::apns::{
+use tagcast_mock::apns::{
     ApnsConfig, BurstLimit, MAX_PAYLOAD, MAX_PAYLOAD_VOIP, TEST_BUNDLE_ID, TEST_KEY_ID,
     TEST_TEAM_ID,
 };
-use tagcast_loadtest::mock::testkit::{ClientCertificate, Es256Key};
-use tagcast_loadtest::mock::{is_dead_handle, Faults};
+use tagcast_mock::testkit::{ClientCertificate, Es256Key};
+use tagcast_mock::{is_dead_handle, Faults};
 
 const LIMIT: Duration = Duration::from_secs(60);
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::*;
 use tagcast::credentials::FcmServiceAccount;
 use tagcast::{Audience, EngineConfig, FcmSettings, Platform};
-use tagcast_loadtest::mock::fcm::{FcmConfig, ServiceAccount};
-use tagcast_loadtest::mock::{is_dead_handle, Faults};
+use tagcast_mock::fcm::{FcmConfig, ServiceAccount};
+use tagcast_mock::{is_dead_handle, Faults};
 
 const LIMIT: Duration = Duration::from_secs(60);
 

@@ -11,9 +11,9 @@ use base64::Engine as _;
 use common::*;
 use tagcast::payload::{FcmNotification, WebPushNotification, WnsNotification};
 use tagcast::{Audience, Installation, Platform, PushHandle, SendState};
-use tagcast_loadtest::mock::apns::ApnsConfig;
-use tagcast_loadtest::mock::fcm::FcmConfig;
-use tagcast_loadtest::mock::testkit::Es256Key;
+use tagcast_mock::apns::ApnsConfig;
+use tagcast_mock::fcm::FcmConfig;
+use tagcast_mock::testkit::Es256Key;
 
 const LIMIT: Duration = Duration::from_secs(60);
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use tagcast::credentials::VapidKey;
 use tagcast::{Audience, Installation, Platform};
-use tagcast_loadtest::mock::webpush::{Expiry, WebPushConfig};
+use tagcast_mock::webpush::{Expiry, WebPushConfig};
 
 const LIMIT: Duration = Duration::from_secs(60);
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use tagcast::{Audience, EngineConfig, Installation, Platform, PushHandle, Registry};
-use tagcast_loadtest::mock::wns::{Channel, MockWns, WnsConfig};
+use tagcast_mock::wns::{Channel, MockWns, WnsConfig};
 
 const LIMIT: Duration = Duration::from_secs(60);
 

@@ -16,8 +16,8 @@ use tagcast::{
     Audience, DispatchConfig, EngineConfig, Platform, PlatformOutcomes, Registry, SendReport,
     SendState,
 };
-use tagcast_loadtest::mock::apns::ApnsConfig;
-use tagcast_loadtest::mock::{is_dead_handle, Faults, ResetFault, StatsSnapshot};
+use tagcast_mock::apns::ApnsConfig;
+use tagcast_mock::{is_dead_handle, Faults, ResetFault, StatsSnapshot};
 
 /// One broadcast's results.
 struct Run {

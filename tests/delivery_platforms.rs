@@ -11,9 +11,9 @@ use tagcast::payload::{FcmNotification, Notification, WebPushNotification, WnsNo
 use tagcast::{
     DispatchConfig, Engine, EngineConfig, Platform, PushHandle, SendState, WebPushSettings,
 };
-use tagcast_loadtest::mock::fcm::FcmConfig;
-use tagcast_loadtest::mock::webpush::WebPushConfig;
-use tagcast_loadtest::mock::wns::WnsConfig;
+use tagcast_mock::fcm::FcmConfig;
+use tagcast_mock::webpush::WebPushConfig;
+use tagcast_mock::wns::WnsConfig;
 
 /// A direct-send engine for the bed's mocks with the engine's default dispatch tuning.
 fn direct(bed: &Bed) -> Engine {

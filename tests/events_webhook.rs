@@ -1,5 +1,5 @@
 //! The event log and its webhook delivery through the public API, against the loopback mock
-//! receiver of `tagcast-loadtest` (HTTPS with a generated CA). Every wait is bounded; the
+//! receiver of `tagcast-mock` (HTTPS with a generated CA). Every wait is bounded; the
 //! backoffs are tens of milliseconds so each test takes at most a few seconds.
 
 mod common;
@@ -14,8 +14,8 @@ use tagcast::{
     Event, EventKind, EventLog, EventQuery, EventsConfig, Order, SubscriptionState,
     SubscriptionStatus, TlsRoots, WebhookConfig, WebhookSecret,
 };
-use tagcast_loadtest::mock::webhook::MockWebhook;
-use tagcast_loadtest::mock::MockTls;
+use tagcast_mock::webhook::MockWebhook;
+use tagcast_mock::MockTls;
 
 const WAIT: Duration = Duration::from_secs(8);
 

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use common::{apns_token, eventually_blocking, quick_dispatch, Bed};
 use tagcast::nh::sas::token;
 use tagcast::server::{Server, ServerConfig};
-use tagcast_loadtest::mock::apns::{self, ApnsConfig, MockApns, TEST_KEY_PEM};
+use tagcast_mock::apns::{self, ApnsConfig, MockApns, TEST_KEY_PEM};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const KEY: &str = "b3BzLXRlc3Qta2V5";
@@ -109,7 +109,7 @@ async fn health_metrics_auth_and_graceful_shutdown() {
     let _ = quick_dispatch();
     let bed = Bed::new()
         .apns(ApnsConfig {
-            faults: tagcast_loadtest::mock::Faults {
+            faults: tagcast_mock::Faults {
                 latency: Duration::from_millis(300),
                 ..Default::default()
             },

@@ -19,10 +19,10 @@ use std::time::Duration;
 use common::{apns_token, Bed};
 use serde_json::Value;
 use tagcast::server::{Server, ServerConfig};
-use tagcast_loadtest::mock::apns::{self, ApnsConfig, TEST_KEY_PEM};
-use tagcast_loadtest::mock::fcm::{FcmConfig, ServiceAccount};
-use tagcast_loadtest::mock::webpush::WebPushConfig;
-use tagcast_loadtest::mock::wns::{WnsConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET};
+use tagcast_mock::apns::{self, ApnsConfig, TEST_KEY_PEM};
+use tagcast_mock::fcm::{FcmConfig, ServiceAccount};
+use tagcast_mock::webpush::WebPushConfig;
+use tagcast_mock::wns::{WnsConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET};
 
 const FULL_KEY: &str = "ZnVsbC1hY2Nlc3Mta2V5LWZvci10ZXN0cw==";
 const SEND_KEY: &str = "c2VuZC1rZXktZm9yLXRlc3Rz";
@@ -281,12 +281,10 @@ subject = "mailto:ops@example.com"
     }
     if !missing.is_empty() {
         // What the server says about those sends.
-        let client = tagcast_loadtest::mock::testkit::H2Client::connect(
-            server.local_addr(),
-            tls.ca_cert_pem(),
-        )
-        .await
-        .unwrap();
+        let client =
+            tagcast_mock::testkit::H2Client::connect(server.local_addr(), tls.ca_cert_pem())
+                .await
+                .unwrap();
         let se = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

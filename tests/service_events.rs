@@ -13,10 +13,10 @@ use tagcast::{
     ApnsSettings, Audience, Engine, EngineConfig, EventKind, EventQuery, EventsConfig, Order,
     Platform, SendRequest, StateStore, TlsRoots, WebhookConfig, WebhookSecret,
 };
-use tagcast_loadtest::mock::apns::{ApnsConfig, TEST_BUNDLE_ID, TEST_KEY_ID, TEST_TEAM_ID};
-use tagcast_loadtest::mock::testkit::Es256Key;
-use tagcast_loadtest::mock::webhook::MockWebhook;
-use tagcast_loadtest::mock::{is_dead_handle, Faults};
+use tagcast_mock::apns::{ApnsConfig, TEST_BUNDLE_ID, TEST_KEY_ID, TEST_TEAM_ID};
+use tagcast_mock::testkit::Es256Key;
+use tagcast_mock::webhook::MockWebhook;
+use tagcast_mock::{is_dead_handle, Faults};
 
 /// The bed's engine configuration with `key`, `state` and events flushed at once.
 fn config(bed: &Bed, key: ApnsKey, state: Option<StateStore>) -> EngineConfig {

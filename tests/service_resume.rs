@@ -13,7 +13,7 @@ use tagcast::{
     Audience, Engine, EngineConfig, Installation, NotificationId, Pace, Platform, PushHandle,
     Registry, SendReport, SendRequest, SendState, StateStore, Tag, TagExpr, Template, TemplateSend,
 };
-use tagcast_loadtest::mock::apns::{ApnsConfig, MockApns};
+use tagcast_mock::apns::{ApnsConfig, MockApns};
 
 /// The bed's engine configuration with `state`.
 fn durable(bed: &Bed, state: StateStore) -> EngineConfig {
@@ -214,7 +214,7 @@ async fn without_a_durable_store_a_send_in_progress_is_abandoned() {
 async fn a_suspended_direct_send_resumes_with_its_handles() {
     let bed = Bed::new()
         .apns(ApnsConfig {
-            faults: tagcast_loadtest::mock::Faults {
+            faults: tagcast_mock::Faults {
                 latency: Duration::from_millis(300),
                 ..Default::default()
             },

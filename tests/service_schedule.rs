@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{alert, eventually, finish, Bed};
 use tagcast::{Audience, EngineConfig, Pace, SendError, SendRequest, SendState};
-use tagcast_loadtest::mock::apns::ApnsConfig;
+use tagcast_mock::apns::ApnsConfig;
 
 /// A bed with the APNs mock and devices `0..n`.
 async fn apns_bed(n: u64) -> Bed {

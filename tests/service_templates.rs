@@ -12,9 +12,9 @@ use tagcast::{
     Audience, DispatchConfig, Engine, EngineConfig, Installation, InstallationId, Platform,
     PushHandle, Registry, RegistryConfig, SendState, Tag, TagExpr, Template,
 };
-use tagcast_loadtest::mock::apns::{ApnsConfig, MockApns};
-use tagcast_loadtest::mock::fcm::FcmConfig;
-use tagcast_loadtest::mock::webpush::WebPushConfig;
+use tagcast_mock::apns::{ApnsConfig, MockApns};
+use tagcast_mock::fcm::FcmConfig;
+use tagcast_mock::webpush::WebPushConfig;
 
 fn props(pairs: &[(&str, &str)]) -> Properties {
     let mut p = Properties::new();

@@ -1,4 +1,5 @@
-//! `tagcast-loadtest`: the load-test harness and mock PNS servers.
+//! `tagcast-loadtest`: the load-test harness, and the `mock` command (the mock PNS servers of
+//! `tagcast-mock`).
 
 use clap::{Parser, Subcommand};
 
@@ -29,7 +30,7 @@ enum Command {
     /// verify every delivery.
     Delivery(tagcast_loadtest::delivery::DeliveryArgs),
     /// Run the mock APNs / FCM / WNS / Web Push servers until stopped.
-    Mock(tagcast_loadtest::mock::cli::MockArgs),
+    Mock(tagcast_mock::cli::MockArgs),
     /// Measure the REST API (`tagcast serve`): installation PUTs and sends per second over
     /// HTTP/2 on loopback, against an in-process server and mock APNs.
     Server(tagcast_loadtest::server_bench::ServerArgs),
@@ -40,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Some(Command::Registry(args)) => tagcast_loadtest::registry_bench::main(args),
         Some(Command::Delivery(args)) => tagcast_loadtest::delivery::main(args),
-        Some(Command::Mock(args)) => tagcast_loadtest::mock::cli::run(args),
+        Some(Command::Mock(args)) => tagcast_mock::cli::run(args),
         Some(Command::Server(args)) => tagcast_loadtest::server_bench::run(&args).map(|_| ()),
         // The main job: the delivery load test (1,000,000 devices, APNs and FCM, embedded
         // mocks by default).

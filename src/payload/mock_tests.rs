@@ -6,19 +6,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderName, HeaderValue, Method};
-use tagcast_loadtest::mock::apns::{
-    ApnsConfig, MockApns, TEST_BUNDLE_ID, TEST_KEY_ID, TEST_TEAM_ID,
-};
-use tagcast_loadtest::mock::fcm::{
-    FcmConfig, MockFcm, ServiceAccount, GOOGLE_TOKEN_URI, SCOPE_MESSAGING,
-};
-use tagcast_loadtest::mock::testkit::{
+use tagcast_mock::apns::{ApnsConfig, MockApns, TEST_BUNDLE_ID, TEST_KEY_ID, TEST_TEAM_ID};
+use tagcast_mock::fcm::{FcmConfig, MockFcm, ServiceAccount, GOOGLE_TOKEN_URI, SCOPE_MESSAGING};
+use tagcast_mock::testkit::{
     apns_provider_token, apns_test_token, fcm_assertion, fcm_token_request_body, http1_request,
     unix_now, vapid_authorization, webpush_encrypt, Es256Key, H2Client, TestResponse,
 };
-use tagcast_loadtest::mock::webpush::{Expiry, MockWebPush, WebPushConfig};
-use tagcast_loadtest::mock::wns::{MockWns, WnsConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET};
-use tagcast_loadtest::mock::Faults;
+use tagcast_mock::webpush::{Expiry, MockWebPush, WebPushConfig};
+use tagcast_mock::wns::{MockWns, WnsConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET};
+use tagcast_mock::Faults;
 
 use super::*;
 use crate::pns::apns::answer::classify_apns;
@@ -841,7 +837,7 @@ async fn web_push_payloads_pass_the_mock_and_answers_classify() {
             Some("mailto:ops@example.com"),
         );
         let send = |n: WebPushNotification,
-                    sub: tagcast_loadtest::mock::webpush::Subscription,
+                    sub: tagcast_mock::webpush::Subscription,
                     auth: Option<String>| {
             let client = client.clone();
             async move {

@@ -158,7 +158,7 @@ mod tests {
     #[test]
     fn pem_descriptions() {
         assert_eq!(describe_pem("nope"), "text that is not PEM");
-        let p256 = tagcast_loadtest::mock::apns::TEST_KEY_PEM;
+        let p256 = tagcast_mock::apns::TEST_KEY_PEM;
         assert_eq!(describe_pem(p256), "a P-256 key");
     }
 }

@@ -21,14 +21,14 @@ use tagcast::{
     PushHandle, Registry, RegistryConfig, RetryPolicy, SendHandle, SendReport, StateStore,
     TlsRoots, WebPushSettings, WnsSettings,
 };
-use tagcast_loadtest::mock::apns::{
+use tagcast_mock::apns::{
     ApnsConfig, MockApns, TEST_BUNDLE_ID, TEST_KEY_ID, TEST_KEY_PEM, TEST_TEAM_ID,
 };
-use tagcast_loadtest::mock::fcm::{FcmConfig, MockFcm, ServiceAccount};
-use tagcast_loadtest::mock::webpush::{MockWebPush, Subscription, WebPushConfig};
-use tagcast_loadtest::mock::wns::{MockWns, WnsConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET};
-use tagcast_loadtest::mock::MockTls;
-use tagcast_loadtest::mock::StatsSnapshot;
+use tagcast_mock::fcm::{FcmConfig, MockFcm, ServiceAccount};
+use tagcast_mock::webpush::{MockWebPush, Subscription, WebPushConfig};
+use tagcast_mock::wns::{MockWns, WnsConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET};
+use tagcast_mock::MockTls;
+use tagcast_mock::StatsSnapshot;
 
 // ---------------------------------------------------------------------------------------------
 // Bounded waits

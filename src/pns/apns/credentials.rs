@@ -355,7 +355,7 @@ impl ApnsCertificate {
 mod tests {
     use super::*;
     use p256::ecdsa::signature::Verifier as _;
-    use tagcast_loadtest::mock::apns::{TEST_KEY_ID, TEST_KEY_PEM, TEST_TEAM_ID};
+    use tagcast_mock::apns::{TEST_KEY_ID, TEST_KEY_PEM, TEST_TEAM_ID};
 
     fn test_key() -> ApnsKey {
         ApnsKey::from_p8_pem(TEST_KEY_PEM, TEST_KEY_ID, TEST_TEAM_ID).unwrap()
@@ -532,8 +532,8 @@ mod tests {
         assert!(!debug.contains(&bearer[7..]), "no token in Debug");
     }
 
-    fn client_cert() -> tagcast_loadtest::mock::testkit::ClientCertificate {
-        tagcast_loadtest::mock::testkit::ClientCertificate::generate("com.example.tagcast").unwrap()
+    fn client_cert() -> tagcast_mock::testkit::ClientCertificate {
+        tagcast_mock::testkit::ClientCertificate::generate("com.example.tagcast").unwrap()
     }
 
     #[test]
@@ -570,7 +570,7 @@ mod tests {
 
     /// Writes `c` as a PKCS#12 file with `p12-keystore`'s writer.
     fn p12_of(
-        c: &tagcast_loadtest::mock::testkit::ClientCertificate,
+        c: &tagcast_mock::testkit::ClientCertificate,
         password: &str,
         legacy: bool,
     ) -> Vec<u8> {
@@ -628,8 +628,8 @@ mod tests {
     /// The mock APNs accepts the cache's token, and the certificate for TLS client auth.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mock_apns_accepts_token_and_certificate() {
-        use tagcast_loadtest::mock::apns::{ApnsConfig, MockApns};
-        use tagcast_loadtest::mock::testkit::H2Client;
+        use tagcast_mock::apns::{ApnsConfig, MockApns};
+        use tagcast_mock::testkit::H2Client;
         let device = "ab".repeat(32);
         tokio::time::timeout(LIMIT, async {
             let apns = MockApns::start(ApnsConfig::default()).await.unwrap();

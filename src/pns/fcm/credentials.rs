@@ -197,7 +197,7 @@ fn prove_key(key: &rsa::pkcs1v15::SigningKey<sha2::Sha256>) -> Result<(), Creden
 mod tests {
     use super::*;
     use rsa::signature::Verifier as _;
-    use tagcast_loadtest::mock::fcm::{ServiceAccount, TEST_SERVICE_ACCOUNT_JSON};
+    use tagcast_mock::fcm::{ServiceAccount, TEST_SERVICE_ACCOUNT_JSON};
 
     fn account() -> FcmServiceAccount {
         FcmServiceAccount::from_json(TEST_SERVICE_ACCOUNT_JSON).unwrap()
@@ -293,10 +293,7 @@ mod tests {
             "FCM service account: `type` is \"authorized_user\", expected \"service_account\""
         );
         assert_eq!(
-            err(&with(
-                "private_key",
-                tagcast_loadtest::mock::apns::TEST_KEY_PEM
-            )),
+            err(&with("private_key", tagcast_mock::apns::TEST_KEY_PEM)),
             "FCM service account: `private_key` is not a PKCS#8 RSA private key (found a P-256 \
              key)"
         );
@@ -317,8 +314,8 @@ mod tests {
     /// `parse_token_response` reads, and the token authorizes a send.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mock_fcm_grants_a_token_that_sends() {
-        use tagcast_loadtest::mock::fcm::{FcmConfig, MockFcm};
-        use tagcast_loadtest::mock::testkit::{http1_request, H2Client};
+        use tagcast_mock::fcm::{FcmConfig, MockFcm};
+        use tagcast_mock::testkit::{http1_request, H2Client};
         tokio::time::timeout(std::time::Duration::from_secs(30), async {
             let fcm = MockFcm::start(FcmConfig::default()).await.unwrap();
             let sa = account().with_token_uri(&fcm.token_uri());

@@ -413,7 +413,7 @@ mod tests {
             )),
             "VAPID key: not a P-256 private key in PKCS#8 or SEC1 PEM (found a P-384 key)"
         );
-        let rsa = tagcast_loadtest::mock::fcm::ServiceAccount::test_account().private_key;
+        let rsa = tagcast_mock::fcm::ServiceAccount::test_account().private_key;
         assert_eq!(
             err(VapidKey::from_pem(&rsa, SUB)),
             "VAPID key: not a P-256 private key in PKCS#8 or SEC1 PEM (found an RSA key)"
@@ -487,8 +487,8 @@ mod tests {
     /// The mock push service accepts the header and decrypts what `ece::encrypt` produced.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mock_web_push_accepts_vapid_and_decrypts() {
-        use tagcast_loadtest::mock::testkit::H2Client;
-        use tagcast_loadtest::mock::webpush::{MockWebPush, WebPushConfig};
+        use tagcast_mock::testkit::H2Client;
+        use tagcast_mock::webpush::{MockWebPush, WebPushConfig};
         tokio::time::timeout(Duration::from_secs(30), async {
             let push = MockWebPush::start(WebPushConfig::default()).await.unwrap();
             let key = VapidKey::generate(SUB).unwrap();

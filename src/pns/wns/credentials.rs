@@ -108,7 +108,7 @@ impl WnsCredentials {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tagcast_loadtest::mock::wns::{TEST_CLIENT_ID, TEST_CLIENT_SECRET};
+    use tagcast_mock::wns::{TEST_CLIENT_ID, TEST_CLIENT_SECRET};
 
     #[test]
     fn request_body_is_percent_encoded() {
@@ -157,8 +157,8 @@ mod tests {
     /// The mock's token endpoint accepts the request; the token authorizes a raw push.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mock_wns_grants_a_token_that_pushes() {
-        use tagcast_loadtest::mock::testkit::http1_request;
-        use tagcast_loadtest::mock::wns::{MockWns, WnsConfig};
+        use tagcast_mock::testkit::http1_request;
+        use tagcast_mock::wns::{MockWns, WnsConfig};
         tokio::time::timeout(std::time::Duration::from_secs(30), async {
             let wns = MockWns::start(WnsConfig::default()).await.unwrap();
             let creds = WnsCredentials::new(TEST_CLIENT_ID, TEST_CLIENT_SECRET)

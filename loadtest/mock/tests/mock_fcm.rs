@@ -5,13 +5,11 @@ use std::time::Duration;
 
 use http::Method;
 use serde_json::{json, Value};
-use tagcast_loadtest::mock::fcm::{
-    FcmConfig, MockFcm, ServiceAccount, GOOGLE_TOKEN_URI, SCOPE_MESSAGING,
-};
-use tagcast_loadtest::mock::testkit::{
+use tagcast_mock::fcm::{FcmConfig, MockFcm, ServiceAccount, GOOGLE_TOKEN_URI, SCOPE_MESSAGING};
+use tagcast_mock::testkit::{
     fcm_assertion, fcm_token_request_body, http1_request, unix_now, H2Client, TestResponse,
 };
-use tagcast_loadtest::mock::{is_dead_handle, Faults};
+use tagcast_mock::{is_dead_handle, Faults};
 
 const LIMIT: Duration = Duration::from_secs(60);
 

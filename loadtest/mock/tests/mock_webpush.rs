@@ -7,12 +7,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::Method;
 use serde_json::json;
-use tagcast_loadtest::mock::testkit::{
+use tagcast_mock::testkit::{
     http1_request, unix_now, vapid_authorization, webpush_encrypt, webpush_encrypt_with, Es256Key,
     H2Client, TestResponse,
 };
-use tagcast_loadtest::mock::webpush::{Expiry, MockWebPush, Subscription, WebPushConfig};
-use tagcast_loadtest::mock::{is_dead_handle, Faults};
+use tagcast_mock::webpush::{Expiry, MockWebPush, Subscription, WebPushConfig};
+use tagcast_mock::{is_dead_handle, Faults};
 
 /// (headers, body, expected status).
 type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<u8>, u16);

@@ -1,4 +1,10 @@
-//! Faithful mock push services (pns-protocols.md) for in-process tests and the `mock` command.
+//! tagcast-mock: faithful mock push services (pns-protocols.md) and a webhook receiver, for
+//! the engine's in-process tests, the load harness and the `mock` command of `tagcast-loadtest`.
+//!
+//! The crate does not depend on `tagcast`: the engine's tests dev-depend on it (no dependency
+//! cycle), and everything it checks (JWTs, VAPID, RFC 8291 payloads, webhook signatures) is
+//! implemented here from the specifications, so the engine is tested against them rather than
+//! against its own code.
 //!
 //! Layout: [`tls`] (generated CA and server certificate) and [`faults`] (fault knobs, the
 //! dead-handle function) feed the shared server core (`server`: accept loop, HTTP/2 via `h2`
@@ -7,20 +13,22 @@
 //! protocol `Service` on top of it: [`apns`], [`fcm`], [`wns`], [`webpush`]. The [`testkit`]
 //! holds the client side a test needs (provider tokens, OAuth assertions, VAPID, RFC 8291
 //! encryption, a TLS/HTTP/2 client and a one-shot HTTP/1.1 client); [`cli`] is the `mock`
-//! command.
+//! command, [`webhook`] the receiver for the engine's event webhooks.
 //!
 //! Every mock binds loopback only in the command (the library binds what it is given), answers
 //! with the real service's status codes and reason bodies (pns-protocols.md), and never accepts
 //! what the real service would reject.
 //!
 //! ```no_run
-//! # async fn f() -> Result<(), tagcast_loadtest::mock::MockError> {
-//! use tagcast_loadtest::mock::apns::{ApnsConfig, MockApns};
+//! # async fn f() -> Result<(), tagcast_mock::MockError> {
+//! use tagcast_mock::apns::{ApnsConfig, MockApns};
 //! let apns = MockApns::start(ApnsConfig::default()).await?;
 //! println!("{} trusts {}", apns.addr(), apns.ca_file().display());
 //! let delivered = apns.delivered_handles();
 //! # Ok(()) }
 //! ```
+
+#![forbid(unsafe_code)]
 
 pub mod apns;
 pub mod cli;

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use tagcast_loadtest::mock::testkit::{http1_request, TestResponse};
-use tagcast_loadtest::mock::wns::{MockWns, WnsConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET};
-use tagcast_loadtest::mock::{is_dead_handle, Faults};
+use tagcast_mock::testkit::{http1_request, TestResponse};
+use tagcast_mock::wns::{MockWns, WnsConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET};
+use tagcast_mock::{is_dead_handle, Faults};
 
 /// (headers, body, expected status).
 type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, u16);

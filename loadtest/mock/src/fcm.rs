@@ -36,7 +36,7 @@ use super::server::{self, Accepted, ConnInfo, Fault, Listen, MockServer, Reply, 
 use super::tls::MockTls;
 
 /// The bundled test service account (JSON, RSA 2048): test use only, never a credential.
-pub const TEST_SERVICE_ACCOUNT_JSON: &str = include_str!("../../testdata/fcm-service-account.json");
+pub const TEST_SERVICE_ACCOUNT_JSON: &str = include_str!("../testdata/fcm-service-account.json");
 /// Google's token endpoint, accepted as the assertion audience.
 pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 /// Scope for FCM.

@@ -43,14 +43,14 @@ use super::jwt::{now_millis, now_secs, Jwt};
 use super::server::{self, Accepted, ConnInfo, Fault, Listen, MockServer, Reply, Service, Step};
 use super::tls::MockTls;
 
-/// Key ID of the bundled test key (`loadtest/testdata/apns-test-key.p8`).
+/// Key ID of the bundled test key (`loadtest/mock/testdata/apns-test-key.p8`).
 pub const TEST_KEY_ID: &str = "TCMOCKKEY1";
 /// Team ID of the bundled test key.
 pub const TEST_TEAM_ID: &str = "TCMOCKTEAM";
 /// Bundle ID the default configuration accepts.
 pub const TEST_BUNDLE_ID: &str = "com.example.tagcast";
 /// The bundled test key (PKCS#8 PEM, P-256): test use only, never a real credential.
-pub const TEST_KEY_PEM: &str = include_str!("../../testdata/apns-test-key.p8");
+pub const TEST_KEY_PEM: &str = include_str!("../testdata/apns-test-key.p8");
 
 /// The `[hub.apns]` section of a `tagcast serve` configuration that reaches the mock at
 /// `endpoint` with the bundled test key (written to `key_file` by the caller).

@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::Method;
-use tagcast_loadtest::mock::apns::{ApnsConfig, ApnsTokenKey, BurstLimit, MockApns};
-use tagcast_loadtest::mock::testkit::{
+use tagcast_mock::apns::{ApnsConfig, ApnsTokenKey, BurstLimit, MockApns};
+use tagcast_mock::testkit::{
     apns_provider_token, apns_test_token, client_config, unix_now, ClientCertificate, Es256Key,
     H2Client, TestResponse,
 };
-use tagcast_loadtest::mock::{is_dead_handle, Faults, ResetFault};
+use tagcast_mock::{is_dead_handle, Faults, ResetFault};
 
 /// (method, path, headers, body, expected status, expected reason).
 type Case<'a> = (Method, String, Vec<(&'a str, String)>, String, u16, &'a str);
@@ -1064,7 +1064,7 @@ mod raw {
     /// Returns the SETTINGS parameters the server sent after the ACK.
     pub async fn late_ack(addr: std::net::SocketAddr, ca: &str, token: &str) -> Vec<(u16, u32)> {
         let config: Arc<rustls::ClientConfig> =
-            tagcast_loadtest::mock::testkit::client_config(ca, &[b"h2"], None).unwrap();
+            tagcast_mock::testkit::client_config(ca, &[b"h2"], None).unwrap();
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
         let mut tls = tokio_rustls::TlsConnector::from(config)
@@ -1149,7 +1149,7 @@ mod raw {
         token: &str,
     ) -> Vec<(u8, u8, u32, Vec<u8>)> {
         let config: Arc<rustls::ClientConfig> =
-            tagcast_loadtest::mock::testkit::client_config(ca, &[b"h2"], None).unwrap();
+            tagcast_mock::testkit::client_config(ca, &[b"h2"], None).unwrap();
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
         let mut tls = tokio_rustls::TlsConnector::from(config)

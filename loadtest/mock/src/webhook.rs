@@ -6,8 +6,8 @@
 //! script length, connections, head and body sizes.
 //!
 //! ```no_run
-//! # async fn f() -> Result<(), tagcast_loadtest::mock::MockError> {
-//! use tagcast_loadtest::mock::{webhook::MockWebhook, MockTls};
+//! # async fn f() -> Result<(), tagcast_mock::MockError> {
+//! use tagcast_mock::{webhook::MockWebhook, MockTls};
 //! let hook = MockWebhook::start(MockTls::generate()?, b"secret-of-at-least-24-bytes!").await?;
 //! hook.fail_next(500, 3);
 //! println!("POST to {} trusting {}", hook.url(), hook.ca_cert_pem().len());
@@ -20,7 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac as _};
 use parking_lot::Mutex;
+use sha2::Sha256;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -359,7 +363,35 @@ fn verify(secret: &[u8], r: &WebhookRequest) -> bool {
     ) else {
         return false;
     };
-    tagcast::verify_signature(secret, id, ts, &r.body, sig)
+    signature_verifies(secret, id, ts, &r.body, sig)
+}
+
+/// Standard Webhooks (<https://www.standardwebhooks.com>, "Signature scheme"): whether one of
+/// the space-separated `v1,<base64>` entries of `header` is HMAC-SHA256 under `secret` of
+/// `"{id}.{timestamp}.{body}"`. Written here rather than taken from the engine so the receiver
+/// checks the engine's signer against the specification instead of against itself (and so this
+/// crate does not depend on `tagcast`, whose tests use it). The tag comparison is constant-time
+/// (`Mac::verify_slice`).
+fn signature_verifies(secret: &[u8], id: &str, timestamp: u64, body: &[u8], header: &str) -> bool {
+    header.split_ascii_whitespace().any(|entry| {
+        let Some(tag) = entry
+            .strip_prefix("v1,")
+            .and_then(|b64| STANDARD.decode(b64).ok())
+        else {
+            return false;
+        };
+        // HMAC accepts keys of any length, so this only fails on a bug in `hmac`: treat it as
+        // "does not verify" rather than panicking inside the receiver.
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+            return false;
+        };
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        mac.verify_slice(&tag).is_ok()
+    })
 }
 
 fn record(shared: &Shared, r: WebhookRequest) {
@@ -370,4 +402,41 @@ fn record(shared: &Shared, r: WebhookRequest) {
         }
     }
     shared.changed.notify_waiters();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signature_verifies;
+
+    /// The example of the Standard Webhooks reference libraries' tests
+    /// (standard-webhooks/standard-webhooks, `libraries/*` test vectors): secret
+    /// `whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw` (the key is the base64-decoded part).
+    const KEY_B64: &str = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const TS: u64 = 1_614_265_330;
+    const BODY: &[u8] = br#"{"test": 2432232314}"#;
+    const SIG: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    #[test]
+    fn standard_webhooks_vector() {
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(KEY_B64)
+            .unwrap();
+        assert!(signature_verifies(&key, ID, TS, BODY, SIG));
+        // Key rotation: any one valid entry among several is enough.
+        assert!(signature_verifies(
+            &key,
+            ID,
+            TS,
+            BODY,
+            &format!("v1,AAAA {SIG}")
+        ));
+        assert!(!signature_verifies(&key, ID, TS + 1, BODY, SIG));
+        assert!(!signature_verifies(&key, "msg_other", TS, BODY, SIG));
+        assert!(!signature_verifies(&key, ID, TS, b"{}", SIG));
+        assert!(!signature_verifies(&key[1..], ID, TS, BODY, SIG));
+        assert!(!signature_verifies(&key, ID, TS, BODY, "v2,g0hM9SsE"));
+        assert!(!signature_verifies(&key, ID, TS, BODY, ""));
+    }
 }
