@@ -1,19 +1,27 @@
 //! tagcast: a push-notification broadcast fan-out engine.
 //!
-//! Layout and data flow (see `docs/architecture.md`):
+//! Modules, from the leaves up (each imports only modules listed before it; the module graph
+//! and the walk of one notification are in `docs/architecture.md`):
 //!
-//! ```text
-//! registry (installations, tag index, durable log)  --slots-->  audience (tag expressions)
-//!      ^                                                              |
-//!      +------------------- prune (feedback) ------------------ targets in batches
-//! ```
-//!
-//! - [`registry`]: installations ([`Installation`]), partitions with roaring-bitmap tag
-//!   indexes, the durable chunked log in sled with group commit, compaction and recovery.
-//! - [`audience`]: the tag-expression language ([`TagExpr`]) and its evaluation.
+//! - `model`: the vocabulary every stage shares ([`Platform`], [`PerPlatform`], [`PushHandle`],
+//!   [`InstallationId`], [`UserId`], [`Tag`], [`Template`], [`Installation`]); imports nothing.
+//! - `time`: RFC 3339 date-times, HTTP-dates and `Retry-After`; imports nothing.
+//! - [`audience`]: the tag-expression language ([`TagExpr`]).
+//! - `transport`: TLS, HTTP/2 and HTTP/1.1 connections; imports nothing.
+//! - [`template`]: Notification Hubs' template language, compiled once, rendered per device.
+//! - `pns`: one folder per push service (payload, credentials, request, answer) over a shared
+//!   toolkit (verdicts, the protocol trait, JWT, OAuth); [`Notification`] holds one payload
+//!   per service.
+//! - [`payload`]: Notification Hubs' native formats ([`NativeParts`]) and the payload types.
+//! - [`registry`]: installations ([`Registry`]), partitions with roaring-bitmap tag indexes,
+//!   resolution of audiences, the durable chunked log in sled with group commit and recovery.
+//! - [`state`]: the engine's own durable store ([`StateStore`]).
 //! - [`events`]: the durable, searchable event log ([`EventLog`]) and its webhook
 //!   subscriptions (signed CloudEvents, at least once, ordered, dead letters).
-//! - [`template`]: Notification Hubs' template language, compiled once and rendered per device.
+//! - [`dispatch`]: the [`Engine`]: sends, pools of persistent connections per credential, the
+//!   sans-IO delivery decisions, pruning, schedules, outcome history.
+//! - `server` and `nh` (feature `server`, on by default): `tagcast serve`, Notification Hubs'
+//!   REST API.
 //!
 //! Everything a user touches is re-exported here; no sled, rkyv, roaring or hashbrown type
 //! appears in the public API.
@@ -36,7 +44,7 @@ pub mod credentials {
 }
 pub mod dispatch;
 pub mod events;
-pub mod model;
+mod model;
 #[cfg(feature = "server")]
 pub mod nh;
 pub mod payload;
@@ -61,7 +69,7 @@ pub use events::{
     WebhookSecret,
 };
 pub use model::{is_tag_char, Tag, TagError, MAX_TAG_LEN, TAG_ALPHABET};
-pub use model::{InvalidInput, PushHandle, WebPushSubscription};
+pub use model::{InvalidInput, PerPlatform, PushHandle, WebPushSubscription};
 pub use payload::{
     ApnsNotification, ApnsPriority, ApnsPushType, FcmNotification, NativeParts, Notification,
     PayloadError, WebPushNotification, WebPushUrgency, WnsNotification, WnsType,

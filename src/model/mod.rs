@@ -17,10 +17,8 @@ mod platform;
 mod tag;
 
 pub(crate) use handle::check_https_uri;
-pub use handle::{
-    PushHandle, WebPushSubscription, MAX_APNS_TOKEN_BYTES, MAX_FCM_TOKEN_LEN, MAX_URI_LEN,
-};
-pub use ids::{InstallationId, UserId, MAX_ID_LEN};
+pub use handle::{PushHandle, WebPushSubscription};
+pub use ids::{InstallationId, UserId};
 pub use installation::{
     Installation, PatchOp, Template, MAX_TEMPLATE_BODY_LEN, MAX_TEMPLATE_NAME_LEN,
 };
