@@ -17,6 +17,7 @@
 //! pool's queue, whatever the audience size.
 
 pub(crate) mod auth;
+mod conn_state;
 mod decide;
 pub(crate) mod job;
 pub mod metrics;

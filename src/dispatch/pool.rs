@@ -2,18 +2,10 @@
 //! one bounded queue that every connection pulls from, so work goes to whichever connection
 //! has a free stream.
 //!
-//! Life of a connection task:
-//!
-//! ```text
-//!            ┌──────────── backoff (full jitter) ◄──────────────┐
-//!            ▼                                                  │ connect/TLS failed
-//!  ──► Connecting ──ok──► Warming (token auth: 1 stream until   │
-//!                           the first success) ──► Open ────────┘ GOAWAY / reset / EOF:
-//!                                                   │  stop taking work, finish or
-//!                                                   │  requeue what is in flight, reconnect
-//!                                                   ▼
-//!                                     idle past IDLE_CLOSE (not the last one) ──► gone
-//! ```
+//! Life of a connection task: connect (backoff with full jitter between failures), serve
+//! (Warming, Open, Draining, Closed: the state machine and its diagram are in
+//! `conn_state.rs`), reconnect while work waits; an extra connection idle past `IDLE_CLOSE`
+//! ends. What to do with each answer is decided in `decide.rs`; this file executes it.
 //!
 //! What is resent, and how it is counted: requests the server never processed (above a
 //! GOAWAY's last-stream-id, RST_STREAM REFUSED_STREAM, never written) are resent on any
@@ -37,6 +29,7 @@ use rand::Rng;
 use http::HeaderValue;
 
 use super::auth::{AuthSource, HeaderCache};
+use super::conn_state::{connect_failed, ConnState, ConnectFailed, Event};
 use super::decide::{self, decide, decide_lost, full_jitter, Action, Attempts, Lost, WorkState};
 use super::job::{Final, Job};
 use super::DispatchConfig;
@@ -600,16 +593,18 @@ impl Pool {
                 Err(e) => {
                     let n = self.connect_failures.fetch_add(1, Relaxed) + 1;
                     tracing::warn!(platform = %self.platform, error = %e, "push connection failed");
-                    // A certificate refused by the server fails every handshake; one
-                    // failure could be the network, two in a row with nothing open are the
-                    // certificate.
                     let none_open = self.open_now.load(Relaxed) == 0;
-                    if e.is_tls() && self.tls_is_credential && n >= 2 && none_open {
-                        *self.failed.lock() =
-                            Some(format!("{} TLS failure: {e}", self.platform).into());
-                        self.has_failed.store(true, Relaxed);
-                    } else if n >= self.cfg.connect_attempts && none_open {
-                        *self.unreachable.lock() = Some(format!("unreachable: {e}").into());
+                    let (tls, cred) = (e.is_tls(), self.tls_is_credential);
+                    match connect_failed(n, tls, cred, none_open, self.cfg.connect_attempts) {
+                        ConnectFailed::Credential => {
+                            *self.failed.lock() =
+                                Some(format!("{} TLS failure: {e}", self.platform).into());
+                            self.has_failed.store(true, Relaxed);
+                        }
+                        ConnectFailed::Unreachable => {
+                            *self.unreachable.lock() = Some(format!("unreachable: {e}").into());
+                        }
+                        ConnectFailed::Retry => {}
                     }
                     if self.unreachable.lock().is_some() {
                         // `admit` gives every waiting device its final outcome while the
@@ -655,9 +650,7 @@ impl Pool {
         let mut send = conn.send;
         let mut ping = conn.ping;
         let mut driver = conn.driver;
-        let mut driver_done = false;
-        let mut warmed = !self.warm_up;
-        let mut draining = false;
+        let mut state = ConnState::new(self.warm_up);
         let mut in_flight: FuturesUnordered<StreamFuture> = FuturesUnordered::new();
         let mut idle_since = Instant::now();
         let mut ping_due = tokio::time::interval(PING_IDLE);
@@ -666,17 +659,15 @@ impl Pool {
         let _conn_gauge = ConnGauge::new(self.platform);
 
         loop {
-            let limit = if warmed {
-                send.current_max_send_streams()
-                    .clamp(1, self.cfg.max_streams_per_connection.max(1))
-            } else {
-                1
-            };
-            let room = !draining && !driver_done && in_flight.len() < limit;
-            if !room && !draining && in_flight.len() >= limit && warmed {
+            let limit = state.stream_limit(
+                send.current_max_send_streams(),
+                self.cfg.max_streams_per_connection,
+            );
+            let room = state.takes_work() && in_flight.len() < limit;
+            if state.saturated(in_flight.len(), limit) {
                 self.maybe_grow();
             }
-            if draining && in_flight.is_empty() {
+            if state.is_done(in_flight.len()) {
                 break;
             }
             tokio::select! {
@@ -690,31 +681,30 @@ impl Pool {
                             let verdict = self.proto.classify(&answer);
                             tally.answer(&verdict, started);
                             self.observe_latency(started.elapsed());
-                            if !warmed && matches!(verdict, Verdict::Delivered) {
-                                warmed = true;
+                            if verdict == Verdict::Delivered {
+                                state = state.transition(Event::Delivered);
                             }
                             if self.settle(work, &verdict, auth.as_ref()).await {
-                                draining = true;
+                                state = state.transition(Event::ReplaceAsked);
                             }
                         }
                         Err(lost) => {
                             tally.resend();
                             if self.lost(work, &lost).await {
-                                draining = true;
+                                state = state.transition(Event::AmbiguousLoss);
                             }
                         }
                     }
                 }
-                res = &mut driver, if !driver_done => {
-                    driver_done = true;
-                    draining = true;
+                res = &mut driver, if state.polls_driver() => {
+                    state = state.transition(Event::DriverEnded);
                     if let Ok(Err(e)) = res {
                         tracing::debug!(error = %e, "HTTP/2 connection ended");
                     }
                 }
                 work = self.next_work(), if room => {
                     let Some(work) = work else {
-                        draining = true;
+                        state = state.transition(Event::PoolClosed);
                         continue;
                     };
                     // Fill the free streams from this pull on: one auth lookup per burst.
@@ -729,7 +719,7 @@ impl Pool {
                             Started::Rejected => {}
                             Started::Refused(work) => {
                                 self.lost(work, &Lost::Unprocessed).await;
-                                draining = true;
+                                state = state.transition(Event::StreamRefused);
                                 break;
                             }
                         }
@@ -744,11 +734,11 @@ impl Pool {
                         if let Some(p) = ping.as_mut() {
                             match tokio::time::timeout(PING_TIMEOUT, p.ping(h2::Ping::opaque())).await {
                                 Ok(Ok(_)) => {}
-                                _ => draining = true,
+                                _ => state = state.transition(Event::PingFailed),
                             }
                         }
                         if self.conns.load(Relaxed) > 1 && idle_since.elapsed() >= IDLE_CLOSE {
-                            draining = true;
+                            state = state.transition(Event::IdleExtra);
                         }
                     }
                 }
