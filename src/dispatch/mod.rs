@@ -828,10 +828,7 @@ impl Engine {
     /// Takes `n` window permits for the next devices and, for a paced send, waits until
     /// they are due. `false`: stop feeding (cancelled, or the engine shut down).
     async fn admit(&self, job: &Job, n: usize, paced: &mut Paced) -> bool {
-        let stop = || {
-            job.cancelled.load(std::sync::atomic::Ordering::Relaxed)
-                || job.suspending.load(std::sync::atomic::Ordering::Relaxed)
-        };
+        let stop = || job.is_cancelled() || job.is_suspending();
         if stop() {
             return false;
         }
@@ -879,14 +876,14 @@ impl Engine {
                 job.set_audience(job.resumed_audience.unwrap_or(resolution.count()));
                 let mut batches = resolution.batches(batch_size);
                 loop {
-                    if job.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                    if job.is_cancelled() {
                         break;
                     }
                     // The registry read for one batch is short (a read lock per partition
                     // touched); it runs inline.
                     let Some(batch) = batches.next() else { break };
                     if !self.admit(&job, batch.len(), &mut paced).await {
-                        if job.suspending.load(std::sync::atomic::Ordering::Relaxed) {
+                        if job.is_suspending() {
                             let rest = batch
                                 .into_iter()
                                 .chain(batches.flatten())
@@ -912,7 +909,7 @@ impl Engine {
                 job.set_audience(job.resumed_audience.unwrap_or(handles.len() as u64));
                 for (i, chunk) in handles.chunks(batch_size).enumerate() {
                     if !self.admit(&job, chunk.len(), &mut paced).await {
-                        if job.suspending.load(std::sync::atomic::Ordering::Relaxed) {
+                        if job.is_suspending() {
                             let rest = handles[i * batch_size..].to_vec();
                             self.save_rest(&job, Audience::All, Remaining::Handles(rest));
                         }

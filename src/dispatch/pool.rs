@@ -350,7 +350,7 @@ impl Pool {
     /// otherwise gives it back.
     fn admit(&self, work: Work) -> Option<Work> {
         let job = &work.job;
-        if job.cancelled.load(Relaxed) {
+        if job.is_cancelled() {
             job.finish(self.platform, Final::Cancelled, 1);
             return None;
         }

@@ -210,7 +210,7 @@ impl Engine {
     /// A send ended: its final report goes to the outcome history (once).
     pub(super) fn finished(&self, job: &Arc<Job>) {
         let _recording = self.inner.recording.lock();
-        if job.recorded.swap(true, Relaxed) {
+        if job.mark_recorded() {
             return;
         }
         let report = job.report();
@@ -361,7 +361,7 @@ impl Engine {
         let mut body = Vec::with_capacity(1024);
         let mut batches = resolution.batches(batch_size);
         'feed: loop {
-            if job.cancelled.load(Relaxed) {
+            if job.is_cancelled() {
                 break;
             }
             let Some(batch) = batches.next() else { break };
@@ -371,7 +371,7 @@ impl Engine {
                 // (capped by the window so a device with very many templates cannot block).
                 let n = t.matching.len().min(1024);
                 if !self.admit(job, n, paced).await {
-                    if job.suspending.load(Relaxed) {
+                    if job.is_suspending() {
                         let rest = std::iter::once(t)
                             .chain(batch)
                             .chain(batches.flatten())
