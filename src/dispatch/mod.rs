@@ -19,6 +19,7 @@
 pub(crate) mod auth;
 mod conn_state;
 mod decide;
+mod growth;
 pub(crate) mod job;
 pub mod metrics;
 pub(crate) mod outcomes;

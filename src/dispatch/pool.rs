@@ -31,6 +31,7 @@ use http::HeaderValue;
 use super::auth::{AuthSource, HeaderCache};
 use super::conn_state::{connect_failed, ConnState, ConnectFailed, Event};
 use super::decide::{self, decide, decide_lost, full_jitter, Action, Attempts, Lost, WorkState};
+use super::growth::{self, GROW_INTERVAL};
 use super::job::{Final, Job};
 use super::DispatchConfig;
 use crate::feedback::classify::{Reason, Verdict};
@@ -241,15 +242,15 @@ impl Pool {
     /// Adds a connection while all are saturated and work waits, up to the cap.
     fn maybe_grow(self: &Arc<Self>) {
         let n = self.conns.load(Relaxed);
-        if n >= self.cfg.max_connections || self.queue_rx.is_empty() {
-            return;
-        }
-        // HTTP/2: another connection helps when the stream limit is what holds us back
-        // (answers take about the network's time), not when answers already wait behind our
-        // own or the server's CPU (more streams would only queue longer). Measured: at zero
-        // latency 2 connections delivered 140k/s and 8 delivered 107k/s; at 20 ms latency
-        // one connection's 1000 streams cap it at 50k/s (docs/benchmarks.md).
-        if self.http2 && self.queueing() {
+        let load = growth::Load {
+            conns: n,
+            max_conns: self.cfg.max_connections,
+            work_waits: !self.queue_rx.is_empty(),
+            http2: self.http2,
+            min_us: self.latency_min_us.load(Relaxed),
+            avg_us: self.latency_avg_us.load(Relaxed),
+        };
+        if !growth::wants_another(&load) {
             return;
         }
         {
@@ -273,23 +274,9 @@ impl Pool {
         let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
         self.latency_min_us.fetch_min(us.max(1), Relaxed);
         let avg = self.latency_avg_us.load(Relaxed);
-        let new = if avg == 0 {
-            us
-        } else {
-            avg - avg / 32 + us / 32
-        };
         // A lost update between connections only delays the average a little.
-        self.latency_avg_us.store(new.max(1), Relaxed);
-    }
-
-    /// Whether answers take well over the lowest latency seen: requests queue (here or at
-    /// the server) rather than travel. Before the first answer nothing is known, and the
-    /// pool does not grow (a first connection still fetching its token or warming up would
-    /// otherwise open a connection every `GROW_INTERVAL`).
-    fn queueing(&self) -> bool {
-        let min = self.latency_min_us.load(Relaxed);
-        let avg = self.latency_avg_us.load(Relaxed);
-        min == u64::MAX || avg > min.saturating_mul(3) / 2 + QUEUEING_SLACK_US
+        self.latency_avg_us
+            .store(growth::next_average(avg, us), Relaxed);
     }
 
     fn spawn_connection(self: &Arc<Self>) {
@@ -1066,11 +1053,6 @@ impl Drop for ConnGauge {
 /// How often an idle connection task looks for work when no wake-up came.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
-/// Latency above 1.5 × the lowest seen plus this is queueing, not travel (absorbs jitter at
-/// sub-millisecond loopback latencies).
-const QUEUEING_SLACK_US: u64 = 2_000;
-/// Minimum spacing of pool growth steps, so one burst does not open every connection at once.
-const GROW_INTERVAL: Duration = Duration::from_millis(25);
 /// An idle connection is pinged after this long (APNs: "a PING after ~1 h of inactivity is
 /// enough"; a minute also keeps NAT and load-balancer state, as node-apn does).
 const PING_IDLE: Duration = Duration::from_secs(60);
