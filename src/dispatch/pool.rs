@@ -426,9 +426,7 @@ impl Pool {
                     }
                 }
                 work.job.retried(p, ambiguous);
-                if let Err(e) = self.resend_tx.try_send(work) {
-                    e.into_inner().job.finish(p, Final::Cancelled, 1);
-                }
+                self.put_back(work);
                 self.work_arrived();
             }
             Action::Prune {
@@ -436,6 +434,17 @@ impl Pool {
                 invalid_since,
             } => self.prune(work, reason, invalid_since).await,
             Action::StopPool { reason } => self.credential_failure(work, &reason),
+        }
+    }
+
+    /// Puts `work` in the resend lane (taken before the main queue); after `close` it is
+    /// finished as cancelled. The lane is unbounded, but what travels in it holds a window
+    /// permit of its send (module doc).
+    fn put_back(&self, work: Work) {
+        if let Err(e) = self.resend_tx.try_send(work) {
+            e.into_inner()
+                .job
+                .finish(self.platform, Final::Cancelled, 1);
         }
     }
 
@@ -541,11 +550,7 @@ impl Pool {
                 match self.next_work().await {
                     Some(w) => {
                         // Cleared meanwhile: put it back and connect.
-                        if let Err(e) = self.resend_tx.try_send(w) {
-                            e.into_inner()
-                                .job
-                                .finish(self.platform, Final::Cancelled, 1);
-                        }
+                        self.put_back(w);
                     }
                     None => return,
                 }
@@ -598,11 +603,7 @@ impl Pool {
                         // service is unreachable; new work brings a new connect attempt,
                         // and a success clears the flag.
                         if let Some(w) = self.try_next_work() {
-                            if let Err(e) = self.resend_tx.try_send(w) {
-                                e.into_inner()
-                                    .job
-                                    .finish(self.platform, Final::Cancelled, 1);
-                            }
+                            self.put_back(w);
                         }
                     }
                     attempt += 1;
