@@ -26,16 +26,18 @@ use super::job::Final;
 use super::RetryPolicy;
 use crate::feedback::classify::{Reason, Verdict};
 
-/// The longest Retry-After (or backoff) honoured; longer waits give the device up as failed.
-/// An hour: a Retry-After of hours or days (or a hostile push service) must not hold a send
-/// open for that long, and an hour is the longest wait APNs asks for (pns-protocols.md §1.6).
+/// The longest Retry-After (or backoff) honoured; longer waits give the device up as failed:
+/// a Retry-After of hours or days (or a hostile push service) must not hold a send open for
+/// that long. The bound is the engine's own (docs/architecture.md, "Invariants of delivery"
+/// 2: every wait has a bound, Retry-After 1 h), not a push service's number.
 pub(crate) const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
-/// Resends after connection loss before a device is given up. Each resend follows the loss
-/// of a whole connection, so 64 means the service dropped connections 64 times under this
-/// one device: a fault, not bad luck.
+/// Resends before a device is given up (docs/architecture.md, "Invariants of delivery" 2:
+/// connection losses 64 per device). Resends asked for by an answer (refresh, reconnect)
+/// count too, so no answer can make a device loop.
 pub(crate) const MAX_RESENDS: u16 = 64;
-/// Credential refreshes per device before the credential is declared failed: a token just
-/// refreshed that is refused again (twice) is not an expiry but a wrong credential.
+/// Credential refreshes per device before the credential is declared failed: a credential
+/// refused again after two fresh ones is wrong, not expired (the engine's choice; the
+/// services document a refresh and one retry, `Verdict::RefreshCredential`).
 pub(crate) const MAX_REFRESHES: u8 = 2;
 
 /// A device's retry counters: what [`decide`] reads and returns updated.
