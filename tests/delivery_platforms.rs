@@ -59,12 +59,12 @@ async fn wns_direct_send_over_http1() {
     assert_eq!(report.platform(Platform::Wns).delivered, 40, "{report:#?}");
     assert_eq!(mock.stats().unique_handles, 40);
     // After shutdown the keep-alive connections end (they once spun on the closed queue).
-    assert!(engine.connections()[2] > 0);
+    assert!(engine.connections()[Platform::Wns] > 0);
     engine.shutdown().await;
     eventually(
         Duration::from_secs(5),
         "WNS connections end with the engine",
-        async || engine.connections()[2] == 0,
+        async || engine.connections()[Platform::Wns] == 0,
     )
     .await;
 }

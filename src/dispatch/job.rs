@@ -9,7 +9,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{AtomicU16, AtomicU64};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -76,21 +77,232 @@ pub enum SendState {
     Abandoned,
 }
 
-const ENQUEUED: u8 = 0;
-const PROCESSING: u8 = 1;
-const COMPLETED: u8 = 2;
-const NO_TARGET: u8 = 3;
-const CANCELLED: u8 = 4;
-const ABANDONED: u8 = 5;
+/// A send's lifecycle: where it is ([`Phase`], an enum that only moves forward) and what was
+/// asked of it or done to it ([`Flags`]), packed into one word so it is read without a lock.
+///
+/// Why flags beside the phase, not one variant per combination: the requests come from other
+/// tasks at any time, in any order and together (a user cancels, then the engine shuts down;
+/// a graceful shutdown suspends every send, then stops those that did not suspend in time);
+/// the feeder's "done" is its own progress, independent of them; `recorded` is the service
+/// layer's once-flag, set after the end. Which of them hold decides how the send ends
+/// ([`Life::end`]); one enum over every combination would have 64 variants to say the same.
+///
+/// ```text
+///   Enqueued ──audience known──► Processing ──last device final, feeder done──► Ended(end)
+///       │                            │                                     ▲
+///       └────────────────────────────┴──abandon (engine shut down)─────────┘
+///
+///   end: suspended ► Suspended (shown Processing, resumed later) ▸ shutting ► Abandoned
+///        ▸ cancelled ► Cancelled ▸ audience 0 ► NoTargetFound ▸ otherwise Completed
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Life {
+    phase: Phase,
+    flags: Flags,
+}
 
-fn state_of(v: u8) -> SendState {
-    match v {
-        ENQUEUED => SendState::Enqueued,
-        PROCESSING => SendState::Processing,
-        COMPLETED => SendState::Completed,
-        NO_TARGET => SendState::NoTargetFound,
-        CANCELLED => SendState::Cancelled,
-        _ => SendState::Abandoned,
+/// Where a send is. Moves forward only: `Enqueued` → `Processing` → `Ended`, or straight to
+/// `Ended`; an ended send stays ended (its run is over; a suspended one resumes as a new job).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Enqueued,
+    Processing,
+    Ended(End),
+}
+
+/// How a send's run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum End {
+    Completed,
+    NoTargetFound,
+    Cancelled,
+    Abandoned,
+    /// Stopped for a graceful shutdown with the rest recorded: open, to be resumed.
+    Suspended,
+}
+
+/// What was asked of a send or done to it; any combination can hold (see [`Life`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) struct Flags(u8);
+
+impl Flags {
+    /// The feeder handed over its last device.
+    pub(crate) const FEEDING_DONE: Flags = Flags(1);
+    /// Stopped by `SendHandle::cancel` (or by a shutdown).
+    pub(crate) const CANCELLED: Flags = Flags(1 << 1);
+    /// A graceful shutdown asked the feeder to stop and record the devices it has not
+    /// reached, so the next engine resumes the send (see `resume.rs`).
+    pub(crate) const SUSPENDING: Flags = Flags(1 << 2);
+    /// Stopped because the engine shut down: ends `Abandoned`, not `Cancelled`.
+    pub(crate) const SHUTTING: Flags = Flags(1 << 3);
+    /// The feeder stopped for a suspension and recorded the rest: the send ends open.
+    pub(crate) const SUSPENDED: Flags = Flags(1 << 4);
+    /// The final report was written to the outcome history (once).
+    pub(crate) const RECORDED: Flags = Flags(1 << 5);
+
+    pub(crate) fn contains(self, f: Flags) -> bool {
+        self.0 & f.0 == f.0
+    }
+
+    pub(crate) fn union(self, f: Flags) -> Flags {
+        Flags(self.0 | f.0)
+    }
+}
+
+impl Life {
+    /// A new send: enqueued, nothing asked.
+    pub(crate) const NEW: Life = Life {
+        phase: Phase::Enqueued,
+        flags: Flags(0),
+    };
+
+    #[cfg(test)]
+    pub(crate) fn phase(self) -> Phase {
+        self.phase
+    }
+
+    pub(crate) fn has(self, f: Flags) -> bool {
+        self.flags.contains(f)
+    }
+
+    /// The audience is known: an enqueued send is processing (no change in any other phase).
+    #[must_use]
+    pub(crate) fn audience_known(self) -> Life {
+        match self.phase {
+            Phase::Enqueued => Life {
+                phase: Phase::Processing,
+                ..self
+            },
+            _ => self,
+        }
+    }
+
+    /// `f` set (flags are only ever set, in any phase).
+    #[must_use]
+    pub(crate) fn with(self, f: Flags) -> Life {
+        Life {
+            flags: self.flags.union(f),
+            ..self
+        }
+    }
+
+    /// The send ends: every device final and the feeder done. `None` if it already ended.
+    /// `audience_empty`: the audience resolved to nobody.
+    #[must_use]
+    pub(crate) fn end(self, audience_empty: bool) -> Option<Life> {
+        let end = if self.has(Flags::SUSPENDED) {
+            End::Suspended
+        } else if self.has(Flags::SHUTTING) {
+            End::Abandoned
+        } else if self.has(Flags::CANCELLED) {
+            End::Cancelled
+        } else if audience_empty {
+            End::NoTargetFound
+        } else {
+            End::Completed
+        };
+        self.ended(end)
+    }
+
+    /// The engine shut down before the send ended: abandoned, unless its rest was recorded
+    /// for resumption. `None` if it already ended.
+    #[must_use]
+    pub(crate) fn abandon(self) -> Option<Life> {
+        if self.has(Flags::SUSPENDED) {
+            self.ended(End::Suspended)
+        } else {
+            self.ended(End::Abandoned)
+        }
+    }
+
+    fn ended(self, end: End) -> Option<Life> {
+        match self.phase {
+            Phase::Ended(_) => None,
+            _ => Some(Life {
+                phase: Phase::Ended(end),
+                ..self
+            }),
+        }
+    }
+
+    /// The state a report shows.
+    pub(crate) fn state(self) -> SendState {
+        match self.phase {
+            Phase::Enqueued => SendState::Enqueued,
+            Phase::Processing | Phase::Ended(End::Suspended) => SendState::Processing,
+            Phase::Ended(End::Completed) => SendState::Completed,
+            Phase::Ended(End::NoTargetFound) => SendState::NoTargetFound,
+            Phase::Ended(End::Cancelled) => SendState::Cancelled,
+            Phase::Ended(End::Abandoned) => SendState::Abandoned,
+        }
+    }
+
+    /// The word the atomic holds: the phase in the low byte, the flags in the high one.
+    fn to_bits(self) -> u16 {
+        let phase: u8 = match self.phase {
+            Phase::Enqueued => 0,
+            Phase::Processing => 1,
+            Phase::Ended(End::Completed) => 2,
+            Phase::Ended(End::NoTargetFound) => 3,
+            Phase::Ended(End::Cancelled) => 4,
+            Phase::Ended(End::Abandoned) => 5,
+            Phase::Ended(End::Suspended) => 6,
+        };
+        u16::from(phase) | u16::from(self.flags.0) << 8
+    }
+
+    /// The inverse of [`Life::to_bits`]. Only `to_bits` writes the word, so every phase code
+    /// is one of the seven; anything else reads as abandoned (the end nothing resumes).
+    fn from_bits(bits: u16) -> Life {
+        let phase = match bits & 0xff {
+            0 => Phase::Enqueued,
+            1 => Phase::Processing,
+            2 => Phase::Ended(End::Completed),
+            3 => Phase::Ended(End::NoTargetFound),
+            4 => Phase::Ended(End::Cancelled),
+            6 => Phase::Ended(End::Suspended),
+            _ => Phase::Ended(End::Abandoned),
+        };
+        Life {
+            phase,
+            flags: Flags((bits >> 8) as u8),
+        }
+    }
+}
+
+/// A [`Life`] shared by the feeder, the pools, the pruner and the service layer: one
+/// `AtomicU16`, changed only by the pure transitions of `Life` (`fetch_update`, or `fetch_or`
+/// to set a flag). `SeqCst` throughout: the completion check pairs `FEEDING_DONE` with the
+/// `pending` count (each side writes one and reads the other, so both need one total order),
+/// and the word is read once per device and written a handful of times per send, so the
+/// stronger ordering costs nothing measurable (a plain load on x86).
+pub(crate) struct AtomicLife(AtomicU16);
+
+impl AtomicLife {
+    pub(crate) fn new() -> AtomicLife {
+        AtomicLife(AtomicU16::new(Life::NEW.to_bits()))
+    }
+
+    pub(crate) fn load(&self) -> Life {
+        Life::from_bits(self.0.load(SeqCst))
+    }
+
+    /// Sets `f`; returns whether it was set already.
+    pub(crate) fn set(&self, f: Flags) -> bool {
+        // `NEW` has phase code 0, so its word with `f` is exactly `f`'s bits: `fetch_or` sets
+        // the flag without a compare-and-swap loop and leaves the phase as it is.
+        let before = self.0.fetch_or(Life::NEW.with(f).to_bits(), SeqCst);
+        Life::from_bits(before).has(f)
+    }
+
+    /// Applies `step` atomically; returns the new life, or `None` when `step` declined.
+    pub(crate) fn update(&self, mut step: impl FnMut(Life) -> Option<Life>) -> Option<Life> {
+        let mut new = None;
+        let applied = self.0.fetch_update(SeqCst, SeqCst, |bits| {
+            new = step(Life::from_bits(bits));
+            new.map(Life::to_bits)
+        });
+        applied.ok().and(new)
     }
 }
 
@@ -301,8 +513,9 @@ pub(crate) struct Job {
     pub(crate) notification: Notification,
     /// Headers shared by every device of this send, built for the first one.
     pub(crate) prepared: crate::pns::request::Prepared,
-    state: AtomicU8,
-    counters: [Counters; 4],
+    /// Where the send is and what was asked of it (see [`Life`]).
+    life: AtomicLife,
+    counters: PerPlatform<Counters>,
     reasons: Mutex<BTreeMap<(Platform, String), u64>>,
     errors: Mutex<Vec<String>>,
     audience: AtomicU64,
@@ -313,16 +526,6 @@ pub(crate) struct Job {
     completed_ms: AtomicU64,
     /// Devices handed over and not yet final.
     pending: AtomicU64,
-    feeding_done: AtomicBool,
-    pub(crate) cancelled: AtomicBool,
-    /// A graceful shutdown asked the feeder to stop and record the devices it has not
-    /// reached, so the next engine resumes the send (see `resume.rs`).
-    pub(crate) suspending: AtomicBool,
-    /// Stopped because the engine shut down: ends `Abandoned`, not `Cancelled`.
-    shutting: AtomicBool,
-    /// The feeder stopped for a suspension and recorded the rest: the send ends open
-    /// (`Processing`), to be resumed, rather than completed.
-    suspended: AtomicBool,
     /// For a resumed send, the audience its first run counted (0: not resumed).
     pub(crate) resumed_audience: Option<u64>,
     /// The window: one permit per device in flight (taken by the feeder, returned at the
@@ -331,8 +534,6 @@ pub(crate) struct Job {
     done: Notify,
     /// Woken by `cancel` (a paced feeder sleeps on it).
     pub(crate) cancel_wake: Notify,
-    /// The final report was written to the outcome history (once).
-    pub(crate) recorded: AtomicBool,
     /// When the send was due, for a scheduled send (0: not scheduled).
     scheduled_for_ms: u64,
     /// The rate limit of a paced send.
@@ -362,11 +563,11 @@ impl Job {
     pub(crate) fn with(notification: Notification, window: usize, meta: JobMeta) -> Arc<Job> {
         let ms = |t: Option<SystemTime>| t.map_or(0, to_ms);
         let base = meta.resumed.as_ref();
-        let counters: [Counters; 4] = Default::default();
+        let counters: PerPlatform<Counters> = Default::default();
         let mut reasons = BTreeMap::new();
         let mut errors = Vec::new();
         if let Some(b) = base {
-            for (c, p) in counters.iter().zip(b.platforms.values()) {
+            for (c, p) in counters.values().zip(b.platforms.values()) {
                 c.load_from(p);
             }
             reasons = b.reasons.clone();
@@ -376,7 +577,7 @@ impl Job {
             id: meta.id.unwrap_or_else(NotificationId::random),
             notification,
             prepared: Default::default(),
-            state: AtomicU8::new(ENQUEUED),
+            life: AtomicLife::new(),
             counters,
             reasons: Mutex::new(reasons),
             errors: Mutex::new(errors),
@@ -387,17 +588,11 @@ impl Job {
             last_ms: AtomicU64::new(ms(base.and_then(|b| b.last_delivered_at))),
             completed_ms: AtomicU64::new(0),
             pending: AtomicU64::new(0),
-            feeding_done: AtomicBool::new(false),
-            cancelled: AtomicBool::new(false),
-            suspending: AtomicBool::new(false),
-            shutting: AtomicBool::new(false),
-            suspended: AtomicBool::new(false),
             resumed_audience: base.map(|b| b.audience.unwrap_or(0)),
             // At least one feeder batch (1024), or the feeder could wait forever.
             window: Semaphore::new(window.max(1024)),
             done: Notify::new(),
             cancel_wake: Notify::new(),
-            recorded: AtomicBool::new(false),
             scheduled_for_ms: meta.scheduled_for_ms,
             pace: meta.pace,
             template: meta.template,
@@ -407,30 +602,51 @@ impl Job {
     /// Asks the feeder to stop and record the devices it has not reached (a graceful
     /// shutdown; see `resume.rs`). Devices already handed over finish normally.
     pub(crate) fn suspend(&self) {
-        self.suspending.store(true, Relaxed);
+        self.life.set(Flags::SUSPENDING);
         self.cancel_wake.notify_waiters();
     }
 
     /// The feeder recorded the rest of the send for resumption: the send ends open.
     pub(crate) fn mark_suspended(&self) {
-        self.suspended.store(true, SeqCst);
+        self.life.set(Flags::SUSPENDED);
     }
 
     /// The send stopped for a suspension and waits, durably, to be resumed.
     pub(crate) fn is_suspended(&self) -> bool {
-        self.suspended.load(SeqCst)
+        self.life.load().has(Flags::SUSPENDED)
+    }
+
+    /// Stopped by `cancel` or a shutdown: devices not yet sent end `cancelled`.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.life.load().has(Flags::CANCELLED)
+    }
+
+    /// A graceful shutdown asked the feeder to stop and record the rest.
+    pub(crate) fn is_suspending(&self) -> bool {
+        self.life.load().has(Flags::SUSPENDING)
+    }
+
+    /// Marks the final report as written to the outcome history; returns whether it was
+    /// already (so it is written once).
+    pub(crate) fn mark_recorded(&self) -> bool {
+        self.life.set(Flags::RECORDED)
+    }
+
+    /// Whether the final report was written to the outcome history.
+    pub(crate) fn is_recorded(&self) -> bool {
+        self.life.load().has(Flags::RECORDED)
     }
 
     /// Stops the send because the engine shuts down: it ends `Abandoned` (even if its last
     /// devices finish before `abandon` is called).
     pub(crate) fn stop_for_shutdown(&self) {
-        self.shutting.store(true, SeqCst);
-        self.cancel();
+        self.life.set(Flags::SHUTTING.union(Flags::CANCELLED));
+        self.cancel_wake.notify_waiters();
     }
 
     /// Stops the send (see `SendHandle::cancel`).
     pub(crate) fn cancel(&self) {
-        self.cancelled.store(true, Relaxed);
+        self.life.set(Flags::CANCELLED);
         self.cancel_wake.notify_waiters();
     }
 
@@ -446,16 +662,12 @@ impl Job {
 
     pub(crate) fn set_audience(&self, n: u64) {
         self.audience.store(n, Relaxed);
-        let _ = self
-            .state
-            .compare_exchange(ENQUEUED, PROCESSING, Relaxed, Relaxed);
+        self.life.update(|l| Some(l.audience_known()));
     }
 
     /// `n` devices of `platform` handed to the dispatcher (they must each reach `finish`).
     pub(crate) fn targeted(&self, platform: Platform, n: u64) {
-        self.counters[platform.index()]
-            .targeted
-            .fetch_add(n, Relaxed);
+        self.counters[platform].targeted.fetch_add(n, Relaxed);
         self.pending.fetch_add(n, SeqCst);
     }
 
@@ -468,7 +680,7 @@ impl Job {
     }
 
     pub(crate) fn retried(&self, platform: Platform, ambiguous: bool) {
-        let c = &self.counters[platform.index()];
+        let c = &self.counters[platform];
         c.retries.fetch_add(1, Relaxed);
         if ambiguous {
             c.ambiguous.fetch_add(1, Relaxed);
@@ -496,7 +708,7 @@ impl Job {
 
     /// Records `n` devices' final outcome and returns their window permits.
     pub(crate) fn finish(&self, platform: Platform, outcome: Final, n: u64) {
-        let c = &self.counters[platform.index()];
+        let c = &self.counters[platform];
         match outcome {
             Final::Delivered { after_throttle } => {
                 c.delivered.fetch_add(n, Relaxed);
@@ -540,69 +752,47 @@ impl Job {
             }
         }
         self.window.add_permits(n as usize);
-        if self.pending.fetch_sub(n, SeqCst) == n && self.feeding_done.load(SeqCst) {
+        if self.pending.fetch_sub(n, SeqCst) == n && self.life.load().has(Flags::FEEDING_DONE) {
             self.complete();
         }
     }
 
     /// The feeder handed over its last device.
     pub(crate) fn feeding_done(&self) {
-        self.feeding_done.store(true, SeqCst);
+        self.life.set(Flags::FEEDING_DONE);
         if self.pending.load(SeqCst) == 0 {
             self.complete();
         }
     }
 
+    /// Every device is final and the feeder is done: the send ends (once; see [`Life::end`]).
     fn complete(&self) {
-        if self.completed_ms.load(Relaxed) != 0 {
-            return;
-        }
-        let end = if self.suspended.load(SeqCst) {
-            // Open: the rest of the send waits to be resumed; `completed_ms` only marks the
-            // end of this run (the report shows no completion time).
-            PROCESSING
-        } else if self.shutting.load(SeqCst) {
-            ABANDONED
-        } else if self.cancelled.load(Relaxed) {
-            CANCELLED
-        } else if self.audience.load(Relaxed) == 0 {
-            NO_TARGET
-        } else {
-            COMPLETED
-        };
-        if self
-            .completed_ms
-            .compare_exchange(0, now_ms(), Relaxed, Relaxed)
-            .is_ok()
-        {
-            self.state.store(end, Relaxed);
-            self.done.notify_waiters();
-        }
+        let audience_empty = self.audience.load(Relaxed) == 0;
+        self.end(|l| l.end(audience_empty));
     }
 
     /// The engine shut down before the send completed. A feeder waiting for window
-    /// permits stops (the window closes).
+    /// permits stops (the window closes). A suspended send stays open: it is resumed (its
+    /// unanswered devices are accounted for then).
     pub(crate) fn abandon(&self) {
         self.window.close();
-        if self
-            .completed_ms
-            .compare_exchange(0, now_ms(), Relaxed, Relaxed)
-            .is_ok()
-        {
-            // A suspended send stays open: it is resumed (its unanswered devices are
-            // accounted for then).
-            let end = if self.is_suspended() {
-                PROCESSING
-            } else {
-                ABANDONED
-            };
-            self.state.store(end, Relaxed);
+        self.end(Life::abandon);
+    }
+
+    /// Ends the send with `step` unless it ended already; the end time is stored after the
+    /// phase (Release, read with Acquire by `is_done`), so whoever sees the send done sees
+    /// how it ended. For a suspended send it only marks the end of this run (the report
+    /// shows no completion time).
+    fn end(&self, step: impl FnMut(Life) -> Option<Life>) {
+        let now = now_ms();
+        if self.life.update(step).is_some() {
+            self.completed_ms.store(now.max(1), Release);
             self.done.notify_waiters();
         }
     }
 
     pub(crate) fn is_done(&self) -> bool {
-        self.completed_ms.load(Relaxed) != 0
+        self.completed_ms.load(Acquire) != 0
     }
 
     pub(crate) async fn wait(&self) {
@@ -616,11 +806,11 @@ impl Job {
     }
 
     pub(crate) fn report(&self) -> SendReport {
-        let platforms = PerPlatform::from_fn(|p| self.counters[p.index()].snapshot());
+        let platforms = PerPlatform::from_fn(|p| self.counters[p].snapshot());
         let audience = self.audience.load(Relaxed);
         SendReport {
             id: self.id,
-            state: state_of(self.state.load(Relaxed)),
+            state: self.life.load().state(),
             audience: (audience != u64::MAX).then_some(audience),
             enqueued_at: from_ms(self.enqueued_ms).unwrap_or(SystemTime::UNIX_EPOCH),
             started_at: from_ms(self.started_ms.load(Relaxed)),
@@ -665,9 +855,11 @@ impl History {
         map.insert(job.id, job.clone());
         order.push_back(job);
         while order.len() > self.cap {
-            // Evict the oldest finished send; unfinished ones stay (they are few: each holds
-            // its own window of devices).
-            match order.iter().position(|j| j.is_done()) {
+            // Evict the oldest finished send whose final report is in the outcome history;
+            // unfinished or unrecorded ones stay (they are few: each holds its own window of
+            // devices, and recording follows the end at once). Evicting one before it is
+            // recorded made `Engine::report` read the stored record of its start.
+            match order.iter().position(|j| j.is_done() && j.is_recorded()) {
                 Some(i) => {
                     if let Some(j) = order.remove(i) {
                         map.remove(&j.id);
@@ -684,5 +876,348 @@ impl History {
 
     pub(crate) fn all(&self) -> Vec<Arc<Job>> {
         self.jobs.lock().0.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_FLAGS: [Flags; 6] = [
+        Flags::FEEDING_DONE,
+        Flags::CANCELLED,
+        Flags::SUSPENDING,
+        Flags::SHUTTING,
+        Flags::SUSPENDED,
+        Flags::RECORDED,
+    ];
+
+    fn life(phase: Phase, flags: &[Flags]) -> Life {
+        flags.iter().fold(
+            Life {
+                phase,
+                flags: Flags::default(),
+            },
+            |l, f| l.with(*f),
+        )
+    }
+
+    fn every_phase() -> [Phase; 7] {
+        [
+            Phase::Enqueued,
+            Phase::Processing,
+            Phase::Ended(End::Completed),
+            Phase::Ended(End::NoTargetFound),
+            Phase::Ended(End::Cancelled),
+            Phase::Ended(End::Abandoned),
+            Phase::Ended(End::Suspended),
+        ]
+    }
+
+    #[test]
+    fn a_new_send_is_enqueued_with_nothing_asked() {
+        assert_eq!(Life::NEW.phase(), Phase::Enqueued);
+        assert_eq!(Life::NEW.state(), SendState::Enqueued);
+        for f in ALL_FLAGS {
+            assert!(!Life::NEW.has(f));
+        }
+    }
+
+    #[test]
+    fn audience_known_moves_only_an_enqueued_send() {
+        for p in every_phase() {
+            let want = match p {
+                Phase::Enqueued => Phase::Processing,
+                other => other,
+            };
+            assert_eq!(life(p, &[]).audience_known().phase(), want, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn flags_are_set_in_any_phase_and_keep_the_phase_and_each_other() {
+        for p in every_phase() {
+            let mut l = life(p, &[]);
+            for (i, f) in ALL_FLAGS.iter().enumerate() {
+                l = l.with(*f);
+                assert_eq!(l.phase(), p);
+                for g in &ALL_FLAGS[..=i] {
+                    assert!(l.has(*g), "{p:?}: {g:?} kept");
+                }
+                for g in &ALL_FLAGS[i + 1..] {
+                    assert!(!l.has(*g), "{p:?}: {g:?} not set yet");
+                }
+            }
+        }
+    }
+
+    /// How a send ends, one row per rule of the priority (the module doc's diagram).
+    #[test]
+    fn end_priority() {
+        use Flags as F;
+        let rows: [(&str, &[Flags], bool, End, SendState); 9] = [
+            (
+                "nothing asked: completed",
+                &[F::FEEDING_DONE],
+                false,
+                End::Completed,
+                SendState::Completed,
+            ),
+            (
+                "empty audience: no target found",
+                &[F::FEEDING_DONE],
+                true,
+                End::NoTargetFound,
+                SendState::NoTargetFound,
+            ),
+            (
+                "cancelled beats an empty audience",
+                &[F::CANCELLED],
+                true,
+                End::Cancelled,
+                SendState::Cancelled,
+            ),
+            (
+                "shutdown beats cancel",
+                &[F::CANCELLED, F::SHUTTING],
+                false,
+                End::Abandoned,
+                SendState::Abandoned,
+            ),
+            (
+                "suspended beats shutdown, and stays open",
+                &[F::SHUTTING, F::SUSPENDED],
+                false,
+                End::Suspended,
+                SendState::Processing,
+            ),
+            (
+                "suspended beats cancel",
+                &[F::CANCELLED, F::SUSPENDED],
+                false,
+                End::Suspended,
+                SendState::Processing,
+            ),
+            (
+                "only asked to suspend (feeder had finished): completed",
+                &[F::SUSPENDING],
+                false,
+                End::Completed,
+                SendState::Completed,
+            ),
+            (
+                "recorded does not change the end",
+                &[F::RECORDED],
+                false,
+                End::Completed,
+                SendState::Completed,
+            ),
+            (
+                "suspending and cancelled, not suspended: cancelled",
+                &[F::SUSPENDING, F::CANCELLED],
+                false,
+                End::Cancelled,
+                SendState::Cancelled,
+            ),
+        ];
+        for (what, flags, empty, end, state) in rows {
+            for p in [Phase::Enqueued, Phase::Processing] {
+                let Some(l) = life(p, flags).end(empty) else {
+                    panic!("{what}: did not end from {p:?}");
+                };
+                assert_eq!(l.phase(), Phase::Ended(end), "{what}");
+                assert_eq!(l.state(), state, "{what}");
+                assert_eq!(l.flags, life(p, flags).flags, "{what}: flags kept");
+            }
+        }
+    }
+
+    #[test]
+    fn abandon_ends_abandoned_unless_suspended() {
+        let l = life(Phase::Processing, &[Flags::CANCELLED]);
+        assert_eq!(
+            l.abandon().map(Life::phase),
+            Some(Phase::Ended(End::Abandoned))
+        );
+        let l = life(Phase::Enqueued, &[]);
+        assert_eq!(
+            l.abandon().map(Life::phase),
+            Some(Phase::Ended(End::Abandoned))
+        );
+        let l = life(Phase::Processing, &[Flags::SUSPENDED]);
+        assert_eq!(l.abandon().map(Life::state), Some(SendState::Processing));
+    }
+
+    #[test]
+    fn an_ended_send_does_not_end_again() {
+        for p in every_phase() {
+            let l = life(p, &[Flags::SHUTTING]);
+            let ended = matches!(p, Phase::Ended(_));
+            assert_eq!(l.end(false).is_none(), ended, "end from {p:?}");
+            assert_eq!(l.abandon().is_none(), ended, "abandon from {p:?}");
+        }
+    }
+
+    #[test]
+    fn the_word_round_trips_every_phase_and_flag_set() {
+        for p in every_phase() {
+            for bits in 0..64u8 {
+                let l = Life {
+                    phase: p,
+                    flags: Flags(bits),
+                };
+                assert_eq!(Life::from_bits(l.to_bits()), l);
+            }
+        }
+        // A phase code nothing writes reads as abandoned, not as running.
+        assert_eq!(
+            Life::from_bits(0x00ff).phase(),
+            Phase::Ended(End::Abandoned)
+        );
+    }
+
+    #[test]
+    fn atomic_set_reports_whether_the_flag_was_set() {
+        let a = AtomicLife::new();
+        assert!(!a.set(Flags::RECORDED), "first time");
+        assert!(a.set(Flags::RECORDED), "second time");
+        assert!(!a.set(Flags::CANCELLED), "another flag is independent");
+        let l = a.load();
+        assert!(l.has(Flags::RECORDED) && l.has(Flags::CANCELLED));
+        assert_eq!(l.phase(), Phase::Enqueued, "setting flags keeps the phase");
+    }
+
+    #[test]
+    fn atomic_update_applies_or_declines() {
+        let a = AtomicLife::new();
+        assert_eq!(
+            a.update(|l| Some(l.audience_known())).map(Life::phase),
+            Some(Phase::Processing)
+        );
+        a.set(Flags::CANCELLED);
+        let ended = a.update(|l| l.end(false));
+        assert_eq!(ended.map(Life::state), Some(SendState::Cancelled));
+        assert_eq!(a.update(|l| l.end(false)), None, "ends once");
+        assert_eq!(
+            a.update(Life::abandon),
+            None,
+            "abandon after the end declines"
+        );
+        assert_eq!(a.load().state(), SendState::Cancelled);
+    }
+
+    /// Racing ends (the last device's `finish`, `abandon` at shutdown) and flag setters: one
+    /// end wins, and no flag set by another thread is lost by an update.
+    #[test]
+    fn atomic_races_end_once_and_lose_no_flag() {
+        for _ in 0..200 {
+            let a = std::sync::Arc::new(AtomicLife::new());
+            let wins = std::sync::Arc::new(AtomicU64::new(0));
+            let threads: Vec<_> = (0..4)
+                .map(|i| {
+                    let (a, wins) = (a.clone(), wins.clone());
+                    std::thread::spawn(move || {
+                        a.set(ALL_FLAGS[i]);
+                        let won = if i % 2 == 0 {
+                            a.update(|l| l.end(false))
+                        } else {
+                            a.update(Life::abandon)
+                        };
+                        if won.is_some() {
+                            wins.fetch_add(1, Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                assert!(t.join().is_ok());
+            }
+            assert_eq!(wins.load(Relaxed), 1, "exactly one end");
+            let l = a.load();
+            assert!(matches!(l.phase(), Phase::Ended(_)));
+            for f in &ALL_FLAGS[..4] {
+                assert!(l.has(*f), "{f:?} kept");
+            }
+        }
+    }
+
+    #[test]
+    fn job_lifecycle_through_the_job() {
+        let job = Job::new(Notification::default(), 1);
+        assert_eq!(job.report().state, SendState::Enqueued);
+        job.set_audience(2);
+        assert_eq!(job.report().state, SendState::Processing);
+        job.targeted(Platform::Apns, 2);
+        job.feeding_done();
+        job.cancel();
+        assert!(job.is_cancelled() && !job.is_suspending());
+        job.finish(Platform::Apns, Final::Cancelled, 1);
+        assert!(!job.is_done(), "one device still pending");
+        job.finish(Platform::Apns, Final::Cancelled, 1);
+        assert!(job.is_done());
+        let r = job.report();
+        assert_eq!(r.state, SendState::Cancelled);
+        assert!(r.completed_at.is_some());
+        job.abandon();
+        assert_eq!(job.report().state, SendState::Cancelled, "ended once");
+        assert!(!job.mark_recorded() && job.mark_recorded());
+    }
+
+    /// A send that ended but whose report is not yet in the outcome history stays in memory:
+    /// evicting it made `Engine::report` read the stored record of its start (seen as
+    /// `(Enqueued, 0)` in `service_schedule::outcomes_outlive_the_in_memory_history`).
+    #[test]
+    fn history_keeps_ended_sends_until_they_are_recorded() {
+        let ended = || {
+            let job = Job::new(Notification::default(), 1);
+            job.set_audience(0);
+            job.feeding_done();
+            assert!(job.is_done());
+            job
+        };
+        let history = History::new(1);
+        let a = ended();
+        history.insert(a.clone());
+        let b = ended();
+        history.insert(b.clone());
+        assert!(history.get(a.id).is_some(), "ended, not recorded: kept");
+        a.mark_recorded();
+        b.mark_recorded();
+        let c = ended();
+        history.insert(c.clone());
+        assert!(history.get(a.id).is_none() && history.get(b.id).is_none());
+        assert!(history.get(c.id).is_some());
+    }
+
+    #[test]
+    fn job_suspended_stays_open() {
+        let job = Job::new(Notification::default(), 1);
+        job.set_audience(1);
+        job.suspend();
+        assert!(job.is_suspending() && !job.is_cancelled());
+        job.mark_suspended();
+        job.feeding_done();
+        assert!(job.is_done());
+        let r = job.report();
+        assert_eq!(r.state, SendState::Processing);
+        assert_eq!(r.completed_at, None, "open: no completion time");
+    }
+
+    #[test]
+    fn job_stopped_for_shutdown_is_abandoned_even_if_it_then_completes() {
+        let job = Job::new(Notification::default(), 1);
+        job.set_audience(1);
+        job.targeted(Platform::Fcm, 1);
+        job.stop_for_shutdown();
+        assert!(job.is_cancelled());
+        job.feeding_done();
+        job.finish(
+            Platform::Fcm,
+            Final::Delivered {
+                after_throttle: false,
+            },
+            1,
+        );
+        assert_eq!(job.report().state, SendState::Abandoned);
     }
 }

@@ -1,6 +1,6 @@
 //! The dispatcher: takes a send (a notification and an audience), pulls its devices from the
 //! registry in batches as fast as the pools drain them, and delivers each through the pool of
-//! its platform's credential; answers become verdicts (`feedback::classify`), dead handles are
+//! its platform's credential; answers become verdicts (`pns::*::answer`), dead handles are
 //! pruned (`dispatch::prune`), and every device ends in exactly one counted outcome
 //! ([`SendReport`]).
 //!
@@ -17,6 +17,9 @@
 //! pool's queue, whatever the audience size.
 
 pub(crate) mod auth;
+mod conn_state;
+mod decide;
+mod growth;
 pub(crate) mod job;
 pub mod metrics;
 pub(crate) mod outcomes;
@@ -41,7 +44,7 @@ use self::resume::{Remaining, Resumes};
 use self::schedule::Schedules;
 use crate::events::{EventLog, EventsConfig};
 use crate::model::PushHandle;
-use crate::model::{InstallationId, Platform};
+use crate::model::{InstallationId, PerPlatform, Platform};
 use crate::payload::Notification;
 use crate::pns::apns::ApnsTokenCache;
 use crate::pns::request::Protocol;
@@ -619,10 +622,10 @@ impl Engine {
     }
 
     /// Open connections per platform.
-    pub fn connections(&self) -> [usize; 4] {
-        let mut out = [0; 4];
+    pub fn connections(&self) -> PerPlatform<usize> {
+        let mut out = PerPlatform::default();
         for p in self.all_pools() {
-            out[p.platform.index()] += p.connections();
+            out[p.platform] += p.connections();
         }
         out
     }
@@ -822,10 +825,7 @@ impl Engine {
     /// Takes `n` window permits for the next devices and, for a paced send, waits until
     /// they are due. `false`: stop feeding (cancelled, or the engine shut down).
     async fn admit(&self, job: &Job, n: usize, paced: &mut Paced) -> bool {
-        let stop = || {
-            job.cancelled.load(std::sync::atomic::Ordering::Relaxed)
-                || job.suspending.load(std::sync::atomic::Ordering::Relaxed)
-        };
+        let stop = || job.is_cancelled() || job.is_suspending();
         if stop() {
             return false;
         }
@@ -873,14 +873,14 @@ impl Engine {
                 job.set_audience(job.resumed_audience.unwrap_or(resolution.count()));
                 let mut batches = resolution.batches(batch_size);
                 loop {
-                    if job.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                    if job.is_cancelled() {
                         break;
                     }
                     // The registry read for one batch is short (a read lock per partition
                     // touched); it runs inline.
                     let Some(batch) = batches.next() else { break };
                     if !self.admit(&job, batch.len(), &mut paced).await {
-                        if job.suspending.load(std::sync::atomic::Ordering::Relaxed) {
+                        if job.is_suspending() {
                             let rest = batch
                                 .into_iter()
                                 .chain(batches.flatten())
@@ -906,7 +906,7 @@ impl Engine {
                 job.set_audience(job.resumed_audience.unwrap_or(handles.len() as u64));
                 for (i, chunk) in handles.chunks(batch_size).enumerate() {
                     if !self.admit(&job, chunk.len(), &mut paced).await {
-                        if job.suspending.load(std::sync::atomic::Ordering::Relaxed) {
+                        if job.is_suspending() {
                             let rest = handles[i * batch_size..].to_vec();
                             self.save_rest(&job, Audience::All, Remaining::Handles(rest));
                         }

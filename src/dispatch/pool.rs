@@ -2,18 +2,10 @@
 //! one bounded queue that every connection pulls from, so work goes to whichever connection
 //! has a free stream.
 //!
-//! Life of a connection task:
-//!
-//! ```text
-//!            ┌──────────── backoff (full jitter) ◄──────────────┐
-//!            ▼                                                  │ connect/TLS failed
-//!  ──► Connecting ──ok──► Warming (token auth: 1 stream until   │
-//!                           the first success) ──► Open ────────┘ GOAWAY / reset / EOF:
-//!                                                   │  stop taking work, finish or
-//!                                                   │  requeue what is in flight, reconnect
-//!                                                   ▼
-//!                                     idle past IDLE_CLOSE (not the last one) ──► gone
-//! ```
+//! Life of a connection task: connect (backoff with full jitter between failures), serve
+//! (Warming, Open, Draining, Closed: the state machine and its diagram are in
+//! `conn_state.rs`), reconnect while work waits; an extra connection idle past `IDLE_CLOSE`
+//! ends. What to do with each answer is decided in `decide.rs`; this file executes it.
 //!
 //! What is resent, and how it is counted: requests the server never processed (above a
 //! GOAWAY's last-stream-id, RST_STREAM REFUSED_STREAM, never written) are resent on any
@@ -37,6 +29,9 @@ use rand::Rng;
 use http::HeaderValue;
 
 use super::auth::{AuthSource, HeaderCache};
+use super::conn_state::{connect_failed, ConnState, ConnectFailed, Event};
+use super::decide::{self, decide, decide_lost, full_jitter, Action, Attempts, Lost, WorkState};
+use super::growth::{self, GROW_INTERVAL};
 use super::job::{Final, Job};
 use super::prune::PruneItem;
 use super::DispatchConfig;
@@ -61,12 +56,8 @@ pub(crate) struct Work {
     pub(crate) device: Device,
     /// Idempotency key: the `apns-id`, the same on every resend.
     pub(crate) idem: u128,
-    /// Answers that led to a retry so far (429, 5xx, refresh).
-    pub(crate) tries: u16,
-    /// Resends because of connection loss (ambiguous or not).
-    pub(crate) resends: u16,
-    pub(crate) throttled: bool,
-    pub(crate) refreshes: u8,
+    /// Retries, resends and refreshes so far (what `decide` reads).
+    pub(crate) attempts: Attempts,
     /// The last failure, for the final reason.
     pub(crate) last_reason: Option<Reason>,
     /// This device's own payload (a rendered template), instead of the send's.
@@ -82,12 +73,18 @@ impl Work {
             idem: uuid::Builder::from_random_bytes(rand::thread_rng().gen())
                 .into_uuid()
                 .as_u128(),
-            tries: 0,
-            resends: 0,
-            throttled: false,
-            refreshes: 0,
+            attempts: Attempts::default(),
             last_reason: None,
             own: None,
+        }
+    }
+
+    /// What `decide` needs to know about this device at `now`.
+    fn state(&self) -> WorkState {
+        WorkState {
+            attempts: self.attempts,
+            expiry: self.job.expiry(),
+            registered: self.device.installation.is_some(),
         }
     }
 
@@ -106,14 +103,6 @@ impl Work {
             idem: self.idem,
         }
     }
-}
-
-/// How a stream ended when it did not end with an answer.
-enum Lost {
-    /// The server never processed it (GOAWAY above last-stream-id, REFUSED_STREAM, not sent).
-    Unprocessed,
-    /// The connection died (or the answer timed out) after the request was written.
-    Ambiguous(String),
 }
 
 pub(crate) struct Pool {
@@ -252,15 +241,15 @@ impl Pool {
     /// Adds a connection while all are saturated and work waits, up to the cap.
     fn maybe_grow(self: &Arc<Self>) {
         let n = self.conns.load(Relaxed);
-        if n >= self.cfg.max_connections || self.queue_rx.is_empty() {
-            return;
-        }
-        // HTTP/2: another connection helps when the stream limit is what holds us back
-        // (answers take about the network's time), not when answers already wait behind our
-        // own or the server's CPU (more streams would only queue longer). Measured: at zero
-        // latency 2 connections delivered 140k/s and 8 delivered 107k/s; at 20 ms latency
-        // one connection's 1000 streams cap it at 50k/s (docs/benchmarks.md).
-        if self.http2 && self.queueing() {
+        let load = growth::Load {
+            conns: n,
+            max_conns: self.cfg.max_connections,
+            work_waits: !self.queue_rx.is_empty(),
+            http2: self.http2,
+            min_us: self.latency_min_us.load(Relaxed),
+            avg_us: self.latency_avg_us.load(Relaxed),
+        };
+        if !growth::wants_another(&load) {
             return;
         }
         {
@@ -284,23 +273,9 @@ impl Pool {
         let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
         self.latency_min_us.fetch_min(us.max(1), Relaxed);
         let avg = self.latency_avg_us.load(Relaxed);
-        let new = if avg == 0 {
-            us
-        } else {
-            avg - avg / 32 + us / 32
-        };
         // A lost update between connections only delays the average a little.
-        self.latency_avg_us.store(new.max(1), Relaxed);
-    }
-
-    /// Whether answers take well over the lowest latency seen: requests queue (here or at
-    /// the server) rather than travel. Before the first answer nothing is known, and the
-    /// pool does not grow (a first connection still fetching its token or warming up would
-    /// otherwise open a connection every `GROW_INTERVAL`).
-    fn queueing(&self) -> bool {
-        let min = self.latency_min_us.load(Relaxed);
-        let avg = self.latency_avg_us.load(Relaxed);
-        min == u64::MAX || avg > min.saturating_mul(3) / 2 + QUEUEING_SLACK_US
+        self.latency_avg_us
+            .store(growth::next_average(avg, us), Relaxed);
     }
 
     fn spawn_connection(self: &Arc<Self>) {
@@ -361,7 +336,7 @@ impl Pool {
     /// otherwise gives it back.
     fn admit(&self, work: Work) -> Option<Work> {
         let job = &work.job;
-        if job.cancelled.load(Relaxed) {
+        if job.is_cancelled() {
             job.finish(self.platform, Final::Cancelled, 1);
             return None;
         }
@@ -410,74 +385,74 @@ impl Pool {
         }
     }
 
-    /// Resends at once on any connection (connection loss; refresh).
-    fn resend_now(self: &Arc<Self>, mut work: Work, lost: Option<&Lost>) {
-        work.resends += 1;
-        if work.resends > MAX_RESENDS {
-            let r: Reason = format!(
-                "connection lost {MAX_RESENDS} times while sending ({})",
-                match lost {
-                    Some(Lost::Ambiguous(m)) => m.as_str(),
-                    _ => "unprocessed",
+    /// Resends a device whose stream ended without an answer (see `decide_lost`). Returns
+    /// true when the connection should be replaced (the loss was ambiguous).
+    async fn lost(self: &Arc<Self>, work: Work, lost: &Lost) -> bool {
+        let d = decide_lost(lost, work.attempts);
+        self.execute(work, d.attempts, d.action, None).await;
+        d.replace_connection
+    }
+
+    /// Carries out what `decide` chose for `work`: the pool's side of the decision (I/O only).
+    /// `used_auth` is the credential the request carried, invalidated on a refresh.
+    async fn execute(
+        self: &Arc<Self>,
+        mut work: Work,
+        attempts: Attempts,
+        action: Action,
+        used_auth: Option<&HeaderValue>,
+    ) {
+        let p = self.platform;
+        work.attempts = attempts;
+        match action {
+            Action::Finish(outcome) => work.job.finish(p, outcome, 1),
+            Action::Retry { after, reason } => {
+                work.last_reason = Some(reason);
+                work.job.retried(p, false);
+                let pool = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    if let Err(e) = pool.resend_tx.send(work).await {
+                        e.0.job.finish(p, Final::Cancelled, 1);
+                    }
+                    pool.work_arrived();
+                });
+            }
+            Action::ResendNow { ambiguous, refresh } => {
+                if refresh {
+                    if let Some(used) = used_auth {
+                        self.auth.invalidate(used);
+                    }
                 }
-            )
-            .into();
-            work.job.finish(self.platform, Final::Failed(r), 1);
-            return;
+                work.job.retried(p, ambiguous);
+                self.put_back(work);
+                self.work_arrived();
+            }
+            Action::Prune {
+                reason,
+                invalid_since,
+            } => self.prune(work, reason, invalid_since).await,
+            Action::StopPool { reason } => self.credential_failure(work, &reason),
         }
-        let ambiguous = matches!(lost, Some(Lost::Ambiguous(_)));
-        work.job.retried(self.platform, ambiguous);
+    }
+
+    /// Puts `work` in the resend lane (taken before the main queue); after `close` it is
+    /// finished as cancelled. The lane is unbounded, but what travels in it holds a window
+    /// permit of its send (module doc).
+    fn put_back(&self, work: Work) {
         if let Err(e) = self.resend_tx.try_send(work) {
             e.into_inner()
                 .job
                 .finish(self.platform, Final::Cancelled, 1);
         }
-        self.work_arrived();
     }
 
-    /// Resends after `delay` (backoff or Retry-After), unless that passes the expiry or the
-    /// retry limit.
-    fn retry_later(self: &Arc<Self>, mut work: Work, delay: Duration, reason: Reason) {
-        work.tries += 1;
-        let p = self.platform;
-        if work.tries >= self.cfg.retry.max_attempts {
-            let r: Reason = format!("gave up after {} attempts: {reason}", work.tries).into();
-            work.job.finish(p, Final::Failed(r), 1);
-            return;
+    /// The inputs of `decide` that come from the pool: its policy.
+    fn policy(&self) -> decide::Policy<'_> {
+        decide::Policy {
+            retry: &self.cfg.retry,
+            prune_bad_device_tokens: self.cfg.prune_bad_device_tokens,
         }
-        if delay > MAX_RETRY_DELAY {
-            // A Retry-After of hours or days (or a hostile push service) must not hold a
-            // send open for that long.
-            let r: Reason = format!(
-                "asked to wait {} s ({reason}); the longest wait honoured is {} s",
-                delay.as_secs(),
-                MAX_RETRY_DELAY.as_secs()
-            )
-            .into();
-            work.job.finish(p, Final::Failed(r), 1);
-            return;
-        }
-        let due = SystemTime::now().checked_add(delay);
-        if let Some(expiry) = work.job.expiry() {
-            if due.is_none_or(|d| expiry <= d) {
-                work.job.finish(p, Final::Expired, 1);
-                return;
-            }
-        }
-        work.last_reason = Some(reason);
-        work.job.retried(p, false);
-        let pool = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            if let Err(e) = pool.resend_tx.send(work).await {
-                e.0.job.finish(p, Final::Cancelled, 1);
-            }
-            pool.work_arrived();
-        });
-    }
-
-    fn backoff(&self, tries: u16) -> Duration {
-        full_jitter(self.cfg.retry.base, self.cfg.retry.cap, u32::from(tries))
     }
 
     /// The `authorization` header for `work` (cached; fetched when due). A token that cannot
@@ -486,9 +461,22 @@ impl Pool {
         match self.auth.bearer(&self.header_cache).await {
             Ok(a) => Some((work, a)),
             Err(e) if e.transient => {
-                // The token endpoint is down or slow: the device waits, the pool goes on.
-                let d = self.backoff(work.tries);
-                self.retry_later(work, d, e.message.into());
+                // The token endpoint is down or slow: the device waits, the pool goes on. As
+                // a transient answer without Retry-After: backoff, attempt counted, expiry
+                // checked. The connection is not at fault, so it stays.
+                let v = Verdict::Transient {
+                    reason: e.message.into(),
+                    retry_after: None,
+                    reconnect: false,
+                };
+                let d = decide(
+                    &v,
+                    &work.state(),
+                    &self.policy(),
+                    SystemTime::now(),
+                    jitter(),
+                );
+                self.execute(work, d.attempts, d.action, None).await;
                 None
             }
             Err(e) => {
@@ -508,103 +496,44 @@ impl Pool {
     /// Acts on a verdict. Returns true when the connection should be replaced.
     async fn settle(
         self: &Arc<Self>,
-        mut work: Work,
-        verdict: Verdict,
+        work: Work,
+        verdict: &Verdict,
         used_auth: Option<&HeaderValue>,
     ) -> bool {
-        let p = self.platform;
-        match verdict {
-            Verdict::Delivered => {
-                let after_throttle = work.throttled;
-                work.job.finish(p, Final::Delivered { after_throttle }, 1);
-            }
-            Verdict::DeadHandle {
-                reason,
-                invalid_since,
-            } => self.dead(work, reason, invalid_since).await,
-            Verdict::BadDeviceToken { reason } => {
-                if self.cfg.prune_bad_device_tokens {
-                    self.dead(work, reason, None).await;
-                } else {
-                    work.job.finish(p, Final::Rejected(reason), 1);
-                }
-            }
-            Verdict::Throttled {
-                reason,
-                retry_after,
-            } => {
-                work.throttled = true;
-                let d = retry_after.unwrap_or_else(|| self.backoff(work.tries));
-                self.retry_later(work, d, reason);
-            }
-            Verdict::Transient {
-                reason,
-                retry_after,
-                reconnect,
-            } => {
-                let d = retry_after
-                    .unwrap_or_default()
-                    .max(self.backoff(work.tries));
-                self.retry_later(work, d, reason);
-                return reconnect;
-            }
-            Verdict::RefreshCredential { reason } => {
-                if work.refreshes >= MAX_REFRESHES {
-                    self.credential_failure(work, &reason);
-                } else {
-                    work.refreshes += 1;
-                    if let Some(used) = used_auth {
-                        self.auth.invalidate(used);
-                    }
-                    self.resend_now(work, None);
-                }
-            }
-            Verdict::Reconnect { .. } => {
-                self.resend_now(work, None);
-                return true;
-            }
-            Verdict::Rejected { reason } => {
-                work.job.finish(p, Final::Rejected(reason), 1);
-            }
-            Verdict::CredentialFailure { reason } => {
-                self.credential_failure(work, &reason);
-                return true;
-            }
-        }
-        false
+        let d = decide(
+            verdict,
+            &work.state(),
+            &self.policy(),
+            SystemTime::now(),
+            jitter(),
+        );
+        self.execute(work, d.attempts, d.action, used_auth).await;
+        d.replace_connection
     }
 
-    async fn dead(&self, work: Work, reason: Reason, invalid_since: Option<SystemTime>) {
-        let p = self.platform;
-        match work.device.installation.clone() {
-            None => work.job.finish(
-                p,
-                Final::Dead {
-                    pruned: false,
-                    kept: false,
-                },
-                1,
-            ),
-            Some(id) => {
-                let item = PruneItem {
-                    job: work.job,
-                    installation: id,
-                    handle: work.device.handle,
-                    invalid_since,
-                    reason,
-                };
-                if let Err(e) = self.pruner.send(item).await {
-                    // The pruner only stops at shutdown.
-                    e.0.job.finish(
-                        p,
-                        Final::Dead {
-                            pruned: false,
-                            kept: false,
-                        },
-                        1,
-                    );
-                }
-            }
+    /// Hands a dead handle to the pruner, which gives the device its final outcome once the
+    /// prune is durable. Waits while the pruner's queue is full (backpressure on this
+    /// connection).
+    async fn prune(&self, work: Work, reason: Reason, invalid_since: Option<SystemTime>) {
+        let dead = Final::Dead {
+            pruned: false,
+            kept: false,
+        };
+        let Some(id) = work.device.installation.clone() else {
+            // `decide` prunes registered devices only; a direct send ends dead.
+            work.job.finish(self.platform, dead, 1);
+            return;
+        };
+        let item = PruneItem {
+            job: work.job,
+            installation: id,
+            handle: work.device.handle,
+            invalid_since,
+            reason,
+        };
+        if let Err(e) = self.pruner.send(item).await {
+            // The pruner only stops at shutdown.
+            e.0.job.finish(self.platform, dead, 1);
         }
     }
 
@@ -620,11 +549,7 @@ impl Pool {
                 match self.next_work().await {
                     Some(w) => {
                         // Cleared meanwhile: put it back and connect.
-                        if let Err(e) = self.resend_tx.try_send(w) {
-                            e.into_inner()
-                                .job
-                                .finish(self.platform, Final::Cancelled, 1);
-                        }
+                        self.put_back(w);
                     }
                     None => return,
                 }
@@ -654,46 +579,34 @@ impl Pool {
                     // GOAWAY at once): back off as after a failed connect, so a server that
                     // keeps doing it is not hammered with handshakes.
                     attempt += 1;
-                    tokio::time::sleep(full_jitter(
-                        CONNECT_BACKOFF_BASE,
-                        CONNECT_BACKOFF_CAP,
-                        attempt,
-                    ))
-                    .await;
+                    tokio::time::sleep(connect_backoff(attempt)).await;
                 }
                 Err(e) => {
                     let n = self.connect_failures.fetch_add(1, Relaxed) + 1;
                     tracing::warn!(platform = %self.platform, error = %e, "push connection failed");
-                    // A certificate refused by the server fails every handshake; one
-                    // failure could be the network, two in a row with nothing open are the
-                    // certificate.
                     let none_open = self.open_now.load(Relaxed) == 0;
-                    if e.is_tls() && self.tls_is_credential && n >= 2 && none_open {
-                        *self.failed.lock() =
-                            Some(format!("{} TLS failure: {e}", self.platform).into());
-                        self.has_failed.store(true, Relaxed);
-                    } else if n >= self.cfg.connect_attempts && none_open {
-                        *self.unreachable.lock() = Some(format!("unreachable: {e}").into());
+                    let (tls, cred) = (e.is_tls(), self.tls_is_credential);
+                    match connect_failed(n, tls, cred, none_open, self.cfg.connect_attempts) {
+                        ConnectFailed::Credential => {
+                            *self.failed.lock() =
+                                Some(format!("{} TLS failure: {e}", self.platform).into());
+                            self.has_failed.store(true, Relaxed);
+                        }
+                        ConnectFailed::Unreachable => {
+                            *self.unreachable.lock() = Some(format!("unreachable: {e}").into());
+                        }
+                        ConnectFailed::Retry => {}
                     }
                     if self.unreachable.lock().is_some() {
                         // `admit` gives every waiting device its final outcome while the
                         // service is unreachable; new work brings a new connect attempt,
                         // and a success clears the flag.
                         if let Some(w) = self.try_next_work() {
-                            if let Err(e) = self.resend_tx.try_send(w) {
-                                e.into_inner()
-                                    .job
-                                    .finish(self.platform, Final::Cancelled, 1);
-                            }
+                            self.put_back(w);
                         }
                     }
                     attempt += 1;
-                    tokio::time::sleep(full_jitter(
-                        CONNECT_BACKOFF_BASE,
-                        CONNECT_BACKOFF_CAP,
-                        attempt,
-                    ))
-                    .await;
+                    tokio::time::sleep(connect_backoff(attempt)).await;
                 }
             }
         }
@@ -724,9 +637,7 @@ impl Pool {
         let mut send = conn.send;
         let mut ping = conn.ping;
         let mut driver = conn.driver;
-        let mut driver_done = false;
-        let mut warmed = !self.warm_up;
-        let mut draining = false;
+        let mut state = ConnState::new(self.warm_up);
         let mut in_flight: FuturesUnordered<StreamFuture> = FuturesUnordered::new();
         let mut idle_since = Instant::now();
         let mut ping_due = tokio::time::interval(PING_IDLE);
@@ -735,17 +646,15 @@ impl Pool {
         let _conn_gauge = ConnGauge::new(self.platform);
 
         loop {
-            let limit = if warmed {
-                send.current_max_send_streams()
-                    .clamp(1, self.cfg.max_streams_per_connection.max(1))
-            } else {
-                1
-            };
-            let room = !draining && !driver_done && in_flight.len() < limit;
-            if !room && !draining && in_flight.len() >= limit && warmed {
+            let limit = state.stream_limit(
+                send.current_max_send_streams(),
+                self.cfg.max_streams_per_connection,
+            );
+            let room = state.takes_work() && in_flight.len() < limit;
+            if state.saturated(in_flight.len(), limit) {
                 self.maybe_grow();
             }
-            if draining && in_flight.is_empty() {
+            if state.is_done(in_flight.len()) {
                 break;
             }
             tokio::select! {
@@ -759,31 +668,32 @@ impl Pool {
                             let verdict = self.proto.classify(&answer);
                             tally.answer(&verdict, started);
                             self.observe_latency(started.elapsed());
-                            if !warmed && matches!(verdict, Verdict::Delivered) {
-                                warmed = true;
+                            if verdict == Verdict::Delivered {
+                                state = state.transition(Event::Delivered);
                             }
-                            if self.settle(work, verdict, auth.as_ref()).await {
-                                draining = true;
+                            if self.settle(work, &verdict, auth.as_ref()).await {
+                                state = state.transition(Event::ReplaceAsked);
                             }
                         }
                         Err(lost) => {
-                            if let Lost::Ambiguous(_) = lost {
-                                draining = true;
-                            }
                             tally.resend();
-                            self.resend_now(work, Some(&lost));
+                            if self.lost(work, &lost).await {
+                                state = state.transition(Event::AmbiguousLoss);
+                            }
                         }
                     }
                 }
-                res = &mut driver, if !driver_done => {
-                    driver_done = true;
-                    draining = true;
+                res = &mut driver, if state.polls_driver() => {
+                    state = state.transition(Event::DriverEnded);
                     if let Ok(Err(e)) = res {
                         tracing::debug!(error = %e, "HTTP/2 connection ended");
                     }
                 }
                 work = self.next_work(), if room => {
-                    let Some(work) = work else { draining = true; continue };
+                    let Some(work) = work else {
+                        state = state.transition(Event::PoolClosed);
+                        continue;
+                    };
                     // Fill the free streams from this pull on: one auth lookup per burst.
                     let Some((work, auth)) = self.authorize(work).await else { continue };
                     let mut next = Some(work);
@@ -794,8 +704,9 @@ impl Pool {
                                 in_flight.push(fut);
                             }
                             Started::Rejected => {}
-                            Started::Refused => {
-                                draining = true;
+                            Started::Refused(work) => {
+                                self.lost(work, &Lost::Unprocessed).await;
+                                state = state.transition(Event::StreamRefused);
                                 break;
                             }
                         }
@@ -810,11 +721,11 @@ impl Pool {
                         if let Some(p) = ping.as_mut() {
                             match tokio::time::timeout(PING_TIMEOUT, p.ping(h2::Ping::opaque())).await {
                                 Ok(Ok(_)) => {}
-                                _ => { draining = true; }
+                                _ => state = state.transition(Event::PingFailed),
                             }
                         }
                         if self.conns.load(Relaxed) > 1 && idle_since.elapsed() >= IDLE_CLOSE {
-                            draining = true;
+                            state = state.transition(Event::IdleExtra);
                         }
                     }
                 }
@@ -825,8 +736,8 @@ impl Pool {
         Ok(answers)
     }
 
-    /// Starts one request stream. `Refused` hands the work back (never sent) and means the
-    /// connection takes no more streams.
+    /// Starts one request stream. `Refused` hands the work back (never sent, to be resent)
+    /// and means the connection takes no more streams.
     fn start_h2(
         self: &Arc<Self>,
         send: &mut h2::client::SendRequest<Bytes>,
@@ -846,8 +757,7 @@ impl Pool {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!(error = %e, "HTTP/2 connection refused a new stream");
-                self.resend_now(work, Some(&Lost::Unprocessed));
-                return Started::Refused;
+                return Started::Refused(work);
             }
         };
         if !end {
@@ -935,7 +845,7 @@ impl Pool {
                     answers += 1;
                     let verdict = self.proto.classify(&answer);
                     tally.answer(&verdict, started);
-                    if self.settle(work, verdict, auth.as_ref()).await {
+                    if self.settle(work, &verdict, auth.as_ref()).await {
                         return Ok(answers);
                     }
                 }
@@ -946,17 +856,13 @@ impl Pool {
                     } else {
                         Lost::Ambiguous(f.message)
                     };
-                    self.resend_now(work, Some(&lost));
+                    self.lost(work, &lost).await;
                     return Ok(answers);
                 }
                 Err(_) => {
-                    self.resend_now(
-                        work,
-                        Some(&Lost::Ambiguous(format!(
-                            "no answer within {:?}",
-                            self.cfg.request_timeout
-                        ))),
-                    );
+                    let lost =
+                        Lost::Ambiguous(format!("no answer within {:?}", self.cfg.request_timeout));
+                    self.lost(work, &lost).await;
                     return Ok(answers);
                 }
             }
@@ -1086,7 +992,7 @@ type StreamFuture = std::pin::Pin<
 enum Started {
     Stream(StreamFuture),
     Rejected,
-    Refused,
+    Refused(Work),
 }
 
 async fn read_answer(resp: h2::client::ResponseFuture) -> Result<Answer, Lost> {
@@ -1117,15 +1023,14 @@ fn lost_of(e: h2::Error) -> Lost {
     }
 }
 
-/// `rand(0, min(cap, base * 2^n))` (full jitter, AWS architecture blog "Exponential Backoff
-/// and Jitter").
-pub(crate) fn full_jitter(base: Duration, cap: Duration, n: u32) -> Duration {
-    let ceiling = base.saturating_mul(1u32 << n.min(20)).min(cap);
-    if ceiling.is_zero() {
-        return ceiling;
-    }
-    let ms = ceiling.as_millis().max(1) as u64;
-    Duration::from_millis(rand::thread_rng().gen_range(ms / 10..=ms))
+/// A uniform sample in `[0, 1)` for `decide::full_jitter`.
+fn jitter() -> f64 {
+    rand::thread_rng().gen()
+}
+
+/// The wait before reconnecting after `attempt` failed connects in a row.
+fn connect_backoff(attempt: u32) -> Duration {
+    full_jitter(CONNECT_BACKOFF_BASE, CONNECT_BACKOFF_CAP, attempt, jitter())
 }
 
 /// Counts an open connection in the `tagcast_connections` gauge while it lives.
@@ -1145,20 +1050,9 @@ impl Drop for ConnGauge {
     }
 }
 
-/// The longest Retry-After (or backoff) honoured; longer waits give the device up as failed.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 /// How often an idle connection task looks for work when no wake-up came.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
-/// Resends after connection loss before a device is given up.
-const MAX_RESENDS: u16 = 64;
-/// Credential refreshes per device before the credential is declared failed.
-const MAX_REFRESHES: u8 = 2;
-/// Latency above 1.5 × the lowest seen plus this is queueing, not travel (absorbs jitter at
-/// sub-millisecond loopback latencies).
-const QUEUEING_SLACK_US: u64 = 2_000;
-/// Minimum spacing of pool growth steps, so one burst does not open every connection at once.
-const GROW_INTERVAL: Duration = Duration::from_millis(25);
 /// An idle connection is pinged after this long (APNs: "a PING after ~1 h of inactivity is
 /// enough"; a minute also keeps NAT and load-balancer state, as node-apn does).
 const PING_IDLE: Duration = Duration::from_secs(60);
@@ -1175,12 +1069,12 @@ mod tests {
     #[test]
     fn full_jitter_stays_under_the_ceiling() {
         for n in 0..30 {
-            let d = full_jitter(Duration::from_millis(100), Duration::from_secs(5), n);
-            assert!(d <= Duration::from_secs(5));
-            assert!(d <= Duration::from_millis(100) * (1 << n.min(20)));
+            let d = connect_backoff(n);
+            assert!(d <= CONNECT_BACKOFF_CAP);
+            assert!(d <= CONNECT_BACKOFF_BASE * (1 << n.min(20)));
         }
         assert_eq!(
-            full_jitter(Duration::ZERO, Duration::ZERO, 3),
+            full_jitter(Duration::ZERO, Duration::ZERO, 3, jitter()),
             Duration::ZERO
         );
     }

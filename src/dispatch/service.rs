@@ -210,14 +210,19 @@ impl Engine {
 
     /// A send ended: its final report goes to the outcome history (once).
     pub(super) fn finished(&self, job: &Arc<Job>) {
+        // Every caller holds this lock, so checking and then marking is one step. The mark
+        // comes after the write: the history keeps a send in memory until it is marked
+        // (`History::insert`), so a report asked for after `SendHandle::wait` never falls back
+        // to the stored record of its start.
         let _recording = self.inner.recording.lock();
-        if job.recorded.swap(true, Relaxed) {
+        if job.is_recorded() {
             return;
         }
         let report = job.report();
         if let Err(e) = self.inner.outcomes.put(&report) {
             tracing::error!(id = %report.id, "outcome history write failed: {e}");
         }
+        job.mark_recorded();
         if job.is_suspended() {
             // Not ended: the next engine resumes it (its outcome stays open meanwhile).
             return;
@@ -362,7 +367,7 @@ impl Engine {
         let mut body = Vec::with_capacity(1024);
         let mut batches = resolution.batches(batch_size);
         'feed: loop {
-            if job.cancelled.load(Relaxed) {
+            if job.is_cancelled() {
                 break;
             }
             let Some(batch) = batches.next() else { break };
@@ -372,7 +377,7 @@ impl Engine {
                 // (capped by the window so a device with very many templates cannot block).
                 let n = t.matching.len().min(1024);
                 if !self.admit(job, n, paced).await {
-                    if job.suspending.load(Relaxed) {
+                    if job.is_suspending() {
                         let rest = std::iter::once(t)
                             .chain(batch)
                             .chain(batches.flatten())

@@ -1,6 +1,6 @@
 //! Live round trips against the mock PNS servers of `loadtest/`: payloads and header sets built
 //! here are sent as a transport would send them, must be accepted, and every answer the mocks
-//! give (success and error) is classified by `feedback::classify` into the expected verdict.
+//! give (success and error) is classified by its service's `pns::*::answer` into the expected verdict.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};

@@ -60,8 +60,9 @@ pub struct SendFigures {
     pub latency_p999_us: u64,
     /// Latency distribution: (upper bound µs of a logarithmic bucket, requests).
     pub latency_buckets: Vec<(u64, u64)>,
-    /// Connections open at the end, per platform in Platform::ALL order.
-    pub connections: [usize; 4],
+    /// Connections open at the end, per platform in Platform::ALL order (a JSON array in the
+    /// report, as since the first version).
+    pub connections: Vec<usize>,
     /// Resident memory just before the send (registry loaded, engine idle), bytes.
     pub rss_before_send_bytes: u64,
     /// Highest resident memory sampled during the send, bytes.
@@ -117,7 +118,7 @@ struct Measured {
     elapsed: f64,
     samples: Samples,
     hist: Histogram<u64>,
-    connections: [usize; 4],
+    connections: Vec<usize>,
     rss_before: u64,
     problems: Vec<String>,
 }
@@ -160,7 +161,7 @@ pub(super) async fn one_send(
         audience: &plan.audience,
     };
     let problems = check.problems(&per, counts);
-    let connections = engine.connections();
+    let connections = engine.connections().values().copied().collect();
     engine.shutdown().await;
     per.shutdown().await;
     let measured = Measured {
