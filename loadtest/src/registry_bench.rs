@@ -266,7 +266,7 @@ pub fn build(
 ) -> Result<(), String> {
     let next = AtomicU64::new(0);
     const BATCH: u64 = 10_000;
-    let failed = std::sync::Mutex::new(None::<String>);
+    let failed = parking_lot::Mutex::new(None::<String>);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
@@ -278,7 +278,7 @@ pub fn build(
                 let batch: Vec<Installation> = (from..to).map(|i| gen.device(i, 0)).collect();
                 for r in reg.upsert_batch(batch) {
                     if let Err(e) = r {
-                        *failed.lock().expect("no panics while held") = Some(e.to_string());
+                        *failed.lock() = Some(e.to_string());
                         return;
                     }
                 }
@@ -288,7 +288,7 @@ pub fn build(
             });
         }
     });
-    match failed.into_inner().expect("no panics while held") {
+    match failed.into_inner() {
         Some(e) => Err(e),
         None => Ok(()),
     }
