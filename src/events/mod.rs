@@ -241,7 +241,7 @@ fn open_sled(path: &Path, cache_capacity: u64) -> Result<sled::Db, EventsError> 
         .cache_capacity(cache_capacity)
         // Durability comes from our own group commit.
         .flush_every_ms(None);
-    Ok(crate::state::open_sled(&config)?)
+    crate::state::open_sled(&config).map_err(EventsError::sled)
 }
 
 fn check_name(name: &str) -> Result<(), EventsError> {

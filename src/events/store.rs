@@ -30,8 +30,10 @@ use super::event::{self, unix_nanos, StoredEvent};
 use super::query::{EventQuery, Order};
 use super::{DeadLetter, Event, EventKind, EventsError, LoggedEvent};
 
-impl From<sled::Error> for EventsError {
-    fn from(e: sled::Error) -> Self {
+impl EventsError {
+    /// A sled failure. A function, not a `From` impl: a public `From<sled::Error>` would put
+    /// sled in the API's semver surface.
+    pub(crate) fn sled(e: sled::Error) -> Self {
         EventsError::Storage(e.to_string())
     }
 }
@@ -130,23 +132,31 @@ impl Store {
         let t = |name: &str| db.open_tree(format!("events/{name}"));
         Ok(Store {
             db: db.clone(),
-            log: t("log")?,
-            by_kind: t("idx/kind")?,
-            by_notification: t("idx/notification")?,
-            by_installation: t("idx/installation")?,
-            by_time: t("idx/time")?,
-            meta: t("meta")?,
-            subs: t("subs")?,
-            cursors: t("cursor")?,
-            dead: t("dead")?,
-            redrive: t("redrive")?,
+            log: t("log").map_err(EventsError::sled)?,
+            by_kind: t("idx/kind").map_err(EventsError::sled)?,
+            by_notification: t("idx/notification").map_err(EventsError::sled)?,
+            by_installation: t("idx/installation").map_err(EventsError::sled)?,
+            by_time: t("idx/time").map_err(EventsError::sled)?,
+            meta: t("meta").map_err(EventsError::sled)?,
+            subs: t("subs").map_err(EventsError::sled)?,
+            cursors: t("cursor").map_err(EventsError::sled)?,
+            dead: t("dead").map_err(EventsError::sled)?,
+            redrive: t("redrive").map_err(EventsError::sled)?,
         })
     }
 
     /// The highest seq ever assigned (0: none).
     pub(crate) fn high_water(&self) -> Result<u64, EventsError> {
-        let meta = self.meta.get(HIGH_WATER)?.map_or(0, |v| u64_of(&v));
-        let log = self.log.last()?.map_or(0, |(k, _)| u64_of(&k));
+        let meta = self
+            .meta
+            .get(HIGH_WATER)
+            .map_err(EventsError::sled)?
+            .map_or(0, |v| u64_of(&v));
+        let log = self
+            .log
+            .last()
+            .map_err(EventsError::sled)?
+            .map_or(0, |(k, _)| u64_of(&k));
         Ok(meta.max(log))
     }
 
@@ -179,28 +189,34 @@ impl Store {
             seq += 1;
         }
         // Indexes before the log (see the invariants above).
-        self.by_kind.apply_batch(k)?;
-        self.by_notification.apply_batch(n)?;
-        self.by_installation.apply_batch(i)?;
-        self.by_time.apply_batch(t)?;
-        self.log.apply_batch(l)?;
-        self.meta.insert(HIGH_WATER, &seq_key(seq - 1))?;
+        self.by_kind.apply_batch(k).map_err(EventsError::sled)?;
+        self.by_notification
+            .apply_batch(n)
+            .map_err(EventsError::sled)?;
+        self.by_installation
+            .apply_batch(i)
+            .map_err(EventsError::sled)?;
+        self.by_time.apply_batch(t).map_err(EventsError::sled)?;
+        self.log.apply_batch(l).map_err(EventsError::sled)?;
+        self.meta
+            .insert(HIGH_WATER, &seq_key(seq - 1))
+            .map_err(EventsError::sled)?;
         Ok(())
     }
 
     /// Makes every earlier write durable (one fsync for all trees: they share sled's log).
     pub(crate) async fn flush(&self) -> Result<(), EventsError> {
-        self.db.flush_async().await?;
+        self.db.flush_async().await.map_err(EventsError::sled)?;
         Ok(())
     }
 
     pub(crate) fn flush_sync(&self) -> Result<(), EventsError> {
-        self.db.flush()?;
+        self.db.flush().map_err(EventsError::sled)?;
         Ok(())
     }
 
     pub(crate) fn get(&self, seq: u64) -> Result<Option<Event>, EventsError> {
-        match self.log.get(seq_key(seq))? {
+        match self.log.get(seq_key(seq)).map_err(EventsError::sled)? {
             Some(v) => Ok(Some(event::decode(&v, &format!("events/log {seq}"))?)),
             None => Ok(None),
         }
@@ -251,7 +267,7 @@ impl Store {
         };
         let mut out = Vec::new();
         for kv in it {
-            let (k, v) = kv?;
+            let (k, v) = kv.map_err(EventsError::sled)?;
             let (seq, e) = if whole_log {
                 let seq = u64_of(&k);
                 (seq, event::decode(&v, &format!("events/log {seq}"))?)
@@ -279,7 +295,7 @@ impl Store {
         let hi = unix_nanos(cutoff);
         let mut keys = Vec::new();
         for kv in self.by_time.range(..time_key(hi, 0)).take(SWEEP_CHUNK) {
-            keys.push(kv?.0);
+            keys.push(kv.map_err(EventsError::sled)?.0);
         }
         let (mut k, mut n, mut i, mut t, mut l) = (
             Batch::default(),
@@ -312,11 +328,15 @@ impl Store {
             t.remove(tk.clone());
         }
         // The log first, then the indexes (see the invariants).
-        self.log.apply_batch(l)?;
-        self.by_kind.apply_batch(k)?;
-        self.by_notification.apply_batch(n)?;
-        self.by_installation.apply_batch(i)?;
-        self.by_time.apply_batch(t)?;
+        self.log.apply_batch(l).map_err(EventsError::sled)?;
+        self.by_kind.apply_batch(k).map_err(EventsError::sled)?;
+        self.by_notification
+            .apply_batch(n)
+            .map_err(EventsError::sled)?;
+        self.by_installation
+            .apply_batch(i)
+            .map_err(EventsError::sled)?;
+        self.by_time.apply_batch(t).map_err(EventsError::sled)?;
         Ok((removed, keys.len()))
     }
 
@@ -327,7 +347,7 @@ impl Store {
         for tree in [&self.dead, &self.redrive] {
             let mut b = Batch::default();
             for kv in tree.iter() {
-                let (k, v) = kv?;
+                let (k, v) = kv.map_err(EventsError::sled)?;
                 let old = serde_json::from_slice::<DeadRecord>(&v)
                     .ok()
                     .and_then(|d| d.event.into_event("").ok())
@@ -337,7 +357,7 @@ impl Store {
                     removed += 1;
                 }
             }
-            tree.apply_batch(b)?;
+            tree.apply_batch(b).map_err(EventsError::sled)?;
         }
         Ok(removed)
     }
@@ -364,7 +384,7 @@ impl Store {
             .range(seq_key(cursor + 1)..=seq_key(upto))
             .take(scan)
         {
-            let (k, v) = kv?;
+            let (k, v) = kv.map_err(EventsError::sled)?;
             read += 1;
             let seq = u64_of(&k);
             last = seq;
@@ -396,7 +416,7 @@ impl Store {
         let count = |it: sled::Iter| -> Result<u64, EventsError> {
             let mut n = 0;
             for kv in it {
-                kv?;
+                kv.map_err(EventsError::sled)?;
                 n += 1;
             }
             Ok(n)
@@ -419,14 +439,16 @@ impl Store {
     // --- subscriptions -------------------------------------------------------------------
 
     pub(crate) fn put_sub(&self, name: &str, value: &[u8]) -> Result<(), EventsError> {
-        self.subs.insert(name.as_bytes(), value)?;
+        self.subs
+            .insert(name.as_bytes(), value)
+            .map_err(EventsError::sled)?;
         Ok(())
     }
 
     pub(crate) fn subs(&self) -> Result<Vec<(String, IVec)>, EventsError> {
         let mut out = Vec::new();
         for kv in self.subs.iter() {
-            let (k, v) = kv?;
+            let (k, v) = kv.map_err(EventsError::sled)?;
             out.push((String::from_utf8_lossy(&k).into_owned(), v));
         }
         Ok(out)
@@ -434,24 +456,36 @@ impl Store {
 
     /// Removes a subscription with its cursor, dead letters and redrive queue.
     pub(crate) fn remove_sub(&self, name: &str) -> Result<bool, EventsError> {
-        let existed = self.subs.remove(name.as_bytes())?.is_some();
-        self.cursors.remove(name.as_bytes())?;
+        let existed = self
+            .subs
+            .remove(name.as_bytes())
+            .map_err(EventsError::sled)?
+            .is_some();
+        self.cursors
+            .remove(name.as_bytes())
+            .map_err(EventsError::sled)?;
         for tree in [&self.dead, &self.redrive] {
             let mut b = Batch::default();
             for kv in tree.scan_prefix(str_prefix(name)) {
-                b.remove(kv?.0);
+                b.remove(kv.map_err(EventsError::sled)?.0);
             }
-            tree.apply_batch(b)?;
+            tree.apply_batch(b).map_err(EventsError::sled)?;
         }
         Ok(existed)
     }
 
     pub(crate) fn cursor(&self, name: &str) -> Result<Option<u64>, EventsError> {
-        Ok(self.cursors.get(name.as_bytes())?.map(|v| u64_of(&v)))
+        Ok(self
+            .cursors
+            .get(name.as_bytes())
+            .map_err(EventsError::sled)?
+            .map(|v| u64_of(&v)))
     }
 
     pub(crate) fn set_cursor(&self, name: &str, seq: u64) -> Result<(), EventsError> {
-        self.cursors.insert(name.as_bytes(), &seq_key(seq))?;
+        self.cursors
+            .insert(name.as_bytes(), &seq_key(seq))
+            .map_err(EventsError::sled)?;
         Ok(())
     }
 
@@ -480,14 +514,14 @@ impl Store {
                 serde_json::to_vec(&rec).unwrap_or_default(),
             );
         }
-        self.dead.apply_batch(b)?;
+        self.dead.apply_batch(b).map_err(EventsError::sled)?;
         Ok(())
     }
 
     fn read_dead(tree: &Tree, name: &str, max: usize) -> Result<Vec<DeadLetter>, EventsError> {
         let mut out = Vec::new();
         for kv in tree.scan_prefix(str_prefix(name)).take(max) {
-            let (k, v) = kv?;
+            let (k, v) = kv.map_err(EventsError::sled)?;
             let seq = seq_of(&k).unwrap_or(0);
             let key = format!("events/dead {name} {seq}");
             let rec: DeadRecord = serde_json::from_slice(&v).map_err(|e| EventsError::Corrupt {
@@ -523,13 +557,13 @@ impl Store {
         let mut del = Batch::default();
         let mut n = 0;
         for kv in self.dead.scan_prefix(str_prefix(name)) {
-            let (k, v) = kv?;
+            let (k, v) = kv.map_err(EventsError::sled)?;
             add.insert(k.clone(), v);
             del.remove(k);
             n += 1;
         }
-        self.redrive.apply_batch(add)?;
-        self.dead.apply_batch(del)?;
+        self.redrive.apply_batch(add).map_err(EventsError::sled)?;
+        self.dead.apply_batch(del).map_err(EventsError::sled)?;
         Ok(n)
     }
 
@@ -554,7 +588,7 @@ impl Store {
         for s in seqs {
             b.remove(str_key(name, *s));
         }
-        self.redrive.apply_batch(b)?;
+        self.redrive.apply_batch(b).map_err(EventsError::sled)?;
         Ok(())
     }
 }

@@ -40,8 +40,10 @@ pub enum StoreError {
     Layout(String),
 }
 
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
+impl StoreError {
+    /// A sled failure. A function, not a `From` impl: a public `From<sled::Error>` would put
+    /// sled in the API's semver surface.
+    pub(crate) fn sled(e: sled::Error) -> Self {
         StoreError::Engine(e.to_string())
     }
 }
@@ -147,31 +149,39 @@ impl SledStore {
             .mode(sled::Mode::HighThroughput)
             // Durability comes from our own group commit; sled's timer flush only adds I/O.
             .flush_every_ms(None);
-        let db = crate::state::open_sled(&config)?;
-        let log = db.open_tree("log")?;
-        let meta = db.open_tree("meta")?;
+        let db = crate::state::open_sled(&config).map_err(StoreError::sled)?;
+        let log = db.open_tree("log").map_err(StoreError::sled)?;
+        let meta = db.open_tree("meta").map_err(StoreError::sled)?;
         Ok(SledStore { db, log, meta })
     }
 }
 
 impl Store for SledStore {
     fn put(&self, seq: u64, value: &[u8]) -> Result<(), StoreError> {
-        self.log.insert(seq.to_be_bytes(), value)?;
+        self.log
+            .insert(seq.to_be_bytes(), value)
+            .map_err(StoreError::sled)?;
         Ok(())
     }
 
     fn get(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.log.get(seq.to_be_bytes())?.map(|v| v.to_vec()))
+        Ok(self
+            .log
+            .get(seq.to_be_bytes())
+            .map_err(StoreError::sled)?
+            .map(|v| v.to_vec()))
     }
 
     fn remove(&self, seq: u64) -> Result<(), StoreError> {
-        self.log.remove(seq.to_be_bytes())?;
+        self.log
+            .remove(seq.to_be_bytes())
+            .map_err(StoreError::sled)?;
         Ok(())
     }
 
     fn flush(&self) -> Result<(), StoreError> {
         // One fsync covers every tree of the database: they share sled's log.
-        self.db.flush()?;
+        self.db.flush().map_err(StoreError::sled)?;
         Ok(())
     }
 
@@ -187,7 +197,7 @@ impl Store for SledStore {
         f: &mut SharedChunkVisitor<'_>,
     ) -> Result<Option<u64>, StoreError> {
         for (n, kv) in self.log.range(from.to_be_bytes()..).enumerate() {
-            let (k, v) = kv?;
+            let (k, v) = kv.map_err(StoreError::sled)?;
             let seq =
                 k.as_ref()
                     .try_into()
@@ -206,17 +216,21 @@ impl Store for SledStore {
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.meta.get(key)?.map(|v| v.to_vec()))
+        Ok(self
+            .meta
+            .get(key)
+            .map_err(StoreError::sled)?
+            .map(|v| v.to_vec()))
     }
 
     fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.meta.insert(key, value)?;
-        self.db.flush()?;
+        self.meta.insert(key, value).map_err(StoreError::sled)?;
+        self.db.flush().map_err(StoreError::sled)?;
         Ok(())
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
+        self.db.size_on_disk().map_err(StoreError::sled)
     }
 }
 
