@@ -6,16 +6,16 @@
 //! - `model`: the vocabulary every stage shares ([`Platform`], [`PerPlatform`], [`PushHandle`],
 //!   [`InstallationId`], [`UserId`], [`Tag`], [`Template`], [`Installation`]); imports nothing.
 //! - `time`: RFC 3339 date-times, HTTP-dates and `Retry-After`; imports nothing.
-//! - [`audience`]: the tag-expression language ([`TagExpr`]).
 //! - `transport`: TLS, HTTP/2 and HTTP/1.1 connections; imports nothing.
-//! - [`template`]: Notification Hubs' template language, compiled once, rendered per device.
+//! - [`state`]: the engine's own durable store ([`StateStore`]).
+//! - [`audience`]: the tag-expression language ([`TagExpr`]).
 //! - `pns`: one folder per push service (payload, credentials, request, answer) over a shared
 //!   toolkit (verdicts, the protocol trait, JWT, OAuth); [`Notification`] holds one payload
 //!   per service.
 //! - [`payload`]: Notification Hubs' native formats ([`NativeParts`]) and the payload types.
+//! - [`template`]: Notification Hubs' template language, compiled once, rendered per device.
 //! - [`registry`]: installations ([`Registry`]), partitions with roaring-bitmap tag indexes,
 //!   resolution of audiences, the durable chunked log in sled with group commit and recovery.
-//! - [`state`]: the engine's own durable store ([`StateStore`]).
 //! - [`events`]: the durable, searchable event log ([`EventLog`]) and its webhook
 //!   subscriptions (signed CloudEvents, at least once, ordered, dead letters).
 //! - [`dispatch`]: the [`Engine`]: sends, pools of persistent connections per credential, the

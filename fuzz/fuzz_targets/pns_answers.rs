@@ -1,4 +1,4 @@
-//! Fuzz target for the readers of push-service answers (`src/feedback/classify.rs`): APNs
+//! Fuzz target for the readers of push-service answers (`src/pns/*/answer.rs`): APNs
 //! reason JSON, FCM error JSON, WNS and Web Push status headers, Retry-After (seconds or
 //! HTTP-date). The answers come from the network: no input may panic.
 #![no_main]

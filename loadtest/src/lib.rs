@@ -6,6 +6,8 @@
 //!   paths keep working; the `mock` command runs [`mock::cli`].
 //! - [`registry_bench`]: the registry benchmark (`registry` command) and its device generator.
 
+#![forbid(unsafe_code)]
+
 pub mod delivery;
 pub mod latency;
 pub mod registry_bench;
