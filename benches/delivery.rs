@@ -20,7 +20,7 @@ use criterion::{
 use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use tagcast::bench_support::{build_requests, ApnsTokens, VapidHeaders};
 use tagcast::credentials::{ApnsKey, VapidKey};
-use tagcast::payload::{ApnsNotification, FcmNotification, Notification, WebPushNotification};
+use tagcast::{ApnsNotification, FcmNotification, Notification, WebPushNotification};
 use tagcast::{ApnsSettings, Engine, EngineConfig, Platform, PushHandle, SendState, TlsRoots};
 use tagcast_mock::apns::{
     ApnsConfig, MockApns, TEST_BUNDLE_ID, TEST_KEY_ID, TEST_KEY_PEM, TEST_TEAM_ID,

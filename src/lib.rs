@@ -7,18 +7,18 @@
 //!   [`InstallationId`], [`UserId`], [`Tag`], [`Template`], [`Installation`]); imports nothing.
 //! - `time`: RFC 3339 date-times, HTTP-dates and `Retry-After`; imports nothing.
 //! - `transport`: TLS, HTTP/2 and HTTP/1.1 connections; imports nothing.
-//! - [`state`]: the engine's own durable store ([`StateStore`]).
-//! - [`audience`]: the tag-expression language ([`TagExpr`]).
+//! - `state`: the engine's own durable store ([`StateStore`]).
+//! - `audience`: the tag-expression language ([`TagExpr`]).
 //! - `pns`: one folder per push service (payload, credentials, request, answer) over a shared
 //!   toolkit (verdicts, the protocol trait, JWT, OAuth); [`Notification`] holds one payload
 //!   per service.
-//! - [`payload`]: Notification Hubs' native formats ([`NativeParts`]) and the payload types.
+//! - `payload`: Notification Hubs' native formats ([`NativeParts`]) and the payload types.
 //! - [`template`]: Notification Hubs' template language, compiled once, rendered per device.
-//! - [`registry`]: installations ([`Registry`]), partitions with roaring-bitmap tag indexes,
+//! - `registry`: installations ([`Registry`]), partitions with roaring-bitmap tag indexes,
 //!   resolution of audiences, the durable chunked log in sled with group commit and recovery.
 //! - [`events`]: the durable, searchable event log ([`EventLog`]) and its webhook
 //!   subscriptions (signed CloudEvents, at least once, ordered, dead letters).
-//! - [`dispatch`]: the [`Engine`]: sends, pools of persistent connections per credential, the
+//! - `dispatch`: the [`Engine`]: sends, pools of persistent connections per credential, the
 //!   sans-IO delivery decisions, pruning, schedules, outcome history.
 //! - `server` and `nh` (feature `server`, on by default): `tagcast serve`, Notification Hubs'
 //!   REST API.
@@ -29,7 +29,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod audience;
+mod audience;
 /// Internal hooks for the benches, fuzz targets and property tests: not part of the API, may
 /// change in any release. Built only with the `bench-support` feature (and in unit tests).
 #[cfg(any(test, feature = "bench-support"))]
@@ -42,26 +42,28 @@ pub mod credentials {
         DEFAULT_APNS_TOKEN_RENEWAL,
     };
 }
-pub mod dispatch;
+mod dispatch;
 pub mod events;
 mod model;
 #[cfg(feature = "server")]
 pub mod nh;
-pub mod payload;
+mod payload;
 mod pns;
-pub mod registry;
+mod registry;
 #[cfg(feature = "server")]
 pub mod server;
-pub mod state;
+mod state;
 pub mod template;
 mod time;
 mod transport;
 
 pub use audience::{ExprError, ExprLimits, ExprNode, TagExpr, TagRef};
+pub use dispatch::metrics;
 pub use dispatch::{
     ApnsAuth, ApnsSettings, Content, DispatchConfig, Engine, EngineConfig, EngineError,
     FcmSettings, NotificationId, Pace, PlatformOutcomes, RetryPolicy, ScheduledSend, SendError,
     SendHandle, SendReport, SendRequest, SendState, TemplateSend, WebPushSettings, WnsSettings,
+    APNS_PRODUCTION, APNS_SANDBOX, DEFAULT_RETENTION, FCM_ENDPOINT,
 };
 pub use events::{
     verify_signature, DeadLetter, Event, EventKind, EventLog, EventQuery, EventsConfig,
@@ -78,10 +80,12 @@ pub use pns::{
     ApnsCertificate, ApnsKey, CredentialError, FcmServiceAccount, VapidKey, WnsCredentials,
 };
 pub use registry::store::StoreError;
+pub use registry::MAX_TAGS_LIMIT;
 pub use registry::{
     Audience, Installation, InstallationId, PatchOp, Platform, PruneReport, PruneRequest, Registry,
     RegistryConfig, RegistryError, RegistryStats, Resolution, Target, Template, TemplateBatches,
     TemplateResolution, TemplateTarget, UserId, WriteOutcome,
 };
 pub use state::{StateError, StateStore};
+pub use template::Properties;
 pub use transport::{TlsRoots, TransportError};

@@ -18,7 +18,7 @@ fn public_types_are_send_and_sync() {
     is_send_sync::<tagcast::SendReport>();
     is_send_sync::<tagcast::SendError>();
     is_send_sync::<tagcast::EngineError>();
-    is_send_sync::<tagcast::payload::Notification>();
+    is_send_sync::<tagcast::Notification>();
     is_send_sync::<tagcast::credentials::CredentialError>();
 }
 
@@ -38,8 +38,8 @@ async fn send_wait_future_is_send() {
     fn future_is_send<F: std::future::Future + Send>(_: F) {}
     let reg = tagcast::Registry::ephemeral(tagcast::RegistryConfig::default()).unwrap();
     let engine = tagcast::Engine::new(reg, tagcast::EngineConfig::default()).unwrap();
-    let n = tagcast::payload::Notification::new()
-        .apns(tagcast::payload::ApnsNotification::alert(r#"{"aps":{}}"#).unwrap());
+    let n = tagcast::Notification::new()
+        .apns(tagcast::ApnsNotification::alert(r#"{"aps":{}}"#).unwrap());
     let h = engine.send(n, tagcast::Audience::All).unwrap();
     future_is_send(h.wait());
     future_is_send(engine.shutdown());

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tagcast::credentials::{ApnsCertificate, ApnsKey};
-use tagcast::payload::{ApnsNotification, ApnsPushType, Notification, PayloadError};
+use tagcast::{ApnsNotification, ApnsPushType, Notification, PayloadError};
 use tagcast::{
     ApnsSettings, Audience, EngineConfig, Installation, Platform, PushHandle, SendReport, SendState,
 };

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::*;
-use tagcast::payload::{FcmNotification, WebPushNotification, WnsNotification};
 use tagcast::{Audience, Installation, Platform, PushHandle, SendState};
+use tagcast::{FcmNotification, WebPushNotification, WnsNotification};
 use tagcast_mock::apns::ApnsConfig;
 use tagcast_mock::fcm::FcmConfig;
 use tagcast_mock::testkit::Es256Key;

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use common::{eventually, finish, web_push_handle, Bed};
 use tagcast::credentials::VapidKey;
-use tagcast::payload::{FcmNotification, Notification, WebPushNotification, WnsNotification};
 use tagcast::{
     DispatchConfig, Engine, EngineConfig, Platform, PushHandle, SendState, WebPushSettings,
 };
+use tagcast::{FcmNotification, Notification, WebPushNotification, WnsNotification};
 use tagcast_mock::fcm::FcmConfig;
 use tagcast_mock::webpush::WebPushConfig;
 use tagcast_mock::wns::WnsConfig;

@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use tagcast::bench_support::{classify_any, fcm_body};
-use tagcast::payload::FcmNotification;
+use tagcast::FcmNotification;
 
 proptest! {
     #[test]

@@ -89,7 +89,7 @@ async fn schedules_are_refused_too_far_ahead_or_without_payload() {
     ));
     assert!(matches!(
         engine.schedule(
-            SendRequest::native(tagcast::payload::Notification::new(), Audience::All),
+            SendRequest::native(tagcast::Notification::new(), Audience::All),
             SystemTime::now()
         ),
         Err(SendError::NoPayload)

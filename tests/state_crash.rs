@@ -9,7 +9,7 @@ mod crash_child;
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use tagcast::payload::{ApnsNotification, Notification};
+use tagcast::{ApnsNotification, Notification};
 use tagcast::{
     Audience, Engine, EngineConfig, Event, EventKind, EventQuery, NotificationId, Registry,
     RegistryConfig, SendRequest, SendState, StateStore,

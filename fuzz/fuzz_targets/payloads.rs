@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tagcast::payload::{
+use tagcast::{
     ApnsNotification, ApnsPushType, FcmNotification, Notification, WebPushNotification,
     WnsNotification,
 };

@@ -72,7 +72,7 @@ impl Recorder for LatencyRecorder {
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> metrics::Histogram {
-        if key.name() == tagcast::dispatch::metrics::REQUEST_SECONDS {
+        if key.name() == tagcast::metrics::REQUEST_SECONDS {
             metrics::Histogram::from_arc(Arc::new(Record(self.0.clone())))
         } else {
             metrics::Histogram::noop()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use tagcast::credentials::{ApnsKey, FcmServiceAccount, VapidKey, WnsCredentials};
-use tagcast::payload::{
+use tagcast::{
     ApnsNotification, FcmNotification, Notification, WebPushNotification, WnsNotification,
 };
 use tagcast::{

@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use tagcast::credentials::{ApnsKey, FcmServiceAccount, VapidKey, WnsCredentials};
-use tagcast::payload::{
+use tagcast::{
     ApnsNotification, FcmNotification, Notification, WebPushNotification, WnsNotification,
 };
 use tagcast::{

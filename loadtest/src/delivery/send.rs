@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tagcast::payload::Notification;
 use tagcast::template::Properties;
+use tagcast::Notification;
 use tagcast::{Audience, Engine, Platform, Registry, SendHandle, SendReport};
 
 use super::args::{DeliveryArgs, Selected};
