@@ -561,7 +561,11 @@ impl Engine {
         notification: Notification,
         audience: Audience,
     ) -> Result<SendHandle, SendError> {
-        self.submit(SendRequest::native(notification, audience))
+        self.submit_with(
+            SendRequest::native(notification, audience),
+            JobMeta::default(),
+            None,
+        )
     }
 
     /// Sends `notification` to push handles directly, without registration (Notification

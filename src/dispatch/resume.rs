@@ -344,9 +344,7 @@ impl Engine {
                     ..JobMeta::default()
                 };
                 match s.remaining {
-                    Remaining::Installations(ids) => {
-                        self.submit_restricted(request, meta, Some(ids))
-                    }
+                    Remaining::Installations(ids) => self.submit_with(request, meta, Some(ids)),
                     Remaining::Handles(handles) => match request.content {
                         Content::Native(n) => self.start(n, super::Source::Handles(handles), meta),
                         Content::Template(_) => Err(super::SendError::NoPayload),

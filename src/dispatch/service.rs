@@ -32,7 +32,7 @@ impl Engine {
     /// Starts a send built with [`SendRequest`]: native or template content, any registry
     /// audience, optionally paced. Returns at once.
     pub fn submit(&self, request: SendRequest) -> Result<SendHandle, SendError> {
-        self.submit_as(request, JobMeta::default())
+        self.submit_with(request, JobMeta::default(), None)
     }
 
     /// A template send: every device in `audience` with a matching template renders it with
@@ -60,17 +60,10 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) fn submit_as(
-        &self,
-        request: SendRequest,
-        meta: JobMeta,
-    ) -> Result<SendHandle, SendError> {
-        self.submit_restricted(request, meta, None)
-    }
-
-    /// Starts `request`; `only` restricts its audience to some installations (a resumed
-    /// send's remainder).
-    pub(super) fn submit_restricted(
+    /// Starts `request` with `meta` (a scheduled or resumed send's id and history); `only`
+    /// restricts its audience to some installations (a resumed send's remainder). Every
+    /// registry send goes through here to [`Engine::start`], which spawns its feeder.
+    pub(super) fn submit_with(
         &self,
         request: SendRequest,
         mut meta: JobMeta,
@@ -279,7 +272,7 @@ impl Engine {
         };
         let result = request
             .map_err(|e| format!("the scheduled send could not be read back: {e}"))
-            .and_then(|r| self.submit_as(r, meta).map_err(|e| e.to_string()));
+            .and_then(|r| self.submit_with(r, meta, None).map_err(|e| e.to_string()));
         match result {
             Ok(_) => {
                 ::metrics::counter!(super::metrics::SCHEDULES_FIRED).increment(1);
