@@ -37,10 +37,14 @@ impl Platform {
         }
     }
 
+    /// The platform's stored code: its position in [`Platform::ALL`]. Written to disk (the
+    /// platform byte of every registry record, the seed of the handle hash), so `ALL` is only
+    /// ever appended to, never reordered.
     pub(crate) fn index(self) -> usize {
         self as usize
     }
 
+    /// The platform of a stored code ([`Platform::index`]); `None` for an unknown one.
     pub(crate) fn from_index(i: u8) -> Option<Platform> {
         Platform::ALL.get(i as usize).copied()
     }

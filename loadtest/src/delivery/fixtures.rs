@@ -10,6 +10,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use tagcast::credentials::{ApnsKey, FcmServiceAccount, VapidKey, WnsCredentials};
+use tagcast::PerPlatform;
 use tagcast::{
     ApnsNotification, FcmNotification, Notification, WebPushNotification, WnsNotification,
 };
@@ -253,10 +254,10 @@ pub(super) fn register(
     sel: Selected,
     persistent: &Persistent,
     template: bool,
-) -> Result<[u64; 4], String> {
+) -> Result<PerPlatform<u64>, String> {
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
-    let counts: [AtomicU64; 4] = Default::default();
+    let counts: PerPlatform<AtomicU64> = Default::default();
     let failed = parking_lot::Mutex::new(None::<String>);
     let server_key = URL_SAFE_NO_PAD
         .decode(persistent.vapid.public_key())
@@ -283,7 +284,7 @@ pub(super) fn register(
                     })
                     .collect();
                 for inst in &batch {
-                    counts[inst.platform() as usize].fetch_add(1, Ordering::Relaxed);
+                    counts[inst.platform()].fetch_add(1, Ordering::Relaxed);
                 }
                 for r in reg.upsert_batch(batch) {
                     if let Err(e) = r {
@@ -307,7 +308,7 @@ pub(super) fn register(
     if let Some(e) = failed.into_inner() {
         return Err(e);
     }
-    Ok(counts.map(|c| c.into_inner()))
+    Ok(counts.map(|_, c| c.into_inner()))
 }
 
 /// Device `i`: the generator's installation, its handle moved to a selected platform (Web

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use serde::Serialize;
-use tagcast::{Audience, TagExpr};
+use tagcast::{Audience, Platform, TagExpr};
 
 use crate::latency::LatencyRecorder;
 use crate::registry_bench::{rss, DeviceGen};
@@ -47,8 +47,9 @@ use send::{one_send, SendContext, SendPlan};
 pub struct DeliveryReport {
     /// Installations registered.
     pub devices: u64,
-    /// Of which, per platform (Platform::ALL order).
-    pub devices_per_platform: [u64; 4],
+    /// Of which, per platform (Platform::ALL order; a JSON array in the report, as since the
+    /// first version).
+    pub devices_per_platform: Vec<u64>,
     /// Seconds to register them (durable bulk).
     pub register_secs: f64,
     /// Mock latency, ms.
@@ -98,7 +99,10 @@ pub fn run(args: &DeliveryArgs) -> Result<DeliveryReport, Box<dyn std::error::Er
     let register_secs = t0.elapsed().as_secs_f64();
     eprintln!(
         "registered {n} installations in {register_secs:.1} s (apns {}, fcm {}, wns {}, webpush {})",
-        per_platform[0], per_platform[1], per_platform[2], per_platform[3]
+        per_platform[Platform::Apns],
+        per_platform[Platform::Fcm],
+        per_platform[Platform::Wns],
+        per_platform[Platform::WebPush]
     );
 
     let (rss_idle, _) = rss();
@@ -122,7 +126,7 @@ pub fn run(args: &DeliveryArgs) -> Result<DeliveryReport, Box<dyn std::error::Er
     let verified = sends.iter().all(|s| s.problems.is_empty());
     Ok(DeliveryReport {
         devices: n,
-        devices_per_platform: per_platform,
+        devices_per_platform: per_platform.values().copied().collect(),
         register_secs,
         latency_ms: args.latency_ms,
         faults: args.faults.clone(),
