@@ -18,8 +18,10 @@
 //!   resolution of audiences, the durable chunked log in sled with group commit and recovery.
 //! - [`events`]: the durable, searchable event log ([`EventLog`]) and its webhook
 //!   subscriptions (signed CloudEvents, at least once, ordered, dead letters).
-//! - `dispatch`: the [`Engine`]: sends, pools of persistent connections per credential, the
-//!   sans-IO delivery decisions, pruning, schedules, outcome history.
+//! - `dispatch`: delivery: pools of persistent connections per credential, the feeders, the
+//!   sans-IO delivery decisions, pruning; the configuration types ([`EngineConfig`]).
+//! - `service`: the [`Engine`] above delivery: sends, schedules, outcome history, suspension
+//!   and resumption.
 //! - `server` and `nh` (feature `server`, on by default): `tagcast serve`, Notification Hubs'
 //!   REST API.
 //!
@@ -52,6 +54,7 @@ mod pns;
 mod registry;
 #[cfg(feature = "server")]
 pub mod server;
+mod service;
 mod state;
 pub mod template;
 mod time;
@@ -60,9 +63,8 @@ mod transport;
 pub use audience::{ExprError, ExprLimits, ExprNode, TagExpr, TagRef};
 pub use dispatch::metrics;
 pub use dispatch::{
-    ApnsAuth, ApnsSettings, Content, DispatchConfig, Engine, EngineConfig, EngineError,
-    FcmSettings, NotificationId, Pace, PlatformOutcomes, RetryPolicy, ScheduledSend, SendError,
-    SendHandle, SendReport, SendRequest, SendState, TemplateSend, WebPushSettings, WnsSettings,
+    ApnsAuth, ApnsSettings, DispatchConfig, EngineConfig, EngineError, FcmSettings, NotificationId,
+    Pace, PlatformOutcomes, RetryPolicy, SendReport, SendState, WebPushSettings, WnsSettings,
     APNS_PRODUCTION, APNS_SANDBOX, DEFAULT_RETENTION, FCM_ENDPOINT,
 };
 pub use events::{
@@ -85,6 +87,9 @@ pub use registry::{
     Audience, Installation, InstallationId, PatchOp, Platform, PruneReport, PruneRequest, Registry,
     RegistryConfig, RegistryError, RegistryStats, Resolution, Target, Template, TemplateBatches,
     TemplateResolution, TemplateTarget, UserId, WriteOutcome,
+};
+pub use service::{
+    Content, Engine, ScheduledSend, SendError, SendHandle, SendRequest, TemplateSend,
 };
 pub use state::{StateError, StateStore};
 pub use template::Properties;

@@ -537,7 +537,7 @@ pub(crate) struct Job {
     /// When the send was due, for a scheduled send (0: not scheduled).
     scheduled_for_ms: u64,
     /// The rate limit of a paced send.
-    pub(crate) pace: Option<super::request::Pace>,
+    pub(crate) pace: Option<super::pace::Pace>,
     /// The property bag of a template send (`notification` then carries no payload).
     pub(crate) template: Option<crate::template::Properties>,
 }
@@ -548,7 +548,7 @@ pub(crate) struct JobMeta {
     pub(crate) id: Option<NotificationId>,
     pub(crate) enqueued_ms: Option<u64>,
     pub(crate) scheduled_for_ms: u64,
-    pub(crate) pace: Option<super::request::Pace>,
+    pub(crate) pace: Option<super::pace::Pace>,
     pub(crate) template: Option<crate::template::Properties>,
     /// A suspended send's report so far: a resumed send continues its counts and times.
     pub(crate) resumed: Option<SendReport>,

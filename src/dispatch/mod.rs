@@ -1,16 +1,18 @@
-//! The dispatcher: takes a send (a notification and an audience), pulls its devices from the
-//! registry in batches as fast as the pools drain them, and delivers each through the pool of
-//! its platform's credential; answers become verdicts (`pns::*::answer`), dead handles are
-//! pruned (`dispatch::prune`), and every device ends in exactly one counted outcome
-//! ([`SendReport`]).
+//! Delivery: the [`Dispatcher`] takes a send (a job and where its devices come from), pulls its
+//! devices from the registry in batches as fast as the pools drain them, and delivers each
+//! through the pool of its platform's credential; answers become verdicts (`pns::*::answer`),
+//! decisions (`decide`), dead handles are pruned (`prune`), and every device ends in exactly
+//! one counted outcome ([`SendReport`]). Also the configuration types the engine is built
+//! from ([`EngineConfig`]). The service layer (`crate::service`: the `Engine`, schedules,
+//! outcome history, resumption) sits above and is never imported here.
 //!
 //! ```text
-//!  send() ─► Job ─► feeder task: resolve ─► batches of targets ─► window permits ─┐
-//!                                                                                 ▼
-//!        bounded queue per pool ◄─────────────────────────────── route by platform/origin
+//!  Engine::start ─► Job ─► Dispatcher::feed: resolve ─► batches of targets ─► window permits ─┐
+//!                                                                                             ▼
+//!        bounded queue per pool ◄─────────────────────────────────────────── route by platform/origin
 //!              │ pulled by whichever connection has a free stream
 //!              ▼
-//!        connection tasks (h2 streams / HTTP/1.1) ─► verdict ─► final outcome | retry | prune
+//!        connection tasks (h2 streams / HTTP/1.1) ─► verdict ─► decide ─► finish | retry | prune
 //! ```
 //!
 //! Memory is bounded by each send's window (devices in flight, default 65,536) and each
@@ -22,27 +24,22 @@ mod decide;
 mod growth;
 pub(crate) mod job;
 pub mod metrics;
-pub(crate) mod outcomes;
+mod pace;
 pub(crate) mod pool;
 mod prune;
-pub(crate) mod request;
-pub(crate) mod resume;
-pub(crate) mod schedule;
-mod service;
+mod templates;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
 use self::auth::{AuthSource, OAuth, OAuthKind};
-use self::job::{Final, History, Job, JobMeta};
-use self::outcomes::Outcomes;
+use self::job::{Final, Job};
 use self::pool::{Device, Pool, Work};
-use self::resume::{Remaining, Resumes};
-use self::schedule::Schedules;
-use crate::events::{EventLog, EventsConfig};
+use crate::events::{EventLog, EventsConfig, WeakEventLog};
 use crate::model::PushHandle;
 use crate::model::{InstallationId, PerPlatform, Platform};
 use crate::payload::Notification;
@@ -56,9 +53,9 @@ use crate::template::TemplateCache;
 use crate::transport::{Endpoint, TlsRoots, TransportError};
 use prune::PruneItem;
 
+pub(crate) use job::History;
 pub use job::{NotificationId, PlatformOutcomes, SendReport, SendState};
-pub use request::{Content, Pace, SendRequest, TemplateSend};
-pub use schedule::ScheduledSend;
+pub use pace::Pace;
 
 /// APNs production host (pns-protocols.md §1.1).
 pub const APNS_PRODUCTION: &str = "https://api.push.apple.com";
@@ -296,35 +293,6 @@ pub struct EngineConfig {
 /// Default outcome retention and scheduling horizon: 7 days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Why a send was refused.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SendError {
-    /// The notification carries no payload for any platform.
-    #[error("the notification has no payload for any platform")]
-    NoPayload,
-    /// Registry audiences need an engine with a registry.
-    #[error("this engine has no registry; only direct sends to handles are possible")]
-    NoRegistry,
-    /// The engine is shut down.
-    #[error("the engine is shut down")]
-    ShutDown,
-    /// A scheduled time too far ahead.
-    #[error("a send may be scheduled at most {max_secs} s ahead; this one is {secs} s ahead")]
-    TooFarAhead {
-        /// How far ahead the send was asked for, in seconds.
-        secs: u64,
-        /// The limit ([`EngineConfig::max_schedule_ahead`]), in seconds.
-        max_secs: u64,
-    },
-    /// Scheduled sends and template sends need a registry audience, not handles.
-    #[error("{0}")]
-    Unsupported(&'static str),
-    /// The state store failed.
-    #[error(transparent)]
-    State(#[from] StateError),
-}
-
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -340,36 +308,6 @@ pub enum EngineError {
     State(#[from] StateError),
 }
 
-/// A send in progress: its id at once, its progress at any time, its end when awaited.
-#[derive(Clone)]
-pub struct SendHandle {
-    job: Arc<Job>,
-}
-
-impl SendHandle {
-    /// The send's id.
-    pub fn id(&self) -> NotificationId {
-        self.job.id
-    }
-
-    /// Counts so far.
-    pub fn progress(&self) -> SendReport {
-        self.job.report()
-    }
-
-    /// Waits until every device has its final outcome.
-    pub async fn wait(&self) -> SendReport {
-        self.job.wait().await;
-        self.job.report()
-    }
-
-    /// Stops the send: devices already handed to the pools and not yet sent end as
-    /// `cancelled`; the feeder reads no more devices from the registry.
-    pub fn cancel(&self) {
-        self.job.cancel();
-    }
-}
-
 struct Pools {
     apns: Option<Arc<Pool>>,
     fcm: Option<Arc<Pool>>,
@@ -377,80 +315,61 @@ struct Pools {
     by_origin: Mutex<HashMap<(Platform, String), Arc<Pool>>>,
 }
 
-struct EngineInner {
+/// Delivery for one engine: the pools of its credentials, the pruner, the credential caches,
+/// and the feeders that pull a send's devices from the registry into the pools. Knows nothing
+/// of outcome history, schedules or resumption (the service layer, `crate::service`, above).
+#[derive(Clone)]
+pub(crate) struct Dispatcher {
+    inner: Arc<DispatcherInner>,
+}
+
+struct DispatcherInner {
     registry: Option<Registry>,
-    config: EngineConfig,
+    config: DispatchConfig,
+    /// The WNS allowlist of channel hosts.
+    wns: Option<WnsSettings>,
     pools: Pools,
-    history: History,
     pruner: tokio::sync::mpsc::Sender<PruneItem>,
     wns_auth: Option<Arc<OAuth>>,
     vapid: Option<Arc<VapidCache>>,
     apns_tokens: Option<Arc<ApnsTokenCache>>,
     http1_tls: Arc<rustls::ClientConfig>,
     h2_tls: Arc<rustls::ClientConfig>,
-    shut: std::sync::atomic::AtomicBool,
-    /// Wakes background tasks (the scheduler) on shutdown and on schedule changes.
-    wake: Arc<tokio::sync::Notify>,
-    state: StateStore,
-    outcomes: Outcomes,
-    schedules: Schedules,
-    resumes: Resumes,
-    events: EventLog,
+    /// Set when the engine shuts down: no new pools.
+    shut: AtomicBool,
+    /// Where pools report credential failures.
+    events: WeakEventLog,
     templates: TemplateCache,
-    /// Held while a send's end is recorded (shutdown waits for it).
-    recording: Mutex<()>,
 }
 
-/// The delivery engine. Cheap to clone. Must be created and used inside a tokio runtime.
-#[derive(Clone)]
-pub struct Engine {
-    inner: Arc<EngineInner>,
+/// What a feeder stopped by a suspension hands over before it marks its feeding done: the send,
+/// its audience, and the installations or handles it did not reach.
+pub(crate) type OnSuspend<'a> = &'a (dyn Fn(&Job, Audience, Remaining) + Sync);
+
+/// What a suspended send had not reached.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Remaining {
+    /// Installations of a registry audience.
+    Installations(Vec<InstallationId>),
+    /// Handles of a direct send.
+    Handles(Vec<PushHandle>),
 }
 
-impl Engine {
-    /// An engine delivering to the devices of `registry` (and to direct handles).
-    pub fn new(registry: Registry, config: EngineConfig) -> Result<Engine, EngineError> {
-        Self::build(Some(registry), config)
-    }
-
-    /// An engine for direct sends to handles only.
-    pub fn without_registry(config: EngineConfig) -> Result<Engine, EngineError> {
-        Self::build(None, config)
-    }
-
-    fn build(registry: Option<Registry>, config: EngineConfig) -> Result<Engine, EngineError> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(EngineError::Config(
-                "the engine must be created inside a tokio runtime (it spawns its tasks there)"
-                    .into(),
-            ));
-        }
+impl Dispatcher {
+    /// The pools of `config`'s credentials (WNS and Web Push pools open per origin on first
+    /// use), the pruner, and the credential caches. Pools report credential failures to
+    /// `events`.
+    pub(crate) fn new(
+        registry: Option<Registry>,
+        config: &EngineConfig,
+        events: &EventLog,
+    ) -> Result<Dispatcher, EngineError> {
         let d = config.dispatch.clone();
         let roots = &config.tls_roots;
         let h2_tls = roots.client_config(&[b"h2"], None)?;
         let any_tls = roots.client_config(&[b"h2", b"http/1.1"], None)?;
         let http1_tls = roots.client_config(&[b"http/1.1"], None)?;
-        let state = match &config.state {
-            Some(s) => s.clone(),
-            None => StateStore::temporary()?,
-        };
-        let events = EventLog::open_db(&state.db, config.events.clone())
-            .map_err(|e| EngineError::Config(format!("event log: {e}")))?;
         let pruner = prune::spawn(registry.clone(), d.prune_batch, Some(events.downgrade()));
-        let retention = if config.outcome_retention.is_zero() {
-            DEFAULT_RETENTION
-        } else {
-            config.outcome_retention
-        };
-        let schedules = Schedules::open(&state)?;
-        let resumes = Resumes::open(&state)?;
-        let outcomes = Outcomes::open(
-            &state,
-            retention,
-            |id| schedules.contains(id).unwrap_or(true),
-            |id| resumes.contains(id).unwrap_or(true),
-        )?;
-
         let mut apns_tokens = None;
         let apns = match &config.apns {
             None => None,
@@ -519,15 +438,11 @@ impl Engine {
             .web_push
             .as_ref()
             .map(|w| Arc::new(VapidCache::new(w.vapid.clone())));
-        let engine = Engine {
-            inner: Arc::new(EngineInner {
+        Ok(Dispatcher {
+            inner: Arc::new(DispatcherInner {
                 registry,
-                history: History::new(if config.history == 0 {
-                    1000
-                } else {
-                    config.history
-                }),
-                config,
+                config: d,
+                wns: config.wns.clone(),
                 pools: Pools {
                     apns,
                     fcm,
@@ -540,74 +455,14 @@ impl Engine {
                 http1_tls,
                 h2_tls: any_tls,
                 shut: Default::default(),
-                wake: Arc::new(tokio::sync::Notify::new()),
-                state,
-                outcomes,
-                schedules,
-                resumes,
-                events,
+                events: events.downgrade(),
                 templates: TemplateCache::default(),
-                recording: Mutex::new(()),
             }),
-        };
-        engine.spawn_background();
-        engine.resume_suspended();
-        Ok(engine)
-    }
-
-    /// Sends `notification` to `audience`. Returns at once; the send runs in the background.
-    pub fn send(
-        &self,
-        notification: Notification,
-        audience: Audience,
-    ) -> Result<SendHandle, SendError> {
-        self.submit_with(
-            SendRequest::native(notification, audience),
-            JobMeta::default(),
-            None,
-        )
-    }
-
-    /// Sends `notification` to push handles directly, without registration (Notification
-    /// Hubs' direct send; any number of handles, fed in batches). Dead handles are counted,
-    /// not pruned (there is no installation to prune).
-    pub fn send_to_handles(
-        &self,
-        notification: Notification,
-        handles: Vec<PushHandle>,
-    ) -> Result<SendHandle, SendError> {
-        if !Platform::ALL.iter().any(|p| notification.has(*p)) {
-            return Err(SendError::NoPayload);
-        }
-        self.start(notification, Source::Handles(handles), JobMeta::default())
-    }
-
-    fn start(
-        &self,
-        notification: Notification,
-        source: Source,
-        meta: JobMeta,
-    ) -> Result<SendHandle, SendError> {
-        if self.inner.shut.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(SendError::ShutDown);
-        }
-        ::metrics::counter!(metrics::SENDS).increment(1);
-        let job = Job::with(notification, self.inner.config.dispatch.window, meta);
-        // The record exists before the send starts: a crash mid-send leaves it `Abandoned`.
-        self.inner.outcomes.put(&job.report())?;
-        self.inner.history.insert(job.clone());
-        let engine = self.clone();
-        let j = job.clone();
-        tokio::spawn(async move {
-            engine.feed(j.clone(), source).await;
-            j.wait().await;
-            engine.finished(&j);
-        });
-        Ok(SendHandle { job })
+        })
     }
 
     /// Credential failures that stopped a pool, by platform.
-    pub fn credential_failures(&self) -> Vec<(Platform, String)> {
+    pub(crate) fn credential_failures(&self) -> Vec<(Platform, String)> {
         let mut out = Vec::new();
         for p in self.all_pools() {
             if let Some(f) = p.failure() {
@@ -619,14 +474,14 @@ impl Engine {
 
     /// Restarts pools stopped by a credential failure (after the cause was fixed outside,
     /// e.g. a key re-enabled).
-    pub fn clear_credential_failures(&self) {
+    pub(crate) fn clear_credential_failures(&self) {
         for p in self.all_pools() {
             p.clear_failure();
         }
     }
 
     /// Open connections per platform.
-    pub fn connections(&self) -> PerPlatform<usize> {
+    pub(crate) fn connections(&self) -> PerPlatform<usize> {
         let mut out = PerPlatform::default();
         for p in self.all_pools() {
             out[p.platform] += p.connections();
@@ -635,50 +490,11 @@ impl Engine {
     }
 
     /// Provider tokens signed so far (APNs token auth), for tests and benches.
-    #[doc(hidden)]
-    pub fn apns_tokens_signed(&self) -> u64 {
+    pub(crate) fn apns_tokens_signed(&self) -> u64 {
         self.inner
             .apns_tokens
             .as_ref()
             .map_or(0, |c| c.signatures())
-    }
-
-    /// Stops accepting sends and closes the connections. With a durable
-    /// [`state`](EngineConfig::state) store, sends in progress are suspended: their feeders
-    /// stop, the devices already handed to connections get their answers (for at most
-    /// [`suspend_wait`](EngineConfig::suspend_wait)), and the installations (or, for direct
-    /// sends, the handles) not yet reached are recorded, so the next engine on the same store
-    /// resumes each send under its id. Otherwise sends in progress end `Abandoned`.
-    pub async fn shutdown(&self) {
-        self.inner
-            .shut
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.inner.wake.notify_waiters();
-        if self.inner.state.is_durable() {
-            self.suspend_all().await;
-        }
-        for j in self.inner.history.all() {
-            if !j.is_done() {
-                j.stop_for_shutdown();
-            }
-        }
-        for p in self.all_pools() {
-            p.close();
-        }
-        for j in self.inner.history.all() {
-            if !j.is_done() {
-                j.abandon();
-            }
-            // Sends that ended a moment ago may not be recorded yet: record them before the
-            // event log closes (once: `finished` is idempotent).
-            self.finished(&j);
-        }
-        // Wait for a recording in progress on another task.
-        drop(self.inner.recording.lock());
-        if let Err(e) = self.inner.events.shutdown().await {
-            tracing::warn!("closing the event log: {e}");
-        }
-        let _ = self.inner.state.flush();
     }
 
     fn all_pools(&self) -> Vec<Arc<Pool>> {
@@ -709,7 +525,6 @@ impl Engine {
                 .ok_or_else(|| "no FCM credential configured".to_string()),
             PushHandle::Wns(uri) => {
                 let settings = inner
-                    .config
                     .wns
                     .as_ref()
                     .ok_or_else(|| "no WNS credential configured".to_string())?;
@@ -765,7 +580,7 @@ impl Engine {
         } else {
             self.inner.http1_tls.clone()
         };
-        let mut cfg = self.inner.config.dispatch.clone();
+        let mut cfg = self.inner.config.clone();
         if !http2 {
             // One request at a time per HTTP/1.1 connection: more connections instead.
             cfg.max_connections = cfg.max_connections.max(16);
@@ -780,7 +595,7 @@ impl Engine {
             false,
             cfg,
             self.inner.pruner.clone(),
-            Some(self.inner.events.downgrade()),
+            Some(self.inner.events.clone()),
         );
         map.insert(key, pool.clone());
         pool
@@ -856,7 +671,10 @@ impl Engine {
         }
     }
 
-    async fn feed(&self, job: Arc<Job>, source: Source) {
+    /// Feeds `job`'s devices into the pools until its source is exhausted, it is cancelled,
+    /// or a shutdown suspends it; then marks its feeding done. A suspended feeder hands what it
+    /// did not reach to `on_suspend` first, so the send can end `Suspended`.
+    pub(crate) async fn feed(&self, job: Arc<Job>, source: Source, on_suspend: OnSuspend<'_>) {
         let batch_size = job.pace.map_or(1024, |p| p.batch());
         let mut last = None;
         let mut paced = Paced::default();
@@ -889,7 +707,7 @@ impl Engine {
                                 .into_iter()
                                 .chain(batches.flatten())
                                 .map(|t| t.installation_id);
-                            self.save_rest(&job, kept, Remaining::Installations(rest.collect()));
+                            on_suspend(&job, kept, Remaining::Installations(rest.collect()));
                         }
                         break;
                     }
@@ -903,8 +721,10 @@ impl Engine {
                 }
             }
             Source::Templates(audience, only) => {
-                self.feed_templates(&job, audience, only, batch_size, &mut paced, &mut last)
-                    .await;
+                self.feed_templates(
+                    &job, audience, only, batch_size, &mut paced, &mut last, on_suspend,
+                )
+                .await;
             }
             Source::Handles(handles) => {
                 job.set_audience(job.resumed_audience.unwrap_or(handles.len() as u64));
@@ -912,7 +732,7 @@ impl Engine {
                     if !self.admit(&job, chunk.len(), &mut paced).await {
                         if job.is_suspending() {
                             let rest = handles[i * batch_size..].to_vec();
-                            self.save_rest(&job, Audience::All, Remaining::Handles(rest));
+                            on_suspend(&job, Audience::All, Remaining::Handles(rest));
                         }
                         break;
                     }
@@ -928,16 +748,41 @@ impl Engine {
         }
         job.feeding_done();
     }
+
+    /// Whether audiences can be resolved (the engine has a registry).
+    pub(crate) fn has_registry(&self) -> bool {
+        self.inner.registry.is_some()
+    }
+
+    /// Devices of one send in flight at most.
+    pub(crate) fn window(&self) -> usize {
+        self.inner.config.window
+    }
+
+    /// No new pools from now on (the engine is shutting down).
+    pub(crate) fn stop_growing(&self) {
+        self.inner
+            .shut
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Closes every pool's connections.
+    pub(crate) fn close(&self) {
+        for p in self.all_pools() {
+            p.close();
+        }
+    }
 }
 
 /// A paced feeder's progress.
 #[derive(Default)]
-struct Paced {
+pub(crate) struct Paced {
     started: Option<tokio::time::Instant>,
     admitted: u64,
 }
 
-enum Source {
+/// Where a send's devices come from.
+pub(crate) enum Source {
     /// A registry audience, restricted to some installations when resumed.
     Audience(Audience, Option<Vec<InstallationId>>),
     /// A template send's audience (restricted when resumed); the properties are the job's.

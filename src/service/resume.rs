@@ -12,20 +12,19 @@
 //! outcome open (it ends `Abandoned` at the next start) rather than resuming a second time,
 //! so no device is sent the notification twice by a resumption.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::job::{Job, JobMeta, NotificationId, SendState};
-use super::request::{Content, SendRequest, StoredRequest, TemplateSend};
-use super::Engine;
+use super::request::{SendRequest, StoredRequest};
+use crate::dispatch::job::{NotificationId, SendReport};
+use crate::dispatch::Remaining;
 use crate::model::PushHandle;
 use crate::model::{InstallationId, Platform};
-use crate::registry::Audience;
 use crate::state::{StateError, StateStore};
 
 /// How long a shutdown waits for the answers of devices already handed over, by default.
-const DEFAULT_SUSPEND_WAIT: Duration = Duration::from_secs(10);
+pub(super) const DEFAULT_SUSPEND_WAIT: Duration = Duration::from_secs(10);
 
 /// The reason given to devices that were handed over but unanswered when the engine stopped.
 const UNANSWERED: &str = "no answer before the engine stopped";
@@ -41,15 +40,6 @@ struct Header {
     /// A direct send: the chunks hold handles.
     #[serde(default)]
     direct: bool,
-}
-
-/// What a suspended send had not reached.
-#[derive(Debug, PartialEq)]
-pub(crate) enum Remaining {
-    /// Installations of a registry audience.
-    Installations(Vec<InstallationId>),
-    /// Handles of a direct send.
-    Handles(Vec<PushHandle>),
 }
 
 /// A handle as stored: platform and text, plus the keys of a Web Push subscription.
@@ -260,123 +250,10 @@ impl Resumes {
     }
 }
 
-impl Engine {
-    /// Suspends every send in progress (graceful shutdown with a durable state store): the
-    /// feeders stop and record what they have not reached; then the devices already handed
-    /// over get their answers, for at most `suspend_wait`.
-    pub(super) async fn suspend_all(&self) {
-        let running = self.running();
-        if running.is_empty() {
-            return;
-        }
-        for j in &running {
-            j.suspend();
-        }
-        let wait = match self.inner.config.suspend_wait {
-            d if d.is_zero() => DEFAULT_SUSPEND_WAIT,
-            d => d,
-        };
-        let deadline = tokio::time::Instant::now() + wait;
-        for j in &running {
-            if tokio::time::timeout_at(deadline, j.wait()).await.is_err() {
-                tracing::warn!(id = %j.id, "devices still unanswered when the suspension ended");
-                break;
-            }
-        }
-    }
-
-    /// Records the rest of a send whose feeder stopped for a suspension: the installations
-    /// or handles in `rest` (in feed order) are resumed by the next engine. If that cannot
-    /// be written the send ends `Abandoned` with the error.
-    pub(super) fn save_rest(&self, job: &Job, audience: Audience, rest: Remaining) {
-        let content = match &job.template {
-            Some(properties) => Content::Template(TemplateSend {
-                properties: properties.clone(),
-                expires_at: job.notification.expiry(),
-            }),
-            None => Content::Native(job.notification.clone()),
-        };
-        let request = SendRequest {
-            content,
-            audience,
-            pace: job.pace,
-        };
-        let n = match &rest {
-            Remaining::Installations(v) => v.len(),
-            Remaining::Handles(v) => v.len(),
-        };
-        match self.inner.resumes.save(job.id, &request, &rest) {
-            Ok(()) => {
-                tracing::info!(id = %job.id, remaining = n, "send suspended for resumption");
-                job.mark_suspended();
-            }
-            Err(e) => {
-                job.error(format!(
-                    "the send could not be suspended for resumption: {e}"
-                ));
-                job.abandon();
-            }
-        }
-    }
-
-    /// Restarts the sends a previous engine on this state store suspended, each under its
-    /// own id, continuing its counts.
-    pub(super) fn resume_suspended(&self) {
-        if !self.inner.state.is_durable() {
-            return;
-        }
-        let taken = match self.inner.resumes.take_all() {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!("reading the suspended sends failed: {e}");
-                return;
-            }
-        };
-        for s in taken {
-            let base = self.inner.outcomes.get(s.id).ok().flatten();
-            let started = s.request.and_then(|request| {
-                let base = base.clone().map(account_unanswered);
-                let meta = JobMeta {
-                    id: Some(s.id),
-                    enqueued_ms: base.as_ref().map(|b| to_ms(b.enqueued_at)),
-                    scheduled_for_ms: base.as_ref().and_then(|b| b.scheduled_for).map_or(0, to_ms),
-                    resumed: base,
-                    ..JobMeta::default()
-                };
-                match s.remaining {
-                    Remaining::Installations(ids) => self.submit_with(request, meta, Some(ids)),
-                    Remaining::Handles(handles) => match request.content {
-                        Content::Native(n) => self.start(n, super::Source::Handles(handles), meta),
-                        Content::Template(_) => Err(super::SendError::NoPayload),
-                    },
-                }
-                .map_err(|e| e.to_string())
-            });
-            match started {
-                Ok(h) => tracing::info!(id = %h.id(), "suspended send resumed"),
-                Err(why) => {
-                    tracing::error!(id = %s.id, "suspended send not resumed: {why}");
-                    if let Some(mut r) = base {
-                        r.state = SendState::Abandoned;
-                        r.completed_at = Some(SystemTime::now());
-                        r.errors.push(format!("not resumed: {why}"));
-                        let _ = self.inner.outcomes.put(&r);
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn to_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Devices handed over but unanswered when the engine stopped have no final outcome: they
 /// count as failed, with the reason [`UNANSWERED`] (the resumed send does not resend them:
 /// the service may have accepted them).
-fn account_unanswered(mut r: super::job::SendReport) -> super::job::SendReport {
+pub(super) fn account_unanswered(mut r: SendReport) -> SendReport {
     for p in Platform::ALL {
         let c = &mut r.platforms[p];
         let open = c.targeted.saturating_sub(c.finished());

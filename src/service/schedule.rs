@@ -9,8 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::job::NotificationId;
-use super::request::{audience_to_string, Content, Pace, SendRequest, StoredRequest};
+use super::request::{audience_to_string, Content, SendRequest, StoredRequest};
+use crate::dispatch::job::NotificationId;
+use crate::dispatch::Pace;
 use crate::state::{StateError, StateStore};
 
 fn to_ms(t: SystemTime) -> u64 {

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::job::{NotificationId, PlatformOutcomes, SendReport, SendState};
+use crate::dispatch::job::{NotificationId, PlatformOutcomes, SendReport, SendState};
 use crate::model::{PerPlatform, Platform};
 use crate::state::{StateError, StateStore};
 

@@ -1,0 +1,762 @@
+//! The service layer: the [`Engine`] users hold, and what makes it a service above delivery —
+//! sends as requests (native, template, paced), scheduled sends, durable outcome history,
+//! suspension and resumption across restarts, and the background tasks behind them (the
+//! scheduler, the retention sweep). Delivery itself is `crate::dispatch`'s `Dispatcher`, which
+//! knows nothing of this module.
+//!
+//! `impl Engine` is here and only here. A send goes `Engine::send` / `submit` / a fired
+//! schedule / a resumed send → [`Engine::submit_with`] (checks, the job's source) →
+//! `Engine::start` (the outcome record, the history, one task) → `Dispatcher::feed`.
+
+mod outcomes;
+mod request;
+mod resume;
+mod schedule;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+
+use crate::dispatch::job::{Job, JobMeta, NotificationId, SendReport, SendState};
+use crate::dispatch::{
+    metrics, Dispatcher, EngineConfig, EngineError, History, Remaining, Source, DEFAULT_RETENTION,
+};
+use crate::events::{Event, EventLog};
+use crate::model::{PerPlatform, Platform, PushHandle};
+use crate::payload::Notification;
+use crate::registry::{Audience, Registry};
+use crate::state::{StateError, StateStore};
+use crate::template::Properties;
+use outcomes::Outcomes;
+use resume::Resumes;
+use schedule::Schedules;
+
+pub use request::{Content, SendRequest, TemplateSend};
+pub use schedule::ScheduledSend;
+
+/// How often old outcome records are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+/// The scheduler re-reads the schedule at least this often (a wall-clock jump, a missed wake).
+const SCHEDULER_TICK: Duration = Duration::from_secs(30);
+
+fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+struct EngineInner {
+    dispatcher: Dispatcher,
+    config: EngineConfig,
+    history: History,
+    shut: std::sync::atomic::AtomicBool,
+    /// Wakes background tasks (the scheduler) on shutdown and on schedule changes.
+    wake: Arc<tokio::sync::Notify>,
+    state: StateStore,
+    outcomes: Outcomes,
+    schedules: Schedules,
+    resumes: Resumes,
+    events: EventLog,
+    /// Held while a send's end is recorded (shutdown waits for it).
+    recording: Mutex<()>,
+}
+
+/// The delivery engine. Cheap to clone. Must be created and used inside a tokio runtime.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+/// Why a send was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The notification carries no payload for any platform.
+    #[error("the notification has no payload for any platform")]
+    NoPayload,
+    /// Registry audiences need an engine with a registry.
+    #[error("this engine has no registry; only direct sends to handles are possible")]
+    NoRegistry,
+    /// The engine is shut down.
+    #[error("the engine is shut down")]
+    ShutDown,
+    /// A scheduled time too far ahead.
+    #[error("a send may be scheduled at most {max_secs} s ahead; this one is {secs} s ahead")]
+    TooFarAhead {
+        /// How far ahead the send was asked for, in seconds.
+        secs: u64,
+        /// The limit ([`EngineConfig::max_schedule_ahead`]), in seconds.
+        max_secs: u64,
+    },
+    /// Scheduled sends and template sends need a registry audience, not handles.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// A send in progress: its id at once, its progress at any time, its end when awaited.
+#[derive(Clone)]
+pub struct SendHandle {
+    job: Arc<Job>,
+}
+
+impl SendHandle {
+    /// The send's id.
+    pub fn id(&self) -> NotificationId {
+        self.job.id
+    }
+
+    /// Counts so far.
+    pub fn progress(&self) -> SendReport {
+        self.job.report()
+    }
+
+    /// Waits until every device has its final outcome.
+    pub async fn wait(&self) -> SendReport {
+        self.job.wait().await;
+        self.job.report()
+    }
+
+    /// Stops the send: devices already handed to the pools and not yet sent end as
+    /// `cancelled`; the feeder reads no more devices from the registry.
+    pub fn cancel(&self) {
+        self.job.cancel();
+    }
+}
+
+impl Engine {
+    /// An engine delivering to the devices of `registry` (and to direct handles).
+    pub fn new(registry: Registry, config: EngineConfig) -> Result<Engine, EngineError> {
+        Self::build(Some(registry), config)
+    }
+
+    /// An engine for direct sends to handles only.
+    pub fn without_registry(config: EngineConfig) -> Result<Engine, EngineError> {
+        Self::build(None, config)
+    }
+
+    fn build(registry: Option<Registry>, config: EngineConfig) -> Result<Engine, EngineError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(EngineError::Config(
+                "the engine must be created inside a tokio runtime (it spawns its tasks there)"
+                    .into(),
+            ));
+        }
+        let state = match &config.state {
+            Some(s) => s.clone(),
+            None => StateStore::temporary()?,
+        };
+        let events = EventLog::open_db(&state.db, config.events.clone())
+            .map_err(|e| EngineError::Config(format!("event log: {e}")))?;
+        let dispatcher = Dispatcher::new(registry, &config, &events)?;
+        let retention = if config.outcome_retention.is_zero() {
+            DEFAULT_RETENTION
+        } else {
+            config.outcome_retention
+        };
+        let schedules = Schedules::open(&state)?;
+        let resumes = Resumes::open(&state)?;
+        let outcomes = Outcomes::open(
+            &state,
+            retention,
+            |id| schedules.contains(id).unwrap_or(true),
+            |id| resumes.contains(id).unwrap_or(true),
+        )?;
+        let engine = Engine {
+            inner: Arc::new(EngineInner {
+                dispatcher,
+                history: History::new(if config.history == 0 {
+                    1000
+                } else {
+                    config.history
+                }),
+                config,
+                shut: Default::default(),
+                wake: Arc::new(tokio::sync::Notify::new()),
+                state,
+                outcomes,
+                schedules,
+                resumes,
+                events,
+                recording: Mutex::new(()),
+            }),
+        };
+        engine.spawn_background();
+        engine.resume_suspended();
+        Ok(engine)
+    }
+
+    /// Sends `notification` to `audience`. Returns at once; the send runs in the background.
+    pub fn send(
+        &self,
+        notification: Notification,
+        audience: Audience,
+    ) -> Result<SendHandle, SendError> {
+        self.submit_with(
+            SendRequest::native(notification, audience),
+            JobMeta::default(),
+            None,
+        )
+    }
+
+    /// Sends `notification` to push handles directly, without registration (Notification
+    /// Hubs' direct send; any number of handles, fed in batches). Dead handles are counted,
+    /// not pruned (there is no installation to prune).
+    pub fn send_to_handles(
+        &self,
+        notification: Notification,
+        handles: Vec<PushHandle>,
+    ) -> Result<SendHandle, SendError> {
+        if !Platform::ALL.iter().any(|p| notification.has(*p)) {
+            return Err(SendError::NoPayload);
+        }
+        self.start(notification, Source::Handles(handles), JobMeta::default())
+    }
+
+    fn start(
+        &self,
+        notification: Notification,
+        source: Source,
+        meta: JobMeta,
+    ) -> Result<SendHandle, SendError> {
+        if self.inner.shut.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(SendError::ShutDown);
+        }
+        ::metrics::counter!(metrics::SENDS).increment(1);
+        let job = Job::with(notification, self.inner.dispatcher.window(), meta);
+        // The record exists before the send starts: a crash mid-send leaves it `Abandoned`.
+        self.inner.outcomes.put(&job.report())?;
+        self.inner.history.insert(job.clone());
+        let engine = self.clone();
+        let j = job.clone();
+        tokio::spawn(async move {
+            let on_suspend = |job: &Job, audience: Audience, rest: Remaining| {
+                engine.save_rest(job, audience, rest)
+            };
+            engine
+                .inner
+                .dispatcher
+                .feed(j.clone(), source, &on_suspend)
+                .await;
+            j.wait().await;
+            engine.finished(&j);
+        });
+        Ok(SendHandle { job })
+    }
+
+    /// Starts a send built with [`SendRequest`]: native or template content, any registry
+    /// audience, optionally paced. Returns at once.
+    pub fn submit(&self, request: SendRequest) -> Result<SendHandle, SendError> {
+        self.submit_with(request, JobMeta::default(), None)
+    }
+
+    /// A template send: every device in `audience` with a matching template renders it with
+    /// `properties` into its own native payload (one push per matching template).
+    pub fn send_template(
+        &self,
+        properties: Properties,
+        audience: Audience,
+    ) -> Result<SendHandle, SendError> {
+        self.submit(SendRequest::template(
+            TemplateSend::new(properties),
+            audience,
+        ))
+    }
+
+    fn check(&self, request: &SendRequest) -> Result<(), SendError> {
+        if !self.inner.dispatcher.has_registry() {
+            return Err(SendError::NoRegistry);
+        }
+        if let Content::Native(n) = &request.content {
+            if !Platform::ALL.iter().any(|p| n.has(*p)) {
+                return Err(SendError::NoPayload);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts `request` with `meta` (a scheduled or resumed send's id and history); `only`
+    /// restricts its audience to some installations (a resumed send's remainder). Every
+    /// registry send goes through here to [`Engine::start`], which spawns its feeder.
+    pub(crate) fn submit_with(
+        &self,
+        request: SendRequest,
+        mut meta: JobMeta,
+        only: Option<Vec<crate::model::InstallationId>>,
+    ) -> Result<SendHandle, SendError> {
+        self.check(&request)?;
+        meta.pace = request.pace;
+        let (notification, source) = match request.content {
+            Content::Native(n) => (n, Source::Audience(request.audience, only)),
+            Content::Template(t) => {
+                meta.template = Some(t.properties);
+                let mut n = Notification::new();
+                if let Some(at) = t.expires_at {
+                    n = n.expires_at(at);
+                }
+                (n, Source::Templates(request.audience, only))
+            }
+        };
+        self.start(notification, source, meta)
+    }
+
+    /// Schedules `request` for `at` (durably: it survives a restart and fires once). A time
+    /// in the past fires at once. Returns the send's id; its outcome is `Scheduled` until it
+    /// fires.
+    pub fn schedule(
+        &self,
+        request: SendRequest,
+        at: SystemTime,
+    ) -> Result<NotificationId, SendError> {
+        if self.inner.shut.load(Relaxed) {
+            return Err(SendError::ShutDown);
+        }
+        self.check(&request)?;
+        let max = if self.inner.config.max_schedule_ahead.is_zero() {
+            DEFAULT_RETENTION
+        } else {
+            self.inner.config.max_schedule_ahead
+        };
+        let ahead = at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        if ahead > max {
+            return Err(SendError::TooFarAhead {
+                secs: ahead.as_secs(),
+                max_secs: max.as_secs(),
+            });
+        }
+        let id = NotificationId::random();
+        // The outcome record first: a schedule without one would fire into the void.
+        let mut report = Job::with(
+            Notification::new(),
+            1024,
+            JobMeta {
+                id: Some(id),
+                scheduled_for_ms: to_ms(at),
+                ..JobMeta::default()
+            },
+        )
+        .report();
+        report.state = SendState::Scheduled;
+        self.inner.outcomes.put(&report)?;
+        self.inner.schedules.add(id, at, &request)?;
+        self.inner.wake.notify_waiters();
+        Ok(id)
+    }
+
+    /// Cancels a scheduled send that has not fired. `false` if there is none pending under
+    /// `id` (it fired, was cancelled, or never existed).
+    pub fn cancel_scheduled(&self, id: NotificationId) -> Result<bool, SendError> {
+        if !self.inner.schedules.cancel(id)? {
+            return Ok(false);
+        }
+        if let Some(mut r) = self.inner.outcomes.get(id)? {
+            r.state = SendState::Cancelled;
+            r.completed_at = Some(SystemTime::now());
+            self.inner.outcomes.put(&r)?;
+            // Acknowledged means durable, the outcome included (else a crash now would leave
+            // it `Scheduled` without a schedule: `Abandoned` at the next start).
+            self.inner.state.flush()?;
+        }
+        self.inner.wake.notify_waiters();
+        Ok(true)
+    }
+
+    /// Pending scheduled sends, soonest first.
+    pub fn scheduled(&self) -> Result<Vec<ScheduledSend>, SendError> {
+        Ok(self.inner.schedules.list()?)
+    }
+
+    /// A send's report: live while it runs, from the outcome history afterwards (kept for
+    /// [`EngineConfig::outcome_retention`](crate::EngineConfig::outcome_retention)).
+    pub fn report(&self, id: NotificationId) -> Option<SendReport> {
+        if let Some(j) = self.inner.history.get(id) {
+            return Some(j.report());
+        }
+        self.inner.outcomes.get(id).ok().flatten()
+    }
+
+    /// Reports of the sends enqueued (or scheduled) in `[from, to)`, oldest first, at most
+    /// `limit`; live sends show their current progress.
+    pub fn reports(
+        &self,
+        from: SystemTime,
+        to: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<SendReport>, SendError> {
+        let stored = self.inner.outcomes.range(from, to, limit)?;
+        Ok(stored
+            .into_iter()
+            .map(|r| match self.inner.history.get(r.id) {
+                Some(j) => j.report(),
+                None => r,
+            })
+            .collect())
+    }
+
+    /// Waits until no send is in progress, at most `limit` (before a graceful shutdown).
+    /// Returns whether every send finished.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let running = self.running();
+            let Some(j) = running.first() else {
+                return true;
+            };
+            if tokio::time::timeout_at(deadline, j.wait()).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Deletes outcome records older than the retention period now (it also runs hourly).
+    /// Returns how many went.
+    pub fn sweep_outcomes(&self) -> Result<usize, SendError> {
+        Ok(self.inner.outcomes.sweep()?)
+    }
+
+    /// A send ended: its final report goes to the outcome history (once).
+    pub(crate) fn finished(&self, job: &Arc<Job>) {
+        // Every caller holds this lock, so checking and then marking is one step. The mark
+        // comes after the write: the history keeps a send in memory until it is marked
+        // (`History::insert`), so a report asked for after `SendHandle::wait` never falls back
+        // to the stored record of its start.
+        let _recording = self.inner.recording.lock();
+        if job.is_recorded() {
+            return;
+        }
+        let report = job.report();
+        if let Err(e) = self.inner.outcomes.put(&report) {
+            tracing::error!(id = %report.id, "outcome history write failed: {e}");
+        }
+        job.mark_recorded();
+        if job.is_suspended() {
+            // Not ended: the next engine resumes it (its outcome stays open meanwhile).
+            return;
+        }
+        let data = report_json(&report);
+        let event = match report.state {
+            SendState::Abandoned => Event::notification_abandoned(report.id.to_string(), data),
+            _ => Event::notification_completed(report.id.to_string(), data),
+        };
+        if let Err(e) = self.inner.events.append(event) {
+            tracing::warn!(id = %report.id, "recording the send's event failed: {e}");
+        }
+    }
+
+    /// The event log: `notification.completed` / `notification.abandoned` per send,
+    /// `installation.pruned`, `credential.failed`, `schedule.fired`; searchable, and
+    /// delivered to webhook subscriptions ([`EventLog::subscribe`]).
+    pub fn events(&self) -> &EventLog {
+        &self.inner.events
+    }
+
+    /// Starts the scheduler and the retention sweep. They hold the engine weakly and end when
+    /// it shuts down or is dropped.
+    pub(crate) fn spawn_background(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(scheduler(weak.clone(), self.inner.wake.clone()));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.shut.load(Relaxed) {
+                    return;
+                }
+                if let Err(e) = inner.outcomes.sweep() {
+                    tracing::warn!("outcome retention sweep failed: {e}");
+                }
+            }
+        });
+    }
+
+    /// Fires a due scheduled send under its id.
+    fn fire(&self, id: NotificationId, at: SystemTime, request: Result<SendRequest, String>) {
+        let meta = JobMeta {
+            id: Some(id),
+            enqueued_ms: self
+                .inner
+                .outcomes
+                .get(id)
+                .ok()
+                .flatten()
+                .map(|r| to_ms(r.enqueued_at)),
+            scheduled_for_ms: to_ms(at),
+            ..JobMeta::default()
+        };
+        let result = request
+            .map_err(|e| format!("the scheduled send could not be read back: {e}"))
+            .and_then(|r| self.submit_with(r, meta, None).map_err(|e| e.to_string()));
+        match result {
+            Ok(_) => {
+                ::metrics::counter!(super::metrics::SCHEDULES_FIRED).increment(1);
+                let data = serde_json::json!({
+                    "scheduled_for": crate::time::rfc3339::format(at),
+                    "fired_at": crate::time::rfc3339::format(SystemTime::now()),
+                });
+                if let Err(e) = self
+                    .inner
+                    .events
+                    .append(Event::schedule_fired(id.to_string(), data))
+                {
+                    tracing::warn!(%id, "recording schedule.fired failed: {e}");
+                }
+            }
+            Err(why) => {
+                tracing::error!(%id, "scheduled send not started: {why}");
+                if let Ok(Some(mut r)) = self.inner.outcomes.get(id) {
+                    r.state = SendState::Abandoned;
+                    r.completed_at = Some(SystemTime::now());
+                    r.errors.push(why);
+                    let _ = self.inner.outcomes.put(&r);
+                }
+            }
+        }
+    }
+
+    /// Sends not yet done (this run).
+    pub(crate) fn running(&self) -> Vec<Arc<Job>> {
+        self.inner
+            .history
+            .all()
+            .into_iter()
+            .filter(|j| !j.is_done())
+            .collect()
+    }
+
+    /// Credential failures that stopped a pool, by platform.
+    pub fn credential_failures(&self) -> Vec<(Platform, String)> {
+        self.inner.dispatcher.credential_failures()
+    }
+
+    /// Restarts pools stopped by a credential failure (after the cause was fixed outside,
+    /// e.g. a key re-enabled).
+    pub fn clear_credential_failures(&self) {
+        self.inner.dispatcher.clear_credential_failures()
+    }
+
+    /// Open connections per platform.
+    pub fn connections(&self) -> PerPlatform<usize> {
+        self.inner.dispatcher.connections()
+    }
+
+    /// Provider tokens signed so far (APNs token auth), for tests and benches.
+    #[doc(hidden)]
+    pub fn apns_tokens_signed(&self) -> u64 {
+        self.inner.dispatcher.apns_tokens_signed()
+    }
+
+    /// Stops accepting sends and closes the connections. With a durable
+    /// [`state`](EngineConfig::state) store, sends in progress are suspended: their feeders
+    /// stop, the devices already handed to connections get their answers (for at most
+    /// [`suspend_wait`](EngineConfig::suspend_wait)), and the installations (or, for direct
+    /// sends, the handles) not yet reached are recorded, so the next engine on the same store
+    /// resumes each send under its id. Otherwise sends in progress end `Abandoned`.
+    pub async fn shutdown(&self) {
+        self.inner
+            .shut
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.inner.dispatcher.stop_growing();
+        self.inner.wake.notify_waiters();
+        if self.inner.state.is_durable() {
+            self.suspend_all().await;
+        }
+        for j in self.inner.history.all() {
+            if !j.is_done() {
+                j.stop_for_shutdown();
+            }
+        }
+        self.inner.dispatcher.close();
+        for j in self.inner.history.all() {
+            if !j.is_done() {
+                j.abandon();
+            }
+            // Sends that ended a moment ago may not be recorded yet: record them before the
+            // event log closes (once: `finished` is idempotent).
+            self.finished(&j);
+        }
+        // Wait for a recording in progress on another task.
+        drop(self.inner.recording.lock());
+        if let Err(e) = self.inner.events.shutdown().await {
+            tracing::warn!("closing the event log: {e}");
+        }
+        let _ = self.inner.state.flush();
+    }
+
+    /// Suspends every send in progress (graceful shutdown with a durable state store): the
+    /// feeders stop and record what they have not reached; then the devices already handed
+    /// over get their answers, for at most `suspend_wait`.
+    pub(crate) async fn suspend_all(&self) {
+        let running = self.running();
+        if running.is_empty() {
+            return;
+        }
+        for j in &running {
+            j.suspend();
+        }
+        let wait = match self.inner.config.suspend_wait {
+            d if d.is_zero() => resume::DEFAULT_SUSPEND_WAIT,
+            d => d,
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        for j in &running {
+            if tokio::time::timeout_at(deadline, j.wait()).await.is_err() {
+                tracing::warn!(id = %j.id, "devices still unanswered when the suspension ended");
+                break;
+            }
+        }
+    }
+
+    /// Records the rest of a send whose feeder stopped for a suspension: the installations
+    /// or handles in `rest` (in feed order) are resumed by the next engine. If that cannot
+    /// be written the send ends `Abandoned` with the error.
+    pub(crate) fn save_rest(&self, job: &Job, audience: Audience, rest: Remaining) {
+        let content = match &job.template {
+            Some(properties) => Content::Template(TemplateSend {
+                properties: properties.clone(),
+                expires_at: job.notification.expiry(),
+            }),
+            None => Content::Native(job.notification.clone()),
+        };
+        let request = SendRequest {
+            content,
+            audience,
+            pace: job.pace,
+        };
+        let n = match &rest {
+            Remaining::Installations(v) => v.len(),
+            Remaining::Handles(v) => v.len(),
+        };
+        match self.inner.resumes.save(job.id, &request, &rest) {
+            Ok(()) => {
+                tracing::info!(id = %job.id, remaining = n, "send suspended for resumption");
+                job.mark_suspended();
+            }
+            Err(e) => {
+                job.error(format!(
+                    "the send could not be suspended for resumption: {e}"
+                ));
+                job.abandon();
+            }
+        }
+    }
+
+    /// Restarts the sends a previous engine on this state store suspended, each under its
+    /// own id, continuing its counts.
+    pub(crate) fn resume_suspended(&self) {
+        if !self.inner.state.is_durable() {
+            return;
+        }
+        let taken = match self.inner.resumes.take_all() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("reading the suspended sends failed: {e}");
+                return;
+            }
+        };
+        for s in taken {
+            let base = self.inner.outcomes.get(s.id).ok().flatten();
+            let started = s.request.and_then(|request| {
+                let base = base.clone().map(resume::account_unanswered);
+                let meta = JobMeta {
+                    id: Some(s.id),
+                    enqueued_ms: base.as_ref().map(|b| to_ms(b.enqueued_at)),
+                    scheduled_for_ms: base.as_ref().and_then(|b| b.scheduled_for).map_or(0, to_ms),
+                    resumed: base,
+                    ..JobMeta::default()
+                };
+                match s.remaining {
+                    Remaining::Installations(ids) => self.submit_with(request, meta, Some(ids)),
+                    Remaining::Handles(handles) => match request.content {
+                        Content::Native(n) => self.start(n, Source::Handles(handles), meta),
+                        Content::Template(_) => Err(SendError::NoPayload),
+                    },
+                }
+                .map_err(|e| e.to_string())
+            });
+            match started {
+                Ok(h) => tracing::info!(id = %h.id(), "suspended send resumed"),
+                Err(why) => {
+                    tracing::error!(id = %s.id, "suspended send not resumed: {why}");
+                    if let Some(mut r) = base {
+                        r.state = SendState::Abandoned;
+                        r.completed_at = Some(SystemTime::now());
+                        r.errors.push(format!("not resumed: {why}"));
+                        let _ = self.inner.outcomes.put(&r);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The scheduler: sleeps until the soonest scheduled send is due (or a change wakes it), then
+/// fires every due send.
+async fn scheduler(weak: std::sync::Weak<EngineInner>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        // Registered before reading the schedule, so a change made meanwhile still wakes.
+        let woken = wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.shut.load(Relaxed) {
+            return;
+        }
+        let engine = Engine {
+            inner: inner.clone(),
+        };
+        match inner.schedules.take_due(SystemTime::now()) {
+            Ok(due) => {
+                for d in due {
+                    engine.fire(d.id, d.at, d.request);
+                }
+            }
+            Err(e) => tracing::error!("reading the schedule failed: {e}"),
+        }
+        let wait = match inner.schedules.next_due() {
+            Ok(Some(at)) => at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+                .min(SCHEDULER_TICK),
+            _ => SCHEDULER_TICK,
+        };
+        drop(engine);
+        drop(inner);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = &mut woken => {}
+        }
+    }
+}
+
+/// A report as event data: state, times, counts per platform (non-zero ones), reasons.
+fn report_json(r: &SendReport) -> serde_json::Value {
+    let t = |x: Option<SystemTime>| x.map(crate::time::rfc3339::format);
+    let mut platforms = serde_json::Map::new();
+    for p in Platform::ALL {
+        let c = r.platform(p);
+        if c.targeted > 0 {
+            platforms.insert(
+                p.as_str().to_owned(),
+                serde_json::to_value(c).unwrap_or_default(),
+            );
+        }
+    }
+    serde_json::json!({
+        "state": r.state,
+        "audience": r.audience,
+        "enqueued_at": crate::time::rfc3339::format(r.enqueued_at),
+        "started_at": t(r.started_at),
+        "completed_at": t(r.completed_at),
+        "scheduled_for": t(r.scheduled_for),
+        "platforms": platforms,
+        "reasons": r.reasons.iter().map(|((p, why), n)| serde_json::json!({
+            "platform": p.as_str(), "reason": why, "count": n
+        })).collect::<Vec<_>>(),
+        "errors": r.errors,
+    })
+}
