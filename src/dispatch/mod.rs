@@ -284,7 +284,7 @@ pub struct EngineConfig {
     pub max_schedule_ahead: Duration,
     /// The event log (kept in the state store): retention, CloudEvents source, flush delay.
     pub events: EventsConfig,
-    /// With a durable [`state`](Self::state): how long [`Engine::shutdown`] waits for the
+    /// With a durable [`state`](Self::state): how long [`Engine::shutdown`](crate::Engine::shutdown) waits for the
     /// devices already handed to connections when it suspends the sends in progress
     /// (`ZERO` = 10 s). Suspended sends resume when an engine opens the same state store.
     pub suspend_wait: Duration,
