@@ -5,6 +5,7 @@
 //! tuned for them); this one holds what the engine itself must not forget across a restart.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Why the state store could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,9 @@ pub enum StateError {
         path: String,
         /// What failed.
         message: String,
+        /// The storage engine's own error, when there is one (opening the store).
+        #[source]
+        source: Option<StorageFailure>,
     },
     /// A stored record could not be read back.
     #[error("state store: corrupt {what}: {message}")]
@@ -26,6 +30,59 @@ pub enum StateError {
         /// Why.
         message: String,
     },
+}
+
+/// A storage-engine failure: what failed, and the engine's own error (sled's, or an I/O
+/// error) as its [`source`](std::error::Error::source) when there is one, so a caller can
+/// inspect the cause (an `io::ErrorKind` such as a full disk) without parsing text. The
+/// message already includes the cause's own text, for logs that print one line.
+#[derive(Debug, Clone)]
+pub struct StorageFailure {
+    message: String,
+    cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StorageFailure {
+    /// A failure with no underlying error.
+    pub(crate) fn msg(message: impl Into<String>) -> Self {
+        StorageFailure {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// A failure caused by `e`; `context` says what was being done.
+    pub(crate) fn caused_by<E>(context: Option<&str>, e: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        StorageFailure {
+            message: match context {
+                Some(c) => format!("{c}: {e}"),
+                None => e.to_string(),
+            },
+            cause: Some(Arc::new(e)),
+        }
+    }
+
+    /// What failed, as text.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Display for StorageFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StorageFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 /// The engine's durable state (outcome history, schedules, events). Cheap to clone.
@@ -74,6 +131,7 @@ impl StateStore {
                 StateError::Storage {
                     path: path.display().to_string(),
                     message: e.to_string(),
+                    source: Some(StorageFailure::caused_by(None, e)),
                 }
             })?;
         Ok(StateStore {
@@ -92,6 +150,7 @@ impl StateStore {
             .map_err(|e| StateError::Storage {
                 path: "temporary".into(),
                 message: e.to_string(),
+                source: Some(StorageFailure::caused_by(None, e)),
             })?;
         Ok(StateStore { db, path: None })
     }
@@ -117,6 +176,7 @@ impl StateStore {
                 .as_ref()
                 .map_or_else(|| "temporary".into(), |p| p.display().to_string()),
             message: e.to_string(),
+            source: None,
         }
     }
 
@@ -147,5 +207,44 @@ mod tests {
             Some(&b"v"[..])
         );
         holder.join().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod storage_failure_tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// The storage engine's own error stays reachable through `source()` (a caller can tell a
+    /// full disk from a permission problem without parsing text), and the message keeps its
+    /// text for one-line logs.
+    #[test]
+    fn storage_failures_keep_the_engine_error_as_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no write access");
+        let failure = StorageFailure::caused_by(Some("flush"), io);
+        assert_eq!(failure.to_string(), "flush: no write access");
+        let cause = failure.source().expect("the cause is kept");
+        let io = cause
+            .downcast_ref::<std::io::Error>()
+            .expect("as the engine's own type");
+        assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
+        let store = crate::registry::store::StoreError::Engine(failure);
+        assert_eq!(store.to_string(), "storage engine: flush: no write access");
+        assert!(store.source().and_then(|f| f.source()).is_some());
+        assert!(StorageFailure::msg("disk full").source().is_none());
+    }
+
+    /// Opening a state store where a file stands fails with sled's error as the source.
+    #[test]
+    fn a_store_that_cannot_open_keeps_sleds_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-directory");
+        std::fs::write(&file, b"x").unwrap();
+        let Err(e) = StateStore::open(&file) else {
+            panic!("a file is not a store");
+        };
+        assert!(e.to_string().starts_with("state store "), "{e}");
+        let failure = e.source().expect("the failure is the source");
+        assert!(failure.source().is_some(), "sled's error under it");
     }
 }

@@ -38,6 +38,7 @@ mod signature;
 mod store;
 mod webhook;
 
+use crate::state::StorageFailure;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
@@ -73,7 +74,7 @@ pub const MAX_NAME_LEN: usize = 128;
 pub enum EventsError {
     /// The storage engine failed.
     #[error("event storage: {0}")]
-    Storage(String),
+    Storage(#[source] StorageFailure),
     /// A stored record could not be decoded.
     #[error("stored record {key} is corrupt: {problem}")]
     Corrupt {
@@ -299,11 +300,10 @@ impl EventLog {
         log.spawn_flusher();
         log.spawn_sweeper();
         // Resume stored subscriptions. `try_lock` cannot fail: nobody else has the handle yet.
-        let mut subs = log
-            .inner
-            .subs
-            .try_lock()
-            .map_err(|_| EventsError::Storage("subscription table busy".into()))?;
+        let mut subs =
+            log.inner.subs.try_lock().map_err(|_| {
+                EventsError::Storage(StorageFailure::msg("subscription table busy"))
+            })?;
         for (name, value) in log.inner.store.subs()? {
             let p: PersistedSub =
                 serde_json::from_slice(&value).map_err(|e| EventsError::Corrupt {
@@ -507,7 +507,7 @@ impl EventLog {
         let retention = self.inner.config.retention;
         tokio::task::spawn_blocking(move || sweep(&store, retention))
             .await
-            .map_err(|e| EventsError::Storage(format!("sweep task: {e}")))?
+            .map_err(|e| EventsError::Storage(StorageFailure::caused_by(Some("sweep task"), e)))?
     }
 
     /// Adds (or replaces) subscription `name`, stored durably; delivery starts at once. A new

@@ -34,7 +34,7 @@ impl EventsError {
     /// A sled failure. A function, not a `From` impl: a public `From<sled::Error>` would put
     /// sled in the API's semver surface.
     pub(crate) fn sled(e: sled::Error) -> Self {
-        EventsError::Storage(e.to_string())
+        EventsError::Storage(crate::state::StorageFailure::caused_by(None, e))
     }
 }
 

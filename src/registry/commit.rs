@@ -18,6 +18,7 @@
 //! numbered `<= target` was appended before the sync for `target` (which writes the partial
 //! chunk, then flushes the store) began.
 
+use crate::state::StorageFailure;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +37,7 @@ struct State {
     /// The highest sequence number a waiter asked for: the flusher works only on demand, so a
     /// bulk load with one wait at the end costs one flush.
     requested: u64,
-    failed: Option<String>,
+    failed: Option<StorageFailure>,
     shutdown: bool,
     /// Async writers waiting, with the sequence number each waits for. A flush wakes exactly
     /// the ones it covers: a broadcast to every waiter costs each uncovered writer a wake-up,
@@ -90,7 +91,12 @@ impl GroupCommit {
             .spawn(move || flusher(weak, log));
         match spawned {
             Ok(h) => *gc.thread.lock() = Some(h),
-            Err(e) => gc.state.lock().failed = Some(format!("cannot start the commit thread: {e}")),
+            Err(e) => {
+                gc.state.lock().failed = Some(StorageFailure::caused_by(
+                    Some("cannot start the commit thread"),
+                    e,
+                ))
+            }
         }
         gc
     }
@@ -122,12 +128,14 @@ impl GroupCommit {
             return Some(Ok(()));
         }
         if let Some(e) = &st.failed {
-            return Some(Err(StoreError::Engine(format!("flush failed: {e}"))));
+            return Some(Err(StoreError::Engine(StorageFailure::msg(format!(
+                "flush failed: {e}"
+            )))));
         }
         if st.shutdown {
-            return Some(Err(StoreError::Engine(
-                "registry closed before flush".into(),
-            )));
+            return Some(Err(StoreError::Engine(StorageFailure::msg(
+                "registry closed before flush",
+            ))));
         }
         None
     }
@@ -278,7 +286,10 @@ fn flusher(gc: std::sync::Weak<GroupCommit>, log: Arc<Log>) {
                 }
                 Err(e) => {
                     // Every waiter learns of the failure.
-                    st.failed = Some(e.to_string());
+                    st.failed = Some(match e {
+                        StoreError::Engine(f) => f,
+                        other => StorageFailure::msg(other.to_string()),
+                    });
                     std::mem::take(&mut st.wakers)
                 }
             };

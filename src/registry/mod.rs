@@ -732,10 +732,13 @@ impl Registry {
         }
         if last > 0 {
             if let Err(e) = self.inner.commit.wait(last) {
-                let msg = e.to_string();
+                let failure = match e {
+                    StoreError::Engine(f) => f,
+                    other => crate::state::StorageFailure::msg(other.to_string()),
+                };
                 for r in results.iter_mut() {
                     if matches!(r, Ok(WriteOutcome::Created | WriteOutcome::Updated)) {
-                        *r = Err(StoreError::Engine(msg.clone()).into());
+                        *r = Err(StoreError::Engine(failure.clone()).into());
                     }
                 }
             }

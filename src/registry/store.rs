@@ -11,6 +11,7 @@
 //! `unaligned` feature, so archives are read in place from sled's buffers with no copy
 //! (bytecheck validates them first: a corrupt record is an error, never undefined behaviour).
 
+use crate::state::StorageFailure;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,9 +25,10 @@ pub(crate) const FORMAT_VERSION: u8 = 1;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The storage engine failed (I/O, corruption detected by the engine).
+    /// The storage engine failed (I/O, corruption detected by the engine); the engine's own
+    /// error is the source.
     #[error("storage engine: {0}")]
-    Engine(String),
+    Engine(#[source] StorageFailure),
     /// A stored record could not be decoded.
     #[error("stored record {key:?} is corrupt: {problem}")]
     Corrupt {
@@ -44,7 +46,7 @@ impl StoreError {
     /// A sled failure. A function, not a `From` impl: a public `From<sled::Error>` would put
     /// sled in the API's semver surface.
     pub(crate) fn sled(e: sled::Error) -> Self {
-        StoreError::Engine(e.to_string())
+        StoreError::Engine(StorageFailure::caused_by(None, e))
     }
 }
 
@@ -127,7 +129,12 @@ fn segment_size_for(path: &Path) -> Result<usize, StoreError> {
     let conf = match std::fs::read(path.join("conf")) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SEGMENT_BYTES),
-        Err(e) => return Err(StoreError::Engine(format!("cannot read sled's conf: {e}"))),
+        Err(e) => {
+            return Err(StoreError::Engine(StorageFailure::caused_by(
+                Some("cannot read sled's conf"),
+                e,
+            )))
+        }
     };
     // Text lines `key: value`, then a 4-byte checksum (sled 0.34.7, config.rs), which sled
     // itself verifies when it opens the store.
@@ -315,7 +322,7 @@ impl ScriptedStore {
 impl Store for ScriptedStore {
     fn put(&self, seq: u64, _: &[u8]) -> Result<(), StoreError> {
         if self.fail_put.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(StoreError::Engine("disk full".into()));
+            return Err(StoreError::Engine(StorageFailure::msg("disk full")));
         }
         self.puts.lock().push(seq);
         Ok(())
@@ -335,7 +342,7 @@ impl Store for ScriptedStore {
         self.flushes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.fail_flush.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(StoreError::Engine("disk on fire".into()));
+            return Err(StoreError::Engine(StorageFailure::msg("disk on fire")));
         }
         Ok(())
     }
