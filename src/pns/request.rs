@@ -25,6 +25,33 @@ pub(crate) trait Protocol: Send + Sync + 'static {
     fn classify(&self, answer: &Answer) -> Verdict;
 }
 
+impl Outgoing<'_> {
+    /// This device's request headers: the send's, built once into `cache`, or, for a device
+    /// with its own payload (a rendered template), built for it alone; with `auth` as the
+    /// `authorization` header when there is one.
+    pub(crate) fn headers(
+        &self,
+        cache: &OnceLock<HeaderMap>,
+        make: impl FnOnce() -> HeaderMap,
+        auth: Option<&HeaderValue>,
+    ) -> HeaderMap {
+        let base = if self.own_payload {
+            make()
+        } else {
+            cache.get_or_init(make).clone()
+        };
+        with_auth(base, auth)
+    }
+}
+
+/// `headers` with `auth` as the `authorization` header when there is one.
+pub(crate) fn with_auth(mut headers: HeaderMap, auth: Option<&HeaderValue>) -> HeaderMap {
+    if let Some(a) = auth {
+        headers.insert(http::header::AUTHORIZATION, a.clone());
+    }
+    headers
+}
+
 /// One device's request as the dispatcher hands it to a [`Protocol`].
 pub(crate) struct Outgoing<'a> {
     pub(crate) handle: &'a PushHandle,

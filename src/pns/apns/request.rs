@@ -2,7 +2,6 @@
 //! the `apns-*` headers, a provider token or the client certificate, and the `apns-id`.
 
 use bytes::Bytes;
-use http::header::AUTHORIZATION;
 use http::{HeaderName, HeaderValue, Request};
 
 use super::answer::classify_apns;
@@ -32,22 +31,14 @@ impl Protocol for Apns {
         let PushHandle::Apns(token) = w.handle else {
             return Err(wrong_handle("an APNs token"));
         };
-        let own;
-        let base = if w.own_payload {
-            own = header_map(n.headers(&self.bundle_id));
-            &own
-        } else {
-            w.prepared
-                .apns
-                .get_or_init(|| header_map(n.headers(&self.bundle_id)))
-        };
+        let mut headers = w.headers(
+            &w.prepared.apns,
+            || header_map(n.headers(&self.bundle_id)),
+            auth,
+        );
         let mut path = String::with_capacity(10 + token.len() * 2);
         path.push_str("/3/device/");
         push_hex(&mut path, token);
-        let mut headers = base.clone();
-        if let Some(a) = auth {
-            headers.insert(AUTHORIZATION, a.clone());
-        }
         let id = uuid::Uuid::from_u128(w.idem);
         let mut buf = [0u8; 36];
         let id = id.hyphenated().encode_lower(&mut buf);

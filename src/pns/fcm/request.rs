@@ -2,12 +2,12 @@
 //! /v1/projects/<project>/messages:send` with an OAuth 2 bearer and the token in the body.
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Request, Uri};
 
 use super::answer::classify_fcm;
 use crate::model::PushHandle;
-use crate::pns::request::{no_payload, request, uri, wrong_handle, Outgoing, Protocol};
+use crate::pns::request::{no_payload, request, uri, with_auth, wrong_handle, Outgoing, Protocol};
 use crate::pns::verdict::{Reason, Verdict};
 use crate::transport::http1::Answer;
 
@@ -40,10 +40,8 @@ impl Protocol for Fcm {
             m.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             m
         });
-        let mut headers = base.clone();
-        if let Some(a) = auth {
-            headers.insert(AUTHORIZATION, a.clone());
-        }
+        // Static headers: the cache serves devices with their own payload too.
+        let headers = with_auth(base.clone(), auth);
         Ok((request(self.uri.clone(), headers), n.body_for_token(token)))
     }
 

@@ -2,7 +2,7 @@
 //! the body encrypted (RFC 8291 aes128gcm), VAPID authorisation (RFC 8292).
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http::{HeaderValue, Request, Uri};
 
 use super::answer::classify_web_push;
@@ -36,19 +36,9 @@ impl Protocol for WebPush {
             );
             m
         };
-        let own;
-        let base = if w.own_payload {
-            own = make();
-            &own
-        } else {
-            w.prepared.web_push.get_or_init(make)
-        };
         let body = encrypt(n.plaintext(), sub.p256dh(), sub.auth())
             .map_err(|e| Reason::from(format!("encryption failed: {e}")))?;
-        let mut headers = base.clone();
-        if let Some(a) = auth {
-            headers.insert(AUTHORIZATION, a.clone());
-        }
+        let headers = w.headers(&w.prepared.web_push, make, auth);
         let uri: Uri = sub
             .endpoint()
             .parse()

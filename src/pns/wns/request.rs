@@ -2,7 +2,6 @@
 //! `X-WNS-*` headers and an OAuth bearer.
 
 use bytes::Bytes;
-use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Uri};
 
 use super::answer::classify_wns;
@@ -23,17 +22,7 @@ impl Protocol for Wns {
         let PushHandle::Wns(channel) = w.handle else {
             return Err(wrong_handle("a WNS channel URI"));
         };
-        let own;
-        let base = if w.own_payload {
-            own = header_map(n.headers());
-            &own
-        } else {
-            w.prepared.wns.get_or_init(|| header_map(n.headers()))
-        };
-        let mut headers = base.clone();
-        if let Some(a) = auth {
-            headers.insert(AUTHORIZATION, a.clone());
-        }
+        let headers = w.headers(&w.prepared.wns, || header_map(n.headers()), auth);
         let uri: Uri = channel
             .parse()
             .map_err(|e| Reason::from(format!("bad channel URI: {e}")))?;
