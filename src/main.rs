@@ -45,6 +45,10 @@ fn main() -> ExitCode {
         println!("{}: ok ({} hubs)", config_path.display(), config.hubs.len());
         return ExitCode::SUCCESS;
     }
+    if let Err(e) = tagcast::server::init_logging(&config.log) {
+        eprintln!("tagcast: {e}");
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -12,7 +12,7 @@ use tagcast::server::{Server, ServerConfig};
 use tagcast_mock::apns::{self, ApnsConfig, MockApns, TEST_KEY_PEM};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const KEY: &str = "b3BzLXRlc3Qta2V5";
+const KEY: &str = "b3BzLXRlc3Qta2V5LWZvci10aGUtc2VydmVyLXRlc3Rz";
 
 /// One HTTP/1.1 request on a fresh connection; returns (status, body).
 async fn call(
@@ -72,6 +72,7 @@ listen = "127.0.0.1:0"
 plain_http = true
 data_dir = "{data}"
 shutdown_grace_secs = 10
+drain_delay_secs = 0
 [[hub]]
 name = "ops"
 ca_file = "{ca}"
@@ -287,7 +288,7 @@ fn the_binary_serves_until_sigterm() {
     std::fs::write(
         &cfg,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nplain_http = true\ndata_dir = \"{}\"\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\nplain_http = true\ndrain_delay_secs = 0\ndata_dir = \"{}\"\n\
              [[hub]]\nname = \"h\"\n[[hub.key]]\nname = \"k\"\nkey = \"{KEY}\"\nrights = [\"Manage\"]\n",
             dir.path().join("data").display()
         ),
@@ -303,7 +304,7 @@ fn the_binary_serves_until_sigterm() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,
-        "[server]\nlisten = \"0.0.0.0:1\"\nplain_http = true\ndata_dir = \"/x\"\n",
+        "[server]\nlisten = \"0.0.0.0:1\"\nplain_http = true\ndrain_delay_secs = 0\ndata_dir = \"/x\"\n",
     )
     .unwrap();
     let refused = std::process::Command::new(exe)
@@ -321,14 +322,26 @@ fn the_binary_serves_until_sigterm() {
         .spawn()
         .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let addr: std::net::SocketAddr = line
-        .trim()
-        .strip_prefix("tagcast: serving on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
+    // Log lines (JSON) come first; then the address.
+    let mut addr = None;
+    let mut head = String::new();
+    for _ in 0..20 {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(a) = line.trim().strip_prefix("tagcast: serving on ") {
+            addr = Some(a.parse::<std::net::SocketAddr>().unwrap());
+            break;
+        }
+        head.push_str(&line);
+    }
+    let addr = addr.unwrap_or_else(|| panic!("no address in {head}"));
+    for l in head.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{l}");
+    }
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
@@ -350,4 +363,13 @@ fn the_binary_serves_until_sigterm() {
         rest.contains("shutting down") && rest.contains("stopped"),
         "{rest}"
     );
+    // The access log: one JSON line per request, with the route label.
+    let access: Vec<serde_json::Value> = rest
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "tagcast::access")
+        .collect();
+    assert_eq!(access.len(), 1, "{rest}");
+    assert_eq!(access[0]["route"], "healthz");
+    assert_eq!(access[0]["status"], 200);
 }

@@ -25,8 +25,8 @@ use tagcast_mock::webpush::WebPushConfig;
 use tagcast_mock::wns::{WnsConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET};
 
 const FULL_KEY: &str = "ZnVsbC1hY2Nlc3Mta2V5LWZvci10ZXN0cw==";
-const SEND_KEY: &str = "c2VuZC1rZXktZm9yLXRlc3Rz";
-const LISTEN_KEY: &str = "bGlzdGVuLWtleS1mb3ItdGVzdHM=";
+const SEND_KEY: &str = "c2VuZC1rZXktZm9yLXRlc3RzLW9mLXRoZS1zZXJ2ZXI=";
+const LISTEN_KEY: &str = "bGlzdGVuLWtleS1mb3ItdGVzdHMtb2YtdGhlLXNlcnZlcg==";
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
@@ -123,6 +123,7 @@ listen = "127.0.0.1:0"
 tls_cert = "{cert}"
 tls_key = "{key}"
 data_dir = "{data}"
+drain_delay_secs = 0
 
 [[hub]]
 name = "hub1"

@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let _ = headers::Format::parse(&text);
-    let _ = headers::tag_selector(Some(&text));
+    let _ = headers::tag_selector(Some(&text), text.len() % 2 == 0);
     let _ = headers::schedule_time(&text);
     let _ = headers::if_match(&text);
 

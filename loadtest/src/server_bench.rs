@@ -148,6 +148,7 @@ listen = "127.0.0.1:0"
 tls_cert = "{cert}"
 tls_key = "{key}"
 data_dir = "{data}"
+drain_delay_secs = 0
 [[hub]]
 name = "bench"
 ca_file = "{ca}"

@@ -131,20 +131,23 @@ impl Format {
 /// Who a send goes to, from `ServiceBusNotification-Tags`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TagSelector<'a> {
-    /// No header (or the SDK's literal `undefined`, see [`tag_selector`]): every device.
+    /// No header (or, on a test send, the SDK's literal `undefined`, see [`tag_selector`]):
+    /// every device.
     Broadcast,
     /// A tag or tag expression, to parse with [`TagExpr`](crate::TagExpr).
     Expression(&'a str),
 }
 
-/// Reads `ServiceBusNotification-Tags`. Absent means broadcast; so does the literal
-/// `undefined`: SDK 2.1 sends it for `sendBroadcastNotification(n, {enableTestSend})`
-/// (nh-rest-api.md §8 item 4), and `undefined` is not a tag anybody means (Azure would treat
-/// it as a tag that no device has). An empty value is refused: no SDK sends one and guessing
-/// "everyone" for it would be dangerous.
-pub fn tag_selector(value: Option<&str>) -> Result<TagSelector<'_>, HeaderError> {
+/// Reads `ServiceBusNotification-Tags`. Absent means broadcast. The literal `undefined`
+/// means broadcast only on a test send (`test_send`): SDK 2.1 sends it for
+/// `sendBroadcastNotification(n, {enableTestSend})` (nh-rest-api.md §8 item 4). On any other
+/// send it is what Azure makes of it, the tag `undefined`, which no device has: a backend that
+/// interpolates an unset variable into the header reaches nobody instead of everybody. An
+/// empty value is refused: no SDK sends one and guessing "everyone" for it would be dangerous.
+pub fn tag_selector(value: Option<&str>, test_send: bool) -> Result<TagSelector<'_>, HeaderError> {
     match value.map(str::trim) {
-        None | Some("undefined") => Ok(TagSelector::Broadcast),
+        None => Ok(TagSelector::Broadcast),
+        Some("undefined") if test_send => Ok(TagSelector::Broadcast),
         Some("") => Err(invalid(
             TAGS,
             "is empty; omit the header to broadcast".into(),
@@ -343,16 +346,21 @@ mod tests {
 
     #[test]
     fn tags_undefined_quirk() {
-        assert_eq!(tag_selector(None).unwrap(), TagSelector::Broadcast);
+        assert_eq!(tag_selector(None, false).unwrap(), TagSelector::Broadcast);
         assert_eq!(
-            tag_selector(Some("undefined")).unwrap(),
+            tag_selector(Some("undefined"), true).unwrap(),
             TagSelector::Broadcast
         );
+        // Not a test send: the tag `undefined`, which no device has (Azure's reading).
         assert_eq!(
-            tag_selector(Some("a||b")).unwrap(),
+            tag_selector(Some("undefined"), false).unwrap(),
+            TagSelector::Expression("undefined")
+        );
+        assert_eq!(
+            tag_selector(Some("a||b"), false).unwrap(),
             TagSelector::Expression("a||b")
         );
-        assert!(tag_selector(Some(" ")).is_err());
+        assert!(tag_selector(Some(" "), true).is_err());
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct ServerConfig {
     /// The hubs served (at least one).
     #[serde(rename = "hub", default)]
     pub hubs: Vec<HubConfig>,
+    /// `[log]`: format and level of the binary's logs.
+    #[serde(default)]
+    pub log: super::log::LogConfig,
 }
 
 /// `[server]`.
@@ -66,6 +69,97 @@ pub struct ListenConfig {
     /// `data_dir`.
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
+    /// Seconds between `/readyz` turning 503 and the listener closing at shutdown (default
+    /// 5), so that a load balancer sees the instance leave before its connections are refused.
+    #[serde(default = "default_drain_delay")]
+    pub drain_delay_secs: u64,
+    /// Host names (`host` or `host:port`) that shared access signatures may name as their
+    /// audience, beside `public_url`'s. Required (or `public_url`) unless `listen` is a
+    /// loopback address; on loopback without either, the request's `Host` is accepted.
+    #[serde(default)]
+    pub accepted_hosts: Vec<String>,
+    /// Most client connections open at once (default 10,000). Further connections wait in
+    /// the kernel's listen backlog until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has to send a whole HTTP/1.1 request head (default 10); slower
+    /// connections are closed.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a request body once its head arrived (default 30);
+    /// slower: 408.
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout_secs: u64,
+    /// Whole-request deadline in seconds (default 60): the body and any waiting before the
+    /// request takes effect (a test send's answers included) must fit in it, or the answer
+    /// is 408 (body) or 503 with nothing changed. A request that already took effect (a write
+    /// committed, a send accepted) is always answered with its success.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// Seconds a connection may stay open with no request in progress (default 60): HTTP/1.1
+    /// keep-alive and idle HTTP/2 connections alike.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Seconds between HTTP/2 PINGs on a connection (default 20); a PING unanswered for
+    /// `h2_keepalive_timeout_secs` (default 10) closes it.
+    #[serde(default = "default_h2_keepalive_interval")]
+    pub h2_keepalive_interval_secs: u64,
+    /// See `h2_keepalive_interval_secs`.
+    #[serde(default = "default_h2_keepalive_timeout")]
+    pub h2_keepalive_timeout_secs: u64,
+    /// Most concurrent HTTP/2 streams per connection (default 100).
+    #[serde(default = "default_h2_max_streams")]
+    pub h2_max_concurrent_streams: u32,
+    /// Seconds a TLS handshake may take (default 10).
+    #[serde(default = "default_tls_handshake_timeout")]
+    pub tls_handshake_timeout_secs: u64,
+    /// A separate plain-HTTP listener serving only `/metrics` (e.g. `10.0.0.5:9464` on an
+    /// internal interface). With it, the API listener does not serve `/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// A file holding a bearer token: `/metrics` on the API listener then needs
+    /// `Authorization: Bearer <token>`. Without `metrics_listen` or `metrics_token_file`,
+    /// `/metrics` is served on the API listener only when it is a loopback address.
+    pub metrics_token_file: Option<PathBuf>,
+}
+
+fn default_drain_delay() -> u64 {
+    5
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+fn default_header_read_timeout() -> u64 {
+    10
+}
+
+fn default_body_read_timeout() -> u64 {
+    30
+}
+
+fn default_request_timeout() -> u64 {
+    60
+}
+
+fn default_idle_timeout() -> u64 {
+    60
+}
+
+fn default_h2_keepalive_interval() -> u64 {
+    20
+}
+
+fn default_h2_keepalive_timeout() -> u64 {
+    10
+}
+
+fn default_h2_max_streams() -> u32 {
+    100
+}
+
+fn default_tls_handshake_timeout() -> u64 {
+    10
 }
 
 fn default_max_body() -> usize {
@@ -99,6 +193,9 @@ pub struct HubConfig {
     /// Only these CAs (no public roots): tests against the mocks.
     #[serde(default)]
     pub ca_only: bool,
+    /// `[hub.limits]`: rate limits and quotas.
+    #[serde(default)]
+    pub limits: super::quota::LimitsConfig,
 }
 
 /// `[[hub.key]]`: a shared access key. Its `Debug` leaves the secret out.
@@ -209,6 +306,28 @@ impl ServerConfig {
         } else if self.server.tls_cert.is_none() || self.server.tls_key.is_none() {
             return bad("[server] needs tls_cert and tls_key (or plain_http on loopback)".into());
         }
+        self.server.check_limits()?;
+        if let Some(u) = &self.server.public_url {
+            origin_host(u).map_err(|m| ServerError::Config(format!("public_url {u:?}: {m}")))?;
+        }
+        for h in &self.server.accepted_hosts {
+            if !valid_authority(h) {
+                return bad(format!(
+                    "accepted_hosts: {h:?} is not a host name or host:port"
+                ));
+            }
+        }
+        if !self.server.listen.ip().is_loopback()
+            && self.server.public_url.is_none()
+            && self.server.accepted_hosts.is_empty()
+        {
+            return bad(format!(
+                "listening on {} needs public_url (or accepted_hosts): shared access \
+                 signatures are checked against the configured host names, not the client's \
+                 Host header",
+                self.server.listen
+            ));
+        }
         if self.hubs.is_empty() {
             return bad("no [[hub]] configured".into());
         }
@@ -216,12 +335,14 @@ impl ServerConfig {
         for h in &self.hubs {
             let valid = !h.name.is_empty()
                 && h.name.len() <= 256
+                && h.name != "."
+                && h.name != ".."
                 && h.name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
             if !valid {
                 return bad(format!(
-                    "hub name {:?}: 1-256 characters of A-Z a-z 0-9 - _ .",
+                    "hub name {:?}: 1-256 characters of A-Z a-z 0-9 - _ . (not . or ..)",
                     h.name
                 ));
             }
@@ -231,12 +352,24 @@ impl ServerConfig {
             if h.keys.is_empty() {
                 return bad(format!("hub {:?} has no [[hub.key]]", h.name));
             }
+            h.limits.check(&h.name).map_err(ServerError::Config)?;
+            let mut key_names = std::collections::HashSet::new();
             for k in &h.keys {
                 if k.key.is_some() == k.key_file.is_some() {
                     return bad(format!(
                         "hub {:?} key {:?}: give exactly one of key and key_file",
                         h.name, k.name
                     ));
+                }
+                if !key_names.insert(k.name.as_str()) {
+                    return bad(format!(
+                        "hub {:?}: key name {:?} is configured twice (a token names its key, \
+                         so only the first would ever be used)",
+                        h.name, k.name
+                    ));
+                }
+                if let Some(secret) = &k.key {
+                    check_secret(&h.name, &k.name, secret)?;
                 }
                 for r in &k.rights {
                     if !["Listen", "Send", "Manage"].contains(&r.as_str()) {
@@ -250,6 +383,90 @@ impl ServerConfig {
         }
         Ok(())
     }
+}
+
+/// Shortest accepted key, in characters: Azure's keys are 44 base64 characters (32 bytes).
+pub(crate) const MIN_KEY_LEN: usize = 32;
+
+/// Refuses a shared access key too short to resist an offline search from one captured token.
+pub(crate) fn check_secret(hub: &str, key: &str, secret: &str) -> Result<(), ServerError> {
+    if secret.chars().count() < MIN_KEY_LEN {
+        return Err(ServerError::Config(format!(
+            "hub {hub:?} key {key:?}: the secret has {} characters; at least {MIN_KEY_LEN} are \
+             needed (e.g. `openssl rand -base64 32`)",
+            secret.chars().count()
+        )));
+    }
+    Ok(())
+}
+
+impl ListenConfig {
+    fn check_limits(&self) -> Result<(), ServerError> {
+        let positive = [
+            ("max_connections", self.max_connections as u64),
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("body_read_timeout_secs", self.body_read_timeout_secs),
+            ("request_timeout_secs", self.request_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            (
+                "h2_keepalive_interval_secs",
+                self.h2_keepalive_interval_secs,
+            ),
+            ("h2_keepalive_timeout_secs", self.h2_keepalive_timeout_secs),
+            (
+                "h2_max_concurrent_streams",
+                u64::from(self.h2_max_concurrent_streams),
+            ),
+            (
+                "tls_handshake_timeout_secs",
+                self.tls_handshake_timeout_secs,
+            ),
+            ("max_body", self.max_body as u64),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(ServerError::Config(format!(
+                    "[server] {name} must be above 0"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `scheme://authority` of a `public_url`: `https` or `http`, a host, an optional port, and
+/// no path, query or user info. Returns the authority.
+pub(crate) fn origin_host(url: &str) -> Result<&str, &'static str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("needs https:// (or http://)")?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if !valid_authority(authority) {
+        return Err("must be scheme://host[:port] with no path, query or user info");
+    }
+    Ok(authority)
+}
+
+/// `host` or `host:port` (a DNS name, IPv4, or `[IPv6]`).
+pub(crate) fn valid_authority(a: &str) -> bool {
+    let (host, port) = match a.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') && !p.contains(']') => (h, Some(p)),
+        _ => (a, None),
+    };
+    if let Some(p) = port {
+        if p.parse::<u16>().is_err() {
+            return false;
+        }
+    }
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 #[cfg(test)]
@@ -266,7 +483,7 @@ data_dir = "/tmp/x"
 name = "h1"
 [[hub.key]]
 name = "full"
-key = "c2VjcmV0"
+key = "c2VjcmV0LWZvci1hLWNvbmZpZy10ZXN0LTAx"
 rights = ["Listen", "Send", "Manage"]
 "#;
 
@@ -278,9 +495,33 @@ rights = ["Listen", "Send", "Manage"]
         // Secrets stay out of debug output.
         let dbg = format!("{c:?}");
         assert!(
-            !dbg.contains("c2VjcmV0") && dbg.contains("<redacted>"),
+            !dbg.contains("c2VjcmV0LWZvci1hLWNvbmZpZy10ZXN0LTAx") && dbg.contains("<redacted>"),
             "{dbg}"
         );
+    }
+
+    #[test]
+    fn a_public_listener_needs_its_host_names() {
+        let tls = OK.replace(
+            "plain_http = true",
+            "tls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"",
+        );
+        let public = tls.replace("127.0.0.1:0", "0.0.0.0:8443");
+        let e = ServerConfig::from_toml(&public).unwrap_err().to_string();
+        assert!(e.contains("needs public_url"), "{e}");
+        let named = public.replace(
+            "data_dir",
+            "public_url = \"https://push.example.com\"\ndata_dir",
+        );
+        ServerConfig::from_toml(&named).unwrap();
+        let listed = public.replace(
+            "data_dir",
+            "accepted_hosts = [\"push.example.com:8443\", \"[::1]:8443\"]\ndata_dir",
+        );
+        ServerConfig::from_toml(&listed).unwrap();
+        assert_eq!(origin_host("https://a.example:8443/"), Ok("a.example:8443"));
+        assert!(origin_host("https://user@a.example").is_err());
+        assert!(origin_host("https://a.example?x=1").is_err());
     }
 
     #[test]
@@ -290,9 +531,53 @@ rights = ["Listen", "Send", "Manage"]
             (OK.replace("plain_http = true", ""), "tls_cert"),
             (OK.replace("\"Manage\"", "\"Admin\""), "unknown right"),
             (OK.replace("name = \"h1\"", "name = \"h 1\""), "hub name"),
-            (OK.replace("key = \"c2VjcmV0\"", ""), "exactly one of key"),
+            (
+                OK.replace("key = \"c2VjcmV0LWZvci1hLWNvbmZpZy10ZXN0LTAx\"", ""),
+                "exactly one of key",
+            ),
             (OK.replace("data_dir", "datadir"), "unknown field"),
             (OK.replace("[[hub]]", "[[hubs]]"), "unknown field"),
+            (OK.replace("name = \"h1\"", "name = \"..\""), "not . or .."),
+            (OK.replace("name = \"h1\"", "name = \".\""), "not . or .."),
+            (
+                OK.replace("c2VjcmV0LWZvci1hLWNvbmZpZy10ZXN0LTAx", "short"),
+                "at least 32",
+            ),
+            (
+                OK.replace(
+                    "plain_http = true",
+                    "plain_http = true\nidle_timeout_secs = 0",
+                ),
+                "idle_timeout_secs must be above 0",
+            ),
+            (
+                OK.replace(
+                    "plain_http = true",
+                    "plain_http = true\npublic_url = \"push.example.com\"",
+                ),
+                "needs https://",
+            ),
+            (
+                OK.replace(
+                    "plain_http = true",
+                    "plain_http = true\npublic_url = \"https://push.example.com/hub\"",
+                ),
+                "no path",
+            ),
+            (
+                OK.replace(
+                    "plain_http = true",
+                    "plain_http = true\naccepted_hosts = [\"a b\"]",
+                ),
+                "accepted_hosts",
+            ),
+            (
+                format!(
+                    "{OK}[[hub.key]]\nname = \"full\"\nkey = \"{}\"\nrights = []\n",
+                    "k".repeat(40)
+                ),
+                "configured twice",
+            ),
         ];
         for (text, want) in cases {
             let e = ServerConfig::from_toml(&text).unwrap_err().to_string();

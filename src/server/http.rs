@@ -4,14 +4,15 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use super::{Hub, Shared};
+use super::conn::Surface;
+use super::{Hub, MetricsAccess, Shared};
 use crate::nh;
 use crate::nh::sas::Rights;
 use crate::payload::Notification;
@@ -23,13 +24,27 @@ use crate::{
 
 pub(crate) type Resp = Response<Full<Bytes>>;
 
-/// A failed request: status and the detail for NH's `<Error>` body.
+/// A failed request: status, the detail for NH's `<Error>` body, and for 429 and 503 when
+/// to come back.
 #[derive(Debug)]
-pub(crate) struct Fail(StatusCode, String);
+pub(crate) struct Fail {
+    status: StatusCode,
+    detail: String,
+    retry_after: Option<u64>,
+}
 
 impl Fail {
     pub(crate) fn new(status: StatusCode, detail: impl Into<String>) -> Fail {
-        Fail(status, detail.into())
+        Fail {
+            status,
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+    /// With `Retry-After: secs`.
+    pub(crate) fn retry_after(mut self, secs: u64) -> Fail {
+        self.retry_after = Some(secs);
+        self
     }
     pub(crate) fn bad(detail: impl Into<String>) -> Fail {
         Fail::new(StatusCode::BAD_REQUEST, detail)
@@ -57,9 +72,11 @@ fn right_name(r: Rights) -> &'static str {
 impl From<RegistryError> for Fail {
     fn from(e: RegistryError) -> Fail {
         match e {
-            RegistryError::Invalid(_) => Fail::bad(e.to_string()),
             RegistryError::NotFound(_) => Fail::not_found(e.to_string()),
-            _ => Fail::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            RegistryError::Store(_) => Fail::internal(e),
+            // Everything else is about the request: bad values, too many tags, a WNS host
+            // outside the allowlist, a handle moving platforms.
+            _ => Fail::bad(e.to_string()),
         }
     }
 }
@@ -68,20 +85,58 @@ impl From<SendError> for Fail {
     fn from(e: SendError) -> Fail {
         match e {
             SendError::ShutDown => Fail::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-            SendError::State(_) => Fail::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            SendError::State(_) | SendError::NoRegistry => Fail::internal(e),
             _ => Fail::bad(e.to_string()),
         }
     }
 }
 
-fn error_response(f: Fail) -> Resp {
-    let body = nh::error_xml::error_body(f.0.as_u16(), &f.1);
+impl Fail {
+    /// A server-side failure: logged with its cause; the client gets a generic detail and
+    /// the tracking id to quote.
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Fail {
+        tracing::error!(error = %e, "request failed on the server side");
+        Fail::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the server could not complete the request; it has been logged.",
+        )
+    }
+}
+
+/// What one request carries through the handlers: its deadline, its tracking id, and who
+/// made it (for the access log).
+pub(crate) struct Ctx {
+    pub(crate) deadline: Instant,
+    pub(crate) body_deadline: Instant,
+    pub(crate) tracking_id: String,
+    pub(crate) hub: Option<String>,
+    pub(crate) key: Option<String>,
+}
+
+impl Ctx {
+    /// Time left before the whole-request deadline.
+    pub(crate) fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+fn error_response(f: Fail, tracking_id: &str) -> Resp {
+    let body = nh::error_xml::error_body_tracked(
+        f.status.as_u16(),
+        &f.detail,
+        tracking_id,
+        SystemTime::now(),
+    );
     let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = f.0;
+    *r.status_mut() = f.status;
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/xml; charset=utf-8"),
     );
+    if let Some(secs) = f.retry_after {
+        r.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     r
 }
 
@@ -112,6 +167,7 @@ pub(crate) fn percent_decode(s: &str) -> Result<String, Fail> {
         if b[i] == b'%' {
             let hex = b
                 .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or_else(|| Fail::bad(format!("bad percent-encoding in {s:?}")))?;
@@ -139,6 +195,50 @@ fn query(uri: &http::Uri) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A boolean query flag (`test`, `direct`): absent or `false` is off; present with no value
+/// or `true` is on; anything else is refused.
+fn flag(q: &[(String, String)], name: &str) -> Result<bool, Fail> {
+    let mut on = false;
+    for (k, v) in q.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)) {
+        on = match v.to_ascii_lowercase().as_str() {
+            "" | "true" => true,
+            "false" => false,
+            _ => {
+                return Err(Fail::bad(format!(
+                    "query parameter {k}={v:?}: expected true or false"
+                )))
+            }
+        };
+    }
+    Ok(on)
+}
+
+/// The API versions of Notification Hubs' REST API this server speaks (nh-rest-api.md §3.1;
+/// the SDKs send 2020-06, recorded traffic also 2017-04 and older).
+const API_VERSIONS: [&str; 8] = [
+    "2013-04", "2013-08", "2014-09", "2015-01", "2015-04", "2016-07", "2017-04", "2020-06",
+];
+
+fn check_api_version(q: &[(String, String)]) -> Result<(), Fail> {
+    let Some((_, v)) = q
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("api-version"))
+    else {
+        return Err(Fail::bad(
+            "the api-version query parameter is required (e.g. api-version=2020-06)",
+        ));
+    };
+    if API_VERSIONS.contains(&v.as_str()) {
+        Ok(())
+    } else {
+        Err(Fail::bad(format!(
+            "api-version {:?} is not supported; use one of {}",
+            crate::pns::shorten(v, 32),
+            API_VERSIONS.join(", ")
+        )))
+    }
+}
+
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
@@ -157,25 +257,219 @@ fn origin(shared: &Shared, uri: &http::Uri, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
-pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, _peer: SocketAddr) -> Resp {
-    let started = std::time::Instant::now();
-    let method = req.method().clone();
-    let resp = match route(&shared, req).await {
-        Ok(r) => r,
-        Err(f) => error_response(f),
+/// The method as a metrics label: a fixed set, never the client's text.
+fn method_label(m: &Method) -> Option<&'static str> {
+    Some(match *m {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        _ => return None,
+    })
+}
+
+/// The route as a metrics and log label: a fixed set, never the raw path.
+pub(crate) fn route_label(path: &str) -> &'static str {
+    let mut segs = path.trim_start_matches('/').split('/');
+    let first = segs.next().unwrap_or("");
+    match first {
+        "healthz" => return "healthz",
+        "readyz" => return "readyz",
+        "metrics" => return "metrics",
+        "" => return "other",
+        _ => {}
+    }
+    let op = segs.next().unwrap_or("");
+    let sub = segs.next();
+    const OPS: [&str; 8] = [
+        "installations",
+        "messages",
+        "schedulednotifications",
+        "registrations",
+        "registrationIDs",
+        "tags",
+        "jobs",
+        "feedbackcontainer",
+    ];
+    match (OPS.iter().find(|o| o.eq_ignore_ascii_case(op)), sub) {
+        (Some(&"messages"), Some("$batch")) => "messages/$batch",
+        (Some(&"tags"), _) => "tags/registrations",
+        (Some(o), _) => o,
+        (None, _) => "other",
+    }
+}
+
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    surface: Surface,
+) -> Resp {
+    let started = Instant::now();
+    let route = route_label(req.uri().path());
+    let path_object = req
+        .uri()
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .nth(2)
+        .filter(|s| !s.is_empty())
+        .map(|s| crate::pns::shorten(s, 128));
+    let method = method_label(req.method());
+    let mut ctx = Ctx {
+        deadline: started + Duration::from_secs(shared.config.request_timeout_secs),
+        body_deadline: started + Duration::from_secs(shared.config.body_read_timeout_secs),
+        tracking_id: uuid::Uuid::new_v4().to_string(),
+        hub: None,
+        key: None,
     };
+    let result = match (method, surface) {
+        // Unknown methods: answered before anything else looks at the request.
+        (None, _) => Err(Fail::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "this method is not implemented",
+        )),
+        (Some(_), Surface::MetricsOnly) => metrics_only(&shared, &req),
+        (Some(_), Surface::Api) => self::route(&shared, req, &mut ctx).await,
+    };
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(f) => error_response(f, &ctx.tracking_id),
+    };
+    if let Ok(v) = HeaderValue::from_str(&ctx.tracking_id) {
+        resp.headers_mut().insert("trackingid", v.clone());
+        resp.headers_mut().insert("x-ms-correlation-request-id", v);
+    }
+    let status = resp.status().as_u16();
+    let method = method.unwrap_or("other");
     metrics::counter!(
         "tagcast_http_requests_total",
-        "method" => method.to_string(),
-        "status" => resp.status().as_u16().to_string()
+        "method" => method,
+        "route" => route,
+        "status" => status_label(status)
     )
     .increment(1);
-    metrics::histogram!("tagcast_http_request_seconds").record(started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed();
+    metrics::histogram!("tagcast_http_request_seconds", "route" => route)
+        .record(elapsed.as_secs_f64());
+    // The object of a change: in the path, or for a new send or schedule its Location.
+    let object = path_object.or_else(|| {
+        let loc = resp.headers().get(http::header::LOCATION)?.to_str().ok()?;
+        let path = loc.split('?').next()?;
+        Some(crate::pns::shorten(path.rsplit('/').next()?, 128))
+    });
+    super::log::access(&super::log::Access {
+        peer,
+        method,
+        route,
+        status,
+        elapsed,
+        hub: ctx.hub.as_deref(),
+        key: ctx.key.as_deref(),
+        tracking_id: &ctx.tracking_id,
+        object: object.as_deref(),
+    });
     resp
+}
+
+/// A status code as a metrics label (statuses come from this server, so the set is fixed).
+fn status_label(s: u16) -> &'static str {
+    match s {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        409 => "409",
+        412 => "412",
+        413 => "413",
+        415 => "415",
+        429 => "429",
+        500 => "500",
+        501 => "501",
+        503 => "503",
+        _ if s < 300 => "2xx",
+        _ if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// `metrics_listen`: `GET /metrics`, nothing else.
+fn metrics_only(shared: &Shared, req: &Request<Incoming>) -> Result<Resp, Fail> {
+    if req.method() == Method::GET && req.uri().path() == "/metrics" {
+        Ok(metrics_page(shared))
+    } else {
+        Err(Fail::not_found("this listener serves /metrics only"))
+    }
+}
+
+fn metrics_page(shared: &Shared) -> Resp {
+    let text = shared
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    response(StatusCode::OK, Some("text/plain; version=0.0.4"), text)
+}
+
+/// `/metrics` on the API listener, as `MetricsAccess` allows.
+fn metrics_on_api(shared: &Shared, headers: &HeaderMap) -> Result<Resp, Fail> {
+    match &shared.metrics_access {
+        MetricsAccess::Open => Ok(metrics_page(shared)),
+        MetricsAccess::Token(t) => {
+            let given = single_authorization(headers)?
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            // Constant time in the token's content.
+            let same = given.len() == t.len()
+                && given
+                    .bytes()
+                    .zip(t.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+            if same {
+                Ok(metrics_page(shared))
+            } else {
+                Err(Fail::new(
+                    StatusCode::UNAUTHORIZED,
+                    "/metrics needs Authorization: Bearer <metrics token>",
+                ))
+            }
+        }
+        MetricsAccess::Closed => Err(Fail::not_found("no operation at this path")),
+    }
+}
+
+/// The one `Authorization` header, if any; two or more are refused (a proxy and this server
+/// could disagree about which one counts).
+fn single_authorization(headers: &HeaderMap) -> Result<Option<&str>, Fail> {
+    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(Fail::new(
+            StatusCode::UNAUTHORIZED,
+            "more than one Authorization header",
+        ));
+    }
+    match first {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| {
+            Fail::new(
+                StatusCode::UNAUTHORIZED,
+                "the Authorization header is not visible ASCII",
+            )
+        }),
+    }
 }
 
 async fn body(
     shared: &Shared,
+    ctx: &Ctx,
     req: Request<Incoming>,
 ) -> Result<(http::request::Parts, Bytes), Fail> {
     let (parts, body) = req.into_parts();
@@ -190,10 +484,30 @@ async fn body(
             ));
         }
     }
-    let bytes = Limited::new(body, max)
-        .collect()
-        .await
-        .map_err(|e| {
+    if let Some(enc) = header(&parts.headers, "content-encoding") {
+        if !enc.trim().eq_ignore_ascii_case("identity") {
+            return Err(Fail::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Content-Encoding {:?} is not supported: send the body uncompressed",
+                    crate::pns::shorten(enc, 32)
+                ),
+            ));
+        }
+    }
+    let deadline = ctx.body_deadline.min(ctx.deadline);
+    let read = Limited::new(body, max).collect();
+    let bytes = match tokio::time::timeout_at(deadline.into(), read).await {
+        Err(_) => {
+            return Err(Fail::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    shared.config.body_read_timeout_secs
+                ),
+            ))
+        }
+        Ok(r) => r.map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 Fail::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -202,41 +516,20 @@ async fn body(
             } else {
                 Fail::bad(format!("reading the request body: {e}"))
             }
-        })?
-        .to_bytes();
-    Ok((parts, bytes))
+        })?,
+    };
+    Ok((parts, bytes.to_bytes()))
 }
 
-async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Fail> {
+async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Resp, Fail> {
     let path = req.uri().path().to_owned();
     let raw: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (req.method(), raw.as_slice()) {
         (&Method::GET, ["healthz"]) => {
             return Ok(response(StatusCode::OK, Some("text/plain"), "ok\n"))
         }
-        (&Method::GET, ["readyz"]) => {
-            return Ok(if shared.ready.load(Ordering::SeqCst) {
-                response(StatusCode::OK, Some("text/plain"), "ready\n")
-            } else {
-                response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Some("text/plain"),
-                    "shutting down\n",
-                )
-            })
-        }
-        (&Method::GET, ["metrics"]) => {
-            let text = shared
-                .metrics
-                .as_ref()
-                .map(|h| h.render())
-                .unwrap_or_default();
-            return Ok(response(
-                StatusCode::OK,
-                Some("text/plain; version=0.0.4"),
-                text,
-            ));
-        }
+        (&Method::GET, ["readyz"]) => return Ok(readiness(shared)),
+        (&Method::GET, ["metrics"]) => return metrics_on_api(shared, req.headers()),
         _ => {}
     }
     let segs: Vec<String> = raw
@@ -246,18 +539,30 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Fai
     let Some(hub_name) = segs.first().filter(|s| !s.is_empty()) else {
         return Err(Fail::not_found("no hub in the path"));
     };
-    let hub = shared
-        .hubs
-        .get(&hub_name.to_ascii_lowercase())
-        .cloned()
-        .ok_or_else(|| Fail::not_found(format!("no hub {hub_name:?}")))?;
+    // An unknown hub answers like a bad token: whether a hub exists is not for anyone to probe.
+    let Some(hub) = shared.hubs.get(&hub_name.to_ascii_lowercase()).cloned() else {
+        tracing::info!(hub = %crate::pns::shorten(hub_name, 64), "request for an unknown hub");
+        return Err(Fail::new(StatusCode::UNAUTHORIZED, INVALID_TOKEN));
+    };
+    ctx.hub = Some(hub.name.clone());
     // The operation path after the hub; a trailing empty segment (`/messages/`) is dropped.
     let mut op: Vec<&str> = segs[1..].iter().map(String::as_str).collect();
     if op.last() == Some(&"") {
         op.pop();
     }
     let origin = origin(shared, req.uri(), req.headers());
-    let granted = authorize(&hub, &origin, req.headers())?;
+    let (granted, key) = authorize(shared, &hub, &origin, req.headers())?;
+    let limited = hub.quotas.take(&key, Instant::now());
+    ctx.key = Some(key);
+    limited.map_err(|secs| {
+        Fail::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "this key is over its request rate ([hub.limits] requests_per_second); retry later",
+        )
+        .retry_after(secs)
+    })?;
+    let q = query(req.uri());
+    check_api_version(&q)?;
     let need = |r: Rights| -> Result<(), Fail> {
         if granted.allows(r) {
             Ok(())
@@ -269,18 +574,18 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Fai
         }
     };
     let method = req.method().clone();
-    let q = query(req.uri());
+    let ctx: &Ctx = ctx;
     match (&method, op.as_slice()) {
         (&Method::PUT, ["installations", id]) => {
             need(Rights::LISTEN)?;
             let id = id.to_string();
-            let (_, b) = body(shared, req).await?;
+            let (_, b) = body(shared, ctx, req).await?;
             put_installation(&hub, &id, &b).await
         }
         (&Method::PATCH, ["installations", id]) => {
             need(Rights::LISTEN)?;
             let id = id.to_string();
-            let (_, b) = body(shared, req).await?;
+            let (_, b) = body(shared, ctx, req).await?;
             patch_installation(&hub, &id, &b).await
         }
         (&Method::GET, ["installations", id]) => {
@@ -296,12 +601,12 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Fai
         }
         (&Method::POST, ["messages"]) => {
             need(Rights::SEND)?;
-            let (parts, b) = body(shared, req).await?;
-            send(&hub, &origin, &parts.headers, &q, b, false).await
+            let (parts, b) = body(shared, ctx, req).await?;
+            send(&hub, ctx, &origin, &parts.headers, &q, b, false).await
         }
         (&Method::POST, ["messages", "$batch"]) => {
             need(Rights::SEND)?;
-            let (parts, b) = body(shared, req).await?;
+            let (parts, b) = body(shared, ctx, req).await?;
             direct_batch(&hub, &origin, &parts.headers, b)
         }
         (&Method::GET, ["messages", id]) => {
@@ -310,8 +615,8 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Fai
         }
         (&Method::POST, ["schedulednotifications"]) => {
             need(Rights::SEND)?;
-            let (parts, b) = body(shared, req).await?;
-            send(&hub, &origin, &parts.headers, &q, b, true).await
+            let (parts, b) = body(shared, ctx, req).await?;
+            send(&hub, ctx, &origin, &parts.headers, &q, b, true).await
         }
         (&Method::DELETE, ["schedulednotifications", id]) => {
             need(Rights::SEND)?;
@@ -329,7 +634,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Fai
         _ => {
             let op: Vec<String> = op.iter().map(|s| s.to_string()).collect();
             let op: Vec<&str> = op.iter().map(String::as_str).collect();
-            let (parts, b) = body(shared, req).await?;
+            let (parts, b) = body(shared, ctx, req).await?;
             super::registrations::route(
                 shared,
                 &hub,
@@ -346,14 +651,65 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Fai
     }
 }
 
-fn authorize(hub: &Hub, origin: &str, headers: &HeaderMap) -> Result<Rights, Fail> {
-    let unauthorized = |m: String| Fail::new(StatusCode::UNAUTHORIZED, m);
-    let token = header(headers, "authorization").ok_or_else(|| {
-        unauthorized("missing Authorization header (a SharedAccessSignature)".into())
+/// The 401 detail for every token problem but a missing or expired one: which check failed
+/// (unknown key name, signature, audience, hub) goes to the log, not to the client.
+const INVALID_TOKEN: &str =
+    "InvalidSignature: the SharedAccessSignature is not valid for this hub.";
+
+/// Checks the request's token against the hub's keys and the origins a token may name.
+/// Returns the rights and the key's name.
+fn authorize(
+    shared: &Shared,
+    hub: &Hub,
+    origin: &str,
+    headers: &HeaderMap,
+) -> Result<(Rights, String), Fail> {
+    let unauthorized = |m: &str| Fail::new(StatusCode::UNAUTHORIZED, m);
+    let token = single_authorization(headers)?.ok_or_else(|| {
+        unauthorized(
+            "MissingToken: an Authorization header with a SharedAccessSignature is required.",
+        )
     })?;
-    let base = format!("{origin}/{}", hub.name);
-    nh::sas::verify(token, &hub.keys, &base, SystemTime::now())
-        .map_err(|e| unauthorized(e.to_string()))
+    let bases: Vec<String> = if shared.audience_origins.is_empty() {
+        vec![format!("{origin}/{}", hub.name)]
+    } else {
+        shared
+            .audience_origins
+            .iter()
+            .map(|o| format!("{o}/{}", hub.name))
+            .collect()
+    };
+    let bases: Vec<&str> = bases.iter().map(String::as_str).collect();
+    match nh::sas::verify_for(
+        token,
+        &hub.keys,
+        &bases,
+        SystemTime::now(),
+        nh::sas::DEFAULT_CLOCK_SKEW,
+    ) {
+        Ok(k) => Ok((k.rights, k.name.clone())),
+        Err(e) => {
+            tracing::info!(hub = %hub.name, reason = %e, "token refused");
+            Err(match e {
+                nh::sas::SasError::Expired { .. } => {
+                    unauthorized("ExpiredToken: the SharedAccessSignature has expired.")
+                }
+                _ => unauthorized(INVALID_TOKEN),
+            })
+        }
+    }
+}
+
+/// `/readyz`: 503 while shutting down or when a hub's storage failed.
+fn readiness(shared: &Shared) -> Resp {
+    if !shared.ready.load(Ordering::SeqCst) {
+        return response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("text/plain"),
+            "shutting down\n",
+        );
+    }
+    response(StatusCode::OK, Some("text/plain"), "ready\n")
 }
 
 fn installation_id(id: &str) -> Result<InstallationId, Fail> {
@@ -418,10 +774,11 @@ fn created(origin: &str, hub: &Hub, kind: &str, id: NotificationId) -> Resp {
     r
 }
 
-/// The audience of a send: `ServiceBusNotification-Tags` (absent or the SDK's `undefined`:
-/// broadcast).
-fn audience(headers: &HeaderMap) -> Result<Audience, Fail> {
-    match nh::headers::tag_selector(header(headers, "servicebusnotification-tags")).map_err(bad)? {
+/// The audience of a send: `ServiceBusNotification-Tags` (absent, or the SDK's `undefined`
+/// on a test send: broadcast).
+fn audience(headers: &HeaderMap, test_send: bool) -> Result<Audience, Fail> {
+    let tags = header(headers, "servicebusnotification-tags");
+    match nh::headers::tag_selector(tags, test_send).map_err(bad)? {
         nh::headers::TagSelector::Broadcast => Ok(Audience::All),
         nh::headers::TagSelector::Expression(expr) => {
             TagExpr::parse_with(expr, &ExprLimits::notification_hubs())
@@ -468,25 +825,37 @@ fn payload(headers: &HeaderMap, body: Bytes) -> Result<Content, Fail> {
 
 async fn send(
     hub: &Hub,
+    ctx: &Ctx,
     origin: &str,
     headers: &HeaderMap,
     q: &[(String, String)],
     body: Bytes,
     scheduled: bool,
 ) -> Result<Resp, Fail> {
-    let has = |k: &str| q.iter().any(|(n, _)| n.eq_ignore_ascii_case(k));
+    let direct = flag(q, "direct")?;
+    let test = flag(q, "test")?;
+    if scheduled && (direct || test) {
+        return Err(Fail::bad(
+            "a scheduled notification cannot be direct or a test send (Notification Hubs has \
+             no such operation); send it now with /messages instead",
+        ));
+    }
+    if direct && test {
+        return Err(Fail::bad("a direct send cannot be a test send"));
+    }
     let payload = payload(headers, body)?;
-    if has("direct") && !scheduled {
+    if direct {
         let handle = direct_handle(headers)?;
         let Content::Native(n) = payload else {
             return Err(Fail::bad(
                 "a direct send needs a native format, not template",
             ));
         };
+        let slot = send_slot(hub)?;
         let h = hub.engine.send_to_handles(n, vec![handle])?;
-        return Ok(created(origin, hub, "messages", h.id()));
+        return Ok(accepted(origin, hub, h, slot));
     }
-    let audience = audience(headers)?;
+    let audience = audience(headers, test)?;
     let request = match payload {
         Content::Native(n) => SendRequest::native(n, audience),
         Content::Template(t) => SendRequest::template(t, audience),
@@ -498,52 +867,104 @@ async fn send(
         let id = hub.engine.schedule(request, at)?;
         return Ok(created(origin, hub, "schedulednotifications", id));
     }
-    if has("test") {
-        return test_send(hub, request).await;
+    let slot = send_slot(hub)?;
+    if test {
+        let r = test_send(hub, ctx, request).await;
+        drop(slot);
+        return r;
     }
     let h = hub.engine.submit(request)?;
-    Ok(created(origin, hub, "messages", h.id()))
+    Ok(accepted(origin, hub, h, slot))
+}
+
+/// A slot among the hub's `max_sends_in_flight`, or 429.
+fn send_slot(hub: &Hub) -> Result<tokio::sync::OwnedSemaphorePermit, Fail> {
+    hub.quotas.send_slot().ok_or_else(|| {
+        Fail::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "the hub has {} sends in progress ([hub.limits] max_sends_in_flight); retry \
+                 when one finishes",
+                hub.quotas.max_sends()
+            ),
+        )
+        .retry_after(1)
+    })
+}
+
+/// 201 for an accepted send; its slot is held until the send finishes.
+fn accepted(
+    origin: &str,
+    hub: &Hub,
+    h: crate::SendHandle,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> Resp {
+    let r = created(origin, hub, "messages", h.id());
+    tokio::spawn(async move {
+        h.wait().await;
+        drop(slot);
+    });
+    r
 }
 
 /// A test send (`?test=true`): sent now and answered with the outcome per device, at most 10
 /// devices as Notification Hubs does.
-async fn test_send(hub: &Hub, request: SendRequest) -> Result<Resp, Fail> {
+async fn test_send(hub: &Hub, ctx: &Ctx, request: SendRequest) -> Result<Resp, Fail> {
     const MAX: usize = 10;
-    let targets: Vec<crate::Target> = hub
-        .registry
-        .resolve(request.audience())
-        .batches(MAX)
-        .next()
-        .unwrap_or_default();
-    let mut results = Vec::new();
+    /// Longest a test send waits for its devices' answers (Notification Hubs' own bound).
+    const WAIT: Duration = Duration::from_secs(30);
+    // Resolving an audience is CPU work over the whole registry: off the async threads.
+    let (registry, audience) = (hub.registry.clone(), request.audience().clone());
+    let targets: Vec<crate::Target> = tokio::task::spawn_blocking(move || {
+        registry
+            .resolve(&audience)
+            .batches(MAX)
+            .next()
+            .unwrap_or_default()
+    })
+    .await
+    .map_err(Fail::internal)?;
+    // One deadline for all devices, which are sent concurrently: once a device's send is
+    // accepted its row is answered, finished or not.
+    let deadline = tokio::time::Instant::now() + WAIT.min(ctx.left());
+    let mut sends = Vec::new();
     for t in targets.into_iter().take(MAX) {
         let one = SendRequest {
             audience: Audience::Installation(t.installation_id.clone()),
             ..request.clone()
         };
-        let h = hub.engine.submit(one)?;
-        let r = tokio::time::timeout(Duration::from_secs(30), h.wait())
-            .await
-            .unwrap_or_else(|_| h.progress());
-        let platform = t.handle.platform();
-        let c = r.platform(platform);
-        let outcome = if c.delivered > 0 {
-            "Success".to_owned()
-        } else {
-            r.reasons
-                .keys()
-                .next()
-                .map(|(_, why)| nh::notification_xml::outcome_for_reason(why).to_owned())
-                .unwrap_or_else(|| format!("{:?}", r.state))
-        };
-        results.push(nh::notification_xml::TestSendResult {
-            platform,
-            handle: t.handle.to_text(),
-            registration_id: t.installation_id.as_str().to_owned(),
-            success: c.delivered > 0,
-            outcome,
-        });
+        sends.push((hub.engine.submit(one)?, t));
     }
+    let waits = sends.iter().map(|(h, _)| async move {
+        tokio::time::timeout_at(deadline, h.wait())
+            .await
+            .unwrap_or_else(|_| h.progress())
+    });
+    let reports = futures_util::future::join_all(waits).await;
+    let results = sends
+        .iter()
+        .zip(reports)
+        .map(|((_, t), r)| {
+            let platform = t.handle.platform();
+            let c = r.platform(platform);
+            let outcome = if c.delivered > 0 {
+                "Success".to_owned()
+            } else {
+                r.reasons
+                    .keys()
+                    .next()
+                    .map(|(_, why)| nh::notification_xml::outcome_for_reason(why).to_owned())
+                    .unwrap_or_else(|| format!("{:?}", r.state))
+            };
+            nh::notification_xml::TestSendResult {
+                platform,
+                handle: t.handle.to_text(),
+                registration_id: t.installation_id.as_str().to_owned(),
+                success: c.delivered > 0,
+                outcome,
+            }
+        })
+        .collect::<Vec<_>>();
     Ok(response(
         StatusCode::CREATED,
         Some("application/xml; charset=utf-8"),
@@ -576,8 +997,9 @@ fn direct_batch(hub: &Hub, origin: &str, headers: &HeaderMap, body: Bytes) -> Re
         .map(|h| nh::headers::batch_handle(format, h))
         .collect::<Result<Vec<_>, _>>()
         .map_err(bad)?;
+    let slot = send_slot(hub)?;
     let h = hub.engine.send_to_handles(n, handles)?;
-    Ok(created(origin, hub, "messages", h.id()))
+    Ok(accepted(origin, hub, h, slot))
 }
 
 fn outcome(hub: &Hub, origin: &str, id: &str) -> Result<Resp, Fail> {

@@ -11,7 +11,10 @@
 //! (`<data_dir>/<hub>/state`: outcomes, schedules, events), engine and keys.
 
 mod config;
+mod conn;
 mod http;
+mod log;
+mod quota;
 mod registrations;
 
 use std::collections::HashMap;
@@ -20,9 +23,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+pub use log::{init as init_logging, LogConfig, LogFormat};
+pub use quota::LimitsConfig;
 
 pub use config::{
     ApnsConfig, FcmConfig, HubConfig, KeyConfig, ListenConfig, ServerConfig, WebPushConfig,
@@ -62,6 +67,7 @@ pub(crate) struct Hub {
     pub(crate) keys: Vec<SasKey>,
     pub(crate) registry: Registry,
     pub(crate) engine: Engine,
+    pub(crate) quotas: quota::Quotas,
 }
 
 /// What every request handler reads.
@@ -72,14 +78,31 @@ pub(crate) struct Shared {
     pub(crate) tls: bool,
     pub(crate) ready: AtomicBool,
     pub(crate) metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Who may read `/metrics` on the API listener.
+    pub(crate) metrics_access: MetricsAccess,
+    /// The origins (`https://host[:port]`) a token's audience may name; empty: the
+    /// request's own `Host` (loopback listeners only, `ServerConfig::check`).
+    pub(crate) audience_origins: Vec<String>,
+}
+
+/// Who may read `/metrics` on the API listener.
+pub(crate) enum MetricsAccess {
+    /// Anyone (a loopback listener without a token or a metrics listener).
+    Open,
+    /// Requests with `Authorization: Bearer <token>`.
+    Token(String),
+    /// Nobody: served on `metrics_listen`, or the listener is public without a token.
+    Closed,
 }
 
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
+    metrics_accept: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn read_file(p: &std::path::Path) -> Result<String, ServerError> {
@@ -114,12 +137,14 @@ fn build_hub(cfg: &HubConfig, data_dir: &std::path::Path) -> Result<Hub, ServerE
             (None, Some(f)) => read_file(f)?.trim_end().to_owned(),
             (None, None) => return Err(err(format!("key {:?} has no secret", k.name))),
         };
+        config::check_secret(&cfg.name, &k.name, &secret)?;
         let mut rights = Rights::NONE;
         for r in &k.rights {
             rights = rights.union(match r.as_str() {
                 "Listen" => Rights::LISTEN,
                 "Send" => Rights::SEND,
-                _ => Rights::MANAGE,
+                "Manage" => Rights::MANAGE,
+                other => return Err(err(format!("key {:?}: unknown right {other:?}", k.name))),
             });
         }
         keys.push(SasKey {
@@ -200,11 +225,13 @@ fn build_hub(cfg: &HubConfig, data_dir: &std::path::Path) -> Result<Hub, ServerE
     let registry =
         Registry::open_with(data_dir.join("registry"), rc).map_err(|e| err(e.to_string()))?;
     let engine = Engine::new(registry.clone(), ec).map_err(|e| err(e.to_string()))?;
+    let quotas = quota::Quotas::new(&cfg.limits, keys.iter().map(|k| k.name.as_str()));
     Ok(Hub {
         name: cfg.name.clone(),
         keys,
         registry,
         engine,
+        quotas,
     })
 }
 
@@ -260,21 +287,94 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|e| ServerError::Io(e.to_string()))?;
+        let metrics_listener = match config.server.metrics_listen {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(|e| ServerError::Io(format!("metrics_listen {a}: {e}")))?,
+            ),
+            None => None,
+        };
+        let metrics_access = match (&metrics_listener, &config.server.metrics_token_file) {
+            (Some(_), _) => MetricsAccess::Closed,
+            (None, Some(f)) => {
+                let token = read_file(f)?.trim().to_owned();
+                if token.len() < config::MIN_KEY_LEN {
+                    return Err(ServerError::Config(format!(
+                        "{}: the metrics token needs at least {} characters",
+                        f.display(),
+                        config::MIN_KEY_LEN
+                    )));
+                }
+                MetricsAccess::Token(token)
+            }
+            (None, None) if config.server.listen.ip().is_loopback() => MetricsAccess::Open,
+            (None, None) => MetricsAccess::Closed,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut audience_origins: Vec<String> = config
+            .server
+            .public_url
+            .iter()
+            .map(|u| u.trim_end_matches('/').to_ascii_lowercase())
+            .collect();
+        for h in &config.server.accepted_hosts {
+            audience_origins.push(format!("{scheme}://{}", h.to_ascii_lowercase()));
+        }
+        if audience_origins.is_empty() {
+            tracing::warn!(
+                listen = %addr,
+                "no public_url or accepted_hosts: token audiences are checked against the \
+                 request's Host header (allowed on loopback only)"
+            );
+        }
         let shared = Arc::new(Shared {
             hubs,
             config: config.server.clone(),
             tls: tls.is_some(),
             ready: AtomicBool::new(true),
             metrics,
+            metrics_access,
+            audience_origins,
         });
+        let limits = conn::ConnLimits::from_config(&config.server);
         let (stop, stop_rx) = watch::channel(false);
-        let accept = tokio::spawn(accept_loop(listener, tls, shared.clone(), stop_rx));
-        tracing::info!(%addr, hubs = shared.hubs.len(), "tagcast serving");
+        let metrics_addr = match &metrics_listener {
+            Some(l) => Some(l.local_addr().map_err(|e| ServerError::Io(e.to_string()))?),
+            None => None,
+        };
+        let metrics_accept = metrics_listener.map(|l| {
+            tokio::spawn(conn::accept_loop(
+                l,
+                None,
+                shared.clone(),
+                conn::Surface::MetricsOnly,
+                limits.clone(),
+                stop_rx.clone(),
+            ))
+        });
+        let accept = tokio::spawn(conn::accept_loop(
+            listener,
+            tls,
+            shared.clone(),
+            conn::Surface::Api,
+            limits,
+            stop_rx,
+        ));
+        tracing::info!(
+            %addr,
+            tls = shared.tls,
+            metrics = ?metrics_addr,
+            hubs = shared.hubs.len(),
+            "tagcast serving"
+        );
         Ok(Server {
             addr,
+            metrics_addr,
             shared,
             stop,
             accept,
+            metrics_accept,
         })
     }
 
@@ -283,110 +383,45 @@ impl Server {
         self.addr
     }
 
-    /// Graceful shutdown: stop accepting, let connections finish their requests, wait up to
-    /// `shutdown_grace_secs` for sends in progress, then shut every engine down: sends still
+    /// The bound address of `metrics_listen`, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::SeqCst)
+    }
+
+    /// Graceful shutdown: `/readyz` turns 503 at once, the listener stays open for
+    /// `drain_delay_secs` more (a load balancer takes the instance out meanwhile), then stops
+    /// accepting; open connections finish their requests; every hub, concurrently, waits up to
+    /// `shutdown_grace_secs` for sends in progress and shuts its engine down: sends still
     /// running are suspended and resumed by the next start on the same `data_dir`
     /// ([`Engine::shutdown`]).
     pub async fn shutdown(self) {
         self.shared.ready.store(false, Ordering::SeqCst);
+        tracing::info!(
+            drain_delay_secs = self.shared.config.drain_delay_secs,
+            "shutting down: /readyz is 503"
+        );
+        tokio::time::sleep(Duration::from_secs(self.shared.config.drain_delay_secs)).await;
         let _ = self.stop.send(true);
         let _ = self.accept.await;
+        if let Some(m) = self.metrics_accept {
+            let _ = m.await;
+        }
         let grace = Duration::from_secs(self.shared.config.shutdown_grace_secs);
+        let mut drains = tokio::task::JoinSet::new();
         for hub in self.shared.hubs.values() {
-            hub.engine.drain(grace).await;
-            // Registry writes are durable when acknowledged: nothing to flush.
-            hub.engine.shutdown().await;
-        }
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut conns = tokio::task::JoinSet::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let tls = tls.clone();
-        let shared = shared.clone();
-        let stop = stop.clone();
-        conns.spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(http::handle(shared, req, peer).await) }
+            let hub = hub.clone();
+            drains.spawn(async move {
+                hub.engine.drain(grace).await;
+                // Registry writes are durable when acknowledged: nothing to flush.
+                hub.engine.shutdown().await;
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            match tls {
-                Some(acceptor) => {
-                    let Ok(Ok(stream)) =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-                    else {
-                        return;
-                    };
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    serve(conn, stop).await;
-                }
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(tcp), service);
-                    serve(conn, stop).await;
-                }
-            }
-        });
-        // Reap finished connection tasks.
-        while conns.try_join_next().is_some() {}
-    }
-    // Stop accepting; connections finish what they are doing (graceful) within 10 s.
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
-    conns.abort_all();
-}
-
-async fn serve<C>(conn: C, mut stop: watch::Receiver<bool>)
-where
-    C: std::future::Future + GracefulConnection,
-{
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = stop.changed() => {
-            conn.as_mut().graceful();
-            let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
         }
-    }
-}
-
-/// hyper-util's auto connection, behind a trait so both stream types share `serve`.
-trait GracefulConnection {
-    fn graceful(self: std::pin::Pin<&mut Self>);
-}
-
-impl<I, S, E> GracefulConnection for hyper_util::server::conn::auto::Connection<'_, I, S, E>
-where
-    S: hyper::service::Service<
-        hyper::Request<hyper::body::Incoming>,
-        Response = hyper::Response<http_body_util::Full<bytes::Bytes>>,
-    >,
-    S::Future: 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, http_body_util::Full<bytes::Bytes>>,
-{
-    fn graceful(self: std::pin::Pin<&mut Self>) {
-        self.graceful_shutdown();
+        while drains.join_next().await.is_some() {}
+        tracing::info!("stopped");
     }
 }
