@@ -38,6 +38,7 @@ mod credential_error;
 pub(crate) mod fcm;
 pub(crate) mod jwt;
 mod limits;
+pub(crate) mod native;
 mod notification;
 pub(crate) mod oauth;
 pub(crate) mod request;
@@ -47,6 +48,10 @@ pub(crate) mod wns;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
+use crate::model::Platform;
+
 pub use apns::{
     ApnsCertificate, ApnsKey, ApnsNotification, ApnsPriority, ApnsPushType,
     DEFAULT_APNS_TOKEN_RENEWAL,
@@ -55,21 +60,23 @@ pub use credential_error::CredentialError;
 pub use fcm::{FcmNotification, FcmServiceAccount};
 pub use limits::PayloadError;
 pub(crate) use limits::{check_json_object_bytes, json_type_name, shorten};
+pub use native::NativeParts;
 pub use notification::Notification;
 pub(crate) use oauth::{parse_token_response, AccessToken};
 pub use webpush::{VapidKey, WebPushNotification, WebPushUrgency};
 pub use wns::{WnsCredentials, WnsNotification, WnsType};
 
-/// The table of services: the request builder and answer reader of each platform's pool.
-/// `origin` is the pool's `scheme://authority`; APNs needs the app's bundle id (its topic),
-/// FCM the project id. WNS and Web Push send to each device's own URI.
+// The table of services: one row per platform in each function below.
+
+/// The request builder and answer reader of each platform's pool. `origin` is the pool's
+/// `scheme://authority`; APNs needs the app's bundle id (its topic), FCM the project id. WNS
+/// and Web Push send to each device's own URI.
 pub(crate) fn protocol(
-    platform: crate::model::Platform,
+    platform: Platform,
     origin: &str,
     apns_bundle_id: &str,
     fcm_project_id: &str,
 ) -> Result<Arc<dyn request::Protocol>, String> {
-    use crate::model::Platform;
     Ok(match platform {
         Platform::Apns => Arc::new(apns::Apns {
             origin: origin.to_owned(),
@@ -79,6 +86,32 @@ pub(crate) fn protocol(
         Platform::Wns => Arc::new(wns::Wns),
         Platform::WebPush => Arc::new(webpush::WebPush),
     })
+}
+
+/// A notification for `platform` from Notification Hubs' native parts: each service's rules
+/// are in its `native.rs` ([`Notification::from_native`] documents them).
+fn from_native(
+    platform: Platform,
+    body: Bytes,
+    headers: &[(String, String)],
+) -> Result<Notification, PayloadError> {
+    let n = Notification::new();
+    Ok(match platform {
+        Platform::Apns => n.apns(apns::native::from_native(body, headers)?),
+        Platform::Fcm => n.fcm(fcm::native::from_native(&body, headers)?),
+        Platform::Wns => n.wns(wns::native::from_native(body, headers)?),
+        Platform::WebPush => n.web_push(webpush::native::from_native(body, headers)?),
+    })
+}
+
+/// `n`'s payload for `platform` as a body and headers that [`from_native`] reads back.
+fn native_parts(n: &Notification, platform: Platform) -> Option<(Bytes, Vec<(String, String)>)> {
+    match platform {
+        Platform::Apns => n.apns_part().map(apns::native::to_native),
+        Platform::Fcm => n.fcm_part().map(fcm::native::to_native),
+        Platform::Wns => n.wns_part().map(wns::native::to_native),
+        Platform::WebPush => n.web_push_part().map(webpush::native::to_native),
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub(crate) mod answer;
 pub(crate) mod credentials;
+pub(crate) mod native;
 pub(crate) mod payload;
 mod request;
 

@@ -4,6 +4,7 @@
 pub(crate) mod answer;
 pub(crate) mod credentials;
 pub(crate) mod ece;
+pub(crate) mod native;
 pub(crate) mod payload;
 mod request;
 
