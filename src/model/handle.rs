@@ -220,6 +220,16 @@ impl PushHandle {
         }
     }
 
+    /// The device's own URL, for the services that send to one (WNS channel URI, Web Push
+    /// endpoint); `None` for a token.
+    pub(crate) fn url(&self) -> Option<&str> {
+        match self {
+            PushHandle::Apns(_) | PushHandle::Fcm(_) => None,
+            PushHandle::Wns(s) => Some(s),
+            PushHandle::WebPush(w) => Some(&w.endpoint),
+        }
+    }
+
     /// The handle as text: lower-case hex for APNs, the token, the URI, the endpoint.
     pub fn to_text(&self) -> String {
         match self {

@@ -41,42 +41,44 @@ mod limits;
 pub(crate) mod native;
 mod notification;
 pub(crate) mod oauth;
+pub(crate) mod plan;
 pub(crate) mod request;
 pub(crate) mod verdict;
 pub(crate) mod webpush;
 pub(crate) mod wns;
-
-use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::model::Platform;
 
 pub use apns::{
-    ApnsCertificate, ApnsKey, ApnsNotification, ApnsPriority, ApnsPushType,
-    DEFAULT_APNS_TOKEN_RENEWAL,
+    ApnsAuth, ApnsCertificate, ApnsKey, ApnsNotification, ApnsPriority, ApnsPushType, ApnsSettings,
+    APNS_PRODUCTION, APNS_SANDBOX, DEFAULT_APNS_TOKEN_RENEWAL,
 };
 pub use credential_error::CredentialError;
-pub use fcm::{FcmNotification, FcmServiceAccount};
+pub use fcm::{FcmNotification, FcmServiceAccount, FcmSettings, FCM_ENDPOINT};
 pub use limits::PayloadError;
 pub(crate) use limits::{check_json_object_bytes, json_type_name, shorten};
 pub use native::NativeParts;
 pub use notification::Notification;
 pub(crate) use oauth::{parse_token_response, AccessToken};
-pub use webpush::{VapidKey, WebPushNotification, WebPushUrgency};
-pub use wns::{WnsCredentials, WnsNotification, WnsType};
+pub use webpush::{VapidKey, WebPushNotification, WebPushSettings, WebPushUrgency};
+pub use wns::{WnsCredentials, WnsNotification, WnsSettings, WnsType};
 
 // The table of services: one row per platform in each function below.
 
-/// The request builder and answer reader of each platform's pool. `origin` is the pool's
-/// `scheme://authority`; APNs needs the app's bundle id (its topic), FCM the project id. WNS
-/// and Web Push send to each device's own URI.
+/// The request builder and answer reader of each platform with fixed settings, for the
+/// benches (`bench_support`). The engine gets each service's from its settings' plan
+/// (`<service>/settings.rs`). `origin` is the pool's `scheme://authority`; APNs needs the
+/// app's bundle id (its topic), FCM the project id.
+#[cfg(any(test, feature = "bench-support"))]
 pub(crate) fn protocol(
     platform: Platform,
     origin: &str,
     apns_bundle_id: &str,
     fcm_project_id: &str,
-) -> Result<Arc<dyn request::Protocol>, String> {
+) -> Result<std::sync::Arc<dyn request::Protocol>, String> {
+    use std::sync::Arc;
     Ok(match platform {
         Platform::Apns => Arc::new(apns::Apns {
             origin: origin.to_owned(),
@@ -86,6 +88,16 @@ pub(crate) fn protocol(
         Platform::Wns => Arc::new(wns::Wns),
         Platform::WebPush => Arc::new(webpush::WebPush),
     })
+}
+
+/// Why a device of `platform` cannot be sent to when the engine has no settings for it.
+pub(crate) fn not_configured(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Apns => "no APNs credential configured",
+        Platform::Fcm => "no FCM credential configured",
+        Platform::Wns => "no WNS credential configured",
+        Platform::WebPush => "no VAPID key configured",
+    }
 }
 
 /// A notification for `platform` from Notification Hubs' native parts: each service's rules
