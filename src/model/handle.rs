@@ -116,7 +116,10 @@ pub(crate) fn check_https_uri(uri: &str) -> Result<String, String> {
 }
 
 /// A device's address at its push service.
+///
+/// `#[non_exhaustive]`, as [`Platform`]: a `match` outside this crate needs a wildcard arm.
 #[derive(Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PushHandle {
     /// An APNs device token (kept as bytes; written as lower-case hex).
     Apns(Box<[u8]>),
