@@ -8,15 +8,25 @@
 //! | `credentials.rs` | what the user gives to authenticate, and the token cache |
 //! | `request.rs` | the request for one device: the service's [`request::Protocol`] |
 //! | `answer.rs` | the service's answers into [`verdict::Verdict`]s, one golden test per row |
+//! | `native.rs` | Notification Hubs' native body and headers into the payload and back, with their tests |
+//! | `settings.rs` | what the user configures (e.g. [`ApnsSettings`]) and its `plan()`: what the service's pools are made of ([`plan::PoolPlan`]) |
 //!
 //! (Web Push also has `ece.rs`, RFC 8291 message encryption.) The toolkit beside them:
 //! [`verdict`] (verdicts and the rules every service shares), [`request`] (the protocol
-//! trait, the per-send header cache), [`limits`] (payload errors), [`jwt`] and [`oauth`]
-//! (signing and token responses shared by APNs, FCM, WNS and VAPID), [`CredentialError`].
-//! [`Notification`] holds one payload per service.
+//! trait, the per-send header cache), [`plan`] (pool plans: credential by mechanism, fixed
+//! endpoint or one pool per origin, wire), [`native`] (the native parts' shared helpers),
+//! [`limits`] (payload errors), [`jwt`] and [`oauth`] (signing, token requests and responses
+//! shared by APNs, FCM, WNS and VAPID), [`CredentialError`]. [`Notification`] holds one
+//! payload per service.
 //!
-//! Adding a service is one folder like these, a variant of [`crate::model::Platform`] and a
-//! row in [`protocol`] and in [`Notification`].
+//! Adding a service (HMS, say) is one folder like these, and rows in tables: a variant of
+//! [`crate::model::Platform`] and of [`crate::model::PushHandle`] (`model/`), one arm in each
+//! function of the table below ([`from_native`], [`native_parts`], [`not_configured`], and
+//! `protocol` for the benches) with the folder's module and re-exports, a field of
+//! [`Notification`], an `EngineConfig` field with its arm in `EngineConfig::plan`
+//! (`dispatch/mod.rs`), and the root re-exports (`lib.rs`). The dispatcher builds the pools
+//! from the settings' plan without naming the service; a credential that works like an
+//! existing one (HMS's OAuth client credentials) reuses its [`plan::Credential`] variant.
 //!
 //! Credentials at a glance:
 //!
