@@ -6,11 +6,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::dispatch::job::Job;
 use crate::dispatch::pool::{Device, Work};
-use crate::model::Platform;
 use crate::model::PushHandle;
+use crate::model::{PerPlatform, Platform};
 use crate::payload::Notification;
 use crate::pns::apns::ApnsTokenCache;
-use crate::pns::request::Protocol;
 use crate::pns::webpush::ece::encrypt;
 use crate::pns::webpush::VapidCache;
 use crate::pns::{ApnsKey, VapidKey};
@@ -20,16 +19,14 @@ use crate::pns::{ApnsKey, VapidKey};
 /// away.
 pub fn build_requests(notification: &Notification, handles: &[PushHandle]) -> usize {
     let job = Job::new(notification.clone(), 1024);
-    let table =
-        |p: Platform, origin: &str| crate::pns::protocol(p, origin, "com.example.app", "p").ok();
-    let (Some(apns), Some(fcm), Some(wns), Some(web_push)) = (
-        table(Platform::Apns, "https://api.push.apple.com"),
-        table(Platform::Fcm, "https://fcm.googleapis.com"),
-        table(Platform::Wns, ""),
-        table(Platform::WebPush, ""),
-    ) else {
-        return 0;
+    let origin = |p: Platform| match p {
+        Platform::Apns => crate::pns::APNS_PRODUCTION,
+        Platform::Fcm => crate::pns::FCM_ENDPOINT,
+        // WNS and Web Push send to each device's own URI.
+        _ => "",
     };
+    let protocols =
+        PerPlatform::from_fn(|p| crate::pns::protocol(p, origin(p), "com.example.app", "p").ok());
     let auth = http::HeaderValue::from_static("bearer x");
     let mut total = 0;
     for h in handles {
@@ -40,11 +37,8 @@ pub fn build_requests(notification: &Notification, handles: &[PushHandle]) -> us
                 handle: h.clone(),
             },
         );
-        let proto: &dyn Protocol = match h {
-            PushHandle::Apns(_) => &*apns,
-            PushHandle::Fcm(_) => &*fcm,
-            PushHandle::Wns(_) => &*wns,
-            PushHandle::WebPush(_) => &*web_push,
+        let Some(proto) = &protocols[h.platform()] else {
+            return 0;
         };
         if let Ok((_, body)) = proto.build(&work.outgoing(), Some(&auth)) {
             total += body.len();

@@ -63,9 +63,8 @@ mod transport;
 pub use audience::{ExprError, ExprLimits, ExprNode, TagExpr, TagRef};
 pub use dispatch::metrics;
 pub use dispatch::{
-    ApnsAuth, ApnsSettings, DispatchConfig, EngineConfig, EngineError, FcmSettings, NotificationId,
-    Pace, PlatformOutcomes, RetryPolicy, SendReport, SendState, WebPushSettings, WnsSettings,
-    APNS_PRODUCTION, APNS_SANDBOX, DEFAULT_RETENTION, FCM_ENDPOINT,
+    DispatchConfig, EngineConfig, EngineError, NotificationId, Pace, PlatformOutcomes, RetryPolicy,
+    SendReport, SendState, DEFAULT_RETENTION,
 };
 pub use events::{
     verify_signature, DeadLetter, Event, EventKind, EventLog, EventQuery, EventsConfig,
@@ -79,7 +78,9 @@ pub use payload::{
     PayloadError, WebPushNotification, WebPushUrgency, WnsNotification, WnsType,
 };
 pub use pns::{
-    ApnsCertificate, ApnsKey, CredentialError, FcmServiceAccount, VapidKey, WnsCredentials,
+    ApnsAuth, ApnsCertificate, ApnsKey, ApnsSettings, CredentialError, FcmServiceAccount,
+    FcmSettings, VapidKey, WebPushSettings, WnsCredentials, WnsSettings, APNS_PRODUCTION,
+    APNS_SANDBOX, FCM_ENDPOINT,
 };
 pub use registry::store::StoreError;
 pub use registry::MAX_TAGS_LIMIT;

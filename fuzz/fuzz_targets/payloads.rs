@@ -1,5 +1,5 @@
 //! Fuzz target for the payload constructors (`src/pns/*/payload.rs`,
-//! `src/payload/native.rs`): APNs payload JSON, the FCM v1 message JSON, WNS XML, Web Push topics. No input may panic; an FCM message that is accepted
+//! `src/pns/native.rs`, with each service's rules in `src/pns/<service>/native.rs`): APNs payload JSON, the FCM v1 message JSON, WNS XML, Web Push topics. No input may panic; an FCM message that is accepted
 //! must produce a valid JSON request body for any token, with the token and the message intact.
 //! Also `Notification::from_native` (body + headers per platform, the form NH native sends and
 //! rendered templates take): whatever it accepts reads back from `native_parts` unchanged.

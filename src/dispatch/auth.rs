@@ -10,8 +10,9 @@ use http::HeaderValue;
 use parking_lot::{Mutex, RwLock};
 
 use crate::pns::apns::ApnsTokenCache;
+use crate::pns::oauth::TokenRequest;
 use crate::pns::webpush::VapidCache;
-use crate::pns::{parse_token_response, AccessToken, FcmServiceAccount, WnsCredentials};
+use crate::pns::{parse_token_response, AccessToken};
 use crate::transport::http1::post_form;
 
 pub(crate) enum AuthSource {
@@ -93,14 +94,10 @@ impl AuthSource {
     }
 }
 
-pub(crate) enum OAuthKind {
-    Fcm(FcmServiceAccount),
-    Wns(WnsCredentials),
-}
-
-/// A cached OAuth access token with single-flight refresh.
+/// A cached OAuth access token with single-flight refresh, for any credential that gets its
+/// tokens from a token endpoint (the service says where and what to post: [`TokenRequest`]).
 pub(crate) struct OAuth {
-    kind: OAuthKind,
+    credential: Arc<dyn TokenRequest>,
     tls: Arc<rustls::ClientConfig>,
     current: RwLock<Option<AccessToken>>,
     refresh: tokio::sync::Mutex<()>,
@@ -108,9 +105,9 @@ pub(crate) struct OAuth {
 }
 
 impl OAuth {
-    pub(crate) fn new(kind: OAuthKind, tls: Arc<rustls::ClientConfig>) -> Self {
+    pub(crate) fn new(credential: Arc<dyn TokenRequest>, tls: Arc<rustls::ClientConfig>) -> Self {
         OAuth {
-            kind,
+            credential,
             tls,
             current: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(()),
@@ -134,10 +131,12 @@ impl OAuth {
         if let Some(b) = self.cached(now) {
             return Ok(b);
         }
-        let (url, form, what) = match &self.kind {
-            OAuthKind::Fcm(a) => (a.token_uri().to_string(), a.token_request_body(now), "FCM"),
-            OAuthKind::Wns(w) => (w.token_url().to_string(), w.token_request_body(), "WNS"),
-        };
+        let c = &self.credential;
+        let (url, form, what) = (
+            c.token_endpoint().to_string(),
+            c.token_request_form(now),
+            c.service(),
+        );
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let fetch = post_form(&url, form, self.tls.clone());

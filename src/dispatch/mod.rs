@@ -3,7 +3,9 @@
 //! through the pool of its platform's credential; answers become verdicts (`pns::*::answer`),
 //! decisions (`decide`), dead handles are pruned (`prune`), and every device ends in exactly
 //! one counted outcome ([`SendReport`]). Also the configuration types the engine is built
-//! from ([`EngineConfig`]). The service layer (`crate::service`: the `Engine`, schedules,
+//! from ([`EngineConfig`]); each service's settings are in its folder
+//! (`pns/<service>/settings.rs`) and say what its pools are made of (`pns::plan::PoolPlan`),
+//! which `Dispatcher::new` and `pool_for` carry out without naming any service. The service layer (`crate::service`: the `Engine`, schedules,
 //! outcome history, resumption) sits above and is never imported here.
 //!
 //! ```text
@@ -36,7 +38,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use self::auth::{AuthSource, OAuth, OAuthKind};
+use self::auth::{AuthSource, OAuth};
 use self::job::{Final, Job};
 use self::pool::{Device, Pool, Work};
 use crate::events::{EventLog, EventsConfig, WeakEventLog};
@@ -44,9 +46,10 @@ use crate::model::PushHandle;
 use crate::model::{InstallationId, PerPlatform, Platform};
 use crate::payload::Notification;
 use crate::pns::apns::ApnsTokenCache;
+use crate::pns::plan::{Credential, HostCheck, PoolPlan, Reach, Wire};
 use crate::pns::request::Protocol;
 use crate::pns::webpush::VapidCache;
-use crate::pns::{ApnsCertificate, ApnsKey, FcmServiceAccount, VapidKey, WnsCredentials};
+use crate::pns::{ApnsSettings, FcmSettings, WebPushSettings, WnsSettings};
 use crate::registry::{Audience, Registry};
 use crate::state::{StateError, StateStore};
 use crate::template::TemplateCache;
@@ -56,143 +59,6 @@ use prune::PruneItem;
 pub(crate) use job::History;
 pub use job::{NotificationId, PlatformOutcomes, SendReport, SendState};
 pub use pace::Pace;
-
-/// APNs production host (pns-protocols.md §1.1).
-pub const APNS_PRODUCTION: &str = "https://api.push.apple.com";
-/// APNs sandbox host (pns-protocols.md §1.1).
-pub const APNS_SANDBOX: &str = "https://api.sandbox.push.apple.com";
-/// FCM v1 API origin (pns-protocols.md §2.1).
-pub const FCM_ENDPOINT: &str = "https://fcm.googleapis.com";
-
-/// How APNs requests are authenticated.
-#[derive(Clone, Debug)]
-pub enum ApnsAuth {
-    /// Provider token (`.p8` key): one pool per (team, key, environment).
-    Token(ApnsKey),
-    /// TLS client certificate: one pool per certificate.
-    Certificate(ApnsCertificate),
-}
-
-/// APNs settings.
-#[derive(Clone, Debug)]
-pub struct ApnsSettings {
-    auth: ApnsAuth,
-    bundle_id: String,
-    endpoint: String,
-    token_renewal: Duration,
-}
-
-impl ApnsSettings {
-    /// Token auth against the production endpoint.
-    pub fn token(key: ApnsKey, bundle_id: &str) -> Self {
-        Self::new(ApnsAuth::Token(key), bundle_id)
-    }
-
-    /// Certificate auth against the production endpoint.
-    pub fn certificate(cert: ApnsCertificate, bundle_id: &str) -> Self {
-        Self::new(ApnsAuth::Certificate(cert), bundle_id)
-    }
-
-    fn new(auth: ApnsAuth, bundle_id: &str) -> Self {
-        ApnsSettings {
-            auth,
-            bundle_id: bundle_id.to_string(),
-            endpoint: APNS_PRODUCTION.to_string(),
-            token_renewal: Duration::from_secs(50 * 60),
-        }
-    }
-
-    /// Uses the sandbox (development) endpoint.
-    pub fn sandbox(mut self) -> Self {
-        self.endpoint = APNS_SANDBOX.to_string();
-        self
-    }
-
-    /// Uses another `https://` endpoint (a mock server, a proxy).
-    pub fn endpoint(mut self, url: &str) -> Self {
-        self.endpoint = url.trim_end_matches('/').to_string();
-        self
-    }
-
-    /// How often the provider token is renewed (clamped to Apple's 20–60 minutes).
-    pub fn token_renewal(mut self, every: Duration) -> Self {
-        self.token_renewal = every;
-        self
-    }
-}
-
-/// FCM v1 settings.
-#[derive(Clone, Debug)]
-pub struct FcmSettings {
-    account: FcmServiceAccount,
-    endpoint: String,
-}
-
-impl FcmSettings {
-    /// A service account; requests go to `https://fcm.googleapis.com`, tokens to the
-    /// account's `token_uri`.
-    pub fn new(account: FcmServiceAccount) -> Self {
-        FcmSettings {
-            account,
-            endpoint: FCM_ENDPOINT.to_string(),
-        }
-    }
-
-    /// Uses another `https://` API origin (a mock server).
-    pub fn endpoint(mut self, url: &str) -> Self {
-        self.endpoint = url.trim_end_matches('/').to_string();
-        self
-    }
-}
-
-/// WNS settings.
-#[derive(Clone, Debug)]
-pub struct WnsSettings {
-    credentials: WnsCredentials,
-    allowed_hosts: Vec<String>,
-}
-
-impl WnsSettings {
-    /// OAuth client credentials; channel hosts allowed: `*.notify.windows.com`.
-    pub fn new(credentials: WnsCredentials) -> Self {
-        WnsSettings {
-            credentials,
-            allowed_hosts: vec!["*.notify.windows.com".to_string()],
-        }
-    }
-
-    /// Replaces the channel host allowlist (`*.suffix` or exact hosts); tests allow the mock.
-    pub fn allowed_hosts(mut self, hosts: &[&str]) -> Self {
-        self.allowed_hosts = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
-        self
-    }
-
-    fn allows(&self, host: &str) -> bool {
-        self.allowed_hosts
-            .iter()
-            .any(|a| match a.strip_prefix("*.") {
-                Some(suffix) => {
-                    host.len() > suffix.len() + 1
-                        && host.ends_with(suffix)
-                        && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
-                }
-                None => a == host,
-            })
-    }
-}
-
-/// Web Push settings.
-#[derive(Clone, Debug)]
-pub struct WebPushSettings {
-    vapid: VapidKey,
-}
-
-impl WebPushSettings {
-    /// The VAPID key the subscriptions were made with.
-    pub fn new(vapid: VapidKey) -> Self {
-        WebPushSettings { vapid }
-    }
-}
 
 /// Retry policy for throttled and transient answers.
 #[derive(Clone, Debug)]
@@ -308,11 +174,86 @@ pub enum EngineError {
     State(#[from] StateError),
 }
 
-struct Pools {
-    apns: Option<Arc<Pool>>,
-    fcm: Option<Arc<Pool>>,
-    /// WNS pools by channel host; Web Push pools by push-service origin.
-    by_origin: Mutex<HashMap<(Platform, String), Arc<Pool>>>,
+/// One configured service, made from its settings' [`PoolPlan`] once per engine: what all its
+/// pools share, and its pool when it has one endpoint.
+struct Service {
+    protocol: Arc<dyn Protocol>,
+    auth: SharedAuth,
+    wire: Wire,
+    warm_up: bool,
+    /// The pool of a service with one endpoint (APNs, FCM), opened with the engine.
+    fixed: Option<Arc<Pool>>,
+    /// For a service with a pool per origin (WNS, Web Push): whether a host may have one.
+    allows: Option<HostCheck>,
+}
+
+/// A service's credential state, made once and shared by all its pools.
+enum SharedAuth {
+    /// A TLS client certificate, in this TLS configuration.
+    Certificate(Arc<rustls::ClientConfig>),
+    ProviderToken(Arc<ApnsTokenCache>),
+    OAuth(Arc<OAuth>),
+    Vapid(Arc<VapidCache>),
+}
+
+impl SharedAuth {
+    /// The auth source of the pool at `origin`.
+    fn source(&self, origin: &str) -> AuthSource {
+        match self {
+            SharedAuth::Certificate(_) => AuthSource::None,
+            SharedAuth::ProviderToken(c) => AuthSource::Apns(c.clone()),
+            SharedAuth::OAuth(o) => AuthSource::OAuth(o.clone()),
+            SharedAuth::Vapid(cache) => AuthSource::Vapid {
+                cache: cache.clone(),
+                origin: origin.to_owned(),
+            },
+        }
+    }
+}
+
+/// The TLS client configurations every pool without a client certificate shares.
+struct TlsSet {
+    /// ALPN `h2` only.
+    h2: Arc<rustls::ClientConfig>,
+    /// ALPN `h2`, then `http/1.1`.
+    any: Arc<rustls::ClientConfig>,
+    /// ALPN `http/1.1` (also the token endpoints').
+    http1: Arc<rustls::ClientConfig>,
+}
+
+/// The ALPN protocols of a wire.
+fn alpn(wire: Wire) -> &'static [&'static [u8]] {
+    match wire {
+        Wire::H2 => &[b"h2"],
+        Wire::H2OrHttp1 => &[b"h2", b"http/1.1"],
+        Wire::Http1 => &[b"http/1.1"],
+    }
+}
+
+impl Service {
+    /// A new pool's auth source and TLS configuration.
+    fn pool_parts(&self, tls: &TlsSet, origin: &str) -> (AuthSource, Arc<rustls::ClientConfig>) {
+        let config = match (&self.auth, self.wire) {
+            (SharedAuth::Certificate(c), _) => c.clone(),
+            (_, Wire::H2) => tls.h2.clone(),
+            (_, Wire::H2OrHttp1) => tls.any.clone(),
+            (_, Wire::Http1) => tls.http1.clone(),
+        };
+        (self.auth.source(origin), config)
+    }
+}
+
+impl EngineConfig {
+    /// The pool plan of `platform`'s settings, `None` when it has none: the one place that
+    /// knows which field holds which service's settings.
+    fn plan(&self, platform: Platform) -> Result<Option<PoolPlan>, String> {
+        Ok(match platform {
+            Platform::Apns => self.apns.as_ref().map(ApnsSettings::plan).transpose()?,
+            Platform::Fcm => self.fcm.as_ref().map(FcmSettings::plan).transpose()?,
+            Platform::Wns => self.wns.as_ref().map(WnsSettings::plan),
+            Platform::WebPush => self.web_push.as_ref().map(WebPushSettings::plan),
+        })
+    }
 }
 
 /// Delivery for one engine: the pools of its credentials, the pruner, the credential caches,
@@ -326,15 +267,12 @@ pub(crate) struct Dispatcher {
 struct DispatcherInner {
     registry: Option<Registry>,
     config: DispatchConfig,
-    /// The WNS allowlist of channel hosts.
-    wns: Option<WnsSettings>,
-    pools: Pools,
+    /// The configured services.
+    services: PerPlatform<Option<Service>>,
+    /// The pools of services with a pool per origin, by platform and authority.
+    by_origin: Mutex<HashMap<(Platform, String), Arc<Pool>>>,
     pruner: tokio::sync::mpsc::Sender<PruneItem>,
-    wns_auth: Option<Arc<OAuth>>,
-    vapid: Option<Arc<VapidCache>>,
-    apns_tokens: Option<Arc<ApnsTokenCache>>,
-    http1_tls: Arc<rustls::ClientConfig>,
-    h2_tls: Arc<rustls::ClientConfig>,
+    tls: TlsSet,
     /// Set when the engine shuts down: no new pools.
     shut: AtomicBool,
     /// Where pools report credential failures.
@@ -366,94 +304,64 @@ impl Dispatcher {
     ) -> Result<Dispatcher, EngineError> {
         let d = config.dispatch.clone();
         let roots = &config.tls_roots;
-        let h2_tls = roots.client_config(&[b"h2"], None)?;
-        let any_tls = roots.client_config(&[b"h2", b"http/1.1"], None)?;
-        let http1_tls = roots.client_config(&[b"http/1.1"], None)?;
+        let tls = TlsSet {
+            h2: roots.client_config(alpn(Wire::H2), None)?,
+            any: roots.client_config(alpn(Wire::H2OrHttp1), None)?,
+            http1: roots.client_config(alpn(Wire::Http1), None)?,
+        };
         let pruner = prune::spawn(registry.clone(), d.prune_batch, Some(events.downgrade()));
-        let mut apns_tokens = None;
-        let apns = match &config.apns {
-            None => None,
-            Some(a) => {
-                let ep = Endpoint::from_url(&a.endpoint).map_err(EngineError::Config)?;
-                let (auth, tls, warm) = match &a.auth {
-                    ApnsAuth::Token(key) => {
-                        let cache = Arc::new(ApnsTokenCache::new(key.clone(), a.token_renewal));
-                        apns_tokens = Some(cache.clone());
-                        (AuthSource::Apns(cache), h2_tls.clone(), true)
-                    }
-                    ApnsAuth::Certificate(c) => {
-                        // TLS failures are the certificate's (Pool::tls_is_credential).
-                        let tls = roots.client_config(&[b"h2"], Some((c.chain(), c.key())))?;
-                        (AuthSource::None, tls, false)
-                    }
-                };
-                let proto = crate::pns::protocol(Platform::Apns, &ep.origin(), &a.bundle_id, "")
-                    .map_err(EngineError::Config)?;
-                Some(Pool::new(
-                    Platform::Apns,
-                    ep,
-                    proto,
-                    auth,
-                    tls,
-                    true,
-                    warm,
-                    d.clone(),
-                    pruner.clone(),
-                    Some(events.downgrade()),
-                ))
+        let mut services = PerPlatform::default();
+        for p in Platform::ALL {
+            let Some(plan) = config.plan(p).map_err(EngineError::Config)? else {
+                continue;
+            };
+            let auth = match plan.credential {
+                // TLS failures are the certificate's (Pool::tls_is_credential).
+                Credential::Certificate { chain, key } => SharedAuth::Certificate(
+                    roots.client_config(alpn(plan.wire), Some((chain, key)))?,
+                ),
+                Credential::ProviderToken(cache) => SharedAuth::ProviderToken(cache),
+                Credential::OAuth(c) => {
+                    SharedAuth::OAuth(Arc::new(OAuth::new(c, tls.http1.clone())))
+                }
+                Credential::Vapid(cache) => SharedAuth::Vapid(cache),
+            };
+            let mut service = Service {
+                protocol: plan.protocol,
+                auth,
+                wire: plan.wire,
+                warm_up: plan.warm_up,
+                fixed: None,
+                allows: None,
+            };
+            match plan.reach {
+                Reach::Fixed(ep) => {
+                    let (auth, tls) = service.pool_parts(&tls, &ep.origin());
+                    service.fixed = Some(Pool::new(
+                        p,
+                        ep,
+                        service.protocol.clone(),
+                        auth,
+                        tls,
+                        service.wire != Wire::Http1,
+                        service.warm_up,
+                        d.clone(),
+                        pruner.clone(),
+                        Some(events.downgrade()),
+                    ));
+                }
+                Reach::PerOrigin { allows } => service.allows = Some(allows),
             }
-        };
-        let fcm = match &config.fcm {
-            None => None,
-            Some(f) => {
-                let ep = Endpoint::from_url(&f.endpoint).map_err(EngineError::Config)?;
-                let oauth = Arc::new(OAuth::new(
-                    OAuthKind::Fcm(f.account.clone()),
-                    http1_tls.clone(),
-                ));
-                let proto =
-                    crate::pns::protocol(Platform::Fcm, &ep.origin(), "", f.account.project_id())
-                        .map_err(EngineError::Config)?;
-                Some(Pool::new(
-                    Platform::Fcm,
-                    ep,
-                    proto,
-                    AuthSource::OAuth(oauth),
-                    any_tls.clone(),
-                    true,
-                    false,
-                    d.clone(),
-                    pruner.clone(),
-                    Some(events.downgrade()),
-                ))
-            }
-        };
-        let wns_auth = config.wns.as_ref().map(|w| {
-            Arc::new(OAuth::new(
-                OAuthKind::Wns(w.credentials.clone()),
-                http1_tls.clone(),
-            ))
-        });
-        let vapid = config
-            .web_push
-            .as_ref()
-            .map(|w| Arc::new(VapidCache::new(w.vapid.clone())));
+            services[p] = Some(service);
+        }
         Ok(Dispatcher {
             inner: Arc::new(DispatcherInner {
                 registry,
                 config: d,
-                wns: config.wns.clone(),
-                pools: Pools {
-                    apns,
-                    fcm,
-                    by_origin: Mutex::default(),
-                },
+                services,
+                by_origin: Mutex::default(),
                 pruner,
-                wns_auth,
-                vapid,
-                apns_tokens,
-                http1_tls,
-                h2_tls: any_tls,
+                tls,
                 shut: Default::default(),
                 events: events.downgrade(),
                 templates: TemplateCache::default(),
@@ -492,16 +400,26 @@ impl Dispatcher {
     /// Provider tokens signed so far (APNs token auth), for tests and benches.
     pub(crate) fn apns_tokens_signed(&self) -> u64 {
         self.inner
-            .apns_tokens
-            .as_ref()
-            .map_or(0, |c| c.signatures())
+            .services
+            .values()
+            .flatten()
+            .map(|s| match &s.auth {
+                SharedAuth::ProviderToken(c) => c.signatures(),
+                _ => 0,
+            })
+            .sum()
     }
 
     fn all_pools(&self) -> Vec<Arc<Pool>> {
         let mut v: Vec<Arc<Pool>> = Vec::new();
-        v.extend(self.inner.pools.apns.clone());
-        v.extend(self.inner.pools.fcm.clone());
-        v.extend(self.inner.pools.by_origin.lock().values().cloned());
+        v.extend(
+            self.inner
+                .services
+                .values()
+                .flatten()
+                .filter_map(|s| s.fixed.clone()),
+        );
+        v.extend(self.inner.by_origin.lock().values().cloned());
         v
     }
 
@@ -512,74 +430,32 @@ impl Dispatcher {
             // No new pools after shutdown (nothing would ever close them).
             return Err("the engine is shut down".into());
         }
-        match handle {
-            PushHandle::Apns(_) => inner
-                .pools
-                .apns
-                .clone()
-                .ok_or_else(|| "no APNs credential configured".to_string()),
-            PushHandle::Fcm(_) => inner
-                .pools
-                .fcm
-                .clone()
-                .ok_or_else(|| "no FCM credential configured".to_string()),
-            PushHandle::Wns(uri) => {
-                let settings = inner
-                    .wns
-                    .as_ref()
-                    .ok_or_else(|| "no WNS credential configured".to_string())?;
-                let ep = Endpoint::from_url(uri)?;
-                if !settings.allows(&ep.host) {
-                    return Err(format!(
-                        "WNS channel host {} is not on the allowlist",
-                        ep.host
-                    ));
-                }
-                let auth = inner.wns_auth.clone().ok_or("no WNS credential")?;
-                let proto = crate::pns::protocol(Platform::Wns, &ep.origin(), "", "")?;
-                Ok(self.origin_pool(Platform::Wns, ep, || {
-                    (AuthSource::OAuth(auth), proto, false)
-                }))
-            }
-            PushHandle::WebPush(sub) => {
-                let vapid = inner
-                    .vapid
-                    .clone()
-                    .ok_or_else(|| "no VAPID key configured".to_string())?;
-                let ep = Endpoint::from_url(sub.endpoint())?;
-                let origin = ep.origin();
-                let proto = crate::pns::protocol(Platform::WebPush, &origin, "", "")?;
-                Ok(self.origin_pool(Platform::WebPush, ep, || {
-                    (
-                        AuthSource::Vapid {
-                            cache: vapid,
-                            origin,
-                        },
-                        proto,
-                        true,
-                    )
-                }))
-            }
+        let platform = handle.platform();
+        let service = inner.services[platform]
+            .as_ref()
+            .ok_or_else(|| crate::pns::not_configured(platform).to_string())?;
+        if let Some(pool) = &service.fixed {
+            return Ok(pool.clone());
         }
+        let url = handle
+            .url()
+            .ok_or_else(|| format!("a {platform} handle has no URL"))?;
+        let ep = Endpoint::from_url(url)?;
+        if let Some(allows) = &service.allows {
+            allows(&ep.host)?;
+        }
+        Ok(self.origin_pool(platform, service, ep))
     }
 
-    fn origin_pool(
-        &self,
-        platform: Platform,
-        ep: Endpoint,
-        make: impl FnOnce() -> (AuthSource, Arc<dyn Protocol>, bool),
-    ) -> Arc<Pool> {
+    /// The pool of `service` at `ep`'s origin, opened on first use.
+    fn origin_pool(&self, platform: Platform, service: &Service, ep: Endpoint) -> Arc<Pool> {
         let key = (platform, ep.authority.to_string());
-        let mut map = self.inner.pools.by_origin.lock();
+        let mut map = self.inner.by_origin.lock();
         if let Some(p) = map.get(&key) {
             return p.clone();
         }
-        let (auth, proto, http2) = make();
-        let tls = if http2 {
-            self.inner.h2_tls.clone()
-        } else {
-            self.inner.http1_tls.clone()
-        };
+        let (auth, tls) = service.pool_parts(&self.inner.tls, &ep.origin());
+        let http2 = service.wire != Wire::Http1;
         let mut cfg = self.inner.config.clone();
         if !http2 {
             // One request at a time per HTTP/1.1 connection: more connections instead.
@@ -588,11 +464,11 @@ impl Dispatcher {
         let pool = Pool::new(
             platform,
             ep,
-            proto,
+            service.protocol.clone(),
             auth,
             tls,
             http2,
-            false,
+            service.warm_up,
             cfg,
             self.inner.pruner.clone(),
             Some(self.inner.events.clone()),
@@ -618,16 +494,18 @@ impl Dispatcher {
             job.finish(p, Final::Skipped, 1);
             return;
         }
-        // Most consecutive devices share a pool: skip the lookup then.
-        let pool = match (&device.handle, last.as_ref()) {
-            (PushHandle::Apns(_) | PushHandle::Fcm(_), Some((lp, _, pool))) if *lp == p => {
-                Ok(pool.clone())
-            }
+        // Most consecutive devices share a pool: skip the lookup then (for a service with one
+        // pool; the others have a pool per origin).
+        let fixed = self.inner.services[p]
+            .as_ref()
+            .is_some_and(|s| s.fixed.is_some());
+        let pool = match last.as_ref() {
+            Some((lp, _, pool)) if fixed && *lp == p => Ok(pool.clone()),
             _ => self.pool_for(&device.handle),
         };
         match pool {
             Ok(pool) => {
-                if matches!(device.handle, PushHandle::Apns(_) | PushHandle::Fcm(_)) {
+                if fixed {
                     *last = Some((p, String::new(), pool.clone()));
                 }
                 let mut work = Work::new(job.clone(), device);

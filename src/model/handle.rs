@@ -116,7 +116,10 @@ pub(crate) fn check_https_uri(uri: &str) -> Result<String, String> {
 }
 
 /// A device's address at its push service.
+///
+/// `#[non_exhaustive]`, as [`Platform`]: a `match` outside this crate needs a wildcard arm.
 #[derive(Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PushHandle {
     /// An APNs device token (kept as bytes; written as lower-case hex).
     Apns(Box<[u8]>),
@@ -217,6 +220,16 @@ impl PushHandle {
             PushHandle::Apns(b) => b,
             PushHandle::Fcm(s) | PushHandle::Wns(s) => s.as_bytes(),
             PushHandle::WebPush(w) => w.endpoint.as_bytes(),
+        }
+    }
+
+    /// The device's own URL, for the services that send to one (WNS channel URI, Web Push
+    /// endpoint); `None` for a token.
+    pub(crate) fn url(&self) -> Option<&str> {
+        match self {
+            PushHandle::Apns(_) | PushHandle::Fcm(_) => None,
+            PushHandle::Wns(s) => Some(s),
+            PushHandle::WebPush(w) => Some(&w.endpoint),
         }
     }
 

@@ -6,7 +6,11 @@ use std::str::FromStr;
 use super::{shorten, InvalidInput};
 
 /// A platform notification service.
+///
+/// `#[non_exhaustive]`: a service added later (HMS is next) is not a breaking change, so a
+/// `match` outside this crate needs a wildcard arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum Platform {
     /// Apple Push Notification service (HTTP/2 provider API).
     Apns,

@@ -1,6 +1,7 @@
-//! Notifications as callers write them: the native payloads of every service (each defined in
-//! its folder of [`crate::pns`], re-exported here), Notification Hubs' native formats
-//! ([`NativeParts`]), and the tests of every payload against the mock services.
+//! Notifications as callers write them: the native payloads of every service and Notification
+//! Hubs' native parts ([`NativeParts`]), each defined in its folder of [`crate::pns`] (the
+//! rules of the parts in `pns/<service>/native.rs`) and re-exported here, and the tests of
+//! every payload against the mock services.
 //!
 //! A [`Notification`] carries at most one native payload per platform ([`ApnsNotification`],
 //! [`FcmNotification`], [`WnsNotification`], [`WebPushNotification`]); devices of a platform
@@ -14,15 +15,12 @@
 //! checked values, and an FCM body is one allocation and three copies per device
 //! (`FcmNotification::body_for_token`).
 
-mod native;
-
 #[cfg(test)]
 mod mock_tests;
 
 pub use crate::pns::{
-    ApnsNotification, ApnsPriority, ApnsPushType, FcmNotification, Notification, PayloadError,
-    WebPushNotification, WebPushUrgency, WnsNotification, WnsType,
+    ApnsNotification, ApnsPriority, ApnsPushType, FcmNotification, NativeParts, Notification,
+    PayloadError, WebPushNotification, WebPushUrgency, WnsNotification, WnsType,
 };
-pub use native::NativeParts;
 
 pub(crate) use crate::pns::json_type_name;

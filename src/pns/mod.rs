@@ -8,15 +8,25 @@
 //! | `credentials.rs` | what the user gives to authenticate, and the token cache |
 //! | `request.rs` | the request for one device: the service's [`request::Protocol`] |
 //! | `answer.rs` | the service's answers into [`verdict::Verdict`]s, one golden test per row |
+//! | `native.rs` | Notification Hubs' native body and headers into the payload and back, with their tests |
+//! | `settings.rs` | what the user configures (e.g. [`ApnsSettings`]) and its `plan()`: what the service's pools are made of ([`plan::PoolPlan`]) |
 //!
 //! (Web Push also has `ece.rs`, RFC 8291 message encryption.) The toolkit beside them:
 //! [`verdict`] (verdicts and the rules every service shares), [`request`] (the protocol
-//! trait, the per-send header cache), [`limits`] (payload errors), [`jwt`] and [`oauth`]
-//! (signing and token responses shared by APNs, FCM, WNS and VAPID), [`CredentialError`].
-//! [`Notification`] holds one payload per service.
+//! trait, the per-send header cache), [`plan`] (pool plans: credential by mechanism, fixed
+//! endpoint or one pool per origin, wire), [`native`] (the native parts' shared helpers),
+//! [`limits`] (payload errors), [`jwt`] and [`oauth`] (signing, token requests and responses
+//! shared by APNs, FCM, WNS and VAPID), [`CredentialError`]. [`Notification`] holds one
+//! payload per service.
 //!
-//! Adding a service is one folder like these, a variant of [`crate::model::Platform`] and a
-//! row in [`protocol`] and in [`Notification`].
+//! Adding a service (HMS, say) is one folder like these, and rows in tables: a variant of
+//! [`crate::model::Platform`] and of [`crate::model::PushHandle`] (`model/`), one arm in each
+//! function of the table below ([`from_native`], [`native_parts`], [`not_configured`], and
+//! `protocol` for the benches) with the folder's module and re-exports, a field of
+//! [`Notification`], an `EngineConfig` field with its arm in `EngineConfig::plan`
+//! (`dispatch/mod.rs`), and the root re-exports (`lib.rs`). The dispatcher builds the pools
+//! from the settings' plan without naming the service; a credential that works like an
+//! existing one (HMS's OAuth client credentials) reuses its [`plan::Credential`] variant.
 //!
 //! Credentials at a glance:
 //!
@@ -38,38 +48,47 @@ mod credential_error;
 pub(crate) mod fcm;
 pub(crate) mod jwt;
 mod limits;
+pub(crate) mod native;
 mod notification;
 pub(crate) mod oauth;
+pub(crate) mod plan;
 pub(crate) mod request;
 pub(crate) mod verdict;
 pub(crate) mod webpush;
 pub(crate) mod wns;
 
-use std::sync::Arc;
+use bytes::Bytes;
+
+use crate::model::Platform;
 
 pub use apns::{
-    ApnsCertificate, ApnsKey, ApnsNotification, ApnsPriority, ApnsPushType,
-    DEFAULT_APNS_TOKEN_RENEWAL,
+    ApnsAuth, ApnsCertificate, ApnsKey, ApnsNotification, ApnsPriority, ApnsPushType, ApnsSettings,
+    APNS_PRODUCTION, APNS_SANDBOX, DEFAULT_APNS_TOKEN_RENEWAL,
 };
 pub use credential_error::CredentialError;
-pub use fcm::{FcmNotification, FcmServiceAccount};
+pub use fcm::{FcmNotification, FcmServiceAccount, FcmSettings, FCM_ENDPOINT};
 pub use limits::PayloadError;
 pub(crate) use limits::{check_json_object_bytes, json_type_name, shorten};
+pub use native::NativeParts;
 pub use notification::Notification;
 pub(crate) use oauth::{parse_token_response, AccessToken};
-pub use webpush::{VapidKey, WebPushNotification, WebPushUrgency};
-pub use wns::{WnsCredentials, WnsNotification, WnsType};
+pub use webpush::{VapidKey, WebPushNotification, WebPushSettings, WebPushUrgency};
+pub use wns::{WnsCredentials, WnsNotification, WnsSettings, WnsType};
 
-/// The table of services: the request builder and answer reader of each platform's pool.
-/// `origin` is the pool's `scheme://authority`; APNs needs the app's bundle id (its topic),
-/// FCM the project id. WNS and Web Push send to each device's own URI.
+// The table of services: one row per platform in each function below.
+
+/// The request builder and answer reader of each platform with fixed settings, for the
+/// benches (`bench_support`). The engine gets each service's from its settings' plan
+/// (`<service>/settings.rs`). `origin` is the pool's `scheme://authority`; APNs needs the
+/// app's bundle id (its topic), FCM the project id.
+#[cfg(any(test, feature = "bench-support"))]
 pub(crate) fn protocol(
-    platform: crate::model::Platform,
+    platform: Platform,
     origin: &str,
     apns_bundle_id: &str,
     fcm_project_id: &str,
-) -> Result<Arc<dyn request::Protocol>, String> {
-    use crate::model::Platform;
+) -> Result<std::sync::Arc<dyn request::Protocol>, String> {
+    use std::sync::Arc;
     Ok(match platform {
         Platform::Apns => Arc::new(apns::Apns {
             origin: origin.to_owned(),
@@ -79,6 +98,42 @@ pub(crate) fn protocol(
         Platform::Wns => Arc::new(wns::Wns),
         Platform::WebPush => Arc::new(webpush::WebPush),
     })
+}
+
+/// Why a device of `platform` cannot be sent to when the engine has no settings for it.
+pub(crate) fn not_configured(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Apns => "no APNs credential configured",
+        Platform::Fcm => "no FCM credential configured",
+        Platform::Wns => "no WNS credential configured",
+        Platform::WebPush => "no VAPID key configured",
+    }
+}
+
+/// A notification for `platform` from Notification Hubs' native parts: each service's rules
+/// are in its `native.rs` ([`Notification::from_native`] documents them).
+fn from_native(
+    platform: Platform,
+    body: Bytes,
+    headers: &[(String, String)],
+) -> Result<Notification, PayloadError> {
+    let n = Notification::new();
+    Ok(match platform {
+        Platform::Apns => n.apns(apns::native::from_native(body, headers)?),
+        Platform::Fcm => n.fcm(fcm::native::from_native(&body, headers)?),
+        Platform::Wns => n.wns(wns::native::from_native(body, headers)?),
+        Platform::WebPush => n.web_push(webpush::native::from_native(body, headers)?),
+    })
+}
+
+/// `n`'s payload for `platform` as a body and headers that [`from_native`] reads back.
+fn native_parts(n: &Notification, platform: Platform) -> Option<(Bytes, Vec<(String, String)>)> {
+    match platform {
+        Platform::Apns => n.apns_part().map(apns::native::to_native),
+        Platform::Fcm => n.fcm_part().map(fcm::native::to_native),
+        Platform::Wns => n.wns_part().map(wns::native::to_native),
+        Platform::WebPush => n.web_push_part().map(webpush::native::to_native),
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,19 @@ const REFRESH_MARGIN_DIVISOR: u32 = 10;
 /// How much of an unexpected body an error message quotes.
 const QUOTE_LIMIT: usize = 200;
 
+/// A credential that gets its access tokens from an OAuth 2.0 token endpoint (FCM's service
+/// account, WNS's client credentials; each implements it in its `credentials.rs`). The
+/// dispatcher POSTs [`TokenRequest::token_request_form`] to [`TokenRequest::token_endpoint`]
+/// and reads the answer with [`parse_token_response`].
+pub(crate) trait TokenRequest: Send + Sync + 'static {
+    /// The service's name in error messages ("FCM").
+    fn service(&self) -> &'static str;
+    /// Where the token request goes.
+    fn token_endpoint(&self) -> &str;
+    /// The form-encoded request body for a token issued `now`.
+    fn token_request_form(&self, now: SystemTime) -> String;
+}
+
 /// A bearer token from a token endpoint, with its expiry and the instant to refresh it.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct AccessToken {

@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 
 use super::verdict::{Reason, Verdict};
 use super::Notification;
-use crate::model::PushHandle;
+use crate::model::{PerPlatform, PushHandle};
 use crate::transport::http1::Answer;
 
 /// Builds requests and reads answers for one platform (sans-IO).
@@ -90,14 +90,9 @@ pub(crate) fn uri(scheme_authority: &str, path: &str) -> Result<Uri, Reason> {
         .map_err(|e| Reason::from(format!("bad request URI: {e}")))
 }
 
-/// Per-send prepared headers, built once for the first device of a send.
-#[derive(Default)]
-pub(crate) struct Prepared {
-    pub(crate) apns: OnceLock<HeaderMap>,
-    pub(crate) fcm: OnceLock<HeaderMap>,
-    pub(crate) wns: OnceLock<HeaderMap>,
-    pub(crate) web_push: OnceLock<HeaderMap>,
-}
+/// Per-send prepared headers, built once for the first device of a send, one set per
+/// platform (`prepared[Platform::Apns]`).
+pub(crate) type Prepared = PerPlatform<OnceLock<HeaderMap>>;
 
 pub(crate) fn header_map(pairs: Vec<(HeaderName, HeaderValue)>) -> HeaderMap {
     let mut m = HeaderMap::with_capacity(pairs.len() + 3);

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request};
 
 use super::answer::classify_apns;
-use crate::model::PushHandle;
+use crate::model::{Platform, PushHandle};
 use crate::pns::request::{header_map, no_payload, request, uri, wrong_handle, Outgoing, Protocol};
 use crate::pns::verdict::{Reason, Verdict};
 use crate::time::parse_retry_after;
@@ -32,7 +32,7 @@ impl Protocol for Apns {
             return Err(wrong_handle("an APNs token"));
         };
         let mut headers = w.headers(
-            &w.prepared.apns,
+            &w.prepared[Platform::Apns],
             || header_map(n.headers(&self.bundle_id)),
             auth,
         );

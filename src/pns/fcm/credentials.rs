@@ -193,6 +193,18 @@ fn prove_key(key: &rsa::pkcs1v15::SigningKey<sha2::Sha256>) -> Result<(), Creden
     verifier.verify(message, &plain).map_err(inconsistent)
 }
 
+impl crate::pns::oauth::TokenRequest for FcmServiceAccount {
+    fn service(&self) -> &'static str {
+        "FCM"
+    }
+    fn token_endpoint(&self) -> &str {
+        self.token_uri()
+    }
+    fn token_request_form(&self, now: SystemTime) -> String {
+        self.token_request_body(now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,9 +3,12 @@
 
 pub(crate) mod answer;
 pub(crate) mod credentials;
+pub(crate) mod native;
 pub(crate) mod payload;
 mod request;
+mod settings;
 
 pub use credentials::FcmServiceAccount;
 pub use payload::FcmNotification;
 pub(crate) use request::Fcm;
+pub use settings::{FcmSettings, FCM_ENDPOINT};

@@ -6,7 +6,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Request, Uri};
 
 use super::answer::classify_fcm;
-use crate::model::PushHandle;
+use crate::model::{Platform, PushHandle};
 use crate::pns::request::{no_payload, request, uri, with_auth, wrong_handle, Outgoing, Protocol};
 use crate::pns::verdict::{Reason, Verdict};
 use crate::transport::http1::Answer;
@@ -35,7 +35,7 @@ impl Protocol for Fcm {
         let PushHandle::Fcm(token) = w.handle else {
             return Err(wrong_handle("an FCM token"));
         };
-        let base = w.prepared.fcm.get_or_init(|| {
+        let base = w.prepared[Platform::Fcm].get_or_init(|| {
             let mut m = HeaderMap::new();
             m.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             m

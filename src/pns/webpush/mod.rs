@@ -4,10 +4,13 @@
 pub(crate) mod answer;
 pub(crate) mod credentials;
 pub(crate) mod ece;
+pub(crate) mod native;
 pub(crate) mod payload;
 mod request;
+mod settings;
 
 pub(crate) use credentials::VapidCache;
 pub use credentials::VapidKey;
 pub use payload::{WebPushNotification, WebPushUrgency};
 pub(crate) use request::WebPush;
+pub use settings::WebPushSettings;

@@ -7,7 +7,7 @@ use http::{HeaderValue, Request, Uri};
 
 use super::answer::classify_web_push;
 use super::ece::encrypt;
-use crate::model::PushHandle;
+use crate::model::{Platform, PushHandle};
 use crate::pns::request::{header_map, no_payload, request, wrong_handle, Outgoing, Protocol};
 use crate::pns::verdict::{Reason, Verdict};
 use crate::transport::http1::Answer;
@@ -38,7 +38,7 @@ impl Protocol for WebPush {
         };
         let body = encrypt(n.plaintext(), sub.p256dh(), sub.auth())
             .map_err(|e| Reason::from(format!("encryption failed: {e}")))?;
-        let headers = w.headers(&w.prepared.web_push, make, auth);
+        let headers = w.headers(&w.prepared[Platform::WebPush], make, auth);
         let uri: Uri = sub
             .endpoint()
             .parse()

@@ -105,6 +105,19 @@ impl WnsCredentials {
     }
 }
 
+impl crate::pns::oauth::TokenRequest for WnsCredentials {
+    fn service(&self) -> &'static str {
+        "WNS"
+    }
+    fn token_endpoint(&self) -> &str {
+        self.token_url()
+    }
+    /// Client credentials do not depend on the time.
+    fn token_request_form(&self, _now: std::time::SystemTime) -> String {
+        self.token_request_body()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

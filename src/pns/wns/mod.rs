@@ -3,9 +3,12 @@
 
 pub(crate) mod answer;
 pub(crate) mod credentials;
+pub(crate) mod native;
 pub(crate) mod payload;
 mod request;
+mod settings;
 
 pub use credentials::WnsCredentials;
 pub use payload::{WnsNotification, WnsType};
 pub(crate) use request::Wns;
+pub use settings::WnsSettings;

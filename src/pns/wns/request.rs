@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Uri};
 
 use super::answer::classify_wns;
-use crate::model::PushHandle;
+use crate::model::{Platform, PushHandle};
 use crate::pns::request::{header_map, no_payload, request, wrong_handle, Outgoing, Protocol};
 use crate::pns::verdict::{Reason, Verdict};
 use crate::transport::http1::Answer;
@@ -22,7 +22,7 @@ impl Protocol for Wns {
         let PushHandle::Wns(channel) = w.handle else {
             return Err(wrong_handle("a WNS channel URI"));
         };
-        let headers = w.headers(&w.prepared.wns, || header_map(n.headers()), auth);
+        let headers = w.headers(&w.prepared[Platform::Wns], || header_map(n.headers()), auth);
         let uri: Uri = channel
             .parse()
             .map_err(|e| Reason::from(format!("bad channel URI: {e}")))?;
