@@ -85,9 +85,10 @@ pub use pns::{
 pub use registry::store::StoreError;
 pub use registry::MAX_TAGS_LIMIT;
 pub use registry::{
-    Audience, Installation, InstallationId, PatchOp, Platform, PruneReport, PruneRequest, Registry,
-    RegistryConfig, RegistryError, RegistryStats, Resolution, Target, Template, TemplateBatches,
-    TemplateResolution, TemplateTarget, UserId, WriteOutcome,
+    Audience, Installation, InstallationId, PatchOp, Platform, Precondition, PruneReport,
+    PruneRequest, Registry, RegistryConfig, RegistryError, RegistryStats, Resolution, Target,
+    Template, TemplateBatches, TemplateResolution, TemplateTarget, UserId, Version, WriteOutcome,
+    STORAGE_FAILED_METRIC as REGISTRY_STORAGE_FAILED_METRIC,
 };
 pub use service::{
     Content, Engine, ScheduledSend, SendError, SendHandle, SendRequest, TemplateSend,

@@ -17,12 +17,19 @@
 //! Correctness: a number is handed out only after its entry is in the log, so every write
 //! numbered `<= target` was appended before the sync for `target` (which writes the partial
 //! chunk, then flushes the store) began.
+//!
+//! Fail-stop (server audit H3): a failed sync leaves the store in an unknown state (after a
+//! failed fsync the kernel may have dropped the dirty pages: retrying can report success for
+//! data that is gone, PostgreSQL's "fsyncgate"). [`GroupCommit::fail`] marks the commit
+//! *broken* for good: the flusher stops, the registry refuses writes before they touch memory
+//! (it checks [`GroupCommit::is_broken`] under its partition locks), the failure hook takes
+//! back the writes that are not durable, and only then does every waiter get the error.
 
 use crate::state::StorageFailure;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::Duration;
@@ -49,6 +56,9 @@ struct State {
 /// The commit window is waited in this many slices (see `flusher`).
 const WINDOW_SLICES: u32 = 4;
 
+/// Called once when the store fails, before any waiter learns of it (see the module docs).
+pub(crate) type FailureHook = Box<dyn Fn(&StorageFailure) + Send + Sync>;
+
 pub(crate) struct GroupCommit {
     written: AtomicU64,
     /// Writers between `begin` and `written`: about to ask for a flush.
@@ -64,6 +74,11 @@ pub(crate) struct GroupCommit {
     flushes: AtomicU64,
     /// The flusher thread, joined by `shutdown` so the store is released when it returns.
     thread: Mutex<Option<thread::JoinHandle<()>>>,
+    /// Set (for good) by the first storage failure, before the failure hook runs.
+    broken: AtomicBool,
+    /// The first storage failure; set before `broken`.
+    cause: OnceLock<StorageFailure>,
+    on_failure: OnceLock<FailureHook>,
 }
 
 impl GroupCommit {
@@ -84,6 +99,9 @@ impl GroupCommit {
             done: Condvar::new(),
             flushes: AtomicU64::new(0),
             thread: Mutex::new(None),
+            broken: AtomicBool::new(false),
+            cause: OnceLock::new(),
+            on_failure: OnceLock::new(),
         });
         let weak = Arc::downgrade(&gc);
         let spawned = thread::Builder::new()
@@ -91,14 +109,56 @@ impl GroupCommit {
             .spawn(move || flusher(weak, log));
         match spawned {
             Ok(h) => *gc.thread.lock() = Some(h),
-            Err(e) => {
-                gc.state.lock().failed = Some(StorageFailure::caused_by(
-                    Some("cannot start the commit thread"),
-                    e,
-                ))
-            }
+            Err(e) => gc.fail(StorageFailure::caused_by(
+                Some("cannot start the commit thread"),
+                e,
+            )),
         }
         gc
+    }
+
+    /// Sets the hook [`GroupCommit::fail`] calls (once; later calls are ignored).
+    pub(crate) fn on_failure(&self, hook: FailureHook) {
+        let _ = self.on_failure.set(hook);
+    }
+
+    /// Marks the store failed for good: sets the broken flag, runs the failure hook, then fails
+    /// every waiter (now and later). Only the first failure counts.
+    pub(crate) fn fail(&self, failure: StorageFailure) {
+        if self.cause.set(failure.clone()).is_err() {
+            return;
+        }
+        self.broken.store(true, Ordering::Release);
+        if let Some(hook) = self.on_failure.get() {
+            hook(&failure);
+        }
+        let wakers = {
+            let mut st = self.state.lock();
+            st.failed = Some(failure);
+            self.done.notify_all();
+            self.work.notify_one();
+            std::mem::take(&mut st.wakers)
+        };
+        wakers.into_iter().for_each(|(_, w)| w.wake());
+    }
+
+    /// True once the store has failed (cheap: one atomic load).
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    /// The storage failure, once there was one.
+    pub(crate) fn failure(&self) -> Option<StorageFailure> {
+        if !self.is_broken() {
+            return None;
+        }
+        self.cause.get().cloned()
+    }
+
+    /// Asks for `seq` to be made durable without waiting for it.
+    pub(crate) fn request_flush(&self, seq: u64) {
+        let mut st = self.state.lock();
+        self.request(&mut st, seq);
     }
 
     /// Marks the caller as mid-write until the guard drops (see the commit window).
@@ -236,14 +296,12 @@ fn flusher(gc: std::sync::Weak<GroupCommit>, log: Arc<Log>) {
                 let w = gc.written.load(Ordering::Acquire);
                 // A failed flush leaves the store broken: every waiter has its error (and
                 // later ones get it at once); flushing again would only spin.
-                if st.failed.is_none()
-                    && w > st.durable
-                    && (st.requested > st.durable || st.shutdown)
-                {
+                let broken = gc.is_broken();
+                if !broken && w > st.durable && (st.requested > st.durable || st.shutdown) {
                     // Flush when someone waits, and once more at shutdown for unwaited writes.
                     break w;
                 }
-                if st.shutdown || st.failed.is_some() {
+                if st.shutdown || broken {
                     // Nothing left to flush (or the store is broken): wake waiters and stop.
                     gc.done.notify_all();
                     return;
@@ -273,26 +331,22 @@ fn flusher(gc: std::sync::Weak<GroupCommit>, log: Arc<Log>) {
         let target = target.max(gc.written.load(Ordering::Acquire));
         let result = log.sync();
         gc.flushes.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = result {
+            // Every waiter learns of the failure, once the failure hook has taken back what
+            // was not durable.
+            gc.fail(match e {
+                StoreError::Engine(f) => f,
+                other => StorageFailure::msg(other.to_string()),
+            });
+            continue;
+        }
         let ready = {
             let mut st = gc.state.lock();
-            let ready = match result {
-                Ok(()) => {
-                    st.durable = target;
-                    let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut st.wakers)
-                        .into_iter()
-                        .partition(|(seq, _)| *seq <= target);
-                    st.wakers = waiting;
-                    ready
-                }
-                Err(e) => {
-                    // Every waiter learns of the failure.
-                    st.failed = Some(match e {
-                        StoreError::Engine(f) => f,
-                        other => StorageFailure::msg(other.to_string()),
-                    });
-                    std::mem::take(&mut st.wakers)
-                }
-            };
+            st.durable = target;
+            let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut st.wakers)
+                .into_iter()
+                .partition(|(seq, _)| *seq <= target);
+            st.wakers = waiting;
             gc.done.notify_all();
             ready
         };

@@ -17,8 +17,13 @@
 //! entry       := len:u32le kind:u8 partition:u16le payload[len]
 //! kind 1      := record     payload = [FORMAT_VERSION][rkyv StoredRecord]   (store.rs)
 //! kind 2      := tombstone  payload = installation id (UTF-8)
+//! kind 3      := versioned record  payload = version:u64le [FORMAT_VERSION][rkyv StoredRecord]
 //! position    := chunk_seq << 24 | entry index          (0 = nowhere)
 //! ```
+//!
+//! Writes append kind 3; kind 1 (every record written before versions existed) is still read,
+//! its version derived from its last-update time (`Registry`'s versions). Compaction moves an
+//! entry with its kind, so an old record stays kind 1 until the installation is written again.
 //!
 //! Replaying the chunks in sequence order, a later entry for an id overrides an earlier one;
 //! what remains is the registry. Each chunk is one store value, so it is written atomically:
@@ -58,6 +63,12 @@ const MAX_ENTRIES: u32 = (1 << 24) - 1;
 
 pub(crate) const KIND_RECORD: u8 = 1;
 pub(crate) const KIND_TOMBSTONE: u8 = 2;
+pub(crate) const KIND_VERSIONED: u8 = 3;
+
+/// True for the entry kinds that hold a record.
+pub(crate) fn is_record(kind: u8) -> bool {
+    kind == KIND_RECORD || kind == KIND_VERSIONED
+}
 
 pub(crate) fn pos(chunk: u64, index: u32) -> u64 {
     chunk << 24 | index as u64
@@ -95,6 +106,9 @@ pub(crate) struct Log {
     put: Mutex<()>,
     /// Every chunk below this sequence number has been written to the store.
     stored_below: AtomicU64,
+    /// Every entry at a position below this is durable (the boundary of the last successful
+    /// sync).
+    durable_below: AtomicU64,
     /// Emptied chunk buffers, reused for the next chunks.
     spare: Mutex<Vec<Vec<u8>>>,
 }
@@ -105,6 +119,27 @@ pub(crate) struct Entry<'a> {
     pub kind: u8,
     pub partition: u16,
     pub payload: &'a [u8],
+}
+
+impl<'a> Entry<'a> {
+    /// A record entry's version (`None` for kind 1, which has none) and its encoded record
+    /// (`[FORMAT_VERSION][archive]`).
+    pub(crate) fn record(&self) -> Result<(Option<u64>, &'a [u8]), StoreError> {
+        match self.kind {
+            KIND_RECORD => Ok((None, self.payload)),
+            KIND_VERSIONED => match self.payload.split_first_chunk::<8>() {
+                Some((v, rest)) => Ok((Some(u64::from_le_bytes(*v)), rest)),
+                None => Err(StoreError::Corrupt {
+                    key: format!("log position {}", self.pos),
+                    problem: "versioned record shorter than its version".into(),
+                }),
+            },
+            k => Err(StoreError::Corrupt {
+                key: format!("log position {}", self.pos),
+                problem: format!("entry kind {k} is not a record"),
+            }),
+        }
+    }
 }
 
 /// Parses a chunk's entries.
@@ -132,7 +167,7 @@ pub(crate) fn entries(seq: u64, chunk: &[u8]) -> Result<Vec<Entry<'_>>, StoreErr
         if chunk.len() - start < len {
             return Err(corrupt(format!("entry at byte {at} runs past the end")));
         }
-        if kind != KIND_RECORD && kind != KIND_TOMBSTONE {
+        if !is_record(kind) && kind != KIND_TOMBSTONE {
             return Err(corrupt(format!("unknown entry kind {kind} at byte {at}")));
         }
         out.push(Entry {
@@ -162,6 +197,7 @@ impl Log {
             sealed: Mutex::new(VecDeque::new()),
             put: Mutex::new(()),
             stored_below: AtomicU64::new(next),
+            durable_below: AtomicU64::new(pos(next, 0)),
             spare: Mutex::new(Vec::new()),
         }
     }
@@ -243,14 +279,22 @@ impl Log {
     /// Writes the partial chunk and flushes the store: every entry appended before this call
     /// is durable when it returns.
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
-        {
+        let boundary = {
             let mut st = self.state.lock();
             if st.count > 0 {
                 self.seal(&mut st);
             }
-        }
+            pos(st.next, 0)
+        };
         self.write_sealed()?;
-        self.store.flush()
+        self.store.flush()?;
+        self.durable_below.fetch_max(boundary, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Every entry at a position below this is durable.
+    pub(crate) fn durable_below(&self) -> u64 {
+        self.durable_below.load(Ordering::Acquire)
     }
 
     /// Chunks in the store worth compacting: less than half their entries live, oldest first.
@@ -301,21 +345,27 @@ pub(crate) struct Writer<'a> {
 
 impl Writer<'_> {
     fn append(&mut self, kind: u8, partition: u16, payload: &[u8]) -> u64 {
+        self.append_parts(kind, partition, &[], payload)
+    }
+
+    /// Appends an entry whose payload is `prefix` then `payload`.
+    fn append_parts(&mut self, kind: u8, partition: u16, prefix: &[u8], payload: &[u8]) -> u64 {
         let st = &mut *self.st;
         if st.pending.is_empty() {
             st.pending.reserve(CHUNK_BYTES + 512);
             st.pending.push(CHUNK_VERSION);
         }
         st.pending
-            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            .extend_from_slice(&((prefix.len() + payload.len()) as u32).to_le_bytes());
         st.pending.push(kind);
         st.pending.extend_from_slice(&partition.to_le_bytes());
+        st.pending.extend_from_slice(prefix);
         st.pending.extend_from_slice(payload);
         let p = pos(st.next, st.count);
         st.count += 1;
         let c = st.chunks.entry(st.next).or_default();
         c.entries += 1;
-        if kind == KIND_RECORD {
+        if is_record(kind) {
             c.live += 1;
         } else {
             c.tombstones += 1;
@@ -323,9 +373,14 @@ impl Writer<'_> {
         p
     }
 
-    /// Appends a record (`[FORMAT_VERSION][archive]`); returns its position.
-    pub(crate) fn record(&mut self, partition: u16, encoded: &[u8]) -> u64 {
-        self.append(KIND_RECORD, partition, encoded)
+    /// Appends a record (`[FORMAT_VERSION][archive]`) at `version`; returns its position.
+    pub(crate) fn record(&mut self, partition: u16, version: u64, encoded: &[u8]) -> u64 {
+        self.append_parts(KIND_VERSIONED, partition, &version.to_le_bytes(), encoded)
+    }
+
+    /// Appends an entry read from another chunk as it was (compaction); returns its position.
+    pub(crate) fn moved(&mut self, e: &Entry<'_>) -> u64 {
+        self.append(e.kind, e.partition, e.payload)
     }
 
     /// Appends a tombstone for `id`; returns its position.
@@ -368,7 +423,7 @@ mod tests {
     fn entries_round_trip_and_corruption_is_detected() {
         let log = Log::new(Arc::new(NullStore), 1, BTreeMap::new());
         let mut w = log.writer();
-        let a = w.record(3, b"\x01abc");
+        let a = w.record(3, 9, b"\x01abc");
         let b = w.tombstone(4, "id-1");
         let chunk = w.st.pending.clone();
         drop(w);
@@ -376,9 +431,10 @@ mod tests {
         let es = entries(1, &chunk).unwrap();
         assert_eq!(es.len(), 2);
         assert_eq!(
-            (es[0].pos, es[0].kind, es[0].partition, es[0].payload),
-            (a, KIND_RECORD, 3, &b"\x01abc"[..])
+            (es[0].pos, es[0].kind, es[0].partition),
+            (a, KIND_VERSIONED, 3)
         );
+        assert_eq!(es[0].record().unwrap(), (Some(9), &b"\x01abc"[..]));
         assert_eq!(
             (es[1].pos, es[1].kind, es[1].partition, es[1].payload),
             (b, KIND_TOMBSTONE, 4, &b"id-1"[..])
@@ -405,10 +461,10 @@ mod tests {
         let log = Log::new(Arc::new(NullStore), 1, BTreeMap::new());
         let big = vec![1u8; 1000];
         // A chunk seals after the record that takes it to CHUNK_BYTES; one more starts the next.
-        let n = (CHUNK_BYTES - 1).div_ceil(1000 + ENTRY_HEADER) + 1;
+        let n = (CHUNK_BYTES - 1).div_ceil(1000 + 8 + ENTRY_HEADER) + 1;
         for _ in 0..n {
             let mut w = log.writer();
-            w.record(0, &big);
+            w.record(0, 1, &big);
             w.finish();
         }
         let stats = log.chunk_stats();
@@ -425,7 +481,7 @@ mod tests {
         // Fill two chunks; the writers' opportunistic writes fail silently.
         for _ in 0..2 * CHUNK_BYTES / 1000 + 1 {
             let mut w = log.writer();
-            w.record(0, &big);
+            w.record(0, 1, &big);
             w.finish();
             log.write_sealed_if_free();
         }

@@ -34,9 +34,14 @@ mod query;
 pub(crate) mod recovery;
 mod shared_templates;
 pub(crate) mod store;
+#[cfg(test)]
+mod tests;
+mod undo;
+mod version;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,12 +51,18 @@ use roaring::RoaringBitmap;
 use crate::audience::{TagExpr, TagRef};
 pub use crate::model::{Installation, InstallationId, PatchOp, Platform, Template, UserId};
 use crate::model::{InvalidInput, PushHandle, WebPushSubscription};
+use crate::state::StorageFailure;
 use commit::GroupCommit;
 use interner::Interner;
+use interner::TagPin;
 use log::Log;
-use partition::{hash_bytes, hash_handle, MemRecord, Partition, Rec, RecordParts, NO_EXPIRY};
+use partition::{
+    hash_bytes, hash_handle, MemRecord, Partition, Rec, RecordParts, TagId, NO_EXPIRY,
+};
 use query::Compiled;
 use store::{SledStore, Store, StoreError, StoredRecord, StoredTemplate};
+use undo::Undo;
+pub use version::{Precondition, Version};
 
 /// Registry settings.
 #[derive(Clone, Debug)]
@@ -79,6 +90,19 @@ pub struct RegistryConfig {
     /// The wait ends early, after a quarter of it in which no write arrived. Default 2 ms;
     /// zero flushes at once. A lone writer never waits.
     pub commit_window: Duration,
+    /// Most installations the registry holds (channel-expired ones included); a write that
+    /// would create one more fails with [`RegistryError::QuotaExceeded`], while replacing an
+    /// existing installation is always allowed. Default `None`: no limit, for embedders that
+    /// bound their registries otherwise; a server exposed to a public Listen key should set
+    /// one (server audit H6).
+    pub max_installations: Option<usize>,
+    /// Most templates one installation may carry; more is an invalid installation
+    /// ([`RegistryError::Invalid`]). Default 10 (server audit H6's suggestion; each template
+    /// is compiled, stored and rendered per send, and a body may be 16 KiB).
+    pub max_templates_per_installation: usize,
+    /// The registry's name in metrics and logs (label `registry`), e.g. the hub's name.
+    /// Default `"default"`.
+    pub name: String,
 }
 
 impl Default for RegistryConfig {
@@ -91,6 +115,9 @@ impl Default for RegistryConfig {
             touch_interval: Duration::from_secs(3600),
             reap_interval: Duration::from_secs(60),
             commit_window: Duration::from_millis(2),
+            max_installations: None,
+            max_templates_per_installation: 10,
+            name: "default".into(),
         }
     }
 }
@@ -136,6 +163,40 @@ pub enum RegistryError {
     /// Storage failed; the write may or may not have reached the disk and was not acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The registry's storage failed (a flush did not complete): every write since is refused
+    /// before it changes anything, and the writes that were not durable were taken back, until
+    /// the registry is reopened (docs/operations.md, "Storage failure"). A server should
+    /// answer 503 and report itself not ready.
+    #[error("the registry's storage failed ({cause}); writes are refused until it is reopened")]
+    StorageFailed {
+        /// The first failure.
+        #[source]
+        cause: StorageFailure,
+    },
+    /// A write would create an installation beyond [`RegistryConfig::max_installations`].
+    #[error("the registry holds its maximum of {max} installations")]
+    QuotaExceeded {
+        /// The configured limit.
+        max: usize,
+    },
+    /// A conditional write's [`Precondition`] does not hold: the installation changed (or
+    /// appeared, or went) since the caller read it.
+    #[error("installation {id:?} is {}, not {expected}", current_text(.current))]
+    VersionMismatch {
+        /// The installation.
+        id: String,
+        /// What the write required.
+        expected: Precondition,
+        /// The installation's current version; `None` when it does not exist.
+        current: Option<Version>,
+    },
+}
+
+fn current_text(current: &Option<Version>) -> String {
+    match current {
+        Some(v) => format!("at version {v}"),
+        None => "absent".into(),
+    }
 }
 
 /// What a write did.
@@ -214,7 +275,8 @@ pub struct RegistryStats {
     pub sendable: u64,
     /// Partitions.
     pub partitions: usize,
-    /// Distinct tags ever seen.
+    /// Distinct tags the installations carry (tags no installation carries any more are
+    /// reclaimed).
     pub distinct_tags: usize,
     /// Approximate heap bytes of the in-memory index.
     pub index_heap_bytes: usize,
@@ -237,6 +299,12 @@ struct Inner {
     commit: Arc<GroupCommit>,
     stripes: Box<[Mutex<()>]>,
     reaper: Arc<(Mutex<bool>, Condvar)>,
+    /// Installations stored (for [`RegistryConfig::max_installations`]).
+    installations: AtomicUsize,
+    /// The version clock (see `version.rs`).
+    clock: AtomicU64,
+    /// Set when a partition's undo records pile up (see `Registry::written`).
+    undo_pressure: AtomicBool,
 }
 
 /// The installation registry. Cheap to clone; all clones share one registry, which closes
@@ -249,6 +317,14 @@ pub struct Registry {
 const HANDLE_STRIPES: usize = 1024;
 /// Upper bound of `RegistryConfig::max_tags_per_installation` (record lengths are u16).
 pub const MAX_TAGS_LIMIT: usize = 4096;
+/// A partition's undo records past which a writer asks for a flush without waiting for it.
+const UNDO_PRESSURE: usize = 4096;
+/// How often [`Registry::patch`] re-applies its operations when concurrent writes keep
+/// changing the installation under it.
+const PATCH_ATTEMPTS: usize = 64;
+/// Gauge: 1 once the registry's storage has failed (writes refused until it is reopened), 0
+/// while it works; label `registry` ([`RegistryConfig::name`]).
+pub const STORAGE_FAILED_METRIC: &str = "tagcast_registry_storage_failed";
 const META_PARTITIONS: &str = "partitions";
 const META_VERSION: &str = "layout";
 const LAYOUT_VERSION: &[u8] = b"tagcast-registry-1";
@@ -264,8 +340,28 @@ fn to_ms(t: SystemTime) -> u64 {
     }
 }
 
+fn now_us() -> u64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_micros().min(u64::MAX as u128) as u64,
+        Err(_) => 0,
+    }
+}
+
+/// The version of a record whose log entry has none (kind 1, see `version.rs`).
+pub(crate) fn version_of_time(last_update_ms: u64) -> u64 {
+    last_update_ms.saturating_mul(1000)
+}
+
 fn from_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// A write applied in memory and logged, not yet known durable: its commit number and the
+/// log position of its last entry.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    seq: u64,
+    pos: u64,
 }
 
 /// A write ready to apply: both forms of the record.
@@ -364,6 +460,20 @@ impl Registry {
             store = reopen(store)?;
         }
         let log = Arc::new(Log::new(store.clone(), rec.next_chunk, rec.chunks));
+        // Tag references: one per tag of every record recovered (recovery interned the tags
+        // of superseded records too; those are freed here).
+        interner.recount(
+            rec.partitions
+                .iter()
+                .flat_map(|p| p.iter().flat_map(|(_, r)| r.tags())),
+        );
+        let max_version = rec
+            .partitions
+            .iter()
+            .flat_map(|p| p.iter().map(|(_, r)| r.version()))
+            .max()
+            .unwrap_or(0);
+        let installations = rec.partitions.iter().map(Partition::len).sum();
         let partitions: Box<[RwLock<Partition>]> =
             rec.partitions.into_iter().map(RwLock::new).collect();
         let inner = Arc::new(Inner {
@@ -374,11 +484,40 @@ impl Registry {
             store,
             stripes: (0..HANDLE_STRIPES).map(|_| Mutex::new(())).collect(),
             reaper: Arc::new((Mutex::new(false), Condvar::new())),
+            installations: AtomicUsize::new(installations),
+            clock: AtomicU64::new(max_version.max(now_us())),
+            undo_pressure: AtomicBool::new(false),
             config,
         });
         let reg = Registry { inner };
+        reg.watch_storage();
         reg.start_reaper();
         Ok(reg)
+    }
+
+    /// Sets the storage-failure gauge and installs what happens when storage fails: log it,
+    /// set the gauge, take back every write that is not durable (see `commit.rs`, `undo.rs`).
+    fn watch_storage(&self) {
+        let name = self.inner.config.name.clone();
+        metrics::describe_gauge!(
+            STORAGE_FAILED_METRIC,
+            "1 once the registry's storage failed (writes refused until restart)"
+        );
+        let gauge = metrics::gauge!(STORAGE_FAILED_METRIC, "registry" => name.clone());
+        gauge.set(0.0);
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.commit.on_failure(Box::new(move |cause| {
+            gauge.set(1.0);
+            let undone = weak
+                .upgrade()
+                .map_or(0, |inner| Registry { inner }.roll_back());
+            tracing::error!(
+                registry = %name,
+                error = %cause,
+                writes_taken_back = undone,
+                "registry storage failed: writes are refused until the registry is reopened"
+            );
+        }));
     }
 
     fn start_reaper(&self) {
@@ -428,6 +567,18 @@ impl Registry {
         if n > cfg.max_tags_per_installation {
             return Err(too_many(n));
         }
+        let max_templates = cfg.max_templates_per_installation;
+        if let Some((name, _)) = inst.templates.iter().nth(max_templates) {
+            return Err(InvalidInput::Template {
+                name: crate::model::shorten(name, 80),
+                problem: format!(
+                    "is one too many: installation {:?} has {} templates; at most {max_templates} are allowed",
+                    inst.id.as_str(),
+                    inst.templates.len()
+                ),
+            }
+            .into());
+        }
         for (name, t) in &inst.templates {
             check_template(name, t)?;
             let n = distinct(&t.tags);
@@ -461,7 +612,10 @@ impl Registry {
         Ok(())
     }
 
-    fn prepare(&self, inst: &Installation, last_update_ms: u64) -> Prepared {
+    /// Builds both forms of the record for `inst`. The tag ids it interns come with one
+    /// reference each (returned too): the record installed owns them; a write that installs
+    /// nothing gives them back (see `apply`).
+    fn prepare(&self, inst: &Installation, last_update_ms: u64) -> (Prepared, Vec<TagId>) {
         let pid = self.partition_of(inst.id.as_str());
         let mut tags: Vec<&str> = Vec::with_capacity(inst.tags.len());
         for t in &inst.tags {
@@ -482,6 +636,8 @@ impl Registry {
         let expiration_ms = inst.expiration_time.map_or(NO_EXPIRY, to_ms);
         let mem = MemRecord::build(&RecordParts {
             last_update_ms,
+            // Set when the write is applied, under the partition lock.
+            version: 0,
             expiration_ms,
             platform: inst.platform(),
             channel_expired: false,
@@ -507,21 +663,174 @@ impl Registry {
         };
         let templates =
             (!inst.templates.is_empty()).then(|| shared_templates::intern(inst.templates.clone()));
-        Prepared {
+        let prep = Prepared {
             pid,
             mem,
             encoded: store::encode(&stored),
             templates,
+        };
+        (prep, tag_ids)
+    }
+
+    /// Gives back one tag reference per id (see `interner.rs`).
+    fn release_tags(&self, ids: impl IntoIterator<Item = TagId>) {
+        for t in ids {
+            self.inner.interner.release(t);
         }
     }
 
-    /// Applies a write to store and memory; returns what it did and the commit sequence number
-    /// to wait for (`None` when nothing was written).
-    fn apply(&self, inst: &Installation) -> Result<(WriteOutcome, Option<u64>), RegistryError> {
+    /// `Ok` while storage works; once it has failed, the error every write gets. Writers call
+    /// it under their partition write lock, so a write either precedes the failure's rollback
+    /// (which takes every partition lock) or is refused before it changes anything.
+    fn check_writable(&self) -> Result<(), RegistryError> {
+        if self.inner.commit.is_broken() {
+            return Err(self.storage_failed());
+        }
+        Ok(())
+    }
+
+    fn storage_failed(&self) -> RegistryError {
+        RegistryError::StorageFailed {
+            cause: self
+                .inner
+                .commit
+                .failure()
+                .unwrap_or_else(|| StorageFailure::msg("storage failed")),
+        }
+    }
+
+    /// Waits for a write to be durable.
+    fn wait(&self, p: Pending) -> Result<(), RegistryError> {
+        let r = self.inner.commit.wait(p.seq);
+        self.settled(p, r)
+    }
+
+    /// Waits for a write to be durable without blocking a thread.
+    async fn wait_async(&self, p: Pending) -> Result<(), RegistryError> {
+        let r = self.inner.commit.wait_async(p.seq).await;
+        self.settled(p, r)
+    }
+
+    /// The answer to a write once its wait is over. A write can be durable though its wait
+    /// failed: its entry went into a flush that succeeded, but it took its commit number just
+    /// after that flush read its target, and the next flush failed. Its position says so,
+    /// and then it is acknowledged (it was not taken back either): acknowledged ⇔ durable.
+    fn settled(&self, p: Pending, r: Result<(), StoreError>) -> Result<(), RegistryError> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(_) if p.pos < self.inner.log.durable_below() => Ok(()),
+            Err(e) => Err(self.wait_failed(e)),
+        }
+    }
+
+    fn wait_failed(&self, e: StoreError) -> RegistryError {
+        if self.inner.commit.is_broken() {
+            self.storage_failed()
+        } else {
+            RegistryError::Store(e)
+        }
+    }
+
+    /// A new version: a hybrid clock in microseconds, larger than every version handed out
+    /// or recovered before (see [`Version`]).
+    fn next_version(&self) -> u64 {
+        let now = now_us();
+        let step = |c: u64| c.saturating_add(1).max(now);
+        match self
+            .inner
+            .clock
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| Some(step(c)))
+        {
+            Ok(prev) | Err(prev) => step(prev),
+        }
+    }
+
+    /// Counts a new installation against [`RegistryConfig::max_installations`].
+    fn reserve_installation(&self) -> Result<(), RegistryError> {
+        let n = &self.inner.installations;
+        match self.inner.config.max_installations {
+            None => {
+                n.fetch_add(1, Ordering::AcqRel);
+                Ok(())
+            }
+            Some(max) => n
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                    (c < max).then_some(c + 1)
+                })
+                .map(|_| ())
+                .map_err(|_| RegistryError::QuotaExceeded { max }),
+        }
+    }
+
+    /// The checks of a write to `id` in `p` (write-locked): storage works, the precondition
+    /// holds, and a new installation fits the quota (counted). Returns the id's slot.
+    fn admit(
+        &self,
+        p: &Partition,
+        id: &str,
+        pre: Precondition,
+    ) -> Result<Option<u32>, RegistryError> {
+        self.check_writable()?;
+        let slot = p.find_id(id);
+        let current = slot.and_then(|s| p.record(s)).map(|r| Version(r.version()));
+        pre.check(id, current)?;
+        if slot.is_none() {
+            self.reserve_installation()?;
+        }
+        Ok(slot)
+    }
+
+    /// Keeps what a change at log position `pos` replaced until the change is durable (see
+    /// `undo.rs`); with a volatile store nothing can fail later, so it goes at once.
+    fn retire(
+        &self,
+        p: &mut Partition,
+        pos: u64,
+        id: Box<str>,
+        before: Option<(MemRecord, Option<partition::Templates>)>,
+    ) {
+        if self.inner.store.is_volatile() {
+            if let Some((mem, _)) = before {
+                self.release_tags(mem.view().tags());
+            }
+            return;
+        }
+        let durable = self.inner.log.durable_below();
+        p.undo
+            .trim(durable, |mem| self.release_tags(mem.view().tags()));
+        p.undo.push(Undo { pos, id, before });
+        if p.undo.len() > UNDO_PRESSURE {
+            self.inner.undo_pressure.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Applies a write to store and memory if `pre` holds; returns what it did and the commit
+    /// sequence number to wait for (`None` when there is nothing to wait for).
+    fn apply(
+        &self,
+        inst: &Installation,
+        pre: Precondition,
+    ) -> Result<(WriteOutcome, Option<Pending>), RegistryError> {
         let _active = self.inner.commit.begin();
+        self.check_writable()?;
         self.check_config(inst)?;
         let now = now_ms();
-        let prep = self.prepare(inst, now);
+        let (prep, tag_ids) = self.prepare(inst, now);
+        let r = self.apply_prepared(inst, prep, pre, now);
+        if !matches!(r, Ok((WriteOutcome::Created | WriteOutcome::Updated, _))) {
+            // Nothing installed: the interned tags' references go back.
+            self.release_tags(tag_ids);
+        }
+        r
+    }
+
+    fn apply_prepared(
+        &self,
+        inst: &Installation,
+        prep: Prepared,
+        pre: Precondition,
+        now: u64,
+    ) -> Result<(WriteOutcome, Option<Pending>), RegistryError> {
         let platform = inst.platform();
         let hkey = inst.handle.key();
         let stripe = (hash_handle(platform, hkey) as usize) % HANDLE_STRIPES;
@@ -538,7 +847,20 @@ impl Registry {
                         && old.same_content(prep.mem.view())
                         && p.templates(slot) == prep.templates.as_ref()
                     {
-                        return Ok((WriteOutcome::Unchanged, None));
+                        pre.check(inst.id.as_str(), Some(Version(old.version())))?;
+                        // The write that stored this content may still be in its commit
+                        // window (server audit M11): acknowledge only once it is durable. A
+                        // number taken now, after that write's entry is in the log (it was in
+                        // the log before it was in memory), is covered by a flush that covers
+                        // the entry.
+                        let pending = !self.inner.store.is_volatile()
+                            && old.log_pos() >= self.inner.log.durable_below();
+                        let pos = old.log_pos();
+                        let wait = pending.then(|| Pending {
+                            seq: self.inner.commit.written(),
+                            pos,
+                        });
+                        return Ok((WriteOutcome::Unchanged, wait));
                     }
                 }
             }
@@ -560,20 +882,22 @@ impl Registry {
             }
         }
 
-        let outcome = match holder {
+        let (outcome, pos) = match holder {
             None => {
                 let mut p = self.inner.partitions[prep.pid as usize].write();
+                let slot = self.admit(&p, inst.id.as_str(), pre)?;
+                let version = self.next_version();
                 let mut w = self.inner.log.writer();
-                let pos = w.record(prep.pid, &prep.encoded);
-                if let Some(old) = p.find_id(inst.id.as_str()).and_then(|s| p.record(s)) {
+                let pos = w.record(prep.pid, version, &prep.encoded);
+                if let Some(old) = slot.and_then(|s| p.record(s)) {
                     w.kill(old.log_pos());
                 }
                 w.finish();
-                Self::install(&mut p, prep, pos, inst.id.as_str())
+                (self.install(&mut p, prep, version, pos, slot), pos)
             }
-            Some((hpid, hslot)) => self.apply_with_handover(prep, inst, hpid, hslot, now)?,
+            Some((hpid, hslot)) => self.apply_with_handover(prep, inst, hpid, hslot, now, pre)?,
         };
-        Ok((outcome, self.written()))
+        Ok((outcome, self.written().map(|seq| Pending { seq, pos })))
     }
 
     /// Numbers a write for group commit; `None` for a volatile store (nothing to wait for).
@@ -581,18 +905,43 @@ impl Registry {
     /// (call it after releasing the partition locks: a store insert takes tens of µs).
     fn written(&self) -> Option<u64> {
         self.inner.log.write_sealed_if_free();
-        (!self.inner.store.is_volatile()).then(|| self.inner.commit.written())
+        if self.inner.store.is_volatile() {
+            return None;
+        }
+        let seq = self.inner.commit.written();
+        if self.inner.undo_pressure.swap(false, Ordering::Relaxed) {
+            // Writers that wait late (a large `upsert_batch`) would otherwise keep every
+            // record they replaced for rollback until their wait.
+            self.inner.commit.request_flush(seq);
+        }
+        Some(seq)
     }
 
-    fn install(p: &mut Partition, mut prep: Prepared, pos: u64, id: &str) -> WriteOutcome {
+    /// Installs `prep` (at `version`, logged at `pos`) in `slot`, or in a new slot; keeps
+    /// what it replaces for rollback.
+    fn install(
+        &self,
+        p: &mut Partition,
+        mut prep: Prepared,
+        version: u64,
+        pos: u64,
+        slot: Option<u32>,
+    ) -> WriteOutcome {
         prep.mem.set_log_pos(pos);
-        match p.find_id(id) {
+        prep.mem.set_version(version);
+        let id: Box<str> = prep.mem.view().id().into();
+        match slot {
             Some(slot) => {
+                let before = p
+                    .record(slot)
+                    .map(|r| (r.to_mem(), p.templates(slot).cloned()));
                 p.replace(slot, prep.mem, prep.templates);
+                self.retire(p, pos, id, before);
                 WriteOutcome::Updated
             }
             None => {
                 p.insert(prep.mem, prep.templates);
+                self.retire(p, pos, id, None);
                 WriteOutcome::Created
             }
         }
@@ -607,7 +956,8 @@ impl Registry {
         hpid: u16,
         hslot: u32,
         now: u64,
-    ) -> Result<WriteOutcome, RegistryError> {
+        pre: Precondition,
+    ) -> Result<(WriteOutcome, u64), RegistryError> {
         let (first, second) = if hpid <= prep.pid {
             (hpid, prep.pid)
         } else {
@@ -620,6 +970,8 @@ impl Registry {
             Some(p2) if second == prep.pid => (p2, Some(&mut *g1)),
             Some(p2) => (&mut *g1, Some(p2)),
         };
+        let slot = self.admit(own, inst.id.as_str(), pre)?;
+        let version = self.next_version();
         // Re-check the holder under the write locks: it may have moved on since the probe.
         let holder_part: &Partition = match &other {
             Some(o) => o,
@@ -632,29 +984,69 @@ impl Registry {
                 && r.id() != inst.id.as_str()
         });
         let mut w = self.inner.log.writer();
-        if let Some(old) = own.find_id(inst.id.as_str()).and_then(|s| own.record(s)) {
+        if let Some(old) = slot.and_then(|s| own.record(s)) {
             w.kill(old.log_pos());
         }
-        let pos = w.record(prep.pid, &prep.encoded);
+        let pos = w.record(prep.pid, version, &prep.encoded);
         let Some(old) = still else {
             w.finish();
-            return Ok(Self::install(own, prep, pos, inst.id.as_str()));
+            return Ok((self.install(own, prep, version, pos, slot), pos));
         };
         // Both records go into the same chunk (one lock hold): they survive a crash together.
         let mut expired = self.stored_form(holder_part, hslot, old);
         expired.push_channel_expired = true;
         expired.last_update_ms = now;
+        let expired_version = self.next_version();
         let old_pos = old.log_pos();
         let old_templates = holder_part.templates(hslot).cloned();
         w.kill(old_pos);
-        let expired_pos = w.record(hpid, &store::encode(&expired));
-        let expired_mem = rebuild_mem(old, true, now, expired_pos);
-        w.finish();
-        match other {
-            Some(o) => o.replace(hslot, expired_mem, old_templates),
-            None => own.replace(hslot, expired_mem, old_templates),
+        let expired_pos = w.record(hpid, expired_version, &store::encode(&expired));
+        let expired_mem = rebuild_mem(old, true, now, expired_version, expired_pos);
+        // The expired copy holds its own references; the old record keeps its own for rollback.
+        for t in old.tags() {
+            self.inner.interner.retain(t);
         }
-        Ok(Self::install(own, prep, pos, inst.id.as_str()))
+        let holder_before = (old.to_mem(), old_templates.clone());
+        let holder_id: Box<str> = old.id().into();
+        w.finish();
+        // Own change first: undo records of a partition are in log order.
+        let outcome = self.install(own, prep, version, pos, slot);
+        let holder = match other {
+            Some(o) => o,
+            None => own,
+        };
+        holder.replace(hslot, expired_mem, old_templates);
+        self.retire(holder, expired_pos, holder_id, Some(holder_before));
+        Ok((outcome, expired_pos))
+    }
+
+    /// Takes back every write that is not durable, after the store failed (see `undo.rs`):
+    /// under every partition's write lock at once, so no reader sees half of it.
+    fn roll_back(&self) -> usize {
+        let mut guards: Vec<_> = self.inner.partitions.iter().map(|p| p.write()).collect();
+        let durable = self.inner.log.durable_below();
+        let mut undone = 0;
+        for p in guards.iter_mut() {
+            for u in p.undo.take_undurable(durable) {
+                undone += 1;
+                let slot = p.find_id(&u.id);
+                if let Some(r) = slot.and_then(|s| p.record(s)) {
+                    let tags: Vec<TagId> = r.tags().collect();
+                    self.release_tags(tags);
+                }
+                match (slot, u.before) {
+                    (Some(s), Some((mem, t))) => p.replace(s, mem, t),
+                    (Some(s), None) => p.remove(s),
+                    (None, Some((mem, t))) => {
+                        p.insert(mem, t);
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        let n = guards.iter().map(|p| p.len()).sum();
+        self.inner.installations.store(n, Ordering::Release);
+        undone
     }
 
     fn stored_form(&self, p: &Partition, slot: u32, r: Rec<'_>) -> StoredRecord {
@@ -696,12 +1088,23 @@ impl Registry {
     /// Creates or replaces an installation; returns once the write is durable.
     ///
     /// Re-registering an unchanged installation writes nothing (see
-    /// [`RegistryConfig::touch_interval`]). Taking a handle another installation holds marks
-    /// that one `push_channel_expired`.
+    /// [`RegistryConfig::touch_interval`]), but still waits if the write that stored that
+    /// content is not durable yet. Taking a handle another installation holds marks that one
+    /// `push_channel_expired`.
     pub fn upsert(&self, inst: Installation) -> Result<WriteOutcome, RegistryError> {
-        let (outcome, seq) = self.apply(&inst)?;
-        if let Some(seq) = seq {
-            self.inner.commit.wait(seq)?;
+        self.upsert_if(inst, Precondition::Any)
+    }
+
+    /// [`Registry::upsert`] if `pre` holds when the write is applied (checked under the lock
+    /// that orders writes to the installation); [`RegistryError::VersionMismatch`] otherwise.
+    pub fn upsert_if(
+        &self,
+        inst: Installation,
+        pre: Precondition,
+    ) -> Result<WriteOutcome, RegistryError> {
+        let (outcome, pending) = self.apply(&inst, pre)?;
+        if let Some(p) = pending {
+            self.wait(p)?;
         }
         Ok(outcome)
     }
@@ -709,9 +1112,18 @@ impl Registry {
     /// [`Registry::upsert`] for async callers: the store write happens inline (it does not wait
     /// for the disk), the wait for durability does not block a thread.
     pub async fn upsert_async(&self, inst: Installation) -> Result<WriteOutcome, RegistryError> {
-        let (outcome, seq) = self.apply(&inst)?;
-        if let Some(seq) = seq {
-            self.inner.commit.wait_async(seq).await?;
+        self.upsert_if_async(inst, Precondition::Any).await
+    }
+
+    /// [`Registry::upsert_if`] for async callers (see [`Registry::upsert_async`]).
+    pub async fn upsert_if_async(
+        &self,
+        inst: Installation,
+        pre: Precondition,
+    ) -> Result<WriteOutcome, RegistryError> {
+        let (outcome, pending) = self.apply(&inst, pre)?;
+        if let Some(p) = pending {
+            self.wait_async(p).await?;
         }
         Ok(outcome)
     }
@@ -723,99 +1135,235 @@ impl Registry {
         insts: impl IntoIterator<Item = Installation>,
     ) -> Vec<Result<WriteOutcome, RegistryError>> {
         let mut results = Vec::new();
-        let mut last = 0;
+        let mut waits = Vec::new();
         for inst in insts {
-            results.push(self.apply(&inst).map(|(o, seq)| {
-                last = last.max(seq.unwrap_or(0));
-                o
-            }));
+            let r = self.apply(&inst, Precondition::Any);
+            waits.push(r.as_ref().ok().and_then(|(_, p)| *p));
+            results.push(r.map(|(o, _)| o));
         }
-        if last > 0 {
-            if let Err(e) = self.inner.commit.wait(last) {
-                let failure = match e {
-                    StoreError::Engine(f) => f,
-                    other => crate::state::StorageFailure::msg(other.to_string()),
-                };
-                for r in results.iter_mut() {
-                    if matches!(r, Ok(WriteOutcome::Created | WriteOutcome::Updated)) {
-                        *r = Err(StoreError::Engine(failure.clone()).into());
-                    }
+        let Some(last) = waits.iter().flatten().map(|p| p.seq).max() else {
+            return results;
+        };
+        if let Err(e) = self.inner.commit.wait(last) {
+            let failure = match e {
+                StoreError::Engine(f) => f,
+                other => StorageFailure::msg(other.to_string()),
+            };
+            let durable_below = self.inner.log.durable_below();
+            for (r, p) in results.iter_mut().zip(waits) {
+                // A write durable despite the failed wait is acknowledged (see `settled`).
+                if p.is_some_and(|p| p.pos >= durable_below) {
+                    *r = Err(if self.inner.commit.is_broken() {
+                        self.storage_failed()
+                    } else {
+                        StoreError::Engine(failure.clone()).into()
+                    });
                 }
             }
         }
         results
     }
 
-    /// Applies Notification Hubs PATCH operations to an existing installation.
+    /// The installation with this id and its version, if any.
+    pub fn get_versioned(&self, id: &InstallationId) -> Option<(Installation, Version)> {
+        let pid = self.partition_of(id.as_str());
+        let p = self.inner.partitions[pid as usize].read();
+        let slot = p.find_id(id.as_str())?;
+        let r = p.record(slot)?;
+        Some((self.to_installation(&p, slot, r), Version(r.version())))
+    }
+
+    /// The version of the installation with this id, if any (cheaper than reading it).
+    pub fn version(&self, id: &InstallationId) -> Option<Version> {
+        let pid = self.partition_of(id.as_str());
+        let p = self.inner.partitions[pid as usize].read();
+        let slot = p.find_id(id.as_str())?;
+        p.record(slot).map(|r| Version(r.version()))
+    }
+
+    /// One attempt of a patch: reads the installation, checks it is at `at` (if given),
+    /// applies `ops`, and writes the result if nothing changed it meanwhile.
+    fn patch_once(
+        &self,
+        id: &InstallationId,
+        ops: &[PatchOp],
+        at: Option<Version>,
+    ) -> Result<(WriteOutcome, Option<Pending>), RegistryError> {
+        let (mut inst, current) = self
+            .get_versioned(id)
+            .ok_or_else(|| RegistryError::NotFound(id.to_string()))?;
+        if let Some(at) = at {
+            Precondition::Version(at).check(id.as_str(), Some(current))?;
+        }
+        apply_ops(&mut inst, ops)?;
+        self.apply(&inst, Precondition::Version(current))
+    }
+
+    /// A patch retried while concurrent writes change the installation under it.
+    fn patch_retrying(
+        &self,
+        id: &InstallationId,
+        ops: &[PatchOp],
+    ) -> Result<(WriteOutcome, Option<Pending>), RegistryError> {
+        let mut attempt = 0;
+        loop {
+            match self.patch_once(id, ops, None) {
+                Err(RegistryError::VersionMismatch { .. }) if attempt < PATCH_ATTEMPTS => {
+                    attempt += 1;
+                    std::thread::yield_now();
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Applies Notification Hubs PATCH operations to an existing installation; durable when
+    /// it returns.
+    ///
+    /// Read, apply and write are one compare-and-set: when another write changes the
+    /// installation in between, the operations are applied again to the new content (up to
+    /// 64 times, then [`RegistryError::VersionMismatch`]), so concurrent patches never lose
+    /// each other's changes, and a patch racing a delete answers
+    /// [`RegistryError::NotFound`] rather than bringing the installation back. Operations
+    /// computed from an earlier read (a JSON Patch `replace` compiled against it) should use
+    /// [`Registry::patch_at`] instead.
     pub fn patch(
         &self,
         id: &InstallationId,
         ops: &[PatchOp],
     ) -> Result<WriteOutcome, RegistryError> {
-        let mut inst = self
-            .get(id)
-            .ok_or_else(|| RegistryError::NotFound(id.to_string()))?;
-        for op in ops {
-            match op {
-                PatchOp::AddTags(tags) => {
-                    for t in tags {
-                        if !inst.tags.contains(t) {
-                            inst.tags.push(t.clone());
-                        }
-                    }
-                }
-                PatchOp::RemoveTag(t) => inst.tags.retain(|x| x != t),
-                PatchOp::SetHandle(h) => {
-                    if h.platform() != inst.platform() {
-                        return Err(RegistryError::PlatformChange {
-                            id: id.to_string(),
-                            from: inst.platform(),
-                            to: h.platform(),
-                        });
-                    }
-                    inst.handle = h.clone();
-                }
-                PatchOp::SetUser(u) => inst.user_id = u.clone(),
-                PatchOp::AddTemplate(name, t) => {
-                    inst.templates.insert(name.clone(), t.clone());
-                }
-                PatchOp::RemoveTemplate(name) => {
-                    inst.templates.remove(name);
-                }
-                PatchOp::SetExpiration(at) => inst.expiration_time = *at,
-            }
+        let (outcome, pending) = self.patch_retrying(id, ops)?;
+        if let Some(p) = pending {
+            self.wait(p)?;
         }
-        self.upsert(inst)
+        Ok(outcome)
     }
 
-    /// Logs a tombstone for the installation in `slot` and removes it from memory.
-    fn remove_slot(&self, p: &mut Partition, pid: u16, slot: u32) -> Result<(), RegistryError> {
+    /// [`Registry::patch`] for async callers: the wait for durability does not block a thread.
+    pub async fn patch_async(
+        &self,
+        id: &InstallationId,
+        ops: &[PatchOp],
+    ) -> Result<WriteOutcome, RegistryError> {
+        let (outcome, pending) = self.patch_retrying(id, ops)?;
+        if let Some(p) = pending {
+            self.wait_async(p).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Applies `ops` to the installation as it was at version `at` (read with
+    /// [`Registry::get_versioned`], the version the operations were computed against), or
+    /// fails with [`RegistryError::VersionMismatch`] if it has changed since (or was deleted:
+    /// `current` is then `None`): read it again, recompute the operations and retry.
+    /// [`RegistryError::NotFound`] if it does not exist. Durable when it returns.
+    pub fn patch_at(
+        &self,
+        id: &InstallationId,
+        ops: &[PatchOp],
+        at: Version,
+    ) -> Result<WriteOutcome, RegistryError> {
+        let (outcome, pending) = self.patch_once(id, ops, Some(at))?;
+        if let Some(p) = pending {
+            self.wait(p)?;
+        }
+        Ok(outcome)
+    }
+
+    /// [`Registry::patch_at`] for async callers: the wait for durability does not block a
+    /// thread.
+    pub async fn patch_at_async(
+        &self,
+        id: &InstallationId,
+        ops: &[PatchOp],
+        at: Version,
+    ) -> Result<WriteOutcome, RegistryError> {
+        let (outcome, pending) = self.patch_once(id, ops, Some(at))?;
+        if let Some(p) = pending {
+            self.wait_async(p).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Logs a tombstone for the installation in `slot` and removes it from memory (keeping
+    /// it for rollback until the tombstone is durable).
+    /// Returns the tombstone's log position (0 if the slot was empty).
+    fn remove_slot(&self, p: &mut Partition, pid: u16, slot: u32) -> Result<u64, RegistryError> {
+        self.check_writable()?;
         let Some(r) = p.record(slot) else {
-            return Ok(());
+            return Ok(0);
         };
+        let before = (r.to_mem(), p.templates(slot).cloned());
+        let id: Box<str> = r.id().into();
         let mut w = self.inner.log.writer();
-        w.tombstone(pid, r.id());
+        let pos = w.tombstone(pid, r.id());
         w.kill(r.log_pos());
         w.finish();
         p.remove(slot);
-        Ok(())
+        self.inner.installations.fetch_sub(1, Ordering::AcqRel);
+        self.retire(p, pos, id, Some(before));
+        Ok(pos)
+    }
+
+    /// Deletes `id` if `pre` holds; returns whether it existed and what to wait for.
+    fn delete_once(
+        &self,
+        id: &InstallationId,
+        pre: Precondition,
+    ) -> Result<(bool, Option<Pending>), RegistryError> {
+        let _active = self.inner.commit.begin();
+        let pid = self.partition_of(id.as_str());
+        let pos = {
+            let mut p = self.inner.partitions[pid as usize].write();
+            self.check_writable()?;
+            let slot = p.find_id(id.as_str());
+            let current = slot.and_then(|s| p.record(s)).map(|r| Version(r.version()));
+            pre.check(id.as_str(), current)?;
+            let Some(slot) = slot else {
+                return Ok((false, None));
+            };
+            self.remove_slot(&mut p, pid, slot)?
+        };
+        Ok((true, self.written().map(|seq| Pending { seq, pos })))
     }
 
     /// Deletes an installation; `Ok(false)` when it did not exist. Durable when it returns.
     pub fn delete(&self, id: &InstallationId) -> Result<bool, RegistryError> {
-        let pid = self.partition_of(id.as_str());
-        {
-            let mut p = self.inner.partitions[pid as usize].write();
-            let Some(slot) = p.find_id(id.as_str()) else {
-                return Ok(false);
-            };
-            self.remove_slot(&mut p, pid, slot)?;
+        self.delete_if(id, Precondition::Any)
+    }
+
+    /// [`Registry::delete`] if `pre` holds when the delete is applied (an `If-Match`);
+    /// [`RegistryError::VersionMismatch`] otherwise. Durable when it returns.
+    pub fn delete_if(&self, id: &InstallationId, pre: Precondition) -> Result<bool, RegistryError> {
+        let (existed, pending) = self.delete_once(id, pre)?;
+        if let Some(p) = pending {
+            self.wait(p)?;
         }
-        let seq = self.written();
-        if let Some(seq) = seq {
-            self.inner.commit.wait(seq)?;
+        Ok(existed)
+    }
+
+    /// [`Registry::delete`] for async callers: the wait for durability does not block a thread.
+    pub async fn delete_async(&self, id: &InstallationId) -> Result<bool, RegistryError> {
+        self.delete_if_async(id, Precondition::Any).await
+    }
+
+    /// [`Registry::delete_if`] for async callers.
+    pub async fn delete_if_async(
+        &self,
+        id: &InstallationId,
+        pre: Precondition,
+    ) -> Result<bool, RegistryError> {
+        let (existed, pending) = self.delete_once(id, pre)?;
+        if let Some(p) = pending {
+            self.wait_async(p).await?;
         }
-        Ok(true)
+        Ok(existed)
+    }
+
+    /// The storage failure that stopped writes, if storage has failed (see
+    /// [`RegistryError::StorageFailed`]). Cheap: for health and readiness checks.
+    pub fn storage_failure(&self) -> Option<StorageFailure> {
+        self.inner.commit.failure()
     }
 
     /// The installation with this id, if any.
@@ -863,6 +1411,8 @@ impl Registry {
 
     /// Resolves an audience to one bitmap of slots per partition.
     pub fn resolve(&self, audience: &Audience) -> Resolution {
+        // Before the lookups: the ids compiled must not be reused while this lives.
+        let pin = self.inner.interner.pin();
         let compiled = match audience {
             Audience::All => Compiled::All,
             Audience::Platform(_) => Compiled::All,
@@ -924,6 +1474,7 @@ impl Registry {
             parts,
             compiled,
             platform,
+            _pin: pin,
         }
     }
 
@@ -933,6 +1484,7 @@ impl Registry {
     /// (nh-rest-api.md §6.1); every device with templates is examined when read, so the cost
     /// grows with the number of installations that have templates.
     pub fn resolve_templates(&self, audience: &Audience) -> TemplateResolution {
+        let pin = self.inner.interner.pin();
         let n = self.inner.partitions.len();
         let compiled = match audience {
             Audience::Installation(id) => Some(Compiled::InstallationId(id.as_str().into())),
@@ -970,6 +1522,7 @@ impl Registry {
             parts,
             audience: audience.clone(),
             tag_ids,
+            _pin: pin,
         }
     }
 
@@ -1114,6 +1667,7 @@ impl Registry {
     /// them; returns how many chunks were compacted. The background thread calls this every
     /// [`RegistryConfig::reap_interval`].
     pub fn compact(&self) -> Result<usize, RegistryError> {
+        self.check_writable()?;
         let candidates = self.inner.log.compaction_candidates(256);
         let mut retired = Vec::new();
         for seq in candidates {
@@ -1133,11 +1687,11 @@ impl Registry {
                 let mut p = part.write();
                 let mut w = self.inner.log.writer();
                 for e in es.iter().filter(|e| e.partition == pid) {
-                    if e.kind == log::KIND_RECORD {
-                        let id = store::access(b"log", e.payload)?.id.as_str();
+                    if log::is_record(e.kind) {
+                        let id = store::access(b"log", e.record()?.1)?.id.as_str();
                         let Some(slot) = p.find_id(id) else { continue };
                         if p.record(slot).is_some_and(|r| r.log_pos() == e.pos) {
-                            let moved = w.record(pid, e.payload);
+                            let moved = w.moved(e);
                             w.kill(e.pos);
                             p.set_log_pos(slot, moved);
                         }
@@ -1161,8 +1715,15 @@ impl Registry {
         if retired.is_empty() {
             return Ok(0);
         }
-        // The moved entries must be durable before the old chunks go.
-        self.inner.log.sync()?;
+        // The moved entries must be durable before the old chunks go. A failed sync is a
+        // storage failure like the group commit's (see `commit.rs`).
+        if let Err(e) = self.inner.log.sync() {
+            self.inner.commit.fail(match e {
+                StoreError::Engine(f) => f,
+                other => StorageFailure::msg(other.to_string()),
+            });
+            return Err(self.storage_failed());
+        }
         for seq in &retired {
             self.inner.store.remove(*seq)?;
         }
@@ -1177,8 +1738,8 @@ impl Registry {
     pub fn check_invariants(&self) -> Result<(), String> {
         self.inner.log.sync().map_err(|e| e.to_string())?;
         // Replay the log: id -> (position, record) of the latest write, None if deleted.
-        let mut replay: hashbrown::HashMap<String, Option<(u64, u16, StoredRecord)>> =
-            hashbrown::HashMap::new();
+        type Replayed = Option<(u64, u16, u64, StoredRecord)>;
+        let mut replay: hashbrown::HashMap<String, Replayed> = hashbrown::HashMap::new();
         let mut entries_per_chunk: BTreeMap<u64, u32> = BTreeMap::new();
         self.inner
             .store
@@ -1186,9 +1747,11 @@ impl Registry {
                 let es = log::entries(seq, bytes)?;
                 entries_per_chunk.insert(seq, es.len() as u32);
                 for e in es {
-                    if e.kind == log::KIND_RECORD {
-                        let rec = store::decode(b"log", e.payload)?;
-                        replay.insert(rec.id.clone(), Some((e.pos, e.partition, rec)));
+                    if log::is_record(e.kind) {
+                        let (version, payload) = e.record()?;
+                        let rec = store::decode(b"log", payload)?;
+                        let version = version.unwrap_or(version_of_time(rec.last_update_ms));
+                        replay.insert(rec.id.clone(), Some((e.pos, e.partition, version, rec)));
                     } else {
                         replay.insert(String::from_utf8_lossy(e.payload).into_owned(), None);
                     }
@@ -1225,7 +1788,14 @@ impl Registry {
                 }
                 if !self.inner.store.is_volatile() {
                     match replay.get(r.id()) {
-                        Some(Some((pos, lp, rec))) => {
+                        Some(Some((pos, lp, version, rec))) => {
+                            if *version != r.version() {
+                                return Err(format!(
+                                    "{:?}: memory says version {}, the log {version}",
+                                    r.id(),
+                                    r.version()
+                                ));
+                            }
                             if *pos != r.log_pos() || *lp as usize != pid {
                                 return Err(format!(
                                     "{:?}: memory says log position {}, the log {pos}",
@@ -1251,6 +1821,40 @@ impl Registry {
                 {
                     return Err(format!("handle owned by both {other:?} and {:?}", r.id()));
                 }
+            }
+        }
+        // Tag references: one per tag of every record in memory or kept for rollback, and
+        // every referenced id names its tag (`interner.rs`).
+        let mut refs: BTreeMap<TagId, u32> = BTreeMap::new();
+        for part in self.inner.partitions.iter() {
+            let p = part.read();
+            let kept = p.undo.records().map(|m| m.view());
+            for r in p.iter().map(|(_, r)| r).chain(kept) {
+                for t in r.tags() {
+                    *refs.entry(t).or_default() += 1;
+                }
+            }
+        }
+        let counted: BTreeMap<TagId, u32> = self.inner.interner.references().into_iter().collect();
+        if counted != refs {
+            let differ = refs
+                .keys()
+                .chain(counted.keys())
+                .find(|t| refs.get(t) != counted.get(t))
+                .copied();
+            return Err(format!(
+                "tag references: {} ids counted, {} referenced; first difference: id {differ:?} \
+                 counted {:?}, referenced {:?}",
+                counted.len(),
+                refs.len(),
+                differ.and_then(|t| counted.get(&t)),
+                differ.and_then(|t| refs.get(&t))
+            ));
+        }
+        for &t in refs.keys() {
+            let name = self.inner.interner.name(t);
+            if self.inner.interner.lookup(&name) != Some(t) {
+                return Err(format!("tag id {t} ({name:?}) is not found by its text"));
             }
         }
         if !self.inner.store.is_volatile() {
@@ -1310,10 +1914,52 @@ fn unreachable_id(id: &str) -> InstallationId {
     unreachable!("stored installation id {id:?} failed validation")
 }
 
-fn rebuild_mem(r: Rec<'_>, channel_expired: bool, last_update_ms: u64, log_pos: u64) -> MemRecord {
+/// Applies Notification Hubs PATCH operations to `inst`.
+fn apply_ops(inst: &mut Installation, ops: &[PatchOp]) -> Result<(), RegistryError> {
+    for op in ops {
+        match op {
+            PatchOp::AddTags(tags) => {
+                for t in tags {
+                    if !inst.tags.contains(t) {
+                        inst.tags.push(t.clone());
+                    }
+                }
+            }
+            PatchOp::RemoveTag(t) => inst.tags.retain(|x| x != t),
+            PatchOp::SetHandle(h) => {
+                if h.platform() != inst.platform() {
+                    return Err(RegistryError::PlatformChange {
+                        id: inst.id.to_string(),
+                        from: inst.platform(),
+                        to: h.platform(),
+                    });
+                }
+                inst.handle = h.clone();
+            }
+            PatchOp::SetUser(u) => inst.user_id = u.clone(),
+            PatchOp::AddTemplate(name, t) => {
+                inst.templates.insert(name.clone(), t.clone());
+            }
+            PatchOp::RemoveTemplate(name) => {
+                inst.templates.remove(name);
+            }
+            PatchOp::SetExpiration(at) => inst.expiration_time = *at,
+        }
+    }
+    Ok(())
+}
+
+fn rebuild_mem(
+    r: Rec<'_>,
+    channel_expired: bool,
+    last_update_ms: u64,
+    version: u64,
+    log_pos: u64,
+) -> MemRecord {
     let tags: Vec<u32> = r.tags().collect();
     MemRecord::build(&RecordParts {
         last_update_ms,
+        version,
         expiration_ms: r.expiration_ms(),
         platform: r.platform(),
         channel_expired,
@@ -1383,6 +2029,8 @@ pub struct TemplateResolution {
     audience: Audience,
     /// The expression's tags as interned ids (`None`: no installation carries the tag).
     tag_ids: HashMap<String, Option<partition::TagId>>,
+    /// Keeps those ids from being reused for other tags (`interner.rs`).
+    _pin: TagPin,
 }
 
 impl TemplateResolution {
@@ -1544,6 +2192,8 @@ pub struct Resolution {
     parts: Vec<RoaringBitmap>,
     compiled: Compiled,
     platform: Option<Platform>,
+    /// Keeps the compiled tag ids from being reused for other tags (`interner.rs`).
+    _pin: TagPin,
 }
 
 impl Resolution {

@@ -57,16 +57,20 @@ const FLAG_HAS_EXPIRY: u8 = 4;
 // Layout of a record:
 //   0..8   last_update_ms  u64 LE
 //   8..16  log position    u64 LE  (where the durable copy is: see log.rs)
-//   16     platform        u8
-//   17     flags           u8
-//   18..20 n_tags          u16 LE
-//   20..22 tag_bytes       u16 LE  (bytes of the varint tag list)
-//   22..24 id_len          u16 LE
-//   24..26 handle_len      u16 LE  (key bytes; Web Push adds 81 key bytes after them)
-//   26..28 user_len        u16 LE  (0 = no user)
-//   28..30 total length    u16 LE  (of the whole record: read on every lookup)
-//   30..   [expiration_ms u64 LE if FLAG_HAS_EXPIRY] tags (LEB128) id handle [web push keys] user
-const HEADER: usize = 30;
+//   16..24 version         u64 LE  (see `Registry`'s versions: changes with every write)
+//   24     platform        u8
+//   25     flags           u8
+//   26..28 n_tags          u16 LE
+//   28..30 tag_bytes       u16 LE  (bytes of the varint tag list)
+//   30..32 id_len          u16 LE
+//   32..34 handle_len      u16 LE  (key bytes; Web Push adds 81 key bytes after them)
+//   34..36 user_len        u16 LE  (0 = no user)
+//   36..38 total length    u16 LE  (of the whole record: read on every lookup)
+//   38..   [expiration_ms u64 LE if FLAG_HAS_EXPIRY] tags (LEB128) id handle [web push keys] user
+const HEADER: usize = 38;
+/// Where the content starts: everything before it (last update, log position, version)
+/// changes with every write of the same content.
+const CONTENT: usize = 24;
 const WEB_PUSH_KEYS: usize = 65 + 16;
 
 /// An owned record, built before it is stored.
@@ -80,6 +84,8 @@ pub(crate) struct Rec<'a>(&'a [u8]);
 /// The parts of a record, borrowed, used to build one.
 pub(crate) struct RecordParts<'a> {
     pub last_update_ms: u64,
+    /// The record's version (see `Registry`).
+    pub version: u64,
     pub expiration_ms: u64,
     pub platform: Platform,
     pub channel_expired: bool,
@@ -110,6 +116,7 @@ impl MemRecord {
         );
         v.extend_from_slice(&p.last_update_ms.to_le_bytes());
         v.extend_from_slice(&p.log_pos.to_le_bytes());
+        v.extend_from_slice(&p.version.to_le_bytes());
         v.push(p.platform.index() as u8);
         let mut flags = 0;
         if p.channel_expired {
@@ -138,7 +145,7 @@ impl MemRecord {
             put_varint(&mut v, t);
         }
         let tag_bytes = (v.len() - t0) as u16;
-        v[20..22].copy_from_slice(&tag_bytes.to_le_bytes());
+        v[28..30].copy_from_slice(&tag_bytes.to_le_bytes());
         v.extend_from_slice(p.id);
         v.extend_from_slice(p.handle_key);
         if p.platform == Platform::WebPush {
@@ -148,14 +155,18 @@ impl MemRecord {
             v.extend_from_slice(&extra);
         }
         v.extend_from_slice(user);
-        // At most 30 + 8 + 5 * 4096 + 256 + 4096 + 81 + 256 bytes: fits in u16.
+        // At most 38 + 8 + 5 * 4096 + 256 + 4096 + 81 + 256 bytes: fits in u16.
         let total = v.len() as u16;
-        v[28..30].copy_from_slice(&total.to_le_bytes());
+        v[36..38].copy_from_slice(&total.to_le_bytes());
         MemRecord(v.into_boxed_slice())
     }
 
     pub(crate) fn view(&self) -> Rec<'_> {
         Rec(&self.0)
+    }
+
+    pub(crate) fn set_version(&mut self, version: u64) {
+        self.0[16..24].copy_from_slice(&version.to_le_bytes());
     }
 
     pub(crate) fn set_log_pos(&mut self, pos: u64) {
@@ -166,7 +177,7 @@ impl MemRecord {
 /// Length of the record at the start of `b`.
 #[inline]
 fn record_len(b: &[u8]) -> usize {
-    u16::from_le_bytes([b[28], b[29]]) as usize
+    u16::from_le_bytes([b[36], b[37]]) as usize
 }
 
 impl<'a> Rec<'a> {
@@ -184,12 +195,15 @@ impl<'a> Rec<'a> {
     pub(crate) fn log_pos(&self) -> u64 {
         self.u64_at(8)
     }
+    pub(crate) fn version(&self) -> u64 {
+        self.u64_at(16)
+    }
     pub(crate) fn platform(&self) -> Platform {
         // The byte was written from a Platform by `build`.
-        Platform::from_index(self.0[16]).unwrap_or(Platform::Apns)
+        Platform::from_index(self.0[24]).unwrap_or(Platform::Apns)
     }
     fn flags(&self) -> u8 {
-        self.0[17]
+        self.0[25]
     }
     pub(crate) fn channel_expired(&self) -> bool {
         self.flags() & FLAG_CHANNEL_EXPIRED != 0
@@ -217,28 +231,28 @@ impl<'a> Rec<'a> {
     /// The tag ids, in the installation's order.
     pub(crate) fn tags(&self) -> TagIter<'a> {
         let s = self.tags_start();
-        TagIter(&self.0[s..s + self.u16_at(20)])
+        TagIter(&self.0[s..s + self.u16_at(28)])
     }
     pub(crate) fn has_tag(&self, t: TagId) -> bool {
         self.tags().any(|x| x == t)
     }
     fn id_start(&self) -> usize {
-        self.tags_start() + self.u16_at(20)
+        self.tags_start() + self.u16_at(28)
     }
     pub(crate) fn id_bytes(&self) -> &'a [u8] {
         let s = self.id_start();
-        &self.0[s..s + self.u16_at(22)]
+        &self.0[s..s + self.u16_at(30)]
     }
     pub(crate) fn id(&self) -> &'a str {
         // Written from a `str` by `build`.
         std::str::from_utf8(self.id_bytes()).unwrap_or("")
     }
     fn handle_start(&self) -> usize {
-        self.id_start() + self.u16_at(22)
+        self.id_start() + self.u16_at(30)
     }
     pub(crate) fn handle_key(&self) -> &'a [u8] {
         let s = self.handle_start();
-        &self.0[s..s + self.u16_at(24)]
+        &self.0[s..s + self.u16_at(32)]
     }
     fn extra_len(&self) -> usize {
         if self.platform() == Platform::WebPush {
@@ -248,24 +262,28 @@ impl<'a> Rec<'a> {
         }
     }
     pub(crate) fn handle_extra(&self) -> &'a [u8] {
-        let s = self.handle_start() + self.u16_at(24);
+        let s = self.handle_start() + self.u16_at(32);
         &self.0[s..s + self.extra_len()]
     }
     pub(crate) fn user_bytes(&self) -> Option<&'a [u8]> {
-        let n = self.u16_at(26);
+        let n = self.u16_at(34);
         if n == 0 {
             return None;
         }
-        let s = self.handle_start() + self.u16_at(24) + self.extra_len();
+        let s = self.handle_start() + self.u16_at(32) + self.extra_len();
         Some(&self.0[s..s + n])
     }
     pub(crate) fn user(&self) -> Option<&'a str> {
         // Written from a `str` by `build`.
         self.user_bytes().and_then(|u| std::str::from_utf8(u).ok())
     }
-    /// Equal in everything but the last-update time and the log position.
+    /// Equal in everything but the last-update time, the log position and the version.
     pub(crate) fn same_content(&self, other: Rec<'_>) -> bool {
-        self.0[16..] == other.0[16..]
+        self.0[CONTENT..] == other.0[CONTENT..]
+    }
+    /// An owned copy.
+    pub(crate) fn to_mem(self) -> MemRecord {
+        MemRecord(self.0.into())
     }
     pub(crate) fn len(&self) -> usize {
         self.0.len()
@@ -322,6 +340,8 @@ pub(crate) struct Partition {
     templates: HashMap<u32, Templates>,
     occupied: usize,
     bulk: bool,
+    /// What the writes not yet durable replaced (see `undo.rs`); the registry maintains it.
+    pub(crate) undo: super::undo::UndoLog,
 }
 
 fn rec_at<'a>(arena: &'a [u8], offsets: &[u32], slot: u32) -> Option<Rec<'a>> {
@@ -395,6 +415,7 @@ impl Partition {
             templates: HashMap::new(),
             occupied: 0,
             bulk: false,
+            undo: Default::default(),
         }
     }
 
@@ -874,6 +895,7 @@ mod tests {
     fn rec(id: &str, handle: &[u8], tags: &[TagId], user: Option<&str>) -> MemRecord {
         MemRecord::build(&RecordParts {
             last_update_ms: 7,
+            version: 11,
             expiration_ms: NO_EXPIRY,
             platform: Platform::Apns,
             channel_expired: false,
@@ -894,6 +916,7 @@ mod tests {
         let v = r.view();
         assert_eq!(v.last_update_ms(), 7);
         assert_eq!(v.log_pos(), 3);
+        assert_eq!(v.version(), 11);
         assert_eq!(v.id(), "inst");
         assert_eq!(v.handle_key(), &[1, 2, 3]);
         assert_eq!(v.tags().collect::<Vec<_>>(), big.to_vec());
@@ -901,6 +924,7 @@ mod tests {
         assert_eq!(v.expiration_ms(), NO_EXPIRY);
         let w = MemRecord::build(&RecordParts {
             last_update_ms: 1,
+            version: 2,
             expiration_ms: 99,
             platform: Platform::WebPush,
             channel_expired: true,

@@ -11,7 +11,7 @@ use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 
 use super::interner::Interner;
-use super::log::{chunk_of, entries, ChunkStat, Entry, KIND_RECORD, KIND_TOMBSTONE};
+use super::log::{chunk_of, entries, is_record, ChunkStat, Entry, KIND_TOMBSTONE};
 use super::partition::{MemRecord, Partition, RecordParts, NO_EXPIRY};
 use super::store::{self, NullStore, SharedChunk, Store, StoreError, StoredTemplate};
 use crate::model::Platform;
@@ -200,7 +200,8 @@ impl<'a> LocalTags<'a> {
         if let Some(&id) = self.cache.get(tag) {
             return id;
         }
-        let id = self.interner.intern(tag);
+        // References are counted once recovery is done (`Interner::recount`).
+        let id = self.interner.intern_uncounted(tag);
         self.cache.insert(tag.into(), id);
         id
     }
@@ -219,8 +220,9 @@ pub(crate) fn apply_entry(
             }
             Ok(())
         }
-        KIND_RECORD => {
-            let r = store::access(b"log", e.payload).map_err(|x| corrupt(e, x.to_string()))?;
+        k if is_record(k) => {
+            let (version, payload) = e.record()?;
+            let r = store::access(b"log", payload).map_err(|x| corrupt(e, x.to_string()))?;
             let mut tags = std::mem::take(&mut local.ids);
             tags.clear();
             for t in r.tags.iter() {
@@ -238,8 +240,12 @@ pub(crate) fn apply_entry(
                     super::templates_from_stored(owned),
                 ))
             };
+            let last_update_ms = r.last_update_ms.to_native();
             let mem = MemRecord::build(&RecordParts {
-                last_update_ms: r.last_update_ms.to_native(),
+                last_update_ms,
+                // A record from before versions (kind 1) gets one from its last-update time:
+                // every later write's version is larger (`Registry`'s versions).
+                version: version.unwrap_or_else(|| super::version_of_time(last_update_ms)),
                 expiration_ms: r
                     .expiration_ms
                     .as_ref()

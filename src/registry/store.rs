@@ -275,8 +275,10 @@ impl Store for NullStore {
     }
 }
 
-/// A [`Store`] for tests of the log and the group commit: it records the chunks put into
-/// it, refuses puts or flushes when told to, and can hold every flush at a gate.
+/// A [`Store`] for tests of the log, the group commit and storage failures: it keeps the
+/// chunks put into it, refuses puts or flushes when told to, and can hold every flush at a
+/// gate. Like a disk after a failed fsync, it forgets what was written since the last good
+/// flush when a flush fails: [`ScriptedStore::durable_copy`] is what a restart would find.
 #[cfg(test)]
 pub(crate) struct ScriptedStore {
     gate_open: parking_lot::Mutex<bool>,
@@ -289,6 +291,36 @@ pub(crate) struct ScriptedStore {
     pub flushes: std::sync::atomic::AtomicU64,
     /// Sequence numbers of the chunks put, in order.
     pub puts: parking_lot::Mutex<Vec<u64>>,
+    /// Chunks as a reader sees them now, and as they are on "disk".
+    chunks: parking_lot::Mutex<ScriptedChunks>,
+    meta: parking_lot::Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
+}
+
+#[cfg(test)]
+#[derive(Clone, Default)]
+struct ScriptedChunks {
+    now: std::collections::BTreeMap<u64, Vec<u8>>,
+    durable: std::collections::BTreeMap<u64, Vec<u8>>,
+    /// Chunks put or removed since the last flush.
+    dirty: std::collections::BTreeSet<u64>,
+}
+
+#[cfg(test)]
+impl ScriptedChunks {
+    /// Makes the dirty chunks durable (`keep`) or forgets them.
+    fn settle(&mut self, keep: bool) {
+        for seq in std::mem::take(&mut self.dirty) {
+            let (from, to) = if keep {
+                (&self.now, &mut self.durable)
+            } else {
+                (&self.durable, &mut self.now)
+            };
+            match from.get(&seq).cloned() {
+                Some(v) => to.insert(seq, v),
+                None => to.remove(&seq),
+            };
+        }
+    }
 }
 
 #[cfg(test)]
@@ -302,6 +334,8 @@ impl ScriptedStore {
             fail_flush: Default::default(),
             flushes: Default::default(),
             puts: Default::default(),
+            chunks: Default::default(),
+            meta: Default::default(),
         }
     }
 
@@ -316,47 +350,80 @@ impl ScriptedStore {
         *self.gate_open.lock() = true;
         self.opened.notify_all();
     }
+
+    /// Holds the next flushes at the gate again.
+    pub(crate) fn close_gate(&self) {
+        *self.gate_open.lock() = false;
+    }
+
+    /// A store holding what this one has durably (what a restart would find), flushes open.
+    pub(crate) fn durable_copy(&self) -> ScriptedStore {
+        let copy = ScriptedStore::open();
+        let durable = self.chunks.lock().durable.clone();
+        *copy.chunks.lock() = ScriptedChunks {
+            now: durable.clone(),
+            durable,
+            dirty: Default::default(),
+        };
+        *copy.meta.lock() = self.meta.lock().clone();
+        copy
+    }
 }
 
 #[cfg(test)]
 impl Store for ScriptedStore {
-    fn put(&self, seq: u64, _: &[u8]) -> Result<(), StoreError> {
+    fn put(&self, seq: u64, value: &[u8]) -> Result<(), StoreError> {
         if self.fail_put.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(StoreError::Engine(StorageFailure::msg("disk full")));
         }
         self.puts.lock().push(seq);
+        let mut c = self.chunks.lock();
+        c.now.insert(seq, value.to_vec());
+        c.dirty.insert(seq);
         Ok(())
     }
-    // Everything but `put` and `flush` behaves as the null store.
     fn get(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        NullStore.get(seq)
+        Ok(self.chunks.lock().now.get(&seq).cloned())
     }
     fn remove(&self, seq: u64) -> Result<(), StoreError> {
-        NullStore.remove(seq)
+        let mut c = self.chunks.lock();
+        c.now.remove(&seq);
+        c.dirty.insert(seq);
+        Ok(())
     }
     fn flush(&self) -> Result<(), StoreError> {
         let mut open = self.gate_open.lock();
         while !*open {
             self.opened.wait(&mut open);
         }
+        drop(open);
         self.flushes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut c = self.chunks.lock();
         if self.fail_flush.load(std::sync::atomic::Ordering::Relaxed) {
+            // The dirty pages are gone: what was not durable never will be.
+            c.settle(false);
             return Err(StoreError::Engine(StorageFailure::msg("disk on fire")));
         }
+        c.settle(true);
         Ok(())
     }
     fn scan(&self, visit: &mut ChunkVisitor<'_>) -> Result<(), StoreError> {
-        NullStore.scan(visit)
+        let chunks = self.chunks.lock().now.clone();
+        for (seq, bytes) in &chunks {
+            visit(*seq, bytes)?;
+        }
+        Ok(())
     }
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        NullStore.meta(key)
+        Ok(self.meta.lock().get(key).cloned())
     }
     fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        NullStore.set_meta(key, value)
+        self.meta.lock().insert(key.to_string(), value.to_vec());
+        Ok(())
     }
     fn size_on_disk(&self) -> Result<u64, StoreError> {
-        NullStore.size_on_disk()
+        Ok(0)
     }
 }
 
