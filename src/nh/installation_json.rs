@@ -334,10 +334,21 @@ pub fn parse_installation(
 /// `expirationTime` (Azure's `9999-12-31T23:59:59.9999999Z` when it never expires),
 /// `lastUpdate`, and `tags`, `userId`, `templates` when present.
 pub fn installation_to_json(inst: &Installation) -> String {
+    installation_to_json_for(inst, true)
+}
+
+/// [`installation_to_json`], with the Web Push subscription's secrets (`p256dh`, `auth`)
+/// only when `push_secrets` (a Manage key; a Listen key never reads them).
+pub fn installation_to_json_for(inst: &Installation, push_secrets: bool) -> String {
     let mut o = Map::new();
     o.insert("installationId".into(), inst.id.as_str().into());
     o.insert("platform".into(), platform_name(inst.platform()).into());
-    o.insert("pushChannel".into(), push_channel_json(&inst.handle));
+    let mut channel = push_channel_json(&inst.handle);
+    if let (false, Value::Object(m)) = (push_secrets, &mut channel) {
+        m.remove("p256dh");
+        m.remove("auth");
+    }
+    o.insert("pushChannel".into(), channel);
     o.insert(
         "pushChannelExpired".into(),
         inst.push_channel_expired.into(),

@@ -335,6 +335,9 @@ pub struct AtomContext {
     pub base_url: String,
     /// The answer's time.
     pub updated: SystemTime,
+    /// Whether Web Push subscriptions carry their secrets (`P256DH`, `Auth`): only for keys
+    /// with the Manage right; a Listen key (public in NH's model) never reads them.
+    pub push_secrets: bool,
 }
 
 impl AtomContext {
@@ -347,7 +350,7 @@ impl AtomContext {
     }
 }
 
-fn description_xml(out: &mut String, r: &Registration) {
+fn description_xml(out: &mut String, r: &Registration, push_secrets: bool) {
     let name = r.element_name();
     out.push('<');
     out.push_str(&name);
@@ -381,8 +384,10 @@ fn description_xml(out: &mut String, r: &Registration) {
             use base64::Engine as _;
             let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
             xml::leaf(out, "Endpoint", w.endpoint());
-            xml::leaf(out, "P256DH", &b64.encode(w.p256dh()));
-            xml::leaf(out, "Auth", &b64.encode(w.auth()));
+            if push_secrets {
+                xml::leaf(out, "P256DH", &b64.encode(w.p256dh()));
+                xml::leaf(out, "Auth", &b64.encode(w.auth()));
+            }
         }
     }
     if let Some(t) = &r.template {
@@ -458,7 +463,7 @@ fn entry_into(out: &mut String, r: &Registration, ctx: &AtomContext, in_feed: bo
         xml::leaf(out, "updated", &updated);
     }
     out.push_str("<content type=\"application/xml\">");
-    description_xml(out, r);
+    description_xml(out, r, ctx.push_secrets);
     out.push_str("</content></entry>");
 }
 
@@ -534,6 +539,7 @@ mod tests {
         AtomContext {
             base_url: "https://localhost:8443/hub".into(),
             updated: secs(1_700_000_000),
+            push_secrets: true,
         }
     }
 

@@ -1380,6 +1380,36 @@ impl Registry {
         self.inner.partitions.iter().map(|p| p.read().len()).sum()
     }
 
+    /// Calls `f` with every installation's id, without decoding the installations (listings
+    /// pick a page by id this way). Read like [`Registry::for_each`]: a chunk at a time,
+    /// never under a lock while `f` runs.
+    pub fn for_each_id(&self, mut f: impl FnMut(&str)) {
+        const CHUNK: usize = 4096;
+        for part in self.inner.partitions.iter() {
+            let mut from = 0u32;
+            loop {
+                let (batch, next) = {
+                    let p = part.read();
+                    let mut next = None;
+                    let batch: Vec<String> = p
+                        .iter_from(from)
+                        .take(CHUNK)
+                        .map(|(s, r)| {
+                            next = Some(s + 1);
+                            r.id().to_owned()
+                        })
+                        .collect();
+                    (batch, next)
+                };
+                batch.iter().for_each(|id| f(id));
+                match next {
+                    Some(n) => from = n,
+                    None => break,
+                }
+            }
+        }
+    }
+
     /// Calls `f` with every installation. Each partition is read a chunk at a time under its
     /// read lock (never while `f` runs); concurrent writes may or may not be seen.
     pub fn for_each(&self, mut f: impl FnMut(Installation)) {

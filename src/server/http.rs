@@ -73,6 +73,25 @@ impl From<RegistryError> for Fail {
     fn from(e: RegistryError) -> Fail {
         match e {
             RegistryError::NotFound(_) => Fail::not_found(e.to_string()),
+            RegistryError::VersionMismatch { current: None, .. } => {
+                Fail::not_found("Installation not found.")
+            }
+            RegistryError::VersionMismatch { .. } => Fail::new(
+                StatusCode::PRECONDITION_FAILED,
+                "the installation changed since it was read (ETag mismatch)",
+            ),
+            RegistryError::QuotaExceeded { max } => Fail::new(
+                StatusCode::FORBIDDEN,
+                format!("QuotaExceeded: the hub holds its maximum of {max} installations"),
+            ),
+            RegistryError::StorageFailed { .. } => {
+                tracing::error!(error = %e, "write refused: the hub's storage failed");
+                Fail::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the hub's storage failed; writes are refused until the server restarts",
+                )
+                .retry_after(30)
+            }
             RegistryError::Store(_) => Fail::internal(e),
             // Everything else is about the request: bad values, too many tags, a WNS host
             // outside the allowlist, a handle moving platforms.
@@ -589,14 +608,16 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> R
             patch_installation(&hub, &id, &b).await
         }
         (&Method::GET, ["installations", id]) => {
-            need(Rights::MANAGE)?;
-            get_installation(&hub, id)
+            // One read policy with registrations: Listen reads an installation, without its
+            // Web Push secrets; Manage reads everything.
+            need(Rights::LISTEN)?;
+            get_installation(&hub, id, granted.allows(Rights::MANAGE))
         }
         (&Method::DELETE, ["installations", id]) => {
             need(Rights::LISTEN)?;
             let id = installation_id(id)?;
-            let reg = hub.registry.clone();
-            blocking(move || reg.delete(&id)).await?;
+            // Acknowledged = durable, without holding a thread through the commit wait.
+            hub.registry.delete_async(&id).await?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
         (&Method::POST, ["messages"]) => {
@@ -709,21 +730,25 @@ fn readiness(shared: &Shared) -> Resp {
             "shutting down\n",
         );
     }
+    let mut broken: Vec<&str> = shared
+        .hubs
+        .values()
+        .filter(|h| h.registry.storage_failure().is_some())
+        .map(|h| h.name.as_str())
+        .collect();
+    if !broken.is_empty() {
+        broken.sort_unstable();
+        return response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("text/plain"),
+            format!("storage failed: {}\n", broken.join(", ")),
+        );
+    }
     response(StatusCode::OK, Some("text/plain"), "ready\n")
 }
 
 fn installation_id(id: &str) -> Result<InstallationId, Fail> {
     InstallationId::new(id).map_err(|e| Fail::bad(e.to_string()))
-}
-
-/// Runs a registry call that waits for its durable commit off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, RegistryError> + Send + 'static,
-) -> Result<T, Fail> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Fail::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(Fail::from)
 }
 
 async fn put_installation(hub: &Hub, id: &str, b: &[u8]) -> Result<Resp, Fail> {
@@ -734,29 +759,50 @@ async fn put_installation(hub: &Hub, id: &str, b: &[u8]) -> Result<Resp, Fail> {
     Ok(empty(StatusCode::OK))
 }
 
+/// How often a PATCH is parsed again against a newer version when a concurrent write got in
+/// between its read and its write.
+const PATCH_ATTEMPTS: usize = 8;
+
 async fn patch_installation(hub: &Hub, id: &str, b: &[u8]) -> Result<Resp, Fail> {
     let id = installation_id(id)?;
-    let current = hub
-        .registry
-        .get(&id)
-        .ok_or_else(|| Fail::not_found("Installation not found."))?;
-    let ops = nh::installation_json::parse_patch(b, &current).map_err(bad)?;
-    let reg = hub.registry.clone();
-    blocking(move || reg.patch(&id, &ops)).await?;
-    Ok(empty(StatusCode::OK))
+    for _ in 0..PATCH_ATTEMPTS {
+        let (current, version) = hub
+            .registry
+            .get_versioned(&id)
+            .ok_or_else(|| Fail::not_found("Installation not found."))?;
+        let ops = nh::installation_json::parse_patch(b, &current).map_err(bad)?;
+        // Applied to exactly the version it was parsed against: a concurrent PUT is never
+        // overwritten and a concurrent DELETE never undone.
+        match hub.registry.patch_at_async(&id, &ops, version).await {
+            Ok(_) => return Ok(empty(StatusCode::OK)),
+            Err(RegistryError::VersionMismatch { current: None, .. }) => {
+                return Err(Fail::not_found("Installation not found."))
+            }
+            Err(RegistryError::VersionMismatch { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Fail::new(
+        StatusCode::CONFLICT,
+        "the installation kept changing while this patch was applied; retry",
+    ))
 }
 
-fn get_installation(hub: &Hub, id: &str) -> Result<Resp, Fail> {
+fn get_installation(hub: &Hub, id: &str, push_secrets: bool) -> Result<Resp, Fail> {
     let id = installation_id(id)?;
-    let inst = hub
+    let (inst, version) = hub
         .registry
-        .get(&id)
+        .get_versioned(&id)
         .ok_or_else(|| Fail::not_found("Installation not found."))?;
-    Ok(response(
+    let mut r = response(
         StatusCode::OK,
         Some("application/json; charset=utf-8"),
-        nh::installation_json::installation_to_json(&inst),
-    ))
+        nh::installation_json::installation_to_json_for(&inst, push_secrets),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
+        r.headers_mut().insert(http::header::ETAG, v);
+    }
+    Ok(r)
 }
 
 fn location(origin: &str, hub: &Hub, kind: &str, id: NotificationId) -> HeaderValue {

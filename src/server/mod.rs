@@ -218,7 +218,12 @@ fn build_hub(cfg: &HubConfig, data_dir: &std::path::Path) -> Result<Hub, ServerE
         .map_err(|e| err(format!("web_push: {e}")))?;
         ec.web_push = Some(WebPushSettings::new(key));
     }
-    let mut rc = RegistryConfig::default();
+    let mut rc = RegistryConfig {
+        name: cfg.name.clone(),
+        max_installations: Some(cfg.limits.max_installations),
+        max_templates_per_installation: cfg.limits.max_templates_per_installation,
+        ..RegistryConfig::default()
+    };
     if let Some(h) = wns_hosts {
         rc.wns_hosts = h;
     }

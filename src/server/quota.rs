@@ -25,6 +25,21 @@ pub struct LimitsConfig {
     /// 100). Further sends are refused with 429 until one finishes.
     #[serde(default = "default_sends")]
     pub max_sends_in_flight: u32,
+    /// Most installations (registrations included) the hub holds (default 10,000,000);
+    /// creating one more is refused with 403 `QuotaExceeded`, as Azure's tiers do.
+    #[serde(default = "default_installations")]
+    pub max_installations: usize,
+    /// Most templates one installation may carry (default 10); more is a 400.
+    #[serde(default = "default_templates")]
+    pub max_templates_per_installation: usize,
+}
+
+fn default_installations() -> usize {
+    10_000_000
+}
+
+fn default_templates() -> usize {
+    10
 }
 
 impl Default for LimitsConfig {
@@ -33,6 +48,8 @@ impl Default for LimitsConfig {
             requests_per_second: default_rps(),
             burst: default_burst(),
             max_sends_in_flight: default_sends(),
+            max_installations: default_installations(),
+            max_templates_per_installation: default_templates(),
         }
     }
 }
@@ -55,6 +72,11 @@ impl LimitsConfig {
             ("requests_per_second", self.requests_per_second),
             ("burst", self.burst),
             ("max_sends_in_flight", self.max_sends_in_flight),
+            ("max_installations", u32::from(self.max_installations > 0)),
+            (
+                "max_templates_per_installation",
+                u32::from(self.max_templates_per_installation > 0),
+            ),
         ] {
             if v == 0 {
                 return Err(format!("hub {hub:?} [hub.limits] {name} must be above 0"));
@@ -140,6 +162,7 @@ mod tests {
             requests_per_second: rps,
             burst,
             max_sends_in_flight: sends,
+            ..LimitsConfig::default()
         };
         Quotas::new(&cfg, ["a", "b"].into_iter())
     }
@@ -176,6 +199,7 @@ mod tests {
                 requests_per_second: 1,
                 burst: 1,
                 max_sends_in_flight: 1,
+                ..LimitsConfig::default()
             },
             ["a"].into_iter(),
         );

@@ -16,19 +16,14 @@ use crate::nh::registration_xml::{
     FEED_CONTENT_TYPE,
 };
 use crate::nh::sas::Rights;
-use crate::{Audience, Installation, InstallationId, PushHandle, TagExpr};
+use crate::{Audience, Installation, InstallationId, Precondition, PushHandle, TagExpr, Version};
 
 /// Largest page of a listing.
 const MAX_TOP: usize = 1000;
 
-fn etag(inst: &Installation) -> String {
-    Registration::from_installation(inst)
-        .etag
-        .unwrap_or_default()
-}
-
-fn context(origin: &str, hub: &Hub) -> AtomContext {
+fn context(origin: &str, hub: &Hub, push_secrets: bool) -> AtomContext {
     AtomContext {
+        push_secrets,
         base_url: format!("{}/{}", origin.replacen("http://", "https://", 1), hub.name),
         updated: SystemTime::now(),
     }
@@ -41,19 +36,52 @@ fn parse(body: &[u8], id: &InstallationId) -> Result<Installation, Fail> {
     Ok(reg.to_installation(id.clone()))
 }
 
-fn entry_response(status: StatusCode, origin: &str, hub: &Hub, inst: &Installation) -> Resp {
-    let reg = Registration::from_installation(inst);
-    let body = entry_xml(&reg, &context(origin, hub));
+/// An entry with its ETag: the installation's version, which changes with every write (a
+/// last-write time would repeat within a millisecond).
+fn entry_response(
+    status: StatusCode,
+    origin: &str,
+    hub: &Hub,
+    inst: &Installation,
+    version: Version,
+    push_secrets: bool,
+) -> Resp {
+    let mut reg = Registration::from_installation(inst);
+    reg.etag = Some(version.to_string());
+    let body = entry_xml(&reg, &context(origin, hub, push_secrets));
     let mut r = super::http::response(status, Some(ENTRY_CONTENT_TYPE), body);
-    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", etag(inst))) {
+    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
         r.headers_mut().insert(http::header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{}/{}/registrations/{}?api-version=2020-06",
+        origin.replacen("http://", "https://", 1),
+        hub.name,
+        crate::nh::sas::encode_uri_component(inst.id.as_str())
+    )) {
+        r.headers_mut().insert(http::header::CONTENT_LOCATION, v);
     }
     r
 }
 
-fn feed_response(origin: &str, hub: &Hub, page: &[Installation], next: Option<String>) -> Resp {
-    let regs: Vec<Registration> = page.iter().map(Registration::from_installation).collect();
-    let body = feed_xml(&regs, &context(origin, hub));
+fn feed_response(
+    origin: &str,
+    hub: &Hub,
+    page: &[(Installation, Option<Version>)],
+    next: Option<String>,
+    push_secrets: bool,
+) -> Resp {
+    let regs: Vec<Registration> = page
+        .iter()
+        .map(|(inst, v)| {
+            let mut reg = Registration::from_installation(inst);
+            if let Some(v) = v {
+                reg.etag = Some(v.to_string());
+            }
+            reg
+        })
+        .collect();
+    let body = feed_xml(&regs, &context(origin, hub, push_secrets));
     let mut r = super::http::response(StatusCode::OK, Some(FEED_CONTENT_TYPE), body);
     if let Some(t) = next.and_then(|t| HeaderValue::from_str(&t).ok()) {
         r.headers_mut().insert("x-ms-continuationtoken", t);
@@ -61,36 +89,55 @@ fn feed_response(origin: &str, hub: &Hub, page: &[Installation], next: Option<St
     r
 }
 
-/// Writes the registration in `body` under `id` (durably) and answers the stored entry.
-async fn store(hub: &Hub, origin: &str, id: &InstallationId, body: &[u8]) -> Result<Resp, Fail> {
+/// Writes the registration in `body` under `id` (durably, if `pre` holds) and answers the
+/// stored entry.
+async fn store(
+    hub: &Hub,
+    origin: &str,
+    id: &InstallationId,
+    body: &[u8],
+    pre: Precondition,
+    push_secrets: bool,
+) -> Result<Resp, Fail> {
     let inst = parse(body, id)?;
-    hub.registry.upsert_async(inst).await?;
-    let stored = hub
+    hub.registry.upsert_if_async(inst, pre).await?;
+    let (stored, version) = hub
         .registry
-        .get(id)
+        .get_versioned(id)
         .ok_or_else(|| Fail::not_found("Registration not found."))?;
-    Ok(entry_response(StatusCode::OK, origin, hub, &stored))
+    Ok(entry_response(
+        StatusCode::OK,
+        origin,
+        hub,
+        &stored,
+        version,
+        push_secrets,
+    ))
 }
 
-/// `If-Match` against the stored registration: `*` or absent passes; a stale etag is 412.
-fn check_if_match(headers: &HeaderMap, current: Option<&Installation>) -> Result<(), Fail> {
-    let Some(v) = headers
-        .get(http::header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return Ok(());
+/// `If-Match` as a precondition of the write: absent is none, `*` is "exists", an ETag is
+/// "exactly this version" (one this server did not issue can never match: 412).
+fn if_match(headers: &HeaderMap) -> Result<Precondition, Fail> {
+    let Some(v) = headers.get(http::header::IF_MATCH) else {
+        return Ok(Precondition::Any);
     };
-    match crate::nh::headers::if_match(v).map_err(|e| Fail::bad(e.to_string()))? {
-        crate::nh::headers::IfMatch::Any => Ok(()),
-        crate::nh::headers::IfMatch::ETag(want) => match current {
-            Some(c) if etag(c) == want => Ok(()),
-            Some(_) => Err(Fail::new(
-                StatusCode::PRECONDITION_FAILED,
-                "the registration changed since it was read (ETag mismatch)",
-            )),
-            None => Err(Fail::not_found("Registration not found.")),
+    let v = v
+        .to_str()
+        .map_err(|_| Fail::bad("If-Match is not visible ASCII"))?;
+    Ok(
+        match crate::nh::headers::if_match(v).map_err(|e| Fail::bad(e.to_string()))? {
+            crate::nh::headers::IfMatch::Any => Precondition::Exists,
+            crate::nh::headers::IfMatch::ETag(want) => match want.parse::<Version>() {
+                Ok(v) => Precondition::Version(v),
+                Err(_) => {
+                    return Err(Fail::new(
+                        StatusCode::PRECONDITION_FAILED,
+                        "the registration changed since it was read (ETag mismatch)",
+                    ))
+                }
+            },
         },
-    }
+    )
 }
 
 /// One `<Field> eq '<value>'` clause of a `$filter`.
@@ -163,6 +210,9 @@ pub(crate) async fn route(
     body: Bytes,
 ) -> Result<Resp, Fail> {
     let _ = shared;
+    // One read policy for registrations and installations: Listen reads single devices and
+    // channel lookups, without Web Push secrets; those need Manage.
+    let manage = need(Rights::MANAGE).is_ok();
     match (method, op) {
         (&Method::POST, [ids]) if ids.eq_ignore_ascii_case("registrationIDs") => {
             need(Rights::LISTEN)?;
@@ -183,75 +233,104 @@ pub(crate) async fn route(
             need(Rights::LISTEN)?;
             let id =
                 InstallationId::new(new_registration_id()).map_err(|e| Fail::bad(e.to_string()))?;
-            store(hub, origin, &id, &body).await
+            store(hub, origin, &id, &body, Precondition::Any, manage).await
         }
         (&Method::PUT, ["registrations", id]) => {
             need(Rights::LISTEN)?;
             let id = InstallationId::new(*id).map_err(|e| Fail::bad(e.to_string()))?;
-            let current = hub.registry.get(&id);
-            if headers.contains_key(http::header::IF_MATCH) {
-                check_if_match(headers, current.as_ref())?;
-            }
-            store(hub, origin, &id, &body).await
+            // Checked and written in one step: a concurrent write in between is a 412.
+            store(hub, origin, &id, &body, if_match(headers)?, manage).await
         }
         (&Method::GET, ["registrations", id]) => {
             need(Rights::LISTEN)?;
             let id =
                 InstallationId::new(*id).map_err(|_| Fail::not_found("Registration not found."))?;
-            let inst = hub
+            let (inst, version) = hub
                 .registry
-                .get(&id)
+                .get_versioned(&id)
                 .ok_or_else(|| Fail::not_found("Registration not found."))?;
-            Ok(entry_response(StatusCode::OK, origin, hub, &inst))
+            Ok(entry_response(
+                StatusCode::OK,
+                origin,
+                hub,
+                &inst,
+                version,
+                manage,
+            ))
         }
         (&Method::DELETE, ["registrations", id]) => {
             need(Rights::LISTEN)?;
             let id =
                 InstallationId::new(*id).map_err(|_| Fail::not_found("Registration not found."))?;
-            let current = hub.registry.get(&id);
-            if current.is_none() {
+            let pre = match if_match(headers)? {
+                Precondition::Any => Precondition::Exists,
+                p => p,
+            };
+            if !hub.registry.delete_if_async(&id, pre).await? {
                 return Err(Fail::not_found("Registration not found."));
             }
-            check_if_match(headers, current.as_ref())?;
-            let reg = hub.registry.clone();
-            tokio::task::spawn_blocking(move || reg.delete(&id))
-                .await
-                .map_err(|e| Fail::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
             Ok(super::http::empty(StatusCode::OK))
         }
         (&Method::GET, ["registrations"]) => {
-            need(Rights::MANAGE)?;
+            // Listing all, or by channel ($filter): Manage, or Listen for a channel lookup
+            // (NH's rights model: Listen may "read registrations by channel").
             let filter = param(q, "$filter").map(str::to_owned);
-            let mut all = Vec::new();
-            let mut err = None;
-            hub.registry.for_each(|inst| {
-                if err.is_some() {
-                    return;
-                }
-                match filter.as_deref().map(|f| filter_matches(f, &inst)) {
-                    None | Some(Ok(true)) => all.push(inst),
-                    Some(Ok(false)) => {}
-                    Some(Err(e)) => err = Some(e),
-                }
-            });
-            if let Some(e) = err {
-                return Err(e);
+            match &filter {
+                Some(f) if is_channel_filter(f) => need(Rights::LISTEN)?,
+                _ => need(Rights::MANAGE)?,
             }
-            page(origin, hub, all, q)
+            let page_req = PageRequest::from_query(q)?;
+            let reg = hub.registry.clone();
+            // A scan of the hub: off the async threads, holding one page at a time.
+            let (ids, more) = tokio::task::spawn_blocking(move || match filter {
+                None => {
+                    let mut pick = Smallest::new(page_req.after.clone(), page_req.top);
+                    reg.for_each_id(|id| pick.offer(id));
+                    Ok(pick.finish())
+                }
+                Some(f) => {
+                    let mut pick = Smallest::new(page_req.after.clone(), page_req.top);
+                    let mut err = None;
+                    reg.for_each(|inst| {
+                        if err.is_none() && pick.would_take(inst.id.as_str()) {
+                            match filter_matches(&f, &inst) {
+                                Ok(true) => pick.offer(inst.id.as_str()),
+                                Ok(false) => {}
+                                Err(e) => err = Some(e),
+                            }
+                        }
+                    });
+                    match err {
+                        Some(e) => Err(e),
+                        None => Ok(pick.finish()),
+                    }
+                }
+            })
+            .await
+            .map_err(Fail::internal)??;
+            page(origin, hub, ids, more, manage)
         }
         (&Method::GET, ["tags", tag, "registrations"]) => {
             need(Rights::MANAGE)?;
-            let expr = TagExpr::parse(tag).map_err(|e| Fail::bad(format!("tag {tag:?}: {e}")))?;
-            let res = hub.registry.resolve(&Audience::Expr(expr));
-            let mut all = Vec::new();
-            for batch in res.batches(4096) {
-                for t in batch {
-                    if let Some(inst) = hub.registry.get(&t.installation_id) {
-                        all.push(inst);
+            // One tag, as Notification Hubs takes it (an expression such as `!x` would list
+            // the whole hub).
+            let tag = crate::Tag::new(*tag).map_err(|e| Fail::bad(format!("tag {tag:?}: {e}")))?;
+            let expr = TagExpr::parse(tag.as_str())
+                .map_err(|e| Fail::bad(format!("tag {:?}: {e}", tag.as_str())))?;
+            let page_req = PageRequest::from_query(q)?;
+            let reg = hub.registry.clone();
+            let (ids, more) = tokio::task::spawn_blocking(move || {
+                let mut pick = Smallest::new(page_req.after.clone(), page_req.top);
+                for batch in reg.resolve(&Audience::Expr(expr)).batches(4096) {
+                    for t in batch {
+                        pick.offer(t.installation_id.as_str());
                     }
                 }
-            }
-            page(origin, hub, all, q)
+                pick.finish()
+            })
+            .await
+            .map_err(Fail::internal)?;
+            page(origin, hub, ids, more, manage)
         }
         _ => Err(Fail::not_found(format!(
             "no operation {method} /{}",
@@ -260,48 +339,117 @@ pub(crate) async fn route(
     }
 }
 
-/// One page of a listing: sorted by id; `$top` (default and most [`MAX_TOP`]); the
-/// continuation token is the last id of the page, hex-encoded (URL-safe, opaque).
+/// Whether a `$filter` only looks up a channel (`ChannelUri`, `DeviceToken`, ...): the lookup
+/// a device makes with the Listen key.
+fn is_channel_filter(filter: &str) -> bool {
+    const CHANNEL_FIELDS: [&str; 7] = [
+        "DeviceToken",
+        "FcmV1RegistrationId",
+        "GcmRegistrationId",
+        "ChannelUri",
+        "Endpoint",
+        "P256DH",
+        "Auth",
+    ];
+    filter.split(" and ").all(|c| {
+        c.split_once(" eq ")
+            .is_some_and(|(f, _)| CHANNEL_FIELDS.contains(&f.trim()))
+    })
+}
+
+/// `$top` and `continuationtoken` of a listing.
+struct PageRequest {
+    top: usize,
+    after: Option<String>,
+}
+
+impl PageRequest {
+    fn from_query(q: &[(String, String)]) -> Result<PageRequest, Fail> {
+        let top = match param(q, "$top") {
+            Some(t) => t
+                .parse::<usize>()
+                .map_err(|_| Fail::bad(format!("$top {t:?} is not a number")))?
+                .clamp(1, MAX_TOP),
+            None => MAX_TOP,
+        };
+        let after = match param(q, "continuationtoken") {
+            Some(t) => Some(
+                (0..t.len())
+                    .step_by(2)
+                    .map(|i| t.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+                    .collect::<Option<Vec<u8>>>()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| Fail::bad("continuationtoken is not one of ours"))?,
+            ),
+            None => None,
+        };
+        Ok(PageRequest { top, after })
+    }
+}
+
+/// The `top` smallest ids after `after`, from ids offered in any order: memory for `top + 1`
+/// ids, whatever the hub's size.
+struct Smallest {
+    after: Option<String>,
+    top: usize,
+    heap: std::collections::BinaryHeap<String>,
+}
+
+impl Smallest {
+    fn new(after: Option<String>, top: usize) -> Smallest {
+        Smallest {
+            after,
+            top,
+            heap: std::collections::BinaryHeap::with_capacity(top + 2),
+        }
+    }
+
+    /// Whether `id` would enter the page as things stand (to skip work on the rest).
+    fn would_take(&self, id: &str) -> bool {
+        self.after.as_deref().is_none_or(|a| id > a)
+            && (self.heap.len() <= self.top || self.heap.peek().is_some_and(|m| id < m.as_str()))
+    }
+
+    fn offer(&mut self, id: &str) {
+        if !self.would_take(id) {
+            return;
+        }
+        self.heap.push(id.to_owned());
+        // One beyond the page tells whether more follow.
+        if self.heap.len() > self.top + 1 {
+            self.heap.pop();
+        }
+    }
+
+    /// The page in id order, and whether more ids follow it.
+    fn finish(self) -> (Vec<String>, bool) {
+        let mut ids = self.heap.into_sorted_vec();
+        let more = ids.len() > self.top;
+        ids.truncate(self.top);
+        (ids, more)
+    }
+}
+
+/// One page of a listing, in id order; the continuation token is the last id of the page,
+/// hex-encoded (URL-safe, opaque). An id deleted since it was picked is left out.
 fn page(
     origin: &str,
     hub: &Hub,
-    mut all: Vec<Installation>,
-    q: &[(String, String)],
+    ids: Vec<String>,
+    more: bool,
+    push_secrets: bool,
 ) -> Result<Resp, Fail> {
-    all.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
-    let top = match param(q, "$top") {
-        Some(t) => t
-            .parse::<usize>()
-            .map_err(|_| Fail::bad(format!("$top {t:?} is not a number")))?
-            .clamp(1, MAX_TOP),
-        None => MAX_TOP,
-    };
-    let after = match param(q, "continuationtoken") {
-        Some(t) => Some(
-            (0..t.len())
-                .step_by(2)
-                .map(|i| t.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-                .collect::<Option<Vec<u8>>>()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| Fail::bad("continuationtoken is not one of ours"))?,
-        ),
-        None => None,
-    };
-    let start = match &after {
-        Some(a) => all.partition_point(|i| i.id.as_str() <= a.as_str()),
-        None => 0,
-    };
-    let page: Vec<Installation> = all.iter().skip(start).take(top).cloned().collect();
-    let next = (start + page.len() < all.len())
-        .then(|| page.last())
+    let next = more
+        .then(|| ids.last())
         .flatten()
-        .map(|l| {
-            l.id.as_str()
-                .bytes()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        });
-    Ok(feed_response(origin, hub, &page, next))
+        .map(|l| l.bytes().map(|b| format!("{b:02x}")).collect::<String>());
+    let page: Vec<(Installation, Option<Version>)> = ids
+        .iter()
+        .filter_map(|id| InstallationId::new(id.as_str()).ok())
+        .filter_map(|id| hub.registry.get_versioned(&id))
+        .map(|(inst, v)| (inst, Some(v)))
+        .collect();
+    Ok(feed_response(origin, hub, &page, next, push_secrets))
 }
 
 #[cfg(test)]
@@ -318,5 +466,29 @@ mod tests {
         assert!(!filter_matches("DeviceToken eq 'AB13'", &inst).unwrap());
         assert!(!filter_matches("FcmV1RegistrationId eq 'x'", &inst).unwrap());
         assert!(filter_matches("Colour eq 'x'", &inst).is_err());
+    }
+
+    #[test]
+    fn pages_hold_the_smallest_ids_after_the_token() {
+        let ids: Vec<String> = (0..100).rev().map(|i| format!("id{i:03}")).collect();
+        let mut pick = Smallest::new(None, 10);
+        ids.iter().for_each(|i| pick.offer(i));
+        let (page, more) = pick.finish();
+        assert_eq!(page.first().map(String::as_str), Some("id000"));
+        assert_eq!(page.last().map(String::as_str), Some("id009"));
+        assert!(more);
+        let mut pick = Smallest::new(Some("id094".into()), 10);
+        ids.iter().for_each(|i| pick.offer(i));
+        let (page, more) = pick.finish();
+        assert_eq!(page, vec!["id095", "id096", "id097", "id098", "id099"]);
+        assert!(!more);
+    }
+
+    #[test]
+    fn only_channel_filters_are_channel_lookups() {
+        assert!(is_channel_filter("ChannelUri eq 'https://x'"));
+        assert!(is_channel_filter("Endpoint eq 'a' and P256DH eq 'b'"));
+        assert!(!is_channel_filter("Tags eq 'x'"));
+        assert!(!is_channel_filter("ChannelUri eq 'a' and Colour eq 'b'"));
     }
 }

@@ -419,10 +419,17 @@ await step("sec-listen-create-installation", async () => {
     createAppleInstallation({ installationId: iid("listen"), pushChannel: A1, tags: [tag("listen")] }),
     o(),
   );
-  // Reading installations needs Manage (the rights model); the write went through.
-  await expectStatus(listen.getInstallation(iid("listen"), o()), 403, "getInstallation with the Listen key");
-  const got = await manage.getInstallation(iid("listen"), o());
-  assert.equal(got.installationId, iid("listen"));
+  // One read policy for installations and registrations (NH's rights model): Listen reads an
+  // installation, but never a Web Push subscription's secrets; Manage reads them.
+  const mine = await listen.getInstallation(iid("listen"), o());
+  assert.equal(mine.installationId, iid("listen"));
+  const browserByListen = await listen.getInstallation(iid("browser"), o());
+  assert.equal(browserByListen.pushChannel.endpoint, B0.endpoint);
+  assert.equal(browserByListen.pushChannel.p256dh, undefined, "Listen must not read p256dh");
+  assert.equal(browserByListen.pushChannel.auth, undefined, "Listen must not read auth");
+  const browserByManage = await manage.getInstallation(iid("browser"), o());
+  assert.equal(browserByManage.pushChannel.p256dh, B0.p256dh);
+  assert.equal(browserByManage.pushChannel.auth, B0.auth);
 });
 await step("sec-listen-send-403", () =>
   expectStatus(
