@@ -71,7 +71,7 @@ fn main() -> ExitCode {
             }
         };
         eprintln!("tagcast: serving on {}", server.local_addr());
-        signals.wait().await;
+        signals.wait(&server).await;
         eprintln!("tagcast: shutting down");
         server.shutdown().await;
         eprintln!("tagcast: stopped");
@@ -79,8 +79,15 @@ fn main() -> ExitCode {
     })
 }
 
-/// SIGTERM and SIGINT, caught from the moment they are installed.
-struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+/// SIGTERM and SIGINT (stop) and SIGHUP (reload the TLS certificate), caught from the moment
+/// they are installed.
+struct Signals(
+    Option<(
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+    )>,
+);
 
 impl Signals {
     fn install() -> Signals {
@@ -88,22 +95,30 @@ impl Signals {
         match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) {
-            (Ok(term), Ok(int)) => Signals(Some((term, int))),
+            (Ok(term), Ok(int), Ok(hup)) => Signals(Some((term, int, hup))),
             _ => Signals(None),
         }
     }
 
-    /// Returns at the first SIGTERM or SIGINT; never without signal handling (run until
-    /// killed).
-    async fn wait(self) {
-        let Some((mut term, mut int)) = self.0 else {
+    /// Returns at the first SIGTERM or SIGINT, reloading the certificate at each SIGHUP;
+    /// never without signal handling (run until killed).
+    async fn wait(self, server: &tagcast::server::Server) {
+        let Some((mut term, mut int, mut hup)) = self.0 else {
             std::future::pending::<()>().await;
             return;
         };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = hup.recv() => {
+                    if let Err(e) = server.reload_tls() {
+                        eprintln!("tagcast: reloading the TLS certificate failed, keeping the old one: {e}");
+                    }
+                }
+            }
         }
     }
 }

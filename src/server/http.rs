@@ -754,6 +754,7 @@ fn installation_id(id: &str) -> Result<InstallationId, Fail> {
 async fn put_installation(hub: &Hub, id: &str, b: &[u8]) -> Result<Resp, Fail> {
     let id = installation_id(id)?;
     let inst = nh::installation_json::parse_installation(b, Some(&id)).map_err(bad)?;
+    check_template_topics(hub, &inst)?;
     // Acknowledged = durable: waits for the group commit without holding a thread.
     hub.registry.upsert_async(inst).await?;
     Ok(empty(StatusCode::OK))
@@ -771,6 +772,11 @@ async fn patch_installation(hub: &Hub, id: &str, b: &[u8]) -> Result<Resp, Fail>
             .get_versioned(&id)
             .ok_or_else(|| Fail::not_found("Installation not found."))?;
         let ops = nh::installation_json::parse_patch(b, &current).map_err(bad)?;
+        for op in &ops {
+            if let crate::PatchOp::AddTemplate(_, t) = op {
+                check_topic(hub, t.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+            }
+        }
         // Applied to exactly the version it was parsed against: a concurrent PUT is never
         // overwritten and a concurrent DELETE never undone.
         match hub.registry.patch_at_async(&id, &ops, version).await {
@@ -834,6 +840,49 @@ fn audience(headers: &HeaderMap, test_send: bool) -> Result<Audience, Fail> {
     }
 }
 
+/// `apns-topic` may only name the hub's app: its bundle id, or the bundle id with a push
+/// type's suffix (`.voip`, `.push-type.liveactivity`, ...). A team's `.p8` key can push to
+/// every app of the team, so a free topic would let a Send key (or a Listen key, through
+/// template headers) reach other apps' devices (audit M12).
+pub(crate) fn check_topic<'a>(
+    hub: &Hub,
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<(), Fail> {
+    for (name, topic) in headers {
+        if !name.eq_ignore_ascii_case("apns-topic") {
+            continue;
+        }
+        let topic = topic.trim();
+        let fits = hub.apns_bundle_id.as_deref().is_some_and(|b| {
+            topic.strip_prefix(b).is_some_and(|rest| {
+                rest.is_empty()
+                    || crate::ApnsPushType::ALL
+                        .iter()
+                        .any(|t| t.topic_suffix() == rest)
+            })
+        });
+        if !fits {
+            return Err(Fail::bad(format!(
+                "apns-topic {:?} is not this hub's app: use its bundle id ({}), with a push \
+                 type's suffix where one applies (e.g. .voip)",
+                crate::pns::shorten(topic, 100),
+                hub.apns_bundle_id
+                    .as_deref()
+                    .unwrap_or("no APNs credentials configured")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The `apns-topic` template headers of an installation, checked like a send's.
+pub(crate) fn check_template_topics(hub: &Hub, inst: &crate::Installation) -> Result<(), Fail> {
+    for t in inst.templates.values() {
+        check_topic(hub, t.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    }
+    Ok(())
+}
+
 /// The request headers that travel to the push service for `format`.
 fn passthrough(headers: &HeaderMap, format: nh::headers::Format) -> Vec<(String, String)> {
     headers
@@ -852,7 +901,7 @@ fn format_of(headers: &HeaderMap) -> Result<nh::headers::Format, Fail> {
 }
 
 /// What a send carries: a native payload or template properties.
-fn payload(headers: &HeaderMap, body: Bytes) -> Result<Content, Fail> {
+fn payload(hub: &Hub, headers: &HeaderMap, body: Bytes) -> Result<Content, Fail> {
     let format = format_of(headers)?;
     match format.platform() {
         None => {
@@ -863,6 +912,7 @@ fn payload(headers: &HeaderMap, body: Bytes) -> Result<Content, Fail> {
         }
         Some(p) => {
             let pass = passthrough(headers, format);
+            check_topic(hub, pass.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
             let n = Notification::from_native(p, body, &pass).map_err(bad)?;
             Ok(Content::Native(n))
         }
@@ -889,7 +939,7 @@ async fn send(
     if direct && test {
         return Err(Fail::bad("a direct send cannot be a test send"));
     }
-    let payload = payload(headers, body)?;
+    let payload = payload(hub, headers, body)?;
     if direct {
         let handle = direct_handle(headers)?;
         let Content::Native(n) = payload else {
@@ -1036,6 +1086,7 @@ fn direct_batch(hub: &Hub, origin: &str, headers: &HeaderMap, body: Bytes) -> Re
         .platform()
         .ok_or_else(|| Fail::bad("a direct batch needs a native format, not template"))?;
     let pass = passthrough(headers, format);
+    check_topic(hub, pass.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let n = Notification::from_native(platform, batch.body, &pass).map_err(bad)?;
     let handles = batch
         .handles

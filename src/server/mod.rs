@@ -16,6 +16,7 @@ mod http;
 mod log;
 mod quota;
 mod registrations;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -68,6 +69,9 @@ pub(crate) struct Hub {
     pub(crate) registry: Registry,
     pub(crate) engine: Engine,
     pub(crate) quotas: quota::Quotas,
+    /// The APNs app's bundle id: the only `apns-topic` (plus push-type suffixes) sends may
+    /// name.
+    pub(crate) apns_bundle_id: Option<String>,
 }
 
 /// What every request handler reads.
@@ -103,6 +107,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
     metrics_accept: Option<tokio::task::JoinHandle<()>>,
+    certs: Option<Arc<tls::CertStore>>,
 }
 
 fn read_file(p: &std::path::Path) -> Result<String, ServerError> {
@@ -237,34 +242,28 @@ fn build_hub(cfg: &HubConfig, data_dir: &std::path::Path) -> Result<Hub, ServerE
         registry,
         engine,
         quotas,
+        apns_bundle_id: cfg.apns.as_ref().map(|a| a.bundle_id.clone()),
     })
 }
 
-fn tls_acceptor(c: &ListenConfig) -> Result<Option<tokio_rustls::TlsAcceptor>, ServerError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    if c.plain_http {
-        return Ok(None);
+/// Two hubs with the same key secret accept each other's tokens when a token names the
+/// namespace root (as the JS SDK's do): refused.
+fn refuse_shared_secrets(hubs: &HashMap<String, Arc<Hub>>) -> Result<(), ServerError> {
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for hub in hubs.values() {
+        for k in &hub.keys {
+            if let Some(other) = seen.insert(k.key.as_str(), hub.name.as_str()) {
+                if other != hub.name {
+                    return Err(ServerError::Config(format!(
+                        "hubs {other:?} and {:?} share a key secret: a token for one would be \
+                         accepted by the other; give each hub its own keys",
+                        hub.name
+                    )));
+                }
+            }
+        }
     }
-    let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) else {
-        return Err(ServerError::Config(
-            "tls_cert and tls_key are required".into(),
-        ));
-    };
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ServerError::Config(format!("{}: {e}", cert.display())))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| ServerError::Config(format!("{}: {e}", key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut sc = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ServerError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| ServerError::Config(format!("TLS certificate: {e}")))?;
-    sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(sc))))
+    Ok(())
 }
 
 impl Server {
@@ -272,7 +271,10 @@ impl Server {
     /// a tokio runtime.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         config.check()?;
-        let tls = tls_acceptor(&config.server)?;
+        let (tls, certs) = match tls::acceptor(&config.server)? {
+            Some((a, c)) => (Some(a), Some(c)),
+            None => (None, None),
+        };
         let metrics = prometheus();
         let mut hubs = HashMap::new();
         for h in &config.hubs {
@@ -286,6 +288,7 @@ impl Server {
                 .map_err(|e| ServerError::Io(e.to_string()))??;
             hubs.insert(h.name.to_ascii_lowercase(), Arc::new(hub));
         }
+        refuse_shared_secrets(&hubs)?;
         let listener = TcpListener::bind(config.server.listen)
             .await
             .map_err(|e| ServerError::Io(format!("listen {}: {e}", config.server.listen)))?;
@@ -380,6 +383,7 @@ impl Server {
             stop,
             accept,
             metrics_accept,
+            certs,
         })
     }
 
@@ -391,6 +395,20 @@ impl Server {
     /// The bound address of `metrics_listen`, when configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Reads the TLS certificate and key files again and serves the new certificate to new
+    /// connections (the binary does this on SIGHUP). On failure the certificate in use stays.
+    /// Without TLS there is nothing to reload.
+    pub fn reload_tls(&self) -> Result<(), ServerError> {
+        match &self.certs {
+            Some(c) => {
+                c.reload()?;
+                tracing::info!("TLS certificate reloaded");
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Whether `/readyz` answers 200.

@@ -100,6 +100,7 @@ async fn store(
     push_secrets: bool,
 ) -> Result<Resp, Fail> {
     let inst = parse(body, id)?;
+    super::http::check_template_topics(hub, &inst)?;
     hub.registry.upsert_if_async(inst, pre).await?;
     let (stored, version) = hub
         .registry
