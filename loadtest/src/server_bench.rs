@@ -153,6 +153,12 @@ drain_delay_secs = 0
 name = "bench"
 ca_file = "{ca}"
 ca_only = true
+# A throughput bench: the per-key rate limit and the sends-in-flight cap would be what it
+# measures otherwise.
+[hub.limits]
+requests_per_second = 100000000
+burst = 100000000
+max_sends_in_flight = 1000000
 [[hub.key]]
 name = "full"
 key = "{KEY}"

@@ -655,6 +655,8 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> R
         _ => {
             let op: Vec<String> = op.iter().map(|s| s.to_string()).collect();
             let op: Vec<&str> = op.iter().map(String::as_str).collect();
+            // The right before the body: a key without it never makes the server buffer one.
+            need(super::registrations::right_needed(&method, &op, &q))?;
             let (parts, b) = body(shared, ctx, req).await?;
             super::registrations::route(
                 shared,

@@ -340,6 +340,18 @@ pub(crate) async fn route(
     }
 }
 
+/// The right a registration operation needs at least (checked before its body is read).
+pub(crate) fn right_needed(method: &Method, op: &[&str], q: &[(String, String)]) -> Rights {
+    match (method, op) {
+        (&Method::GET, ["registrations"]) => match param(q, "$filter") {
+            Some(f) if is_channel_filter(f) => Rights::LISTEN,
+            _ => Rights::MANAGE,
+        },
+        (&Method::GET, ["tags", _, "registrations"]) => Rights::MANAGE,
+        _ => Rights::LISTEN,
+    }
+}
+
 /// Whether a `$filter` only looks up a channel (`ChannelUri`, `DeviceToken`, ...): the lookup
 /// a device makes with the Listen key.
 fn is_channel_filter(filter: &str) -> bool {
