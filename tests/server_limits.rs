@@ -534,16 +534,12 @@ async fn readiness_drops_before_the_listener_closes() {
         )
         .await;
     assert!(seen.body.contains("shutting down"), "{seen:?}");
-    // Still inside the delay: the listener accepts and serves.
+    // Still inside the delay: the listener accepts and serves (after the delay it is gone,
+    // as the end of the test shows, so an answer here is proof enough).
     let health = try_call(addr, "GET", "/healthz", &[], b"")
         .await
         .expect("the listener still accepts during the drain delay");
     assert_eq!(health.status, 200);
-    assert!(
-        started.elapsed() < Duration::from_millis(900),
-        "{:?}",
-        started.elapsed()
-    );
     tokio::time::timeout(Duration::from_secs(15), stopping)
         .await
         .expect("shutdown within 15 s")
