@@ -90,6 +90,9 @@ impl std::error::Error for StorageFailure {
 pub struct StateStore {
     pub(crate) db: sled::Db,
     path: Option<PathBuf>,
+    /// Unit tests only: how many of the next flushes fail (a full disk, an I/O error).
+    #[cfg(test)]
+    failing_flushes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -137,6 +140,8 @@ impl StateStore {
         Ok(StateStore {
             db,
             path: Some(path.to_owned()),
+            #[cfg(test)]
+            failing_flushes: Arc::default(),
         })
     }
 
@@ -152,7 +157,12 @@ impl StateStore {
                 message: e.to_string(),
                 source: Some(StorageFailure::caused_by(None, e)),
             })?;
-        Ok(StateStore { db, path: None })
+        Ok(StateStore {
+            db,
+            path: None,
+            #[cfg(test)]
+            failing_flushes: Arc::default(),
+        })
     }
 
     /// The directory, or `None` for a temporary store.
@@ -182,7 +192,30 @@ impl StateStore {
 
     /// Waits until everything written so far is on disk.
     pub fn flush(&self) -> Result<(), StateError> {
+        #[cfg(test)]
+        if self
+            .failing_flushes
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok()
+        {
+            return Err(self.storage("injected flush failure"));
+        }
         self.db.flush().map(|_| ()).map_err(|e| self.storage(e))
+    }
+}
+
+/// Fault injection for unit tests.
+#[cfg(test)]
+impl StateStore {
+    /// Makes the next `n` flushes fail (after writing nothing more: sled keeps what was
+    /// written, as after a failed fsync).
+    pub(crate) fn fail_flushes(&self, n: usize) {
+        self.failing_flushes
+            .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -226,3 +226,133 @@ async fn outcomes_outlive_the_in_memory_history() {
         .unwrap();
     assert!(none.is_empty());
 }
+
+/// `EngineConfig::max_pending_schedules`: a full schedule refuses more (sync and async)
+/// without writing anything; a cancel or a fired send frees a place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_schedule_refuses_more_until_a_place_frees() {
+    let bed = apns_bed(5).await;
+    let mock = bed.apns();
+    let engine = bed.engine_with(EngineConfig {
+        max_pending_schedules: Some(2),
+        ..bed.config()
+    });
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    let a = engine
+        .schedule_async(SendRequest::native(alert(), Audience::All), later)
+        .await
+        .unwrap();
+    let soon = engine
+        .schedule(
+            SendRequest::native(alert(), Audience::All),
+            SystemTime::now() + Duration::from_millis(400),
+        )
+        .unwrap();
+    let refused = engine.schedule(SendRequest::native(alert(), Audience::All), later);
+    assert!(
+        matches!(refused, Err(SendError::TooManySchedules { max: 2 })),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        engine
+            .schedule_async(SendRequest::native(alert(), Audience::All), later)
+            .await,
+        Err(SendError::TooManySchedules { max: 2 })
+    ));
+    assert_eq!(engine.scheduled().unwrap().len(), 2);
+    assert_eq!(engine.pending_schedules(), 2);
+    let day = Duration::from_secs(86_400);
+    let records = engine
+        .reports(SystemTime::now() - day, SystemTime::now() + day, 100)
+        .unwrap();
+    assert_eq!(records.len(), 2, "a refused schedule leaves no record");
+    // The soon one fires and frees its place.
+    eventually(Duration::from_secs(10), "the soon one fires", async || {
+        engine
+            .report(soon)
+            .is_some_and(|r| r.state == SendState::Completed)
+    })
+    .await;
+    assert_eq!(engine.pending_schedules(), 1);
+    let b = engine
+        .schedule_async(SendRequest::native(alert(), Audience::All), later)
+        .await
+        .unwrap();
+    assert!(engine
+        .schedule(SendRequest::native(alert(), Audience::All), later)
+        .is_err());
+    // A cancel frees one too.
+    assert!(engine.cancel_scheduled_async(a).await.unwrap());
+    assert_eq!(engine.report(a).unwrap().state, SendState::Cancelled);
+    engine
+        .schedule(SendRequest::native(alert(), Audience::All), later)
+        .unwrap();
+    assert!(engine.cancel_scheduled(b).unwrap());
+    assert_eq!(mock.deliveries().len(), 5);
+}
+
+/// Upgrade: a state store whose schedules have no due-time index (as the versions before it
+/// wrote them: the `schedules` tree alone) gets it at open, and its schedules fire, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_written_without_the_index_fire_after_an_upgrade() {
+    let bed = apns_bed(10).await;
+    let mock = bed.apns();
+    let durable = || EngineConfig {
+        state: Some(bed.state()),
+        ..bed.config()
+    };
+    let pending = {
+        let engine = bed.engine_with(durable());
+        let pending = engine
+            .schedule(
+                SendRequest::native(alert(), Audience::All),
+                SystemTime::now() + Duration::from_millis(1500),
+            )
+            .unwrap();
+        engine.shutdown().await;
+        pending
+    };
+    // Back to the old layout: the index tree dropped.
+    {
+        let db = open_raw(&bed.path("state"));
+        assert!(db.tree_names().iter().any(|t| &t[..] == b"schedules_due"));
+        db.drop_tree("schedules_due").unwrap();
+        assert_eq!(db.open_tree("schedules").unwrap().len(), 1);
+        db.flush().unwrap();
+    }
+    let engine = bed.engine_with(durable());
+    assert_eq!(engine.pending_schedules(), 1);
+    assert_eq!(engine.scheduled().unwrap()[0].id, pending);
+    eventually(
+        Duration::from_secs(10),
+        "the old schedule fires",
+        async || {
+            engine
+                .report(pending)
+                .is_some_and(|r| r.state == SendState::Completed)
+        },
+    )
+    .await;
+    engine.shutdown().await;
+    drop(engine);
+    let engine = bed.engine_with(durable());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(engine.pending_schedules(), 0);
+    assert_eq!(mock.deliveries().len(), 10, "fired once");
+}
+
+/// The state store's sled database opened directly (the engine that used it has let go; its
+/// lock goes a moment later).
+fn open_raw(dir: &std::path::Path) -> sled::Db {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Ok(db) => return db,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for the store: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}

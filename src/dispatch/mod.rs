@@ -148,6 +148,11 @@ pub struct EngineConfig {
     pub outcome_retention: Duration,
     /// How far ahead a send may be scheduled (`ZERO` = 7 days, as Notification Hubs).
     pub max_schedule_ahead: Duration,
+    /// At most this many scheduled sends pending at once (`None`: no limit). Beyond it
+    /// [`Engine::schedule`](crate::Engine::schedule) fails with
+    /// [`SendError::TooManySchedules`](crate::SendError::TooManySchedules) before writing
+    /// anything. Each pending send keeps its whole request in the state store.
+    pub max_pending_schedules: Option<usize>,
     /// The event log (kept in the state store): retention, CloudEvents source, flush delay.
     pub events: EventsConfig,
     /// With a durable [`state`](Self::state): how long [`Engine::shutdown`](crate::Engine::shutdown) waits for the

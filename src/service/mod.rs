@@ -13,7 +13,8 @@ mod request;
 mod resume;
 mod schedule;
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -31,7 +32,7 @@ use crate::state::{StateError, StateStore};
 use crate::template::Properties;
 use outcomes::Outcomes;
 use resume::Resumes;
-use schedule::Schedules;
+use schedule::{Reservation, Schedules};
 
 pub use request::{Content, SendRequest, TemplateSend};
 pub use schedule::ScheduledSend;
@@ -40,6 +41,11 @@ pub use schedule::ScheduledSend;
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// The scheduler re-reads the schedule at least this often (a wall-clock jump, a missed wake).
 const SCHEDULER_TICK: Duration = Duration::from_secs(30);
+/// How soon the scheduler tries again after the state store failed it.
+const SCHEDULER_RETRY: Duration = Duration::from_secs(1);
+/// Due sends taken off the schedule per blocking call (one flush): bounds how long one call
+/// holds a blocking thread when many fall due at once; the scheduler loops for the rest.
+const TAKE_BATCH: usize = 1000;
 
 fn to_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -53,6 +59,12 @@ struct EngineInner {
     shut: std::sync::atomic::AtomicBool,
     /// Wakes background tasks (the scheduler) on shutdown and on schedule changes.
     wake: Arc<tokio::sync::Notify>,
+    /// When the scheduler wakes next (ms since the epoch; `0` while it is awake): a schedule
+    /// due later wakes nobody, so a burst of far-future schedules costs the scheduler nothing.
+    scheduler_wakes_at: AtomicU64,
+    /// Unit tests only: the scheduler's passes so far.
+    #[cfg(test)]
+    scheduler_passes: AtomicU64,
     state: StateStore,
     outcomes: Outcomes,
     schedules: Schedules,
@@ -88,6 +100,15 @@ pub enum SendError {
         secs: u64,
         /// The limit ([`EngineConfig::max_schedule_ahead`]), in seconds.
         max_secs: u64,
+    },
+    /// [`EngineConfig::max_pending_schedules`] scheduled sends are pending already.
+    #[error(
+        "{max} scheduled sends are pending, the most this engine holds; \
+         cancel one or wait until one fires"
+    )]
+    TooManySchedules {
+        /// The limit ([`EngineConfig::max_pending_schedules`]).
+        max: usize,
     },
     /// Scheduled sends and template sends need a registry audience, not handles.
     #[error("{0}")]
@@ -176,6 +197,9 @@ impl Engine {
                 config,
                 shut: Default::default(),
                 wake: Arc::new(tokio::sync::Notify::new()),
+                scheduler_wakes_at: AtomicU64::new(0),
+                #[cfg(test)]
+                scheduler_passes: AtomicU64::new(0),
                 state,
                 outcomes,
                 schedules,
@@ -305,16 +329,44 @@ impl Engine {
 
     /// Schedules `request` for `at` (durably: it survives a restart and fires once). A time
     /// in the past fires at once. Returns the send's id; its outcome is `Scheduled` until it
-    /// fires.
+    /// fires. An `Err` means it will not fire.
+    ///
+    /// Writes to the state store and waits for the disk (a flush): in async code prefer
+    /// [`schedule_async`](Self::schedule_async), which does that on a blocking thread.
     pub fn schedule(
         &self,
         request: SendRequest,
         at: SystemTime,
     ) -> Result<NotificationId, SendError> {
+        let place = self.admit_schedule(&request, at)?;
+        self.write_schedule(place, &request, at)
+    }
+
+    /// [`schedule`](Self::schedule), with the writes and the flush on tokio's blocking pool
+    /// (the checks and the cap are decided before anything is handed to it). If the future
+    /// is dropped once the write has begun, the schedule is still made.
+    pub async fn schedule_async(
+        &self,
+        request: SendRequest,
+        at: SystemTime,
+    ) -> Result<NotificationId, SendError> {
+        let place = self.admit_schedule(&request, at)?;
+        let engine = self.clone();
+        self.blocking(move || engine.write_schedule(place, &request, at))
+            .await
+    }
+
+    /// The checks of a schedule, then its place under
+    /// [`max_pending_schedules`](EngineConfig::max_pending_schedules); nothing written.
+    fn admit_schedule(
+        &self,
+        request: &SendRequest,
+        at: SystemTime,
+    ) -> Result<Reservation, SendError> {
         if self.inner.shut.load(Relaxed) {
             return Err(SendError::ShutDown);
         }
-        self.check(&request)?;
+        self.check(request)?;
         let max = if self.inner.config.max_schedule_ahead.is_zero() {
             DEFAULT_RETENTION
         } else {
@@ -329,6 +381,20 @@ impl Engine {
                 max_secs: max.as_secs(),
             });
         }
+        self.inner
+            .schedules
+            .reserve(self.inner.config.max_pending_schedules)
+            .map_err(|max| SendError::TooManySchedules { max })
+    }
+
+    /// The writes of a schedule admitted in `place`: its outcome record, then the schedule
+    /// (flushed). Blocks on the disk.
+    fn write_schedule(
+        &self,
+        place: Reservation,
+        request: &SendRequest,
+        at: SystemTime,
+    ) -> Result<NotificationId, SendError> {
         let id = NotificationId::random();
         // The outcome record first: a schedule without one would fire into the void.
         let mut report = Job::with(
@@ -343,13 +409,24 @@ impl Engine {
         .report();
         report.state = SendState::Scheduled;
         self.inner.outcomes.put(&report)?;
-        self.inner.schedules.add(id, at, &request)?;
-        self.inner.wake.notify_waiters();
+        if let Err(e) = self.inner.schedules.add(place, id, at, request) {
+            // Not scheduled (`add` undid what it wrote): the record says so, as far as the
+            // store still takes writes; else the next start ends it `Abandoned`.
+            report.state = SendState::Abandoned;
+            report.completed_at = Some(SystemTime::now());
+            report.errors.push(format!("not scheduled: {e}"));
+            let _ = self.inner.outcomes.put(&report);
+            return Err(e.into());
+        }
+        if to_ms(at) < self.inner.scheduler_wakes_at.load(SeqCst) {
+            self.inner.wake.notify_waiters();
+        }
         Ok(id)
     }
 
     /// Cancels a scheduled send that has not fired. `false` if there is none pending under
-    /// `id` (it fired, was cancelled, or never existed).
+    /// `id` (it fired, was cancelled, or never existed). Waits for the disk: in async code
+    /// prefer [`cancel_scheduled_async`](Self::cancel_scheduled_async).
     pub fn cancel_scheduled(&self, id: NotificationId) -> Result<bool, SendError> {
         if !self.inner.schedules.cancel(id)? {
             return Ok(false);
@@ -362,8 +439,36 @@ impl Engine {
             // it `Scheduled` without a schedule: `Abandoned` at the next start).
             self.inner.state.flush()?;
         }
-        self.inner.wake.notify_waiters();
+        // No wake: a cancel only makes the scheduler's next wake early, never late.
         Ok(true)
+    }
+
+    /// [`cancel_scheduled`](Self::cancel_scheduled) on tokio's blocking pool.
+    pub async fn cancel_scheduled_async(&self, id: NotificationId) -> Result<bool, SendError> {
+        let engine = self.clone();
+        self.blocking(move || engine.cancel_scheduled(id)).await
+    }
+
+    /// Scheduled sends pending now (O(1)).
+    pub fn pending_schedules(&self) -> usize {
+        self.inner.schedules.pending()
+    }
+
+    /// Runs `f` (state-store work that waits for the disk) on tokio's blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, SendError> + Send + 'static,
+    ) -> Result<T, SendError> {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled before it ran (the runtime is shutting down): nothing was written.
+            Err(e) => Err(SendError::State(
+                self.inner
+                    .state
+                    .storage(format!("the state store task did not run: {e}")),
+            )),
+        }
     }
 
     /// Pending scheduled sends, soonest first.
@@ -694,8 +799,9 @@ impl Engine {
     }
 }
 
-/// The scheduler: sleeps until the soonest scheduled send is due (or a change wakes it), then
-/// fires every due send.
+/// The scheduler: sleeps until the soonest scheduled send is due (or an earlier schedule
+/// wakes it), then fires every due send. It reads the due-time index's head; taking due sends
+/// (removals and a flush) runs on the blocking pool.
 async fn scheduler(weak: std::sync::Weak<EngineInner>, wake: Arc<tokio::sync::Notify>) {
     loop {
         // Registered before reading the schedule, so a change made meanwhile still wakes.
@@ -706,25 +812,63 @@ async fn scheduler(weak: std::sync::Weak<EngineInner>, wake: Arc<tokio::sync::No
         if inner.shut.load(Relaxed) {
             return;
         }
-        let engine = Engine {
-            inner: inner.clone(),
-        };
-        match inner.schedules.take_due(SystemTime::now()) {
-            Ok(due) => {
-                for d in due {
-                    engine.fire(d.id, d.at, d.request);
+        // Awake: every new schedule wakes (notifies) until the next sleep is planned.
+        inner.scheduler_wakes_at.store(0, SeqCst);
+        #[cfg(test)]
+        inner.scheduler_passes.fetch_add(1, SeqCst);
+        let now = SystemTime::now();
+        let mut wait = None;
+        match inner.schedules.next_due() {
+            Ok(Some(head)) if head <= now => {
+                let taker = inner.clone();
+                let taken =
+                    tokio::task::spawn_blocking(move || taker.schedules.take_due(now, TAKE_BATCH))
+                        .await;
+                match taken {
+                    Ok(Ok(due)) => {
+                        if due.len() >= TAKE_BATCH {
+                            wait = Some(Duration::ZERO);
+                        }
+                        let engine = Engine {
+                            inner: inner.clone(),
+                        };
+                        for d in due {
+                            engine.fire(d.id, d.at, d.request);
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!("taking due schedules failed: {e}");
+                        wait = Some(SCHEDULER_RETRY);
+                    }
+                    Err(e) => {
+                        tracing::error!("taking due schedules failed: {e}");
+                        wait = Some(SCHEDULER_RETRY);
+                    }
                 }
             }
-            Err(e) => tracing::error!("reading the schedule failed: {e}"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!("reading the schedule failed: {e}");
+                wait = Some(SCHEDULER_RETRY);
+            }
         }
-        let wait = match inner.schedules.next_due() {
-            Ok(Some(at)) => at
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO)
-                .min(SCHEDULER_TICK),
-            _ => SCHEDULER_TICK,
+        let wait = match wait {
+            Some(w) => w,
+            None => match inner.schedules.next_due() {
+                Ok(Some(at)) => at
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+                    .min(SCHEDULER_TICK),
+                Ok(None) => SCHEDULER_TICK,
+                Err(e) => {
+                    tracing::error!("reading the schedule failed: {e}");
+                    SCHEDULER_RETRY
+                }
+            },
         };
-        drop(engine);
+        inner
+            .scheduler_wakes_at
+            .store(to_ms(SystemTime::now() + wait), SeqCst);
         drop(inner);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -732,6 +876,9 @@ async fn scheduler(weak: std::sync::Weak<EngineInner>, wake: Arc<tokio::sync::No
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 /// A report as event data: state, times, counts per platform (non-zero ones), reasons.
 fn report_json(r: &SendReport) -> serde_json::Value {

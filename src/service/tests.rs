@@ -1,0 +1,153 @@
+//! Unit tests of the engine's scheduled sends: the pending cap, a failed flush (audit L11),
+//! the async API and the scheduler's wakes (audit H5).
+
+use std::time::UNIX_EPOCH;
+
+use super::*;
+use crate::payload::ApnsNotification;
+use crate::registry::RegistryConfig;
+
+fn engine(state: StateStore, max_pending_schedules: Option<usize>) -> Engine {
+    Engine::new(
+        Registry::ephemeral(RegistryConfig::default()).unwrap(),
+        EngineConfig {
+            state: Some(state),
+            max_pending_schedules,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Fired: the send ran (to no device: the registry is empty).
+fn fired(e: &Engine, id: NotificationId) -> bool {
+    e.report(id)
+        .is_some_and(|r| r.state == SendState::NoTargetFound)
+}
+
+fn request() -> SendRequest {
+    SendRequest::native(
+        Notification::new().apns(ApnsNotification::alert(&br#"{"aps":{}}"#[..]).unwrap()),
+        Audience::All,
+    )
+}
+
+/// Every outcome record, oldest first.
+fn records(e: &Engine) -> Vec<SendReport> {
+    let day = Duration::from_secs(86_400);
+    e.reports(UNIX_EPOCH, SystemTime::now() + day, 1000)
+        .unwrap()
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_refuses_before_writing_anything() {
+    let e = engine(StateStore::temporary().unwrap(), Some(3));
+    let at = SystemTime::now() + Duration::from_secs(3600);
+    let first = e.schedule(request(), at).unwrap();
+    e.schedule_async(request(), at).await.unwrap();
+    e.schedule(request(), at).unwrap();
+    assert_eq!(e.pending_schedules(), 3);
+    let refused = e.schedule(request(), at).unwrap_err();
+    assert!(
+        matches!(refused, SendError::TooManySchedules { max: 3 }),
+        "{refused:?}"
+    );
+    assert!(refused
+        .to_string()
+        .contains("3 scheduled sends are pending"));
+    assert!(matches!(
+        e.schedule_async(request(), at).await,
+        Err(SendError::TooManySchedules { max: 3 })
+    ));
+    // No outcome record and no entry for the refused ones.
+    assert_eq!(records(&e).len(), 3);
+    assert_eq!(e.scheduled().unwrap().len(), 3);
+    // A cancel frees a place.
+    assert!(e.cancel_scheduled_async(first).await.unwrap());
+    assert!(!e.cancel_scheduled_async(first).await.unwrap());
+    assert_eq!(e.report(first).unwrap().state, SendState::Cancelled);
+    assert_eq!(e.pending_schedules(), 2);
+    e.schedule_async(request(), at).await.unwrap();
+    assert_eq!(e.pending_schedules(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cap_by_default_and_fired_sends_free_their_place() {
+    let e = engine(StateStore::temporary().unwrap(), None);
+    for _ in 0..50 {
+        e.schedule_async(request(), SystemTime::now() + Duration::from_secs(3600))
+            .await
+            .unwrap();
+    }
+    assert_eq!(e.pending_schedules(), 50);
+    let capped = engine(StateStore::temporary().unwrap(), Some(1));
+    let due = capped.schedule(request(), SystemTime::now()).unwrap();
+    eventually("the due send fires", || {
+        capped.pending_schedules() == 0 && fired(&capped, due)
+    })
+    .await;
+    capped.schedule(request(), SystemTime::now()).unwrap();
+}
+
+/// Audit L11: a schedule whose flush failed is reported failed, is not pending, never
+/// fires, and its record says it was not scheduled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_reported_failed_never_fires() {
+    let store = StateStore::temporary().unwrap();
+    let e = engine(store.clone(), Some(1));
+    store.fail_flushes(1);
+    let failed = e.schedule_async(request(), SystemTime::now()).await;
+    assert!(matches!(failed, Err(SendError::State(_))), "{failed:?}");
+    assert_eq!(e.pending_schedules(), 0);
+    assert!(e.scheduled().unwrap().is_empty());
+    let rs = records(&e);
+    assert_eq!(rs.len(), 1);
+    let failed_id = rs[0].id;
+    assert_eq!(rs[0].state, SendState::Abandoned);
+    assert!(rs[0].errors[0].starts_with("not scheduled: "), "{rs:?}");
+    // The retry (as the SDK makes) takes the place and fires; the failed one does not.
+    let retry = e
+        .schedule_async(request(), SystemTime::now())
+        .await
+        .unwrap();
+    eventually("the retry fires", || fired(&e, retry)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = e.report(failed_id).unwrap();
+    assert_eq!(r.state, SendState::Abandoned, "{r:?}");
+}
+
+/// Audit H5: schedules due after the scheduler's next wake do not wake it; an earlier one
+/// still does, and fires on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_schedules_do_not_wake_the_scheduler() {
+    let e = engine(StateStore::temporary().unwrap(), None);
+    // The scheduler's first pass, then its sleep (up to its 30 s tick).
+    eventually("the scheduler sleeps", || {
+        e.inner.scheduler_wakes_at.load(SeqCst) != 0
+    })
+    .await;
+    let passes = e.inner.scheduler_passes.load(SeqCst);
+    let far = SystemTime::now() + Duration::from_secs(6 * 24 * 3600);
+    for _ in 0..500 {
+        e.schedule_async(request(), far).await.unwrap();
+    }
+    assert_eq!(e.inner.scheduler_passes.load(SeqCst), passes);
+    let at = SystemTime::now() + Duration::from_millis(300);
+    let soon = e.schedule_async(request(), at).await.unwrap();
+    eventually("the earlier schedule fires", || fired(&e, soon)).await;
+    let late = e
+        .report(soon)
+        .and_then(|r| r.completed_at)
+        .and_then(|t| t.duration_since(at).ok())
+        .unwrap_or_default();
+    assert!(late < Duration::from_secs(1), "fired {late:?} late");
+    assert_eq!(e.pending_schedules(), 500);
+}
