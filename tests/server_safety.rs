@@ -583,3 +583,46 @@ async fn tag_listings_take_one_tag_and_pages_walk_the_hub() {
     assert!(a.header("x-ms-continuationtoken").is_some());
     env.server.shutdown().await;
 }
+
+// audit H5: pending schedules are capped per hub; one more is 403 QuotaExceeded with nothing
+// written, and a cancel makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_schedules_are_capped() {
+    let env = with_apns(
+        ApnsConfig::default(),
+        "[hub.limits]\nmax_pending_schedules = 2\n",
+    )
+    .await;
+    env.put_apns("s0", 0, &["t"]).await;
+    let due = SystemTime::now() + Duration::from_secs(3600);
+    let schedule = || async {
+        let mut h = apns_send_headers(&env.full, Some("t"));
+        h.push(("ServiceBusNotification-ScheduleTime", rest::iso8601(due)));
+        env.call("POST", &hub_path("schedulednotifications"), &h, ALERT)
+            .await
+    };
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let a = schedule().await;
+        assert_eq!(a.status, 201, "{a:?}");
+        let loc = a.header("Location").expect("Location").to_owned();
+        let id = loc
+            .split('?')
+            .next()
+            .and_then(|p| p.rsplit('/').next())
+            .expect("an id")
+            .to_owned();
+        ids.push(id);
+    }
+    let a = schedule().await;
+    assert_eq!(a.status, 403, "{a:?}");
+    assert!(a.detail().contains("QuotaExceeded"), "{a:?}");
+    assert!(a.header("Location").is_none(), "{a:?}");
+    // A cancel makes room (and the cancelled one cannot be cancelled twice).
+    let path = hub_path(&format!("schedulednotifications/{}", ids[0]));
+    assert_eq!(env.full("DELETE", &path, b"").await.status, 200);
+    assert_eq!(env.full("DELETE", &path, b"").await.status, 404);
+    assert_eq!(schedule().await.status, 201);
+    assert_eq!(env.apns().stats().unique_handles, 0, "nothing fired");
+    env.server.shutdown().await;
+}

@@ -105,6 +105,13 @@ impl From<SendError> for Fail {
         match e {
             SendError::ShutDown => Fail::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             SendError::State(_) | SendError::NoRegistry => Fail::internal(e),
+            SendError::TooManySchedules { max } => Fail::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "QuotaExceeded: the hub has its maximum of {max} pending scheduled \
+                     notifications ([hub.limits] max_pending_schedules)"
+                ),
+            ),
             _ => Fail::bad(e.to_string()),
         }
     }
@@ -644,7 +651,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> R
             let id: NotificationId = id
                 .parse()
                 .map_err(|_| Fail::not_found(format!("no scheduled notification {id:?}")))?;
-            if hub.engine.cancel_scheduled(id)? {
+            if hub.engine.cancel_scheduled_async(id).await? {
                 Ok(empty(StatusCode::OK))
             } else {
                 Err(Fail::not_found(format!(
@@ -962,7 +969,9 @@ async fn send(
         let at = header(headers, "servicebusnotification-scheduletime")
             .ok_or_else(|| Fail::bad("missing ServiceBusNotification-ScheduleTime"))?;
         let at = nh::headers::schedule_time(at).map_err(bad)?;
-        let id = hub.engine.schedule(request, at)?;
+        // The durable write runs off the async threads; a schedule is never refused after it
+        // was persisted (the engine takes it back first).
+        let id = hub.engine.schedule_async(request, at).await?;
         return Ok(created(origin, hub, "schedulednotifications", id));
     }
     let slot = send_slot(hub)?;

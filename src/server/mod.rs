@@ -172,6 +172,7 @@ fn build_hub(cfg: &HubConfig, data_dir: &std::path::Path) -> Result<Hub, ServerE
             .map_err(|e| err(e.to_string()))?;
     }
     let mut ec = EngineConfig {
+        max_pending_schedules: Some(cfg.limits.max_pending_schedules),
         tls_roots: roots,
         state: Some(StateStore::open(data_dir.join("state")).map_err(|e| err(e.to_string()))?),
         ..EngineConfig::default()

@@ -32,6 +32,14 @@ pub struct LimitsConfig {
     /// Most templates one installation may carry (default 10); more is a 400.
     #[serde(default = "default_templates")]
     pub max_templates_per_installation: usize,
+    /// Most scheduled notifications pending in the hub (default 10,000); one more is refused
+    /// with 403 `QuotaExceeded` before anything is written.
+    #[serde(default = "default_schedules")]
+    pub max_pending_schedules: usize,
+}
+
+fn default_schedules() -> usize {
+    10_000
 }
 
 fn default_installations() -> usize {
@@ -50,6 +58,7 @@ impl Default for LimitsConfig {
             max_sends_in_flight: default_sends(),
             max_installations: default_installations(),
             max_templates_per_installation: default_templates(),
+            max_pending_schedules: default_schedules(),
         }
     }
 }
@@ -76,6 +85,10 @@ impl LimitsConfig {
             (
                 "max_templates_per_installation",
                 u32::from(self.max_templates_per_installation > 0),
+            ),
+            (
+                "max_pending_schedules",
+                u32::from(self.max_pending_schedules > 0),
             ),
         ] {
             if v == 0 {
