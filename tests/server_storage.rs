@@ -61,6 +61,7 @@ fn start(
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("the server did not start");
 }
 
