@@ -171,6 +171,23 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    fn new(pool: client::Pool, args: &SoakArgs) -> Ctx {
+        Ctx {
+            pool,
+            tracked: model::Tracked::new(args.tracked_ids.max(1)),
+            race_ids: args.race_ids,
+            groups: args.groups.max(1),
+            fresh: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            sends: Mutex::new(Vec::new()),
+            schedules: Mutex::new(Vec::new()),
+            cancels: Mutex::new(Vec::new()),
+            listed: AtomicU64::new(0),
+            walks: AtomicU64::new(0),
+            mismatches: Mutex::new((0, Vec::new())),
+        }
+    }
+
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
@@ -261,25 +278,13 @@ async fn run_async(args: &SoakArgs) -> Result<SoakReport, Box<dyn std::error::Er
     let env = setup(args).await?;
     let mut server = env.start().await?;
     let tally = Arc::new(client::Tally::default());
-    let ctx = Arc::new(Ctx {
-        pool: client::Pool::new(
-            server.addr,
-            env.tls.ca_cert_pem(),
-            args.connections,
-            tally.clone(),
-        ),
-        tracked: model::Tracked::new(args.tracked_ids.max(1)),
-        race_ids: args.race_ids,
-        groups: args.groups.max(1),
-        fresh: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-        sends: Mutex::new(Vec::new()),
-        schedules: Mutex::new(Vec::new()),
-        cancels: Mutex::new(Vec::new()),
-        listed: AtomicU64::new(0),
-        walks: AtomicU64::new(0),
-        mismatches: Mutex::new((0, Vec::new())),
-    });
+    let pool = client::Pool::new(
+        server.addr,
+        env.tls.ca_cert_pem(),
+        args.connections,
+        tally.clone(),
+    );
+    let ctx = Arc::new(Ctx::new(pool, args));
     sends::seed_tiny(&ctx, 5).await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let dial = conns::Dial {
@@ -304,27 +309,8 @@ async fn run_async(args: &SoakArgs) -> Result<SoakReport, Box<dyn std::error::Er
     let _ = stop_tx.send(true);
     drain(&mut traffic, Duration::from_secs(60)).await;
     drain(&mut conn_tasks, Duration::from_secs(30)).await;
-    let restarted = env.start().await?;
-    let pool = Arc::new(client::Pool::new(
-        restarted.addr,
-        env.tls.ca_cert_pem(),
-        args.connections,
-        tally.clone(),
-    ));
-    let mut writes = verify::writes(pool.clone(), ctx.tracked.snapshot().await).await;
-    writes.live_mismatches = ctx.mismatches.lock().0;
-    writes
-        .examples
-        .extend(ctx.mismatches.lock().1.iter().cloned());
-    let acks = verify::Acks {
-        sends: ctx.sends.lock().clone(),
-        schedules: ctx.schedules.lock().clone(),
-        cancels: ctx.cancels.lock().clone(),
-        killed_at,
-    };
-    let sends = verify::sends(pool, acks).await;
-    let rss_after_restart_kib = memory::rss_kib(restarted.pid()).unwrap_or(0);
-    drop(restarted);
+    let (writes, sends, rss_after_restart_kib) =
+        check_after_restart(&env, &ctx, &tally, killed_at, args).await?;
     let (log_errors, log_warnings, log_lines) = process::log_levels(&env.log());
     let mut report = SoakReport {
         args: args.clone(),
@@ -356,6 +342,39 @@ async fn run_async(args: &SoakArgs) -> Result<SoakReport, Box<dyn std::error::Er
         );
     }
     Ok(report)
+}
+
+/// Restarts the server on the same data directory and reads back every tracked installation
+/// and every acknowledged send's outcome; returns those reports and the restarted RSS (KiB).
+async fn check_after_restart(
+    env: &Env,
+    ctx: &Ctx,
+    tally: &Arc<client::Tally>,
+    killed_at: Instant,
+    args: &SoakArgs,
+) -> Result<(WriteReport, SendReport, u64), Box<dyn std::error::Error>> {
+    let restarted = env.start().await?;
+    let pool = Arc::new(client::Pool::new(
+        restarted.addr,
+        env.tls.ca_cert_pem(),
+        args.connections,
+        tally.clone(),
+    ));
+    let mut writes = verify::writes(pool.clone(), ctx.tracked.snapshot().await).await;
+    writes.live_mismatches = ctx.mismatches.lock().0;
+    writes
+        .examples
+        .extend(ctx.mismatches.lock().1.iter().cloned());
+    let acks = verify::Acks {
+        sends: ctx.sends.lock().clone(),
+        schedules: ctx.schedules.lock().clone(),
+        cancels: ctx.cancels.lock().clone(),
+        killed_at,
+    };
+    let sends = verify::sends(pool, acks).await;
+    let rss_after_restart_kib = memory::rss_kib(restarted.pid()).unwrap_or(0);
+    drop(restarted);
+    Ok((writes, sends, rss_after_restart_kib))
 }
 
 /// Idle connections (opened a few ms apart, not in one burst) and slow ones.
