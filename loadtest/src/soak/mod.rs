@@ -124,8 +124,10 @@ pub struct SoakReport {
     pub flatness: memory::Flatness,
     /// RSS of the restarted server after the verification, KiB.
     pub rss_after_restart_kib: u64,
-    /// Idle connections.
-    pub idle: KindReport,
+    /// Idle HTTP/2 connections (half of them, answering PINGs).
+    pub idle_h2: KindReport,
+    /// Idle HTTP/1.1 connections (the other half, never sending a request).
+    pub idle_h1: KindReport,
     /// Slow connections.
     pub slow: KindReport,
     /// Listing pages read, and whole walks.
@@ -292,21 +294,21 @@ async fn run_async(args: &SoakArgs) -> Result<SoakReport, Box<dyn std::error::Er
         h2: crate::mock::testkit::client_config(env.tls.ca_cert_pem(), &[b"h2"], None)?,
         h1: crate::mock::testkit::client_config(env.tls.ca_cert_pem(), &[b"http/1.1"], None)?,
     };
-    let (idle, slow) = (
-        Arc::new(conns::Kind::default()),
-        Arc::new(conns::Kind::default()),
-    );
-    let mut conn_tasks = start_conns(args, &dial, &idle, &slow, &stop_rx);
+    let kinds = Kinds::default();
+    let mut conn_tasks = start_conns(args, &dial, &kinds, &stop_rx);
     let mut traffic = start_traffic(&ctx, args);
     let t0 = Instant::now();
-    let samples = sample(&ctx, &mut server, &idle, &slow, args).await;
+    let samples = sample(&ctx, &mut server, &kinds, args).await;
     let traffic_secs = t0.elapsed().as_secs_f64();
     // The kill lands while writes are in flight: those end in doubt, not in the model.
     let transport_before = tally.transport();
     ctx.stop.store(true, Ordering::SeqCst);
+    // Idle and slow connections stop first, so the kill's resets are not counted as the
+    // server closing them.
+    let _ = stop_tx.send(true);
+    tokio::time::sleep(Duration::from_millis(100)).await;
     server.kill9()?;
     let killed_at = Instant::now();
-    let _ = stop_tx.send(true);
     drain(&mut traffic, Duration::from_secs(60)).await;
     drain(&mut conn_tasks, Duration::from_secs(30)).await;
     let (writes, sends, rss_after_restart_kib) =
@@ -322,8 +324,9 @@ async fn run_async(args: &SoakArgs) -> Result<SoakReport, Box<dyn std::error::Er
         flatness: memory::flatness(&samples, args.warmup_secs as f64, memory::FLAT_THRESHOLD),
         samples,
         rss_after_restart_kib,
-        idle: idle.report(),
-        slow: slow.report(),
+        idle_h2: kinds.idle_h2.report(),
+        idle_h1: kinds.idle_h1.report(),
+        slow: kinds.slow.report(),
         listing_pages: ctx.listed.load(Ordering::Relaxed),
         listing_walks: ctx.walks.load(Ordering::Relaxed),
         writes,
@@ -377,16 +380,28 @@ async fn check_after_restart(
     Ok((writes, sends, rss_after_restart_kib))
 }
 
+/// The counters of each kind of useless connection.
+#[derive(Default)]
+struct Kinds {
+    idle_h2: Arc<conns::Kind>,
+    idle_h1: Arc<conns::Kind>,
+    slow: Arc<conns::Kind>,
+}
+
 /// Idle connections (opened a few ms apart, not in one burst) and slow ones.
 fn start_conns(
     args: &SoakArgs,
     dial: &conns::Dial,
-    idle: &Arc<conns::Kind>,
-    slow: &Arc<conns::Kind>,
+    kinds: &Kinds,
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinSet<()> {
     let mut set = tokio::task::JoinSet::new();
     for i in 0..args.idle_connections {
+        let idle = if i % 2 == 0 {
+            &kinds.idle_h2
+        } else {
+            &kinds.idle_h1
+        };
         let (dial, kind, stop) = (dial.clone(), idle.clone(), stop.clone());
         set.spawn(async move {
             tokio::time::sleep(Duration::from_millis(5 * i as u64)).await;
@@ -394,7 +409,7 @@ fn start_conns(
         });
     }
     for i in 0..args.slow_connections {
-        let (dial, kind, stop) = (dial.clone(), slow.clone(), stop.clone());
+        let (dial, kind, stop) = (dial.clone(), kinds.slow.clone(), stop.clone());
         set.spawn(async move {
             tokio::time::sleep(Duration::from_millis(100 * i as u64)).await;
             conns::slow(dial, kind, stop).await;
@@ -435,8 +450,7 @@ fn start_traffic(ctx: &Arc<Ctx>, args: &SoakArgs) -> tokio::task::JoinSet<()> {
 async fn sample(
     ctx: &Ctx,
     server: &mut process::ServerProc,
-    idle: &conns::Kind,
-    slow: &conns::Kind,
+    kinds: &Kinds,
     args: &SoakArgs,
 ) -> Vec<memory::Sample> {
     /// The curve's resolution: 120 points over the default 10 minutes.
@@ -451,8 +465,9 @@ async fn sample(
             t_secs: now.duration_since(t0).as_secs_f64(),
             rss_kib: memory::rss_kib(pid).unwrap_or(0),
             fds: memory::fds(pid).unwrap_or(0),
-            idle_open: idle.open.load(Ordering::Relaxed),
-            slow_open: slow.open.load(Ordering::Relaxed),
+            idle_open: kinds.idle_h2.open.load(Ordering::Relaxed)
+                + kinds.idle_h1.open.load(Ordering::Relaxed),
+            slow_open: kinds.slow.open.load(Ordering::Relaxed),
             requests: ctx.pool.tally.answered(),
         });
         if now >= end || !server.running() {
@@ -569,13 +584,17 @@ pub fn summary(r: &SoakReport) -> String {
         first.map_or(0, |x| x.fds),
         last.map_or(0, |x| x.fds),
     ));
-    s.push_str(&format!(
-        "connections: idle opened {} (peak open {}), closed by the server {}, lifetime min/median/max {:.0}/{:.0}/{:.0} s; slow opened {} (peak {}), cut {}, lifetime {:.0}/{:.0}/{:.0} s, replies {:?}\n",
-        r.idle.opened, r.idle.peak_open, r.idle.closed_by_server,
-        r.idle.lifetime_secs[0], r.idle.lifetime_secs[1], r.idle.lifetime_secs[2],
-        r.slow.opened, r.slow.peak_open, r.slow.closed_by_server,
-        r.slow.lifetime_secs[0], r.slow.lifetime_secs[1], r.slow.lifetime_secs[2], r.slow.replies,
-    ));
+    for (name, k) in [
+        ("idle h2", &r.idle_h2),
+        ("idle h1", &r.idle_h1),
+        ("slow", &r.slow),
+    ] {
+        s.push_str(&format!(
+            "connections {name}: opened {} (peak open {}), closed by the server {}, lifetime min/median/max {:.0}/{:.0}/{:.0} s, connect errors {}, replies {:?}\n",
+            k.opened, k.peak_open, k.closed_by_server, k.lifetime_secs[0], k.lifetime_secs[1],
+            k.lifetime_secs[2], k.connect_errors, k.replies,
+        ));
+    }
     let w = &r.writes;
     s.push_str(&format!(
         "after kill -9 and restart: {} tracked ids, {} checked ({} present), {} as acknowledged, {} lost, {} wrong tags, {} resurrected, {} in doubt at the kill; {} live mismatches\n",
