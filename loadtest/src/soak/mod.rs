@@ -300,15 +300,15 @@ async fn run_async(args: &SoakArgs) -> Result<SoakReport, Box<dyn std::error::Er
     let t0 = Instant::now();
     let samples = sample(&ctx, &mut server, &kinds, args).await;
     let traffic_secs = t0.elapsed().as_secs_f64();
-    // The kill lands while writes are in flight: those end in doubt, not in the model.
     let transport_before = tally.transport();
-    ctx.stop.store(true, Ordering::SeqCst);
     // Idle and slow connections stop first, so the kill's resets are not counted as the
-    // server closing them.
+    // server closing them; the registration traffic runs on through the kill, so writes are
+    // in flight when it lands (they end in doubt, not in the model).
     let _ = stop_tx.send(true);
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.kill9()?;
     let killed_at = Instant::now();
+    ctx.stop.store(true, Ordering::SeqCst);
     drain(&mut traffic, Duration::from_secs(60)).await;
     drain(&mut conn_tasks, Duration::from_secs(30)).await;
     let (writes, sends, rss_after_restart_kib) =
