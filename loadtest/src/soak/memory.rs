@@ -28,8 +28,8 @@ pub struct Sample {
 /// arenas, the connection buffers of ~1,000 idle connections) reach their level during the
 /// warm-up and then move by a few percent either way. The threshold is 10%: at the soak's
 /// default ~300 writes/s, a leak of 100 bytes per request would add ~18 MB in five minutes,
-/// more than 10% of a server of ~100-200 MB, while the sampling noise seen on flat runs was a
-/// few percent (docs/benchmarks.md, "Server soak").
+/// more than 10% of a server of ~100-200 MB, while the peaks of the 20 s runs moved 2-4%
+/// between halves (docs/benchmarks.md, "Server soak").
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Flatness {
     /// Samples after the warm-up.
