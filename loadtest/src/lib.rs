@@ -5,6 +5,9 @@
 //!   (`loadtest/mock/`), re-exported so `crate::mock::...` and `tagcast_loadtest::mock::...`
 //!   paths keep working; the `mock` command runs [`mock::cli`].
 //! - [`registry_bench`]: the registry benchmark (`registry` command) and its device generator.
+//! - [`server_bench`]: the REST API's throughput (`server` command).
+//! - [`soak`]: the server soak (`soak` command): mixed traffic against a `tagcast serve`
+//!   process, resident memory over time, `kill -9`, restart and a check of acknowledged writes.
 
 #![forbid(unsafe_code)]
 
@@ -13,5 +16,6 @@ pub mod latency;
 pub mod registry_bench;
 pub mod report;
 pub mod server_bench;
+pub mod soak;
 
 pub use tagcast_mock as mock;

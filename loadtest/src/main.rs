@@ -34,6 +34,10 @@ enum Command {
     /// Measure the REST API (`tagcast serve`): installation PUTs and sends per second over
     /// HTTP/2 on loopback, against an in-process server and mock APNs.
     Server(tagcast_loadtest::server_bench::ServerArgs),
+    /// Soak a `tagcast serve` process: minutes of mixed traffic with idle and slow
+    /// connections, resident memory over time, then kill -9, restart and a check that every
+    /// acknowledged write is there.
+    Soak(tagcast_loadtest::soak::SoakArgs),
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,6 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(Command::Delivery(args)) => tagcast_loadtest::delivery::main(args),
         Some(Command::Mock(args)) => tagcast_mock::cli::run(args),
         Some(Command::Server(args)) => tagcast_loadtest::server_bench::run(&args).map(|_| ()),
+        Some(Command::Soak(args)) => tagcast_loadtest::soak::main(args),
         // The main job: the delivery load test (1,000,000 devices, APNs and FCM, embedded
         // mocks by default).
         None => tagcast_loadtest::delivery::main(cli.delivery),
