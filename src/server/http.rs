@@ -635,7 +635,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> R
         (&Method::POST, ["messages", "$batch"]) => {
             need(Rights::SEND)?;
             let (parts, b) = body(shared, ctx, req).await?;
-            direct_batch(&hub, &origin, &parts.headers, b)
+            direct_batch(&hub, &origin, &parts.headers, b).await
         }
         (&Method::GET, ["messages", id]) => {
             need(Rights::MANAGE)?;
@@ -958,7 +958,7 @@ async fn send(
         };
         let slot = send_slot(hub)?;
         let h = hub.engine.send_to_handles(n, vec![handle])?;
-        return Ok(accepted(origin, hub, h, slot));
+        return Ok(accepted(origin, hub, h, slot).await);
     }
     let audience = audience(headers, test)?;
     let request = match payload {
@@ -981,7 +981,7 @@ async fn send(
         return r;
     }
     let h = hub.engine.submit(request)?;
-    Ok(accepted(origin, hub, h, slot))
+    Ok(accepted(origin, hub, h, slot).await)
 }
 
 /// A slot among the hub's `max_sends_in_flight`, or 429.
@@ -999,13 +999,19 @@ fn send_slot(hub: &Hub) -> Result<tokio::sync::OwnedSemaphorePermit, Fail> {
     })
 }
 
-/// 201 for an accepted send; its slot is held until the send finishes.
-fn accepted(
+/// 201 for an accepted send, once its outcome record is durable (a crash after the answer
+/// leaves it readable, `Abandoned` at worst); its slot is held until the send finishes. The
+/// send runs already: if the disk fails now the answer is still 201 (never a 5xx for an
+/// accepted send, which the SDK would retry into a duplicate) and the failure is logged.
+async fn accepted(
     origin: &str,
     hub: &Hub,
     h: crate::SendHandle,
     slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Resp {
+    if let Err(e) = hub.engine.sync_state().await {
+        tracing::error!(hub = %hub.name, id = %h.id(), error = %e, "a send's outcome record could not be made durable");
+    }
     let r = created(origin, hub, "messages", h.id());
     tokio::spawn(async move {
         h.wait().await;
@@ -1089,7 +1095,12 @@ fn direct_handle(headers: &HeaderMap) -> Result<PushHandle, Fail> {
     .map_err(bad)
 }
 
-fn direct_batch(hub: &Hub, origin: &str, headers: &HeaderMap, body: Bytes) -> Result<Resp, Fail> {
+async fn direct_batch(
+    hub: &Hub,
+    origin: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Resp, Fail> {
     let ct = header(headers, "content-type").unwrap_or("");
     let batch = nh::multipart::parse(ct, &body).map_err(bad)?;
     let format = format_of(headers)?;
@@ -1107,7 +1118,7 @@ fn direct_batch(hub: &Hub, origin: &str, headers: &HeaderMap, body: Bytes) -> Re
         .map_err(bad)?;
     let slot = send_slot(hub)?;
     let h = hub.engine.send_to_handles(n, handles)?;
-    Ok(accepted(origin, hub, h, slot))
+    Ok(accepted(origin, hub, h, slot).await)
 }
 
 fn outcome(hub: &Hub, origin: &str, id: &str) -> Result<Resp, Fail> {

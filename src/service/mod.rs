@@ -454,6 +454,14 @@ impl Engine {
         self.inner.schedules.pending()
     }
 
+    /// Makes everything written to the state store so far durable (the outcome records of
+    /// sends just started included), off the async threads. A server calls it before it
+    /// acknowledges a send, so that an acknowledged send's outcome survives a crash.
+    pub async fn sync_state(&self) -> Result<(), SendError> {
+        let engine = self.clone();
+        self.blocking(move || Ok(engine.inner.state.flush()?)).await
+    }
+
     /// Runs `f` (state-store work that waits for the disk) on tokio's blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,
