@@ -95,9 +95,10 @@ async fn web_push_falls_back_to_http1_when_alpn_offers_no_h2() {
     let bed = Bed::new().wns(WnsConfig::default()).start().await;
     let mock = bed.wns();
     let vapid = VapidKey::generate("mailto:ops@example.com").unwrap();
-    // Web Push only (no WNS credential), trusting the WNS mock's CA.
+    // Web Push only (no WNS credential), trusting the WNS mock's CA; the mock is on
+    // 127.0.0.1, which the endpoint policy refuses unless allowed.
     let engine = bed.direct_with(EngineConfig {
-        web_push: Some(WebPushSettings::new(vapid)),
+        web_push: Some(WebPushSettings::new(vapid).allow_private_endpoints(true)),
         tls_roots: bed.tls_roots(),
         ..Default::default()
     });

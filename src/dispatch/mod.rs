@@ -185,6 +185,8 @@ struct Service {
     fixed: Option<Arc<Pool>>,
     /// For a service with a pool per origin (WNS, Web Push): whether a host may have one.
     allows: Option<HostCheck>,
+    /// Its pools connect to public addresses only (`Reach::PerOrigin::public_only`).
+    public_only: bool,
 }
 
 /// A service's credential state, made once and shared by all its pools.
@@ -280,6 +282,15 @@ struct DispatcherInner {
     templates: TemplateCache,
 }
 
+/// Why a device has no pool.
+enum NoPool {
+    /// Nothing to send it with (no credential for its platform, the engine shut down): skipped.
+    Skip(String),
+    /// Its URL is refused (a host off the allowlist, a non-public address, no usable URL):
+    /// rejected, with this reason.
+    Refuse(String),
+}
+
 /// What a feeder stopped by a suspension hands over before it marks its feeding done: the send,
 /// its audience, and the installations or handles it did not reach.
 pub(crate) type OnSuspend<'a> = &'a (dyn Fn(&Job, Audience, Remaining) + Sync);
@@ -333,6 +344,7 @@ impl Dispatcher {
                 warm_up: plan.warm_up,
                 fixed: None,
                 allows: None,
+                public_only: false,
             };
             match plan.reach {
                 Reach::Fixed(ep) => {
@@ -350,7 +362,13 @@ impl Dispatcher {
                         Some(events.downgrade()),
                     ));
                 }
-                Reach::PerOrigin { allows } => service.allows = Some(allows),
+                Reach::PerOrigin {
+                    allows,
+                    public_only,
+                } => {
+                    service.allows = Some(allows);
+                    service.public_only = public_only;
+                }
             }
             services[p] = Some(service);
         }
@@ -424,26 +442,27 @@ impl Dispatcher {
     }
 
     /// The pool for a device, or why there is none.
-    fn pool_for(&self, handle: &PushHandle) -> Result<Arc<Pool>, String> {
+    fn pool_for(&self, handle: &PushHandle) -> Result<Arc<Pool>, NoPool> {
         let inner = &self.inner;
         if inner.shut.load(std::sync::atomic::Ordering::Relaxed) {
             // No new pools after shutdown (nothing would ever close them).
-            return Err("the engine is shut down".into());
+            return Err(NoPool::Skip("the engine is shut down".into()));
         }
         let platform = handle.platform();
         let service = inner.services[platform]
             .as_ref()
-            .ok_or_else(|| crate::pns::not_configured(platform).to_string())?;
+            .ok_or_else(|| NoPool::Skip(crate::pns::not_configured(platform).to_string()))?;
         if let Some(pool) = &service.fixed {
             return Ok(pool.clone());
         }
         let url = handle
             .url()
-            .ok_or_else(|| format!("a {platform} handle has no URL"))?;
-        let ep = Endpoint::from_url(url)?;
+            .ok_or_else(|| NoPool::Skip(format!("a {platform} handle has no URL")))?;
+        let mut ep = Endpoint::from_url(url).map_err(NoPool::Refuse)?;
         if let Some(allows) = &service.allows {
-            allows(&ep.host)?;
+            allows(&ep.host).map_err(NoPool::Refuse)?;
         }
+        ep.public_only = service.public_only;
         Ok(self.origin_pool(platform, service, ep))
     }
 
@@ -512,9 +531,13 @@ impl Dispatcher {
                 work.own = own;
                 pool.submit(work).await;
             }
-            Err(why) => {
+            Err(NoPool::Skip(why)) => {
                 job.error(why);
                 job.finish(p, Final::Skipped, 1);
+            }
+            Err(NoPool::Refuse(why)) => {
+                job.error(why.clone());
+                job.finish(p, Final::Rejected(why.into()), 1);
             }
         }
     }

@@ -130,6 +130,9 @@ pub(crate) struct Pool {
     has_failed: AtomicBool,
     /// Set after repeated connect failures with no connection open.
     unreachable: Mutex<Option<Arc<str>>>,
+    /// Set when the endpoint policy refused the host's addresses: waiting devices are
+    /// rejected with this reason until a connect succeeds.
+    refused: Mutex<Option<Arc<str>>>,
     connect_failures: AtomicU32,
     pruner: tokio::sync::mpsc::Sender<PruneItem>,
     /// Where `credential.failed` goes.
@@ -185,6 +188,7 @@ impl Pool {
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
             unreachable: Mutex::new(None),
+            refused: Mutex::new(None),
             connect_failures: AtomicU32::new(0),
             pruner,
             events,
@@ -345,6 +349,10 @@ impl Pool {
                 job.error(f.to_string());
             }
             job.finish(self.platform, Final::CredentialFailure, 1);
+            return None;
+        }
+        if let Some(r) = self.refused.lock().clone() {
+            job.finish(self.platform, Final::Rejected(r), 1);
             return None;
         }
         if let Some(u) = self.unreachable.lock().clone() {
@@ -586,7 +594,15 @@ impl Pool {
                     tracing::warn!(platform = %self.platform, error = %e, "push connection failed");
                     let none_open = self.open_now.load(Relaxed) == 0;
                     let (tls, cred) = (e.is_tls(), self.tls_is_credential);
-                    match connect_failed(n, tls, cred, none_open, self.cfg.connect_attempts) {
+                    let refused = e.is_refused();
+                    match connect_failed(
+                        n,
+                        refused,
+                        tls,
+                        cred,
+                        none_open,
+                        self.cfg.connect_attempts,
+                    ) {
                         ConnectFailed::Credential => {
                             *self.failed.lock() =
                                 Some(format!("{} TLS failure: {e}", self.platform).into());
@@ -595,9 +611,13 @@ impl Pool {
                         ConnectFailed::Unreachable => {
                             *self.unreachable.lock() = Some(format!("unreachable: {e}").into());
                         }
+                        ConnectFailed::Refused => {
+                            *self.refused.lock() =
+                                Some(format!("{} endpoint policy: {e}", self.platform).into());
+                        }
                         ConnectFailed::Retry => {}
                     }
-                    if self.unreachable.lock().is_some() {
+                    if self.unreachable.lock().is_some() || self.refused.lock().is_some() {
                         // `admit` gives every waiting device its final outcome while the
                         // service is unreachable; new work brings a new connect attempt,
                         // and a success clears the flag.
@@ -618,6 +638,7 @@ impl Pool {
         self.conns_opened.fetch_add(1, Relaxed);
         self.open_now.fetch_add(1, Relaxed);
         *self.unreachable.lock() = None;
+        *self.refused.lock() = None;
         OpenGuard(&self.open_now)
     }
 
