@@ -6,7 +6,8 @@
 //! - `model`: the vocabulary every stage shares ([`Platform`], [`PerPlatform`], [`PushHandle`],
 //!   [`InstallationId`], [`UserId`], [`Tag`], [`Template`], [`Installation`]); imports nothing.
 //! - `time`: RFC 3339 date-times, HTTP-dates and `Retry-After`; imports nothing.
-//! - `transport`: TLS, HTTP/2 and HTTP/1.1 connections; imports nothing.
+//! - `transport`: TLS, HTTP/2 and HTTP/1.1 connections (resolved addresses checked against the
+//!   endpoint policy of `model`); imports `model`.
 //! - `state`: the engine's own durable store ([`StateStore`]).
 //! - `audience`: the tag-expression language ([`TagExpr`]).
 //! - `pns`: one folder per push service (payload, credentials, request, answer) over a shared

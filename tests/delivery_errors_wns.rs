@@ -1,6 +1,6 @@
 //! Every outcome path of the delivery engine against the mock WNS: expired and unknown
 //! channels pruned, a wrong client secret (a credential failure that prunes nothing), channel
-//! hosts off the allowlist skipped.
+//! hosts off the allowlist rejected.
 //!
 //! Each test checks the engine's [`tagcast::SendReport`] against the mock's own accounting.
 
@@ -99,7 +99,7 @@ async fn wns_wrong_client_secret_is_a_credential_failure_and_prunes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wns_channel_host_off_the_allowlist_is_skipped_with_an_error() {
+async fn wns_channel_host_off_the_allowlist_is_rejected_with_a_reason() {
     let bed = Bed::new().wns(WnsConfig::default()).start().await;
     let (mock, engine) = (bed.wns(), bed.direct());
     let channels: Vec<Channel> = (0..10).map(|_| mock.create_channel()).collect();
@@ -118,8 +118,14 @@ async fn wns_channel_host_off_the_allowlist_is_skipped_with_an_error() {
     .await;
     let w = report.platform(Platform::Wns);
     assert_eq!(
-        (w.targeted, w.delivered, w.skipped, w.credential_failure),
-        (10, 5, 5, 0),
+        (
+            w.targeted,
+            w.delivered,
+            w.rejected,
+            w.skipped,
+            w.credential_failure
+        ),
+        (10, 5, 5, 0, 0),
         "{report:#?}"
     );
     assert!(
@@ -127,6 +133,14 @@ async fn wns_channel_host_off_the_allowlist_is_skipped_with_an_error() {
             .errors
             .iter()
             .any(|e| e.contains("localhost") && e.contains("allowlist")),
+        "{report:#?}"
+    );
+    assert_eq!(
+        report.reasons.get(&(
+            Platform::Wns,
+            "WNS channel host localhost is not on the allowlist".to_string()
+        )),
+        Some(&5),
         "{report:#?}"
     );
     let delivered = mock.delivered_handles();

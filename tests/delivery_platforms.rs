@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, finish, web_push_handle, Bed};
+use common::{eventually, finish, quick_dispatch, web_push_handle, web_push_note, wns_toast, Bed};
 use tagcast::credentials::VapidKey;
 use tagcast::{
     DispatchConfig, Engine, EngineConfig, Platform, PushHandle, SendState, WebPushSettings,
@@ -95,9 +95,10 @@ async fn web_push_falls_back_to_http1_when_alpn_offers_no_h2() {
     let bed = Bed::new().wns(WnsConfig::default()).start().await;
     let mock = bed.wns();
     let vapid = VapidKey::generate("mailto:ops@example.com").unwrap();
-    // Web Push only (no WNS credential), trusting the WNS mock's CA.
+    // Web Push only (no WNS credential), trusting the WNS mock's CA; the mock is on
+    // 127.0.0.1, which the endpoint policy refuses unless allowed.
     let engine = bed.direct_with(EngineConfig {
-        web_push: Some(WebPushSettings::new(vapid)),
+        web_push: Some(WebPushSettings::new(vapid).allow_private_endpoints(true)),
         tls_roots: bed.tls_roots(),
         ..Default::default()
     });
@@ -123,4 +124,83 @@ async fn web_push_falls_back_to_http1_when_alpn_offers_no_h2() {
         "an HTTP answer was read: {report:#?}"
     );
     assert!(mock.stats().responses.values().sum::<u64>() >= 1);
+}
+
+/// Per-origin pools (Web Push and WNS) idle for `origin_pool_idle` are closed and forgotten
+/// (audit M1: one pool per origin, never evicted); the next send to the origin opens a new
+/// pool and a new connection and delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_origin_pools_are_closed_and_reopened() {
+    let bed = Bed::new()
+        .web_push(WebPushConfig::default())
+        .wns(WnsConfig::default())
+        .start()
+        .await;
+    let (web, wns) = (bed.web_push(), bed.wns());
+    let idle = Duration::from_secs(2);
+    let engine = bed.direct_with(EngineConfig {
+        dispatch: DispatchConfig {
+            origin_pool_idle: idle,
+            ..quick_dispatch()
+        },
+        ..bed.config()
+    });
+    let subs = bed.subscribe(5);
+    let channels: Vec<PushHandle> = (0..5)
+        .map(|_| PushHandle::wns(&wns.create_channel().uri).unwrap())
+        .collect();
+    let send = async |round: u64| {
+        let handles: Vec<PushHandle> = subs.iter().map(web_push_handle).collect();
+        let r = finish(
+            &engine.send_to_handles(web_push_note(), handles).unwrap(),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(
+            r.platform(Platform::WebPush).delivered,
+            5,
+            "round {round}: {r:#?}"
+        );
+        let r = finish(
+            &engine
+                .send_to_handles(wns_toast(), channels.clone())
+                .unwrap(),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(
+            r.platform(Platform::Wns).delivered,
+            5,
+            "round {round}: {r:#?}"
+        );
+    };
+
+    send(1).await;
+    // The last connection of a pool stays open while the pool lives.
+    let c = engine.connections();
+    assert!(c[Platform::WebPush] >= 1 && c[Platform::Wns] >= 1, "{c:?}");
+    let opened = (
+        web.stats().connections_opened,
+        wns.stats().connections_opened,
+    );
+    eventually(
+        idle * 4,
+        "idle per-origin pools close their connections",
+        async || {
+            let c = engine.connections();
+            c[Platform::WebPush] == 0 && c[Platform::Wns] == 0
+        },
+    )
+    .await;
+
+    send(2).await;
+    assert!(
+        web.stats().connections_opened > opened.0,
+        "a new Web Push connection"
+    );
+    assert!(
+        wns.stats().connections_opened > opened.1,
+        "a new WNS connection"
+    );
+    engine.shutdown().await;
 }

@@ -357,6 +357,98 @@ fn resolution_by_platform_and_expression() {
     assert_eq!(read, vec!["a"]);
 }
 
+/// Web Push endpoints (audit M1): user info and non-public IP literals are refused with a
+/// reason, a host allowlist applies when set, and a test configuration opts in to loopback.
+#[test]
+fn web_push_endpoint_policy() {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let mut key = [7u8; 65];
+    key[0] = 4;
+    let (p256dh, auth) = (b64(&key), b64(&[9; 16]));
+    let web = |endpoint: &str| {
+        Installation::new(
+            id("w"),
+            PushHandle::web_push(endpoint, &p256dh, &auth).unwrap(),
+        )
+    };
+    let reg = Registry::ephemeral(RegistryConfig::default()).unwrap();
+    assert!(reg
+        .upsert(web("https://fcm.googleapis.com/fcm/send/x"))
+        .is_ok());
+    assert!(reg.upsert(web("https://[2606:4700::1111]/push/x")).is_ok());
+    for (endpoint, why) in [
+        (
+            "https://169.254.169.254/latest/meta-data/",
+            "169.254.0.0/16",
+        ),
+        ("https://127.0.0.1:8443/push/x", "127.0.0.0/8"),
+        ("https://10.0.0.7/push/x", "10.0.0.0/8"),
+        ("https://172.20.1.1/push/x", "172.16.0.0/12"),
+        ("https://192.168.0.1/push/x", "192.168.0.0/16"),
+        ("https://100.100.100.200/push/x", "100.64.0.0/10"),
+        ("https://[::1]:8443/push/x", "::1/128"),
+        ("https://[fd00::1]/push/x", "fc00::/7"),
+        ("https://[::ffff:169.254.169.254]/push/x", "::ffff:0:0/96"),
+    ] {
+        let err = reg.upsert(web(endpoint)).unwrap_err();
+        assert!(
+            matches!(err, RegistryError::WebPushEndpoint { .. }),
+            "{endpoint}: {err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("Web Push endpoint refused: address ") && msg.contains(why),
+            "{endpoint}: {msg}"
+        );
+    }
+    assert_eq!(
+        reg.upsert(web("https://169.254.169.254/x"))
+            .unwrap_err()
+            .to_string(),
+        "Web Push endpoint refused: address 169.254.169.254 is link-local, cloud metadata \
+         (169.254.0.0/16, RFC 3927), not a public address"
+    );
+    // User info is refused when the handle is built, whatever the registry's settings.
+    let err = PushHandle::web_push("https://user:pw@push.example.com/x", &p256dh, &auth)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has user info"), "{err}");
+    assert!(PushHandle::web_push("http://push.example.com/x", &p256dh, &auth).is_err());
+    assert_eq!(reg.count(), 1);
+
+    // An allowlist: only its hosts.
+    let listed = Registry::ephemeral(RegistryConfig {
+        web_push_hosts: vec![
+            "*.push.services.mozilla.com".into(),
+            "fcm.googleapis.com".into(),
+            "web.push.apple.com".into(),
+        ],
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    assert!(listed
+        .upsert(web("https://updates.push.services.mozilla.com/wpush/v2/x"))
+        .is_ok());
+    assert!(listed.upsert(web("https://web.push.apple.com/x")).is_ok());
+    assert_eq!(
+        listed
+            .upsert(web("https://evil.example/x"))
+            .unwrap_err()
+            .to_string(),
+        "Web Push endpoint refused: host evil.example is not on the allowlist \
+         (*.push.services.mozilla.com, fcm.googleapis.com, web.push.apple.com)"
+    );
+
+    // Tests against the loopback mocks opt in.
+    let mocks = Registry::ephemeral(RegistryConfig {
+        web_push_private_endpoints: true,
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    assert!(mocks.upsert(web("https://127.0.0.1:8443/push/x")).is_ok());
+}
+
 #[test]
 fn web_push_and_bulk() {
     use base64::Engine as _;
@@ -366,7 +458,7 @@ fn web_push_and_bulk() {
     let mut key = [7u8; 65];
     key[0] = 4;
     let h = PushHandle::web_push(
-        "https://127.0.0.1:8443/push/abc",
+        "https://fcm.googleapis.com/fcm/send/abc",
         &b64(&key),
         &b64(&[9; 16]),
     )

@@ -146,20 +146,27 @@ pub(crate) enum ConnectFailed {
     Credential,
     /// Give the waiting devices up as failed (unreachable) until a connect succeeds.
     Unreachable,
+    /// The endpoint policy refused the host's addresses: reject the waiting devices at once
+    /// (retrying cannot help; each new batch resolves the host again).
+    Refused,
 }
 
 /// The rule after `failures` connect failures in a row (this one included). A certificate
 /// refused by the server fails every handshake: one TLS failure could be the network, two in
 /// a row with no connection open are the certificate (when it is the credential).
-/// `connect_attempts` failures with none open make the service unreachable.
+/// `connect_attempts` failures with none open make the service unreachable. A host the
+/// endpoint policy refused is refused at once.
 pub(crate) fn connect_failed(
     failures: u32,
+    refused: bool,
     tls_error: bool,
     tls_is_credential: bool,
     none_open: bool,
     connect_attempts: u32,
 ) -> ConnectFailed {
-    if tls_error && tls_is_credential && failures >= 2 && none_open {
+    if refused {
+        ConnectFailed::Refused
+    } else if tls_error && tls_is_credential && failures >= 2 && none_open {
         ConnectFailed::Credential
     } else if failures >= connect_attempts && none_open {
         ConnectFailed::Unreachable
@@ -385,7 +392,15 @@ mod tests {
             ),
         ];
         for (what, n, tls, cred, none_open, want) in rows {
-            assert_eq!(connect_failed(n, tls, cred, none_open, 5), want, "{what}");
+            assert_eq!(
+                connect_failed(n, false, tls, cred, none_open, 5),
+                want,
+                "{what}"
+            );
+        }
+        // A refused address is final at the first failure, whatever else holds.
+        for (n, tls, cred, none_open) in [(1, false, false, true), (1, true, true, false)] {
+            assert_eq!(connect_failed(n, true, tls, cred, none_open, 5), Refused);
         }
     }
 }

@@ -33,7 +33,7 @@ mod templates;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -105,6 +105,12 @@ pub struct DispatchConfig {
     pub connect_attempts: u32,
     /// Dead handles pruned per registry call at most.
     pub prune_batch: usize,
+    /// A pool of a service with a pool per origin (WNS, Web Push) that has had nothing to do
+    /// for this long is closed and forgotten; a later send to its origin opens a new one.
+    /// Default 5 minutes: long enough that a steady sender keeps its connections (and a
+    /// broadcast's pools outlive its retries), short enough that origins named once by
+    /// subscriptions do not keep a pool and a connection each forever (server audit M1).
+    pub origin_pool_idle: Duration,
 }
 
 impl Default for DispatchConfig {
@@ -119,6 +125,7 @@ impl Default for DispatchConfig {
             prune_bad_device_tokens: false,
             connect_attempts: 5,
             prune_batch: 1000,
+            origin_pool_idle: Duration::from_secs(300),
         }
     }
 }
@@ -190,6 +197,8 @@ struct Service {
     fixed: Option<Arc<Pool>>,
     /// For a service with a pool per origin (WNS, Web Push): whether a host may have one.
     allows: Option<HostCheck>,
+    /// Its pools connect to public addresses only (`Reach::PerOrigin::public_only`).
+    public_only: bool,
 }
 
 /// A service's credential state, made once and shared by all its pools.
@@ -276,6 +285,8 @@ struct DispatcherInner {
     services: PerPlatform<Option<Service>>,
     /// The pools of services with a pool per origin, by platform and authority.
     by_origin: Mutex<HashMap<(Platform, String), Arc<Pool>>>,
+    /// Evicted pools whose connections may still be ending (counted and closed with the rest).
+    retired: Mutex<Vec<Weak<Pool>>>,
     pruner: tokio::sync::mpsc::Sender<PruneItem>,
     tls: TlsSet,
     /// Set when the engine shuts down: no new pools.
@@ -283,6 +294,21 @@ struct DispatcherInner {
     /// Where pools report credential failures.
     events: WeakEventLog,
     templates: TemplateCache,
+}
+
+/// How often idle per-origin pools are looked for: a quarter of the idle limit, between
+/// 10 ms and 30 s (an evicted pool has been idle at most a quarter longer than asked).
+fn sweep_period(idle: Duration) -> Duration {
+    (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(30))
+}
+
+/// Why a device has no pool.
+enum NoPool {
+    /// Nothing to send it with (no credential for its platform, the engine shut down): skipped.
+    Skip(String),
+    /// Its URL is refused (a host off the allowlist, a non-public address, no usable URL):
+    /// rejected, with this reason.
+    Refuse(String),
 }
 
 /// What a feeder stopped by a suspension hands over before it marks its feeding done: the send,
@@ -338,6 +364,7 @@ impl Dispatcher {
                 warm_up: plan.warm_up,
                 fixed: None,
                 allows: None,
+                public_only: false,
             };
             match plan.reach {
                 Reach::Fixed(ep) => {
@@ -355,23 +382,62 @@ impl Dispatcher {
                         Some(events.downgrade()),
                     ));
                 }
-                Reach::PerOrigin { allows } => service.allows = Some(allows),
+                Reach::PerOrigin {
+                    allows,
+                    public_only,
+                } => {
+                    service.allows = Some(allows);
+                    service.public_only = public_only;
+                }
             }
             services[p] = Some(service);
         }
-        Ok(Dispatcher {
+        let sweep_every = sweep_period(d.origin_pool_idle);
+        let dispatcher = Dispatcher {
             inner: Arc::new(DispatcherInner {
                 registry,
                 config: d,
                 services,
                 by_origin: Mutex::default(),
+                retired: Mutex::default(),
                 pruner,
                 tls,
                 shut: Default::default(),
                 events: events.downgrade(),
                 templates: TemplateCache::default(),
             }),
-        })
+        };
+        let weak = Arc::downgrade(&dispatcher.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(sweep_every).await;
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.shut.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                Dispatcher { inner }.evict_idle();
+            }
+        });
+        Ok(dispatcher)
+    }
+
+    /// Evicts the per-origin pools idle for `origin_pool_idle`: out of the map (a later
+    /// device opens a new pool) and retired (their connections end). Under the map lock,
+    /// where `origin_pool` marks a pool active as it hands it out.
+    fn evict_idle(&self) {
+        let idle = self.inner.config.origin_pool_idle;
+        let mut evicted = Vec::new();
+        self.inner.by_origin.lock().retain(|_, pool| {
+            let keep = pool.idle_for().is_none_or(|d| d < idle);
+            if !keep {
+                pool.retire();
+                evicted.push(Arc::downgrade(pool));
+            }
+            keep
+        });
+        let mut retired = self.inner.retired.lock();
+        retired.retain(|w| w.strong_count() > 0);
+        retired.extend(evicted);
     }
 
     /// Credential failures that stopped a pool, by platform.
@@ -425,30 +491,32 @@ impl Dispatcher {
                 .filter_map(|s| s.fixed.clone()),
         );
         v.extend(self.inner.by_origin.lock().values().cloned());
+        v.extend(self.inner.retired.lock().iter().filter_map(Weak::upgrade));
         v
     }
 
     /// The pool for a device, or why there is none.
-    fn pool_for(&self, handle: &PushHandle) -> Result<Arc<Pool>, String> {
+    fn pool_for(&self, handle: &PushHandle) -> Result<Arc<Pool>, NoPool> {
         let inner = &self.inner;
         if inner.shut.load(std::sync::atomic::Ordering::Relaxed) {
             // No new pools after shutdown (nothing would ever close them).
-            return Err("the engine is shut down".into());
+            return Err(NoPool::Skip("the engine is shut down".into()));
         }
         let platform = handle.platform();
         let service = inner.services[platform]
             .as_ref()
-            .ok_or_else(|| crate::pns::not_configured(platform).to_string())?;
+            .ok_or_else(|| NoPool::Skip(crate::pns::not_configured(platform).to_string()))?;
         if let Some(pool) = &service.fixed {
             return Ok(pool.clone());
         }
         let url = handle
             .url()
-            .ok_or_else(|| format!("a {platform} handle has no URL"))?;
-        let ep = Endpoint::from_url(url)?;
+            .ok_or_else(|| NoPool::Skip(format!("a {platform} handle has no URL")))?;
+        let mut ep = Endpoint::from_url(url).map_err(NoPool::Refuse)?;
         if let Some(allows) = &service.allows {
-            allows(&ep.host)?;
+            allows(&ep.host).map_err(NoPool::Refuse)?;
         }
+        ep.public_only = service.public_only;
         Ok(self.origin_pool(platform, service, ep))
     }
 
@@ -457,6 +525,9 @@ impl Dispatcher {
         let key = (platform, ep.authority.to_string());
         let mut map = self.inner.by_origin.lock();
         if let Some(p) = map.get(&key) {
+            // Active from now: the sweeper, which takes this lock, will not evict it under
+            // the device about to be handed in.
+            p.touch();
             return p.clone();
         }
         let (auth, tls) = service.pool_parts(&self.inner.tls, &ep.origin());
@@ -515,11 +586,28 @@ impl Dispatcher {
                 }
                 let mut work = Work::new(job.clone(), device);
                 work.own = own;
-                pool.submit(work).await;
+                let mut pool = pool;
+                // A pool evicted between the lookup and the hand-in gives the device back:
+                // it goes to the origin's new pool.
+                while let Err(back) = pool.submit(work).await {
+                    work = back;
+                    match self.pool_for(&work.device.handle) {
+                        Ok(p) => pool = p,
+                        Err(NoPool::Skip(why) | NoPool::Refuse(why)) => {
+                            job.error(why);
+                            job.finish(p, Final::Skipped, 1);
+                            return;
+                        }
+                    }
+                }
             }
-            Err(why) => {
+            Err(NoPool::Skip(why)) => {
                 job.error(why);
                 job.finish(p, Final::Skipped, 1);
+            }
+            Err(NoPool::Refuse(why)) => {
+                job.error(why.clone());
+                job.finish(p, Final::Rejected(why.into()), 1);
             }
         }
     }

@@ -130,6 +130,9 @@ pub(crate) struct Pool {
     has_failed: AtomicBool,
     /// Set after repeated connect failures with no connection open.
     unreachable: Mutex<Option<Arc<str>>>,
+    /// Set when the endpoint policy refused the host's addresses: waiting devices are
+    /// rejected with this reason until a connect succeeds.
+    refused: Mutex<Option<Arc<str>>>,
     connect_failures: AtomicU32,
     pruner: tokio::sync::mpsc::Sender<PruneItem>,
     /// Where `credential.failed` goes.
@@ -141,6 +144,16 @@ pub(crate) struct Pool {
     wake: tokio::sync::Notify,
     /// Connections open right now (connected and serving).
     open_now: AtomicUsize,
+    /// When the pool was made: the origin of `last_active`.
+    born: Instant,
+    /// Last time a device was handed in, pulled or answered, in ms since `born`.
+    last_active: AtomicU64,
+    /// Devices waiting out a retry delay (held by a timer task, in no queue).
+    retrying: AtomicUsize,
+    /// Set when the dispatcher evicted this idle pool: the main queue is closed (a device
+    /// handed in now is given back to be routed to a new pool), connections end once the
+    /// queues are empty, and whatever is still queued or resent is served first.
+    retired: AtomicBool,
     /// Lowest answer latency seen, µs (`u64::MAX` before the first).
     latency_min_us: AtomicU64,
     /// Moving average of answer latency, µs (0 before the first).
@@ -185,11 +198,16 @@ impl Pool {
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
             unreachable: Mutex::new(None),
+            refused: Mutex::new(None),
             connect_failures: AtomicU32::new(0),
             pruner,
             events,
             closed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            born: Instant::now(),
+            last_active: AtomicU64::new(0),
+            retrying: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
             latency_min_us: AtomicU64::new(u64::MAX),
             latency_avg_us: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
@@ -197,15 +215,49 @@ impl Pool {
         })
     }
 
-    /// Hands a device to the pool; waits while the queue is full (backpressure).
-    pub(crate) async fn submit(self: &Arc<Self>, work: Work) {
+    /// Hands a device to the pool; waits while the queue is full (backpressure). `Err` gives
+    /// it back when the pool was evicted meanwhile (route it again: a new pool opens).
+    pub(crate) async fn submit(self: &Arc<Self>, work: Work) -> Result<(), Work> {
+        self.touch();
         if let Err(e) = self.queue_tx.send(work).await {
-            // Only after close(): the engine is shutting down.
+            if self.retired.load(Relaxed) && !self.closed.load(Relaxed) {
+                return Err(e.0);
+            }
+            // Otherwise only after close(): the engine is shutting down.
             e.0.job.finish(self.platform, Final::Cancelled, 1);
         }
         // After the send: a connection task that saw an empty queue and left cannot strand
         // this work.
         self.work_arrived();
+        Ok(())
+    }
+
+    /// Records activity now (a device handed in, pulled or answered).
+    pub(crate) fn touch(&self) {
+        let ms = self.born.elapsed().as_millis().min(u128::from(u64::MAX)) as u64;
+        self.last_active.fetch_max(ms, Relaxed);
+    }
+
+    /// How long the pool has had nothing to do: no device queued, in flight or waiting to be
+    /// retried, and none handed in, pulled or answered since. `None` while it has work.
+    pub(crate) fn idle_for(&self) -> Option<Duration> {
+        let busy = !self.queue_rx.is_empty()
+            || !self.resend_rx.is_empty()
+            || self.in_flight.load(Relaxed) > 0
+            || self.retrying.load(Relaxed) > 0;
+        if busy {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_active.load(Relaxed));
+        Some(self.born.elapsed().saturating_sub(last))
+    }
+
+    /// Evicts the pool (see `retired`): its connections end once it has no work.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Relaxed);
+        self.queue_tx.close();
+        // Idle connection tasks look again and leave.
+        self.wake.notify_waiters();
     }
 
     /// Makes sure a connection task exists and wakes an idle one.
@@ -335,6 +387,7 @@ impl Pool {
     /// Finishes `work` early if its send is cancelled or expired or this pool cannot send;
     /// otherwise gives it back.
     fn admit(&self, work: Work) -> Option<Work> {
+        self.touch();
         let job = &work.job;
         if job.is_cancelled() {
             job.finish(self.platform, Final::Cancelled, 1);
@@ -345,6 +398,10 @@ impl Pool {
                 job.error(f.to_string());
             }
             job.finish(self.platform, Final::CredentialFailure, 1);
+            return None;
+        }
+        if let Some(r) = self.refused.lock().clone() {
+            job.finish(self.platform, Final::Rejected(r), 1);
             return None;
         }
         if let Some(u) = self.unreachable.lock().clone() {
@@ -403,6 +460,7 @@ impl Pool {
         used_auth: Option<&HeaderValue>,
     ) {
         let p = self.platform;
+        self.touch();
         work.attempts = attempts;
         match action {
             Action::Finish(outcome) => work.job.finish(p, outcome, 1),
@@ -410,11 +468,14 @@ impl Pool {
                 work.last_reason = Some(reason);
                 work.job.retried(p, false);
                 let pool = self.clone();
+                self.retrying.fetch_add(1, Relaxed);
                 tokio::spawn(async move {
                     tokio::time::sleep(after).await;
                     if let Err(e) = pool.resend_tx.send(work).await {
                         e.0.job.finish(p, Final::Cancelled, 1);
                     }
+                    // After the send: the pool is not idle in between.
+                    pool.retrying.fetch_sub(1, Relaxed);
                     pool.work_arrived();
                 });
             }
@@ -558,7 +619,9 @@ impl Pool {
             // Connect only when there is work; an idle extra connection task ends, the last
             // one waits for work (woken by `work_arrived`).
             if self.queue_rx.is_empty() && self.resend_rx.is_empty() {
-                if self.leave_if_extra(slot) {
+                if self.leave_if_extra(slot) || self.retired.load(Relaxed) {
+                    // An evicted pool keeps no connection (the slot's drop starts one again
+                    // if work came meanwhile).
                     return;
                 }
                 tokio::select! {
@@ -586,7 +649,15 @@ impl Pool {
                     tracing::warn!(platform = %self.platform, error = %e, "push connection failed");
                     let none_open = self.open_now.load(Relaxed) == 0;
                     let (tls, cred) = (e.is_tls(), self.tls_is_credential);
-                    match connect_failed(n, tls, cred, none_open, self.cfg.connect_attempts) {
+                    let refused = e.is_refused();
+                    match connect_failed(
+                        n,
+                        refused,
+                        tls,
+                        cred,
+                        none_open,
+                        self.cfg.connect_attempts,
+                    ) {
                         ConnectFailed::Credential => {
                             *self.failed.lock() =
                                 Some(format!("{} TLS failure: {e}", self.platform).into());
@@ -595,9 +666,13 @@ impl Pool {
                         ConnectFailed::Unreachable => {
                             *self.unreachable.lock() = Some(format!("unreachable: {e}").into());
                         }
+                        ConnectFailed::Refused => {
+                            *self.refused.lock() =
+                                Some(format!("{} endpoint policy: {e}", self.platform).into());
+                        }
                         ConnectFailed::Retry => {}
                     }
-                    if self.unreachable.lock().is_some() {
+                    if self.unreachable.lock().is_some() || self.refused.lock().is_some() {
                         // `admit` gives every waiting device its final outcome while the
                         // service is unreachable; new work brings a new connect attempt,
                         // and a success clears the flag.
@@ -618,6 +693,7 @@ impl Pool {
         self.conns_opened.fetch_add(1, Relaxed);
         self.open_now.fetch_add(1, Relaxed);
         *self.unreachable.lock() = None;
+        *self.refused.lock() = None;
         OpenGuard(&self.open_now)
     }
 

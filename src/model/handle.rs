@@ -91,7 +91,8 @@ fn b64url(s: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
-/// Checks an https URL and returns its host (lower-cased).
+/// Checks an https URL (no user info) and returns its host (lower-cased, IPv6 without
+/// brackets).
 pub(crate) fn check_https_uri(uri: &str) -> Result<String, String> {
     if uri.len() > MAX_URI_LEN {
         return Err(format!("is longer than {MAX_URI_LEN} bytes"));
@@ -103,7 +104,15 @@ pub(crate) fn check_https_uri(uri: &str) -> Result<String, String> {
         return Err("contains a space or control character".into());
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host_port = authority.rsplit('@').next().unwrap_or("");
+    if authority.contains(['@', '\\']) {
+        // User info (`user:pass@host`) is never part of a push URL, and a parser that reads
+        // the authority differently would connect elsewhere than this check saw (audit M1).
+        return Err(format!(
+            "{:?} has user info or a backslash in its authority; push URLs carry neither",
+            shorten(uri, 80)
+        ));
+    }
+    let host_port = authority;
     let host = if let Some(v6) = host_port.strip_prefix('[') {
         v6.split(']').next().unwrap_or("")
     } else {

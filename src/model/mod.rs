@@ -10,12 +10,14 @@
 //! the registry's configuration (tags per installation, the WNS host allowlist, templates that
 //! must compile) are checked by the registry when the installation is written.
 
+mod endpoint;
 mod handle;
 mod ids;
 mod installation;
 mod platform;
 mod tag;
 
+pub(crate) use endpoint::{host_matches, require_public, EndpointPolicy};
 pub(crate) use handle::check_https_uri;
 pub use handle::{PushHandle, WebPushSubscription};
 pub use ids::{InstallationId, UserId};
@@ -116,6 +118,12 @@ mod tests {
         );
         assert_eq!(check_https_uri("https://[::1]:8443/x").unwrap(), "::1");
         assert!(check_https_uri("http://x").is_err());
+        assert_eq!(
+            check_https_uri("https://user:pw@push.example/x").unwrap_err(),
+            "\"https://user:pw@push.example/x\" has user info or a backslash in its authority; \
+             push URLs carry neither"
+        );
+        assert!(check_https_uri("https://169.254.169.254\\@push.example/").is_err());
         let p = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([4u8; 65]);
         let a = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([1u8; 16]);
         assert!(PushHandle::web_push("https://push.example/x", &p, &a).is_ok());

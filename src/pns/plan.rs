@@ -39,6 +39,9 @@ pub(crate) enum Reach {
     PerOrigin {
         /// Whether devices at this host may be sent to.
         allows: HostCheck,
+        /// Connect only to public addresses: every address a host resolves to is checked
+        /// before it is connected to (Web Push's endpoint policy, server audit M1).
+        public_only: bool,
     },
 }
 

@@ -49,8 +49,8 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use roaring::RoaringBitmap;
 
 use crate::audience::{TagExpr, TagRef};
+use crate::model::{EndpointPolicy, InvalidInput, PushHandle, WebPushSubscription};
 pub use crate::model::{Installation, InstallationId, PatchOp, Platform, Template, UserId};
-use crate::model::{InvalidInput, PushHandle, WebPushSubscription};
 use crate::state::StorageFailure;
 use commit::GroupCommit;
 use interner::Interner;
@@ -77,6 +77,18 @@ pub struct RegistryConfig {
     /// Hosts WNS channel URIs may point at: exact names or `*.suffix` patterns.
     /// Default `["*.notify.windows.com"]`.
     pub wns_hosts: Vec<String>,
+    /// Hosts Web Push endpoints may point at: exact names or `*.suffix` patterns (e.g.
+    /// `*.push.services.mozilla.com`, `fcm.googleapis.com`, `*.notify.windows.com`,
+    /// `web.push.apple.com`). Default empty: any host. Whatever the list, an endpoint whose
+    /// host is an IP literal must be a public address unless
+    /// [`web_push_private_endpoints`](Self::web_push_private_endpoints) is set; a name's
+    /// addresses are checked when the engine connects (`WebPushSettings`).
+    pub web_push_hosts: Vec<String>,
+    /// Accept Web Push endpoints at loopback, private, link-local and other non-public IP
+    /// literals (tests against local mock push services, embedders on a private network).
+    /// Default `false` (server audit M1: a public Listen key could otherwise store an endpoint
+    /// at `https://169.254.169.254/` and make every broadcast post to it).
+    pub web_push_private_endpoints: bool,
     /// sled's page cache, in bytes. Default 64 MiB: the in-memory index serves every read, the
     /// cache only helps writes and recovery.
     pub cache_capacity: u64,
@@ -111,6 +123,8 @@ impl Default for RegistryConfig {
             partitions: 16,
             max_tags_per_installation: 60,
             wns_hosts: vec!["*.notify.windows.com".into()],
+            web_push_hosts: Vec::new(),
+            web_push_private_endpoints: false,
             cache_capacity: 64 << 20,
             touch_interval: Duration::from_secs(3600),
             reap_interval: Duration::from_secs(60),
@@ -146,6 +160,14 @@ pub enum RegistryError {
         host: String,
         /// The allowlist, comma-separated.
         allowed: String,
+    },
+    /// A Web Push endpoint's host is not on the allowlist, or is a non-public IP address.
+    #[error("Web Push endpoint refused: {problem}")]
+    WebPushEndpoint {
+        /// The endpoint's host.
+        host: String,
+        /// Why it is refused (names the host, the address range or the allowlist).
+        problem: String,
     },
     /// A patch names an installation that does not exist.
     #[error("installation {0:?} not found")]
@@ -608,6 +630,17 @@ impl Registry {
                     allowed: cfg.wns_hosts.join(", "),
                 });
             }
+        }
+        if let PushHandle::WebPush(w) = &inst.handle {
+            let host =
+                crate::model::check_https_uri(w.endpoint()).map_err(|p| InvalidInput::Handle {
+                    platform: Platform::WebPush,
+                    problem: format!("endpoint {p}"),
+                })?;
+            let policy = EndpointPolicy::new(&cfg.web_push_hosts, cfg.web_push_private_endpoints);
+            policy
+                .check_host(&host)
+                .map_err(|problem| RegistryError::WebPushEndpoint { host, problem })?;
         }
         Ok(())
     }

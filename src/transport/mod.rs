@@ -29,6 +29,9 @@ pub(crate) struct Endpoint {
     /// The host name or IP literal (brackets removed).
     pub(crate) host: Arc<str>,
     pub(crate) port: u16,
+    /// Connect only to public addresses: each resolved address is checked first, and a host
+    /// with none is refused without a connection (Web Push's endpoint policy, audit M1).
+    pub(crate) public_only: bool,
 }
 
 impl Endpoint {
@@ -67,6 +70,7 @@ impl Endpoint {
             authority: authority.to_ascii_lowercase().into(),
             host: host.to_ascii_lowercase().into(),
             port,
+            public_only: false,
         })
     }
 
@@ -96,6 +100,15 @@ pub enum TransportError {
         /// What failed.
         message: String,
     },
+    /// The endpoint policy refused every address the host has (loopback, private, link-local
+    /// ...): nothing was connected to.
+    #[error("refused to connect to {endpoint}: {message}")]
+    Refused {
+        /// host:port
+        endpoint: String,
+        /// Why (the address and its range).
+        message: String,
+    },
     /// The HTTP layer failed.
     #[error("HTTP with {endpoint}: {message}")]
     Http {
@@ -110,6 +123,12 @@ impl TransportError {
     /// Whether this is a TLS failure that reconnecting cannot fix (bad certificate).
     pub(crate) fn is_tls(&self) -> bool {
         matches!(self, TransportError::Tls { .. })
+    }
+
+    /// Whether the endpoint policy refused the host's addresses (retrying cannot help until
+    /// its DNS changes).
+    pub(crate) fn is_refused(&self) -> bool {
+        matches!(self, TransportError::Refused { .. })
     }
 }
 
@@ -130,6 +149,10 @@ pub(crate) async fn connect_tls(
         .await
         .map_err(|e| connect_err(e.to_string()))?
         .collect();
+    let addrs = allowed_addresses(ep, addrs).map_err(|message| TransportError::Refused {
+        endpoint: endpoint.clone(),
+        message,
+    })?;
     let mut last = connect_err("no address".into());
     let mut tcp = None;
     for a in addrs {
@@ -169,6 +192,33 @@ pub(crate) async fn connect_tls(
     })?;
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     Ok((tls, h2))
+}
+
+/// The addresses of `ep` that may be connected to: all of them, or with `public_only` the
+/// public ones (a name that also resolves to a private address is reached at its public
+/// ones only, so a rebinding answer cannot lead inside). `Err` names the first address
+/// refused when none is left.
+fn allowed_addresses(ep: &Endpoint, addrs: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, String> {
+    if !ep.public_only {
+        return Ok(addrs);
+    }
+    let mut refused = None;
+    let public: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(
+            |a| match crate::model::require_public(&ep.host, a.ip().to_canonical()) {
+                Ok(()) => true,
+                Err(why) => {
+                    refused.get_or_insert(why);
+                    false
+                }
+            },
+        )
+        .collect();
+    match (public.is_empty(), refused) {
+        (true, Some(why)) => Err(why),
+        _ => Ok(public),
+    }
 }
 
 /// An HTTP/2 connection: the request half, the ping handle, and the driver task.
@@ -260,5 +310,27 @@ mod tests {
         assert!(Endpoint::from_url("http://x").is_err());
         assert!(Endpoint::from_url("https://").is_err());
         assert!(Endpoint::from_url("https://h:notaport").is_err());
+    }
+
+    #[test]
+    fn public_only_endpoints_keep_public_addresses() {
+        let mut ep = Endpoint::from_url("https://push.example:8443/x").unwrap();
+        let addr = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let mixed = vec![
+            addr("127.0.0.1:8443"),
+            addr("93.184.216.34:8443"),
+            addr("[::ffff:10.0.0.1]:8443"),
+        ];
+        assert_eq!(allowed_addresses(&ep, mixed.clone()).unwrap(), mixed);
+        ep.public_only = true;
+        assert_eq!(
+            allowed_addresses(&ep, mixed).unwrap(),
+            vec![addr("93.184.216.34:8443")]
+        );
+        assert_eq!(
+            allowed_addresses(&ep, vec![addr("[::ffff:169.254.169.254]:8443")]).unwrap_err(),
+            "host push.example resolves to 169.254.169.254, link-local, cloud metadata \
+             (169.254.0.0/16, RFC 3927), not a public address"
+        );
     }
 }

@@ -227,6 +227,8 @@ impl BedBuilder {
             } else {
                 RegistryConfig::default().wns_hosts
             },
+            // The Web Push mock listens on 127.0.0.1 (audit M1: refused by default).
+            web_push_private_endpoints: true,
             ..RegistryConfig::default()
         });
         let reg = Registry::ephemeral(registry).unwrap();
@@ -349,9 +351,10 @@ impl Bed {
         WnsSettings::new(creds).allowed_hosts(&["127.0.0.1"])
     }
 
-    /// Settings for Web Push with the bed's VAPID key.
+    /// Settings for Web Push with the bed's VAPID key; endpoints on the mock's loopback
+    /// address allowed.
     pub fn web_push_settings(&self) -> WebPushSettings {
-        WebPushSettings::new(self.vapid().clone())
+        WebPushSettings::new(self.vapid().clone()).allow_private_endpoints(true)
     }
 
     /// An engine configuration for every running mock with the test credentials, the mocks'

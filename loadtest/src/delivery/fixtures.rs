@@ -200,7 +200,9 @@ pub(super) fn engine_config(
         config.wns = Some(WnsSettings::new(creds).allowed_hosts(&["127.0.0.1"]));
     }
     if persistent.webpush.is_some() {
-        config.web_push = Some(WebPushSettings::new(persistent.vapid.clone()));
+        // The mock listens on 127.0.0.1, which the endpoint policy refuses by default.
+        config.web_push =
+            Some(WebPushSettings::new(persistent.vapid.clone()).allow_private_endpoints(true));
     }
     Ok(config)
 }
@@ -238,12 +240,14 @@ fn load_template(p: Platform) -> Template {
     }
 }
 
-/// A durable registry in `dir` that accepts the WNS mock's loopback channel URIs.
+/// A durable registry in `dir` that accepts the WNS mock's loopback channel URIs and the Web
+/// Push mock's loopback endpoints.
 pub(super) fn open_registry(dir: &Path) -> Result<Registry, Box<dyn std::error::Error>> {
     Ok(Registry::open_with(
         dir,
         RegistryConfig {
             wns_hosts: vec!["127.0.0.1".into()],
+            web_push_private_endpoints: true,
             ..RegistryConfig::default()
         },
     )?)
