@@ -626,3 +626,42 @@ async fn pending_schedules_are_capped() {
     assert_eq!(env.apns().stats().unique_handles, 0, "nothing fired");
     env.server.shutdown().await;
 }
+
+// audit M1: a Web Push endpoint at a non-public address (metadata service, private network,
+// loopback) or with user info is refused at registration with a 400, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_web_push_endpoints_are_refused() {
+    let env = Env::start(Setup::default()).await;
+    let b64 = |n: usize| {
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            vec![4u8; n],
+        )
+    };
+    for (i, endpoint) in [
+        "https://169.254.169.254/latest/meta-data",
+        "https://10.1.2.3/push",
+        "https://127.0.0.1:8443/push",
+        "https://[::1]/push",
+        "https://user:pw@push.example.com/push",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let id = format!("wp{i}");
+        let body = serde_json::json!({
+            "installationId": id,
+            "platform": "browser",
+            "pushChannel": {"endpoint": endpoint, "p256dh": b64(65), "auth": b64(16)},
+        })
+        .to_string();
+        let a = env.listen("PUT", &inst_path(&id), body.as_bytes()).await;
+        assert_eq!(a.status, 400, "{endpoint}: {a:?}");
+        assert!(
+            a.detail().contains("refused") || a.detail().contains("user info"),
+            "{endpoint}: {a:?}"
+        );
+        assert_eq!(env.get_status(&id).await, 404, "{endpoint} was stored");
+    }
+    env.server.shutdown().await;
+}

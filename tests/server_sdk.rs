@@ -152,6 +152,8 @@ allowed_hosts = ["127.0.0.1"]
 [hub.web_push]
 vapid_key_file = "{vapid_file}"
 subject = "mailto:ops@example.com"
+# The mock Web Push service is on loopback.
+allow_private_endpoints = true
 "#,
         cert = write(d, "cert.pem", &tls.server_cert_pem()).display(),
         key = write(d, "key.pem", &tls.server_key_pem()).display(),

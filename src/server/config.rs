@@ -275,6 +275,14 @@ pub struct WebPushConfig {
     pub vapid_key_file: PathBuf,
     /// The VAPID subject (`mailto:` or `https:`).
     pub subject: String,
+    /// Endpoint hosts accepted: exact names or `*.suffix` patterns (default: any host whose
+    /// addresses are public).
+    #[serde(default)]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Endpoints at loopback, private or link-local addresses allowed (tests against mock
+    /// services). Default false: such endpoints are refused at registration and at connect.
+    #[serde(default)]
+    pub allow_private_endpoints: bool,
 }
 
 impl ServerConfig {

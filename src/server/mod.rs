@@ -178,6 +178,7 @@ fn build_hub(cfg: &HubConfig, data_dir: &std::path::Path) -> Result<Hub, ServerE
         ..EngineConfig::default()
     };
     let mut wns_hosts = None;
+    let mut web_push_policy = None;
     if let Some(a) = &cfg.apns {
         let key = ApnsKey::from_p8_file(&a.key_file, &a.key_id, &a.team_id)
             .map_err(|e| err(format!("apns: {e}")))?;
@@ -222,7 +223,16 @@ fn build_hub(cfg: &HubConfig, data_dir: &std::path::Path) -> Result<Hub, ServerE
             VapidKey::from_base64url(text.trim(), &w.subject)
         }
         .map_err(|e| err(format!("web_push: {e}")))?;
-        ec.web_push = Some(WebPushSettings::new(key));
+        let mut s = WebPushSettings::new(key).allow_private_endpoints(w.allow_private_endpoints);
+        if let Some(h) = &w.allowed_hosts {
+            let h: Vec<&str> = h.iter().map(String::as_str).collect();
+            s = s.allowed_hosts(&h);
+        }
+        web_push_policy = Some((
+            w.allowed_hosts.clone().unwrap_or_default(),
+            w.allow_private_endpoints,
+        ));
+        ec.web_push = Some(s);
     }
     let mut rc = RegistryConfig {
         name: cfg.name.clone(),
@@ -232,6 +242,10 @@ fn build_hub(cfg: &HubConfig, data_dir: &std::path::Path) -> Result<Hub, ServerE
     };
     if let Some(h) = wns_hosts {
         rc.wns_hosts = h;
+    }
+    if let Some((hosts, private)) = web_push_policy {
+        rc.web_push_hosts = hosts;
+        rc.web_push_private_endpoints = private;
     }
     let registry =
         Registry::open_with(data_dir.join("registry"), rc).map_err(|e| err(e.to_string()))?;
