@@ -1414,38 +1414,20 @@ impl Registry {
     }
 
     /// Calls `f` with every installation's id, without decoding the installations (listings
-    /// pick a page by id this way). Read like [`Registry::for_each`]: a chunk at a time,
-    /// never under a lock while `f` runs.
+    /// pick a page by id this way). Read like [`Registry::for_each`].
     pub fn for_each_id(&self, mut f: impl FnMut(&str)) {
-        const CHUNK: usize = 4096;
-        for part in self.inner.partitions.iter() {
-            let mut from = 0u32;
-            loop {
-                let (batch, next) = {
-                    let p = part.read();
-                    let mut next = None;
-                    let batch: Vec<String> = p
-                        .iter_from(from)
-                        .take(CHUNK)
-                        .map(|(s, r)| {
-                            next = Some(s + 1);
-                            r.id().to_owned()
-                        })
-                        .collect();
-                    (batch, next)
-                };
-                batch.iter().for_each(|id| f(id));
-                match next {
-                    Some(n) => from = n,
-                    None => break,
-                }
-            }
-        }
+        self.scan(|_, _, r| r.id().to_owned(), |id| f(&id));
     }
 
     /// Calls `f` with every installation. Each partition is read a chunk at a time under its
     /// read lock (never while `f` runs); concurrent writes may or may not be seen.
-    pub fn for_each(&self, mut f: impl FnMut(Installation)) {
+    pub fn for_each(&self, f: impl FnMut(Installation)) {
+        self.scan(|p, s, r| self.to_installation(p, s, r), f);
+    }
+
+    /// Every record of every partition: `read` under the partition's read lock, a chunk at a
+    /// time; `f` on the results with no lock held.
+    fn scan<T>(&self, mut read: impl FnMut(&Partition, u32, Rec<'_>) -> T, mut f: impl FnMut(T)) {
         const CHUNK: usize = 4096;
         for part in self.inner.partitions.iter() {
             let mut from = 0u32;
@@ -1453,12 +1435,12 @@ impl Registry {
                 let (batch, next) = {
                     let p = part.read();
                     let mut next = None;
-                    let batch: Vec<Installation> = p
+                    let batch: Vec<T> = p
                         .iter_from(from)
                         .take(CHUNK)
                         .map(|(s, r)| {
                             next = Some(s + 1);
-                            self.to_installation(&p, s, r)
+                            read(&p, s, r)
                         })
                         .collect();
                     (batch, next)
