@@ -556,3 +556,30 @@ async fn readiness_drops_before_the_listener_closes() {
     );
     drop(bed);
 }
+
+// audit L4: with `max_token_lifetime_secs`, a token valid for longer is refused (the generic
+// 401) and nothing is written; a shorter-lived one works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lived_tokens_are_refused_with_a_cap() {
+    let env = Env::start(Setup {
+        server: "max_token_lifetime_secs = 600\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    let audience = format!("http://{}/", env.addr);
+    let b = body("life");
+    let long = rest::sas_expiring(&audience, "full", KEY, rest::unix_now() + 3600);
+    let a = env.call("PUT", &inst_path("life"), &[long], &b).await;
+    assert_eq!(a.status, 401, "{a:?}");
+    assert!(a.detail().starts_with("InvalidSignature"), "{a:?}");
+    let short = rest::sas_expiring(&audience, "full", KEY, rest::unix_now() + 300);
+    let path = inst_path("life");
+    let get = || env.call("GET", &path, std::slice::from_ref(&short), b"");
+    assert_eq!(get().await.status, 404, "the refused PUT wrote nothing");
+    let a = env
+        .call("PUT", &inst_path("life"), std::slice::from_ref(&short), &b)
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(get().await.status, 200);
+    env.server.shutdown().await;
+}

@@ -128,6 +128,15 @@ pub enum SasError {
         /// The server's clock, unix seconds.
         now: u64,
     },
+    /// The token is valid for longer than the server accepts ([`verify_for`]'s
+    /// `max_lifetime`): a leaked long-lived token would work for years.
+    #[error("token expires at {expiry} (unix seconds), more than {max_secs} s from now")]
+    LifetimeTooLong {
+        /// The token's `se`.
+        expiry: u64,
+        /// The longest lifetime accepted.
+        max_secs: u64,
+    },
     /// The signature does not match the key.
     #[error("signature does not match key {0:?}")]
     BadSignature(String),
@@ -212,7 +221,7 @@ pub fn verify_with_skew(
     now: SystemTime,
     skew: Duration,
 ) -> Result<Rights, SasError> {
-    verify_for(header, keys, &[request_base], now, skew).map(|k| k.rights)
+    verify_for(header, keys, &[request_base], now, skew, None).map(|k| k.rights)
 }
 
 /// Like [`verify_with_skew`], for a server reachable under several origins: the token's
@@ -225,6 +234,7 @@ pub fn verify_for<'k>(
     request_bases: &[&str],
     now: SystemTime,
     skew: Duration,
+    max_lifetime: Option<Duration>,
 ) -> Result<&'k SasKey, SasError> {
     let t = parse(header)?;
     let skn = percent_decode(t.skn)
@@ -257,6 +267,14 @@ pub fn verify_for<'k>(
     let now_s = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     if expiry.saturating_add(skew.as_secs()) < now_s {
         return Err(SasError::Expired { expiry, now: now_s });
+    }
+    if let Some(max) = max_lifetime {
+        if expiry > now_s.saturating_add(max.as_secs()) {
+            return Err(SasError::LifetimeTooLong {
+                expiry,
+                max_secs: max.as_secs(),
+            });
+        }
     }
     let audience = percent_decode(t.sr)
         .ok_or_else(|| SasError::Malformed("sr is not percent-encoded UTF-8".into()))?;
@@ -388,6 +406,27 @@ pub(crate) fn encode_uri_component(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lifetime_cap_refuses_long_lived_tokens() {
+        let keys = [SasKey {
+            name: "k".into(),
+            key: "a-key-of-enough-length-for-the-test".into(),
+            rights: Rights::MANAGE,
+        }];
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let base = "https://h/hub";
+        let t = |se: u64| token("https://h/", "k", &keys[0].key, se);
+        let cap = Some(Duration::from_secs(3600));
+        let ok = t(1_700_000_000 + 3600);
+        assert!(verify_for(&ok, &keys, &[base], now, DEFAULT_CLOCK_SKEW, cap).is_ok());
+        let long = t(1_700_000_000 + 3601);
+        assert!(matches!(
+            verify_for(&long, &keys, &[base], now, DEFAULT_CLOCK_SKEW, cap),
+            Err(SasError::LifetimeTooLong { max_secs: 3600, .. })
+        ));
+        assert!(verify_for(&long, &keys, &[base], now, DEFAULT_CLOCK_SKEW, None).is_ok());
+    }
     use proptest::prelude::*;
 
     const KEY: &str = "c2VjcmV0a2V5MTIzNDU2Nzg5MA==";

@@ -78,6 +78,10 @@ pub struct ListenConfig {
     /// loopback address; on loopback without either, the request's `Host` is accepted.
     #[serde(default)]
     pub accepted_hosts: Vec<String>,
+    /// Longest lifetime a shared access signature may have, in seconds (e.g. 86,400): a token
+    /// expiring later is refused (401), so a leaked long-lived token stops working. Default:
+    /// no cap (the SDKs make short-lived tokens, but hand-made ones may live for years).
+    pub max_token_lifetime_secs: Option<u64>,
     /// Most client connections open at once (default 10,000). Further connections wait in
     /// the kernel's listen backlog until one closes.
     #[serde(default = "default_max_connections")]

@@ -716,6 +716,10 @@ fn authorize(
         &bases,
         SystemTime::now(),
         nh::sas::DEFAULT_CLOCK_SKEW,
+        shared
+            .config
+            .max_token_lifetime_secs
+            .map(Duration::from_secs),
     ) {
         Ok(k) => Ok((k.rights, k.name.clone())),
         Err(e) => {
