@@ -744,6 +744,25 @@ impl Registry {
         self.settled(p, r)
     }
 
+    /// A write's result once it is durable: waits for its commit when one is pending.
+    fn durable<T>(&self, (v, pending): (T, Option<Pending>)) -> Result<T, RegistryError> {
+        if let Some(p) = pending {
+            self.wait(p)?;
+        }
+        Ok(v)
+    }
+
+    /// [`Registry::durable`] without blocking a thread.
+    async fn durable_async<T>(
+        &self,
+        (v, pending): (T, Option<Pending>),
+    ) -> Result<T, RegistryError> {
+        if let Some(p) = pending {
+            self.wait_async(p).await?;
+        }
+        Ok(v)
+    }
+
     /// The answer to a write once its wait is over. A write can be durable though its wait
     /// failed: its entry went into a flush that succeeded, but it took its commit number just
     /// after that flush read its target, and the next flush failed. Its position says so,
@@ -1135,11 +1154,7 @@ impl Registry {
         inst: Installation,
         pre: Precondition,
     ) -> Result<WriteOutcome, RegistryError> {
-        let (outcome, pending) = self.apply(&inst, pre)?;
-        if let Some(p) = pending {
-            self.wait(p)?;
-        }
-        Ok(outcome)
+        self.durable(self.apply(&inst, pre)?)
     }
 
     /// [`Registry::upsert`] for async callers: the store write happens inline (it does not wait
@@ -1154,11 +1169,7 @@ impl Registry {
         inst: Installation,
         pre: Precondition,
     ) -> Result<WriteOutcome, RegistryError> {
-        let (outcome, pending) = self.apply(&inst, pre)?;
-        if let Some(p) = pending {
-            self.wait_async(p).await?;
-        }
-        Ok(outcome)
+        self.durable_async(self.apply(&inst, pre)?).await
     }
 
     /// Writes many installations with one wait for durability. Results are in input order;
@@ -1265,11 +1276,7 @@ impl Registry {
         id: &InstallationId,
         ops: &[PatchOp],
     ) -> Result<WriteOutcome, RegistryError> {
-        let (outcome, pending) = self.patch_retrying(id, ops)?;
-        if let Some(p) = pending {
-            self.wait(p)?;
-        }
-        Ok(outcome)
+        self.durable(self.patch_retrying(id, ops)?)
     }
 
     /// [`Registry::patch`] for async callers: the wait for durability does not block a thread.
@@ -1278,11 +1285,7 @@ impl Registry {
         id: &InstallationId,
         ops: &[PatchOp],
     ) -> Result<WriteOutcome, RegistryError> {
-        let (outcome, pending) = self.patch_retrying(id, ops)?;
-        if let Some(p) = pending {
-            self.wait_async(p).await?;
-        }
-        Ok(outcome)
+        self.durable_async(self.patch_retrying(id, ops)?).await
     }
 
     /// Applies `ops` to the installation as it was at version `at` (read with
@@ -1296,11 +1299,7 @@ impl Registry {
         ops: &[PatchOp],
         at: Version,
     ) -> Result<WriteOutcome, RegistryError> {
-        let (outcome, pending) = self.patch_once(id, ops, Some(at))?;
-        if let Some(p) = pending {
-            self.wait(p)?;
-        }
-        Ok(outcome)
+        self.durable(self.patch_once(id, ops, Some(at))?)
     }
 
     /// [`Registry::patch_at`] for async callers: the wait for durability does not block a
@@ -1311,11 +1310,8 @@ impl Registry {
         ops: &[PatchOp],
         at: Version,
     ) -> Result<WriteOutcome, RegistryError> {
-        let (outcome, pending) = self.patch_once(id, ops, Some(at))?;
-        if let Some(p) = pending {
-            self.wait_async(p).await?;
-        }
-        Ok(outcome)
+        self.durable_async(self.patch_once(id, ops, Some(at))?)
+            .await
     }
 
     /// Logs a tombstone for the installation in `slot` and removes it from memory (keeping
@@ -1368,11 +1364,7 @@ impl Registry {
     /// [`Registry::delete`] if `pre` holds when the delete is applied (an `If-Match`);
     /// [`RegistryError::VersionMismatch`] otherwise. Durable when it returns.
     pub fn delete_if(&self, id: &InstallationId, pre: Precondition) -> Result<bool, RegistryError> {
-        let (existed, pending) = self.delete_once(id, pre)?;
-        if let Some(p) = pending {
-            self.wait(p)?;
-        }
-        Ok(existed)
+        self.durable(self.delete_once(id, pre)?)
     }
 
     /// [`Registry::delete`] for async callers: the wait for durability does not block a thread.
@@ -1386,11 +1378,7 @@ impl Registry {
         id: &InstallationId,
         pre: Precondition,
     ) -> Result<bool, RegistryError> {
-        let (existed, pending) = self.delete_once(id, pre)?;
-        if let Some(p) = pending {
-            self.wait_async(p).await?;
-        }
-        Ok(existed)
+        self.durable_async(self.delete_once(id, pre)?).await
     }
 
     /// The storage failure that stopped writes, if storage has failed (see
