@@ -236,6 +236,68 @@ async fn the_fourth_connection_waits_for_a_free_slot() {
     env.server.shutdown().await;
 }
 
+// audit H2 (per-address cap): beyond max_connections_per_ip, a connection from the same
+// address is closed at once; when one closes, the address may connect again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_per_address_cap_are_closed() {
+    let env = Env::start(setup(
+        "max_connections_per_ip = 2\nheader_read_timeout_secs = 30\nidle_timeout_secs = 30",
+    ))
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(TcpStream::connect(env.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = TcpStream::connect(env.addr).await.unwrap();
+    assert!(
+        closed_within(&mut third, Duration::from_secs(3)).await,
+        "a third connection from one address stayed open"
+    );
+    if let Ok(a) = try_call(env.addr, "GET", "/healthz", &[], b"").await {
+        assert_eq!(a.status, 0, "served beyond the cap: {a:?}");
+    }
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a = env.call("GET", "/healthz", &[], b"").await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let m = env.call("GET", "/metrics", &[], b"").await;
+    // The /metrics call above was the only slot free; it was served.
+    assert!(
+        m.body
+            .lines()
+            .any(|l| l.starts_with("tagcast_http_connections_refused_total{reason=\"per_ip\"}")),
+        "{}",
+        m.body
+    );
+    drop(held);
+    env.server.shutdown().await;
+}
+
+// audit H2 (methods): a known path with a method it does not take is 405 with `Allow`, and
+// nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_method_on_a_known_path_is_405() {
+    let env = Env::start(Setup::default()).await;
+    let cases = [
+        ("POST", inst_path("m1"), "GET, PUT, PATCH, DELETE"),
+        ("GET", rest::hub_path("messages"), "POST"),
+        ("PUT", rest::hub_path("registrations"), "GET, POST"),
+        ("DELETE", rest::hub_path("tags/a/registrations"), "GET"),
+        ("GET", rest::hub_path("schedulednotifications/x"), "DELETE"),
+    ];
+    for (method, path, allow) in &cases {
+        let a = env.full(method, path, &body("m1")).await;
+        assert_eq!(a.status, 405, "{method} {path}: {a:?}");
+        assert_eq!(a.header("allow"), Some(*allow), "{method} {path}: {a:?}");
+    }
+    assert_eq!(env.get_status("m1").await, 404);
+    // A path that names nothing is still 404.
+    let a = env.full("GET", &rest::hub_path("nothing/here"), b"").await;
+    assert_eq!(a.status, 404, "{a:?}");
+    env.server.shutdown().await;
+}
+
 // audit M13: with metrics_listen, /metrics is served there (and only it), not on the API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_to_their_own_listener() {

@@ -96,3 +96,56 @@ rights = ["Listen", "Send", "Manage"]
     assert_eq!(presented(addr, &[&a, &b]).await, leaf_der(&b));
     server.shutdown().await;
 }
+
+// audit (TLS): with max_tls_handshakes = 1, a client that connects and says nothing holds the
+// only turn; a second client's handshake waits for it (until the first one's deadline), then
+// completes inside its own deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_beyond_the_limit_wait_for_a_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = MockTls::generate().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, a.server_cert_pem()).unwrap();
+    std::fs::write(&key, a.server_key_pem()).unwrap();
+    let config = ServerConfig::from_toml(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+tls_cert = "{cert}"
+tls_key = "{key}"
+data_dir = "{data}"
+drain_delay_secs = 0
+max_tls_handshakes = 1
+tls_handshake_timeout_secs = 4
+[[hub]]
+name = "tls"
+[[hub.key]]
+name = "full"
+key = "{KEY}"
+rights = ["Listen", "Send", "Manage"]
+"#,
+        cert = cert.display(),
+        key = key.display(),
+        data = dir.path().join("data").display(),
+    ))
+    .unwrap();
+    let server = Server::start(config).await.unwrap();
+    let addr = server.local_addr();
+    // Unhindered, a handshake is quick.
+    let t = std::time::Instant::now();
+    assert_eq!(presented(addr, &[&a]).await, leaf_der(&a));
+    assert!(t.elapsed() < std::time::Duration::from_millis(1500));
+
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let t = std::time::Instant::now();
+    assert_eq!(presented(addr, &[&a]).await, leaf_der(&a));
+    let waited = t.elapsed();
+    // The silent client's turn ends at its 4 s deadline, about 2.5 s from here.
+    assert!(
+        waited >= std::time::Duration::from_millis(1500),
+        "the second handshake did not wait for a turn ({waited:?})"
+    );
+    drop(silent);
+    server.shutdown().await;
+}

@@ -86,6 +86,12 @@ pub struct ListenConfig {
     /// the kernel's listen backlog until one closes.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most connections open at once from one client IP address (default 0: no per-address
+    /// cap). A connection beyond it is closed at once, before any TLS work. Leave it off
+    /// behind a proxy or load balancer that connects from a few addresses (every client
+    /// then looks the same); carrier-grade NAT also puts many devices behind one address.
+    #[serde(default)]
+    pub max_connections_per_ip: usize,
     /// Seconds a client has to send a whole HTTP/1.1 request head (default 10); slower
     /// connections are closed.
     #[serde(default = "default_header_read_timeout")]
@@ -117,6 +123,11 @@ pub struct ListenConfig {
     /// Seconds a TLS handshake may take (default 10).
     #[serde(default = "default_tls_handshake_timeout")]
     pub tls_handshake_timeout_secs: u64,
+    /// Most TLS handshakes in progress at once (default 64). Handshakes beyond it wait for a
+    /// turn, inside `tls_handshake_timeout_secs`: a handshake flood costs bounded CPU and
+    /// memory while established connections keep being served.
+    #[serde(default = "default_max_tls_handshakes")]
+    pub max_tls_handshakes: usize,
     /// A separate plain-HTTP listener serving only `/metrics` (e.g. `10.0.0.5:9464` on an
     /// internal interface). With it, the API listener does not serve `/metrics`.
     pub metrics_listen: Option<SocketAddr>,
@@ -164,6 +175,10 @@ fn default_h2_max_streams() -> u32 {
 
 fn default_tls_handshake_timeout() -> u64 {
     10
+}
+
+fn default_max_tls_handshakes() -> usize {
+    64
 }
 
 fn default_max_body() -> usize {
@@ -287,6 +302,14 @@ pub struct WebPushConfig {
     /// services). Default false: such endpoints are refused at registration and at connect.
     #[serde(default)]
     pub allow_private_endpoints: bool,
+    /// Seconds a push service's connection pool (one per endpoint origin) may sit unused
+    /// before it is closed and forgotten (default 300).
+    #[serde(default = "default_origin_pool_idle")]
+    pub origin_pool_idle_secs: u64,
+}
+
+fn default_origin_pool_idle() -> u64 {
+    300
 }
 
 impl ServerConfig {
@@ -365,6 +388,15 @@ impl ServerConfig {
                 return bad(format!("hub {:?} has no [[hub.key]]", h.name));
             }
             h.limits.check(&h.name).map_err(ServerError::Config)?;
+            if h.web_push
+                .as_ref()
+                .is_some_and(|w| w.origin_pool_idle_secs == 0)
+            {
+                return bad(format!(
+                    "hub {:?}: [hub.web_push] origin_pool_idle_secs must be above 0",
+                    h.name
+                ));
+            }
             let mut key_names = std::collections::HashSet::new();
             for k in &h.keys {
                 if k.key.is_some() == k.key_file.is_some() {
@@ -433,6 +465,7 @@ impl ListenConfig {
                 "tls_handshake_timeout_secs",
                 self.tls_handshake_timeout_secs,
             ),
+            ("max_tls_handshakes", self.max_tls_handshakes as u64),
             ("max_body", self.max_body as u64),
         ];
         for (name, v) in positive {
@@ -589,6 +622,20 @@ rights = ["Listen", "Send", "Manage"]
                     "k".repeat(40)
                 ),
                 "configured twice",
+            ),
+            (
+                OK.replace(
+                    "plain_http = true",
+                    "plain_http = true\nmax_tls_handshakes = 0",
+                ),
+                "max_tls_handshakes must be above 0",
+            ),
+            (
+                format!(
+                    "{OK}[hub.web_push]\nvapid_key_file = \"/v\"\nsubject = \"mailto:a@b.c\"\n\
+                     origin_pool_idle_secs = 0\n"
+                ),
+                "origin_pool_idle_secs must be above 0",
             ),
         ];
         for (text, want) in cases {

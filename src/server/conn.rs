@@ -4,13 +4,14 @@
 //! "Limits and timeouts").
 //!
 //! ```text
-//!  permit (max_connections) --> accept --> TLS handshake (tls_handshake_timeout)
+//!  permit (max_connections) --> accept --> per-address cap (max_connections_per_ip)
+//!     --> a turn (max_tls_handshakes) and the TLS handshake, within tls_handshake_timeout
 //!     --> hyper auto: HTTP/1.1 (header_read_timeout, 64 KiB buffer) or HTTP/2 (PING keepalive,
 //!         h2_max_concurrent_streams, 16 KiB header list)
 //!     --> watchdog: no request in progress for idle_timeout --> graceful close
 //! ```
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,24 +94,29 @@ pub(crate) enum Surface {
 #[derive(Clone, Debug)]
 pub(crate) struct ConnLimits {
     pub(crate) max_connections: usize,
+    /// 0: no per-address cap.
+    pub(crate) max_connections_per_ip: usize,
     pub(crate) header_read: Duration,
     pub(crate) idle: Duration,
     pub(crate) h2_keepalive_interval: Duration,
     pub(crate) h2_keepalive_timeout: Duration,
     pub(crate) h2_max_streams: u32,
     pub(crate) tls_handshake: Duration,
+    pub(crate) max_tls_handshakes: usize,
 }
 
 impl ConnLimits {
     pub(crate) fn from_config(c: &super::ListenConfig) -> ConnLimits {
         ConnLimits {
             max_connections: c.max_connections,
+            max_connections_per_ip: c.max_connections_per_ip,
             header_read: Duration::from_secs(c.header_read_timeout_secs),
             idle: Duration::from_secs(c.idle_timeout_secs),
             h2_keepalive_interval: Duration::from_secs(c.h2_keepalive_interval_secs),
             h2_keepalive_timeout: Duration::from_secs(c.h2_keepalive_timeout_secs),
             h2_max_streams: c.h2_max_concurrent_streams,
             tls_handshake: Duration::from_secs(c.tls_handshake_timeout_secs),
+            max_tls_handshakes: c.max_tls_handshakes,
         }
     }
 
@@ -141,6 +147,8 @@ pub(crate) async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let per_ip = PerIp::new(limits.max_connections_per_ip);
+    let handshakes = Arc::new(Semaphore::new(limits.max_tls_handshakes));
     let builder = Arc::new(limits.builder());
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -163,8 +171,16 @@ pub(crate) async fn accept_loop(
             },
             _ = stop.changed() => break,
         };
+        // Over the per-address cap: closed at once (dropping the socket), before any TLS work.
+        let Some(slot) = per_ip.enter(peer.ip()) else {
+            metrics::counter!("tagcast_http_connections_refused_total", "reason" => "per_ip")
+                .increment(1);
+            tracing::debug!(peer = %peer.ip(), "connection refused: max_connections_per_ip");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let conn = Conn {
+            handshakes: handshakes.clone(),
             tls: tls.clone(),
             shared: shared.clone(),
             builder: builder.clone(),
@@ -177,6 +193,7 @@ pub(crate) async fn accept_loop(
             metrics::gauge!("tagcast_http_connections").increment(1.0);
             conn.run(tcp).await;
             metrics::gauge!("tagcast_http_connections").decrement(1.0);
+            drop(slot);
             drop(permit);
         });
         // Reap finished connection tasks.
@@ -190,8 +207,57 @@ pub(crate) async fn accept_loop(
     conns.abort_all();
 }
 
+/// Connections open per client address, for `max_connections_per_ip`.
+struct PerIp {
+    cap: usize,
+    open: parking_lot::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in [`PerIp`]; its drop gives it back.
+struct IpSlot(Option<(Arc<PerIp>, IpAddr)>);
+
+impl PerIp {
+    fn new(cap: usize) -> Arc<PerIp> {
+        Arc::new(PerIp {
+            cap,
+            open: parking_lot::Mutex::new(std::collections::HashMap::new()),
+        })
+    }
+
+    /// A slot for a connection from `ip`, or `None` when `ip` has `cap` open already.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        if self.cap == 0 {
+            return Some(IpSlot(None));
+        }
+        let mut open = self.open.lock();
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(Some((self.clone(), ip))))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if let Some((per_ip, ip)) = self.0.take() {
+            let mut open = per_ip.open.lock();
+            if let Some(n) = open.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    // Addresses with nothing open take no memory.
+                    open.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
 /// One accepted connection.
 struct Conn {
+    /// Turns for TLS handshakes (`max_tls_handshakes`).
+    handshakes: Arc<Semaphore>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
     builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
@@ -217,8 +283,13 @@ impl Conn {
         });
         match &self.tls {
             Some(acceptor) => {
-                let Ok(Ok(stream)) =
-                    tokio::time::timeout(self.limits.tls_handshake, acceptor.accept(tcp)).await
+                // The deadline covers the wait for a turn and the handshake itself.
+                let handshake = async {
+                    let _turn = self.handshakes.acquire().await.ok()?;
+                    acceptor.accept(tcp).await.ok()
+                };
+                let Ok(Some(stream)) =
+                    tokio::time::timeout(self.limits.tls_handshake, handshake).await
                 else {
                     return;
                 };

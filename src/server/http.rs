@@ -31,6 +31,8 @@ pub(crate) struct Fail {
     status: StatusCode,
     detail: String,
     retry_after: Option<u64>,
+    /// `Allow` on a 405.
+    allow: Option<&'static str>,
 }
 
 impl Fail {
@@ -39,12 +41,22 @@ impl Fail {
             status,
             detail: detail.into(),
             retry_after: None,
+            allow: None,
         }
     }
     /// With `Retry-After: secs`.
     pub(crate) fn retry_after(mut self, secs: u64) -> Fail {
         self.retry_after = Some(secs);
         self
+    }
+    /// 405 with `Allow: allow`: the path names an operation, but not with this method.
+    pub(crate) fn method_not_allowed(method: &Method, allow: &'static str) -> Fail {
+        let mut f = Fail::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not an operation on this path; it allows {allow}"),
+        );
+        f.allow = Some(allow);
+        f
     }
     pub(crate) fn bad(detail: impl Into<String>) -> Fail {
         Fail::new(StatusCode::BAD_REQUEST, detail)
@@ -162,6 +174,10 @@ fn error_response(f: Fail, tracking_id: &str) -> Resp {
     if let Some(secs) = f.retry_after {
         r.headers_mut()
             .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let Some(allow) = f.allow {
+        r.headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static(allow));
     }
     r
 }
@@ -662,6 +678,13 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> R
         _ => {
             let op: Vec<String> = op.iter().map(|s| s.to_string()).collect();
             let op: Vec<&str> = op.iter().map(String::as_str).collect();
+            // A known path with another method: 405 naming the methods it takes, before any
+            // body is read.
+            if let Some(allow) = allowed_methods(&op) {
+                if !allow.split(", ").any(|m| m == method.as_str()) {
+                    return Err(Fail::method_not_allowed(&method, allow));
+                }
+            }
             // The right before the body: a key without it never makes the server buffer one.
             need(super::registrations::right_needed(&method, &op, &q))?;
             let (parts, b) = body(shared, ctx, req).await?;
@@ -679,6 +702,22 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> R
             .await
         }
     }
+}
+
+/// The methods a hub path takes (its `Allow` header), or `None` for a path that names no
+/// operation (404).
+pub(crate) fn allowed_methods(op: &[&str]) -> Option<&'static str> {
+    Some(match op {
+        ["installations", _] => "GET, PUT, PATCH, DELETE",
+        ["messages"] | ["messages", "$batch"] | ["schedulednotifications"] => "POST",
+        ["messages", _] => "GET",
+        ["schedulednotifications", _] => "DELETE",
+        [ids] if ids.eq_ignore_ascii_case("registrationIDs") => "POST",
+        ["registrations"] => "GET, POST",
+        ["registrations", _] => "GET, PUT, DELETE",
+        ["tags", _, "registrations"] => "GET",
+        _ => return None,
+    })
 }
 
 /// The 401 detail for every token problem but a missing or expired one: which check failed

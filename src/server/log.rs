@@ -74,7 +74,9 @@ pub fn init(cfg: &LogConfig) -> Result<(), String> {
     }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: a file or a journal gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match cfg.format {
         LogFormat::Json => builder
             .json()

@@ -233,6 +233,7 @@ fn build_hub(cfg: &HubConfig, data_dir: &std::path::Path) -> Result<Hub, ServerE
             w.allow_private_endpoints,
         ));
         ec.web_push = Some(s);
+        ec.dispatch.origin_pool_idle = Duration::from_secs(w.origin_pool_idle_secs);
     }
     let mut rc = RegistryConfig {
         name: cfg.name.clone(),
