@@ -665,3 +665,45 @@ async fn private_web_push_endpoints_are_refused() {
     }
     env.server.shutdown().await;
 }
+
+// audit F22: a registration PUT does not replace an installation with fields the registration
+// model cannot carry (it would drop them); a plain one it replaces as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_write_never_drops_installation_fields() {
+    let env = Env::start(Setup::default()).await;
+    let rich = format!(
+        r#"{{"installationId":"rich1","platform":"apns","pushChannel":"{}","tags":["a"],"userId":"alice"}}"#,
+        apns_token(3)
+    );
+    let a = env.full("PUT", &inst_path("rich1"), rich.as_bytes()).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let before = env.full("GET", &inst_path("rich1"), b"").await;
+    let a = env
+        .full(
+            "PUT",
+            &hub_path("registrations/rich1"),
+            apple_registration(3, "b").as_bytes(),
+        )
+        .await;
+    assert_eq!(a.status, 409, "{a:?}");
+    assert!(
+        a.detail().contains("userId") && a.detail().contains("/installations/rich1"),
+        "{a:?}"
+    );
+    let after = env.full("GET", &inst_path("rich1"), b"").await;
+    assert_eq!(after.body, before.body, "the refused write changed it");
+
+    // No userId, one device, tags only: a registration can carry it and replaces it.
+    env.put_apns("plain1", 4, &["a"]).await;
+    let a = env
+        .full(
+            "PUT",
+            &hub_path("registrations/plain1"),
+            apple_registration(4, "b").as_bytes(),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let after = env.full("GET", &inst_path("plain1"), b"").await;
+    assert!(after.body.contains("\"b\""), "{}", after.body);
+    env.server.shutdown().await;
+}

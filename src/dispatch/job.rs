@@ -836,6 +836,9 @@ type Recent = (
 );
 
 /// The last N sends, queryable by id.
+/// Entries [`History::insert`] looks at, at most, to evict.
+const HISTORY_STEPS: usize = 16;
+
 pub(crate) struct History {
     cap: usize,
     jobs: Mutex<Recent>,
@@ -854,18 +857,20 @@ impl History {
         let (order, map) = &mut *g;
         map.insert(job.id, job.clone());
         order.push_back(job);
-        while order.len() > self.cap {
-            // Evict the oldest finished send whose final report is in the outcome history;
-            // unfinished or unrecorded ones stay (they are few: each holds its own window of
-            // devices, and recording follows the end at once). Evicting one before it is
-            // recorded made `Engine::report` read the stored record of its start.
-            match order.iter().position(|j| j.is_done() && j.is_recorded()) {
-                Some(i) => {
-                    if let Some(j) = order.remove(i) {
-                        map.remove(&j.id);
-                    }
-                }
-                None => break,
+        // Evict the oldest finished sends whose final report is in the outcome history;
+        // unfinished or unrecorded ones stay (evicting one before it is recorded made
+        // `Engine::report` read the stored record of its start) and move to the back. At most
+        // `HISTORY_STEPS` entries are looked at per insert, so an insert costs O(1) however
+        // many sends are running; the history exceeds `cap` by at most the sends still
+        // running (plus a few, caught up over the next inserts).
+        let mut steps = 0;
+        while order.len() > self.cap && steps < HISTORY_STEPS {
+            steps += 1;
+            let Some(j) = order.pop_front() else { break };
+            if j.is_done() && j.is_recorded() {
+                map.remove(&j.id);
+            } else {
+                order.push_back(j);
             }
         }
     }
@@ -1187,6 +1192,31 @@ mod tests {
         history.insert(c.clone());
         assert!(history.get(a.id).is_none() && history.get(b.id).is_none());
         assert!(history.get(c.id).is_some());
+    }
+
+    /// Audit M15: with many sends running at the front, finished ones behind them are still
+    /// evicted, and the history stays within `cap` plus the running ones.
+    #[test]
+    fn history_evicts_behind_running_sends() {
+        let history = History::new(10);
+        let running: Vec<_> = (0..100)
+            .map(|_| {
+                let j = Job::new(Notification::default(), 1);
+                j.set_audience(1);
+                history.insert(j.clone());
+                j
+            })
+            .collect();
+        for _ in 0..1000 {
+            let j = Job::new(Notification::default(), 1);
+            j.set_audience(0);
+            j.feeding_done();
+            j.mark_recorded();
+            history.insert(j);
+        }
+        let len = history.all().len();
+        assert!(len <= 10 + 100 + HISTORY_STEPS, "{len} entries");
+        assert!(running.iter().all(|j| history.get(j.id).is_some()));
     }
 
     #[test]

@@ -16,7 +16,10 @@ use crate::nh::registration_xml::{
     FEED_CONTENT_TYPE,
 };
 use crate::nh::sas::Rights;
-use crate::{Audience, Installation, InstallationId, Precondition, PushHandle, TagExpr, Version};
+use crate::{
+    Audience, Installation, InstallationId, Precondition, PushHandle, RegistryError, TagExpr,
+    Version,
+};
 
 /// Largest page of a listing.
 const MAX_TOP: usize = 1000;
@@ -101,7 +104,49 @@ async fn store(
 ) -> Result<Resp, Fail> {
     let inst = parse(body, id)?;
     super::http::check_template_topics(hub, &inst)?;
-    hub.registry.upsert_if_async(inst, pre).await?;
+    // An installation the registration model cannot carry (a user id, several templates,
+    // template tags, an expiry) is not replaced through this path: that would drop those
+    // fields silently (audit F22). The check and the write are one compare-and-set on the
+    // version read, retried when a concurrent write got in between.
+    let mut written = false;
+    for _ in 0..STORE_ATTEMPTS {
+        let current = hub.registry.get_versioned(id);
+        if let Some((existing, _)) = &current {
+            if let Some(why) = not_a_registration(existing) {
+                return Err(Fail::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "{} is an installation with {why}, which a registration cannot carry; \
+                         update it through /installations/{}",
+                        id.as_str(),
+                        id.as_str()
+                    ),
+                ));
+            }
+        }
+        let derived = match (&pre, &current) {
+            (Precondition::Any | Precondition::Exists, Some((_, v))) => Precondition::Version(*v),
+            (Precondition::Any, None) => Precondition::Absent,
+            (p, _) => *p,
+        };
+        let ours = derived != pre;
+        match hub.registry.upsert_if_async(inst.clone(), derived).await {
+            Ok(_) => {
+                written = true;
+                break;
+            }
+            // The precondition added here lost a race: read again. A failed precondition
+            // the client chose (If-Match) is the client's answer.
+            Err(RegistryError::VersionMismatch { .. }) if ours => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !written {
+        return Err(Fail::new(
+            StatusCode::CONFLICT,
+            "the registration kept changing while it was written; retry",
+        ));
+    }
     let (stored, version) = hub
         .registry
         .get_versioned(id)
@@ -114,6 +159,27 @@ async fn store(
         version,
         push_secrets,
     ))
+}
+
+/// Tries of a registration write whose compare-and-set lost a race.
+const STORE_ATTEMPTS: usize = 8;
+
+/// What of `inst` a registration cannot carry (`None`: nothing; it can be replaced as one).
+fn not_a_registration(inst: &Installation) -> Option<String> {
+    let mut what = Vec::new();
+    if inst.user_id.is_some() {
+        what.push("a userId".to_owned());
+    }
+    if inst.templates.len() > 1 {
+        what.push(format!("{} templates", inst.templates.len()));
+    }
+    if inst.templates.values().any(|t| !t.tags.is_empty()) {
+        what.push("template tags".to_owned());
+    }
+    if inst.expiration_time.is_some() {
+        what.push("an expirationTime".to_owned());
+    }
+    (!what.is_empty()).then(|| what.join(", "))
 }
 
 /// `If-Match` as a precondition of the write: absent is none, `*` is "exists", an ETag is
