@@ -39,6 +39,7 @@ mod tests;
 mod undo;
 mod version;
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -956,8 +957,13 @@ impl Registry {
     /// Writes the chunks the write sealed to the store first, unless another writer is at it
     /// (call it after releasing the partition locks: a store insert takes tens of µs).
     fn written(&self) -> Option<u64> {
-        self.inner.log.write_sealed_if_free();
-        if self.inner.store.is_volatile() {
+        let volatile = self.inner.store.is_volatile();
+        // A write from an async variant leaves the store insert to the flusher thread, which
+        // its wait wakes anyway: nothing on an async worker touches the store (audit M14).
+        if volatile || !ON_RUNTIME.with(Cell::get) {
+            self.inner.log.write_sealed_if_free();
+        }
+        if volatile {
             return None;
         }
         let seq = self.inner.commit.written();
@@ -1169,7 +1175,8 @@ impl Registry {
         inst: Installation,
         pre: Precondition,
     ) -> Result<WriteOutcome, RegistryError> {
-        self.durable_async(self.apply(&inst, pre)?).await
+        let applied = on_runtime(|| self.apply(&inst, pre))?;
+        self.durable_async(applied).await
     }
 
     /// Writes many installations with one wait for durability. Results are in input order;
@@ -1310,8 +1317,8 @@ impl Registry {
         ops: &[PatchOp],
         at: Version,
     ) -> Result<WriteOutcome, RegistryError> {
-        self.durable_async(self.patch_once(id, ops, Some(at))?)
-            .await
+        let applied = on_runtime(|| self.patch_once(id, ops, Some(at)))?;
+        self.durable_async(applied).await
     }
 
     /// Logs a tombstone for the installation in `slot` and removes it from memory (keeping
@@ -1378,7 +1385,8 @@ impl Registry {
         id: &InstallationId,
         pre: Precondition,
     ) -> Result<bool, RegistryError> {
-        self.durable_async(self.delete_once(id, pre)?).await
+        let applied = on_runtime(|| self.delete_once(id, pre))?;
+        self.durable_async(applied).await
     }
 
     /// The storage failure that stopped writes, if storage has failed (see
@@ -2300,4 +2308,23 @@ fn check_template(name: &str, t: &Template) -> Result<(), InvalidInput> {
     crate::template::CompiledInstallationTemplate::compile(t)
         .map_err(|e| bad(format!("does not compile: {e}")))?;
     Ok(())
+}
+
+thread_local! {
+    /// Set while an async variant applies a write on a runtime worker (see
+    /// [`Registry::written`]).
+    static ON_RUNTIME: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` (the in-memory step of a write, which never awaits) marked as on a runtime
+/// worker.
+fn on_runtime<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ON_RUNTIME.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(ON_RUNTIME.with(|c| c.replace(true)));
+    f()
 }

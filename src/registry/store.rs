@@ -291,6 +291,8 @@ pub(crate) struct ScriptedStore {
     pub flushes: std::sync::atomic::AtomicU64,
     /// Sequence numbers of the chunks put, in order.
     pub puts: parking_lot::Mutex<Vec<u64>>,
+    /// The thread of each put.
+    pub put_threads: parking_lot::Mutex<Vec<std::thread::ThreadId>>,
     /// Chunks as a reader sees them now, and as they are on "disk".
     chunks: parking_lot::Mutex<ScriptedChunks>,
     meta: parking_lot::Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
@@ -334,6 +336,7 @@ impl ScriptedStore {
             fail_flush: Default::default(),
             flushes: Default::default(),
             puts: Default::default(),
+            put_threads: Default::default(),
             chunks: Default::default(),
             meta: Default::default(),
         }
@@ -377,6 +380,7 @@ impl Store for ScriptedStore {
             return Err(StoreError::Engine(StorageFailure::msg("disk full")));
         }
         self.puts.lock().push(seq);
+        self.put_threads.lock().push(std::thread::current().id());
         let mut c = self.chunks.lock();
         c.now.insert(seq, value.to_vec());
         c.dirty.insert(seq);

@@ -387,3 +387,64 @@ fn records_written_before_versions_still_load() {
     reopened.upsert(device("fresh", 7, &[])).unwrap();
     assert!(reopened.version(&id("fresh")).unwrap() > v2);
 }
+
+/// Audit M14: the async variants never touch the store on the calling (runtime) thread: the
+/// chunks their writes seal are put by the flusher. Flushes are held at the gate so that
+/// writes pile up and seal chunks while they wait; the blocking `upsert_batch` in the same
+/// situation does put on its caller's thread (the contrast shows the test can fail).
+#[test]
+fn async_writes_leave_store_inserts_to_the_flusher() {
+    let store = Arc::new(ScriptedStore::gated());
+    let reg = open(&store);
+    let opener = |store: Arc<ScriptedStore>| {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            store.open_gate();
+        })
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let me = std::thread::current().id();
+    let gate = opener(store.clone());
+    rt.block_on(async {
+        let writes = (0..3000u32).map(|i| {
+            let reg = reg.clone();
+            async move {
+                reg.upsert_if_async(
+                    device(&format!("async-{i}"), i, &["a", "b"]),
+                    Precondition::Any,
+                )
+                .await
+                .unwrap();
+            }
+        });
+        futures_util::future::join_all(writes).await;
+    });
+    gate.join().unwrap();
+    let threads = store.put_threads.lock().clone();
+    assert!(
+        threads.len() > 3,
+        "too few chunks to judge: {}",
+        threads.len()
+    );
+    assert!(
+        threads.iter().all(|t| *t != me),
+        "{} of {} chunk puts ran on the async caller's thread",
+        threads.iter().filter(|t| **t == me).count(),
+        threads.len()
+    );
+
+    store.close_gate();
+    let gate = opener(store.clone());
+    let results =
+        reg.upsert_batch((3000..6000u32).map(|i| device(&format!("sync-{i}"), i, &["a"])));
+    assert!(results.iter().all(Result::is_ok));
+    gate.join().unwrap();
+    let threads = store.put_threads.lock().clone();
+    assert!(
+        threads.contains(&me),
+        "no put on the blocking caller's thread"
+    );
+}
