@@ -5,7 +5,8 @@
    two copies of the crate under test and hides what depends on what.
 2. The engine built as an embedder builds it (`tagcast` with `default-features = false`) has
    none of the server's dependencies among its normal dependencies: clap, toml, quick-xml,
-   metrics-exporter-prometheus, tracing-subscriber, and hyper's or hyper-util's server side.
+   metrics-exporter-prometheus, tracing-subscriber, and hyper's or hyper-util's server side;
+   nor cluster mode's async-nats.
 """
 import json
 import subprocess
@@ -44,7 +45,7 @@ def embedder_deps():
          "--prefix", "none", "--offline"],
         check=True, capture_output=True, text=True,
     ).stdout
-    banned = ["clap ", "toml ", "quick-xml ", "metrics-exporter-prometheus ", "tracing-subscriber ",
+    banned = ["async-nats ", "clap ", "toml ", "quick-xml ", "metrics-exporter-prometheus ", "tracing-subscriber ",
               'hyper feature "server"', 'hyper-util feature "server"']
     return [f"the engine without the server feature depends on {b.strip()}"
             for b in banned if any(line.startswith(b) for line in tree.splitlines())]

@@ -38,6 +38,9 @@ mod audience;
 #[cfg(any(test, feature = "bench-support"))]
 #[doc(hidden)]
 pub mod bench_support;
+/// Cluster mode on NATS JetStream (issue 16; in progress: see the module's docs).
+#[cfg(feature = "cluster")]
+pub mod cluster;
 /// The credentials each push service takes (each defined in its folder of `pns`).
 pub mod credentials {
     pub use crate::pns::{

@@ -37,6 +37,7 @@ pub mod faults;
 pub mod fcm;
 mod http1;
 mod jwt;
+pub mod nats;
 mod rewrite;
 mod server;
 pub mod stats;

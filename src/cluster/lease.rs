@@ -1,0 +1,251 @@
+//! Partition leases (CLUSTER.md, "Leases"): KV bucket `<prefix>_owners`, key `p.<p>` →
+//! `{node, epoch}`. Every change is a compare-and-set on the key's revision, so of any number
+//! of nodes racing for a partition exactly one wins (on NATS ≥ 2.10.23: the guard).
+//!
+//! ```text
+//!  free key        ── create {me, 1} ─────────────────────────────▶ owner, epoch 1
+//!  owner           ── renew: update {me, e} at its revision ─────▶ new revision (every lease/3)
+//!  other node      ── sees the same revision for lease + margin
+//!                     on its own monotonic clock ── update {me, e+1} at that revision ─▶ owner
+//!  deposed owner   ── its renew fails (revision moved) ──▶ steps down
+//!  planned handoff ── update {target, e+1, from_seq} at its revision (the owner stops first)
+//! ```
+//!
+//! No wall clock is compared between nodes: a taker measures how long *it* has seen one
+//! revision. The owner treats its lease as lost once `lease` has passed since the start of its
+//! last successful renewal. A paused owner (SIGSTOP) can therefore believe it still owns the
+//! partition when it resumes; what protects the data is the fence (an epoch marker in the
+//! partition's log, `plog`) and the claim's compare-and-set, not the lease.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::ClusterError;
+
+/// What the owners bucket holds for a partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseValue {
+    /// The owning node.
+    pub node: String,
+    /// Grows by one with every change of owner; fences the partition's log.
+    pub epoch: u64,
+    /// On a planned handoff: the log sequence the new owner must have applied before it
+    /// serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_seq: Option<u64>,
+}
+
+/// A lease as read: its value and the key's revision (the compare-and-set token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The partition.
+    pub partition: u16,
+    /// What the key holds.
+    pub value: LeaseValue,
+    /// The key's revision: the compare-and-set token of the next change.
+    pub revision: u64,
+}
+
+/// Why a lease operation did not give the lease.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// Someone else holds it and has renewed within the observation window.
+    Held(LeaseValue),
+    /// Another node changed it first (lost the compare-and-set).
+    Lost,
+}
+
+/// This node's view of the owners bucket.
+pub struct Leases {
+    kv: kv::Store,
+    node: String,
+    lease: Duration,
+    margin: Duration,
+    /// Per partition: the revision last seen and when this node first saw it.
+    seen: parking_lot::Mutex<HashMap<u16, (u64, Instant)>>,
+}
+
+fn key(p: u16) -> String {
+    format!("p.{p}")
+}
+
+fn encode(v: &LeaseValue) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).expect("a lease value serialises"))
+}
+
+impl Leases {
+    /// Leases of the bucket `kv` for `node`, with the cluster's lease and margin.
+    pub fn new(kv: kv::Store, node: &str, lease: Duration, margin: Duration) -> Leases {
+        Leases {
+            kv,
+            node: node.to_owned(),
+            lease,
+            margin,
+            seen: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The lease of `p` as stored now (`None`: never owned, or deleted).
+    pub async fn read(&self, p: u16) -> Result<Option<Lease>, ClusterError> {
+        let entry = self
+            .kv
+            .entry(key(p))
+            .await
+            .map_err(|e| ClusterError::Nats(format!("reading lease p.{p}: {e}")))?;
+        let Some(entry) = entry else { return Ok(None) };
+        if !matches!(entry.operation, kv::Operation::Put) {
+            return Ok(None);
+        }
+        let value: LeaseValue = serde_json::from_slice(&entry.value)
+            .map_err(|e| ClusterError::Nats(format!("lease p.{p} unreadable: {e}")))?;
+        Ok(Some(Lease {
+            partition: p,
+            value,
+            revision: entry.revision,
+        }))
+    }
+
+    /// Records that this node saw `revision` of `p` now (unless it saw it already), and says
+    /// whether it has seen that same revision for `lease + margin`.
+    fn observe(&self, p: u16, revision: u64, now: Instant) -> bool {
+        let mut seen = self.seen.lock();
+        let e = seen.entry(p).or_insert((revision, now));
+        if e.0 != revision {
+            *e = (revision, now);
+        }
+        now.duration_since(e.1) >= self.lease + self.margin
+    }
+
+    /// Takes `p` if it is free, or if its holder has not renewed for `lease + margin` as this
+    /// node has watched it (call it periodically: the watch starts at the first call). The
+    /// new lease has the next epoch. A lease this node already holds is returned as is.
+    pub async fn try_take(&self, p: u16) -> Result<Result<Lease, Denied>, ClusterError> {
+        let current = self.read(p).await?;
+        let now = Instant::now();
+        match current {
+            None => {
+                // A key that was never written (the bucket is never purged: epochs only grow).
+                let v = LeaseValue {
+                    node: self.node.clone(),
+                    epoch: 1,
+                    from_seq: None,
+                };
+                match self.kv.create(key(p), encode(&v)).await {
+                    Ok(revision) => Ok(Ok(Lease {
+                        partition: p,
+                        value: v,
+                        revision,
+                    })),
+                    Err(e)
+                        if matches!(e.kind(), kv::CreateErrorKind::AlreadyExists)
+                            || super::is_wrong_last_sequence(&e) =>
+                    {
+                        Ok(Err(Denied::Lost))
+                    }
+                    Err(e) => Err(ClusterError::Nats(format!("creating lease p.{p}: {e}"))),
+                }
+            }
+            Some(l) if l.value.node == self.node => Ok(Ok(l)),
+            Some(l) => {
+                if !self.observe(p, l.revision, now) {
+                    return Ok(Err(Denied::Held(l.value)));
+                }
+                let v = LeaseValue {
+                    node: self.node.clone(),
+                    epoch: l.value.epoch + 1,
+                    from_seq: None,
+                };
+                match self.kv.update(key(p), encode(&v), l.revision).await {
+                    Ok(revision) => Ok(Ok(Lease {
+                        partition: p,
+                        value: v,
+                        revision,
+                    })),
+                    Err(e) => match update_error(p, e) {
+                        None => Ok(Err(Denied::Lost)),
+                        Some(e) => Err(e),
+                    },
+                }
+            }
+        }
+    }
+
+    /// Renews `lease` (same epoch, new revision). `Denied::Lost`: someone took it; the owner
+    /// must step down.
+    pub async fn renew(&self, lease: &Lease) -> Result<Result<Lease, Denied>, ClusterError> {
+        match self
+            .kv
+            .update(key(lease.partition), encode(&lease.value), lease.revision)
+            .await
+        {
+            Ok(revision) => Ok(Ok(Lease {
+                revision,
+                ..lease.clone()
+            })),
+            Err(e) => match update_error(lease.partition, e) {
+                None => Ok(Err(Denied::Lost)),
+                Some(e) => Err(e),
+            },
+        }
+    }
+
+    /// Hands `lease` to `target` (planned handoff): one compare-and-set carrying the log
+    /// sequence the target must reach before serving.
+    pub async fn hand_over(
+        &self,
+        lease: &Lease,
+        target: &str,
+        from_seq: u64,
+    ) -> Result<Result<Lease, Denied>, ClusterError> {
+        let v = LeaseValue {
+            node: target.to_owned(),
+            epoch: lease.value.epoch + 1,
+            from_seq: Some(from_seq),
+        };
+        match self
+            .kv
+            .update(key(lease.partition), encode(&v), lease.revision)
+            .await
+        {
+            Ok(revision) => Ok(Ok(Lease {
+                partition: lease.partition,
+                value: v,
+                revision,
+            })),
+            Err(e) => match update_error(lease.partition, e) {
+                None => Ok(Err(Denied::Lost)),
+                Some(e) => Err(e),
+            },
+        }
+    }
+
+    /// How long an owner may act on a renewal that started at `renewed_at`.
+    pub fn valid_until(&self, renewed_at: Instant) -> Instant {
+        renewed_at + self.lease
+    }
+
+    /// How often an owner renews.
+    pub fn renew_every(&self) -> Duration {
+        self.lease / 3
+    }
+}
+
+/// `None` for a lost compare-and-set; the error otherwise.
+fn update_error(p: u16, e: kv::UpdateError) -> Option<ClusterError> {
+    if matches!(e.kind(), kv::UpdateErrorKind::WrongLastRevision)
+        || super::is_wrong_last_sequence(&e)
+    {
+        None
+    } else {
+        Some(ClusterError::Nats(format!("updating lease p.{p}: {e}")))
+    }
+}

@@ -1,0 +1,285 @@
+//! Cluster mode on NATS JetStream (issue 16, `shared/design/CLUSTER.md`). **In progress**:
+//! what exists is the foundation every later part stands on, each piece tested against real
+//! `nats-server` clusters on loopback (`tests/cluster_nats.rs`):
+//!
+//! - [`config`]: `[cluster]` (NATS URLs, node, partitions, stream groups, replicas, lease,
+//!   margin, claim size, standby, delivery default), checked;
+//! - [`guard`]: every configured NATS server must be ≥ 2.10.23 (Debian's 2.9.10 is refused,
+//!   naming its version), and every stream and bucket is read back after creation (a setting
+//!   the server dropped refuses the start);
+//! - [`lease`]: partition leases by compare-and-set in KV, taken only after a node watched one
+//!   revision for lease + margin on its own clock;
+//! - [`plog`]: a partition's fenced chunk log (message ids, expected last subject sequence,
+//!   epoch markers that reject a deposed owner's next append) and its replay;
+//! - [`assign`]: rendezvous assignment of partitions (owner and standby) over live members.
+//!
+//! Not built yet (docs/operations.md, "Cluster mode"): the registry's writes routed to
+//! partition owners and applied from the log, snapshots, sends through `NOTIFY` with
+//! write-ahead claims, outcome aggregation, the server's `[cluster]` section and the harness's
+//! `cluster` command. Nothing outside this module uses it yet: without `[cluster]`, tagcast is
+//! the single-node product.
+//!
+//! ```text
+//!  Cluster::connect(config, hub)
+//!    ├─ every nats_urls server: version ≥ 2.10.23 (guard)
+//!    ├─ streams <PREFIX>_<hub>_REG_<g>  subjects <prefix>.<hub>.reg.<g>.*   (read back)
+//!    └─ bucket  <prefix>_<hub>_owners   p.<p> → {node, epoch}               (read back)
+//!  cluster.partition_log(p) → PartitionLog (plog)     cluster.leases() → Leases (lease)
+//! ```
+
+pub mod assign;
+pub mod config;
+pub mod guard;
+pub mod lease;
+pub mod plog;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+
+pub use config::{ClusterConfig, Delivery};
+
+/// Why cluster mode could not start or an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A `[cluster]` setting that cannot work.
+    #[error("cluster configuration: {0}")]
+    Config(String),
+    /// The NATS side cannot give the guarantees: an old server, a setting it dropped.
+    #[error("cluster mode refused: {0}")]
+    Refused(String),
+    /// NATS could not be reached or answered with an error.
+    #[error("NATS: {0}")]
+    Nats(String),
+}
+
+/// A name part for streams, buckets and subjects: `A-Z a-z 0-9 -` kept, `_` doubled, any
+/// other byte (a hub name's `.`) as `_XX` (hex), so distinct hubs never share a name.
+pub fn token(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' => out.push(b as char),
+            b'_' => out.push_str("__"),
+            other => out.push_str(&format!("_{other:02X}")),
+        }
+    }
+    out
+}
+
+/// Whether a JetStream error is a failed "expected last (subject) sequence" check, whichever
+/// way the client reports it: async-nats 0.46 knows error code 10071, while servers ≥ 2.11
+/// also answer 10164 when the check fails as the write is applied (the atomic check
+/// CLUSTER.md relies on), which the client reports as "other" with the text in its source.
+pub(crate) fn is_wrong_last_sequence(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if text.contains("wrong last sequence")
+            || text.contains("wrong last revision")
+            || text.contains("error code 10071")
+            || text.contains("error code 10164")
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// One node's connection to the cluster for one hub.
+pub struct Cluster {
+    config: ClusterConfig,
+    hub: String,
+    js: jetstream::Context,
+    leases: lease::Leases,
+}
+
+impl Cluster {
+    /// Checks the configuration and every NATS server's version, then creates (or finds) the
+    /// hub's registry streams and owners bucket and checks their settings.
+    pub async fn connect(config: ClusterConfig, hub: &str) -> Result<Cluster, ClusterError> {
+        config.check()?;
+        let mut reachable = 0;
+        let mut unreachable = Vec::new();
+        for url in &config.nats_urls {
+            match connect_one(&config, std::slice::from_ref(url)).await {
+                Ok(c) => {
+                    reachable += 1;
+                    let info = c.server_info();
+                    guard::check_version(url, &info.version)?;
+                    if !info.jetstream {
+                        return Err(ClusterError::Refused(format!(
+                            "NATS server {url} has JetStream off (`jetstream` in its \
+                             configuration)"
+                        )));
+                    }
+                }
+                Err(e) => unreachable.push(format!("{url}: {e}")),
+            }
+        }
+        if reachable == 0 {
+            return Err(ClusterError::Nats(format!(
+                "no NATS server reachable: {}",
+                unreachable.join("; ")
+            )));
+        }
+        for u in &unreachable {
+            // Its version is checked when this node restarts; the servers that answered were.
+            tracing::warn!(server = %u, "NATS server unreachable at start: version not checked");
+        }
+        let client = connect_one(&config, &config.nats_urls).await?;
+        let js = jetstream::new(client);
+        let t = token(hub);
+        let replicas = config.replicas;
+        for g in 0..config.stream_groups {
+            guard::ensure_stream(
+                &js,
+                stream::Config {
+                    name: format!("{}_{t}_REG_{g}", config.prefix.to_ascii_uppercase()),
+                    subjects: vec![format!("{}.{t}.reg.{g}.*", config.prefix)],
+                    storage: stream::StorageType::File,
+                    num_replicas: replicas,
+                    max_messages_per_subject: -1,
+                    allow_direct: true,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    duplicate_window: Duration::from_secs(120),
+                    metadata: guard::marker_metadata(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        }
+        let owners = guard::ensure_kv(
+            &js,
+            kv::Config {
+                bucket: format!("{}_{t}_owners", config.prefix),
+                history: 1,
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let leases = lease::Leases::new(owners, &config.node, config.lease(), config.margin());
+        Ok(Cluster {
+            hub: hub.to_owned(),
+            js,
+            leases,
+            config,
+        })
+    }
+
+    /// The configuration it was started with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &str {
+        &self.hub
+    }
+
+    /// The hub's partition leases.
+    pub fn leases(&self) -> &lease::Leases {
+        &self.leases
+    }
+
+    /// Partition `p`'s log.
+    pub fn partition_log(&self, p: u16) -> plog::PartitionLog {
+        let g = p % self.config.stream_groups;
+        let t = token(&self.hub);
+        plog::PartitionLog::new(
+            self.js.clone(),
+            &format!("{}_{t}_REG_{g}", self.config.prefix.to_ascii_uppercase()),
+            &format!("{}.{t}.reg.{g}.{p}", self.config.prefix),
+            p,
+        )
+    }
+}
+
+/// A client of `urls` with the configuration's credentials and CA, failing fast when none
+/// answers.
+async fn connect_one(
+    config: &ClusterConfig,
+    urls: &[String],
+) -> Result<async_nats::Client, ClusterError> {
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(format!("tagcast-{}", config.node))
+        .connection_timeout(Duration::from_secs(5));
+    if let Some(f) = &config.credentials_file {
+        opts = opts
+            .credentials_file(f)
+            .await
+            .map_err(|e| ClusterError::Config(format!("credentials_file {}: {e}", f.display())))?;
+    }
+    if let Some(ca) = &config.tls_ca_file {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    let addrs: Vec<async_nats::ServerAddr> = urls
+        .iter()
+        .map(|u| {
+            u.parse()
+                .map_err(|e| ClusterError::Config(format!("nats_urls {u:?}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    opts.connect(addrs)
+        .await
+        .map_err(|e| ClusterError::Nats(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(Inner);
+    #[derive(Debug)]
+    struct Inner;
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("failed getting entry")
+        }
+    }
+    impl std::fmt::Display for Inner {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("publish failed: other (code 400, error code 10164)")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    impl std::error::Error for Inner {}
+
+    #[test]
+    fn a_failed_sequence_check_is_recognised_in_the_error_chain() {
+        assert!(is_wrong_last_sequence(&Outer(Inner)));
+        assert!(!is_wrong_last_sequence(&Inner2));
+    }
+
+    #[derive(Debug)]
+    struct Inner2;
+    impl std::fmt::Display for Inner2 {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("timed out")
+        }
+    }
+    impl std::error::Error for Inner2 {}
+
+    #[test]
+    fn tokens_are_safe_and_distinct() {
+        assert_eq!(token("myhub"), "myhub");
+        assert_eq!(token("my-hub"), "my-hub");
+        assert_eq!(token("a.b"), "a_2Eb");
+        assert_eq!(token("a_2Eb"), "a__2Eb");
+        assert_ne!(token("a.b"), token("a_b"));
+        for t in [token("x.y"), token("x_y"), token("x-y")] {
+            assert!(t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)));
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! A partition's fenced chunk log (CLUSTER.md, "Registry log" and "Fencing"): partition p of a
+//! hub is the subject `<prefix>.<hub>.reg.<g>.<p>` of stream `<PREFIX>_<hub>_REG_<g>`
+//! (g = p mod G). Only the partition's owner appends, one chunk in flight at a time, each with
+//! `Nats-Msg-Id = <p>.<epoch>.<n>` (a retried publish is stored once) and
+//! `Nats-Expected-Last-Subject-Sequence` = the last sequence it knows on the subject. A new
+//! owner's first append is an empty *epoch marker* at the sequence it replayed to; from then
+//! on every append of an older owner fails with "wrong last sequence", and that owner steps
+//! down. No clock is involved.
+//!
+//! ```text
+//!  owner e=1:  chunk(seq 5) ── chunk(seq 9) ── ...            (expects 5, then 9)
+//!  owner e=2:  replay to 9 ── marker(e=2, expects 9) → seq 12
+//!  owner e=1:  chunk (expects 9) ──▶ WrongLastSequence ──▶ Fenced: step down
+//! ```
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+
+use super::ClusterError;
+
+/// Header naming the epoch of the owner that wrote a message.
+pub const EPOCH_HEADER: &str = "Tc-Epoch";
+/// Header naming what a message is: `marker` or `chunk`.
+pub const KIND_HEADER: &str = "Tc-Kind";
+
+/// One partition's log on its stream.
+#[derive(Clone)]
+pub struct PartitionLog {
+    js: jetstream::Context,
+    stream: String,
+    subject: String,
+    partition: u16,
+}
+
+/// An owner's right to append: its epoch, the next chunk number and the last sequence on
+/// the subject it knows of (its fence).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Writer {
+    /// The owner's epoch.
+    pub epoch: u64,
+    /// The next chunk number (part of the message id).
+    pub next: u64,
+    /// The last sequence on the subject this writer knows of.
+    pub last_seq: u64,
+}
+
+/// A message of the log as replay reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The message's stream sequence.
+    pub seq: u64,
+    /// The epoch of the owner that wrote it.
+    pub epoch: u64,
+    /// `None` for an epoch marker.
+    pub chunk: Option<Bytes>,
+}
+
+/// Why an append failed.
+#[derive(Debug)]
+pub enum AppendError {
+    /// Someone appended after this writer's fence: a newer owner. Step down.
+    Fenced,
+    /// Anything else (NATS unreachable, timeout): the chunk may or may not be stored; retry
+    /// the same chunk (same message id: stored once) or step down.
+    Other(ClusterError),
+}
+
+impl PartitionLog {
+    /// The log of `partition`: `subject` of `stream`.
+    pub fn new(js: jetstream::Context, stream: &str, subject: &str, partition: u16) -> Self {
+        PartitionLog {
+            js,
+            stream: stream.to_owned(),
+            subject: subject.to_owned(),
+            partition,
+        }
+    }
+
+    /// The partition's subject.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The sequence of the last message on the subject (0: none).
+    pub async fn last_seq(&self) -> Result<u64, ClusterError> {
+        let s = self
+            .js
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| ClusterError::Nats(format!("stream {}: {e}", self.stream)))?;
+        match s.get_last_raw_message_by_subject(&self.subject).await {
+            Ok(m) => Ok(m.sequence),
+            Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => Ok(0),
+            Err(e) => Err(ClusterError::Nats(format!(
+                "last message of {}: {e}",
+                self.subject
+            ))),
+        }
+    }
+
+    /// Opens `epoch` with a marker appended right after `replayed_to` (the last sequence the
+    /// new owner applied). Fails with [`AppendError::Fenced`] when the log moved on since
+    /// (replay the rest, then try again) or when a newer owner got there first.
+    pub async fn open_epoch(&self, epoch: u64, replayed_to: u64) -> Result<Writer, AppendError> {
+        let mut w = Writer {
+            epoch,
+            next: 0,
+            last_seq: replayed_to,
+        };
+        self.publish(&mut w, None).await?;
+        Ok(w)
+    }
+
+    /// Appends `chunk` behind the writer's fence; returns its sequence. On success the chunk
+    /// is stored on a majority of the stream's replicas (the JetStream ack).
+    pub async fn append(&self, w: &mut Writer, chunk: Bytes) -> Result<u64, AppendError> {
+        self.publish(w, Some(chunk)).await
+    }
+
+    async fn publish(&self, w: &mut Writer, chunk: Option<Bytes>) -> Result<u64, AppendError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(EPOCH_HEADER, w.epoch.to_string().as_str());
+        headers.insert(
+            KIND_HEADER,
+            if chunk.is_some() { "chunk" } else { "marker" },
+        );
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(chunk.unwrap_or_default())
+            .headers(headers)
+            .message_id(format!("{}.{}.{}", self.partition, w.epoch, w.next))
+            .expected_last_subject_sequence(w.last_seq);
+        let ack = self
+            .js
+            .send_publish(self.subject.clone(), publish)
+            .await
+            .map_err(|e| AppendError::Other(ClusterError::Nats(format!("publish: {e}"))))?;
+        match ack.await {
+            Ok(a) if a.duplicate => {
+                // Stored before (a retry after a lost ack): the stored copy's sequence.
+                w.next += 1;
+                w.last_seq = a.sequence;
+                Ok(a.sequence)
+            }
+            Ok(a) => {
+                w.next += 1;
+                w.last_seq = a.sequence;
+                Ok(a.sequence)
+            }
+            Err(e)
+                if matches!(e.kind(), PublishErrorKind::WrongLastSequence)
+                    || super::is_wrong_last_sequence(&e) =>
+            {
+                Err(AppendError::Fenced)
+            }
+            Err(e) => Err(AppendError::Other(ClusterError::Nats(format!(
+                "append to {}: {e}",
+                self.subject
+            )))),
+        }
+    }
+
+    /// Reads the subject from sequence `from` (inclusive) up to the last sequence it had when
+    /// the call started, in order, with an ordered consumer.
+    pub async fn replay(&self, from: u64) -> Result<Vec<LogEntry>, ClusterError> {
+        let upto = self.last_seq().await?;
+        let mut out = Vec::new();
+        if upto == 0 || from > upto {
+            return Ok(out);
+        }
+        let s = self
+            .js
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| ClusterError::Nats(format!("stream {}: {e}", self.stream)))?;
+        let consumer = s
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: self.subject.clone(),
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ClusterError::Nats(format!("consumer on {}: {e}", self.subject)))?;
+        let mut msgs = consumer
+            .messages()
+            .await
+            .map_err(|e| ClusterError::Nats(format!("reading {}: {e}", self.subject)))?;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), msgs.next()).await;
+            let m = match next {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => {
+                    return Err(ClusterError::Nats(format!("reading {}: {e}", self.subject)))
+                }
+                Ok(None) | Err(_) => {
+                    return Err(ClusterError::Nats(format!(
+                        "reading {}: the stream ended before sequence {upto}",
+                        self.subject
+                    )))
+                }
+            };
+            let info = m
+                .info()
+                .map_err(|e| ClusterError::Nats(format!("reading {}: {e}", self.subject)))?;
+            let seq = info.stream_sequence;
+            let headers = m.headers.as_ref();
+            let epoch = headers
+                .and_then(|h| h.get(EPOCH_HEADER))
+                .and_then(|v| v.as_str().parse().ok())
+                .unwrap_or(0);
+            let marker = headers
+                .and_then(|h| h.get(KIND_HEADER))
+                .is_some_and(|v| v.as_str() == "marker");
+            out.push(LogEntry {
+                seq,
+                epoch,
+                chunk: (!marker).then(|| m.payload.clone()),
+            });
+            if seq >= upto {
+                return Ok(out);
+            }
+        }
+    }
+}
