@@ -200,6 +200,9 @@ pub struct HubConfig {
     /// `[hub.limits]`: rate limits and quotas.
     #[serde(default)]
     pub limits: super::quota::LimitsConfig,
+    /// `[hub.jobs]`: import/export jobs on files in a local directory; without it `/jobs` is
+    /// refused.
+    pub jobs: Option<super::jobs::JobsConfig>,
 }
 
 /// `[[hub.key]]`: a shared access key. Its `Debug` leaves the secret out.
@@ -365,6 +368,10 @@ impl ServerConfig {
                 return bad(format!("hub {:?} has no [[hub.key]]", h.name));
             }
             h.limits.check(&h.name).map_err(ServerError::Config)?;
+            if let Some(j) = &h.jobs {
+                j.check(&h.name, &self.server.data_dir)
+                    .map_err(ServerError::Config)?;
+            }
             let mut key_names = std::collections::HashSet::new();
             for k in &h.keys {
                 if k.key.is_some() == k.key_file.is_some() {

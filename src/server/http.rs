@@ -52,6 +52,10 @@ impl Fail {
     pub(crate) fn not_found(detail: impl Into<String>) -> Fail {
         Fail::new(StatusCode::NOT_FOUND, detail)
     }
+    /// The detail the `<Error>` body carries.
+    pub(crate) fn detail(&self) -> &str {
+        &self.detail
+    }
 }
 
 /// A parse error as a 400.
@@ -658,6 +662,12 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> R
                     "no pending scheduled notification {id}"
                 )))
             }
+        }
+        (_, ["jobs", ..]) => {
+            // Import/export jobs (jobs.rs): Manage only, checked before the body is read.
+            need(Rights::MANAGE)?;
+            let (_, b) = body(shared, ctx, req).await?;
+            super::jobs::route(&hub, &origin, &method, &op, ctx.key.as_deref(), b).await
         }
         _ => {
             let op: Vec<String> = op.iter().map(|s| s.to_string()).collect();

@@ -145,6 +145,7 @@ fn action(method: &str, route: &str) -> &'static str {
         ("POST", "registrations") | ("PUT", "registrations") => "registration.write",
         ("DELETE", "registrations") => "registration.delete",
         ("POST", "registrationIDs") => "registration.id",
+        ("POST", "jobs") => "job.submit",
         _ => "other",
     }
 }
