@@ -334,7 +334,11 @@ pub(crate) struct Jobs {
     /// Orders the writes of `store` (taken before the snapshot, so a later state is never
     /// overwritten by an earlier one).
     persisting: Mutex<()>,
+    /// Admission: a slot per running job, given back just before its end is published (so
+    /// a client that sees `Completed` can submit the next job at once).
     running: Arc<Semaphore>,
+    /// The jobs' threads, until they have ended and saved their end (shutdown waits for them).
+    threads: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     stopping: AtomicBool,
 }
 
@@ -370,6 +374,7 @@ impl Jobs {
             records: Mutex::new(records),
             persisting: Mutex::new(()),
             running: Arc::new(Semaphore::new(cfg.max_running)),
+            threads: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
         };
         if interrupted > 0 {
@@ -408,8 +413,8 @@ impl Jobs {
     /// Stops running jobs after their current chunk and waits for them, at most `grace`.
     pub(crate) async fn shutdown(&self, grace: Duration) {
         self.stopping.store(true, Ordering::SeqCst);
-        let all = u32::try_from(self.cfg.max_running).unwrap_or(u32::MAX);
-        if tokio::time::timeout(grace, self.running.acquire_many(all))
+        let threads = std::mem::take(&mut *self.threads.lock());
+        if tokio::time::timeout(grace, futures_util::future::join_all(threads))
             .await
             .is_err()
         {
@@ -657,15 +662,20 @@ async fn submit(
     let (record, files) = prepared;
     let entry = job_xml::job_entry_xml(&record.description(), base_url);
     let run = Run {
-        jobs,
+        jobs: jobs.clone(),
         hub: hub.clone(),
         id: id.clone(),
         job_type: record.job_type,
         files,
         rt: tokio::runtime::Handle::current(),
-        _slot: slot,
+        slot,
     };
-    tokio::task::spawn_blocking(move || run.run());
+    let thread = tokio::task::spawn_blocking(move || run.run());
+    {
+        let mut threads = jobs.threads.lock();
+        threads.retain(|t| !t.is_finished());
+        threads.push(thread);
+    }
     let mut r = super::http::response(StatusCode::CREATED, Some(ENTRY_CONTENT_TYPE), entry);
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{base_url}/jobs/{id}?api-version={}",
@@ -754,8 +764,8 @@ struct Run {
     files: Files,
     /// Drives the registry's async writes from the blocking thread.
     rt: tokio::runtime::Handle,
-    /// Held until the job ends.
-    _slot: OwnedSemaphorePermit,
+    /// Held until the job's work is done.
+    slot: OwnedSemaphorePermit,
 }
 
 /// What a job did.
@@ -775,7 +785,7 @@ struct Row {
 }
 
 enum Op {
-    Write(Installation, Precondition),
+    Write(Box<Installation>, Precondition),
     Delete(InstallationId),
 }
 
@@ -788,7 +798,7 @@ impl Run {
             job_type,
             files,
             rt,
-            _slot,
+            slot,
         } = self;
         jobs.update(&id, |r| r.status = JobStatus::Running);
         let mut counts = Counts::default();
@@ -816,6 +826,7 @@ impl Run {
                     .into(),
             )
         });
+        drop(slot);
         let (status, failure) = match &result {
             Ok(()) => (JobStatus::Completed, None),
             Err(f) => (JobStatus::Failed, Some(f.clone())),
@@ -1004,7 +1015,7 @@ impl Job<'_> {
                 reg.registration_id = Some(rid);
                 reg.etag = None;
                 Ok((
-                    Op::Write(inst, pre),
+                    Op::Write(Box::new(inst), pre),
                     registration_xml::description_line(&reg),
                 ))
             }
@@ -1022,7 +1033,7 @@ impl Job<'_> {
                     .map_err(|e| e.to_string())?;
                 super::http::check_template_topics(self.hub, &inst)
                     .map_err(|f| f.detail().to_string())?;
-                Ok((Op::Write(inst, pre), text.to_string()))
+                Ok((Op::Write(Box::new(inst), pre), text.to_string()))
             }
         }
     }
@@ -1035,7 +1046,7 @@ impl Job<'_> {
             match &row.parsed {
                 Ok((Op::Write(inst, pre), _)) => Some(
                     registry
-                        .upsert_if_async(inst.clone(), *pre)
+                        .upsert_if_async(Installation::clone(inst), *pre)
                         .await
                         .map(|_| ()),
                 ),

@@ -158,6 +158,7 @@ mod tests {
     fn actions_name_every_changing_route() {
         assert_eq!(action("DELETE", "installations"), "installation.delete");
         assert_eq!(action("POST", "schedulednotifications"), "schedule.create");
+        assert_eq!(action("POST", "jobs"), "job.submit");
         assert_eq!(action("GET", "installations"), "other");
     }
 
