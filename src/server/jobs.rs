@@ -949,6 +949,10 @@ impl Job<'_> {
             if let Some((consumed, too_long)) = next {
                 line += 1;
                 read += consumed as u64;
+                if line == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
+                    // A UTF-8 byte order mark (.NET's StreamWriter writes one by default).
+                    buf.drain(..3);
+                }
                 let text = String::from_utf8_lossy(&buf).into_owned();
                 let parsed = if too_long {
                     Err(format!(
