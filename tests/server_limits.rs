@@ -285,6 +285,8 @@ async fn a_wrong_method_on_a_known_path_is_405() {
         ("PUT", rest::hub_path("registrations"), "GET, POST"),
         ("DELETE", rest::hub_path("tags/a/registrations"), "GET"),
         ("GET", rest::hub_path("schedulednotifications/x"), "DELETE"),
+        ("PUT", rest::hub_path("jobs"), "GET, POST"),
+        ("DELETE", rest::hub_path("jobs/j1"), "GET"),
     ];
     for (method, path, allow) in &cases {
         let a = env.full(method, path, &body("m1")).await;

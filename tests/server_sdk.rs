@@ -154,6 +154,8 @@ vapid_key_file = "{vapid_file}"
 subject = "mailto:ops@example.com"
 # The mock Web Push service is on loopback.
 allow_private_endpoints = true
+[hub.jobs]
+directory = "{jobs}"
 "#,
         cert = write(d, "cert.pem", &tls.server_cert_pem()).display(),
         key = write(d, "key.pem", &tls.server_key_pem()).display(),
@@ -171,6 +173,12 @@ allow_private_endpoints = true
         wns_secret = write(d, "wns.secret", TEST_CLIENT_SECRET).display(),
         wns_token = wns.token_url(),
         vapid_file = write(d, "vapid.key", &vapid.private_key_base64url()).display(),
+        jobs = {
+            let jobs = d.join("jobs");
+            std::fs::create_dir_all(jobs.join("out")).unwrap();
+            jobs
+        }
+        .display(),
     );
     let server = Server::start(ServerConfig::from_toml(&config).unwrap())
         .await
@@ -203,6 +211,7 @@ allow_private_endpoints = true
             cs("DefaultFullSharedAccessSignature", SEND_KEY),
         )
         .env("NH_APNS_TOKENS", apns_tokens.join(","))
+        .env("NH_JOBS_CONTAINER", "file:///out")
         .env("NH_FCM_TOKENS", fcm_tokens.join(","))
         .env("NH_WEBPUSH_SUBS", Value::Array(subs_json).to_string())
         .env(
@@ -226,6 +235,27 @@ allow_private_endpoints = true
     assert!(
         out.status.success() && result["ok"] == true,
         "the scenario failed: {result}\nstderr:\n{stderr}"
+    );
+    // The job steps wrote their files in the jobs directory: an export with a row per
+    // registration and installation, and an import that applied none of them again.
+    let job_dirs: Vec<std::path::PathBuf> = std::fs::read_dir(d.join("jobs/out/hub1"))
+        .expect("the job steps ran")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(job_dirs.len(), 2, "{job_dirs:?}");
+    let rows =
+        |p: &std::path::Path, f: &str| std::fs::read_to_string(p.join(f)).unwrap().lines().count();
+    assert!(
+        job_dirs
+            .iter()
+            .any(|p| rows(p, "Output.txt") >= 3 && rows(p, "Failed.txt") == 0),
+        "an export of the hub"
+    );
+    assert!(
+        job_dirs
+            .iter()
+            .any(|p| rows(p, "Output.txt") == 0 && rows(p, "Failed.txt") >= 3),
+        "an import whose rows all exist"
     );
 
     // Every announced push at its mock; web push and WNS by the handle the mocks account by.

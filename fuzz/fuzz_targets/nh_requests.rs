@@ -1,6 +1,7 @@
 //! Fuzz target for the Notification Hubs request readers (`src/nh/`): SAS tokens, the
 //! direct-batch multipart body, registration XML, installation JSON and PATCH bodies, and the
-//! `ServiceBusNotification-*` headers. Untrusted input from any client; none may panic, and
+//! `ServiceBusNotification-*` headers, and import/export job bodies and file rows. Untrusted
+//! input from any client; none may panic, and
 //! what is accepted must be consistent (a parsed installation serialises to JSON that parses
 //! back to the same installation; an accepted registration re-serialises to an entry that
 //! parses back to the same handle and tags).
@@ -9,7 +10,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
-use tagcast::nh::{headers, installation_json, multipart, registration_xml, sas};
+use tagcast::nh::{headers, installation_json, job_xml, multipart, registration_xml, sas};
 use tagcast::{Installation, InstallationId, PushHandle};
 
 fuzz_target!(|data: &[u8]| {
@@ -39,11 +40,22 @@ fuzz_target!(|data: &[u8]| {
         let ctx = registration_xml::AtomContext {
             base_url: "https://localhost:8443/hub".into(),
             updated: SystemTime::UNIX_EPOCH,
+            push_secrets: true,
         };
         let xml = registration_xml::entry_xml(&reg, &ctx);
         let back = registration_xml::parse_registration(&xml).expect("our entry reads back");
         assert_eq!(back.handle, reg.handle);
         assert_eq!(back.tags, reg.tags);
+        // An import/export row is one line and reads back the same.
+        let line = registration_xml::description_line(&reg);
+        assert!(!line.contains('\n'));
+        let back = registration_xml::parse_registration(&line).expect("our row reads back");
+        assert_eq!(back.handle, reg.handle);
+        assert_eq!(back.template, reg.template);
+    }
+    let _ = registration_xml::registration_id_of(&text);
+    if let Ok(job) = job_xml::parse_job_request(&text) {
+        assert_eq!(job_xml::JobType::parse(job.job_type.name()), Some(job.job_type));
     }
 
     let id = InstallationId::new("fuzz").expect("valid id");

@@ -11,6 +11,8 @@
 //! - [`installation_json`]: installation JSON and PATCH bodies ⇄ [`Installation`](crate::Installation),
 //!   [`PatchOp`](crate::PatchOp) (§4.1, §5).
 //! - [`registration_xml`]: Atom registration entries and feeds (§4.5).
+//! - [`job_xml`]: import/export jobs: the `NotificationHubJob` request, entries and feeds
+//!   (§4.7).
 //! - [`multipart`]: the direct-batch `multipart/mixed` body (§4.2).
 //! - [`notification_xml`]: the test-send `NotificationOutcome` and the `NotificationDetails`
 //!   telemetry answer (§4.2, §7).
@@ -19,6 +21,7 @@
 pub mod error_xml;
 pub mod headers;
 pub mod installation_json;
+pub mod job_xml;
 pub mod multipart;
 pub mod notification_xml;
 pub mod registration_xml;

@@ -350,7 +350,7 @@ impl AtomContext {
     }
 }
 
-fn description_xml(out: &mut String, r: &Registration, push_secrets: bool) {
+fn description_xml(out: &mut String, r: &Registration, push_secrets: bool, one_line: bool) {
     let name = r.element_name();
     out.push('<');
     out.push_str(&name);
@@ -392,7 +392,12 @@ fn description_xml(out: &mut String, r: &Registration, push_secrets: bool) {
     }
     if let Some(t) = &r.template {
         out.push_str("<BodyTemplate>");
-        xml::cdata_into(out, &t.body);
+        if one_line {
+            // CDATA would carry the body's line breaks raw (see `description_line`).
+            xml::escape_into(out, &t.body);
+        } else {
+            xml::cdata_into(out, &t.body);
+        }
         out.push_str("</BodyTemplate>");
         let platform = r.handle.platform();
         if platform == Platform::Apns {
@@ -463,8 +468,40 @@ fn entry_into(out: &mut String, r: &Registration, ctx: &AtomContext, in_feed: bo
         xml::leaf(out, "updated", &updated);
     }
     out.push_str("<content type=\"application/xml\">");
-    description_xml(out, r, ctx.push_secrets);
+    description_xml(out, r, ctx.push_secrets, false);
     out.push_str("</content></entry>");
+}
+
+/// One registration description on one line, Web Push secrets included: a row of an
+/// import or export file (§4.7: one serialised registration description per line), which
+/// [`parse_registration`] reads back. The template body is written as escaped text, and line
+/// breaks anywhere as `&#xA;`, so that no row spans two lines.
+pub fn description_line(r: &Registration) -> String {
+    let mut out = String::with_capacity(512);
+    description_xml(&mut out, r, true, true);
+    // No CDATA section was written, so a reference means the same character everywhere.
+    out.replace('\n', "&#xA;")
+}
+
+/// The `RegistrationId` of a registration description (a row of an import file naming the
+/// registration to delete): the rest of the description is not checked.
+pub fn registration_id_of(body: &str) -> Result<String, RegistrationError> {
+    let root =
+        xml::parse(body).map_err(|e| RegistrationError(format!("not well-formed XML: {e}")))?;
+    let desc = match root.child("content") {
+        Some(c) if root.name == "entry" => match c.children.as_slice() {
+            [d] => d,
+            _ => return rerr("<content> must hold exactly one registration description"),
+        },
+        _ => &root,
+    };
+    if !desc.name.ends_with("RegistrationDescription") {
+        return rerr(format!(
+            "<{}> is not a registration description (e.g. <AppleRegistrationDescription>)",
+            short(&desc.name)
+        ));
+    }
+    required(desc, "RegistrationId").map(str::to_string)
 }
 
 /// One registration as an Atom entry (answer of create, update and get).
@@ -758,6 +795,63 @@ mod tests {
     }
 
     #[test]
+    fn lines_are_one_line_and_read_back() {
+        let (p, a) = keys();
+        let r = Registration {
+            registration_id: Some("r1".into()),
+            handle: PushHandle::web_push("https://push.example/x", &p, &a).unwrap(),
+            tags: vec![Tag::new("t").unwrap()],
+            template: Some(RegistrationTemplate {
+                name: Some("n".into()),
+                body: "{\"a\":\n\"b\"}\r\n]]>".into(),
+                headers: BTreeMap::new(),
+                expiry: None,
+            }),
+            expiration_time: None,
+            etag: None,
+        };
+        let line = description_line(&r);
+        assert!(!line.contains('\n') && !line.contains('\r'), "{line}");
+        assert!(
+            line.starts_with("<BrowserTemplateRegistrationDescription "),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("<P256DH>{p}</P256DH>")),
+            "secrets: {line}"
+        );
+        assert_eq!(parse_registration(&line).unwrap(), r);
+        assert_eq!(registration_id_of(&line).unwrap(), "r1");
+        assert_eq!(
+            registration_id_of("<AppleRegistrationDescription><RegistrationId> x </RegistrationId></AppleRegistrationDescription>")
+                .unwrap(),
+            "x"
+        );
+        assert_eq!(
+            registration_id_of(&sdk_entry(&ns(
+                "FcmV1RegistrationDescription",
+                "<RegistrationId>e</RegistrationId>"
+            )))
+            .unwrap(),
+            "e"
+        );
+        for (body, want) in [
+            (
+                "<AppleRegistrationDescription/>",
+                "<RegistrationId> is required",
+            ),
+            (
+                "<Apple><RegistrationId>x</RegistrationId></Apple>",
+                "not a registration",
+            ),
+            ("<a", "not well-formed"),
+        ] {
+            let e = registration_id_of(body).unwrap_err().to_string();
+            assert!(e.contains(want), "{body}: {e}");
+        }
+    }
+
+    #[test]
     fn installation_mapping() {
         let r = parse_registration(&sdk_entry(&ns("FcmV1TemplateRegistrationDescription", "<Tags>a</Tags><FcmV1RegistrationId>tok</FcmV1RegistrationId><BodyTemplate>{}</BodyTemplate>"))).unwrap();
         let inst = r.to_installation(InstallationId::new("r9").unwrap());
@@ -813,7 +907,11 @@ mod tests {
             let doc = sdk_entry(&ns(&format!("{kind}RegistrationDescription"), &inner));
             if let Ok(r) = parse_registration(&doc) {
                 let back = parse_registration(&entry_xml(&r, &ctx())).unwrap();
-                prop_assert_eq!(back, r);
+                prop_assert_eq!(&back, &r);
+                // The one-line row of import/export files too.
+                let line = description_line(&r);
+                prop_assert!(!line.contains('\n'));
+                prop_assert_eq!(parse_registration(&line).unwrap(), r);
             }
         }
     }

@@ -215,6 +215,9 @@ pub struct HubConfig {
     /// `[hub.limits]`: rate limits and quotas.
     #[serde(default)]
     pub limits: super::quota::LimitsConfig,
+    /// `[hub.jobs]`: import/export jobs on files in a local directory; without it `/jobs` is
+    /// refused.
+    pub jobs: Option<super::jobs::JobsConfig>,
 }
 
 /// `[[hub.key]]`: a shared access key. Its `Debug` leaves the secret out.
@@ -396,6 +399,10 @@ impl ServerConfig {
                     "hub {:?}: [hub.web_push] origin_pool_idle_secs must be above 0",
                     h.name
                 ));
+            }
+            if let Some(j) = &h.jobs {
+                j.check(&h.name, &self.server.data_dir)
+                    .map_err(ServerError::Config)?;
             }
             let mut key_names = std::collections::HashSet::new();
             for k in &h.keys {

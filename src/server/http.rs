@@ -64,6 +64,10 @@ impl Fail {
     pub(crate) fn not_found(detail: impl Into<String>) -> Fail {
         Fail::new(StatusCode::NOT_FOUND, detail)
     }
+    /// The detail the `<Error>` body carries.
+    pub(crate) fn detail(&self) -> &str {
+        &self.detail
+    }
 }
 
 /// A parse error as a 400.
@@ -675,6 +679,17 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> R
                 )))
             }
         }
+        (_, ["jobs", ..]) => {
+            // Import/export jobs (jobs.rs): Manage only, checked before the body is read.
+            need(Rights::MANAGE)?;
+            if let Some(allow) = allowed_methods(&op) {
+                if !allow.split(", ").any(|m| m == method.as_str()) {
+                    return Err(Fail::method_not_allowed(&method, allow));
+                }
+            }
+            let (_, b) = body(shared, ctx, req).await?;
+            super::jobs::route(&hub, &origin, &method, &op, ctx.key.as_deref(), b).await
+        }
         _ => {
             let op: Vec<String> = op.iter().map(|s| s.to_string()).collect();
             let op: Vec<&str> = op.iter().map(String::as_str).collect();
@@ -716,6 +731,8 @@ pub(crate) fn allowed_methods(op: &[&str]) -> Option<&'static str> {
         ["registrations"] => "GET, POST",
         ["registrations", _] => "GET, PUT, DELETE",
         ["tags", _, "registrations"] => "GET",
+        ["jobs"] => "GET, POST",
+        ["jobs", _] => "GET",
         _ => return None,
     })
 }

@@ -147,6 +147,7 @@ fn action(method: &str, route: &str) -> &'static str {
         ("POST", "registrations") | ("PUT", "registrations") => "registration.write",
         ("DELETE", "registrations") => "registration.delete",
         ("POST", "registrationIDs") => "registration.id",
+        ("POST", "jobs") => "job.submit",
         _ => "other",
     }
 }
@@ -159,6 +160,7 @@ mod tests {
     fn actions_name_every_changing_route() {
         assert_eq!(action("DELETE", "installations"), "installation.delete");
         assert_eq!(action("POST", "schedulednotifications"), "schedule.create");
+        assert_eq!(action("POST", "jobs"), "job.submit");
         assert_eq!(action("GET", "installations"), "other");
     }
 

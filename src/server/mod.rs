@@ -8,11 +8,14 @@
 //! ```
 //!
 //! Each hub has its own registry (`<data_dir>/<hub>/registry`), state store
-//! (`<data_dir>/<hub>/state`: outcomes, schedules, events), engine and keys.
+//! (`<data_dir>/<hub>/state`: outcomes, schedules, events), engine and keys, and with
+//! `[hub.jobs]` its import/export jobs (`<data_dir>/<hub>/jobs.json`, files in the jobs
+//! directory).
 
 mod config;
 mod conn;
 mod http;
+mod jobs;
 mod log;
 mod quota;
 mod registrations;
@@ -27,6 +30,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use jobs::JobsConfig;
 pub use log::{init as init_logging, LogConfig, LogFormat};
 pub use quota::LimitsConfig;
 
@@ -72,6 +76,8 @@ pub(crate) struct Hub {
     /// The APNs app's bundle id: the only `apns-topic` (plus push-type suffixes) sends may
     /// name.
     pub(crate) apns_bundle_id: Option<String>,
+    /// Import/export jobs, when `[hub.jobs]` is configured.
+    pub(crate) jobs: Option<Arc<jobs::Jobs>>,
 }
 
 /// What every request handler reads.
@@ -252,6 +258,10 @@ fn build_hub(cfg: &HubConfig, data_dir: &std::path::Path) -> Result<Hub, ServerE
         Registry::open_with(data_dir.join("registry"), rc).map_err(|e| err(e.to_string()))?;
     let engine = Engine::new(registry.clone(), ec).map_err(|e| err(e.to_string()))?;
     let quotas = quota::Quotas::new(&cfg.limits, keys.iter().map(|k| k.name.as_str()));
+    let jobs = match &cfg.jobs {
+        Some(j) => Some(Arc::new(jobs::Jobs::open(j, data_dir).map_err(err)?)),
+        None => None,
+    };
     Ok(Hub {
         name: cfg.name.clone(),
         keys,
@@ -259,6 +269,7 @@ fn build_hub(cfg: &HubConfig, data_dir: &std::path::Path) -> Result<Hub, ServerE
         engine,
         quotas,
         apns_bundle_id: cfg.apns.as_ref().map(|a| a.bundle_id.clone()),
+        jobs,
     })
 }
 
@@ -455,6 +466,10 @@ impl Server {
         for hub in self.shared.hubs.values() {
             let hub = hub.clone();
             drains.spawn(async move {
+                // A running job stops after its current chunk (reported Failed).
+                if let Some(j) = &hub.jobs {
+                    j.shutdown(grace).await;
+                }
                 hub.engine.drain(grace).await;
                 // Registry writes are durable when acknowledged: nothing to flush.
                 hub.engine.shutdown().await;

@@ -252,7 +252,7 @@ fn filter_matches(filter: &str, inst: &Installation) -> Result<bool, Fail> {
     Ok(true)
 }
 
-fn new_registration_id() -> String {
+pub(crate) fn new_registration_id() -> String {
     let a = uuid::Uuid::new_v4().as_u128();
     format!("{}-{}-1", (a >> 64) as u64 >> 1, (a as u64) >> 1)
 }

@@ -75,6 +75,9 @@ const CS_BADKEY = envStr("NH_CS_BADKEY");
 const APNS = envList("NH_APNS_TOKENS", 4);
 const FCM = envList("NH_FCM_TOKENS", 3);
 const WNS = envList("NH_WNS_CHANNELS", 1);
+// Optional: the OutputContainerUri of the import/export job steps (e.g. file:///out); without
+// it those steps are skipped (a server without [hub.jobs]).
+const JOBS_CONTAINER = process.env.NH_JOBS_CONTAINER?.trim() || undefined;
 let WEBPUSH;
 try {
   WEBPUSH = JSON.parse(envStr("NH_WEBPUSH_SUBS"));
@@ -732,6 +735,67 @@ await step("reg-send-template", async () => {
 });
 // wait until the registration send is done before deleting its target
 await step("reg-outcome", () => waitCompleted(regSendId, "apnsOutcomeCounts", 1), OUTCOME_POLL_MS + 5000);
+// =============================================================================================
+// Import/export jobs (nh-rest-api.md §4.7), on the server's jobs directory. The import creates
+// the exported registrations again in the same hub: every row exists already, so it completes
+// without changing anything (its Failed.txt lists them).
+
+if (JOBS_CONTAINER !== undefined) {
+  let exported;
+  // The poller is a thenable: awaiting what beginSubmitNotificationHubJob resolves to polls
+  // until the job is Completed (and throws its Failure if it fails).
+  const poll = (job) => manage.beginSubmitNotificationHubJob(job, o({ updateIntervalInMs: 100 }));
+  const checkJob = (job, type) => {
+    assert.equal(job.type, type);
+    assert.equal(job.status, "Completed");
+    assert.equal(job.progress, 100);
+    assert.equal(typeof job.jobId, "string");
+    assert.ok(job.jobId.length > 0, "jobId");
+    assert.equal(job.outputContainerUrl, JOBS_CONTAINER);
+    assert.ok(job.createdAt instanceof Date && !Number.isNaN(job.createdAt.getTime()), "createdAt");
+    assert.ok(job.updatedAt instanceof Date, "updatedAt");
+    const out = job.outputProperties?.OutputFilePath;
+    const failed = job.outputProperties?.FailedFilePath;
+    assert.ok(typeof out === "string" && out.endsWith(`/${job.jobId}/Output.txt`), `OutputFilePath ${out}`);
+    assert.ok(typeof failed === "string" && failed.endsWith(`/${job.jobId}/Failed.txt`), `FailedFilePath ${failed}`);
+  };
+  await step("job-export", async () => {
+    exported = await poll({ type: "ExportRegistrations", outputContainerUrl: JOBS_CONTAINER });
+    checkJob(exported, "ExportRegistrations");
+  });
+  await step("job-import", async () => {
+    const job = await poll({
+      type: "ImportCreateRegistrations",
+      outputContainerUrl: JOBS_CONTAINER,
+      importFileUrl: exported.outputProperties.OutputFilePath,
+    });
+    checkJob(job, "ImportCreateRegistrations");
+    assert.equal(job.importFileUrl, exported.outputProperties.OutputFilePath);
+  });
+  await step("job-get-list", async () => {
+    const job = await manage.getNotificationHubJob(exported.jobId, o());
+    checkJob(job, "ExportRegistrations");
+    const all = await manage.listNotificationHubJobs(o());
+    const ids = all.map((j) => j.jobId);
+    assert.ok(ids.includes(exported.jobId), `listNotificationHubJobs lacks ${exported.jobId}: ${ids}`);
+    assert.ok(all.every((j) => j.status === "Completed"), JSON.stringify(all));
+  });
+  await step("job-refusals", async () => {
+    await expectStatus(
+      manage.submitNotificationHubJob({ type: "ExportRegistrations", outputContainerUrl: "https://acct.blob.core.windows.net/c?sig=x" }, o()),
+      400,
+      "a blob storage URL",
+    );
+    await expectStatus(
+      manage.submitNotificationHubJob({ type: "ImportUpsertRegistrations", outputContainerUrl: JOBS_CONTAINER, importFileUrl: "file:///../etc/passwd" }, o()),
+      400,
+      "a path out of the jobs directory",
+    );
+    await expectStatus(listen.submitNotificationHubJob({ type: "ExportRegistrations", outputContainerUrl: JOBS_CONTAINER }, o()), 403, "a Listen key");
+    await expectStatus(sendOnly.listNotificationHubJobs(o()), 403, "a Send key");
+  });
+}
+
 await step("reg-delete", async () => {
   await manage.deleteRegistration(appleRegId, o());
   await manage.deleteRegistration(fcmReg.registrationId, o({ etag: fcmReg.etag }));
