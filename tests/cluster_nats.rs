@@ -15,6 +15,9 @@ use bytes::Bytes;
 use tagcast::cluster::lease::Denied;
 use tagcast::cluster::plog::AppendError;
 use tagcast::cluster::{Cluster, ClusterConfig, ClusterError};
+use tagcast::{
+    Installation, InstallationId, PushHandle, Registry, RegistryConfig, RegistryError, Tag,
+};
 use tagcast_mock::nats::{nats_server_for_test, NatsCluster};
 
 fn config(node: &str, nats: &NatsCluster, replicas: usize) -> ClusterConfig {
@@ -289,4 +292,97 @@ async fn acknowledged_chunks_survive_kill_9_of_a_nats_server() {
         got, acked,
         "acknowledged chunks lost, duplicated or reordered"
     );
+}
+
+fn device(id: &str, i: u32, tags: &[&str]) -> Installation {
+    Installation::new(
+        InstallationId::new(id).unwrap(),
+        PushHandle::apns(&format!("{i:064x}")).unwrap(),
+    )
+    .with_tags(tags.iter().map(|t| Tag::new(*t).unwrap()))
+}
+
+/// Every installation of a partition registry, by id.
+fn contents(r: &Registry) -> std::collections::BTreeMap<String, Installation> {
+    let mut all = std::collections::BTreeMap::new();
+    r.for_each(|i| {
+        all.insert(i.id.to_string(), i);
+    });
+    all
+}
+
+// CLUSTER.md guarantees 1-3 at the registry: every acknowledged write is in the partition's
+// log (a new owner's replay has exactly the old owner's state), a deposed owner's writes are
+// refused and taken back, and replicas that replayed the same log hold the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_registry_moves_owners_without_losing_or_forking_state() {
+    let Some(nats) = three().await else { return };
+    let a_node = Cluster::connect(config("a", &nats, 3), "hub")
+        .await
+        .unwrap();
+    let b_node = Cluster::connect(config("b", &nats, 3), "hub")
+        .await
+        .unwrap();
+    let c_node = Cluster::connect(config("c", &nats, 3), "hub")
+        .await
+        .unwrap();
+    let a = a_node
+        .open_partition(2, 1, RegistryConfig::default())
+        .await
+        .unwrap();
+    assert!(contents(&a).is_empty());
+    // Acknowledged writes: upserts (concurrent, so chunks carry several), patches, deletes.
+    let writes = (0..300u32).map(|i| {
+        let a = a.clone();
+        async move {
+            a.upsert_async(device(
+                &format!("d{i}"),
+                i,
+                &["all", if i % 2 == 0 { "even" } else { "odd" }],
+            ))
+            .await
+            .unwrap();
+        }
+    });
+    futures_util::future::join_all(writes).await;
+    for i in (0..300u32).step_by(7) {
+        assert!(a
+            .delete_async(&InstallationId::new(format!("d{i}")).unwrap())
+            .await
+            .unwrap());
+    }
+    let state_a = contents(&a);
+    assert_eq!(state_a.len(), 300 - 43);
+
+    // b takes over at epoch 2 (a is presumed dead): its replay is a's acknowledged state.
+    let b = b_node
+        .open_partition(2, 2, RegistryConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(contents(&b), state_a, "the new owner's state differs");
+
+    // a is a zombie: its next write is refused and taken back; b never sees it.
+    let r = a.upsert_async(device("zombie", 9999, &["all"])).await;
+    assert!(
+        matches!(r, Err(RegistryError::StorageFailed { .. })),
+        "a deposed owner's write: {r:?}"
+    );
+    assert!(a.get(&InstallationId::new("zombie").unwrap()).is_none());
+    let r = a.upsert_async(device("zombie2", 9998, &["all"])).await;
+    assert!(r.is_err(), "{r:?}");
+
+    // b writes on; a third node's replay equals b (replicas of one log agree).
+    for i in 300..320u32 {
+        b.upsert_async(device(&format!("d{i}"), i, &["all", "late"]))
+            .await
+            .unwrap();
+    }
+    let c = c_node
+        .open_partition(2, 3, RegistryConfig::default())
+        .await
+        .unwrap();
+    let state_c = contents(&c);
+    assert_eq!(state_c, contents(&b));
+    assert!(!state_c.contains_key("zombie") && !state_c.contains_key("zombie2"));
+    assert_eq!(state_c.len(), 300 - 43 + 20);
 }

@@ -11,10 +11,14 @@
 //!   revision for lease + margin on its own clock;
 //! - [`plog`]: a partition's fenced chunk log (message ids, expected last subject sequence,
 //!   epoch markers that reject a deposed owner's next append) and its replay;
-//! - [`assign`]: rendezvous assignment of partitions (owner and standby) over live members.
+//! - [`assign`]: rendezvous assignment of partitions (owner and standby) over live members;
+//! - `store`: a partition's [`Registry`](crate::Registry) on its log
+//!   ([`Cluster::open_partition`]): the registry's group commit with the JetStream ack as its
+//!   durability point, recovery by replay, fail-stop when a newer owner fences it.
 //!
-//! Not built yet (docs/operations.md, "Cluster mode"): the registry's writes routed to
-//! partition owners and applied from the log, snapshots, sends through `NOTIFY` with
+//! Not built yet (docs/operations.md, "Cluster mode"): the node runtime that keeps leases and
+//! opens the partitions it owns, writes routed to partition owners, hot standbys, cross-
+//! partition handle uniqueness, snapshots, sends through `NOTIFY` with
 //! write-ahead claims, outcome aggregation, the server's `[cluster]` section and the harness's
 //! `cluster` command. Nothing outside this module uses it yet: without `[cluster]`, tagcast is
 //! the single-node product.
@@ -23,8 +27,11 @@
 //!  Cluster::connect(config, hub)
 //!    ├─ every nats_urls server: version ≥ 2.10.23 (guard)
 //!    ├─ streams <PREFIX>_<hub>_REG_<g>  subjects <prefix>.<hub>.reg.<g>.*   (read back)
-//!    └─ bucket  <prefix>_<hub>_owners   p.<p> → {node, epoch}               (read back)
+//!    ├─ bucket  <prefix>_<hub>_owners   p.<p> → {node, epoch}               (read back)
+//!    └─ bucket  <prefix>_<hub>_meta     p<p>.<key> → the partition registry's metadata
 //!  cluster.partition_log(p) → PartitionLog (plog)     cluster.leases() → Leases (lease)
+//!  cluster.open_partition(p, epoch) → Registry on the partition's log (store): replay,
+//!    epoch marker, writes acknowledged on the JetStream ack, fail-stop when fenced
 //! ```
 
 pub mod assign;
@@ -32,6 +39,7 @@ pub mod config;
 pub mod guard;
 pub mod lease;
 pub mod plog;
+mod store;
 
 use std::time::Duration;
 
@@ -93,6 +101,7 @@ pub struct Cluster {
     hub: String,
     js: jetstream::Context,
     leases: lease::Leases,
+    meta: kv::Store,
 }
 
 impl Cluster {
@@ -162,11 +171,23 @@ impl Cluster {
             },
         )
         .await?;
+        let meta = guard::ensure_kv(
+            &js,
+            kv::Config {
+                bucket: format!("{}_{t}_meta", config.prefix),
+                history: 1,
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
         let leases = lease::Leases::new(owners, &config.node, config.lease(), config.margin());
         Ok(Cluster {
             hub: hub.to_owned(),
             js,
             leases,
+            meta,
             config,
         })
     }
@@ -184,6 +205,35 @@ impl Cluster {
     /// The hub's partition leases.
     pub fn leases(&self) -> &lease::Leases {
         &self.leases
+    }
+
+    /// Opens partition `p`'s registry as its owner at `epoch` (won with this node's lease):
+    /// replays the partition's log into a fresh [`Registry`](crate::Registry) with one
+    /// partition, then fences older owners out with the epoch's marker. Writes to it are
+    /// acknowledged once their chunk is in the log (a JetStream ack from a majority of the
+    /// stream's replicas). When a newer owner fences this one, its writes fail with
+    /// `RegistryError::StorageFailed` and it must be dropped. `config.partitions` is ignored
+    /// (one); compaction is off (see `store`).
+    pub async fn open_partition(
+        &self,
+        p: u16,
+        epoch: u64,
+        mut config: crate::RegistryConfig,
+    ) -> Result<crate::Registry, ClusterError> {
+        if p >= self.config.partitions {
+            return Err(ClusterError::Config(format!(
+                "partition {p} of {}",
+                self.config.partitions
+            )));
+        }
+        config.partitions = 1;
+        let rt = tokio::runtime::Handle::current();
+        let (log, meta) = (self.partition_log(p), self.meta.clone());
+        tokio::task::spawn_blocking(move || {
+            store::open_partition(rt, log, meta, format!("p{p}"), epoch, config)
+        })
+        .await
+        .map_err(|e| ClusterError::Nats(format!("opening partition {p}: {e}")))?
     }
 
     /// Partition `p`'s log.

@@ -26,6 +26,8 @@ use super::ClusterError;
 pub const EPOCH_HEADER: &str = "Tc-Epoch";
 /// Header naming what a message is: `marker` or `chunk`.
 pub const KIND_HEADER: &str = "Tc-Kind";
+/// Header carrying the registry's own number of a chunk (`append_numbered`).
+pub const NUMBER_HEADER: &str = "Tc-Chunk";
 
 /// One partition's log on its stream.
 #[derive(Clone)]
@@ -57,6 +59,8 @@ pub struct LogEntry {
     pub epoch: u64,
     /// `None` for an epoch marker.
     pub chunk: Option<Bytes>,
+    /// The number given to [`PartitionLog::append_numbered`], if any.
+    pub number: Option<u64>,
 }
 
 /// Why an append failed.
@@ -111,18 +115,37 @@ impl PartitionLog {
             next: 0,
             last_seq: replayed_to,
         };
-        self.publish(&mut w, None).await?;
+        self.publish(&mut w, None, None).await?;
         Ok(w)
     }
 
     /// Appends `chunk` behind the writer's fence; returns its sequence. On success the chunk
     /// is stored on a majority of the stream's replicas (the JetStream ack).
     pub async fn append(&self, w: &mut Writer, chunk: Bytes) -> Result<u64, AppendError> {
-        self.publish(w, Some(chunk)).await
+        self.publish(w, Some(chunk), None).await
     }
 
-    async fn publish(&self, w: &mut Writer, chunk: Option<Bytes>) -> Result<u64, AppendError> {
+    /// [`PartitionLog::append`] with the appender's own number for the chunk, which replay
+    /// returns ([`LogEntry::number`]).
+    pub async fn append_numbered(
+        &self,
+        w: &mut Writer,
+        chunk: Bytes,
+        number: u64,
+    ) -> Result<u64, AppendError> {
+        self.publish(w, Some(chunk), Some(number)).await
+    }
+
+    async fn publish(
+        &self,
+        w: &mut Writer,
+        chunk: Option<Bytes>,
+        number: Option<u64>,
+    ) -> Result<u64, AppendError> {
         let mut headers = HeaderMap::new();
+        if let Some(n) = number {
+            headers.insert(NUMBER_HEADER, n.to_string().as_str());
+        }
         headers.insert(EPOCH_HEADER, w.epoch.to_string().as_str());
         headers.insert(
             KIND_HEADER,
@@ -216,10 +239,14 @@ impl PartitionLog {
             let marker = headers
                 .and_then(|h| h.get(KIND_HEADER))
                 .is_some_and(|v| v.as_str() == "marker");
+            let number = headers
+                .and_then(|h| h.get(NUMBER_HEADER))
+                .and_then(|v| v.as_str().parse().ok());
             out.push(LogEntry {
                 seq,
                 epoch,
                 chunk: (!marker).then(|| m.payload.clone()),
+                number,
             });
             if seq >= upto {
                 return Ok(out);

@@ -447,7 +447,7 @@ impl Registry {
 
     /// Recovers the registry from `store`; `reopen` closes and reopens it during and after
     /// the scan (see `recovery::recover`).
-    fn with_store(
+    pub(crate) fn with_store(
         mut store: Arc<dyn Store>,
         config: RegistryConfig,
         reopen: Option<recovery::Reopen<'_>>,
@@ -1709,6 +1709,9 @@ impl Registry {
     /// [`RegistryConfig::reap_interval`].
     pub fn compact(&self) -> Result<usize, RegistryError> {
         self.check_writable()?;
+        if !self.inner.store.compactable() {
+            return Ok(0);
+        }
         let candidates = self.inner.log.compaction_candidates(256);
         let mut retired = Vec::new();
         for seq in candidates {

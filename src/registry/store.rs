@@ -106,6 +106,11 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn is_volatile(&self) -> bool {
         false
     }
+    /// False for an append-only store (cluster mode's partition log): compaction, which
+    /// rewrites chunks and removes the old ones, is skipped.
+    fn compactable(&self) -> bool {
+        true
+    }
 }
 
 /// sled-backed [`Store`].

@@ -1,0 +1,197 @@
+//! A partition's registry on its JetStream log: the registry's [`Store`] whose chunks are
+//! the messages of the partition's subject ([`plog`](super::plog)). A [`Registry`] opened on
+//! it is the partition's state on its owner:
+//!
+//! - **open** = recovery: the subject is replayed (chunks in order, epoch markers skipped),
+//!   then the owner's epoch marker fences every older owner out;
+//! - **commit** = the registry's group commit, with the JetStream ack in place of fsync: the
+//!   flusher's `put` publishes one chunk (message id `<p>.<epoch>.<n>`, expected last subject
+//!   sequence = the previous chunk's) and waits for its ack, one chunk in flight;
+//! - **deposed** = a `put` answered "wrong last sequence": a newer owner's marker is in the
+//!   log. The store fails, and the registry does what it does on any storage failure: it
+//!   refuses writes from then on and takes back the ones not yet acknowledged (fail-stop).
+//!   The owner drops it and stops serving the partition.
+//!
+//! The log is append-only here: compaction is off (the store says it is not compactable);
+//! snapshots with purge (CLUSTER.md) are not built yet, so a partition's log grows with its
+//! writes and a takeover replays all of it.
+//!
+//! Store calls block (the registry calls them on its flusher thread, or on the thread of a
+//! blocking write); they run the NATS futures on the runtime of [`open_partition`]'s caller.
+//! Open, and use the blocking registry calls, off the async workers (`spawn_blocking`); the
+//! `_async` registry calls never call the store on the calling thread.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+
+use super::plog::{AppendError, PartitionLog, Writer};
+use super::ClusterError;
+use crate::registry::store::{ChunkVisitor, Store, StoreError};
+use crate::{Registry, RegistryConfig, StorageFailure};
+
+/// The registry store of one partition on its log.
+pub(crate) struct StreamStore {
+    log: PartitionLog,
+    meta: async_nats::jetstream::kv::Store,
+    meta_prefix: String,
+    rt: Handle,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// `None` until the epoch marker is written (after recovery).
+    writer: Option<Writer>,
+    epoch: u64,
+    /// The last sequence recovery read (the marker goes right after it).
+    replayed_to: u64,
+    /// Set once a newer owner fenced this one: every later call fails.
+    fenced: bool,
+}
+
+fn failure(m: impl Into<String>) -> StoreError {
+    StoreError::Engine(StorageFailure::msg(m))
+}
+
+impl StreamStore {
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// Writes the epoch marker behind what recovery read.
+    fn fence(&self) -> Result<(), ClusterError> {
+        let mut st = self.state.lock();
+        let (epoch, at) = (st.epoch, st.replayed_to);
+        match self.block_on(self.log.open_epoch(epoch, at)) {
+            Ok(w) => {
+                st.writer = Some(w);
+                Ok(())
+            }
+            Err(AppendError::Fenced) => {
+                st.fenced = true;
+                Err(ClusterError::Refused(format!(
+                    "partition log {} moved past sequence {at} while epoch {epoch} opened: \
+                     another owner",
+                    self.log.subject()
+                )))
+            }
+            Err(AppendError::Other(e)) => Err(e),
+        }
+    }
+}
+
+impl Store for StreamStore {
+    fn put(&self, seq: u64, value: &[u8]) -> Result<(), StoreError> {
+        let mut st = self.state.lock();
+        if st.fenced {
+            return Err(failure("deposed: a newer owner fenced this partition"));
+        }
+        let Some(w) = st.writer.as_mut() else {
+            return Err(failure("partition log not open for writing"));
+        };
+        let mut attempt = w.clone();
+        let chunk = Bytes::copy_from_slice(value);
+        let r = self.block_on(self.log.append_numbered(&mut attempt, chunk, seq));
+        match r {
+            Ok(_) => {
+                *w = attempt;
+                Ok(())
+            }
+            Err(AppendError::Fenced) => {
+                st.fenced = true;
+                tracing::warn!(log = %self.log.subject(), "deposed: a newer owner fenced this partition");
+                Err(failure("deposed: a newer owner fenced this partition"))
+            }
+            // Unknown outcome (timeout, NATS unreachable): the store fails, the registry
+            // stops (fail-stop); the chunk is either in the log (the next owner applies it)
+            // or not (its writers were never acknowledged).
+            Err(AppendError::Other(e)) => Err(failure(e.to_string())),
+        }
+    }
+
+    fn get(&self, _seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        // Only compaction reads chunks back, and it is off for this store.
+        Err(failure("the partition log is read by replay only"))
+    }
+
+    fn remove(&self, _seq: u64) -> Result<(), StoreError> {
+        Err(failure("the partition log is append-only"))
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // Every put waited for its ack.
+        if self.state.lock().fenced {
+            return Err(failure("deposed: a newer owner fenced this partition"));
+        }
+        Ok(())
+    }
+
+    fn scan(&self, f: &mut ChunkVisitor<'_>) -> Result<(), StoreError> {
+        let entries = self
+            .block_on(self.log.replay(1))
+            .map_err(|e| failure(e.to_string()))?;
+        let mut last = 0;
+        for e in entries {
+            last = e.seq;
+            if let (Some(chunk), Some(n)) = (e.chunk, e.number) {
+                f(n, &chunk)?;
+            }
+        }
+        self.state.lock().replayed_to = last;
+        Ok(())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = format!("{}.{key}", self.meta_prefix);
+        self.block_on(self.meta.get(k))
+            .map(|v| v.map(|b| b.to_vec()))
+            .map_err(|e| failure(format!("partition metadata {key}: {e}")))
+    }
+
+    fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let k = format!("{}.{key}", self.meta_prefix);
+        self.block_on(self.meta.put(k, Bytes::copy_from_slice(value)))
+            .map(|_| ())
+            .map_err(|e| failure(format!("partition metadata {key}: {e}")))
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    fn compactable(&self) -> bool {
+        false
+    }
+}
+
+/// Opens partition `p`'s registry as its owner at `epoch` (an epoch this node won with its
+/// lease): replays the log, then writes the epoch marker. Blocks: call it off the async
+/// workers (`spawn_blocking`), with `rt` the runtime the NATS client runs on.
+pub(crate) fn open_partition(
+    rt: Handle,
+    log: PartitionLog,
+    meta: async_nats::jetstream::kv::Store,
+    meta_prefix: String,
+    epoch: u64,
+    config: RegistryConfig,
+) -> Result<Registry, ClusterError> {
+    let store = Arc::new(StreamStore {
+        log,
+        meta,
+        meta_prefix,
+        rt,
+        state: Mutex::new(State {
+            writer: None,
+            epoch,
+            replayed_to: 0,
+            fenced: false,
+        }),
+    });
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let registry = Registry::with_store(dyn_store, config, None)
+        .map_err(|e| ClusterError::Nats(format!("opening the partition's registry: {e}")))?;
+    store.fence()?;
+    Ok(registry)
+}
