@@ -386,3 +386,120 @@ async fn a_partition_registry_moves_owners_without_losing_or_forking_state() {
     assert!(!state_c.contains_key("zombie") && !state_c.contains_key("zombie2"));
     assert_eq!(state_c.len(), 300 - 43 + 20);
 }
+
+/// One partition's send walked by an owner that crashes mid-claim, then by its successor,
+/// with `delivery` for the takeover. Returns (deliveries per device, the successor's
+/// progress for the send).
+async fn crash_mid_claim(
+    nats: &NatsCluster,
+    p: u16,
+    delivery: tagcast::cluster::Delivery,
+) -> (
+    std::collections::HashMap<String, u32>,
+    tagcast::cluster::claims::SendProgress,
+) {
+    use tagcast::cluster::claims::{walk_order, ClaimError};
+    const K: usize = 100;
+    let a = Cluster::connect(config("a", nats, 3), "hub").await.unwrap();
+    let b = Cluster::connect(config("b", nats, 3), "hub").await.unwrap();
+    let ids: Vec<String> = (0..2000).map(|i| format!("dev{i}")).collect();
+    let walk = walk_order(ids.iter().map(String::as_str));
+    let mut delivered: std::collections::HashMap<String, u32> =
+        ids.iter().map(|i| (i.clone(), 0)).collect();
+
+    // a (epoch 1): seven whole ranges, then an eighth claimed and half delivered: crash.
+    let mut ca = a.claims().load(p, 1).await.unwrap();
+    for _ in 0..7 {
+        let got = a
+            .claims()
+            .claim_next(&mut ca, "n1", &walk, K)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), K);
+        for id in &got {
+            *delivered.get_mut(*id).unwrap() += 1;
+        }
+        a.claims()
+            .complete(&mut ca, "n1", got.len() as u64)
+            .await
+            .unwrap();
+    }
+    let got = a
+        .claims()
+        .claim_next(&mut ca, "n1", &walk, K)
+        .await
+        .unwrap();
+    for id in &got[..K / 2] {
+        *delivered.get_mut(*id).unwrap() += 1;
+    }
+
+    // b (epoch 2) takes over, then walks to the end.
+    let mut cb = b.claims().load(p, 2).await.unwrap();
+    let found = b
+        .claims()
+        .take_over(&mut cb, |_| delivery, |_| ids.clone())
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].devices, K as u64);
+    loop {
+        let got = b
+            .claims()
+            .claim_next(&mut cb, "n1", &walk, K)
+            .await
+            .unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for id in &got {
+            *delivered.get_mut(*id).unwrap() += 1;
+        }
+        b.claims()
+            .complete(&mut cb, "n1", got.len() as u64)
+            .await
+            .unwrap();
+    }
+    // The zombie's completion and next claim are refused: it stops at the range it held.
+    let r = a.claims().complete(&mut ca, "n1", (K / 2) as u64).await;
+    assert!(matches!(r, Err(ClaimError::Deposed)), "{r:?}");
+    let r = a.claims().claim_next(&mut ca, "n1", &walk, K).await;
+    assert!(matches!(r, Err(ClaimError::Deposed)), "{r:?}");
+    let progress = b.claims().load(p, 2).await.unwrap().progress;
+    assert_eq!(progress.epoch, 2);
+    (delivered, progress.sends["n1"].clone())
+}
+
+// CLUSTER.md guarantees 4 and 5 at the claims: at least once, every device gets a delivery
+// and the duplicates are within what the report counts, at most the claim size per takeover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_at_least_once_resends_the_claim_and_counts_it() {
+    let Some(nats) = three().await else { return };
+    let (delivered, sp) = crash_mid_claim(&nats, 1, tagcast::cluster::Delivery::AtLeastOnce).await;
+    let missed = delivered.values().filter(|n| **n == 0).count() as u64;
+    let duplicates: u64 = delivered
+        .values()
+        .map(|n| u64::from(n.saturating_sub(1)))
+        .sum();
+    assert_eq!(missed, 0);
+    assert_eq!(duplicates, 50, "half the crashed claim went out twice");
+    assert!(sp.finished);
+    assert!(duplicates <= sp.possible_duplicates && sp.possible_duplicates <= 100);
+    assert_eq!(sp.possibly_missed, 0);
+}
+
+// At most once: no device gets two deliveries; the devices missed are within the reported
+// possibly-missed count (the whole crashed claim), at most the claim size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_at_most_once_skips_the_claim_and_counts_it() {
+    let Some(nats) = three().await else { return };
+    let (delivered, sp) = crash_mid_claim(&nats, 1, tagcast::cluster::Delivery::AtMostOnce).await;
+    let missed = delivered.values().filter(|n| **n == 0).count() as u64;
+    assert!(
+        delivered.values().all(|n| *n <= 1),
+        "a duplicate at most once"
+    );
+    assert_eq!(missed, 50, "the undelivered half of the crashed claim");
+    assert!(sp.finished);
+    assert!(missed <= sp.possibly_missed && sp.possibly_missed <= 100);
+    assert_eq!(sp.possible_duplicates, 0);
+}

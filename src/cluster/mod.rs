@@ -12,14 +12,17 @@
 //! - [`plog`]: a partition's fenced chunk log (message ids, expected last subject sequence,
 //!   epoch markers that reject a deposed owner's next append) and its replay;
 //! - [`assign`]: rendezvous assignment of partitions (owner and standby) over live members;
+//! - [`claims`]: write-ahead send claims by compare-and-set, the walk in hash order, and the
+//!   takeover of a crashed owner's claim (at least once: re-send and count; at most once:
+//!   skip and count);
 //! - `store`: a partition's [`Registry`](crate::Registry) on its log
 //!   ([`Cluster::open_partition`]): the registry's group commit with the JetStream ack as its
 //!   durability point, recovery by replay, fail-stop when a newer owner fences it.
 //!
 //! Not built yet (docs/operations.md, "Cluster mode"): the node runtime that keeps leases and
 //! opens the partitions it owns, writes routed to partition owners, hot standbys, cross-
-//! partition handle uniqueness, snapshots, sends through `NOTIFY` with
-//! write-ahead claims, outcome aggregation, the server's `[cluster]` section and the harness's
+//! partition handle uniqueness, snapshots, sends through `NOTIFY` (the claims exist; nothing
+//! drives them from a send yet), outcome aggregation, the server's `[cluster]` section and the harness's
 //! `cluster` command. Nothing outside this module uses it yet: without `[cluster]`, tagcast is
 //! the single-node product.
 //!
@@ -28,13 +31,15 @@
 //!    ├─ every nats_urls server: version ≥ 2.10.23 (guard)
 //!    ├─ streams <PREFIX>_<hub>_REG_<g>  subjects <prefix>.<hub>.reg.<g>.*   (read back)
 //!    ├─ bucket  <prefix>_<hub>_owners   p.<p> → {node, epoch}               (read back)
-//!    └─ bucket  <prefix>_<hub>_meta     p<p>.<key> → the partition registry's metadata
+//!    ├─ bucket  <prefix>_<hub>_meta     p<p>.<key> → the partition registry's metadata
+//!    └─ bucket  <prefix>_<hub>_prog     p.<p> → {epoch, sends: {claimed, done_upto, counts}}
 //!  cluster.partition_log(p) → PartitionLog (plog)     cluster.leases() → Leases (lease)
 //!  cluster.open_partition(p, epoch) → Registry on the partition's log (store): replay,
 //!    epoch marker, writes acknowledged on the JetStream ack, fail-stop when fenced
 //! ```
 
 pub mod assign;
+pub mod claims;
 pub mod config;
 pub mod guard;
 pub mod lease;
@@ -102,6 +107,7 @@ pub struct Cluster {
     js: jetstream::Context,
     leases: lease::Leases,
     meta: kv::Store,
+    claims: claims::Claims,
 }
 
 impl Cluster {
@@ -182,12 +188,24 @@ impl Cluster {
             },
         )
         .await?;
+        let prog = guard::ensure_kv(
+            &js,
+            kv::Config {
+                bucket: format!("{}_{t}_prog", config.prefix),
+                history: 1,
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
         let leases = lease::Leases::new(owners, &config.node, config.lease(), config.margin());
         Ok(Cluster {
             hub: hub.to_owned(),
             js,
             leases,
             meta,
+            claims: claims::Claims::new(prog),
             config,
         })
     }
@@ -200,6 +218,11 @@ impl Cluster {
     /// The hub.
     pub fn hub(&self) -> &str {
         &self.hub
+    }
+
+    /// The hub's write-ahead send claims.
+    pub fn claims(&self) -> &claims::Claims {
+        &self.claims
     }
 
     /// The hub's partition leases.

@@ -1,0 +1,339 @@
+//! Write-ahead send claims (CLUSTER.md, "Sends"): before a partition's owner hands a range of
+//! about k devices of a send to its pools, it records the claim by compare-and-set in KV
+//! `<prefix>_<hub>_prog`, key `p.<p>` → [`Progress`]: the owner's epoch, and per active send
+//! the claimed range, how far it is done, and its counts. Progress and counts live in one
+//! value, so they never disagree.
+//!
+//! The walk over a partition's devices goes in order of `xxh3_64(installation id)`
+//! ([`walk_order`]): slots are node-local, the hash is not, so a range means the same devices
+//! on every replica.
+//!
+//! ```text
+//!  owner e:   claim [c, h1) ── deliver ── done h1 + counts ── claim [h1, h2) ── (crash)
+//!  new owner e+1:  takeover: [h1, h2) unfinished
+//!     at-least-once: re-send it, count its devices in possible_duplicates
+//!     at-most-once:  skip it,    count its devices in possibly_missed
+//!  old owner (zombie): its next claim or completion fails the CAS (epoch moved): it stops
+//! ```
+//!
+//! A zombie therefore finishes at most the one range it held: duplicates (or misses) per
+//! takeover are at most the claim size.
+
+use std::collections::BTreeMap;
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::{ClusterError, Delivery};
+
+/// Where a device is in a partition's walk: the hash of its installation id.
+pub fn walk_key(installation_id: &str) -> u64 {
+    xxh3_64(installation_id.as_bytes())
+}
+
+/// `ids` sorted in walk order (by [`walk_key`], ties by id), with their keys.
+pub fn walk_order<'a>(ids: impl IntoIterator<Item = &'a str>) -> Vec<(u64, &'a str)> {
+    let mut v: Vec<(u64, &str)> = ids.into_iter().map(|id| (walk_key(id), id)).collect();
+    v.sort_unstable();
+    v
+}
+
+/// A range of the walk: keys `lo ≤ key < hi`, with `hi = None` meaning "to the end".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    /// First key in the range.
+    pub lo: u64,
+    /// First key after it (`None`: the end of the key space).
+    pub hi: Option<u64>,
+}
+
+impl Range {
+    /// Whether `key` is in the range.
+    pub fn contains(&self, key: u64) -> bool {
+        key >= self.lo && self.hi.is_none_or(|h| key < h)
+    }
+}
+
+/// One send's progress on one partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendProgress {
+    /// Every key below this is done (delivered, failed or skipped and counted).
+    pub done_upto: u64,
+    /// The walk is finished on this partition.
+    #[serde(default)]
+    pub finished: bool,
+    /// The range claimed and not yet done (at most one per send).
+    #[serde(default)]
+    pub claimed: Option<Range>,
+    /// Devices handed to the pools.
+    #[serde(default)]
+    pub sent: u64,
+    /// Devices re-sent after a takeover (each may be a duplicate).
+    #[serde(default)]
+    pub possible_duplicates: u64,
+    /// Devices skipped after a takeover at most once (each may have been missed).
+    #[serde(default)]
+    pub possibly_missed: u64,
+}
+
+/// What `p.<p>` holds: the owner's epoch and the active sends by notification id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The epoch of the owner that last wrote it.
+    pub epoch: u64,
+    /// Sends by notification id.
+    pub sends: BTreeMap<String, SendProgress>,
+}
+
+/// The claims of one partition as its owner holds them: the value and its revision.
+#[derive(Clone, Debug)]
+pub struct PartitionClaims {
+    /// The partition.
+    pub partition: u16,
+    /// The owner's epoch (its lease's).
+    pub epoch: u64,
+    /// The progress as last written.
+    pub progress: Progress,
+    revision: Option<u64>,
+}
+
+/// Why a claim operation failed.
+#[derive(Debug)]
+pub enum ClaimError {
+    /// Another writer (a newer owner) changed the partition's progress: stop sending on it.
+    Deposed,
+    /// NATS failed; the outcome is unknown (retry the same operation, or stop).
+    Nats(ClusterError),
+}
+
+/// What a takeover found for one send: the range to re-send (at least once) or the count
+/// skipped (at most once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Takeover {
+    /// The notification.
+    pub send: String,
+    /// The old owner's unfinished claim.
+    pub range: Range,
+    /// At least once: devices of `range` to send again. At most once: empty.
+    pub resend: Vec<String>,
+    /// Devices of `range` (the resend count, or the skipped count).
+    pub devices: u64,
+}
+
+/// The `prog` bucket of a hub.
+pub struct Claims {
+    kv: kv::Store,
+}
+
+fn key(p: u16) -> String {
+    format!("p.{p}")
+}
+
+impl Claims {
+    /// Claims over the bucket `kv`.
+    pub fn new(kv: kv::Store) -> Claims {
+        Claims { kv }
+    }
+
+    /// Reads partition `p`'s progress for a new owner at `epoch`.
+    pub async fn load(&self, p: u16, epoch: u64) -> Result<PartitionClaims, ClaimError> {
+        let entry =
+            self.kv.entry(key(p)).await.map_err(|e| {
+                ClaimError::Nats(ClusterError::Nats(format!("progress p.{p}: {e}")))
+            })?;
+        let (progress, revision) = match entry {
+            Some(e) if matches!(e.operation, kv::Operation::Put) => (
+                serde_json::from_slice(&e.value).map_err(|e| {
+                    ClaimError::Nats(ClusterError::Nats(format!("progress p.{p}: {e}")))
+                })?,
+                Some(e.revision),
+            ),
+            Some(e) => (Progress::default(), Some(e.revision)),
+            None => (Progress::default(), None),
+        };
+        Ok(PartitionClaims {
+            partition: p,
+            epoch,
+            progress,
+            revision,
+        })
+    }
+
+    /// Writes `c.progress` (stamped with `c.epoch`) if nobody wrote since `c` was read.
+    async fn store(&self, c: &mut PartitionClaims) -> Result<(), ClaimError> {
+        if c.progress.epoch > c.epoch {
+            return Err(ClaimError::Deposed);
+        }
+        c.progress.epoch = c.epoch;
+        let value = Bytes::from(serde_json::to_vec(&c.progress).expect("progress serialises"));
+        let r = match c.revision {
+            Some(rev) => self
+                .kv
+                .update(key(c.partition), value, rev)
+                .await
+                .map_err(|e| {
+                    if super::is_wrong_last_sequence(&e) {
+                        ClaimError::Deposed
+                    } else {
+                        ClaimError::Nats(ClusterError::Nats(format!(
+                            "progress p.{}: {e}",
+                            c.partition
+                        )))
+                    }
+                }),
+            None => self.kv.create(key(c.partition), value).await.map_err(|e| {
+                if matches!(e.kind(), kv::CreateErrorKind::AlreadyExists)
+                    || super::is_wrong_last_sequence(&e)
+                {
+                    ClaimError::Deposed
+                } else {
+                    ClaimError::Nats(ClusterError::Nats(format!(
+                        "progress p.{}: {e}",
+                        c.partition
+                    )))
+                }
+            }),
+        };
+        c.revision = Some(r?);
+        Ok(())
+    }
+
+    /// Takes over `c` for its (new) epoch: every send's unfinished claim is settled per
+    /// `delivery` (`matching` lists the devices of the partition that match the send, in any
+    /// order), written in one compare-and-set. Returns what was found, to re-send.
+    pub async fn take_over(
+        &self,
+        c: &mut PartitionClaims,
+        delivery: impl Fn(&str) -> Delivery,
+        matching: impl Fn(&str) -> Vec<String>,
+    ) -> Result<Vec<Takeover>, ClaimError> {
+        let mut found = Vec::new();
+        for (send, sp) in c.progress.sends.iter_mut() {
+            let Some(range) = sp.claimed.take() else {
+                continue;
+            };
+            let in_range: Vec<String> = matching(send)
+                .into_iter()
+                .filter(|id| range.contains(walk_key(id)))
+                .collect();
+            let devices = in_range.len() as u64;
+            let resend = match delivery(send) {
+                Delivery::AtLeastOnce => {
+                    sp.possible_duplicates += devices;
+                    // Claimed again by the new owner, from the range's start.
+                    sp.claimed = Some(range);
+                    sp.done_upto = range.lo;
+                    in_range
+                }
+                Delivery::AtMostOnce => {
+                    sp.possibly_missed += devices;
+                    match range.hi {
+                        Some(h) => sp.done_upto = h,
+                        None => sp.finished = true,
+                    }
+                    Vec::new()
+                }
+            };
+            found.push(Takeover {
+                send: send.clone(),
+                range,
+                resend,
+                devices,
+            });
+        }
+        self.store(c).await?;
+        Ok(found)
+    }
+
+    /// Claims the next range of `send`: the devices of `walk` (in walk order) from the
+    /// send's `done_upto`, at most `k` of them. Returns the claimed ids (empty when the walk
+    /// is done: the send is then finished on this partition).
+    pub async fn claim_next<'a>(
+        &self,
+        c: &mut PartitionClaims,
+        send: &str,
+        walk: &[(u64, &'a str)],
+        k: usize,
+    ) -> Result<Vec<&'a str>, ClaimError> {
+        let sp = c.progress.sends.entry(send.to_owned()).or_default();
+        if sp.finished {
+            return Ok(Vec::new());
+        }
+        if let Some(r) = sp.claimed {
+            // A claim already held (after a takeover): the caller sends it first.
+            let ids = walk
+                .iter()
+                .filter(|(key, _)| r.contains(*key))
+                .map(|(_, id)| *id)
+                .collect();
+            return Ok(ids);
+        }
+        let start = walk.partition_point(|(key, _)| *key < sp.done_upto);
+        let take = &walk[start..walk.len().min(start + k)];
+        if take.is_empty() {
+            sp.finished = true;
+            self.store(c).await?;
+            return Ok(Vec::new());
+        }
+        let hi = walk.get(start + k).map(|(key, _)| *key);
+        sp.claimed = Some(Range {
+            lo: sp.done_upto,
+            hi,
+        });
+        self.store(c).await?;
+        Ok(take.iter().map(|(_, id)| *id).collect())
+    }
+
+    /// Records that the claimed range of `send` is done, with `sent` devices handed to the
+    /// pools and `resent` of them re-sends after a takeover.
+    pub async fn complete(
+        &self,
+        c: &mut PartitionClaims,
+        send: &str,
+        sent: u64,
+    ) -> Result<(), ClaimError> {
+        let sp = c.progress.sends.entry(send.to_owned()).or_default();
+        let Some(r) = sp.claimed.take() else {
+            return Ok(());
+        };
+        sp.sent += sent;
+        match r.hi {
+            Some(h) => sp.done_upto = h,
+            None => sp.finished = true,
+        }
+        self.store(c).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_order_is_by_hash_and_ranges_cover_it() {
+        let ids: Vec<String> = (0..1000).map(|i| format!("d{i}")).collect();
+        let walk = walk_order(ids.iter().map(String::as_str));
+        assert!(walk.windows(2).all(|w| w[0] <= w[1]));
+        // Consecutive ranges of k cover every device exactly once.
+        let k = 64;
+        let mut lo = 0u64;
+        let mut seen = 0;
+        let mut start = 0;
+        loop {
+            let hi = walk.get(start + k).map(|(key, _)| *key);
+            let r = Range { lo, hi };
+            let n = walk.iter().filter(|(key, _)| r.contains(*key)).count();
+            seen += n;
+            match hi {
+                Some(h) => {
+                    lo = h;
+                    start += k;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, 1000);
+    }
+}
