@@ -503,3 +503,131 @@ async fn a_takeover_at_most_once_skips_the_claim_and_counts_it() {
     assert!(missed <= sp.possibly_missed && sp.possibly_missed <= 100);
     assert_eq!(sp.possible_duplicates, 0);
 }
+
+fn nid(i: u128) -> tagcast::NotificationId {
+    format!("{:032x}", 0x7a6b_0000_0000_0000_0000_0000_0000_0000u128 + i)
+        .parse()
+        .unwrap()
+}
+
+// NOTIFY: a send accepted twice (a client's retry) is stored once; every node reads the same
+// order with the same content; cancels are ordered with the sends. OUT: the home partition
+// sums each partition's latest outcome (a takeover's higher epoch replaces the old one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_are_queued_once_in_order_and_outcomes_sum_per_partition() {
+    use tagcast::cluster::notify::{Notice, PartitionOutcome};
+    let Some(nats) = three().await else { return };
+    let a = Cluster::connect(config("a", &nats, 3), "hub")
+        .await
+        .unwrap();
+    let b = Cluster::connect(config("b", &nats, 3), "hub")
+        .await
+        .unwrap();
+    let n = tagcast::Notification::new()
+        .apns(tagcast::ApnsNotification::alert(r#"{"aps":{"alert":"hi"}}"#).unwrap());
+    let expr = tagcast::TagExpr::parse("sports && !premium").unwrap();
+    let request = tagcast::SendRequest::native(n, tagcast::Audience::Expr(expr));
+    let s1 = a
+        .notify()
+        .accept(
+            nid(1),
+            &request,
+            tagcast::cluster::Delivery::AtLeastOnce,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let again = a
+        .notify()
+        .accept(
+            nid(1),
+            &request,
+            tagcast::cluster::Delivery::AtLeastOnce,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s1, again, "a retried accept was stored twice");
+    let later = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+    a.notify()
+        .accept(
+            nid(2),
+            &request,
+            tagcast::cluster::Delivery::AtMostOnce,
+            Some(later),
+            Some(vec![3]),
+        )
+        .await
+        .unwrap();
+    a.notify().cancel(nid(2)).await.unwrap();
+    let read = b.notify().read(1).await.unwrap();
+    assert_eq!(read.len(), 3, "{read:?}");
+    match &read[0] {
+        Notice::Send {
+            id,
+            request: r,
+            delivery,
+            not_before,
+            ..
+        } => {
+            assert_eq!(*id, nid(1));
+            assert_eq!(*delivery, tagcast::cluster::Delivery::AtLeastOnce);
+            assert_eq!(*not_before, None);
+            assert_eq!(
+                format!("{:?}", r.audience()),
+                format!("{:?}", request.audience())
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match &read[1] {
+        Notice::Send {
+            id,
+            not_before,
+            parts,
+            delivery,
+            ..
+        } => {
+            assert_eq!(*id, nid(2));
+            assert_eq!(*not_before, Some(later));
+            assert_eq!(parts.as_deref(), Some(&[3u16][..]));
+            assert_eq!(*delivery, tagcast::cluster::Delivery::AtMostOnce);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(&read[2], Notice::Cancel { id, .. } if *id == nid(2)));
+
+    // Outcomes of nid(1) from three partitions; partition 4 is taken over (epoch 2).
+    let out = |p: u16, epoch: u64, n: u64, delivered: u64, finished: bool| PartitionOutcome {
+        partition: p,
+        epoch,
+        n,
+        targeted: 100,
+        delivered,
+        finished,
+        possible_duplicates: if epoch > 1 { 7 } else { 0 },
+        ..Default::default()
+    };
+    for o in [
+        out(4, 1, 0, 10, false),
+        out(5, 1, 0, 100, true),
+        out(4, 1, 1, 40, false),
+        out(6, 1, 0, 100, true),
+        out(4, 2, 0, 100, true),
+    ] {
+        a.outcomes().publish(nid(1), &o).await.unwrap();
+    }
+    // A retried publication is stored once and changes nothing.
+    a.outcomes()
+        .publish(nid(1), &out(4, 1, 1, 40, false))
+        .await
+        .unwrap();
+    let home = b.outcomes().home(nid(1));
+    let totals = b.outcomes().collect(home).await.unwrap();
+    let t = &totals[&nid(1).to_string()];
+    assert_eq!((t.partitions, t.finished), (3, 3));
+    assert_eq!((t.targeted, t.delivered), (300, 300));
+    assert_eq!(t.possible_duplicates, 7);
+}

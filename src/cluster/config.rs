@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::ClusterError;
 
 /// What a takeover does with a crashed owner's unfinished claim (CLUSTER.md, "Takeover").
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Delivery {
     /// Re-send the claim: no device missed, duplicates counted (`possible_duplicates`).

@@ -15,14 +15,17 @@
 //! - [`claims`]: write-ahead send claims by compare-and-set, the walk in hash order, and the
 //!   takeover of a crashed owner's claim (at least once: re-send and count; at most once:
 //!   skip and count);
+//! - [`notify`]: the send queue `NOTIFY` (accept once per notification id, read in order,
+//!   cancels) and `OUT` (per-partition outcomes summed at the home partition, latest per
+//!   partition by (epoch, n));
 //! - `store`: a partition's [`Registry`](crate::Registry) on its log
 //!   ([`Cluster::open_partition`]): the registry's group commit with the JetStream ack as its
 //!   durability point, recovery by replay, fail-stop when a newer owner fences it.
 //!
 //! Not built yet (docs/operations.md, "Cluster mode"): the node runtime that keeps leases and
 //! opens the partitions it owns, writes routed to partition owners, hot standbys, cross-
-//! partition handle uniqueness, snapshots, sends through `NOTIFY` (the claims exist; nothing
-//! drives them from a send yet), outcome aggregation, the server's `[cluster]` section and the harness's
+//! partition handle uniqueness, snapshots, nodes running sends from `NOTIFY` (the queue, the
+//! claims and the outcomes exist; nothing drives them from a send yet), outcome aggregation, the server's `[cluster]` section and the harness's
 //! `cluster` command. Nothing outside this module uses it yet: without `[cluster]`, tagcast is
 //! the single-node product.
 //!
@@ -32,7 +35,9 @@
 //!    ├─ streams <PREFIX>_<hub>_REG_<g>  subjects <prefix>.<hub>.reg.<g>.*   (read back)
 //!    ├─ bucket  <prefix>_<hub>_owners   p.<p> → {node, epoch}               (read back)
 //!    ├─ bucket  <prefix>_<hub>_meta     p<p>.<key> → the partition registry's metadata
-//!    └─ bucket  <prefix>_<hub>_prog     p.<p> → {epoch, sends: {claimed, done_upto, counts}}
+//!    ├─ bucket  <prefix>_<hub>_prog     p.<p> → {epoch, sends: {claimed, done_upto, counts}}
+//!    ├─ stream  <PREFIX>_<hub>_NOTIFY   sends, schedules, cancels (msg id = notification id)
+//!    └─ stream  <PREFIX>_<hub>_OUT      per-partition outcomes on out.<home partition>
 //!  cluster.partition_log(p) → PartitionLog (plog)     cluster.leases() → Leases (lease)
 //!  cluster.open_partition(p, epoch) → Registry on the partition's log (store): replay,
 //!    epoch marker, writes acknowledged on the JetStream ack, fail-stop when fenced
@@ -43,6 +48,7 @@ pub mod claims;
 pub mod config;
 pub mod guard;
 pub mod lease;
+pub mod notify;
 pub mod plog;
 mod store;
 
@@ -108,6 +114,8 @@ pub struct Cluster {
     leases: lease::Leases,
     meta: kv::Store,
     claims: claims::Claims,
+    notify: notify::NotifyLog,
+    outcomes: notify::Outcomes,
 }
 
 impl Cluster {
@@ -199,8 +207,13 @@ impl Cluster {
             },
         )
         .await?;
+        let notify = notify::NotifyLog::ensure(&js, &config.prefix, &t, replicas).await?;
+        let outcomes =
+            notify::Outcomes::ensure(&js, &config.prefix, &t, replicas, config.partitions).await?;
         let leases = lease::Leases::new(owners, &config.node, config.lease(), config.margin());
         Ok(Cluster {
+            notify,
+            outcomes,
             hub: hub.to_owned(),
             js,
             leases,
@@ -218,6 +231,16 @@ impl Cluster {
     /// The hub.
     pub fn hub(&self) -> &str {
         &self.hub
+    }
+
+    /// The hub's send queue (`NOTIFY`).
+    pub fn notify(&self) -> &notify::NotifyLog {
+        &self.notify
+    }
+
+    /// The hub's per-partition send outcomes (`OUT`).
+    pub fn outcomes(&self) -> &notify::Outcomes {
+        &self.outcomes
     }
 
     /// The hub's write-ahead send claims.

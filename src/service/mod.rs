@@ -9,7 +9,7 @@
 //! `Engine::start` (the outcome record, the history, one task) → `Dispatcher::feed`.
 
 mod outcomes;
-mod request;
+pub(crate) mod request;
 mod resume;
 mod schedule;
 

@@ -1,0 +1,431 @@
+//! The send queue and the outcomes of a clustered hub (CLUSTER.md, "Sends"):
+//!
+//! - **`NOTIFY`** (stream `<PREFIX>_<hub>_NOTIFY`, subject `<prefix>.<hub>.notify`): the API
+//!   node stores each accepted send once (`Nats-Msg-Id` = the notification id, so a retried
+//!   accept is stored once) and answers 201; every node follows the stream in order and runs
+//!   each send on the partitions it owns. A schedule is a send with a not-before time; a
+//!   cancel is a tombstone message for its id. A `parts` hint narrows the partitions when the
+//!   audience pins them (`$InstallationId:{…}`).
+//! - **`OUT`** (stream `<PREFIX>_<hub>_OUT`, subjects `<prefix>.<hub>.out.<home>`, home =
+//!   the partition of the notification id): each partition publishes its counts for a send
+//!   (message id `<notification>.<p>.<epoch>.<n>`); the home owner sums, per partition, the
+//!   result with the highest (epoch, n). Subjects are per partition, never per notification.
+//!
+//! Nothing drives these from `Engine` sends yet (the node runtime does not run sends); they
+//! are tested on their own (`tests/cluster_nats.rs`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+
+use super::{ClusterError, Delivery};
+use crate::service::request::StoredRequest;
+use crate::{NotificationId, SendRequest};
+
+/// A message of `NOTIFY`.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    id: String,
+    /// `None`: a cancel.
+    send: Option<WireSend>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireSend {
+    request: StoredRequest,
+    delivery: Delivery,
+    not_before_ms: Option<u64>,
+    parts: Option<Vec<u16>>,
+}
+
+/// What a node reads from `NOTIFY`.
+#[derive(Debug)]
+pub enum Notice {
+    /// A send to run (at or after `not_before`).
+    Send {
+        /// The stream sequence (the order every node runs sends in).
+        seq: u64,
+        /// The notification.
+        id: NotificationId,
+        /// What to send, to whom.
+        request: Box<SendRequest>,
+        /// What a takeover does with a crashed owner's claim for this send.
+        delivery: Delivery,
+        /// A schedule's time.
+        not_before: Option<SystemTime>,
+        /// The only partitions the audience can match, when known.
+        parts: Option<Vec<u16>>,
+    },
+    /// A cancel of an earlier send or schedule.
+    Cancel {
+        /// The stream sequence.
+        seq: u64,
+        /// The notification cancelled.
+        id: NotificationId,
+    },
+}
+
+/// A hub's `NOTIFY` stream.
+#[derive(Clone)]
+pub struct NotifyLog {
+    js: jetstream::Context,
+    stream: String,
+    subject: String,
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl NotifyLog {
+    /// Creates (or finds) the stream and checks its settings.
+    pub(crate) async fn ensure(
+        js: &jetstream::Context,
+        prefix: &str,
+        hub_token: &str,
+        replicas: usize,
+    ) -> Result<NotifyLog, ClusterError> {
+        let stream = format!("{}_{hub_token}_NOTIFY", prefix.to_ascii_uppercase());
+        let subject = format!("{prefix}.{hub_token}.notify");
+        super::guard::ensure_stream(
+            js,
+            stream::Config {
+                name: stream.clone(),
+                subjects: vec![subject.clone()],
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                max_messages_per_subject: -1,
+                allow_direct: true,
+                deny_delete: true,
+                duplicate_window: Duration::from_secs(120),
+                metadata: super::guard::marker_metadata(),
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok(NotifyLog {
+            js: js.clone(),
+            stream,
+            subject,
+        })
+    }
+
+    async fn put(&self, msg_id: String, wire: &Wire) -> Result<u64, ClusterError> {
+        let body = Bytes::from(serde_json::to_vec(wire).expect("a notice serialises"));
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(body)
+            .message_id(msg_id);
+        let ack = self
+            .js
+            .send_publish(self.subject.clone(), publish)
+            .await
+            .map_err(|e| ClusterError::Nats(format!("NOTIFY: {e}")))?
+            .await
+            .map_err(|e| ClusterError::Nats(format!("NOTIFY: {e}")))?;
+        Ok(ack.sequence)
+    }
+
+    /// Stores a send; the returned sequence is its place in every node's order. Accepting the
+    /// same id twice stores it once (within the stream's two-minute duplicate window).
+    pub async fn accept(
+        &self,
+        id: NotificationId,
+        request: &SendRequest,
+        delivery: Delivery,
+        not_before: Option<SystemTime>,
+        parts: Option<Vec<u16>>,
+    ) -> Result<u64, ClusterError> {
+        let wire = Wire {
+            id: id.to_string(),
+            send: Some(WireSend {
+                request: StoredRequest::from_request(request),
+                delivery,
+                not_before_ms: not_before.map(ms),
+                parts,
+            }),
+        };
+        self.put(id.to_string(), &wire).await
+    }
+
+    /// Stores a cancel of `id`.
+    pub async fn cancel(&self, id: NotificationId) -> Result<u64, ClusterError> {
+        let wire = Wire {
+            id: id.to_string(),
+            send: None,
+        };
+        self.put(format!("{id}.cancel"), &wire).await
+    }
+
+    /// Reads the stream from `from` (inclusive) to its end as of the call, in order.
+    pub async fn read(&self, from: u64) -> Result<Vec<Notice>, ClusterError> {
+        let mut s = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| ClusterError::Nats(format!("NOTIFY: {e}")))?;
+        let last = s
+            .info()
+            .await
+            .map_err(|e| ClusterError::Nats(format!("NOTIFY: {e}")))?
+            .state
+            .last_sequence;
+        let mut out = Vec::new();
+        if last == 0 || from > last {
+            return Ok(out);
+        }
+        let consumer = s
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ClusterError::Nats(format!("NOTIFY: {e}")))?;
+        let mut msgs = consumer
+            .messages()
+            .await
+            .map_err(|e| ClusterError::Nats(format!("NOTIFY: {e}")))?;
+        loop {
+            let m = match tokio::time::timeout(Duration::from_secs(10), msgs.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => return Err(ClusterError::Nats(format!("NOTIFY: {e}"))),
+                Ok(None) | Err(_) => {
+                    return Err(ClusterError::Nats(format!(
+                        "NOTIFY ended before sequence {last}"
+                    )))
+                }
+            };
+            let seq = m
+                .info()
+                .map_err(|e| ClusterError::Nats(format!("NOTIFY: {e}")))?
+                .stream_sequence;
+            let wire: Wire = serde_json::from_slice(&m.payload)
+                .map_err(|e| ClusterError::Nats(format!("NOTIFY message {seq}: {e}")))?;
+            let id: NotificationId = wire
+                .id
+                .parse()
+                .map_err(|_| ClusterError::Nats(format!("NOTIFY message {seq}: bad id")))?;
+            out.push(match wire.send {
+                None => Notice::Cancel { seq, id },
+                Some(s) => {
+                    Notice::Send {
+                        seq,
+                        id,
+                        request: Box::new(s.request.into_request().map_err(|e| {
+                            ClusterError::Nats(format!("NOTIFY message {seq}: {e}"))
+                        })?),
+                        delivery: s.delivery,
+                        not_before: s
+                            .not_before_ms
+                            .map(|t| SystemTime::UNIX_EPOCH + Duration::from_millis(t)),
+                        parts: s.parts,
+                    }
+                }
+            });
+            if seq >= last {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// A partition's counts for one send, as published to `OUT`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionOutcome {
+    /// The partition.
+    pub partition: u16,
+    /// The epoch of the owner that published it.
+    pub epoch: u64,
+    /// Its publication number within the epoch (later wins).
+    pub n: u64,
+    /// Devices that matched.
+    pub targeted: u64,
+    /// Devices the push service accepted.
+    pub delivered: u64,
+    /// Devices that failed.
+    pub failed: u64,
+    /// Re-sends after takeovers (each a possible duplicate).
+    pub possible_duplicates: u64,
+    /// Devices skipped after takeovers at most once (each possibly missed).
+    pub possibly_missed: u64,
+    /// The partition's walk is finished.
+    pub finished: bool,
+}
+
+/// A send's outcome summed over partitions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Partitions that published.
+    pub partitions: usize,
+    /// Partitions that finished.
+    pub finished: usize,
+    /// Sums of the partitions' latest counts.
+    pub targeted: u64,
+    /// See [`PartitionOutcome::delivered`].
+    pub delivered: u64,
+    /// See [`PartitionOutcome::failed`].
+    pub failed: u64,
+    /// See [`PartitionOutcome::possible_duplicates`].
+    pub possible_duplicates: u64,
+    /// See [`PartitionOutcome::possibly_missed`].
+    pub possibly_missed: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OutWire {
+    notification: String,
+    outcome: PartitionOutcome,
+}
+
+/// A hub's `OUT` stream.
+#[derive(Clone)]
+pub struct Outcomes {
+    js: jetstream::Context,
+    stream: String,
+    prefix: String,
+    partitions: u16,
+}
+
+impl Outcomes {
+    /// Creates (or finds) the stream and checks its settings.
+    pub(crate) async fn ensure(
+        js: &jetstream::Context,
+        prefix: &str,
+        hub_token: &str,
+        replicas: usize,
+        partitions: u16,
+    ) -> Result<Outcomes, ClusterError> {
+        let stream = format!("{}_{hub_token}_OUT", prefix.to_ascii_uppercase());
+        super::guard::ensure_stream(
+            js,
+            stream::Config {
+                name: stream.clone(),
+                subjects: vec![format!("{prefix}.{hub_token}.out.*")],
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                max_messages_per_subject: -1,
+                allow_direct: true,
+                deny_delete: true,
+                duplicate_window: Duration::from_secs(120),
+                metadata: super::guard::marker_metadata(),
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok(Outcomes {
+            js: js.clone(),
+            stream,
+            prefix: format!("{prefix}.{hub_token}"),
+            partitions,
+        })
+    }
+
+    /// The home partition of a notification: where its outcome is summed.
+    pub fn home(&self, id: NotificationId) -> u16 {
+        (xxhash_rust::xxh3::xxh3_64(id.to_string().as_bytes()) % u64::from(self.partitions)) as u16
+    }
+
+    /// Publishes partition counts for `id` (a retry of the same (partition, epoch, n) is
+    /// stored once).
+    pub async fn publish(
+        &self,
+        id: NotificationId,
+        outcome: &PartitionOutcome,
+    ) -> Result<(), ClusterError> {
+        let home = self.home(id);
+        let body = Bytes::from(
+            serde_json::to_vec(&OutWire {
+                notification: id.to_string(),
+                outcome: outcome.clone(),
+            })
+            .expect("an outcome serialises"),
+        );
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(body)
+            .message_id(format!(
+                "{id}.{}.{}.{}",
+                outcome.partition, outcome.epoch, outcome.n
+            ));
+        self.js
+            .send_publish(format!("{}.out.{home}", self.prefix), publish)
+            .await
+            .map_err(|e| ClusterError::Nats(format!("OUT: {e}")))?
+            .await
+            .map_err(|e| ClusterError::Nats(format!("OUT: {e}")))?;
+        Ok(())
+    }
+
+    /// Sums every send's latest per-partition outcome on `home`'s subject (what the home
+    /// owner serves `GET /messages/{id}` from).
+    pub async fn collect(&self, home: u16) -> Result<HashMap<String, Totals>, ClusterError> {
+        let subject = format!("{}.out.{home}", self.prefix);
+        let s = self
+            .js
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| ClusterError::Nats(format!("OUT: {e}")))?;
+        let last = match s.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => m.sequence,
+            Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => {
+                return Ok(HashMap::new())
+            }
+            Err(e) => return Err(ClusterError::Nats(format!("OUT: {e}"))),
+        };
+        let consumer = s
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: subject.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ClusterError::Nats(format!("OUT: {e}")))?;
+        let mut msgs = consumer
+            .messages()
+            .await
+            .map_err(|e| ClusterError::Nats(format!("OUT: {e}")))?;
+        // Per send, per partition: the outcome with the highest (epoch, n).
+        let mut latest: BTreeMap<(String, u16), PartitionOutcome> = BTreeMap::new();
+        loop {
+            let m = match tokio::time::timeout(Duration::from_secs(10), msgs.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => return Err(ClusterError::Nats(format!("OUT: {e}"))),
+                Ok(None) | Err(_) => {
+                    return Err(ClusterError::Nats(format!("OUT ended before {last}")))
+                }
+            };
+            let seq = m
+                .info()
+                .map_err(|e| ClusterError::Nats(format!("OUT: {e}")))?
+                .stream_sequence;
+            let w: OutWire = serde_json::from_slice(&m.payload)
+                .map_err(|e| ClusterError::Nats(format!("OUT message {seq}: {e}")))?;
+            let k = (w.notification, w.outcome.partition);
+            let newer = latest
+                .get(&k)
+                .is_none_or(|o| (w.outcome.epoch, w.outcome.n) > (o.epoch, o.n));
+            if newer {
+                latest.insert(k, w.outcome);
+            }
+            if seq >= last {
+                break;
+            }
+        }
+        let mut totals: HashMap<String, Totals> = HashMap::new();
+        for ((nid, _), o) in latest {
+            let t = totals.entry(nid).or_default();
+            t.partitions += 1;
+            t.finished += usize::from(o.finished);
+            t.targeted += o.targeted;
+            t.delivered += o.delivered;
+            t.failed += o.failed;
+            t.possible_duplicates += o.possible_duplicates;
+            t.possibly_missed += o.possibly_missed;
+        }
+        Ok(totals)
+    }
+}
