@@ -18,14 +18,18 @@
 //! - [`notify`]: the send queue `NOTIFY` (accept once per notification id, read in order,
 //!   cancels) and `OUT` (per-partition outcomes summed at the home partition, latest per
 //!   partition by (epoch, n));
+//! - [`runner`]: one native send on one owned partition, claim by claim, through
+//!   `Engine::send_to_targets` (dead handles pruned in the partition's registry), with its
+//!   outcome published to `OUT`;
 //! - `store`: a partition's [`Registry`](crate::Registry) on its log
 //!   ([`Cluster::open_partition`]): the registry's group commit with the JetStream ack as its
 //!   durability point, recovery by replay, fail-stop when a newer owner fences it.
 //!
 //! Not built yet (docs/operations.md, "Cluster mode"): the node runtime that keeps leases and
 //! opens the partitions it owns, writes routed to partition owners, hot standbys, cross-
-//! partition handle uniqueness, snapshots, nodes running sends from `NOTIFY` (the queue, the
-//! claims and the outcomes exist; nothing drives them from a send yet), outcome aggregation, the server's `[cluster]` section and the harness's
+//! partition handle uniqueness, snapshots, nodes following `NOTIFY` and running its sends on
+//! their partitions (the queue, the claims, the runner and the outcomes exist; nothing
+//! connects them yet), template sends on a partition, outcome aggregation, the server's `[cluster]` section and the harness's
 //! `cluster` command. Nothing outside this module uses it yet: without `[cluster]`, tagcast is
 //! the single-node product.
 //!
@@ -50,6 +54,7 @@ pub mod guard;
 pub mod lease;
 pub mod notify;
 pub mod plog;
+pub mod runner;
 mod store;
 
 use std::time::Duration;

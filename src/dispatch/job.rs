@@ -540,6 +540,9 @@ pub(crate) struct Job {
     pub(crate) pace: Option<super::pace::Pace>,
     /// The property bag of a template send (`notification` then carries no payload).
     pub(crate) template: Option<crate::template::Properties>,
+    /// Where dead handles are pruned, when not the engine's registry (a cluster partition's
+    /// registry for a send to its installations).
+    pub(crate) prune_into: Option<crate::registry::Registry>,
 }
 
 /// What a job is made of besides its payload.
@@ -552,6 +555,8 @@ pub(crate) struct JobMeta {
     pub(crate) template: Option<crate::template::Properties>,
     /// A suspended send's report so far: a resumed send continues its counts and times.
     pub(crate) resumed: Option<SendReport>,
+    /// See [`Job::prune_into`].
+    pub(crate) prune_into: Option<crate::registry::Registry>,
 }
 
 impl Job {
@@ -596,6 +601,7 @@ impl Job {
             scheduled_for_ms: meta.scheduled_for_ms,
             pace: meta.pace,
             template: meta.template,
+            prune_into: meta.prune_into,
         })
     }
 

@@ -697,6 +697,22 @@ impl Dispatcher {
                 )
                 .await;
             }
+            #[cfg(feature = "cluster")]
+            Source::Targets(targets) => {
+                job.set_audience(targets.len() as u64);
+                for chunk in targets.chunks(batch_size) {
+                    if !self.admit(&job, chunk.len(), &mut paced).await {
+                        break;
+                    }
+                    for t in chunk {
+                        let device = Device {
+                            installation: Some(t.installation_id.clone()),
+                            handle: t.handle.clone(),
+                        };
+                        self.route(&job, device, None, &mut last).await;
+                    }
+                }
+            }
             Source::Handles(handles) => {
                 job.set_audience(job.resumed_audience.unwrap_or(handles.len() as u64));
                 for (i, chunk) in handles.chunks(batch_size).enumerate() {
@@ -759,4 +775,9 @@ pub(crate) enum Source {
     /// A template send's audience (restricted when resumed); the properties are the job's.
     Templates(Audience, Option<Vec<InstallationId>>),
     Handles(Vec<PushHandle>),
+    /// Given installations (with their handles) of the job's `prune_into` registry: a
+    /// cluster partition's claimed range. Not suspended for resumption (the claim is what a
+    /// successor resumes from).
+    #[cfg(feature = "cluster")]
+    Targets(Vec<crate::registry::Target>),
 }

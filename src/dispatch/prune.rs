@@ -86,7 +86,7 @@ async fn flush(registry: &Option<Registry>, events: &Option<WeakEventLog>, items
     for (job, p, reqs, reasons) in groups {
         let n = reqs.len() as u64;
         let job_id = job.id.to_string();
-        let Some(reg) = registry.clone() else {
+        let Some(reg) = job.prune_into.clone().or_else(|| registry.clone()) else {
             job.finish(
                 p,
                 Final::Dead {

@@ -240,6 +240,26 @@ impl Engine {
         self.start(notification, Source::Handles(handles), JobMeta::default())
     }
 
+    /// Sends `notification` to `targets`, installations of `registry` (which need not be
+    /// this engine's): dead handles are pruned there. Cluster mode's sends of a claimed range
+    /// of a partition go through here.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn send_to_targets(
+        &self,
+        notification: Notification,
+        registry: &Registry,
+        targets: Vec<crate::registry::Target>,
+    ) -> Result<SendHandle, SendError> {
+        if !Platform::ALL.iter().any(|p| notification.has(*p)) {
+            return Err(SendError::NoPayload);
+        }
+        let meta = JobMeta {
+            prune_into: Some(registry.clone()),
+            ..JobMeta::default()
+        };
+        self.start(notification, Source::Targets(targets), meta)
+    }
+
     fn start(
         &self,
         notification: Notification,

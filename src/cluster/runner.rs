@@ -1,0 +1,106 @@
+//! One send on one partition, as its owner runs it (CLUSTER.md, "Sends"): resolve the
+//! audience on the partition's registry, walk the matches in hash order, and for each range
+//! of at most `claim_size` devices: claim it (compare-and-set in `prog`), hand it to the
+//! engine's pools (dead handles are pruned in the partition's registry, which writes the
+//! prune to the partition's log), wait for the answers, record the range done with its
+//! counts, and publish the partition's outcome to `OUT`.
+//!
+//! A claim held after a takeover ([`Claims::take_over`](super::claims::Claims::take_over)
+//! at least once) is sent first. A deposed owner's next claim or completion fails: it stops
+//! with [`ClaimError::Deposed`] after at most the range it held.
+//!
+//! Native sends only: template sends (each device renders its own payload) are refused here
+//! for now.
+
+use std::collections::HashMap;
+
+use super::claims::{walk_order, ClaimError, PartitionClaims};
+use super::notify::PartitionOutcome;
+use super::{Cluster, ClusterError};
+use crate::registry::Target;
+use crate::service::request::Content;
+use crate::{Engine, NotificationId, Registry, SendRequest};
+
+/// Runs `request` (notification `id`) on partition `claims.partition` of `registry` through
+/// `engine`, from where `claims` says it is, to the end of the walk. Returns the partition's
+/// final outcome (also published to `OUT`).
+pub async fn run_partition(
+    cluster: &Cluster,
+    engine: &Engine,
+    registry: &Registry,
+    claims: &mut PartitionClaims,
+    id: NotificationId,
+    request: &SendRequest,
+) -> Result<PartitionOutcome, ClaimError> {
+    let notification = match request.content() {
+        Content::Native(n) => n.clone(),
+        _ => {
+            return Err(ClaimError::Nats(ClusterError::Config(
+                "cluster sends are native only for now (templates are not built)".into(),
+            )))
+        }
+    };
+    let k = cluster.config().claim_size as usize;
+    let send = id.to_string();
+    let reg = registry.clone();
+    let audience = request.audience().clone();
+    // The partition's matches, by id (a read of the partition, off the async workers).
+    let targets: HashMap<String, Target> = tokio::task::spawn_blocking(move || {
+        let mut all = HashMap::new();
+        for batch in reg.resolve(&audience).batches(4096) {
+            for t in batch {
+                all.insert(t.installation_id.as_str().to_owned(), t);
+            }
+        }
+        all
+    })
+    .await
+    .map_err(|e| ClaimError::Nats(ClusterError::Nats(format!("resolving: {e}"))))?;
+    let walk = walk_order(targets.keys().map(String::as_str));
+    let mut outcome = PartitionOutcome {
+        partition: claims.partition,
+        epoch: claims.epoch,
+        targeted: targets.len() as u64,
+        ..Default::default()
+    };
+    loop {
+        let ids = cluster.claims().claim_next(claims, &send, &walk, k).await?;
+        if ids.is_empty() {
+            break;
+        }
+        let range: Vec<Target> = ids
+            .iter()
+            .filter_map(|i| targets.get(*i).cloned())
+            .collect();
+        let n = range.len() as u64;
+        let handle = engine
+            .send_to_targets(notification.clone(), registry, range)
+            .map_err(|e| ClaimError::Nats(ClusterError::Nats(format!("send: {e}"))))?;
+        let report = handle.wait().await;
+        let delivered: u64 = report.platforms.values().map(|p| p.delivered).sum();
+        outcome.delivered += delivered;
+        // Dead (pruned), rejected, expired, failed: every device of the range not delivered.
+        outcome.failed += n.saturating_sub(delivered);
+        cluster.claims().complete(claims, &send, n).await?;
+        let sp = &claims.progress.sends[&send];
+        outcome.possible_duplicates = sp.possible_duplicates;
+        outcome.possibly_missed = sp.possibly_missed;
+        outcome.n += 1;
+        cluster
+            .outcomes()
+            .publish(id, &outcome)
+            .await
+            .map_err(ClaimError::Nats)?;
+    }
+    let sp = &claims.progress.sends[&send];
+    outcome.possible_duplicates = sp.possible_duplicates;
+    outcome.possibly_missed = sp.possibly_missed;
+    outcome.finished = true;
+    outcome.n += 1;
+    cluster
+        .outcomes()
+        .publish(id, &outcome)
+        .await
+        .map_err(ClaimError::Nats)?;
+    Ok(outcome)
+}

@@ -1,0 +1,177 @@
+//! A send on a cluster partition through real deliveries (issue 16, CLUSTER.md guarantees 4
+//! and 5): the owner runs a broadcast on its partition against the mock APNs, crashes at ~40%
+//! (its task aborted, its engine shut down, as kill -9 would leave it), and a successor at
+//! the next epoch takes the partition and its claims over. The mock's per-handle accounting
+//! is the ground truth: at least once, every live device got a delivery and the duplicates
+//! are within the reported possible duplicates, at most the claim size per takeover; at most
+//! once, no duplicates and the misses within the reported possibly-missed count.
+#![cfg(feature = "cluster")]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{alert, apns_token, Bed};
+use tagcast::cluster::{runner::run_partition, Cluster, ClusterConfig, Delivery};
+use tagcast::{
+    Audience, Engine, Installation, InstallationId, PushHandle, RegistryConfig, SendRequest, Tag,
+};
+use tagcast_mock::apns::ApnsConfig;
+use tagcast_mock::faults::Faults;
+use tagcast_mock::nats::{nats_server_for_test, NatsCluster};
+
+const DEVICES: u64 = 1000;
+const CLAIM: u32 = 100;
+
+fn config(node: &str, nats: &NatsCluster) -> ClusterConfig {
+    let urls = nats.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let mut c = ClusterConfig::new(node, &urls);
+    c.partitions = 16;
+    c.stream_groups = 4;
+    c.lease_ms = 1000;
+    c.margin_ms = 300;
+    c.claim_size = CLAIM;
+    c
+}
+
+/// Deliveries per device token at the mock.
+fn per_handle(bed: &Bed) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for d in bed.apns().deliveries() {
+        *m.entry(d.handle).or_insert(0) += 1;
+    }
+    m
+}
+
+async fn crash_and_take_over(delivery: Delivery) -> Option<()> {
+    let bin = nats_server_for_test("current")?;
+    let nats = NatsCluster::start(&bin, 3).unwrap();
+    for i in 0..3 {
+        nats.wait_jetstream(i, Duration::from_secs(30)).unwrap();
+    }
+    // A slow push service, so the crash lands in the middle of the send.
+    let bed = Bed::new()
+        .apns(ApnsConfig {
+            faults: Faults {
+                latency: Duration::from_millis(2),
+                ..Faults::default()
+            },
+            same_token_burst: None,
+            ..Default::default()
+        })
+        .start()
+        .await;
+    let a = Cluster::connect(config("a", &nats), "hub").await.unwrap();
+    let b = Cluster::connect(config("b", &nats), "hub").await.unwrap();
+    let reg_a = a
+        .open_partition(0, 1, RegistryConfig::default())
+        .await
+        .unwrap();
+    for i in 0..DEVICES {
+        reg_a
+            .upsert_async(
+                Installation::new(
+                    InstallationId::new(format!("dev-{i}")).unwrap(),
+                    PushHandle::apns(&apns_token(i)).unwrap(),
+                )
+                .with_tags([Tag::new("all").unwrap()]),
+            )
+            .await
+            .unwrap();
+    }
+    let id: tagcast::NotificationId = "6a000000-0000-4000-8000-000000000001".parse().unwrap();
+    let request = SendRequest::native(alert(), Audience::All);
+
+    // a runs the send and crashes at ~40%.
+    let engine_a = Engine::without_registry(bed.config()).unwrap();
+    let mut claims_a = a.claims().load(0, 1).await.unwrap();
+    let run = {
+        let (engine_a, reg_a, request) = (engine_a.clone(), reg_a.clone(), request.clone());
+        async move {
+            let r = run_partition(&a, &engine_a, &reg_a, &mut claims_a, id, &request).await;
+            (a, claims_a, r)
+        }
+    };
+    let task = tokio::spawn(run);
+    let t0 = std::time::Instant::now();
+    while (bed.apns().deliveries().len() as u64) < DEVICES * 4 / 10 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the send did not progress"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    task.abort();
+    engine_a.shutdown().await;
+    let at_crash = bed.apns().deliveries().len();
+
+    // b takes the partition at epoch 2 (its replay fences a's registry out), settles a's
+    // unfinished claim per `delivery`, and runs the send to the end.
+    let reg_b = b
+        .open_partition(0, 2, RegistryConfig::default())
+        .await
+        .unwrap();
+    let engine_b = Engine::without_registry(bed.config()).unwrap();
+    let mut claims_b = b.claims().load(0, 2).await.unwrap();
+    let all: Vec<String> = (0..DEVICES).map(|i| format!("dev-{i}")).collect();
+    let found = b
+        .claims()
+        .take_over(&mut claims_b, |_| delivery, |_| all.clone())
+        .await
+        .unwrap();
+    assert!(found.len() <= 1, "{found:?}");
+    let outcome = run_partition(&b, &engine_b, &reg_b, &mut claims_b, id, &request)
+        .await
+        .unwrap();
+    engine_b.shutdown().await;
+
+    let counts = per_handle(&bed);
+    let missed = (0..DEVICES)
+        .filter(|i| !counts.contains_key(&apns_token(*i)))
+        .count() as u64;
+    let duplicates: u64 = counts.values().map(|n| (*n as u64).saturating_sub(1)).sum();
+    eprintln!(
+        "{delivery:?}: {at_crash} delivered at the crash; missed {missed}, duplicates \
+         {duplicates}; reported possible duplicates {}, possibly missed {}; takeover claims {}",
+        outcome.possible_duplicates,
+        outcome.possibly_missed,
+        found.len()
+    );
+    let takeovers = found.len() as u64;
+    assert!(outcome.finished);
+    match delivery {
+        Delivery::AtLeastOnce => {
+            assert_eq!(missed, 0, "a live device got no delivery");
+            assert!(
+                duplicates <= outcome.possible_duplicates,
+                "uncounted duplicates"
+            );
+            assert!(outcome.possible_duplicates <= u64::from(CLAIM) * takeovers);
+            assert_eq!(outcome.possibly_missed, 0);
+        }
+        Delivery::AtMostOnce => {
+            assert_eq!(duplicates, 0, "a duplicate at most once");
+            assert!(missed <= outcome.possibly_missed, "uncounted misses");
+            assert!(outcome.possibly_missed <= u64::from(CLAIM) * takeovers);
+            assert_eq!(outcome.possible_duplicates, 0);
+        }
+    }
+    // The outcome summed at the home partition is the successor's final one.
+    let totals = b.outcomes().collect(b.outcomes().home(id)).await.unwrap();
+    let t = &totals[&id.to_string()];
+    assert_eq!((t.partitions, t.finished), (1, 1));
+    assert_eq!(t.possible_duplicates, outcome.possible_duplicates);
+    Some(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_crash_mid_send_at_least_once_misses_nothing_and_counts_duplicates() {
+    crash_and_take_over(Delivery::AtLeastOnce).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_crash_mid_send_at_most_once_duplicates_nothing_and_counts_misses() {
+    crash_and_take_over(Delivery::AtMostOnce).await;
+}
