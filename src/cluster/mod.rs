@@ -54,6 +54,7 @@ pub mod guard;
 pub mod lease;
 pub mod notify;
 pub mod plog;
+mod read;
 pub mod runner;
 mod store;
 
@@ -164,17 +165,13 @@ impl Cluster {
             guard::ensure_stream(
                 &js,
                 stream::Config {
-                    name: format!("{}_{t}_REG_{g}", config.prefix.to_ascii_uppercase()),
-                    subjects: vec![format!("{}.{t}.reg.{g}.*", config.prefix)],
-                    storage: stream::StorageType::File,
-                    num_replicas: replicas,
-                    max_messages_per_subject: -1,
-                    allow_direct: true,
+                    // Rollups: snapshots will purge a partition's subject below them.
                     allow_rollup: true,
-                    deny_delete: true,
-                    duplicate_window: Duration::from_secs(120),
-                    metadata: guard::marker_metadata(),
-                    ..Default::default()
+                    ..read::log_stream(
+                        format!("{}_{t}_REG_{g}", config.prefix.to_ascii_uppercase()),
+                        vec![format!("{}.{t}.reg.{g}.*", config.prefix)],
+                        replicas,
+                    )
                 },
             )
             .await?;

@@ -17,9 +17,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream;
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
 use super::{ClusterError, Delivery};
@@ -94,18 +93,7 @@ impl NotifyLog {
         let subject = format!("{prefix}.{hub_token}.notify");
         super::guard::ensure_stream(
             js,
-            stream::Config {
-                name: stream.clone(),
-                subjects: vec![subject.clone()],
-                storage: stream::StorageType::File,
-                num_replicas: replicas,
-                max_messages_per_subject: -1,
-                allow_direct: true,
-                deny_delete: true,
-                duplicate_window: Duration::from_secs(120),
-                metadata: super::guard::marker_metadata(),
-                ..Default::default()
-            },
+            super::read::log_stream(stream.clone(), vec![subject.clone()], replicas),
         )
         .await?;
         Ok(NotifyLog {
@@ -175,64 +163,33 @@ impl NotifyLog {
             .state
             .last_sequence;
         let mut out = Vec::new();
-        if last == 0 || from > last {
-            return Ok(out);
-        }
-        let consumer = s
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: from.max(1),
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::Nats(format!("NOTIFY: {e}")))?;
-        let mut msgs = consumer
-            .messages()
-            .await
-            .map_err(|e| ClusterError::Nats(format!("NOTIFY: {e}")))?;
-        loop {
-            let m = match tokio::time::timeout(Duration::from_secs(10), msgs.next()).await {
-                Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(e))) => return Err(ClusterError::Nats(format!("NOTIFY: {e}"))),
-                Ok(None) | Err(_) => {
-                    return Err(ClusterError::Nats(format!(
-                        "NOTIFY ended before sequence {last}"
-                    )))
-                }
-            };
-            let seq = m
-                .info()
-                .map_err(|e| ClusterError::Nats(format!("NOTIFY: {e}")))?
-                .stream_sequence;
-            let wire: Wire = serde_json::from_slice(&m.payload)
-                .map_err(|e| ClusterError::Nats(format!("NOTIFY message {seq}: {e}")))?;
-            let id: NotificationId = wire
-                .id
-                .parse()
-                .map_err(|_| ClusterError::Nats(format!("NOTIFY message {seq}: bad id")))?;
-            out.push(match wire.send {
-                None => Notice::Cancel { seq, id },
-                Some(s) => {
-                    Notice::Send {
-                        seq,
-                        id,
-                        request: Box::new(s.request.into_request().map_err(|e| {
-                            ClusterError::Nats(format!("NOTIFY message {seq}: {e}"))
-                        })?),
-                        delivery: s.delivery,
-                        not_before: s
-                            .not_before_ms
-                            .map(|t| SystemTime::UNIX_EPOCH + Duration::from_millis(t)),
-                        parts: s.parts,
-                    }
-                }
-            });
-            if seq >= last {
-                return Ok(out);
-            }
-        }
+        super::read::read_range(&self.js, &self.stream, None, from, last, |seq, m| {
+            out.push(notice(seq, &m.payload)?);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
     }
+}
+
+/// A `NOTIFY` message as a [`Notice`].
+fn notice(seq: u64, payload: &[u8]) -> Result<Notice, ClusterError> {
+    let bad = |e: &dyn std::fmt::Display| ClusterError::Nats(format!("NOTIFY message {seq}: {e}"));
+    let wire: Wire = serde_json::from_slice(payload).map_err(|e| bad(&e))?;
+    let id: NotificationId = wire.id.parse().map_err(|e| bad(&e))?;
+    Ok(match wire.send {
+        None => Notice::Cancel { seq, id },
+        Some(s) => Notice::Send {
+            seq,
+            id,
+            request: Box::new(s.request.into_request().map_err(|e| bad(&e))?),
+            delivery: s.delivery,
+            not_before: s
+                .not_before_ms
+                .map(|t| SystemTime::UNIX_EPOCH + Duration::from_millis(t)),
+            parts: s.parts,
+        },
+    })
 }
 
 /// A partition's counts for one send, as published to `OUT`.
@@ -304,18 +261,11 @@ impl Outcomes {
         let stream = format!("{}_{hub_token}_OUT", prefix.to_ascii_uppercase());
         super::guard::ensure_stream(
             js,
-            stream::Config {
-                name: stream.clone(),
-                subjects: vec![format!("{prefix}.{hub_token}.out.*")],
-                storage: stream::StorageType::File,
-                num_replicas: replicas,
-                max_messages_per_subject: -1,
-                allow_direct: true,
-                deny_delete: true,
-                duplicate_window: Duration::from_secs(120),
-                metadata: super::guard::marker_metadata(),
-                ..Default::default()
-            },
+            super::read::log_stream(
+                stream.clone(),
+                vec![format!("{prefix}.{hub_token}.out.*")],
+                replicas,
+            ),
         )
         .await?;
         Ok(Outcomes {
@@ -365,43 +315,10 @@ impl Outcomes {
     /// owner serves `GET /messages/{id}` from).
     pub async fn collect(&self, home: u16) -> Result<HashMap<String, Totals>, ClusterError> {
         let subject = format!("{}.out.{home}", self.prefix);
-        let s = self
-            .js
-            .get_stream_no_info(&self.stream)
-            .await
-            .map_err(|e| ClusterError::Nats(format!("OUT: {e}")))?;
-        let last = match s.get_last_raw_message_by_subject(&subject).await {
-            Ok(m) => m.sequence,
-            Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => {
-                return Ok(HashMap::new())
-            }
-            Err(e) => return Err(ClusterError::Nats(format!("OUT: {e}"))),
-        };
-        let consumer = s
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                filter_subject: subject.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::Nats(format!("OUT: {e}")))?;
-        let mut msgs = consumer
-            .messages()
-            .await
-            .map_err(|e| ClusterError::Nats(format!("OUT: {e}")))?;
+        let last = super::read::last_on_subject(&self.js, &self.stream, &subject).await?;
         // Per send, per partition: the outcome with the highest (epoch, n).
         let mut latest: BTreeMap<(String, u16), PartitionOutcome> = BTreeMap::new();
-        loop {
-            let m = match tokio::time::timeout(Duration::from_secs(10), msgs.next()).await {
-                Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(e))) => return Err(ClusterError::Nats(format!("OUT: {e}"))),
-                Ok(None) | Err(_) => {
-                    return Err(ClusterError::Nats(format!("OUT ended before {last}")))
-                }
-            };
-            let seq = m
-                .info()
-                .map_err(|e| ClusterError::Nats(format!("OUT: {e}")))?
-                .stream_sequence;
+        super::read::read_range(&self.js, &self.stream, Some(&subject), 1, last, |seq, m| {
             let w: OutWire = serde_json::from_slice(&m.payload)
                 .map_err(|e| ClusterError::Nats(format!("OUT message {seq}: {e}")))?;
             let k = (w.notification, w.outcome.partition);
@@ -411,10 +328,9 @@ impl Outcomes {
             if newer {
                 latest.insert(k, w.outcome);
             }
-            if seq >= last {
-                break;
-            }
-        }
+            Ok(())
+        })
+        .await?;
         let mut totals: HashMap<String, Totals> = HashMap::new();
         for ((nid, _), o) in latest {
             let t = totals.entry(nid).or_default();

@@ -13,12 +13,9 @@
 //!  owner e=1:  chunk (expects 9) ──▶ WrongLastSequence ──▶ Fenced: step down
 //! ```
 
-use std::time::Duration;
-
-use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use async_nats::jetstream::{self, context::PublishErrorKind};
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 
 use super::ClusterError;
 
@@ -91,19 +88,7 @@ impl PartitionLog {
 
     /// The sequence of the last message on the subject (0: none).
     pub async fn last_seq(&self) -> Result<u64, ClusterError> {
-        let s = self
-            .js
-            .get_stream_no_info(&self.stream)
-            .await
-            .map_err(|e| ClusterError::Nats(format!("stream {}: {e}", self.stream)))?;
-        match s.get_last_raw_message_by_subject(&self.subject).await {
-            Ok(m) => Ok(m.sequence),
-            Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => Ok(0),
-            Err(e) => Err(ClusterError::Nats(format!(
-                "last message of {}: {e}",
-                self.subject
-            ))),
-        }
+        super::read::last_on_subject(&self.js, &self.stream, &self.subject).await
     }
 
     /// Opens `epoch` with a marker appended right after `replayed_to` (the last sequence the
@@ -191,66 +176,27 @@ impl PartitionLog {
     pub async fn replay(&self, from: u64) -> Result<Vec<LogEntry>, ClusterError> {
         let upto = self.last_seq().await?;
         let mut out = Vec::new();
-        if upto == 0 || from > upto {
-            return Ok(out);
-        }
-        let s = self
-            .js
-            .get_stream_no_info(&self.stream)
-            .await
-            .map_err(|e| ClusterError::Nats(format!("stream {}: {e}", self.stream)))?;
-        let consumer = s
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                filter_subject: self.subject.clone(),
-                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: from.max(1),
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::Nats(format!("consumer on {}: {e}", self.subject)))?;
-        let mut msgs = consumer
-            .messages()
-            .await
-            .map_err(|e| ClusterError::Nats(format!("reading {}: {e}", self.subject)))?;
-        loop {
-            let next = tokio::time::timeout(Duration::from_secs(10), msgs.next()).await;
-            let m = match next {
-                Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(e))) => {
-                    return Err(ClusterError::Nats(format!("reading {}: {e}", self.subject)))
-                }
-                Ok(None) | Err(_) => {
-                    return Err(ClusterError::Nats(format!(
-                        "reading {}: the stream ended before sequence {upto}",
-                        self.subject
-                    )))
-                }
-            };
-            let info = m
-                .info()
-                .map_err(|e| ClusterError::Nats(format!("reading {}: {e}", self.subject)))?;
-            let seq = info.stream_sequence;
-            let headers = m.headers.as_ref();
-            let epoch = headers
-                .and_then(|h| h.get(EPOCH_HEADER))
-                .and_then(|v| v.as_str().parse().ok())
-                .unwrap_or(0);
-            let marker = headers
-                .and_then(|h| h.get(KIND_HEADER))
-                .is_some_and(|v| v.as_str() == "marker");
-            let number = headers
-                .and_then(|h| h.get(NUMBER_HEADER))
-                .and_then(|v| v.as_str().parse().ok());
-            out.push(LogEntry {
-                seq,
-                epoch,
-                chunk: (!marker).then(|| m.payload.clone()),
-                number,
-            });
-            if seq >= upto {
-                return Ok(out);
-            }
-        }
+        super::read::read_range(
+            &self.js,
+            &self.stream,
+            Some(&self.subject),
+            from,
+            upto,
+            |seq, m| {
+                let headers = m.headers.as_ref();
+                let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
+                out.push(LogEntry {
+                    seq,
+                    epoch: header(EPOCH_HEADER)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                    chunk: (header(KIND_HEADER) != Some("marker")).then(|| m.payload.clone()),
+                    number: header(NUMBER_HEADER).and_then(|v| v.parse().ok()),
+                });
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(out)
     }
 }

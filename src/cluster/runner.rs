@@ -82,25 +82,30 @@ pub async fn run_partition(
         // Dead (pruned), rejected, expired, failed: every device of the range not delivered.
         outcome.failed += n.saturating_sub(delivered);
         cluster.claims().complete(claims, &send, n).await?;
-        let sp = &claims.progress.sends[&send];
+        publish(cluster, claims, id, &mut outcome, false).await?;
+    }
+    publish(cluster, claims, id, &mut outcome, true).await?;
+    Ok(outcome)
+}
+
+/// Publishes the partition's counts so far (with the takeover counts of its progress) as the
+/// next outcome of this epoch.
+async fn publish(
+    cluster: &Cluster,
+    claims: &PartitionClaims,
+    id: NotificationId,
+    outcome: &mut PartitionOutcome,
+    finished: bool,
+) -> Result<(), ClaimError> {
+    if let Some(sp) = claims.progress.sends.get(&id.to_string()) {
         outcome.possible_duplicates = sp.possible_duplicates;
         outcome.possibly_missed = sp.possibly_missed;
-        outcome.n += 1;
-        cluster
-            .outcomes()
-            .publish(id, &outcome)
-            .await
-            .map_err(ClaimError::Nats)?;
     }
-    let sp = &claims.progress.sends[&send];
-    outcome.possible_duplicates = sp.possible_duplicates;
-    outcome.possibly_missed = sp.possibly_missed;
-    outcome.finished = true;
+    outcome.finished = finished;
     outcome.n += 1;
     cluster
         .outcomes()
-        .publish(id, &outcome)
+        .publish(id, outcome)
         .await
-        .map_err(ClaimError::Nats)?;
-    Ok(outcome)
+        .map_err(ClaimError::Nats)
 }

@@ -1,0 +1,96 @@
+//! Reading a stream (or one subject of it) in order, between two sequences, with an ordered
+//! consumer: the one read loop of replay (`plog`), `NOTIFY` and `OUT` (`notify`).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use futures_util::StreamExt as _;
+
+use super::ClusterError;
+
+/// How long a read waits for the next message before it gives up.
+const NEXT_WITHIN: Duration = Duration::from_secs(10);
+
+/// The sequence of the last message on `subject` of `stream` (0: none).
+pub(crate) async fn last_on_subject(
+    js: &jetstream::Context,
+    stream_name: &str,
+    subject: &str,
+) -> Result<u64, ClusterError> {
+    let s = js
+        .get_stream_no_info(stream_name)
+        .await
+        .map_err(|e| ClusterError::Nats(format!("stream {stream_name}: {e}")))?;
+    match s.get_last_raw_message_by_subject(subject).await {
+        Ok(m) => Ok(m.sequence),
+        Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => Ok(0),
+        Err(e) => Err(ClusterError::Nats(format!(
+            "last message of {subject}: {e}"
+        ))),
+    }
+}
+
+/// Calls `f(sequence, message)` for every message of `stream_name` (on `filter`, if given)
+/// from sequence `from` to `upto` inclusive, in order. Nothing when `upto` is 0 or below
+/// `from`.
+pub(crate) async fn read_range(
+    js: &jetstream::Context,
+    stream_name: &str,
+    filter: Option<&str>,
+    from: u64,
+    upto: u64,
+    mut f: impl FnMut(u64, &jetstream::Message) -> Result<(), ClusterError>,
+) -> Result<(), ClusterError> {
+    if upto == 0 || from > upto {
+        return Ok(());
+    }
+    let what = filter.unwrap_or(stream_name);
+    let err = |e: &dyn std::fmt::Display| ClusterError::Nats(format!("reading {what}: {e}"));
+    let s = js
+        .get_stream_no_info(stream_name)
+        .await
+        .map_err(|e| err(&e))?;
+    let consumer = s
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: filter.unwrap_or_default().to_owned(),
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from.max(1),
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err(&e))?;
+    let mut msgs = consumer.messages().await.map_err(|e| err(&e))?;
+    loop {
+        let m = match tokio::time::timeout(NEXT_WITHIN, msgs.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => return Err(err(&e)),
+            Ok(None) | Err(_) => {
+                return Err(err(&format!("the stream ended before sequence {upto}")))
+            }
+        };
+        let seq = m.info().map_err(|e| err(&e))?.stream_sequence;
+        f(seq, &m)?;
+        if seq >= upto {
+            return Ok(());
+        }
+    }
+}
+
+/// The settings of every log-like stream of cluster mode: file storage, `replicas`, no
+/// per-subject limit, direct gets, no deletes, a two-minute duplicate window (message ids),
+/// and the marker metadata the guard reads back.
+pub(crate) fn log_stream(name: String, subjects: Vec<String>, replicas: usize) -> stream::Config {
+    stream::Config {
+        name,
+        subjects,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        max_messages_per_subject: -1,
+        allow_direct: true,
+        deny_delete: true,
+        duplicate_window: Duration::from_secs(120),
+        metadata: super::guard::marker_metadata(),
+        ..Default::default()
+    }
+}
