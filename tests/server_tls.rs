@@ -47,13 +47,13 @@ fn leaf_der(t: &MockTls) -> Vec<u8> {
         .to_vec()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_certificate_reloads_without_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (MockTls::generate().unwrap(), MockTls::generate().unwrap());
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, a.server_cert_pem()).unwrap();
-    std::fs::write(&key, a.server_key_pem()).unwrap();
+/// A TLS server on loopback with `cert`/`key` and `extra` lines in `[server]`.
+async fn tls_server(
+    dir: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    extra: &str,
+) -> Server {
     let config = ServerConfig::from_toml(&format!(
         r#"
 [server]
@@ -62,6 +62,7 @@ tls_cert = "{cert}"
 tls_key = "{key}"
 data_dir = "{data}"
 drain_delay_secs = 0
+{extra}
 [[hub]]
 name = "tls"
 [[hub.key]]
@@ -71,10 +72,20 @@ rights = ["Listen", "Send", "Manage"]
 "#,
         cert = cert.display(),
         key = key.display(),
-        data = dir.path().join("data").display(),
+        data = dir.join("data").display(),
     ))
     .unwrap();
-    let server = Server::start(config).await.unwrap();
+    Server::start(config).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificate_reloads_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (MockTls::generate().unwrap(), MockTls::generate().unwrap());
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, a.server_cert_pem()).unwrap();
+    std::fs::write(&key, a.server_key_pem()).unwrap();
+    let server = tls_server(dir.path(), &cert, &key, "").await;
     let addr = server.local_addr();
     assert_eq!(presented(addr, &[&a, &b]).await, leaf_der(&a));
 
@@ -107,29 +118,13 @@ async fn handshakes_beyond_the_limit_wait_for_a_turn() {
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert, a.server_cert_pem()).unwrap();
     std::fs::write(&key, a.server_key_pem()).unwrap();
-    let config = ServerConfig::from_toml(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-tls_cert = "{cert}"
-tls_key = "{key}"
-data_dir = "{data}"
-drain_delay_secs = 0
-max_tls_handshakes = 1
-tls_handshake_timeout_secs = 4
-[[hub]]
-name = "tls"
-[[hub.key]]
-name = "full"
-key = "{KEY}"
-rights = ["Listen", "Send", "Manage"]
-"#,
-        cert = cert.display(),
-        key = key.display(),
-        data = dir.path().join("data").display(),
-    ))
-    .unwrap();
-    let server = Server::start(config).await.unwrap();
+    let server = tls_server(
+        dir.path(),
+        &cert,
+        &key,
+        "max_tls_handshakes = 1\ntls_handshake_timeout_secs = 4",
+    )
+    .await;
     let addr = server.local_addr();
     // Unhindered, a handshake is quick.
     let t = std::time::Instant::now();
