@@ -175,3 +175,128 @@ async fn an_owner_crash_mid_send_at_least_once_misses_nothing_and_counts_duplica
 async fn an_owner_crash_mid_send_at_most_once_duplicates_nothing_and_counts_misses() {
     crash_and_take_over(Delivery::AtMostOnce).await;
 }
+
+// Two nodes split a broadcast by partition through their drivers (NOTIFY → owned partitions);
+// one crashes at ~40%; the other takes its partitions at the next epoch, its driver settles
+// the crashed node's claims and finishes. The mock's accounting: nothing missed, duplicates
+// within what OUT reports, at most one claim per partition taken over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_split_a_broadcast_and_a_successor_finishes_a_crashed_nodes_partitions() {
+    use std::sync::Arc;
+    use tagcast::cluster::driver::Driver;
+    const PARTS: u16 = 4;
+    const N: u64 = 2000;
+    let Some(bin) = nats_server_for_test("current") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 3).unwrap();
+    for i in 0..3 {
+        nats.wait_jetstream(i, Duration::from_secs(30)).unwrap();
+    }
+    let bed = Bed::new()
+        .apns(ApnsConfig {
+            faults: Faults {
+                latency: Duration::from_millis(2),
+                ..Faults::default()
+            },
+            same_token_burst: None,
+            ..Default::default()
+        })
+        .start()
+        .await;
+    let a = Arc::new(Cluster::connect(config("a", &nats), "hub").await.unwrap());
+    let b = Arc::new(Cluster::connect(config("b", &nats), "hub").await.unwrap());
+    // a owns partitions 0 and 1, b owns 2 and 3 (epoch 1).
+    let mut regs = Vec::new();
+    for p in 0..PARTS {
+        let node = if p < 2 { &a } else { &b };
+        regs.push(
+            node.open_partition(p, 1, RegistryConfig::default())
+                .await
+                .unwrap(),
+        );
+    }
+    for i in 0..N {
+        let id = format!("dev-{i}");
+        let p = (xxhash_rust::xxh3::xxh3_64(id.as_bytes()) % u64::from(PARTS)) as usize;
+        regs[p]
+            .upsert_async(
+                Installation::new(
+                    InstallationId::new(id).unwrap(),
+                    PushHandle::apns(&apns_token(i)).unwrap(),
+                )
+                .with_tags([Tag::new("all").unwrap()]),
+            )
+            .await
+            .unwrap();
+    }
+    let id: tagcast::NotificationId = "6a000000-0000-4000-8000-0000000000d2".parse().unwrap();
+    a.notify()
+        .accept(
+            id,
+            &SendRequest::native(alert(), Audience::All),
+            Delivery::AtLeastOnce,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let engine_a = Engine::without_registry(bed.config()).unwrap();
+    let engine_b = Engine::without_registry(bed.config()).unwrap();
+    let mut driver_a = Driver::new(a.clone(), engine_a.clone());
+    let mut driver_b = Driver::new(b.clone(), engine_b.clone());
+    assert_eq!(driver_a.poll().await.unwrap(), 1);
+    assert_eq!(driver_b.poll().await.unwrap(), 1);
+    let (ra, rb) = (regs[..2].to_vec(), regs[2..].to_vec());
+    let task_a = tokio::spawn(async move {
+        for (p, reg) in ra.iter().enumerate() {
+            driver_a.run_owned(p as u16, 1, reg).await.unwrap();
+        }
+    });
+    let task_b = tokio::spawn(async move {
+        for (i, reg) in rb.iter().enumerate() {
+            driver_b.run_owned(2 + i as u16, 1, reg).await.unwrap();
+        }
+        driver_b
+    });
+    let t0 = std::time::Instant::now();
+    while (bed.apns().deliveries().len() as u64) < N * 4 / 10 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    task_a.abort();
+    engine_a.shutdown().await;
+    let driver_b = task_b.await.unwrap();
+
+    // b takes partitions 0 and 1 at epoch 2 and runs what is left.
+    for p in 0..2u16 {
+        let reg = b
+            .open_partition(p, 2, RegistryConfig::default())
+            .await
+            .unwrap();
+        driver_b.run_owned(p, 2, &reg).await.unwrap();
+    }
+    engine_b.shutdown().await;
+
+    let counts = per_handle(&bed);
+    let missed = (0..N)
+        .filter(|i| !counts.contains_key(&apns_token(*i)))
+        .count();
+    let duplicates: u64 = counts.values().map(|n| (*n as u64).saturating_sub(1)).sum();
+    let totals = b.outcomes().collect(b.outcomes().home(id)).await.unwrap();
+    let t = &totals[&id.to_string()];
+    eprintln!(
+        "missed {missed}, duplicates {duplicates}, reported possible duplicates {}; \
+         partitions {} finished {}, targeted {}",
+        t.possible_duplicates, t.partitions, t.finished, t.targeted
+    );
+    assert_eq!(missed, 0);
+    assert_eq!((t.partitions, t.finished), (4, 4));
+    assert_eq!(t.targeted, N);
+    assert!(duplicates <= t.possible_duplicates, "uncounted duplicates");
+    assert!(
+        t.possible_duplicates <= u64::from(CLAIM) * 2,
+        "more than a claim per takeover"
+    );
+}

@@ -50,6 +50,7 @@
 pub mod assign;
 pub mod claims;
 pub mod config;
+pub mod driver;
 pub mod guard;
 pub mod lease;
 pub mod notify;
@@ -63,6 +64,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv, stream};
 
 pub use config::{ClusterConfig, Delivery};
+
+/// Counter: takeovers of an older owner's unfinished send claims (a driver's, per partition).
+pub const METRIC_TAKEOVERS: &str = "tagcast_cluster_claim_takeovers_total";
 
 /// Why cluster mode could not start or an operation failed.
 #[derive(Debug, thiserror::Error)]
