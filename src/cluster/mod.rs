@@ -38,14 +38,29 @@ pub mod assign;
 pub mod config;
 pub mod guard;
 pub mod lease;
+mod members;
+pub mod node;
 pub mod plog;
 mod store;
+mod wire;
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 
 pub use config::{ClusterConfig, Delivery};
+pub use node::{Node, NodeError};
+
+/// The partition of an installation id among `partitions`: `(xxh3_64(id) >> 48) mod
+/// partitions`, the same function the single-node registry uses for its partitions
+/// (`registry::partition_of`). The top bits, because a partition's hash tables index by the
+/// low bits of the same hash: with `xxh3_64(id) mod P` every id of a partition would share
+/// its low bits and crowd a 1/P share of the buckets. xxh3 is stable across releases; the
+/// function is part of the cluster's on-NATS layout and never changes for a cluster.
+pub fn partition_of(id: &crate::InstallationId, partitions: u16) -> u16 {
+    let h = xxhash_rust::xxh3::xxh3_64(id.as_str().as_bytes());
+    ((h >> 48) % u64::from(partitions.max(1))) as u16
+}
 
 /// Why cluster mode could not start or an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +117,7 @@ pub struct Cluster {
     js: jetstream::Context,
     leases: lease::Leases,
     meta: kv::Store,
+    members: kv::Store,
 }
 
 impl Cluster {
@@ -182,12 +198,27 @@ impl Cluster {
             },
         )
         .await?;
+        // Liveness (node.rs): `n.<node>`, put every round by its node. The age limit only
+        // collects the keys of nodes that left; liveness is read from revisions, not ages.
+        let members = guard::ensure_kv(
+            &js,
+            kv::Config {
+                bucket: format!("{}_{t}_members", config.prefix),
+                history: 1,
+                max_age: Duration::from_secs(24 * 3600),
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
         let leases = lease::Leases::new(owners, &config.node, config.lease(), config.margin());
         Ok(Cluster {
             hub: hub.to_owned(),
             js,
             leases,
             meta,
+            members,
             config,
         })
     }
@@ -218,8 +249,30 @@ impl Cluster {
         &self,
         p: u16,
         epoch: u64,
-        mut config: crate::RegistryConfig,
+        config: crate::RegistryConfig,
     ) -> Result<crate::Registry, ClusterError> {
+        Ok(self.open(p, Some(epoch), config).await?.0)
+    }
+
+    /// A read-only replica of partition `p` as of now: its log replayed into a fresh
+    /// [`Registry`](crate::Registry) whose writes all fail, with no epoch marker (the owner
+    /// is not disturbed). Replicas that replayed the same log hold the same state
+    /// (CLUSTER.md, guarantee 3): compare one with the owner's.
+    pub async fn read_partition(
+        &self,
+        p: u16,
+        config: crate::RegistryConfig,
+    ) -> Result<crate::Registry, ClusterError> {
+        Ok(self.open(p, None, config).await?.0)
+    }
+
+    /// Opens `p` at `epoch` (`None`: read-only); also returns the last sequence replayed.
+    pub(crate) async fn open(
+        &self,
+        p: u16,
+        epoch: Option<u64>,
+        mut config: crate::RegistryConfig,
+    ) -> Result<(crate::Registry, u64), ClusterError> {
         if p >= self.config.partitions {
             return Err(ClusterError::Config(format!(
                 "partition {p} of {}",
@@ -234,6 +287,21 @@ impl Cluster {
         })
         .await
         .map_err(|e| ClusterError::Nats(format!("opening partition {p}: {e}")))?
+    }
+
+    /// The core NATS client (routed writes).
+    pub(crate) fn client(&self) -> async_nats::Client {
+        self.js.client()
+    }
+
+    /// The members bucket.
+    pub(crate) fn members_kv(&self) -> &kv::Store {
+        &self.members
+    }
+
+    /// The subject partition `p`'s owner answers routed writes on.
+    pub(crate) fn write_subject(&self, p: u16) -> String {
+        format!("{}.{}.w.{p}", self.config.prefix, token(&self.hub))
     }
 
     /// Partition `p`'s log.
