@@ -1,6 +1,7 @@
 //! Cluster mode on NATS JetStream (issue 16, `shared/design/CLUSTER.md`). **In progress**:
-//! what exists is the foundation every later part stands on, each piece tested against real
-//! `nats-server` clusters on loopback (`tests/cluster_nats.rs`):
+//! what exists is the registry side (partitions owned, served and moved between nodes, writes
+//! routed to their owner), each piece tested against real `nats-server` clusters on loopback
+//! (`tests/cluster_nats.rs`, `tests/cluster_node.rs`):
 //!
 //! - [`config`]: `[cluster]` (NATS URLs, node, partitions, stream groups, replicas, lease,
 //!   margin, claim size, standby, delivery default), checked;
@@ -14,24 +15,35 @@
 //! - [`assign`]: rendezvous assignment of partitions (owner and standby) over live members;
 //! - `store`: a partition's [`Registry`](crate::Registry) on its log
 //!   ([`Cluster::open_partition`]): the registry's group commit with the JetStream ack as its
-//!   durability point, recovery by replay, fail-stop when a newer owner fences it.
+//!   durability point, recovery by replay, fail-stop when a newer owner fences it; a
+//!   read-only replica ([`Cluster::read_partition`]);
+//! - `members`: liveness from the revisions of `n.<node>` keys, on each node's own clock;
+//! - [`node`]: the node runtime ([`Node`]): an ownership loop that takes, renews, hands over
+//!   and gives up partitions by the rendezvous assignment over live members, and
+//!   upsert/delete/patch/get routed to the partition's owner (locally, or by a core NATS
+//!   request answered by the owner's serving task; `wire` is the request format);
+//! - [`partition_of`]: which partition an installation id is in.
 //!
-//! Not built yet (docs/operations.md, "Cluster mode"): the node runtime that keeps leases and
-//! opens the partitions it owns, writes routed to partition owners, hot standbys, cross-
-//! partition handle uniqueness, snapshots, sends through `NOTIFY` with
-//! write-ahead claims, outcome aggregation, the server's `[cluster]` section and the harness's
-//! `cluster` command. Nothing outside this module uses it yet: without `[cluster]`, tagcast is
-//! the single-node product.
+//! Not built yet (docs/operations.md, "Cluster mode"): hot standbys that follow the log (the
+//! standby only watches the lease; a new owner replays the whole log), cross-partition handle
+//! uniqueness, snapshots, planned leave, sends through `NOTIFY` with write-ahead claims,
+//! outcome aggregation, the server's `[cluster]` section and the harness's `cluster` command.
+//! Nothing outside this module uses it yet: without `[cluster]`, tagcast is the single-node
+//! product.
 //!
 //! ```text
 //!  Cluster::connect(config, hub)
 //!    ├─ every nats_urls server: version ≥ 2.10.23 (guard)
 //!    ├─ streams <PREFIX>_<hub>_REG_<g>  subjects <prefix>.<hub>.reg.<g>.*   (read back)
-//!    ├─ bucket  <prefix>_<hub>_owners   p.<p> → {node, epoch}               (read back)
-//!    └─ bucket  <prefix>_<hub>_meta     p<p>.<key> → the partition registry's metadata
+//!    ├─ bucket  <prefix>_<hub>_owners   p.<p> → {node, epoch[, from_seq]}   (read back)
+//!    ├─ bucket  <prefix>_<hub>_meta     p<p>.<key> → the partition registry's metadata
+//!    └─ bucket  <prefix>_<hub>_members  n.<node>, put every round by its node
 //!  cluster.partition_log(p) → PartitionLog (plog)     cluster.leases() → Leases (lease)
 //!  cluster.open_partition(p, epoch) → Registry on the partition's log (store): replay,
 //!    epoch marker, writes acknowledged on the JetStream ack, fail-stop when fenced
+//!  Node::start(cluster, registry config) → the loop (members, leases, handoffs) and
+//!    node.upsert/delete/patch/get(id) → partition_of(id) → its owner
+//!    (local registry, or request <prefix>.<hub>.w.<p>)
 //! ```
 
 pub mod assign;
