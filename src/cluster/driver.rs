@@ -177,7 +177,11 @@ impl Driver {
             .take_over(c, delivery, matching)
             .await?;
         if !found.is_empty() {
-            metrics::counter!(super::METRIC_TAKEOVERS).increment(1);
+            metrics::counter!(
+                crate::metrics::CLUSTER_CLAIM_TAKEOVERS,
+                "hub" => self.cluster.hub().to_owned()
+            )
+            .increment(found.len() as u64);
             tracing::info!(
                 partition = c.partition,
                 epoch = c.epoch,

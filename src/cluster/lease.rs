@@ -179,6 +179,50 @@ impl Leases {
         }
     }
 
+    /// Reads the lease of `p` and records its revision as seen now, as [`Leases::try_take`]
+    /// does, without trying to take it: a hot standby calls it every round, so that when the
+    /// owner stops renewing, its watch (and the takeover after `lease + margin`) started with
+    /// the owner's last renewal, not with the moment the standby became the first choice.
+    pub async fn note(&self, p: u16) -> Result<Option<Lease>, ClusterError> {
+        let current = self.read(p).await?;
+        if let Some(l) = &current {
+            if l.value.node != self.node {
+                self.observe(p, l.revision, Instant::now());
+            }
+        }
+        Ok(current)
+    }
+
+    /// Takes again, with the next epoch, a lease that names this node but whose partition it
+    /// does not serve: after a restart under the same name, after a step-down that left the
+    /// key as it was, or after a planned handoff to this node. An epoch is opened at most
+    /// once (its marker and chunk ids `<p>.<epoch>.<n>` are deduplicated by the stream), so a
+    /// node never reopens the epoch it finds. `from_seq` is kept.
+    pub async fn reclaim(&self, lease: &Lease) -> Result<Result<Lease, Denied>, ClusterError> {
+        if lease.value.node != self.node {
+            return Ok(Err(Denied::Held(lease.value.clone())));
+        }
+        let v = LeaseValue {
+            epoch: lease.value.epoch + 1,
+            ..lease.value.clone()
+        };
+        match self
+            .kv
+            .update(key(lease.partition), encode(&v), lease.revision)
+            .await
+        {
+            Ok(revision) => Ok(Ok(Lease {
+                partition: lease.partition,
+                value: v,
+                revision,
+            })),
+            Err(e) => match update_error(lease.partition, e) {
+                None => Ok(Err(Denied::Lost)),
+                Some(e) => Err(e),
+            },
+        }
+    }
+
     /// Renews `lease` (same epoch, new revision). `Denied::Lost`: someone took it; the owner
     /// must step down.
     pub async fn renew(&self, lease: &Lease) -> Result<Result<Lease, Denied>, ClusterError> {

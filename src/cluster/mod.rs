@@ -1,6 +1,7 @@
 //! Cluster mode on NATS JetStream (issue 16, `shared/design/CLUSTER.md`). **In progress**:
-//! what exists is the foundation every later part stands on, each piece tested against real
-//! `nats-server` clusters on loopback (`tests/cluster_nats.rs`):
+//! what exists is the registry side (partitions owned, served and moved between nodes, writes
+//! routed to their owner), each piece tested against real `nats-server` clusters on loopback
+//! (`tests/cluster_nats.rs`, `tests/cluster_node.rs`):
 //!
 //! - [`config`]: `[cluster]` (NATS URLs, node, partitions, stream groups, replicas, lease,
 //!   margin, claim size, standby, delivery default), checked;
@@ -23,28 +24,38 @@
 //!   outcome published to `OUT`;
 //! - `store`: a partition's [`Registry`](crate::Registry) on its log
 //!   ([`Cluster::open_partition`]): the registry's group commit with the JetStream ack as its
-//!   durability point, recovery by replay, fail-stop when a newer owner fences it.
+//!   durability point, recovery by replay, fail-stop when a newer owner fences it; a
+//!   read-only replica ([`Cluster::read_partition`]);
+//! - `members`: liveness from the revisions of `n.<node>` keys, on each node's own clock;
+//! - [`node`]: the node runtime ([`Node`]): an ownership loop that takes, renews, hands over
+//!   and gives up partitions by the rendezvous assignment over live members, and
+//!   upsert/delete/patch/get routed to the partition's owner (locally, or by a core NATS
+//!   request answered by the owner's serving task; `wire` is the request format);
+//! - [`partition_of`]: which partition an installation id is in.
 //!
-//! Not built yet (docs/operations.md, "Cluster mode"): the node runtime that keeps leases and
-//! opens the partitions it owns, writes routed to partition owners, hot standbys, cross-
-//! partition handle uniqueness, snapshots, nodes following `NOTIFY` and running its sends on
-//! their partitions (the queue, the claims, the runner and the outcomes exist; nothing
-//! connects them yet), template sends on a partition, outcome aggregation, the server's `[cluster]` section and the harness's
-//! `cluster` command. Nothing outside this module uses it yet: without `[cluster]`, tagcast is
-//! the single-node product.
+//! Not built yet (docs/operations.md, "Cluster mode"): hot standbys that follow the log (the
+//! standby only watches the lease; a new owner replays the whole log), cross-partition handle
+//! uniqueness, snapshots, planned leave, the node runtime driving the send driver ([`driver`]:
+//! NOTIFY → owned partitions → [`runner`]; tested on its own), template sends on a partition,
+//! the server's `[cluster]` section and the harness's `cluster` command. Nothing outside this
+//! module uses it yet: without `[cluster]`, tagcast is the single-node product.
 //!
 //! ```text
 //!  Cluster::connect(config, hub)
 //!    ├─ every nats_urls server: version ≥ 2.10.23 (guard)
 //!    ├─ streams <PREFIX>_<hub>_REG_<g>  subjects <prefix>.<hub>.reg.<g>.*   (read back)
-//!    ├─ bucket  <prefix>_<hub>_owners   p.<p> → {node, epoch}               (read back)
+//!    ├─ bucket  <prefix>_<hub>_owners   p.<p> → {node, epoch[, from_seq]}   (read back)
 //!    ├─ bucket  <prefix>_<hub>_meta     p<p>.<key> → the partition registry's metadata
+//!    ├─ bucket  <prefix>_<hub>_members  n.<node>, put every round by its node
 //!    ├─ bucket  <prefix>_<hub>_prog     p.<p> → {epoch, sends: {claimed, done_upto, counts}}
 //!    ├─ stream  <PREFIX>_<hub>_NOTIFY   sends, schedules, cancels (msg id = notification id)
 //!    └─ stream  <PREFIX>_<hub>_OUT      per-partition outcomes on out.<home partition>
 //!  cluster.partition_log(p) → PartitionLog (plog)     cluster.leases() → Leases (lease)
 //!  cluster.open_partition(p, epoch) → Registry on the partition's log (store): replay,
 //!    epoch marker, writes acknowledged on the JetStream ack, fail-stop when fenced
+//!  Node::start(cluster, registry config) → the loop (members, leases, handoffs) and
+//!    node.upsert/delete/patch/get(id) → partition_of(id) → its owner
+//!    (local registry, or request <prefix>.<hub>.w.<p>)
 //! ```
 
 pub mod assign;
@@ -53,20 +64,32 @@ pub mod config;
 pub mod driver;
 pub mod guard;
 pub mod lease;
+mod members;
+pub mod node;
 pub mod notify;
 pub mod plog;
 mod read;
 pub mod runner;
 mod store;
+mod wire;
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 
 pub use config::{ClusterConfig, Delivery};
+pub use node::{Node, NodeError};
 
-/// Counter: takeovers of an older owner's unfinished send claims (a driver's, per partition).
-pub const METRIC_TAKEOVERS: &str = "tagcast_cluster_claim_takeovers_total";
+/// The partition of an installation id among `partitions`: `(xxh3_64(id) >> 48) mod
+/// partitions`, the same function the single-node registry uses for its partitions
+/// (`registry::partition_of`). The top bits, because a partition's hash tables index by the
+/// low bits of the same hash: with `xxh3_64(id) mod P` every id of a partition would share
+/// its low bits and crowd a 1/P share of the buckets. xxh3 is stable across releases; the
+/// function is part of the cluster's on-NATS layout and never changes for a cluster.
+pub fn partition_of(id: &crate::InstallationId, partitions: u16) -> u16 {
+    let h = xxhash_rust::xxh3::xxh3_64(id.as_str().as_bytes());
+    ((h >> 48) % u64::from(partitions.max(1))) as u16
+}
 
 /// Why cluster mode could not start or an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +149,7 @@ pub struct Cluster {
     claims: claims::Claims,
     notify: notify::NotifyLog,
     outcomes: notify::Outcomes,
+    members: kv::Store,
 }
 
 impl Cluster {
@@ -213,6 +237,20 @@ impl Cluster {
             },
         )
         .await?;
+        // Liveness (node.rs): `n.<node>`, put every round by its node. The age limit only
+        // collects the keys of nodes that left; liveness is read from revisions, not ages.
+        let members = guard::ensure_kv(
+            &js,
+            kv::Config {
+                bucket: format!("{}_{t}_members", config.prefix),
+                history: 1,
+                max_age: Duration::from_secs(24 * 3600),
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
         let notify = notify::NotifyLog::ensure(&js, &config.prefix, &t, replicas).await?;
         let outcomes =
             notify::Outcomes::ensure(&js, &config.prefix, &t, replicas, config.partitions).await?;
@@ -225,6 +263,7 @@ impl Cluster {
             leases,
             meta,
             claims: claims::Claims::new(prog),
+            members,
             config,
         })
     }
@@ -270,8 +309,30 @@ impl Cluster {
         &self,
         p: u16,
         epoch: u64,
-        mut config: crate::RegistryConfig,
+        config: crate::RegistryConfig,
     ) -> Result<crate::Registry, ClusterError> {
+        Ok(self.open(p, Some(epoch), config).await?.0)
+    }
+
+    /// A read-only replica of partition `p` as of now: its log replayed into a fresh
+    /// [`Registry`](crate::Registry) whose writes all fail, with no epoch marker (the owner
+    /// is not disturbed). Replicas that replayed the same log hold the same state
+    /// (CLUSTER.md, guarantee 3): compare one with the owner's.
+    pub async fn read_partition(
+        &self,
+        p: u16,
+        config: crate::RegistryConfig,
+    ) -> Result<crate::Registry, ClusterError> {
+        Ok(self.open(p, None, config).await?.0)
+    }
+
+    /// Opens `p` at `epoch` (`None`: read-only); also returns the last sequence replayed.
+    pub(crate) async fn open(
+        &self,
+        p: u16,
+        epoch: Option<u64>,
+        mut config: crate::RegistryConfig,
+    ) -> Result<(crate::Registry, u64), ClusterError> {
         if p >= self.config.partitions {
             return Err(ClusterError::Config(format!(
                 "partition {p} of {}",
@@ -286,6 +347,21 @@ impl Cluster {
         })
         .await
         .map_err(|e| ClusterError::Nats(format!("opening partition {p}: {e}")))?
+    }
+
+    /// The core NATS client (routed writes).
+    pub(crate) fn client(&self) -> async_nats::Client {
+        self.js.client()
+    }
+
+    /// The members bucket.
+    pub(crate) fn members_kv(&self) -> &kv::Store {
+        &self.members
+    }
+
+    /// The subject partition `p`'s owner answers routed writes on.
+    pub(crate) fn write_subject(&self, p: u16) -> String {
+        format!("{}.{}.w.{p}", self.config.prefix, token(&self.hub))
     }
 
     /// Partition `p`'s log.

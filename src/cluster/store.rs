@@ -49,6 +49,8 @@ struct State {
     replayed_to: u64,
     /// Set once a newer owner fenced this one: every later call fails.
     fenced: bool,
+    /// A replica that only replays (no epoch, no marker, no metadata written).
+    read_only: bool,
 }
 
 fn failure(m: impl Into<String>) -> StoreError {
@@ -151,6 +153,10 @@ impl Store for StreamStore {
     }
 
     fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        if self.state.lock().read_only {
+            // A fresh partition's layout keys: the owner writes the same ones.
+            return Ok(());
+        }
         let k = format!("{}.{key}", self.meta_prefix);
         self.block_on(self.meta.put(k, Bytes::copy_from_slice(value)))
             .map(|_| ())
@@ -167,16 +173,18 @@ impl Store for StreamStore {
 }
 
 /// Opens partition `p`'s registry as its owner at `epoch` (an epoch this node won with its
-/// lease): replays the log, then writes the epoch marker. Blocks: call it off the async
-/// workers (`spawn_blocking`), with `rt` the runtime the NATS client runs on.
+/// lease): replays the log, then writes the epoch marker. With `epoch` `None`, a read-only
+/// replica as of now: the replay alone, every write refused. Returns the registry and the
+/// last log sequence the replay read (the marker went right after it). Blocks: call it off
+/// the async workers (`spawn_blocking`), with `rt` the runtime the NATS client runs on.
 pub(crate) fn open_partition(
     rt: Handle,
     log: PartitionLog,
     meta: async_nats::jetstream::kv::Store,
     meta_prefix: String,
-    epoch: u64,
+    epoch: Option<u64>,
     config: RegistryConfig,
-) -> Result<Registry, ClusterError> {
+) -> Result<(Registry, u64), ClusterError> {
     let store = Arc::new(StreamStore {
         log,
         meta,
@@ -184,14 +192,18 @@ pub(crate) fn open_partition(
         rt,
         state: Mutex::new(State {
             writer: None,
-            epoch,
+            epoch: epoch.unwrap_or(0),
             replayed_to: 0,
             fenced: false,
+            read_only: epoch.is_none(),
         }),
     });
     let dyn_store: Arc<dyn Store> = store.clone();
     let registry = Registry::with_store(dyn_store, config, None)
         .map_err(|e| ClusterError::Nats(format!("opening the partition's registry: {e}")))?;
-    store.fence()?;
-    Ok(registry)
+    if epoch.is_some() {
+        store.fence()?;
+    }
+    let replayed_to = store.state.lock().replayed_to;
+    Ok((registry, replayed_to))
 }

@@ -18,6 +18,23 @@ pub const REQUEST_SECONDS: &str = "tagcast_request_seconds";
 pub const SENDS: &str = "tagcast_sends_total";
 /// Counter: scheduled sends fired.
 pub const SCHEDULES_FIRED: &str = "tagcast_schedules_fired_total";
+/// Gauge (cluster mode): partitions this node owns and serves, labels `hub`, `node`.
+pub const CLUSTER_OWNED_PARTITIONS: &str = "tagcast_cluster_owned_partitions";
+/// Counter (cluster mode): partitions this node took from an owner that stopped renewing
+/// (a crash takeover, after lease + margin), labels `hub`, `node`.
+pub const CLUSTER_TAKEOVERS: &str = "tagcast_cluster_takeovers_total";
+/// Counter (cluster mode): partitions this node handed to another node (planned handoff),
+/// labels `hub`, `node`.
+pub const CLUSTER_HANDOFFS: &str = "tagcast_cluster_handoffs_total";
+/// Counter (cluster mode): partitions this node stopped serving without handing them over
+/// (lease lost, fenced by a newer owner, storage failed), labels `hub`, `node`.
+pub const CLUSTER_STEP_DOWNS: &str = "tagcast_cluster_step_downs_total";
+/// Histogram (cluster mode): seconds from a write's call to its owner's answer, retries
+/// included, labels `hub`, `route` (`local` or `remote`).
+pub const CLUSTER_WRITE_ROUTE_SECONDS: &str = "tagcast_cluster_write_route_seconds";
+/// Counter (cluster mode): an older owner's unfinished send claims settled on a partition
+/// (re-sent at least once, or skipped at most once), labels `hub`.
+pub const CLUSTER_CLAIM_TAKEOVERS: &str = "tagcast_cluster_claim_takeovers_total";
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
@@ -36,4 +53,20 @@ pub fn describe() {
     );
     metrics::describe_counter!(SENDS, "Sends accepted");
     metrics::describe_counter!(SCHEDULES_FIRED, "Scheduled sends fired");
+    metrics::describe_gauge!(CLUSTER_OWNED_PARTITIONS, "Partitions this node owns");
+    metrics::describe_counter!(
+        CLUSTER_TAKEOVERS,
+        "Partitions taken from an owner that stopped renewing"
+    );
+    metrics::describe_counter!(CLUSTER_HANDOFFS, "Partitions handed over (planned)");
+    metrics::describe_counter!(CLUSTER_STEP_DOWNS, "Partitions given up without a handoff");
+    metrics::describe_counter!(
+        CLUSTER_CLAIM_TAKEOVERS,
+        "Older owners' unfinished send claims settled"
+    );
+    metrics::describe_histogram!(
+        CLUSTER_WRITE_ROUTE_SECONDS,
+        metrics::Unit::Seconds,
+        "Routed write latency, retries included"
+    );
 }

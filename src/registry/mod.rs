@@ -1292,7 +1292,10 @@ impl Registry {
         id: &InstallationId,
         ops: &[PatchOp],
     ) -> Result<WriteOutcome, RegistryError> {
-        self.durable_async(self.patch_retrying(id, ops)?).await
+        // Like every `_async` write: the chunk insert is left to the flusher, so no store
+        // call runs on the async worker (a blocking store, the cluster's, would panic).
+        let applied = on_runtime(|| self.patch_retrying(id, ops))?;
+        self.durable_async(applied).await
     }
 
     /// Applies `ops` to the installation as it was at version `at` (read with

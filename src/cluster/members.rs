@@ -1,0 +1,157 @@
+//! Who is in the cluster (CLUSTER.md, "Leases"): KV bucket `<prefix>_<hub>_members`, key
+//! `n.<node>`, put by its node every round of its loop (node.rs). A member is live while
+//! *this* node has seen its key's revision change within `lease + margin` on its own
+//! monotonic clock: the rule of the leases, so no wall clock is compared between nodes. A
+//! node is always live to itself. A key seen for the first time counts as a change (a node
+//! that starts sees every member live for one window).
+//!
+//! ```text
+//!  watch n.* (history: last value per key) ── revision r of n.x at t ──▶ seen[x] = (r, t)
+//!  live(now) = {me} ∪ {x : now - seen[x].t < lease + margin}
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+
+use super::ClusterError;
+
+/// The own-clock liveness rule, without IO.
+#[derive(Debug)]
+pub(crate) struct Liveness {
+    me: String,
+    window: Duration,
+    /// Per node: the revision last seen and when this node first saw it.
+    seen: HashMap<String, (u64, Instant)>,
+}
+
+impl Liveness {
+    pub(crate) fn new(me: &str, window: Duration) -> Liveness {
+        Liveness {
+            me: me.to_owned(),
+            window,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// `node`'s key is at `revision`, as seen at `now`.
+    pub(crate) fn observe(&mut self, node: &str, revision: u64, now: Instant) {
+        match self.seen.get_mut(node) {
+            Some(e) if e.0 == revision => {}
+            Some(e) => *e = (revision, now),
+            None => {
+                self.seen.insert(node.to_owned(), (revision, now));
+            }
+        }
+    }
+
+    /// `node`'s key was deleted (a node that left).
+    pub(crate) fn forget(&mut self, node: &str) {
+        self.seen.remove(node);
+    }
+
+    /// The live members at `now`, sorted, this node included.
+    pub(crate) fn live(&self, now: Instant) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .seen
+            .iter()
+            .filter(|(n, (_, at))| *n != &self.me && now.duration_since(*at) < self.window)
+            .map(|(n, _)| n.clone())
+            .collect();
+        out.push(self.me.clone());
+        out.sort();
+        out
+    }
+}
+
+/// This node's membership: its own key and its view of the others'.
+pub(crate) struct Members {
+    kv: kv::Store,
+    me: String,
+    view: parking_lot::Mutex<Liveness>,
+}
+
+fn key(node: &str) -> String {
+    format!("n.{node}")
+}
+
+impl Members {
+    pub(crate) fn new(kv: kv::Store, me: &str, window: Duration) -> Members {
+        Members {
+            kv,
+            me: me.to_owned(),
+            view: parking_lot::Mutex::new(Liveness::new(me, window)),
+        }
+    }
+
+    /// Puts this node's key (a new revision: proof of life).
+    pub(crate) async fn renew(&self) -> Result<(), ClusterError> {
+        self.kv
+            .put(key(&self.me), Bytes::from(self.me.clone()))
+            .await
+            .map(|_| ())
+            .map_err(|e| ClusterError::Nats(format!("renewing member {}: {e}", self.me)))
+    }
+
+    /// The live members now.
+    pub(crate) fn live(&self) -> Vec<String> {
+        self.view.lock().live(Instant::now())
+    }
+
+    /// Follows the bucket until the task is aborted; a watch that ends or fails is started
+    /// again (from the last value of every key) after a short pause.
+    pub(crate) async fn watch(self: Arc<Self>) {
+        loop {
+            match self.kv.watch_with_history("n.*").await {
+                Ok(mut w) => {
+                    while let Some(e) = w.next().await {
+                        let Ok(e) = e else { break };
+                        let Some(node) = e.key.strip_prefix("n.") else {
+                            continue;
+                        };
+                        let mut view = self.view.lock();
+                        match e.operation {
+                            kv::Operation::Put => view.observe(node, e.revision, Instant::now()),
+                            kv::Operation::Delete | kv::Operation::Purge => view.forget(node),
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "members watch failed; retrying"),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_is_live_while_its_revision_moves_within_the_window() {
+        let t0 = Instant::now();
+        let w = Duration::from_millis(1300);
+        let mut l = Liveness::new("a", w);
+        assert_eq!(l.live(t0), ["a"]);
+        l.observe("b", 5, t0);
+        l.observe("c", 9, t0);
+        assert_eq!(l.live(t0), ["a", "b", "c"]);
+        // b renews, c does not: the same revision seen again does not refresh it.
+        l.observe("b", 6, t0 + Duration::from_millis(1000));
+        l.observe("c", 9, t0 + Duration::from_millis(1000));
+        assert_eq!(l.live(t0 + Duration::from_millis(1299)), ["a", "b", "c"]);
+        assert_eq!(l.live(t0 + Duration::from_millis(1300)), ["a", "b"]);
+        // c comes back with a new revision.
+        l.observe("c", 10, t0 + Duration::from_millis(2000));
+        assert_eq!(l.live(t0 + Duration::from_millis(2100)), ["a", "b", "c"]);
+        l.forget("b");
+        assert_eq!(l.live(t0 + Duration::from_millis(2100)), ["a", "c"]);
+        // This node is live to itself whatever its key says.
+        l.observe("a", 1, t0);
+        assert_eq!(l.live(t0 + Duration::from_secs(60)), ["a"]);
+    }
+}

@@ -1,0 +1,711 @@
+//! A cluster node (CLUSTER.md, "Shape"): one task that keeps this node's membership and
+//! leases, opens the partitions this node should own and serves them, and the write path
+//! that sends every operation to its partition's owner.
+//!
+//! ```text
+//!  every round (min(lease/3, 1 s)):
+//!    put n.<me> in members; live = members whose revision moved within lease + margin
+//!    renew every held lease ── lost ─────────────────────────────▶ step down (drop registry)
+//!    for every p: c = choose(p, live)
+//!      held,  c.owner = T ≠ me ── close p's gate, wait for its writes in flight,
+//!                                 hand_over(lease, T, last log seq) ──▶ step down
+//!      free,  c.owner = me     ── try_take (free: now; stale: after lease + margin seen)
+//!                                 or reclaim (the key names me: next epoch),
+//!                                 open_partition(p, epoch) (replay ≥ from_seq; marker),
+//!                                 subscribe <prefix>.<hub>.w.<p> ──▶ serve
+//!      free,  c.standby = me   ── note the lease (start the takeover watch early)
+//!
+//!  upsert/delete/get/patch(id): p = partition_of(id)
+//!    p served here ─▶ its registry (answer after the JetStream ack)
+//!    otherwise     ─▶ request <prefix>.<hub>.w.<p> ─▶ the owner's serving task
+//!    not owner / no responders / timeout ─▶ back off, retry until the route deadline
+//! ```
+//!
+//! **Safety does not rest on the loop.** A node acknowledges a write only after its chunk is
+//! in the partition's log behind the node's epoch marker, and a newer owner's marker makes
+//! every later append of an older one fail ("wrong last sequence"). So a paused or cut-off
+//! node that still believes it owns p cannot acknowledge a write for p once the new owner has
+//! opened it; its registry fails, and it steps down at its next write or renewal. The loop
+//! only decides *when* ownership moves.
+//!
+//! **Planned handoff** (a member joins, or comes back): the owner closes the partition's gate
+//! (new writes answer "not owner" and are retried by their callers), waits for the writes in
+//! flight (each holds the gate's read side until its JetStream ack), then hands the lease to
+//! the target with one compare-and-set carrying the log's last sequence; the target reopens
+//! it with the next epoch and refuses to serve unless its replay reached that sequence. No
+//! acknowledged write is lost and none is applied twice by the handoff.
+//!
+//! **Not here yet**: hot standbys that follow the log (a new owner replays the partition's
+//! whole log when it opens it; takeover and handoff time grow with it), snapshots, leave
+//! (a stopped node's partitions move after lease + margin), sends.
+//!
+//! Reads (`get`) go to the owner too. A deposed owner that has not noticed yet (paused, cut
+//! off from NATS but not from its callers) can answer a read from its last state.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use futures_util::StreamExt as _;
+use parking_lot::Mutex;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::lease::Lease;
+use super::members::Members;
+use super::wire::{self, Op, Reply};
+use super::{assign, Cluster, ClusterError};
+use crate::dispatch::metrics as m;
+use crate::{
+    Installation, InstallationId, PatchOp, Registry, RegistryConfig, RegistryError, WriteOutcome,
+};
+
+/// Routed requests one partition's serving task runs at once; more wait in the NATS
+/// subscription's buffer (bounded by the client). Enough to fill a group commit: the
+/// registry's chunk takes every write that arrives while the previous chunk is in flight.
+const SERVE_IN_FLIGHT: usize = 256;
+/// First and longest pause between two attempts of a routed operation.
+const BACKOFF_FIRST: Duration = Duration::from_millis(25);
+const BACKOFF_MAX: Duration = Duration::from_millis(250);
+/// After a step-down, the serving task turns away buffered requests until none came for
+/// this long.
+const DRAIN_IDLE: Duration = Duration::from_millis(100);
+
+/// Why a routed operation did not succeed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The owner's registry refused the operation (an invalid installation, a limit, a
+    /// patch of an installation that does not exist): its error text. Nothing was written.
+    #[error("{0}")]
+    Refused(String),
+    /// No owner of the partition acknowledged within the route deadline (a failover that
+    /// takes longer, NATS unreachable). The operation may or may not have been applied:
+    /// it was not acknowledged.
+    #[error("partition {partition}: no owner answered within {waited:?} ({last})")]
+    Unavailable {
+        /// The installation's partition.
+        partition: u16,
+        /// How long the call tried.
+        waited: Duration,
+        /// The last reason an attempt failed.
+        last: String,
+    },
+}
+
+/// A running cluster node for one hub. Dropping it stops its tasks and drops its partitions
+/// without handing them over (as a crash would: others take them after lease + margin).
+pub struct Node {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+struct Inner {
+    cluster: Cluster,
+    client: async_nats::Client,
+    registry: RegistryConfig,
+    members: Arc<Members>,
+    owned: Mutex<HashMap<u16, Owned>>,
+    paused: watch::Sender<bool>,
+    round: Duration,
+    route_deadline: Duration,
+    try_timeout: Duration,
+}
+
+/// A partition this node owns: its lease and what serves it.
+struct Owned {
+    lease: Lease,
+    /// When the last successful renewal (or the take) started: the lease holds until
+    /// `renewed_at + lease` on this node's clock.
+    renewed_at: Instant,
+    served: Arc<Served>,
+}
+
+/// An open partition: its registry behind a gate.
+struct Served {
+    partition: u16,
+    epoch: u64,
+    registry: Registry,
+    /// Writes are taken while set; cleared for a handoff or a step-down.
+    open: AtomicBool,
+    /// Every write holds the read side until its answer; a handoff takes the write side to
+    /// wait for the writes in flight.
+    drain: tokio::sync::RwLock<()>,
+    /// Tells the serving task to unsubscribe and turn away what it has buffered.
+    stop: watch::Sender<bool>,
+    server: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Served {
+    /// Stops taking writes; the serving task answers "not owner" to the requests it has
+    /// buffered (their callers retry at once instead of waiting out their timeout) and ends.
+    fn close(&self) {
+        self.open.store(false, Ordering::Release);
+        self.stop.send_replace(true);
+    }
+
+    /// Stops at once, answering nothing (a dropped node: as a crash).
+    fn abort(&self) {
+        self.open.store(false, Ordering::Release);
+        if let Some(h) = self.server.lock().take() {
+            h.abort();
+        }
+    }
+}
+
+impl Node {
+    /// Starts the node's loop and membership on `cluster` (call from a Tokio runtime).
+    /// Partitions open with `registry` (its `partitions` is ignored; `name` gets the
+    /// partition appended). The node serves nothing until its first rounds have taken
+    /// partitions; operations meanwhile are routed and retried.
+    pub fn start(cluster: Cluster, registry: RegistryConfig) -> Node {
+        let cfg = cluster.config();
+        let round = (cfg.lease() / 3).min(Duration::from_secs(1));
+        let members = Arc::new(Members::new(
+            cluster.members_kv().clone(),
+            &cfg.node,
+            cfg.lease() + cfg.margin(),
+        ));
+        // A failover needs lease + margin to notice plus a round and an open: twice that and
+        // 5 s more covers it with room for a slow replay.
+        let route_deadline = 2 * (cfg.lease() + cfg.margin()) + Duration::from_secs(5);
+        let try_timeout = cfg
+            .lease()
+            .clamp(Duration::from_millis(500), Duration::from_secs(5));
+        let (paused, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            client: cluster.client(),
+            cluster,
+            registry,
+            members: members.clone(),
+            owned: Mutex::new(HashMap::new()),
+            paused,
+            round,
+            route_deadline,
+            try_timeout,
+        });
+        let tasks = vec![
+            tokio::spawn(members.watch()),
+            tokio::spawn(run(inner.clone())),
+        ];
+        Node { inner, tasks }
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.cluster.config().node
+    }
+
+    /// The cluster connection it runs on.
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
+    }
+
+    /// The partition of `id` ([`super::partition_of`] with the cluster's partition count).
+    pub fn partition_of(&self, id: &InstallationId) -> u16 {
+        super::partition_of(id, self.inner.cluster.config().partitions)
+    }
+
+    /// The partitions this node owns and serves now, in order.
+    pub fn owned(&self) -> Vec<u16> {
+        let mut v: Vec<u16> = self.inner.owned.lock().keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The members this node sees live now (itself included), sorted.
+    pub fn live_members(&self) -> Vec<String> {
+        self.inner.members.live()
+    }
+
+    /// Creates or replaces an installation at its partition's owner; returns once the
+    /// owner's registry acknowledged it (its chunk is in the partition's log).
+    pub async fn upsert(&self, inst: Installation) -> Result<WriteOutcome, NodeError> {
+        match self.route(Op::Upsert(inst)).await? {
+            Reply::Written(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Deletes an installation at its owner; `Ok(false)` when it did not exist. After a
+    /// retry across a change of owner, `false` can also mean the first attempt deleted it.
+    pub async fn delete(&self, id: &InstallationId) -> Result<bool, NodeError> {
+        match self.route(Op::Delete(id.clone())).await? {
+            Reply::Deleted(d) => Ok(d),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Applies Notification Hubs PATCH operations at the owner ([`Registry::patch`]).
+    pub async fn patch(
+        &self,
+        id: &InstallationId,
+        ops: &[PatchOp],
+    ) -> Result<WriteOutcome, NodeError> {
+        match self.route(Op::Patch(id.clone(), ops.to_vec())).await? {
+            Reply::Written(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The installation as its owner has it.
+    pub async fn get(&self, id: &InstallationId) -> Result<Option<Installation>, NodeError> {
+        match self.route(Op::Get(id.clone())).await? {
+            Reply::Found(i) => Ok(i.map(|i| *i)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Test hook (a SIGSTOP of the node's own work): stops the loop (no renewals, no
+    /// membership, no takeovers) and the serving tasks (routed requests wait), keeping every
+    /// open registry. Calls on this `Node` still run.
+    #[doc(hidden)]
+    pub fn pause_for_test(&self) {
+        self.inner.paused.send_replace(true);
+    }
+
+    /// Test hook: undoes [`Node::pause_for_test`]. The loop's next round comes a full round
+    /// later, as a stalled process's would.
+    #[doc(hidden)]
+    pub fn resume_for_test(&self) {
+        self.inner.paused.send_replace(false);
+    }
+
+    /// Test hook: the registry of partition `p` while this node serves it. Writing to it
+    /// bypasses the handoff gate.
+    #[doc(hidden)]
+    pub fn partition_for_test(&self, p: u16) -> Option<Registry> {
+        self.inner
+            .owned
+            .lock()
+            .get(&p)
+            .map(|o| o.served.registry.clone())
+    }
+
+    /// Sends `op` to its owner until one answers other than "not owner", or the deadline.
+    async fn route(&self, op: Op) -> Result<Reply, NodeError> {
+        let inner = &self.inner;
+        let p = self.partition_of(op.id());
+        let started = Instant::now();
+        let mut payload: Option<bytes::Bytes> = None;
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            let served = inner.owned.lock().get(&p).map(|o| o.served.clone());
+            let (route, r) = match served {
+                Some(s) => ("local", Ok(inner.apply_local(&s, op.clone()).await)),
+                None => {
+                    let body = payload
+                        .get_or_insert_with(|| wire::encode_op(&op).into())
+                        .clone();
+                    ("remote", inner.request(p, body).await)
+                }
+            };
+            let last = match r {
+                Ok(Reply::NotOwner) => "not the owner (ownership moving)".to_owned(),
+                Ok(reply) => {
+                    metrics::histogram!(
+                        m::CLUSTER_WRITE_ROUTE_SECONDS,
+                        "hub" => inner.cluster.hub().to_owned(),
+                        "route" => route
+                    )
+                    .record(started.elapsed().as_secs_f64());
+                    return match reply {
+                        Reply::Refused(e) => Err(NodeError::Refused(e)),
+                        r => Ok(r),
+                    };
+                }
+                Err(e) => e,
+            };
+            if started.elapsed() + backoff > inner.route_deadline {
+                return Err(NodeError::Unavailable {
+                    partition: p,
+                    waited: started.elapsed(),
+                    last,
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}
+
+fn unexpected(r: Reply) -> NodeError {
+    NodeError::Refused(format!("unexpected answer from the owner: {r:?}"))
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for (_, o) in self.inner.owned.lock().drain() {
+            o.served.abort();
+        }
+    }
+}
+
+/// The node's loop: a round every `round`, none while paused.
+async fn run(inner: Arc<Inner>) {
+    let mut every = tokio::time::interval(inner.round);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut paused = inner.paused.subscribe();
+    loop {
+        every.tick().await;
+        if *paused.borrow_and_update() {
+            let _ = paused.wait_for(|p| !*p).await;
+            every.reset();
+            continue;
+        }
+        inner.round().await;
+    }
+}
+
+impl Inner {
+    fn me(&self) -> &str {
+        &self.cluster.config().node
+    }
+
+    fn labels(&self) -> [(&'static str, String); 2] {
+        [
+            ("hub", self.cluster.hub().to_owned()),
+            ("node", self.me().to_owned()),
+        ]
+    }
+
+    async fn round(self: &Arc<Self>) {
+        if let Err(e) = self.members.renew().await {
+            tracing::warn!(node = %self.me(), error = %e, "membership not renewed");
+        }
+        let live = self.members.live();
+        self.renew_leases().await;
+        let owned: HashSet<u16> = self.owned.lock().keys().copied().collect();
+        let me = self.me();
+        let (mut give, mut take, mut note) = (Vec::new(), Vec::new(), Vec::new());
+        for p in 0..self.cluster.config().partitions {
+            let Some(c) = assign::choose(p, &live) else {
+                continue;
+            };
+            match (owned.contains(&p), c.owner == me) {
+                (true, false) => give.push((p, c.owner)),
+                (false, true) => take.push(p),
+                (false, false) if c.standby.as_deref() == Some(me) => note.push(p),
+                _ => {}
+            }
+        }
+        join_all(give.into_iter().map(|(p, t)| self.hand_off(p, t))).await;
+        join_all(take.into_iter().map(|p| self.acquire(p))).await;
+        join_all(note.into_iter().map(|p| self.cluster.leases().note(p))).await;
+        self.report_owned();
+    }
+
+    fn report_owned(&self) {
+        let n = self.owned.lock().len();
+        metrics::gauge!(m::CLUSTER_OWNED_PARTITIONS, &self.labels()).set(n as f64);
+    }
+
+    async fn renew_leases(&self) {
+        let held: Vec<Lease> = self
+            .owned
+            .lock()
+            .values()
+            .map(|o| o.lease.clone())
+            .collect();
+        let leases = self.cluster.leases();
+        let renewals = held.into_iter().map(|l| async move {
+            let started = Instant::now();
+            let r = leases.renew(&l).await;
+            (l, started, r)
+        });
+        for (l, started, r) in join_all(renewals).await {
+            let p = l.partition;
+            match r {
+                Ok(Ok(new)) => {
+                    if let Some(o) = self.owned.lock().get_mut(&p) {
+                        if o.lease.value.epoch == new.value.epoch {
+                            o.lease = new;
+                            o.renewed_at = started;
+                        }
+                    }
+                }
+                Ok(Err(_)) => self.step_down(p, l.value.epoch, "its lease was taken"),
+                Err(e) => {
+                    let expired = self
+                        .owned
+                        .lock()
+                        .get(&p)
+                        .is_some_and(|o| leases.valid_until(o.renewed_at) <= Instant::now());
+                    if expired {
+                        self.step_down(p, l.value.epoch, &format!("lease not renewed: {e}"));
+                    } else {
+                        tracing::warn!(partition = p, error = %e, "lease renewal failed; retrying");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops serving `p` if it is still served at `epoch`: closes its gate, stops its
+    /// subscription, drops its registry (once the writes in flight let go of it).
+    fn step_down(&self, p: u16, epoch: u64, why: &str) {
+        let removed = {
+            let mut owned = self.owned.lock();
+            match owned.get(&p) {
+                Some(o) if o.served.epoch == epoch => owned.remove(&p),
+                _ => None,
+            }
+        };
+        if let Some(o) = removed {
+            o.served.close();
+            tracing::warn!(node = %self.me(), partition = p, epoch, why, "stepped down");
+            metrics::counter!(m::CLUSTER_STEP_DOWNS, &self.labels()).increment(1);
+            self.report_owned();
+        }
+    }
+
+    /// Planned handoff of `p` to `target`.
+    async fn hand_off(&self, p: u16, target: String) {
+        let Some((lease, served)) = self
+            .owned
+            .lock()
+            .get(&p)
+            .map(|o| (o.lease.clone(), o.served.clone()))
+        else {
+            return;
+        };
+        let epoch = served.epoch;
+        served.open.store(false, Ordering::Release);
+        let reopen = || {
+            if self
+                .owned
+                .lock()
+                .get(&p)
+                .is_some_and(|o| o.served.epoch == epoch)
+            {
+                served.open.store(true, Ordering::Release);
+            }
+        };
+        // Writes in flight end with their JetStream ack; one that takes longer than a round
+        // keeps the partition here, and the handoff is tried again next round.
+        let Ok(_drained) = tokio::time::timeout(self.round, served.drain.write()).await else {
+            reopen();
+            return;
+        };
+        let last = match self.cluster.partition_log(p).last_seq().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "handoff postponed");
+                reopen();
+                return;
+            }
+        };
+        match self.cluster.leases().hand_over(&lease, &target, last).await {
+            Ok(Ok(_)) => {
+                tracing::info!(node = %self.me(), partition = p, to = %target, from_seq = last, "handed over");
+                metrics::counter!(m::CLUSTER_HANDOFFS, &self.labels()).increment(1);
+                self.step_down_quietly(p, epoch);
+            }
+            Ok(Err(_)) => self.step_down(p, epoch, "its lease was taken"),
+            // The compare-and-set may or may not have happened: stop serving either way (the
+            // lease, if still ours, is reclaimed with the next epoch).
+            Err(e) => self.step_down(p, epoch, &format!("handoff failed: {e}")),
+        }
+    }
+
+    fn step_down_quietly(&self, p: u16, epoch: u64) {
+        let removed = {
+            let mut owned = self.owned.lock();
+            match owned.get(&p) {
+                Some(o) if o.served.epoch == epoch => owned.remove(&p),
+                _ => None,
+            }
+        };
+        if let Some(o) = removed {
+            o.served.close();
+            self.report_owned();
+        }
+    }
+
+    /// Takes `p` (if its lease can be had) and starts serving it.
+    async fn acquire(self: &Arc<Self>, p: u16) {
+        if let Err(e) = self.try_acquire(p).await {
+            tracing::warn!(node = %self.me(), partition = p, error = %e, "partition not opened");
+        }
+    }
+
+    async fn try_acquire(self: &Arc<Self>, p: u16) -> Result<(), ClusterError> {
+        let leases = self.cluster.leases();
+        let started = Instant::now();
+        let current = leases.read(p).await?;
+        let lease = match &current {
+            // Handed to this node, or left by an earlier step-down or run of it: an epoch
+            // may have been opened already, so take the next one.
+            Some(l) if l.value.node == self.me() => match leases.reclaim(l).await? {
+                Ok(l) => l,
+                Err(_) => return Ok(()),
+            },
+            _ => match leases.try_take(p).await? {
+                Ok(l) => l,
+                Err(_) => return Ok(()),
+            },
+        };
+        let took_over = current.as_ref().is_some_and(|c| c.value.node != self.me());
+        let mut config = self.registry.clone();
+        config.name = format!("{}.p{p}", config.name);
+        let (registry, replayed_to) = self
+            .cluster
+            .open(p, Some(lease.value.epoch), config)
+            .await?;
+        if let Some(from) = lease.value.from_seq {
+            // By construction (the marker went in right after the replay's last sequence,
+            // which is at or after the handoff's), but checked: serving short of it would
+            // lose acknowledged writes.
+            if replayed_to < from {
+                return Err(ClusterError::Refused(format!(
+                    "partition {p}: replay reached sequence {replayed_to}, the handoff said \
+                     {from}"
+                )));
+            }
+        }
+        let sub = self
+            .client
+            .subscribe(self.cluster.write_subject(p))
+            .await
+            .map_err(|e| ClusterError::Nats(format!("subscribing for partition {p}: {e}")))?;
+        let served = Arc::new(Served {
+            partition: p,
+            epoch: lease.value.epoch,
+            registry,
+            open: AtomicBool::new(true),
+            drain: tokio::sync::RwLock::new(()),
+            stop: watch::channel(false).0,
+            server: Mutex::new(None),
+        });
+        let task = tokio::spawn(serve(self.clone(), served.clone(), sub));
+        *served.server.lock() = Some(task);
+        tracing::info!(
+            node = %self.me(), partition = p, epoch = lease.value.epoch, replayed_to, took_over,
+            "serving partition"
+        );
+        if took_over && lease.value.from_seq.is_none() {
+            metrics::counter!(m::CLUSTER_TAKEOVERS, &self.labels()).increment(1);
+        }
+        let previous = self.owned.lock().insert(
+            p,
+            Owned {
+                lease,
+                renewed_at: started,
+                served,
+            },
+        );
+        if let Some(o) = previous {
+            o.served.close();
+        }
+        self.report_owned();
+        Ok(())
+    }
+
+    /// Runs `op` on a partition served here.
+    async fn apply_local(&self, served: &Served, op: Op) -> Reply {
+        let _in_flight = served.drain.read().await;
+        if !served.open.load(Ordering::Acquire) {
+            return Reply::NotOwner;
+        }
+        if super::partition_of(op.id(), self.cluster.config().partitions) != served.partition {
+            return Reply::Refused(format!(
+                "installation {:?} is not in partition {}",
+                op.id().as_str(),
+                served.partition
+            ));
+        }
+        let reg = &served.registry;
+        let r = match op {
+            Op::Upsert(i) => reg.upsert_async(i).await.map(Reply::Written),
+            Op::Delete(id) => reg.delete_async(&id).await.map(Reply::Deleted),
+            Op::Patch(id, ops) => reg.patch_async(&id, &ops).await.map(Reply::Written),
+            Op::Get(id) => match reg.storage_failure() {
+                None => Ok(Reply::Found(reg.get(&id).map(Box::new))),
+                Some(cause) => Err(RegistryError::StorageFailed { cause }),
+            },
+        };
+        match r {
+            Ok(reply) => reply,
+            // Fenced by a newer owner, or the log failed: this registry is done (fail-stop;
+            // the write was not acknowledged). The caller retries at whoever owns p next.
+            Err(e @ (RegistryError::StorageFailed { .. } | RegistryError::Store(_))) => {
+                self.step_down(served.partition, served.epoch, &e.to_string());
+                Reply::NotOwner
+            }
+            Err(e) => Reply::Refused(e.to_string()),
+        }
+    }
+
+    /// One attempt of a routed operation at `p`'s owner.
+    async fn request(&self, p: u16, body: bytes::Bytes) -> Result<Reply, String> {
+        let req = async_nats::Request::new()
+            .payload(body)
+            .timeout(Some(self.try_timeout));
+        match self
+            .client
+            .send_request(self.cluster.write_subject(p), req)
+            .await
+        {
+            Ok(msg) => wire::decode_reply(&msg.payload),
+            Err(e) => Err(format!("request to partition {p}'s owner: {e}")),
+        }
+    }
+}
+
+/// Answers routed operations for one served partition until it is closed (step-down,
+/// handoff): then unsubscribes and answers "not owner" to what it had buffered.
+async fn serve(inner: Arc<Inner>, served: Arc<Served>, mut sub: async_nats::Subscriber) {
+    let permits = Arc::new(Semaphore::new(SERVE_IN_FLIGHT));
+    let mut paused = inner.paused.subscribe();
+    let mut stop = served.stop.subscribe();
+    loop {
+        let msg = tokio::select! {
+            m = sub.next() => match m {
+                Some(m) => m,
+                None => return,
+            },
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        if *paused.borrow_and_update() {
+            let _ = paused.wait_for(|p| !*p).await;
+        }
+        let Some(reply_to) = msg.reply.clone() else {
+            continue;
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let (inner, served) = (inner.clone(), served.clone());
+        tokio::spawn(async move {
+            let answer = match wire::decode_op(&msg.payload) {
+                Ok(op) => inner.apply_local(&served, op).await,
+                Err(e) => Reply::Refused(e),
+            };
+            inner.answer(reply_to, &answer).await;
+            drop(permit);
+        });
+    }
+    if let Err(e) = sub.unsubscribe().await {
+        tracing::debug!(error = %e, "unsubscribe after step-down");
+    }
+    // What arrived before the server saw the unsubscribe; the channel ends soon after it.
+    while let Ok(Some(msg)) = tokio::time::timeout(DRAIN_IDLE, sub.next()).await {
+        if let Some(reply_to) = msg.reply {
+            inner.answer(reply_to, &Reply::NotOwner).await;
+        }
+    }
+}
+
+impl Inner {
+    async fn answer(&self, to: async_nats::Subject, reply: &Reply) {
+        let body = wire::encode_reply(reply);
+        if let Err(e) = self.client.publish(to, body.into()).await {
+            tracing::debug!(error = %e, "answer to a routed write not sent");
+        }
+    }
+}
