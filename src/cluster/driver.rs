@@ -32,10 +32,16 @@ struct Queued {
     parts: Option<Vec<u16>>,
 }
 
-/// Follows `NOTIFY` and runs its sends on owned partitions.
+/// Follows `NOTIFY` and runs its sends on owned partitions. Shared by the tasks of a node's
+/// partitions: what it read is behind a lock, and each run works on a snapshot of it.
 pub struct Driver {
     cluster: Arc<Cluster>,
     engine: Engine,
+    state: parking_lot::Mutex<State>,
+}
+
+#[derive(Clone, Default)]
+struct State {
     next_seq: u64,
     sends: Vec<Queued>,
     cancelled: HashSet<NotificationId>,
@@ -48,17 +54,24 @@ impl Driver {
         Driver {
             cluster,
             engine,
-            next_seq: 1,
-            sends: Vec::new(),
-            cancelled: HashSet::new(),
+            state: parking_lot::Mutex::new(State {
+                next_seq: 1,
+                ..State::default()
+            }),
         }
     }
 
     /// Reads the `NOTIFY` messages not seen yet; returns how many.
-    pub async fn poll(&mut self) -> Result<usize, ClusterError> {
-        let notices = self.cluster.notify().read(self.next_seq).await?;
+    pub async fn poll(&self) -> Result<usize, ClusterError> {
+        let from = self.state.lock().next_seq;
+        let notices = self.cluster.notify().read(from).await?;
         let n = notices.len();
+        let mut st = self.state.lock();
         for notice in notices {
+            if notice.seq() < st.next_seq {
+                // Another poll read it meanwhile.
+                continue;
+            }
             match notice {
                 Notice::Send {
                     seq,
@@ -68,8 +81,8 @@ impl Driver {
                     not_before,
                     parts,
                 } => {
-                    self.next_seq = seq + 1;
-                    self.sends.push(Queued {
+                    st.next_seq = seq + 1;
+                    st.sends.push(Queued {
                         id,
                         request: Arc::from(request),
                         delivery,
@@ -78,8 +91,8 @@ impl Driver {
                     });
                 }
                 Notice::Cancel { seq, id } => {
-                    self.next_seq = seq + 1;
-                    self.cancelled.insert(id);
+                    st.next_seq = seq + 1;
+                    st.cancelled.insert(id);
                 }
             }
         }
@@ -95,17 +108,18 @@ impl Driver {
         epoch: u64,
         registry: &Registry,
     ) -> Result<usize, ClaimError> {
+        let st = self.state.lock().clone();
         let claims = self.cluster.claims();
         let mut c = claims.load(p, epoch).await?;
         if c.progress.epoch > epoch {
             return Err(ClaimError::Deposed);
         }
         if c.progress.epoch < epoch && !c.progress.sends.is_empty() {
-            self.take_over(&mut c, registry).await?;
+            self.take_over(&st, &mut c, registry).await?;
         }
         let now = SystemTime::now();
         let mut ran = 0;
-        for q in &self.sends {
+        for q in &st.sends {
             let due = q.not_before.is_none_or(|t| t <= now);
             let here = q.parts.as_ref().is_none_or(|ps| ps.contains(&p));
             let finished = c
@@ -113,7 +127,7 @@ impl Driver {
                 .sends
                 .get(&q.id.to_string())
                 .is_some_and(|s| s.finished);
-            if !due || !here || finished || self.cancelled.contains(&q.id) {
+            if !due || !here || finished || st.cancelled.contains(&q.id) {
                 continue;
             }
             run_partition(
@@ -133,10 +147,11 @@ impl Driver {
     /// Settles an older owner's unfinished claims on `c`, each send by its own policy.
     async fn take_over(
         &self,
+        st: &State,
         c: &mut PartitionClaims,
         registry: &Registry,
     ) -> Result<(), ClaimError> {
-        let by_id = |send: &str| self.sends.iter().find(|q| q.id.to_string() == send);
+        let by_id = |send: &str| st.sends.iter().find(|q| q.id.to_string() == send);
         let delivery =
             |send: &str| by_id(send).map_or(self.cluster.config().delivery, |q| q.delivery);
         // The devices each unfinished claim's send matches here: a read of the partition,

@@ -35,8 +35,7 @@
 //!
 //! Not built yet (docs/operations.md, "Cluster mode"): hot standbys that follow the log (the
 //! standby only watches the lease; a new owner replays the whole log), cross-partition handle
-//! uniqueness, snapshots, planned leave, the node runtime driving the send driver ([`driver`]:
-//! NOTIFY → owned partitions → [`runner`]; tested on its own), template sends on a partition,
+//! uniqueness, snapshots, planned leave, template sends on a partition,
 //! the server's `[cluster]` section and the harness's `cluster` command. Nothing outside this
 //! module uses it yet: without `[cluster]`, tagcast is the single-node product.
 //!

@@ -103,7 +103,7 @@ pub struct Node {
 }
 
 struct Inner {
-    cluster: Cluster,
+    cluster: Arc<Cluster>,
     client: async_nats::Client,
     registry: RegistryConfig,
     members: Arc<Members>,
@@ -177,7 +177,7 @@ impl Node {
         let (paused, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             client: cluster.client(),
-            cluster,
+            cluster: Arc::new(cluster),
             registry,
             members: members.clone(),
             owned: Mutex::new(HashMap::new()),
@@ -333,6 +333,84 @@ impl Node {
 
 fn unexpected(r: Reply) -> NodeError {
     NodeError::Refused(format!("unexpected answer from the owner: {r:?}"))
+}
+
+impl Node {
+    /// Runs the hub's sends (`NOTIFY`) on the partitions this node owns, as they come and go,
+    /// delivering through `engine` (an engine without a registry: each partition's registry
+    /// is given per send, and dead handles are pruned there). Each round the driver reads
+    /// what is new; every owned partition without a run in progress gets one
+    /// ([`Driver::run_owned`](super::driver::Driver::run_owned)); a partition's run stops
+    /// when the partition is dropped. Call once.
+    pub fn run_sends(&mut self, engine: crate::Engine) {
+        let driver = Arc::new(super::driver::Driver::new(
+            self.inner.cluster.clone(),
+            engine,
+        ));
+        self.tasks
+            .push(tokio::spawn(send_loop(self.inner.clone(), driver)));
+    }
+}
+
+/// The send loop of [`Node::run_sends`]: one run per owned partition at a time, aborted when
+/// the partition is dropped or reopened at another epoch, and all with the loop.
+async fn send_loop(inner: Arc<Inner>, driver: Arc<super::driver::Driver>) {
+    let mut every = tokio::time::interval(inner.round);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut paused = inner.paused.subscribe();
+    let mut runs = tokio::task::JoinSet::new();
+    let mut running: HashMap<u16, (u64, tokio::task::AbortHandle)> = HashMap::new();
+    loop {
+        every.tick().await;
+        if *paused.borrow_and_update() {
+            let _ = paused.wait_for(|p| !*p).await;
+            every.reset();
+            continue;
+        }
+        while runs.try_join_next().is_some() {}
+        if let Err(e) = driver.poll().await {
+            tracing::warn!(node = %inner.me(), error = %e, "reading NOTIFY failed");
+            continue;
+        }
+        let owned: Vec<Arc<Served>> = inner
+            .owned
+            .lock()
+            .values()
+            .map(|o| o.served.clone())
+            .collect();
+        running.retain(|p, (epoch, h)| {
+            let keep = owned.iter().any(|s| s.partition == *p && s.epoch == *epoch);
+            if !keep {
+                h.abort();
+            }
+            keep
+        });
+        for served in owned {
+            if !served.open.load(Ordering::Acquire) {
+                continue;
+            }
+            if running
+                .get(&served.partition)
+                .is_some_and(|(_, h)| !h.is_finished())
+            {
+                continue;
+            }
+            let (d, me) = (driver.clone(), inner.me().to_owned());
+            let (p, epoch) = (served.partition, served.epoch);
+            let h = runs.spawn(async move {
+                match d.run_owned(p, epoch, &served.registry).await {
+                    Ok(_) => {}
+                    Err(super::claims::ClaimError::Deposed) => {
+                        tracing::info!(node = %me, partition = p, "send progress moved on: deposed");
+                    }
+                    Err(super::claims::ClaimError::Nats(e)) => {
+                        tracing::warn!(node = %me, partition = p, error = %e, "running sends failed");
+                    }
+                }
+            });
+            running.insert(p, (epoch, h));
+        }
+    }
 }
 
 impl Drop for Node {

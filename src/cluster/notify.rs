@@ -68,6 +68,15 @@ pub enum Notice {
     },
 }
 
+impl Notice {
+    /// Its stream sequence.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Notice::Send { seq, .. } | Notice::Cancel { seq, .. } => *seq,
+        }
+    }
+}
+
 /// A hub's `NOTIFY` stream.
 #[derive(Clone)]
 pub struct NotifyLog {
