@@ -197,7 +197,7 @@ pub async fn ensure_kv(
 
 /// Retries an operation that needs JetStream's meta leader while a cluster elects one (a
 /// fresh or restarted NATS cluster answers "JetStream not available" for a few seconds).
-async fn retry_meta<T, E: std::fmt::Display, F>(
+pub(crate) async fn retry_meta<T, E: std::fmt::Display, F>(
     mut f: impl FnMut() -> F,
     what: &str,
 ) -> Result<T, ClusterError>

@@ -17,17 +17,23 @@ pub(crate) async fn last_on_subject(
     stream_name: &str,
     subject: &str,
 ) -> Result<u64, ClusterError> {
-    let s = js
-        .get_stream_no_info(stream_name)
-        .await
-        .map_err(|e| ClusterError::Nats(format!("stream {stream_name}: {e}")))?;
-    match s.get_last_raw_message_by_subject(subject).await {
-        Ok(m) => Ok(m.sequence),
-        Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => Ok(0),
-        Err(e) => Err(ClusterError::Nats(format!(
-            "last message of {subject}: {e}"
-        ))),
-    }
+    super::guard::retry_meta(
+        || async {
+            let s = js
+                .get_stream_no_info(stream_name)
+                .await
+                .map_err(|e| e.to_string())?;
+            match s.get_last_raw_message_by_subject(subject).await {
+                Ok(m) => Ok(m.sequence),
+                Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => {
+                    Ok(0)
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        },
+        &format!("last message of {subject}"),
+    )
+    .await
 }
 
 /// Calls `f(sequence, message)` for every message of `stream_name` (on `filter`, if given)
@@ -46,21 +52,29 @@ pub(crate) async fn read_range(
     }
     let what = filter.unwrap_or(stream_name);
     let err = |e: &dyn std::fmt::Display| ClusterError::Nats(format!("reading {what}: {e}"));
-    let s = js
-        .get_stream_no_info(stream_name)
-        .await
-        .map_err(|e| err(&e))?;
-    let consumer = s
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
-            filter_subject: filter.unwrap_or_default().to_owned(),
-            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: from.max(1),
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| err(&e))?;
-    let mut msgs = consumer.messages().await.map_err(|e| err(&e))?;
+    // Creating the consumer needs the stream's leader: right after a NATS server restarted,
+    // or while a leader is elected, that can time out; retried as the guard retries.
+    let mut msgs = super::guard::retry_meta(
+        || async {
+            let s = js
+                .get_stream_no_info(stream_name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let consumer = s
+                .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                    filter_subject: filter.unwrap_or_default().to_owned(),
+                    deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: from.max(1),
+                    },
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            consumer.messages().await.map_err(|e| e.to_string())
+        },
+        &format!("reading {what}"),
+    )
+    .await?;
     loop {
         let m = match tokio::time::timeout(NEXT_WITHIN, msgs.next()).await {
             Ok(Some(Ok(m))) => m,
