@@ -315,6 +315,37 @@ pub fn notification_details(
     out
 }
 
+/// A cluster send's `NotificationDetails` (cluster mode, docs/operations.md): the
+/// partitions report totals, not counts per platform or per reason, so there is no
+/// `<Platform>OutcomeCounts` element, no times and no body. The totals are in
+/// `ClusterOutcomeCounts`, a tagcast element with the same `<Outcome>` shape: `Targeted`,
+/// `Success` (accepted by the push service), `Failed` (every other outcome: dead handles,
+/// rejections, expiries), `PossibleDuplicates` and `PossiblyMissed` (devices whose claim a
+/// takeover re-sent or skipped), `PartitionsReported` and `PartitionsFinished`.
+pub fn cluster_notification_details(
+    id: &str,
+    location: &str,
+    state: SendState,
+    counts: &[(&str, u64)],
+) -> String {
+    let mut out = String::with_capacity(512);
+    open(&mut out, "NotificationDetails");
+    xml::leaf(&mut out, "NotificationId", id);
+    xml::leaf(&mut out, "Location", location);
+    xml::leaf(&mut out, "State", state_name(state));
+    xml::leaf(&mut out, "NotificationBody", "");
+    out.push_str("<ClusterOutcomeCounts>");
+    for (name, n) in counts {
+        out.push_str("<Outcome>");
+        xml::leaf(&mut out, "Name", name);
+        xml::leaf(&mut out, "Count", &n.to_string());
+        out.push_str("</Outcome>");
+    }
+    out.push_str("</ClusterOutcomeCounts>");
+    out.push_str("</NotificationDetails>");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
