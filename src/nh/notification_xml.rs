@@ -353,6 +353,28 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
+    fn cluster_details_byte_exact() {
+        let xml = cluster_notification_details(
+            "6a000000-0000-4000-8000-000000000001",
+            "sb://h/ops/messages/x",
+            SendState::Completed,
+            &[("Targeted", 3), ("Success", 2)],
+        );
+        assert_eq!(
+            xml,
+            format!(
+                "<NotificationDetails xmlns=\"{NH_NAMESPACE}\" xmlns:i=\"{XSI_NAMESPACE}\">\
+                 <NotificationId>6a000000-0000-4000-8000-000000000001</NotificationId>\
+                 <Location>sb://h/ops/messages/x</Location><State>Completed</State>\
+                 <NotificationBody></NotificationBody><ClusterOutcomeCounts>\
+                 <Outcome><Name>Targeted</Name><Count>3</Count></Outcome>\
+                 <Outcome><Name>Success</Name><Count>2</Count></Outcome>\
+                 </ClusterOutcomeCounts></NotificationDetails>"
+            )
+        );
+    }
+
+    #[test]
     fn test_send_outcome_byte_exact() {
         let r = TestSendResult {
             platform: Platform::Apns,

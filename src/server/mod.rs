@@ -11,6 +11,10 @@
 //! (`<data_dir>/<hub>/state`: outcomes, schedules, events), engine and keys, and with
 //! `[hub.jobs]` its import/export jobs (`<data_dir>/<hub>/jobs.json`, files in the jobs
 //! directory).
+//!
+//! With `[cluster]` (`cluster.rs`) a hub has no local registry: a cluster node serves its
+//! installations and runs its sends (`Backend::Cluster`); what it does not serve yet
+//! answers 501.
 
 mod cluster;
 mod config;
