@@ -264,6 +264,34 @@ async fn two_servers_share_installations_and_sends_through_the_cluster() {
         .await;
     assert_eq!(a.status, 200, "{a:?}");
 
+    // A direct send runs on the receiving server's engine; its outcome is read there as on
+    // a single node (per-platform counts).
+    let before = bed.apns().deliveries().len();
+    let mut h = apns_send_headers(&s2.full, None)[1..].to_vec();
+    h.push(("ServiceBusNotification-DeviceHandle", apns_token(100)));
+    let a = s2
+        .call("POST", &hub_path("messages?direct"), &h, ALERT)
+        .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    let did = location_id(&a, "messages");
+    let body = eventually(
+        Duration::from_secs(10),
+        "the direct send completes",
+        async || {
+            let a = s2
+                .call("GET", &hub_path(&format!("messages/{did}")), &[], b"")
+                .await;
+            if all_of(&a.body, "State") == ["Completed"] {
+                Ok(a.body)
+            } else {
+                Err(format!("{} {}", a.status, a.body))
+            }
+        },
+    )
+    .await;
+    assert!(body.contains("<ApnsOutcomeCounts>"), "{body}");
+    assert_eq!(bed.apns().deliveries().len() - before, 1);
+
     // What cluster mode does not serve yet: 501 with a clear message, nothing done.
     let reg = br#"<entry xmlns="http://www.w3.org/2005/Atom"><content type="application/xml"></content></entry>"#;
     let template = [
