@@ -333,6 +333,9 @@ async fn two_servers_share_installations_and_sends_through_the_cluster() {
             "{a:?}"
         );
     }
+    // Other methods on an installation: 405 as on a single node.
+    let a = s1.call("POST", &inst_path("dev-2"), &[], b"").await;
+    assert_eq!(a.status, 405, "{a:?}");
     // The If-Match PUT changed nothing (dev-2 keeps its tags).
     let a = s2.call("GET", &inst_path("dev-2"), &[], b"").await;
     assert!(a.body.contains("even"), "{a:?}");
