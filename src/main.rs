@@ -42,7 +42,15 @@ fn main() -> ExitCode {
         }
     };
     if let Command::Check { .. } = cli.command {
-        println!("{}: ok ({} hubs)", config_path.display(), config.hubs.len());
+        let mode = match &config.cluster {
+            Some(c) => format!(", cluster node {:?}", c.node),
+            None => String::new(),
+        };
+        println!(
+            "{}: ok ({} hubs{mode})",
+            config_path.display(),
+            config.hubs.len()
+        );
         return ExitCode::SUCCESS;
     }
     if let Err(e) = tagcast::server::init_logging(&config.log) {

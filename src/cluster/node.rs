@@ -110,6 +110,8 @@ struct Inner {
     owned: Mutex<HashMap<u16, Owned>>,
     paused: watch::Sender<bool>,
     round: Duration,
+    /// Set once the loop finished its first round (membership put, partitions chosen).
+    joined: AtomicBool,
     route_deadline: Duration,
     try_timeout: Duration,
 }
@@ -183,6 +185,7 @@ impl Node {
             owned: Mutex::new(HashMap::new()),
             paused,
             round,
+            joined: AtomicBool::new(false),
             route_deadline,
             try_timeout,
         });
@@ -191,6 +194,13 @@ impl Node {
             tokio::spawn(run(inner.clone())),
         ];
         Node { inner, tasks }
+    }
+
+    /// Whether the node's loop finished its first round: its membership is in the bucket
+    /// and it took (or left to others) the partitions the assignment gave it. What a
+    /// server's `/readyz` waits for.
+    pub fn joined(&self) -> bool {
+        self.inner.joined.load(Ordering::Acquire)
     }
 
     /// The node's name.
@@ -437,6 +447,7 @@ async fn run(inner: Arc<Inner>) {
             continue;
         }
         inner.round().await;
+        inner.joined.store(true, Ordering::Release);
     }
 }
 

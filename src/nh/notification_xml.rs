@@ -315,11 +315,64 @@ pub fn notification_details(
     out
 }
 
+/// A cluster send's `NotificationDetails` (cluster mode, docs/operations.md): the
+/// partitions report totals, not counts per platform or per reason, so there is no
+/// `<Platform>OutcomeCounts` element, no times and no body. The totals are in
+/// `ClusterOutcomeCounts`, a tagcast element with the same `<Outcome>` shape: `Targeted`,
+/// `Success` (accepted by the push service), `Failed` (every other outcome: dead handles,
+/// rejections, expiries), `PossibleDuplicates` and `PossiblyMissed` (devices whose claim a
+/// takeover re-sent or skipped), `PartitionsReported` and `PartitionsFinished`.
+pub fn cluster_notification_details(
+    id: &str,
+    location: &str,
+    state: SendState,
+    counts: &[(&str, u64)],
+) -> String {
+    let mut out = String::with_capacity(512);
+    open(&mut out, "NotificationDetails");
+    xml::leaf(&mut out, "NotificationId", id);
+    xml::leaf(&mut out, "Location", location);
+    xml::leaf(&mut out, "State", state_name(state));
+    xml::leaf(&mut out, "NotificationBody", "");
+    out.push_str("<ClusterOutcomeCounts>");
+    for (name, n) in counts {
+        out.push_str("<Outcome>");
+        xml::leaf(&mut out, "Name", name);
+        xml::leaf(&mut out, "Count", &n.to_string());
+        out.push_str("</Outcome>");
+    }
+    out.push_str("</ClusterOutcomeCounts>");
+    out.push_str("</NotificationDetails>");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::PerPlatform;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn cluster_details_byte_exact() {
+        let xml = cluster_notification_details(
+            "6a000000-0000-4000-8000-000000000001",
+            "sb://h/ops/messages/x",
+            SendState::Completed,
+            &[("Targeted", 3), ("Success", 2)],
+        );
+        assert_eq!(
+            xml,
+            format!(
+                "<NotificationDetails xmlns=\"{NH_NAMESPACE}\" xmlns:i=\"{XSI_NAMESPACE}\">\
+                 <NotificationId>6a000000-0000-4000-8000-000000000001</NotificationId>\
+                 <Location>sb://h/ops/messages/x</Location><State>Completed</State>\
+                 <NotificationBody></NotificationBody><ClusterOutcomeCounts>\
+                 <Outcome><Name>Targeted</Name><Count>3</Count></Outcome>\
+                 <Outcome><Name>Success</Name><Count>2</Count></Outcome>\
+                 </ClusterOutcomeCounts></NotificationDetails>"
+            )
+        );
+    }
 
     #[test]
     fn test_send_outcome_byte_exact() {

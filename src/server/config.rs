@@ -39,6 +39,10 @@ pub struct ServerConfig {
     /// `[log]`: format and level of the binary's logs.
     #[serde(default)]
     pub log: super::log::LogConfig,
+    /// `[cluster]`: serve every hub from a cluster node on NATS JetStream instead of its
+    /// local registry and engine (docs/operations.md, "Cluster mode"). Absent: single node.
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// `[server]`.
@@ -369,6 +373,10 @@ impl ServerConfig {
         if self.hubs.is_empty() {
             return bad("no [[hub]] configured".into());
         }
+        if let Some(c) = &self.cluster {
+            // "cluster configuration: [cluster] <setting>: <what is wrong>".
+            c.check().map_err(|e| ServerError::Config(e.to_string()))?;
+        }
         let mut names = std::collections::HashSet::new();
         for h in &self.hubs {
             let valid = !h.name.is_empty()
@@ -401,6 +409,12 @@ impl ServerConfig {
                 ));
             }
             if let Some(j) = &h.jobs {
+                if self.cluster.is_some() {
+                    return bad(format!(
+                        "hub {:?}: [hub.jobs] is not supported in cluster mode ([cluster]) yet",
+                        h.name
+                    ));
+                }
                 j.check(&h.name, &self.server.data_dir)
                     .map_err(ServerError::Config)?;
             }

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use super::conn::Surface;
-use super::{Hub, MetricsAccess, Shared};
+use super::{Backend, Hub, MetricsAccess, Shared};
 use crate::nh;
 use crate::nh::sas::Rights;
 use crate::payload::Notification;
@@ -622,6 +622,18 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> R
     let method = req.method().clone();
     let ctx: &Ctx = ctx;
     match (&method, op.as_slice()) {
+        (m, ["installations", _])
+            if hub.cluster().is_some()
+                && [Method::PUT, Method::PATCH, Method::GET, Method::DELETE].contains(m) =>
+        {
+            need(Rights::LISTEN)?;
+            if req.headers().contains_key(http::header::IF_MATCH) {
+                return Err(super::cluster::not_supported("If-Match on an installation"));
+            }
+            let id = op[1].to_string();
+            let (_, b) = body(shared, ctx, req).await?;
+            cluster_installation(&hub, &method, &id, &b, granted.allows(Rights::MANAGE)).await
+        }
         (&Method::PUT, ["installations", id]) => {
             need(Rights::LISTEN)?;
             let id = id.to_string();
@@ -644,7 +656,9 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> R
             need(Rights::LISTEN)?;
             let id = installation_id(id)?;
             // Acknowledged = durable, without holding a thread through the commit wait.
-            hub.registry.delete_async(&id).await?;
+            hub.registry("DELETE installations")?
+                .delete_async(&id)
+                .await?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
         (&Method::POST, ["messages"]) => {
@@ -659,6 +673,9 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> R
         }
         (&Method::GET, ["messages", id]) => {
             need(Rights::MANAGE)?;
+            if hub.cluster().is_some() {
+                return cluster_outcome(&hub, &origin, id).await;
+            }
             outcome(&hub, &origin, id)
         }
         (&Method::POST, ["schedulednotifications"]) => {
@@ -671,6 +688,12 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> R
             let id: NotificationId = id
                 .parse()
                 .map_err(|_| Fail::not_found(format!("no scheduled notification {id:?}")))?;
+            if let Some(c) = hub.cluster() {
+                // A tombstone in NOTIFY: whether the id was ever scheduled is not known
+                // here, so 200 says the cancel is recorded (docs/operations.md).
+                c.cancel(id).await?;
+                return Ok(empty(StatusCode::OK));
+            }
             if hub.engine.cancel_scheduled_async(id).await? {
                 Ok(empty(StatusCode::OK))
             } else {
@@ -682,6 +705,9 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> R
         (_, ["jobs", ..]) => {
             // Import/export jobs (jobs.rs): Manage only, checked before the body is read.
             need(Rights::MANAGE)?;
+            if hub.cluster().is_some() {
+                return Err(super::cluster::not_supported("import/export jobs"));
+            }
             if let Some(allow) = allowed_methods(&op) {
                 if !allow.split(", ").any(|m| m == method.as_str()) {
                     return Err(Fail::method_not_allowed(&method, allow));
@@ -702,6 +728,11 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> R
             }
             // The right before the body: a key without it never makes the server buffer one.
             need(super::registrations::right_needed(&method, &op, &q))?;
+            if hub.cluster().is_some() && allowed_methods(&op).is_some() {
+                return Err(super::cluster::not_supported(
+                    "the registrations API (registrations, registrationIDs, tags/…/registrations)",
+                ));
+            }
             let (parts, b) = body(shared, ctx, req).await?;
             super::registrations::route(
                 shared,
@@ -799,10 +830,27 @@ fn readiness(shared: &Shared) -> Resp {
             "shutting down\n",
         );
     }
+    let mut joining: Vec<&str> = shared
+        .hubs
+        .values()
+        .filter(|h| h.cluster().is_some_and(|c| !c.joined()))
+        .map(|h| h.name.as_str())
+        .collect();
+    if !joining.is_empty() {
+        joining.sort_unstable();
+        return response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("text/plain"),
+            format!("joining the cluster: {}\n", joining.join(", ")),
+        );
+    }
     let mut broken: Vec<&str> = shared
         .hubs
         .values()
-        .filter(|h| h.registry.storage_failure().is_some())
+        .filter(|h| match &h.backend {
+            Backend::Single(r) => r.storage_failure().is_some(),
+            Backend::Cluster(_) => false,
+        })
         .map(|h| h.name.as_str())
         .collect();
     if !broken.is_empty() {
@@ -825,7 +873,9 @@ async fn put_installation(hub: &Hub, id: &str, b: &[u8]) -> Result<Resp, Fail> {
     let inst = nh::installation_json::parse_installation(b, Some(&id)).map_err(bad)?;
     check_template_topics(hub, &inst)?;
     // Acknowledged = durable: waits for the group commit without holding a thread.
-    hub.registry.upsert_async(inst).await?;
+    hub.registry("PUT installations")?
+        .upsert_async(inst)
+        .await?;
     Ok(empty(StatusCode::OK))
 }
 
@@ -836,8 +886,8 @@ const PATCH_ATTEMPTS: usize = 8;
 async fn patch_installation(hub: &Hub, id: &str, b: &[u8]) -> Result<Resp, Fail> {
     let id = installation_id(id)?;
     for _ in 0..PATCH_ATTEMPTS {
-        let (current, version) = hub
-            .registry
+        let registry = hub.registry("PATCH installations")?;
+        let (current, version) = registry
             .get_versioned(&id)
             .ok_or_else(|| Fail::not_found("Installation not found."))?;
         let ops = nh::installation_json::parse_patch(b, &current).map_err(bad)?;
@@ -848,7 +898,7 @@ async fn patch_installation(hub: &Hub, id: &str, b: &[u8]) -> Result<Resp, Fail>
         }
         // Applied to exactly the version it was parsed against: a concurrent PUT is never
         // overwritten and a concurrent DELETE never undone.
-        match hub.registry.patch_at_async(&id, &ops, version).await {
+        match registry.patch_at_async(&id, &ops, version).await {
             Ok(_) => return Ok(empty(StatusCode::OK)),
             Err(RegistryError::VersionMismatch { current: None, .. }) => {
                 return Err(Fail::not_found("Installation not found."))
@@ -866,7 +916,7 @@ async fn patch_installation(hub: &Hub, id: &str, b: &[u8]) -> Result<Resp, Fail>
 fn get_installation(hub: &Hub, id: &str, push_secrets: bool) -> Result<Resp, Fail> {
     let id = installation_id(id)?;
     let (inst, version) = hub
-        .registry
+        .registry("GET installations")?
         .get_versioned(&id)
         .ok_or_else(|| Fail::not_found("Installation not found."))?;
     let mut r = response(
@@ -1021,6 +1071,9 @@ async fn send(
         return Ok(accepted(origin, hub, h, slot).await);
     }
     let audience = audience(headers, test)?;
+    if let Some(c) = hub.cluster() {
+        return cluster_send(hub, c, origin, headers, payload, audience, test, scheduled).await;
+    }
     let request = match payload {
         Content::Native(n) => SendRequest::native(n, audience),
         Content::Template(t) => SendRequest::template(t, audience),
@@ -1087,7 +1140,10 @@ async fn test_send(hub: &Hub, ctx: &Ctx, request: SendRequest) -> Result<Resp, F
     /// Longest a test send waits for its devices' answers (Notification Hubs' own bound).
     const WAIT: Duration = Duration::from_secs(30);
     // Resolving an audience is CPU work over the whole registry: off the async threads.
-    let (registry, audience) = (hub.registry.clone(), request.audience().clone());
+    let (registry, audience) = (
+        hub.registry("a test send")?.clone(),
+        request.audience().clone(),
+    );
     let targets: Vec<crate::Target> = tokio::task::spawn_blocking(move || {
         registry
             .resolve(&audience)
@@ -1200,5 +1256,140 @@ fn outcome(hub: &Hub, origin: &str, id: &str) -> Result<Resp, Fail> {
         StatusCode::OK,
         Some("application/xml; charset=utf-8"),
         nh::notification_xml::notification_details(&report, &location, "", &targets),
+    ))
+}
+
+/// An installation operation in cluster mode, at the partition's owner. PATCH reads the
+/// installation first for the NH patch parser (which needs the current value) and sends the
+/// operations to the owner, which applies them to its own current version; GET has no
+/// `ETag` (the node does not return versions yet).
+async fn cluster_installation(
+    hub: &Hub,
+    method: &Method,
+    id: &str,
+    b: &[u8],
+    push_secrets: bool,
+) -> Result<Resp, Fail> {
+    let Some(c) = hub.cluster() else {
+        return Err(Fail::internal("not in cluster mode"));
+    };
+    let id = installation_id(id)?;
+    match *method {
+        Method::PUT => {
+            let inst = nh::installation_json::parse_installation(b, Some(&id)).map_err(bad)?;
+            check_template_topics(hub, &inst)?;
+            c.upsert(inst).await?;
+            Ok(empty(StatusCode::OK))
+        }
+        Method::PATCH => {
+            let current = c
+                .get(&id)
+                .await?
+                .ok_or_else(|| Fail::not_found("Installation not found."))?;
+            let ops = nh::installation_json::parse_patch(b, &current).map_err(bad)?;
+            for op in &ops {
+                if let crate::PatchOp::AddTemplate(_, t) = op {
+                    check_topic(hub, t.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+                }
+            }
+            c.patch(&id, &ops).await?;
+            Ok(empty(StatusCode::OK))
+        }
+        Method::GET => {
+            let inst = c
+                .get(&id)
+                .await?
+                .ok_or_else(|| Fail::not_found("Installation not found."))?;
+            Ok(response(
+                StatusCode::OK,
+                Some("application/json; charset=utf-8"),
+                nh::installation_json::installation_to_json_for(&inst, push_secrets),
+            ))
+        }
+        Method::DELETE => {
+            c.delete(&id).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        // The route takes only these four (other methods answer 405 before the body).
+        ref m => Err(Fail::method_not_allowed(m, "GET, PUT, PATCH, DELETE")),
+    }
+}
+
+/// A send in cluster mode: stored in `NOTIFY` under a fresh id and answered 201 with the
+/// same `Location` as a single node's; every node runs it on the partitions it owns. Test
+/// sends and template sends are not built for clusters (501); `max_sends_in_flight` does not
+/// apply (the API node does not see the send finish).
+#[allow(clippy::too_many_arguments)]
+async fn cluster_send(
+    hub: &Hub,
+    c: &super::cluster::ClusterHub,
+    origin: &str,
+    headers: &HeaderMap,
+    payload: Content,
+    audience: Audience,
+    test: bool,
+    scheduled: bool,
+) -> Result<Resp, Fail> {
+    if test {
+        return Err(super::cluster::not_supported("a test send (?test=true)"));
+    }
+    let request = match payload {
+        Content::Native(n) => SendRequest::native(n, audience),
+        Content::Template(_) => {
+            return Err(super::cluster::not_supported(
+                "a template send (ServiceBusNotification-Format: template)",
+            ))
+        }
+    };
+    if scheduled {
+        let at = header(headers, "servicebusnotification-scheduletime")
+            .ok_or_else(|| Fail::bad("missing ServiceBusNotification-ScheduleTime"))?;
+        let at = nh::headers::schedule_time(at).map_err(bad)?;
+        let id = c.accept(&request, Some(at)).await?;
+        return Ok(created(origin, hub, "schedulednotifications", id));
+    }
+    let id = c.accept(&request, None).await?;
+    Ok(created(origin, hub, "messages", id))
+}
+
+/// `GET /messages/{id}` in cluster mode: a direct send of this server's engine as on a
+/// single node; otherwise the totals its partitions reported to `OUT`
+/// ([`nh::notification_xml::cluster_notification_details`]), 404 until one reported.
+async fn cluster_outcome(hub: &Hub, origin: &str, id: &str) -> Result<Resp, Fail> {
+    let Some(c) = hub.cluster() else {
+        return Err(Fail::internal("not in cluster mode"));
+    };
+    let nid: NotificationId = id
+        .parse()
+        .map_err(|_| Fail::not_found(format!("no notification {id:?}")))?;
+    if hub.engine.report(nid).is_some() {
+        return outcome(hub, origin, id);
+    }
+    let t = c.totals(nid).await?.ok_or_else(|| {
+        Fail::not_found(format!(
+            "no notification {nid} reported yet (cluster mode: a send is known once a \
+             partition has started it; a scheduled send once it is due)"
+        ))
+    })?;
+    let host = origin.split_once("://").map_or(origin, |(_, h)| h);
+    let location = nh::notification_xml::sb_location(host, &hub.name, id);
+    let counts = [
+        ("Targeted", t.targeted),
+        ("Success", t.delivered),
+        ("Failed", t.failed),
+        ("PossibleDuplicates", t.possible_duplicates),
+        ("PossiblyMissed", t.possibly_missed),
+        ("PartitionsReported", t.partitions as u64),
+        ("PartitionsFinished", t.finished as u64),
+    ];
+    Ok(response(
+        StatusCode::OK,
+        Some("application/xml; charset=utf-8"),
+        nh::notification_xml::cluster_notification_details(
+            &nid.to_string(),
+            &location,
+            c.state(&t),
+            &counts,
+        ),
     ))
 }

@@ -884,43 +884,51 @@ impl Job<'_> {
     }
 
     fn export(&mut self) -> Result<(), String> {
-        let total = self.hub.registry.count().max(1) as f64;
+        let total = self
+            .hub
+            .registry("import/export jobs")
+            .map_err(|f| f.detail().to_owned())?
+            .count()
+            .max(1) as f64;
         let mut err: Option<String> = None;
         let mut n = 0u64;
         let model = self.job_type.model;
         let (jobs, id, output) = (self.jobs, self.id, &mut self.output);
         // The scan cannot be left early: once an error is set, the rest is skipped cheaply.
-        self.hub.registry.for_each(|inst| {
-            if err.is_some() {
-                return;
-            }
-            if n % EXPORT_STEP == 0 && n > 0 {
-                if jobs.stopping.load(Ordering::SeqCst) {
-                    err = Some(format!(
+        self.hub
+            .registry("import/export jobs")
+            .map_err(|f| f.detail().to_owned())?
+            .for_each(|inst| {
+                if err.is_some() {
+                    return;
+                }
+                if n % EXPORT_STEP == 0 && n > 0 {
+                    if jobs.stopping.load(Ordering::SeqCst) {
+                        err = Some(format!(
                         "the server shut down during the export, after {n} rows; Output.txt is \
                          incomplete"
                     ));
-                    return;
+                        return;
+                    }
+                    // 100 only once the output files are complete.
+                    let p = (n as f64 * 100.0 / total).min(99.99);
+                    jobs.update(id, |r| r.progress = p);
                 }
-                // 100 only once the output files are complete.
-                let p = (n as f64 * 100.0 / total).min(99.99);
-                jobs.update(id, |r| r.progress = p);
-            }
-            let line = match model {
-                JobModel::Registrations => {
-                    let mut r = Registration::from_installation(&inst);
-                    r.etag = None;
-                    registration_xml::description_line(&r)
+                let line = match model {
+                    JobModel::Registrations => {
+                        let mut r = Registration::from_installation(&inst);
+                        r.etag = None;
+                        registration_xml::description_line(&r)
+                    }
+                    JobModel::Installations => {
+                        crate::nh::installation_json::installation_to_json(&inst)
+                    }
+                };
+                match writeln!(output, "{line}") {
+                    Ok(()) => n += 1,
+                    Err(e) => err = Some(format!("writing Output.txt failed: {e}")),
                 }
-                JobModel::Installations => {
-                    crate::nh::installation_json::installation_to_json(&inst)
-                }
-            };
-            match writeln!(output, "{line}") {
-                Ok(()) => n += 1,
-                Err(e) => err = Some(format!("writing Output.txt failed: {e}")),
-            }
-        });
+            });
         self.counts.applied = n;
         match err {
             Some(e) => Err(e),
@@ -1045,7 +1053,10 @@ impl Job<'_> {
     /// Applies a chunk with one wait for durability and writes its rows' results in order. A
     /// storage failure ends the job.
     fn apply(&mut self, rows: Vec<Row>) -> Result<(), String> {
-        let registry = &self.hub.registry;
+        let registry = self
+            .hub
+            .registry("import/export jobs")
+            .map_err(|f| f.detail().to_owned())?;
         let writes = rows.iter().map(|row| async move {
             match &row.parsed {
                 Ok((Op::Write(inst, pre), _)) => Some(

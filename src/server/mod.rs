@@ -11,7 +11,12 @@
 //! (`<data_dir>/<hub>/state`: outcomes, schedules, events), engine and keys, and with
 //! `[hub.jobs]` its import/export jobs (`<data_dir>/<hub>/jobs.json`, files in the jobs
 //! directory).
+//!
+//! With `[cluster]` (`cluster.rs`) a hub has no local registry: a cluster node serves its
+//! installations and runs its sends (`Backend::Cluster`); what it does not serve yet
+//! answers 501.
 
+mod cluster;
 mod config;
 mod conn;
 mod http;
@@ -66,11 +71,21 @@ pub enum ServerError {
     },
 }
 
-/// One hub: its keys, registry and engine.
+/// What serves a hub's installations and sends.
+pub(crate) enum Backend {
+    /// The hub's own registry (`<data_dir>/<hub>/registry`); sends on its engine.
+    Single(Registry),
+    /// A cluster node (`[cluster]`): installations at their partition's owner, sends
+    /// through `NOTIFY`. The hub's engine (without a registry) runs the node's partition
+    /// sends and the direct sends.
+    Cluster(cluster::ClusterHub),
+}
+
+/// One hub: its keys, registry (or cluster node) and engine.
 pub(crate) struct Hub {
     pub(crate) name: String,
     pub(crate) keys: Vec<SasKey>,
-    pub(crate) registry: Registry,
+    pub(crate) backend: Backend,
     pub(crate) engine: Engine,
     pub(crate) quotas: quota::Quotas,
     /// The APNs app's bundle id: the only `apns-topic` (plus push-type suffixes) sends may
@@ -136,7 +151,41 @@ fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
         .clone()
 }
 
-fn build_hub(cfg: &HubConfig, data_dir: &std::path::Path) -> Result<Hub, ServerError> {
+/// A hub opened but for its backend.
+struct HubParts {
+    name: String,
+    keys: Vec<SasKey>,
+    /// Without `[cluster]`: the opened registry.
+    registry: Option<Registry>,
+    /// With `[cluster]`: the configuration of the node's partition registries.
+    partition_registry: Option<RegistryConfig>,
+    engine: Engine,
+    quotas: quota::Quotas,
+    apns_bundle_id: Option<String>,
+    jobs: Option<Arc<jobs::Jobs>>,
+}
+
+impl HubParts {
+    fn into_hub(self, backend: Backend) -> Hub {
+        Hub {
+            name: self.name,
+            keys: self.keys,
+            backend,
+            engine: self.engine,
+            quotas: self.quotas,
+            apns_bundle_id: self.apns_bundle_id,
+            jobs: self.jobs,
+        }
+    }
+}
+
+/// Opens a hub: its keys, engine and, without `[cluster]`, its registry. In cluster mode the
+/// engine has no registry: [`Server::start`] gives it to the hub's node.
+fn build_hub(
+    cfg: &HubConfig,
+    data_dir: &std::path::Path,
+    clustered: bool,
+) -> Result<HubParts, ServerError> {
     let err = |m: String| ServerError::Hub {
         hub: cfg.name.clone(),
         message: m,
@@ -254,23 +303,48 @@ fn build_hub(cfg: &HubConfig, data_dir: &std::path::Path) -> Result<Hub, ServerE
         rc.web_push_hosts = hosts;
         rc.web_push_private_endpoints = private;
     }
-    let registry =
-        Registry::open_with(data_dir.join("registry"), rc).map_err(|e| err(e.to_string()))?;
-    let engine = Engine::new(registry.clone(), ec).map_err(|e| err(e.to_string()))?;
+    let (registry, engine, partition_registry) = if clustered {
+        let engine = Engine::without_registry(ec).map_err(|e| err(e.to_string()))?;
+        (None, engine, Some(rc))
+    } else {
+        let registry =
+            Registry::open_with(data_dir.join("registry"), rc).map_err(|e| err(e.to_string()))?;
+        let engine = Engine::new(registry.clone(), ec).map_err(|e| err(e.to_string()))?;
+        (Some(registry), engine, None)
+    };
     let quotas = quota::Quotas::new(&cfg.limits, keys.iter().map(|k| k.name.as_str()));
     let jobs = match &cfg.jobs {
         Some(j) => Some(Arc::new(jobs::Jobs::open(j, data_dir).map_err(err)?)),
         None => None,
     };
-    Ok(Hub {
+    Ok(HubParts {
         name: cfg.name.clone(),
         keys,
         registry,
+        partition_registry,
         engine,
         quotas,
         apns_bundle_id: cfg.apns.as_ref().map(|a| a.bundle_id.clone()),
         jobs,
     })
+}
+
+impl Hub {
+    /// The hub's local registry; in cluster mode a 501 naming `what`.
+    pub(crate) fn registry(&self, what: &str) -> Result<&Registry, http::Fail> {
+        match &self.backend {
+            Backend::Single(r) => Ok(r),
+            Backend::Cluster(_) => Err(cluster::not_supported(what)),
+        }
+    }
+
+    /// The hub's cluster node, in cluster mode.
+    pub(crate) fn cluster(&self) -> Option<&cluster::ClusterHub> {
+        match &self.backend {
+            Backend::Single(_) => None,
+            Backend::Cluster(c) => Some(c),
+        }
+    }
 }
 
 /// Two hubs with the same key secret accept each other's tokens when a token names the
@@ -309,11 +383,30 @@ impl Server {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| ServerError::Io(format!("{}: {e}", dir.display())))?;
             let cfg = h.clone();
+            let clustered = config.cluster.is_some();
             // Registry recovery is CPU and disk work: off the async threads.
-            let hub = tokio::task::spawn_blocking(move || build_hub(&cfg, &dir))
+            let mut parts = tokio::task::spawn_blocking(move || build_hub(&cfg, &dir, clustered))
                 .await
                 .map_err(|e| ServerError::Io(e.to_string()))??;
-            hubs.insert(h.name.to_ascii_lowercase(), Arc::new(hub));
+            let backend = match (&config.cluster, parts.registry.take()) {
+                (None, Some(registry)) => Backend::Single(registry),
+                (Some(c), _) => {
+                    let rc = parts.partition_registry.take().unwrap_or_default();
+                    Backend::Cluster(
+                        cluster::ClusterHub::start(c, &h.name, rc, parts.engine.clone()).await?,
+                    )
+                }
+                (None, None) => {
+                    return Err(ServerError::Hub {
+                        hub: h.name.clone(),
+                        message: "no registry opened".into(),
+                    })
+                }
+            };
+            hubs.insert(
+                h.name.to_ascii_lowercase(),
+                Arc::new(parts.into_hub(backend)),
+            );
         }
         refuse_shared_secrets(&hubs)?;
         let listener = TcpListener::bind(config.server.listen)
@@ -469,6 +562,11 @@ impl Server {
                 // A running job stops after its current chunk (reported Failed).
                 if let Some(j) = &hub.jobs {
                     j.shutdown(grace).await;
+                }
+                // Cluster mode: the node stops first (its partition sends end where they
+                // are; the partitions' next owners settle their claims), then the engine.
+                if let Some(c) = hub.cluster() {
+                    c.stop().await;
                 }
                 hub.engine.drain(grace).await;
                 // Registry writes are durable when acknowledged: nothing to flush.

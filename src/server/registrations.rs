@@ -110,7 +110,7 @@ async fn store(
     // version read, retried when a concurrent write got in between.
     let mut written = false;
     for _ in 0..STORE_ATTEMPTS {
-        let current = hub.registry.get_versioned(id);
+        let current = hub.registry("the registrations API")?.get_versioned(id);
         if let Some((existing, _)) = &current {
             if let Some(why) = not_a_registration(existing) {
                 return Err(Fail::new(
@@ -130,7 +130,11 @@ async fn store(
             (p, _) => *p,
         };
         let ours = derived != pre;
-        match hub.registry.upsert_if_async(inst.clone(), derived).await {
+        match hub
+            .registry("the registrations API")?
+            .upsert_if_async(inst.clone(), derived)
+            .await
+        {
             Ok(_) => {
                 written = true;
                 break;
@@ -148,7 +152,7 @@ async fn store(
         ));
     }
     let (stored, version) = hub
-        .registry
+        .registry("the registrations API")?
         .get_versioned(id)
         .ok_or_else(|| Fail::not_found("Registration not found."))?;
     Ok(entry_response(
@@ -313,7 +317,7 @@ pub(crate) async fn route(
             let id =
                 InstallationId::new(*id).map_err(|_| Fail::not_found("Registration not found."))?;
             let (inst, version) = hub
-                .registry
+                .registry("the registrations API")?
                 .get_versioned(&id)
                 .ok_or_else(|| Fail::not_found("Registration not found."))?;
             Ok(entry_response(
@@ -333,7 +337,11 @@ pub(crate) async fn route(
                 Precondition::Any => Precondition::Exists,
                 p => p,
             };
-            if !hub.registry.delete_if_async(&id, pre).await? {
+            if !hub
+                .registry("the registrations API")?
+                .delete_if_async(&id, pre)
+                .await?
+            {
                 return Err(Fail::not_found("Registration not found."));
             }
             Ok(super::http::empty(StatusCode::OK))
@@ -347,7 +355,7 @@ pub(crate) async fn route(
                 _ => need(Rights::MANAGE)?,
             }
             let page_req = PageRequest::from_query(q)?;
-            let reg = hub.registry.clone();
+            let reg = hub.registry("the registrations API")?.clone();
             // A scan of the hub: off the async threads, holding one page at a time.
             let (ids, more) = tokio::task::spawn_blocking(move || match filter {
                 None => {
@@ -385,7 +393,7 @@ pub(crate) async fn route(
             let expr = TagExpr::parse(tag.as_str())
                 .map_err(|e| Fail::bad(format!("tag {:?}: {e}", tag.as_str())))?;
             let page_req = PageRequest::from_query(q)?;
-            let reg = hub.registry.clone();
+            let reg = hub.registry("the registrations API")?.clone();
             let (ids, more) = tokio::task::spawn_blocking(move || {
                 let mut pick = Smallest::new(page_req.after.clone(), page_req.top);
                 for batch in reg.resolve(&Audience::Expr(expr)).batches(4096) {
@@ -522,10 +530,11 @@ fn page(
         .then(|| ids.last())
         .flatten()
         .map(|l| l.bytes().map(|b| format!("{b:02x}")).collect::<String>());
+    let registry = hub.registry("the registrations API")?;
     let page: Vec<(Installation, Option<Version>)> = ids
         .iter()
         .filter_map(|id| InstallationId::new(id.as_str()).ok())
-        .filter_map(|id| hub.registry.get_versioned(&id))
+        .filter_map(|id| registry.get_versioned(&id))
         .map(|(inst, v)| (inst, Some(v)))
         .collect();
     Ok(feed_response(origin, hub, &page, next, push_secrets))

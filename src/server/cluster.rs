@@ -1,0 +1,185 @@
+//! Cluster mode in the server (`[cluster]`, issue 16): a hub served by a cluster node
+//! ([`Node`]) instead of a local registry and engine. Installations go to their partition's
+//! owner, sends to the hub's `NOTIFY` queue, outcomes come from `OUT`; the rest of the REST
+//! API answers 501 until it is built (docs/operations.md, "Cluster mode").
+//!
+//! ```text
+//!  handler --> ClusterHub --> Node::upsert/patch/delete/get --> partition owner
+//!                        \--> NOTIFY accept / cancel        --> every node's driver
+//!                        \--> OUT collect(home)              --> GET /messages/{id}
+//! ```
+
+use std::time::SystemTime;
+
+use http::StatusCode;
+
+use super::http::Fail;
+use super::ServerError;
+use crate::cluster::notify::Totals;
+use crate::cluster::{Cluster, ClusterConfig, Delivery, Node, NodeError};
+use crate::{
+    Engine, Installation, InstallationId, NotificationId, PatchOp, RegistryConfig, SendRequest,
+    SendState,
+};
+
+/// The 501 detail of every operation cluster mode does not serve yet.
+pub(crate) fn not_supported(what: &str) -> Fail {
+    Fail::new(
+        StatusCode::NOT_IMPLEMENTED,
+        format!(
+            "{what} is not supported in cluster mode yet (docs/operations.md, \"Cluster \
+             mode\", lists what is)"
+        ),
+    )
+}
+
+/// A hub's cluster node. The node sits behind a lock only so that shutdown can take it
+/// (dropping it stops its tasks) while handlers share it.
+pub(crate) struct ClusterHub {
+    node: tokio::sync::RwLock<Option<Node>>,
+    /// Set by the first round, read by `/readyz` without the lock.
+    joined: std::sync::atomic::AtomicBool,
+    delivery: Delivery,
+    partitions: u16,
+}
+
+impl ClusterHub {
+    /// Connects hub `hub` to the cluster, starts its node and its send loop on `engine`
+    /// (an engine without a registry: each partition's registry is given per send).
+    pub(crate) async fn start(
+        config: &ClusterConfig,
+        hub: &str,
+        registry: RegistryConfig,
+        engine: Engine,
+    ) -> Result<ClusterHub, ServerError> {
+        let cluster =
+            Cluster::connect(config.clone(), hub)
+                .await
+                .map_err(|e| ServerError::Hub {
+                    hub: hub.to_owned(),
+                    message: e.to_string(),
+                })?;
+        let mut node = Node::start(cluster, registry);
+        node.run_sends(engine);
+        Ok(ClusterHub {
+            node: tokio::sync::RwLock::new(Some(node)),
+            joined: std::sync::atomic::AtomicBool::new(false),
+            delivery: config.delivery,
+            partitions: config.partitions,
+        })
+    }
+
+    /// Whether the node finished its first round (`/readyz`).
+    pub(crate) fn joined(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.joined.load(Ordering::Acquire) {
+            return true;
+        }
+        let now = self
+            .node
+            .try_read()
+            .ok()
+            .and_then(|n| n.as_ref().map(Node::joined))
+            .unwrap_or(false);
+        if now {
+            self.joined.store(true, Ordering::Release);
+        }
+        now
+    }
+
+    /// Stops the node: its tasks end and its partitions are dropped without a handoff (as a
+    /// crash: the others take them after lease + margin; planned leave is not built). Waits
+    /// for the operations in progress on it.
+    pub(crate) async fn stop(&self) {
+        let node = self.node.write().await.take();
+        drop(node);
+    }
+
+    /// The node, read-locked for the operation (shutdown waits for it); 503 once stopped.
+    async fn node(&self) -> Result<tokio::sync::RwLockReadGuard<'_, Node>, Fail> {
+        tokio::sync::RwLockReadGuard::try_map(self.node.read().await, Option::as_ref)
+            .map_err(|_| Fail::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").retry_after(1))
+    }
+
+    pub(crate) async fn upsert(&self, inst: Installation) -> Result<(), Fail> {
+        self.node().await?.upsert(inst).await.map_err(node_fail)?;
+        Ok(())
+    }
+
+    pub(crate) async fn get(&self, id: &InstallationId) -> Result<Option<Installation>, Fail> {
+        self.node().await?.get(id).await.map_err(node_fail)
+    }
+
+    pub(crate) async fn patch(&self, id: &InstallationId, ops: &[PatchOp]) -> Result<(), Fail> {
+        self.node().await?.patch(id, ops).await.map_err(node_fail)?;
+        Ok(())
+    }
+
+    pub(crate) async fn delete(&self, id: &InstallationId) -> Result<bool, Fail> {
+        self.node().await?.delete(id).await.map_err(node_fail)
+    }
+
+    /// Stores a send in `NOTIFY` under a fresh notification id (with the configured
+    /// `delivery`); every node runs it on the partitions it owns, at or after `not_before`.
+    pub(crate) async fn accept(
+        &self,
+        request: &SendRequest,
+        not_before: Option<SystemTime>,
+    ) -> Result<NotificationId, Fail> {
+        let id = NotificationId::random();
+        self.node()
+            .await?
+            .cluster()
+            .notify()
+            .accept(id, request, self.delivery, not_before, None)
+            .await
+            .map_err(nats_fail)?;
+        Ok(id)
+    }
+
+    /// Stores a cancel of `id` (a tombstone): partitions that have not started the send skip
+    /// it; one that started finishes it.
+    pub(crate) async fn cancel(&self, id: NotificationId) -> Result<(), Fail> {
+        self.node()
+            .await?
+            .cluster()
+            .notify()
+            .cancel(id)
+            .await
+            .map_err(nats_fail)?;
+        Ok(())
+    }
+
+    /// The send's totals summed at its home partition, `None` when no partition reported
+    /// yet.
+    pub(crate) async fn totals(&self, id: NotificationId) -> Result<Option<Totals>, Fail> {
+        let node = self.node().await?;
+        let out = node.cluster().outcomes();
+        let mut all = out.collect(out.home(id)).await.map_err(nats_fail)?;
+        Ok(all.remove(&id.to_string()))
+    }
+
+    /// A send's state from its totals: Completed once every partition finished.
+    pub(crate) fn state(&self, t: &Totals) -> SendState {
+        if t.finished >= usize::from(self.partitions) {
+            SendState::Completed
+        } else {
+            SendState::Processing
+        }
+    }
+}
+
+/// `Refused` is the owner's registry's verdict: 400 with its text. `Unavailable`: no owner
+/// answered in time, the write may or may not have been applied: 503, retry.
+fn node_fail(e: NodeError) -> Fail {
+    match e {
+        NodeError::Refused(m) => Fail::bad(m),
+        e @ NodeError::Unavailable { .. } => {
+            Fail::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(5)
+        }
+    }
+}
+
+fn nats_fail(e: crate::cluster::ClusterError) -> Fail {
+    Fail::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(5)
+}

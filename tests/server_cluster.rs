@@ -1,0 +1,392 @@
+//! `tagcast serve` in cluster mode (`[cluster]`, issue 16): two in-process servers whose hub
+//! is served by cluster nodes on one 3-server NATS cluster, the APNs mock behind both.
+//! Installations written through one server are read, patched and deleted through the
+//! other; a broadcast accepted by one is delivered exactly once per device (the mock's
+//! accounting) by both nodes' partitions, and `GET /messages/{id}` on either reports it
+//! Completed with the right totals; a scheduled send fires; what cluster mode does not
+//! serve yet answers 501; a bad `[cluster]` is refused at configuration time.
+//!
+//! Skipped (passes without running) when no `nats-server` ≥ 2.10.23 is found outside CI
+//! (`TAGCAST_NATS_SERVER`), like `tests/cluster_*.rs`.
+#![cfg(feature = "cluster")]
+
+mod common;
+mod rest;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use common::{apns_token, eventually};
+use rest::{apns_inst, apns_send_headers, call, hub_path, inst_path, sas, Answer, ALERT, KEY};
+use tagcast::server::{Server, ServerConfig};
+use tagcast_mock::apns::ApnsConfig;
+use tagcast_mock::nats::{nats_server_for_test, NatsCluster};
+
+const DEVICES: u64 = 40;
+
+/// `[cluster]` for node `node`: 16 partitions, a 1 s lease (failover is not what this
+/// tests), 3 replicas on the 3-server NATS cluster.
+fn cluster_toml(node: &str, nats: &NatsCluster) -> String {
+    let urls: Vec<String> = nats.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    format!(
+        "\n[cluster]\nnats_urls = [{}]\nnode = \"{node}\"\npartitions = 16\nstream_groups = 4\n\
+         lease_ms = 1000\nmargin_ms = 300\nclaim_size = 8\n",
+        urls.join(", ")
+    )
+}
+
+/// The `<tag>` texts of `xml`.
+fn all_of(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    xml.split(open.as_str())
+        .skip(1)
+        .filter_map(|r| r.split_once(close.as_str()).map(|(v, _)| v.to_owned()))
+        .collect()
+}
+
+/// The `<Count>` of outcome `name` in a cluster `NotificationDetails`.
+fn count(xml: &str, name: &str) -> Option<u64> {
+    let at = xml.find(&format!("<Name>{name}</Name>"))?;
+    all_of(&xml[at..], "Count").first()?.parse().ok()
+}
+
+/// The id at the end of a send's `Location`.
+fn location_id(a: &Answer, kind: &str) -> String {
+    let loc = a
+        .header("Location")
+        .unwrap_or_else(|| panic!("no Location: {a:?}"));
+    let path = loc.split('?').next().unwrap();
+    assert!(path.contains(&format!("/ops/{kind}/")), "{loc}");
+    assert!(loc.ends_with("?api-version=2020-06"), "{loc}");
+    path.rsplit('/').next().unwrap().to_owned()
+}
+
+/// A request: method, path, headers besides the key, body.
+type Request<'a> = (&'a str, String, Vec<(&'a str, String)>, &'a [u8]);
+
+struct Node {
+    server: Server,
+    full: (&'static str, String),
+}
+
+impl Node {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        extra: &[(&str, String)],
+        body: &[u8],
+    ) -> Answer {
+        let mut h = vec![self.full.clone()];
+        h.extend(extra.iter().cloned());
+        call(self.server.local_addr(), method, path, &h, body).await
+    }
+}
+
+/// Waits until `GET /messages/{id}` on `node` says Completed; returns the body.
+async fn completed(node: &Node, id: &str) -> String {
+    eventually(Duration::from_secs(30), "the send completes", async || {
+        let a = node
+            .call("GET", &hub_path(&format!("messages/{id}")), &[], b"")
+            .await;
+        if a.status == 200 && all_of(&a.body, "State") == ["Completed"] {
+            Ok(a.body)
+        } else {
+            Err(format!("{} {}", a.status, a.body))
+        }
+    })
+    .await
+}
+
+fn deliveries_per_handle(bed: &common::Bed) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for d in bed.apns().deliveries() {
+        *m.entry(d.handle).or_insert(0) += 1;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_installations_and_sends_through_the_cluster() {
+    let Some(bin) = nats_server_for_test("current") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 3).unwrap();
+    for i in 0..3 {
+        nats.wait_jetstream(i, Duration::from_secs(30)).unwrap();
+    }
+    let bed = common::Bed::new()
+        .apns(ApnsConfig {
+            same_token_burst: None,
+            ..ApnsConfig::default()
+        })
+        .start()
+        .await;
+    let mut nodes = Vec::new();
+    for name in ["s1", "s2"] {
+        let dir = bed.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = rest::config(&dir, Some(bed.apns()), "", &cluster_toml(name, &nats));
+        assert!(cfg.cluster.is_some());
+        let server = Server::start(cfg).await.unwrap();
+        let full = sas(server.local_addr(), "full", KEY);
+        nodes.push(Node { server, full });
+    }
+    // /readyz: 200 once each node finished its first round.
+    for n in &nodes {
+        let addr = n.server.local_addr();
+        eventually(Duration::from_secs(20), "/readyz is 200", async || {
+            call(addr, "GET", "/readyz", &[], b"").await.status == 200
+        })
+        .await;
+    }
+    let (s1, s2) = (&nodes[0], &nodes[1]);
+
+    // Installations: written through s1, read through s2.
+    for i in 0..DEVICES {
+        let id = format!("dev-{i}");
+        let tags: &[&str] = if i % 2 == 0 {
+            &["all", "even"]
+        } else {
+            &["all"]
+        };
+        let a = s1
+            .call(
+                "PUT",
+                &inst_path(&id),
+                &[],
+                apns_inst(&id, i, tags).as_bytes(),
+            )
+            .await;
+        assert_eq!(a.status, 200, "PUT {id}: {a:?}");
+    }
+    for i in 0..DEVICES {
+        let id = format!("dev-{i}");
+        let a = s2.call("GET", &inst_path(&id), &[], b"").await;
+        assert_eq!(a.status, 200, "GET {id}: {a:?}");
+        let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+        assert_eq!(v["pushChannel"], apns_token(i), "{a:?}");
+    }
+    // PATCH through s2, read through s1; DELETE through s2.
+    let patch = br#"[{"op":"add","path":"/tags","value":"patched"}]"#;
+    let a = s2.call("PATCH", &inst_path("dev-1"), &[], patch).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let a = s1.call("GET", &inst_path("dev-1"), &[], b"").await;
+    assert!(a.body.contains("patched"), "{a:?}");
+    let a = s2.call("PATCH", &inst_path("nobody"), &[], patch).await;
+    assert_eq!(a.status, 404, "{a:?}");
+    let a = s2.call("DELETE", &inst_path("dev-39"), &[], b"").await;
+    assert_eq!(a.status, 204, "{a:?}");
+    assert_eq!(
+        s1.call("GET", &inst_path("dev-39"), &[], b"").await.status,
+        404
+    );
+    // The registry's own verdict: 400 with its text (an invalid device token).
+    let bad = serde_json::json!({"installationId": "bad", "platform": "apns", "pushChannel": "zz"});
+    let a = s1
+        .call("PUT", &inst_path("bad"), &[], bad.to_string().as_bytes())
+        .await;
+    assert_eq!(a.status, 400, "{a:?}");
+    let live = DEVICES - 1;
+
+    // A broadcast through s2: every live device exactly once; the outcome on s1.
+    let a = s2
+        .call(
+            "POST",
+            &hub_path("messages"),
+            &apns_send_headers(&s2.full, None)[1..],
+            ALERT,
+        )
+        .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    let id = location_id(&a, "messages");
+    let body = completed(s1, &id).await;
+    assert_eq!(count(&body, "Targeted"), Some(live), "{body}");
+    assert_eq!(count(&body, "Success"), Some(live), "{body}");
+    assert_eq!(count(&body, "Failed"), Some(0), "{body}");
+    assert_eq!(count(&body, "PossibleDuplicates"), Some(0), "{body}");
+    assert_eq!(count(&body, "PartitionsFinished"), Some(16), "{body}");
+    assert_eq!(all_of(&body, "NotificationId"), [id.as_str()], "{body}");
+    let per = deliveries_per_handle(&bed);
+    assert_eq!(per.len() as u64, live, "{per:?}");
+    assert!(per.values().all(|n| *n == 1), "a duplicate: {per:?}");
+    assert!(
+        !per.contains_key(&apns_token(39)),
+        "a deleted device got it"
+    );
+
+    // A tag expression through s1: the even devices (dev-0 … dev-38).
+    let before = bed.apns().deliveries().len();
+    let a = s1
+        .call(
+            "POST",
+            &hub_path("messages"),
+            &apns_send_headers(&s1.full, Some("even && !patched"))[1..],
+            ALERT,
+        )
+        .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    let body = completed(s2, &location_id(&a, "messages")).await;
+    assert_eq!(count(&body, "Success"), Some(20), "{body}");
+    assert_eq!(bed.apns().deliveries().len() - before, 20);
+
+    // A scheduled send fires once due; a far one is cancelled (a tombstone: 200).
+    let before = bed.apns().deliveries().len();
+    let mut h = apns_send_headers(&s1.full, Some("patched"))[1..].to_vec();
+    h.push((
+        "ServiceBusNotification-ScheduleTime",
+        rest::iso8601(SystemTime::now() + Duration::from_secs(2)),
+    ));
+    let a = s1
+        .call("POST", &hub_path("schedulednotifications"), &h, ALERT)
+        .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    let body = completed(s2, &location_id(&a, "schedulednotifications")).await;
+    assert_eq!(count(&body, "Success"), Some(1), "{body}");
+    assert_eq!(bed.apns().deliveries().len() - before, 1);
+    let mut h = apns_send_headers(&s1.full, None)[1..].to_vec();
+    h.push((
+        "ServiceBusNotification-ScheduleTime",
+        rest::iso8601(SystemTime::now() + Duration::from_secs(3600)),
+    ));
+    let a = s1
+        .call("POST", &hub_path("schedulednotifications"), &h, ALERT)
+        .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    let sid = location_id(&a, "schedulednotifications");
+    let a = s2
+        .call(
+            "DELETE",
+            &hub_path(&format!("schedulednotifications/{sid}")),
+            &[],
+            b"",
+        )
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+
+    // A direct send runs on the receiving server's engine; its outcome is read there as on
+    // a single node (per-platform counts).
+    let before = bed.apns().deliveries().len();
+    let mut h = apns_send_headers(&s2.full, None)[1..].to_vec();
+    h.push(("ServiceBusNotification-DeviceHandle", apns_token(100)));
+    let a = s2
+        .call("POST", &hub_path("messages?direct"), &h, ALERT)
+        .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    let did = location_id(&a, "messages");
+    let body = eventually(
+        Duration::from_secs(10),
+        "the direct send completes",
+        async || {
+            let a = s2
+                .call("GET", &hub_path(&format!("messages/{did}")), &[], b"")
+                .await;
+            if all_of(&a.body, "State") == ["Completed"] {
+                Ok(a.body)
+            } else {
+                Err(format!("{} {}", a.status, a.body))
+            }
+        },
+    )
+    .await;
+    assert!(body.contains("<ApnsOutcomeCounts>"), "{body}");
+    assert_eq!(bed.apns().deliveries().len() - before, 1);
+
+    // What cluster mode does not serve yet: 501 with a clear message, nothing done.
+    let reg = br#"<entry xmlns="http://www.w3.org/2005/Atom"><content type="application/xml"></content></entry>"#;
+    let template = [
+        ("ServiceBusNotification-Format", "template".to_owned()),
+        ("Content-Type", "application/json".to_owned()),
+    ];
+    let dev2 = apns_inst("dev-2", 2, &[]);
+    let unsupported: Vec<Request> = vec![
+        ("GET", hub_path("registrations"), vec![], b""),
+        ("POST", hub_path("registrations"), vec![], reg),
+        ("GET", hub_path("tags/all/registrations"), vec![], b""),
+        ("POST", hub_path("registrationIDs"), vec![], b""),
+        ("GET", hub_path("jobs"), vec![], b""),
+        (
+            "POST",
+            hub_path("messages?test=true"),
+            apns_send_headers(&s1.full, None)[1..].to_vec(),
+            ALERT,
+        ),
+        (
+            "POST",
+            hub_path("messages"),
+            template.to_vec(),
+            b"{\"m\":\"x\"}",
+        ),
+        (
+            "PUT",
+            inst_path("dev-2"),
+            vec![("If-Match", "*".to_owned())],
+            dev2.as_bytes(),
+        ),
+    ];
+    let before = bed.apns().deliveries().len();
+    for (method, path, headers, body) in &unsupported {
+        let a = s1.call(method, path, headers, body).await;
+        assert_eq!(a.status, 501, "{method} {path}: {a:?}");
+        assert!(
+            a.detail().contains("not supported in cluster mode yet"),
+            "{a:?}"
+        );
+    }
+    // Other methods on an installation: 405 as on a single node.
+    let a = s1.call("POST", &inst_path("dev-2"), &[], b"").await;
+    assert_eq!(a.status, 405, "{a:?}");
+    // The If-Match PUT changed nothing (dev-2 keeps its tags).
+    let a = s2.call("GET", &inst_path("dev-2"), &[], b"").await;
+    assert!(a.body.contains("even"), "{a:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        bed.apns().deliveries().len(),
+        before,
+        "a 501 sent something"
+    );
+
+    for n in nodes {
+        n.server.shutdown().await;
+    }
+}
+
+#[test]
+fn a_bad_cluster_table_is_refused_with_a_clear_error() {
+    let base = "[server]\nlisten = \"127.0.0.1:0\"\nplain_http = true\ndata_dir = \"/tmp/x\"\n\
+                [[hub]]\nname = \"ops\"\n[[hub.key]]\nname = \"full\"\n\
+                key = \"c2VydmVyLWhhcmRlbmluZy10ZXN0cy1mdWxsLWtleQ\"\nrights = [\"Send\"]\n";
+    let cases = [
+        ("[cluster]\nnats_urls = []\nnode = \"a\"\n", "nats_urls"),
+        (
+            "[cluster]\nnats_urls = [\"http://x:4222\"]\nnode = \"a\"\n",
+            "is not nats://host:port",
+        ),
+        (
+            "[cluster]\nnats_urls = [\"nats://x:4222\"]\nnode = \"a b\"\n",
+            "[cluster] node",
+        ),
+        (
+            "[cluster]\nnats_urls = [\"nats://x:4222\"]\nnode = \"a\"\nreplica = 3\n",
+            "unknown field",
+        ),
+    ];
+    for (cluster, expect) in cases {
+        let text = format!("{base}{cluster}");
+        let e = ServerConfig::from_toml(&text).expect_err(cluster);
+        assert!(e.to_string().contains(expect), "{cluster}: {e}");
+    }
+    // Jobs are not served in cluster mode: refused at start, not at the first job.
+    let text = format!(
+        "{base}[hub.jobs]\ndirectory = \"/tmp/x/jobs\"\n\
+         [cluster]\nnats_urls = [\"nats://x:4222\"]\nnode = \"a\"\n"
+    );
+    let e = ServerConfig::from_toml(&text).expect_err("jobs with cluster");
+    assert!(
+        e.to_string().contains("not supported in cluster mode"),
+        "{e}"
+    );
+    // Without [cluster], nothing changes.
+    let c = ServerConfig::from_toml(base).unwrap();
+    assert!(c.cluster.is_none());
+}
