@@ -33,12 +33,7 @@ fn config(node: &str, nats: &NatsCluster, replicas: usize) -> ClusterConfig {
 }
 
 async fn three() -> Option<NatsCluster> {
-    let bin = nats_server_for_test("current")?;
-    let nats = NatsCluster::start(&bin, 3).unwrap();
-    for i in 0..3 {
-        nats.wait_jetstream(i, Duration::from_secs(30)).unwrap();
-    }
-    Some(nats)
+    tagcast_mock::nats::ready_cluster_for_test(3)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

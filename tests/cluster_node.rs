@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use tagcast::cluster::{assign, partition_of, Cluster, ClusterConfig, Node, NodeError};
 use tagcast::{Installation, InstallationId, PatchOp, PushHandle, Registry, RegistryConfig, Tag};
-use tagcast_mock::nats::{nats_server_for_test, NatsCluster};
+use tagcast_mock::nats::NatsCluster;
 
 const P: u16 = 16;
 const LEASE: Duration = Duration::from_millis(1000);
@@ -37,12 +37,7 @@ fn config(node: &str, urls: &[String]) -> ClusterConfig {
 }
 
 async fn three() -> Option<NatsCluster> {
-    let bin = nats_server_for_test("current")?;
-    let nats = NatsCluster::start(&bin, 3).unwrap();
-    for i in 0..3 {
-        nats.wait_jetstream(i, Duration::from_secs(30)).unwrap();
-    }
-    Some(nats)
+    tagcast_mock::nats::ready_cluster_for_test(3)
 }
 
 async fn node(name: &str, urls: &[String]) -> Node {

@@ -19,7 +19,7 @@ use tagcast::{
 };
 use tagcast_mock::apns::ApnsConfig;
 use tagcast_mock::faults::Faults;
-use tagcast_mock::nats::{nats_server_for_test, NatsCluster};
+use tagcast_mock::nats::NatsCluster;
 
 const DEVICES: u64 = 1000;
 const CLAIM: u32 = 100;
@@ -36,22 +36,10 @@ fn config(node: &str, nats: &NatsCluster) -> ClusterConfig {
     c
 }
 
-/// Deliveries per device token at the mock.
-fn per_handle(bed: &Bed) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for d in bed.apns().deliveries() {
-        *m.entry(d.handle).or_insert(0) += 1;
-    }
-    m
-}
-
-async fn crash_and_take_over(delivery: Delivery) -> Option<()> {
-    let bin = nats_server_for_test("current")?;
-    let nats = NatsCluster::start(&bin, 3).unwrap();
-    for i in 0..3 {
-        nats.wait_jetstream(i, Duration::from_secs(30)).unwrap();
-    }
-    // A slow push service, so the crash lands in the middle of the send.
+/// A 3-server NATS cluster and a slow mock APNs (2 ms a request, so a crash lands in the
+/// middle of a send); `None` when there is no NATS server (the test skips).
+async fn nats_and_slow_apns() -> Option<(NatsCluster, Bed)> {
+    let nats = tagcast_mock::nats::ready_cluster_for_test(3)?;
     let bed = Bed::new()
         .apns(ApnsConfig {
             faults: Faults {
@@ -63,6 +51,20 @@ async fn crash_and_take_over(delivery: Delivery) -> Option<()> {
         })
         .start()
         .await;
+    Some((nats, bed))
+}
+
+/// Deliveries per device token at the mock.
+fn per_handle(bed: &Bed) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for d in bed.apns().deliveries() {
+        *m.entry(d.handle).or_insert(0) += 1;
+    }
+    m
+}
+
+async fn crash_and_take_over(delivery: Delivery) -> Option<()> {
+    let (nats, bed) = nats_and_slow_apns().await?;
     let a = Cluster::connect(config("a", &nats), "hub").await.unwrap();
     let b = Cluster::connect(config("b", &nats), "hub").await.unwrap();
     let reg_a = a
@@ -186,24 +188,9 @@ async fn drivers_split_a_broadcast_and_a_successor_finishes_a_crashed_nodes_part
     use tagcast::cluster::driver::Driver;
     const PARTS: u16 = 4;
     const N: u64 = 2000;
-    let Some(bin) = nats_server_for_test("current") else {
+    let Some((nats, bed)) = nats_and_slow_apns().await else {
         return;
     };
-    let nats = NatsCluster::start(&bin, 3).unwrap();
-    for i in 0..3 {
-        nats.wait_jetstream(i, Duration::from_secs(30)).unwrap();
-    }
-    let bed = Bed::new()
-        .apns(ApnsConfig {
-            faults: Faults {
-                latency: Duration::from_millis(2),
-                ..Faults::default()
-            },
-            same_token_burst: None,
-            ..Default::default()
-        })
-        .start()
-        .await;
     let a = Arc::new(Cluster::connect(config("a", &nats), "hub").await.unwrap());
     let b = Arc::new(Cluster::connect(config("b", &nats), "hub").await.unwrap());
     // a owns partitions 0 and 1, b owns 2 and 3 (epoch 1).
@@ -334,24 +321,9 @@ async fn finished_totals(
 async fn nodes_run_broadcasts_and_survive_an_owner_crash() {
     use tagcast::cluster::Node;
     const N: u64 = 3000;
-    let Some(bin) = nats_server_for_test("current") else {
+    let Some((nats, bed)) = nats_and_slow_apns().await else {
         return;
     };
-    let nats = NatsCluster::start(&bin, 3).unwrap();
-    for i in 0..3 {
-        nats.wait_jetstream(i, Duration::from_secs(30)).unwrap();
-    }
-    let bed = Bed::new()
-        .apns(ApnsConfig {
-            faults: Faults {
-                latency: Duration::from_millis(2),
-                ..Faults::default()
-            },
-            same_token_burst: None,
-            ..Default::default()
-        })
-        .start()
-        .await;
     let mut nodes = Vec::new();
     for name in ["a", "b", "c"] {
         let cluster = Cluster::connect(config(name, &nats), "hub").await.unwrap();

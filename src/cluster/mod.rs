@@ -206,48 +206,20 @@ impl Cluster {
         }
         let owners = guard::ensure_kv(
             &js,
-            kv::Config {
-                bucket: format!("{}_{t}_owners", config.prefix),
-                history: 1,
-                storage: stream::StorageType::File,
-                num_replicas: replicas,
-                ..Default::default()
-            },
+            bucket(format!("{}_{t}_owners", config.prefix), replicas),
         )
         .await?;
-        let meta = guard::ensure_kv(
-            &js,
-            kv::Config {
-                bucket: format!("{}_{t}_meta", config.prefix),
-                history: 1,
-                storage: stream::StorageType::File,
-                num_replicas: replicas,
-                ..Default::default()
-            },
-        )
-        .await?;
-        let prog = guard::ensure_kv(
-            &js,
-            kv::Config {
-                bucket: format!("{}_{t}_prog", config.prefix),
-                history: 1,
-                storage: stream::StorageType::File,
-                num_replicas: replicas,
-                ..Default::default()
-            },
-        )
-        .await?;
+        let meta =
+            guard::ensure_kv(&js, bucket(format!("{}_{t}_meta", config.prefix), replicas)).await?;
+        let prog =
+            guard::ensure_kv(&js, bucket(format!("{}_{t}_prog", config.prefix), replicas)).await?;
         // Liveness (node.rs): `n.<node>`, put every round by its node. The age limit only
         // collects the keys of nodes that left; liveness is read from revisions, not ages.
         let members = guard::ensure_kv(
             &js,
             kv::Config {
-                bucket: format!("{}_{t}_members", config.prefix),
-                history: 1,
                 max_age: Duration::from_secs(24 * 3600),
-                storage: stream::StorageType::File,
-                num_replicas: replicas,
-                ..Default::default()
+                ..bucket(format!("{}_{t}_members", config.prefix), replicas)
             },
         )
         .await?;
@@ -374,6 +346,17 @@ impl Cluster {
             &format!("{}.{t}.reg.{g}.{p}", self.config.prefix),
             p,
         )
+    }
+}
+
+/// A key-value bucket of cluster mode: one value per key, file storage, `replicas`.
+fn bucket(name: String, replicas: usize) -> kv::Config {
+    kv::Config {
+        bucket: name,
+        history: 1,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
     }
 }
 

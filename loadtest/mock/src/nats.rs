@@ -75,6 +75,18 @@ pub fn nats_server_for_test(which: &str) -> Option<PathBuf> {
     }
 }
 
+/// `n` clustered servers of the current `nats-server` with JetStream ready on each, for a
+/// test; `None` (the test skips, saying so) as [`nats_server_for_test`] decides.
+pub fn ready_cluster_for_test(n: usize) -> Option<NatsCluster> {
+    let bin = nats_server_for_test("current")?;
+    let nats = NatsCluster::start(&bin, n).expect("starting nats-server");
+    for i in 0..n {
+        nats.wait_jetstream(i, Duration::from_secs(30))
+            .expect("JetStream ready");
+    }
+    Some(nats)
+}
+
 /// One server of a [`NatsCluster`].
 pub struct NatsServer {
     pub name: String,
