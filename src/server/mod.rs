@@ -114,8 +114,18 @@ fn read_file(p: &std::path::Path) -> Result<String, ServerError> {
     std::fs::read_to_string(p).map_err(|e| ServerError::Io(format!("{}: {e}", p.display())))
 }
 
+/// How often the Prometheus recorder's histograms are drained when nobody scrapes `/metrics`:
+/// the exporter's own default upkeep interval (`PrometheusBuilder::upkeep_timeout`, 5 s).
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide Prometheus recorder (installed once; `None` when another recorder was
 /// installed first, e.g. by an embedding application).
+///
+/// A recorder made with `build_recorder` keeps every histogram sample until a render or an
+/// upkeep drains it; without a scraper that was unbounded growth (~0.4 MiB a minute in the
+/// soak, docs/benchmarks.md "Server soak"). One thread per process runs the upkeep (the
+/// exporter starts its own upkeep task only with its HTTP listener, which this server does not
+/// use).
 fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
         std::sync::OnceLock::new();
@@ -125,6 +135,17 @@ fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             crate::dispatch::metrics::describe();
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("tagcast-metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(METRICS_UPKEEP);
+                    upkeep.run_upkeep();
+                });
+            if let Err(e) = spawned {
+                // Only scrapes drain the histograms then; the server still works.
+                tracing::warn!(error = %e, "could not start the metrics upkeep thread");
+            }
             Some(handle)
         })
         .clone()
