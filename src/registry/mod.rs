@@ -344,6 +344,10 @@ const UNDO_PRESSURE: usize = 4096;
 /// How often [`Registry::patch`] re-applies its operations when concurrent writes keep
 /// changing the installation under it.
 const PATCH_ATTEMPTS: usize = 64;
+/// Chunks one [`Registry::compact`] pass rewrites at most: ~1.8 MiB of 7 KiB chunks read and
+/// their live entries moved, chunk by chunk under the partition locks, so one pass stays short;
+/// the reaper repeats passes while they come back full.
+const COMPACTION_BATCH: usize = 256;
 /// Gauge: 1 once the registry's storage has failed (writes refused until it is reopened), 0
 /// while it works; label `registry` ([`RegistryConfig::name`]).
 pub const STORAGE_FAILED_METRIC: &str = "tagcast_registry_storage_failed";
@@ -564,7 +568,7 @@ impl Registry {
                 // Errors surface on the next foreground write; the reaper tries again later.
                 let reg = Registry { inner };
                 let _ = reg.reap_expired();
-                let _ = reg.compact();
+                let _ = reg.compact_until_done(|| *stop.0.lock());
             });
     }
 
@@ -1691,17 +1695,37 @@ impl Registry {
         st
     }
 
+    /// Compaction passes ([`Registry::compact`]) until one finds less than a full batch or
+    /// `stop` says to end; returns the chunks compacted. What the background thread runs each
+    /// interval: a single pass per interval fell behind a sustained write load (the soak seals
+    /// more than a batch of chunks a minute), and the log, and sled's memory holding it, grew
+    /// without bound (docs/benchmarks.md, "Server soak").
+    pub(crate) fn compact_until_done(
+        &self,
+        stop: impl Fn() -> bool,
+    ) -> Result<usize, RegistryError> {
+        let mut total = 0;
+        loop {
+            let n = self.compact()?;
+            total += n;
+            if n < COMPACTION_BATCH || stop() {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Bytes the store uses on disk.
     pub fn size_on_disk(&self) -> Result<u64, RegistryError> {
         Ok(self.inner.store.size_on_disk()?)
     }
 
     /// Rewrites sparsely live log chunks (less than half of their entries live) and deletes
-    /// them; returns how many chunks were compacted. The background thread calls this every
-    /// [`RegistryConfig::reap_interval`].
+    /// them, at most 256 per call, oldest first; returns how many chunks were
+    /// compacted. The background thread calls this every [`RegistryConfig::reap_interval`],
+    /// again and again while a call compacts a full batch.
     pub fn compact(&self) -> Result<usize, RegistryError> {
         self.check_writable()?;
-        let candidates = self.inner.log.compaction_candidates(256);
+        let candidates = self.inner.log.compaction_candidates(COMPACTION_BATCH);
         let mut retired = Vec::new();
         for seq in candidates {
             let Some(bytes) = self.inner.store.get(seq)? else {
