@@ -31,15 +31,15 @@ pub use log::{init as init_logging, LogConfig, LogFormat};
 pub use quota::LimitsConfig;
 
 pub use config::{
-    ApnsConfig, FcmConfig, HubConfig, KeyConfig, ListenConfig, ServerConfig, WebPushConfig,
-    WnsConfig,
+    ApnsConfig, FcmConfig, HubConfig, KeyConfig, ListenConfig, ServerConfig, StorageConfig,
+    WebPushConfig, WnsConfig,
 };
 
 use crate::nh::sas::{Rights, SasKey};
 use crate::pns::{ApnsKey, FcmServiceAccount, VapidKey, WnsCredentials};
 use crate::{
-    ApnsSettings, Engine, EngineConfig, FcmSettings, Registry, RegistryConfig, StateStore,
-    TlsRoots, WebPushSettings, WnsSettings,
+    ApnsSettings, Engine, EngineConfig, FcmSettings, Registry, RegistryConfig, StateConfig,
+    StateStore, TlsRoots, WebPushSettings, WnsSettings,
 };
 
 /// Why the server could not start.
@@ -195,7 +195,15 @@ fn build_hub(cfg: &HubConfig, data_dir: &std::path::Path) -> Result<Hub, ServerE
     let mut ec = EngineConfig {
         max_pending_schedules: Some(cfg.limits.max_pending_schedules),
         tls_roots: roots,
-        state: Some(StateStore::open(data_dir.join("state")).map_err(|e| err(e.to_string()))?),
+        state: Some(
+            StateStore::open_with(
+                data_dir.join("state"),
+                StateConfig {
+                    cache_capacity: cfg.storage.state_cache_mib << 20,
+                },
+            )
+            .map_err(|e| err(e.to_string()))?,
+        ),
         ..EngineConfig::default()
     };
     let mut wns_hosts = None;
@@ -259,6 +267,7 @@ fn build_hub(cfg: &HubConfig, data_dir: &std::path::Path) -> Result<Hub, ServerE
         name: cfg.name.clone(),
         max_installations: Some(cfg.limits.max_installations),
         max_templates_per_installation: cfg.limits.max_templates_per_installation,
+        cache_capacity: cfg.storage.registry_cache_mib << 20,
         ..RegistryConfig::default()
     };
     if let Some(h) = wns_hosts {
