@@ -413,10 +413,7 @@ fn compaction_passes_repeat_until_the_log_is_compacted() {
     check_partitions(&reg);
     for i in 0..64u32 {
         let got = reg.get(&id(&format!("d{i}"))).unwrap();
-        assert_eq!(
-            got.tags,
-            vec![Tag::new(&format!("r{}", round - 1)).unwrap()]
-        );
+        assert_eq!(got.tags, vec![Tag::new(format!("r{}", round - 1)).unwrap()]);
     }
     // `stop` ends the loop after the pass it interrupts.
     assert_eq!(reg.compact_until_done(|| true).unwrap(), 0);
