@@ -97,6 +97,6 @@ pub use registry::{
 pub use service::{
     Content, Engine, ScheduledSend, SendError, SendHandle, SendRequest, TemplateSend,
 };
-pub use state::{StateError, StateStore, StorageFailure};
+pub use state::{StateConfig, StateError, StateStore, StorageFailure};
 pub use template::Properties;
 pub use transport::{TlsRoots, TransportError};

@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         eprintln!("tagcast: {e}");
         return ExitCode::from(2);
     }
+    start_malloc_trim();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -130,3 +131,33 @@ impl Signals {
         }
     }
 }
+
+/// How often glibc is asked to hand free memory back ([`start_malloc_trim`]).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// glibc malloc returns memory to the kernel only from the top of an arena; pages freed in the
+/// middle of its per-thread arenas stay resident. Under the soak's mixed load that made the
+/// server's resident memory keep growing after its live heap had levelled, by ~2 MiB for each
+/// MiB of heap growth (docs/benchmarks.md, "Server soak"). `malloc_trim(0)` releases every
+/// whole free page of every arena (`MADV_DONTNEED`); a background thread calls it every
+/// [`MALLOC_TRIM_INTERVAL`]. Other C libraries and allocators: nothing to do.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn start_malloc_trim() {
+    let spawned = std::thread::Builder::new()
+        .name("tagcast-malloc-trim".into())
+        .spawn(|| loop {
+            std::thread::sleep(MALLOC_TRIM_INTERVAL);
+            // SAFETY: `malloc_trim` has no preconditions: it takes glibc's own arena locks,
+            // touches only memory malloc owns and is free, and may be called from any thread.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("tagcast: not trimming malloc's free memory: {e}");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn start_malloc_trim() {}

@@ -90,8 +90,9 @@ pub struct RegistryConfig {
     /// Default `false` (server audit M1: a public Listen key could otherwise store an endpoint
     /// at `https://169.254.169.254/` and make every broadcast post to it).
     pub web_push_private_endpoints: bool,
-    /// sled's page cache, in bytes. Default 64 MiB: the in-memory index serves every read, the
-    /// cache only helps writes and recovery.
+    /// sled's page cache, in bytes (at least 256, sled's minimum). Default
+    /// [`RegistryConfig::DEFAULT_CACHE`]: the in-memory index serves every read, the cache only
+    /// helps writes and recovery.
     pub cache_capacity: u64,
     /// An unchanged re-registration (every app launch sends one) is acknowledged without any
     /// write unless the stored last-update time is older than this. Default 1 hour.
@@ -118,6 +119,15 @@ pub struct RegistryConfig {
     pub name: String,
 }
 
+impl RegistryConfig {
+    /// The default page cache: 8 MiB (64 MiB before). Reads come from the in-memory index and
+    /// the store's working set is the log's tail (log.rs). In the soak, servers with 1 MiB
+    /// caches held 13 MiB less after 4 minutes than with 64 MiB ones (docs/benchmarks.md,
+    /// "Server soak"). The figure is a loose bound: sled counts pages at their size on disk,
+    /// and each of its 256 cache shards keeps at least its last page.
+    pub const DEFAULT_CACHE: u64 = 8 << 20;
+}
+
 impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
@@ -126,7 +136,7 @@ impl Default for RegistryConfig {
             wns_hosts: vec!["*.notify.windows.com".into()],
             web_push_hosts: Vec::new(),
             web_push_private_endpoints: false,
-            cache_capacity: 64 << 20,
+            cache_capacity: Self::DEFAULT_CACHE,
             touch_interval: Duration::from_secs(3600),
             reap_interval: Duration::from_secs(60),
             commit_window: Duration::from_millis(2),
@@ -345,6 +355,10 @@ const UNDO_PRESSURE: usize = 4096;
 /// How often [`Registry::patch`] re-applies its operations when concurrent writes keep
 /// changing the installation under it.
 const PATCH_ATTEMPTS: usize = 64;
+/// Chunks one [`Registry::compact`] pass rewrites at most: ~1.8 MiB of 7 KiB chunks read and
+/// their live entries moved, chunk by chunk under the partition locks, so one pass stays short;
+/// the reaper repeats passes while they come back full.
+const COMPACTION_BATCH: usize = 256;
 /// Gauge: 1 once the registry's storage has failed (writes refused until it is reopened), 0
 /// while it works; label `registry` ([`RegistryConfig::name`]).
 pub const STORAGE_FAILED_METRIC: &str = "tagcast_registry_storage_failed";
@@ -565,7 +579,7 @@ impl Registry {
                 // Errors surface on the next foreground write; the reaper tries again later.
                 let reg = Registry { inner };
                 let _ = reg.reap_expired();
-                let _ = reg.compact();
+                let _ = reg.compact_until_done(|| *stop.0.lock());
             });
     }
 
@@ -1702,20 +1716,40 @@ impl Registry {
         st
     }
 
+    /// Compaction passes ([`Registry::compact`]) until one finds less than a full batch or
+    /// `stop` says to end; returns the chunks compacted. What the background thread runs each
+    /// interval: a single pass per interval fell behind a sustained write load (the soak seals
+    /// more than a batch of chunks a minute), and the log, and sled's memory holding it, grew
+    /// without bound (docs/benchmarks.md, "Server soak").
+    pub(crate) fn compact_until_done(
+        &self,
+        stop: impl Fn() -> bool,
+    ) -> Result<usize, RegistryError> {
+        let mut total = 0;
+        loop {
+            let n = self.compact()?;
+            total += n;
+            if n < COMPACTION_BATCH || stop() {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Bytes the store uses on disk.
     pub fn size_on_disk(&self) -> Result<u64, RegistryError> {
         Ok(self.inner.store.size_on_disk()?)
     }
 
     /// Rewrites sparsely live log chunks (less than half of their entries live) and deletes
-    /// them; returns how many chunks were compacted. The background thread calls this every
-    /// [`RegistryConfig::reap_interval`].
+    /// them, at most 256 per call, oldest first; returns how many chunks were
+    /// compacted. The background thread calls this every [`RegistryConfig::reap_interval`],
+    /// again and again while a call compacts a full batch.
     pub fn compact(&self) -> Result<usize, RegistryError> {
         self.check_writable()?;
         if !self.inner.store.compactable() {
             return Ok(0);
         }
-        let candidates = self.inner.log.compaction_candidates(256);
+        let candidates = self.inner.log.compaction_candidates(COMPACTION_BATCH);
         let mut retired = Vec::new();
         for seq in candidates {
             let Some(bytes) = self.inner.store.get(seq)? else {

@@ -157,7 +157,8 @@ impl SledStore {
         let config = sled::Config::new()
             .path(path)
             .segment_size(segment_size_for(path)?)
-            .cache_capacity(cache_capacity)
+            // sled asserts on a cache under 256 bytes.
+            .cache_capacity(cache_capacity.max(256))
             .mode(sled::Mode::HighThroughput)
             // Durability comes from our own group commit; sled's timer flush only adds I/O.
             .flush_every_ms(None);

@@ -1,6 +1,6 @@
 //! Registry tests that need its internals: storage failures through the scripted store
 //! (fail-stop, rollback, what a restart finds), the unchanged fast path's wait for durability,
-//! and tag-id reclamation.
+//! tag-id reclamation, and compaction keeping up with a write load.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -447,4 +447,35 @@ fn async_writes_leave_store_inserts_to_the_flusher() {
         threads.contains(&me),
         "no put on the blocking caller's thread"
     );
+}
+
+#[test]
+fn compaction_passes_repeat_until_the_log_is_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::open_with(dir.path(), config()).unwrap();
+    // The same 64 ids rewritten until over two batches of sealed chunks are dead.
+    let mut round = 0u32;
+    while reg.stats().log_chunks <= 2 * COMPACTION_BATCH + 8 {
+        let batch: Vec<_> = (0..64u32)
+            .map(|i| device(&format!("d{i}"), i, &[&format!("r{round}")]))
+            .collect();
+        for r in reg.upsert_batch(batch) {
+            r.unwrap();
+        }
+        round += 1;
+    }
+    let before = reg.stats().log_chunks;
+    // One pass stops at a batch; the loop goes on until a pass comes back short.
+    assert_eq!(reg.compact().unwrap(), COMPACTION_BATCH);
+    let rest = reg.compact_until_done(|| false).unwrap();
+    assert!(rest > COMPACTION_BATCH, "{rest} more chunks compacted");
+    let after = reg.stats().log_chunks;
+    assert!(after < 8, "{before} chunks -> {after}");
+    check_partitions(&reg);
+    for i in 0..64u32 {
+        let got = reg.get(&id(&format!("d{i}"))).unwrap();
+        assert_eq!(got.tags, vec![Tag::new(format!("r{}", round - 1)).unwrap()]);
+    }
+    // `stop` ends the loop after the pass it interrupts.
+    assert_eq!(reg.compact_until_done(|| true).unwrap(), 0);
 }

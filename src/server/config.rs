@@ -222,7 +222,49 @@ pub struct HubConfig {
     /// `[hub.jobs]`: import/export jobs on files in a local directory; without it `/jobs` is
     /// refused.
     pub jobs: Option<super::jobs::JobsConfig>,
+    /// `[hub.storage]`: the page caches of the hub's two stores.
+    #[serde(default)]
+    pub storage: StorageConfig,
 }
+
+/// `[hub.storage]`: how much memory the hub's stores may use for sled's page caches. The
+/// registry serves every read from its in-memory index (its cache only helps writes and
+/// recovery); the state store serves outcome reads, schedules and the event log's tail.
+///
+/// sled counts a cached page at its size on disk and holds more than that in memory, so a
+/// store's resident share is a multiple of its figure; docs/operations.md ("Memory") gives the
+/// measured totals.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The registry store's page cache, MiB (default 8).
+    #[serde(default = "default_registry_cache")]
+    pub registry_cache_mib: u64,
+    /// The state store's page cache, MiB (default 8).
+    #[serde(default = "default_state_cache")]
+    pub state_cache_mib: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            registry_cache_mib: default_registry_cache(),
+            state_cache_mib: default_state_cache(),
+        }
+    }
+}
+
+fn default_registry_cache() -> u64 {
+    crate::registry::RegistryConfig::DEFAULT_CACHE >> 20
+}
+
+fn default_state_cache() -> u64 {
+    crate::state::StateConfig::DEFAULT_CACHE >> 20
+}
+
+/// The largest cache figure accepted, MiB: 1 TiB, far above any machine's memory, so that the
+/// conversion to bytes cannot overflow.
+const MAX_CACHE_MIB: u64 = 1 << 20;
 
 /// `[[hub.key]]`: a shared access key. Its `Debug` leaves the secret out.
 #[derive(Clone, Deserialize)]
@@ -418,6 +460,17 @@ impl ServerConfig {
                 j.check(&h.name, &self.server.data_dir)
                     .map_err(ServerError::Config)?;
             }
+            for (what, mib) in [
+                ("registry_cache_mib", h.storage.registry_cache_mib),
+                ("state_cache_mib", h.storage.state_cache_mib),
+            ] {
+                if !(1..=MAX_CACHE_MIB).contains(&mib) {
+                    return bad(format!(
+                        "hub {:?}: storage.{what} = {mib}; 1 to {MAX_CACHE_MIB} MiB",
+                        h.name
+                    ));
+                }
+            }
             let mut key_names = std::collections::HashSet::new();
             for k in &h.keys {
                 if k.key.is_some() == k.key_file.is_some() {
@@ -564,6 +617,22 @@ rights = ["Listen", "Send", "Manage"]
             !dbg.contains("c2VjcmV0LWZvci1hLWNvbmZpZy10ZXN0LTAx") && dbg.contains("<redacted>"),
             "{dbg}"
         );
+    }
+
+    #[test]
+    fn storage_caches_default_and_are_bounded() {
+        let c = ServerConfig::from_toml(OK).unwrap();
+        let s = &c.hubs[0].storage;
+        assert_eq!((s.registry_cache_mib, s.state_cache_mib), (8, 8));
+        let set =
+            |v: &str| format!("{OK}[hub.storage]\nregistry_cache_mib = {v}\nstate_cache_mib = 2\n");
+        let c = ServerConfig::from_toml(&set("32")).unwrap();
+        let s = &c.hubs[0].storage;
+        assert_eq!((s.registry_cache_mib, s.state_cache_mib), (32, 2));
+        for bad in ["0", "1048577"] {
+            let e = ServerConfig::from_toml(&set(bad)).unwrap_err().to_string();
+            assert!(e.contains("storage.registry_cache_mib"), "{e}");
+        }
     }
 
     #[test]

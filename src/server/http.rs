@@ -564,7 +564,12 @@ async fn body(
             }
         })?,
     };
-    Ok((parts, bytes.to_bytes()))
+    // A body that came in one DATA frame is a slice of the connection's read buffer, and a
+    // `Bytes` slice keeps that whole buffer block alive (h2 reads many frames into one block).
+    // A send's payload lives on in the history of recent sends, so without the copy each send
+    // pinned a block full of other requests' bytes (docs/benchmarks.md, "Server soak"). Bodies
+    // are at most `max_body`; the copy is small beside parsing them.
+    Ok((parts, Bytes::copy_from_slice(&bytes.to_bytes())))
 }
 
 async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Resp, Fail> {

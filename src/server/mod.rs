@@ -40,15 +40,15 @@ pub use log::{init as init_logging, LogConfig, LogFormat};
 pub use quota::LimitsConfig;
 
 pub use config::{
-    ApnsConfig, FcmConfig, HubConfig, KeyConfig, ListenConfig, ServerConfig, WebPushConfig,
-    WnsConfig,
+    ApnsConfig, FcmConfig, HubConfig, KeyConfig, ListenConfig, ServerConfig, StorageConfig,
+    WebPushConfig, WnsConfig,
 };
 
 use crate::nh::sas::{Rights, SasKey};
 use crate::pns::{ApnsKey, FcmServiceAccount, VapidKey, WnsCredentials};
 use crate::{
-    ApnsSettings, Engine, EngineConfig, FcmSettings, Registry, RegistryConfig, StateStore,
-    TlsRoots, WebPushSettings, WnsSettings,
+    ApnsSettings, Engine, EngineConfig, FcmSettings, Registry, RegistryConfig, StateConfig,
+    StateStore, TlsRoots, WebPushSettings, WnsSettings,
 };
 
 /// Why the server could not start.
@@ -135,8 +135,18 @@ fn read_file(p: &std::path::Path) -> Result<String, ServerError> {
     std::fs::read_to_string(p).map_err(|e| ServerError::Io(format!("{}: {e}", p.display())))
 }
 
+/// How often the Prometheus recorder's histograms are drained when nobody scrapes `/metrics`:
+/// the exporter's own default upkeep interval (`PrometheusBuilder::upkeep_timeout`, 5 s).
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide Prometheus recorder (installed once; `None` when another recorder was
 /// installed first, e.g. by an embedding application).
+///
+/// A recorder made with `build_recorder` keeps every histogram sample until a render or an
+/// upkeep drains it; without a scraper that was unbounded growth (~0.4 MiB a minute in the
+/// soak, docs/benchmarks.md "Server soak"). One thread per process runs the upkeep (the
+/// exporter starts its own upkeep task only with its HTTP listener, which this server does not
+/// use).
 fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
         std::sync::OnceLock::new();
@@ -146,6 +156,17 @@ fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             crate::dispatch::metrics::describe();
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("tagcast-metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(METRICS_UPKEEP);
+                    upkeep.run_upkeep();
+                });
+            if let Err(e) = spawned {
+                // Only scrapes drain the histograms then; the server still works.
+                tracing::warn!(error = %e, "could not start the metrics upkeep thread");
+            }
             Some(handle)
         })
         .clone()
@@ -229,7 +250,15 @@ fn build_hub(
     let mut ec = EngineConfig {
         max_pending_schedules: Some(cfg.limits.max_pending_schedules),
         tls_roots: roots,
-        state: Some(StateStore::open(data_dir.join("state")).map_err(|e| err(e.to_string()))?),
+        state: Some(
+            StateStore::open_with(
+                data_dir.join("state"),
+                StateConfig {
+                    cache_capacity: cfg.storage.state_cache_mib << 20,
+                },
+            )
+            .map_err(|e| err(e.to_string()))?,
+        ),
         ..EngineConfig::default()
     };
     let mut wns_hosts = None;
@@ -294,6 +323,7 @@ fn build_hub(
         name: cfg.name.clone(),
         max_installations: Some(cfg.limits.max_installations),
         max_templates_per_installation: cfg.limits.max_templates_per_installation,
+        cache_capacity: cfg.storage.registry_cache_mib << 20,
         ..RegistryConfig::default()
     };
     if let Some(h) = wns_hosts {
