@@ -20,7 +20,7 @@ use common::{apns_token, eventually};
 use rest::{apns_inst, apns_send_headers, call, hub_path, inst_path, sas, Answer, ALERT, KEY};
 use tagcast::server::{Server, ServerConfig};
 use tagcast_mock::apns::ApnsConfig;
-use tagcast_mock::nats::{nats_server_for_test, NatsCluster};
+use tagcast_mock::nats::NatsCluster;
 
 const DEVICES: u64 = 40;
 
@@ -108,13 +108,9 @@ fn deliveries_per_handle(bed: &common::Bed) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_share_installations_and_sends_through_the_cluster() {
-    let Some(bin) = nats_server_for_test("current") else {
+    let Some(nats) = tagcast_mock::nats::ready_cluster_for_test(3) else {
         return;
     };
-    let nats = NatsCluster::start(&bin, 3).unwrap();
-    for i in 0..3 {
-        nats.wait_jetstream(i, Duration::from_secs(30)).unwrap();
-    }
     let bed = common::Bed::new()
         .apns(ApnsConfig {
             same_token_burst: None,

@@ -77,14 +77,19 @@ pub fn nats_server_for_test(which: &str) -> Option<PathBuf> {
 
 /// `n` clustered servers of the current `nats-server` with JetStream ready on each, for a
 /// test; `None` (the test skips, saying so) as [`nats_server_for_test`] decides.
+/// A cluster whose JetStream has no leader after 30 s (seen under load on 2 cores) is
+/// started again, on fresh ports, up to three times.
 pub fn ready_cluster_for_test(n: usize) -> Option<NatsCluster> {
     let bin = nats_server_for_test("current")?;
-    let nats = NatsCluster::start(&bin, n).expect("starting nats-server");
-    for i in 0..n {
-        nats.wait_jetstream(i, Duration::from_secs(30))
-            .expect("JetStream ready");
+    let mut last = None;
+    for _ in 0..3 {
+        let nats = NatsCluster::start(&bin, n).expect("starting nats-server");
+        match (0..n).try_for_each(|i| nats.wait_jetstream(i, Duration::from_secs(30))) {
+            Ok(()) => return Some(nats),
+            Err(e) => last = Some(e),
+        }
     }
-    Some(nats)
+    panic!("JetStream not ready in three tries: {last:?}");
 }
 
 /// One server of a [`NatsCluster`].
@@ -120,31 +125,38 @@ pub struct NatsCluster {
     _dir: tempfile::TempDir,
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released: the server binds it a moment later).
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 impl NatsCluster {
     /// Starts `n` servers (a cluster of routes when `n` > 1) and waits until each accepts
     /// clients. JetStream's meta leader may still be in election: clients retry their first
     /// stream operations (see [`NatsCluster::wait_jetstream`]).
     pub fn start(binary: &Path, n: usize) -> std::io::Result<NatsCluster> {
         let dir = tempfile::tempdir()?;
+        // A name of its own: servers of two test clusters running at once never route to
+        // each other, even if a port freed by one is taken by the other.
+        let tag: u32 = rand::random();
         let mut servers = Vec::new();
+        // Every port is held until all are chosen, so one cluster never gets a port twice.
+        let mut held = Vec::new();
+        let mut port = || -> std::io::Result<u16> {
+            let l = TcpListener::bind("127.0.0.1:0")?;
+            let p = l.local_addr()?.port();
+            held.push(l);
+            Ok(p)
+        };
         for i in 0..n {
-            let name = format!("n{}", i + 1);
-            let sdir = dir.path().join(&name);
+            let name = format!("n{}-{tag:08x}", i + 1);
+            let sdir = dir.path().join(format!("n{}", i + 1));
             std::fs::create_dir_all(&sdir)?;
             servers.push(NatsServer {
                 config: sdir.join("server.conf"),
                 name,
-                client_port: free_port()?,
-                route_port: free_port()?,
+                client_port: port()?,
+                route_port: port()?,
                 dir: sdir,
                 child: None,
             });
         }
+        drop(held);
         let routes: Vec<String> = servers
             .iter()
             .map(|s| format!("nats-route://127.0.0.1:{}", s.route_port))
@@ -160,7 +172,7 @@ impl NatsCluster {
             );
             if n > 1 {
                 conf.push_str(&format!(
-                    "cluster {{\n  name: tagcast-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                    "cluster {{\n  name: tagcast-test-{tag:08x}\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
                     s.route_port,
                     routes.join(", ")
                 ));
