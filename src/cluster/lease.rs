@@ -164,17 +164,7 @@ impl Leases {
                     epoch: l.value.epoch + 1,
                     from_seq: None,
                 };
-                match self.kv.update(key(p), encode(&v), l.revision).await {
-                    Ok(revision) => Ok(Ok(Lease {
-                        partition: p,
-                        value: v,
-                        revision,
-                    })),
-                    Err(e) => match update_error(p, e) {
-                        None => Ok(Err(Denied::Lost)),
-                        Some(e) => Err(e),
-                    },
-                }
+                self.cas_update(p, v, l.revision).await
             }
         }
     }
@@ -206,40 +196,14 @@ impl Leases {
             epoch: lease.value.epoch + 1,
             ..lease.value.clone()
         };
-        match self
-            .kv
-            .update(key(lease.partition), encode(&v), lease.revision)
-            .await
-        {
-            Ok(revision) => Ok(Ok(Lease {
-                partition: lease.partition,
-                value: v,
-                revision,
-            })),
-            Err(e) => match update_error(lease.partition, e) {
-                None => Ok(Err(Denied::Lost)),
-                Some(e) => Err(e),
-            },
-        }
+        self.cas_update(lease.partition, v, lease.revision).await
     }
 
     /// Renews `lease` (same epoch, new revision). `Denied::Lost`: someone took it; the owner
     /// must step down.
     pub async fn renew(&self, lease: &Lease) -> Result<Result<Lease, Denied>, ClusterError> {
-        match self
-            .kv
-            .update(key(lease.partition), encode(&lease.value), lease.revision)
+        self.cas_update(lease.partition, lease.value.clone(), lease.revision)
             .await
-        {
-            Ok(revision) => Ok(Ok(Lease {
-                revision,
-                ..lease.clone()
-            })),
-            Err(e) => match update_error(lease.partition, e) {
-                None => Ok(Err(Denied::Lost)),
-                Some(e) => Err(e),
-            },
-        }
     }
 
     /// Hands `lease` to `target` (planned handoff): one compare-and-set carrying the log
@@ -255,20 +219,25 @@ impl Leases {
             epoch: lease.value.epoch + 1,
             from_seq: Some(from_seq),
         };
-        match self
-            .kv
-            .update(key(lease.partition), encode(&v), lease.revision)
-            .await
-        {
+        self.cas_update(lease.partition, v, lease.revision).await
+    }
+
+    /// Writes `value` as the lease of `p` if the key is still at `revision` (one
+    /// compare-and-set). `Denied::Lost` when another write came first.
+    async fn cas_update(
+        &self,
+        p: u16,
+        value: LeaseValue,
+        revision: u64,
+    ) -> Result<Result<Lease, Denied>, ClusterError> {
+        match self.kv.update(key(p), encode(&value), revision).await {
             Ok(revision) => Ok(Ok(Lease {
-                partition: lease.partition,
-                value: v,
+                partition: p,
+                value,
                 revision,
             })),
-            Err(e) => match update_error(lease.partition, e) {
-                None => Ok(Err(Denied::Lost)),
-                Some(e) => Err(e),
-            },
+            Err(e) if is_lost_cas(&e) => Ok(Err(Denied::Lost)),
+            Err(e) => Err(ClusterError::Nats(format!("updating lease p.{p}: {e}"))),
         }
     }
 
@@ -283,13 +252,7 @@ impl Leases {
     }
 }
 
-/// `None` for a lost compare-and-set; the error otherwise.
-fn update_error(p: u16, e: kv::UpdateError) -> Option<ClusterError> {
-    if matches!(e.kind(), kv::UpdateErrorKind::WrongLastRevision)
-        || super::is_wrong_last_sequence(&e)
-    {
-        None
-    } else {
-        Some(ClusterError::Nats(format!("updating lease p.{p}: {e}")))
-    }
+/// Whether an update failed because the key moved on (a lost compare-and-set).
+fn is_lost_cas(e: &kv::UpdateError) -> bool {
+    matches!(e.kind(), kv::UpdateErrorKind::WrongLastRevision) || super::is_wrong_last_sequence(e)
 }
