@@ -538,18 +538,9 @@ impl Inner {
     /// Stops serving `p` if it is still served at `epoch`: closes its gate, stops its
     /// subscription, drops its registry (once the writes in flight let go of it).
     fn step_down(&self, p: u16, epoch: u64, why: &str) {
-        let removed = {
-            let mut owned = self.owned.lock();
-            match owned.get(&p) {
-                Some(o) if o.served.epoch == epoch => owned.remove(&p),
-                _ => None,
-            }
-        };
-        if let Some(o) = removed {
-            o.served.close();
+        if self.stop_serving(p, epoch) {
             tracing::warn!(node = %self.me(), partition = p, epoch, why, "stepped down");
             metrics::counter!(m::CLUSTER_STEP_DOWNS, &self.labels()).increment(1);
-            self.report_owned();
         }
     }
 
@@ -593,7 +584,7 @@ impl Inner {
             Ok(Ok(_)) => {
                 tracing::info!(node = %self.me(), partition = p, to = %target, from_seq = last, "handed over");
                 metrics::counter!(m::CLUSTER_HANDOFFS, &self.labels()).increment(1);
-                self.step_down_quietly(p, epoch);
+                self.stop_serving(p, epoch);
             }
             Ok(Err(_)) => self.step_down(p, epoch, "its lease was taken"),
             // The compare-and-set may or may not have happened: stop serving either way (the
@@ -602,7 +593,9 @@ impl Inner {
         }
     }
 
-    fn step_down_quietly(&self, p: u16, epoch: u64) {
+    /// Stops serving `p` if it is still served at `epoch` (closes its gate, stops its
+    /// subscription, drops its registry once the writes in flight let go of it); whether it did.
+    fn stop_serving(&self, p: u16, epoch: u64) -> bool {
         let removed = {
             let mut owned = self.owned.lock();
             match owned.get(&p) {
@@ -610,10 +603,10 @@ impl Inner {
                 _ => None,
             }
         };
-        if let Some(o) = removed {
-            o.served.close();
-            self.report_owned();
-        }
+        let Some(o) = removed else { return false };
+        o.served.close();
+        self.report_owned();
+        true
     }
 
     /// Takes `p` (if its lease can be had) and starts serving it.
