@@ -30,6 +30,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let config_path = match &cli.command {
         Command::Serve { config } | Command::Check { config } => config.clone(),
@@ -131,6 +132,31 @@ impl Signals {
         }
     }
 }
+
+/// glibc malloc gives each thread that contends for an arena a new one, up to 8 per core; the
+/// server's tokio workers and blocking-pool threads end up spread over many arenas, each
+/// keeping its own partly used pages, which [`start_malloc_trim`] cannot hand back. One arena
+/// per core (at least 2) took the 10-minute soak's post-warm-up growth from 1.15-1.25x to 1.05x
+/// (docs/benchmarks.md, "Server soak"). Called before any thread starts; an operator's own
+/// `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES=glibc.malloc.arena_max=N` is left alone.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    let set_by_operator = std::env::var_os("MALLOC_ARENA_MAX").is_some()
+        || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
+    if set_by_operator {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `mallopt` only sets a malloc parameter under malloc's own lock; it runs first
+    // thing in `main`, before any thread of ours starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
 
 /// How often glibc is asked to hand free memory back ([`start_malloc_trim`]).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
