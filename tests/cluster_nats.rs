@@ -626,3 +626,121 @@ async fn sends_are_queued_once_in_order_and_outcomes_sum_per_partition() {
     assert_eq!((t.targeted, t.delivered), (300, 300));
     assert_eq!(t.possible_duplicates, 7);
 }
+
+// The partition log is compacted in place (the registry's prefix compaction, then a purge of
+// the subject): after churn, the log holds about twice the live records at most, the owner's
+// state is unchanged, and a successor's replay of the purged log, and a read-only replica's,
+// equal it (CLUSTER.md: "snapshot, purge, kill a node, recover").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_and_purged_partition_log_replays_to_the_same_state() {
+    let Some(nats) = three().await else { return };
+    let a_node = Cluster::connect(config("a", &nats, 3), "hub")
+        .await
+        .unwrap();
+    let b_node = Cluster::connect(config("b", &nats, 3), "hub")
+        .await
+        .unwrap();
+    let p = 5;
+    let a = a_node
+        .open_partition(p, 1, RegistryConfig::default())
+        .await
+        .unwrap();
+    // Churn: 200 devices written 10 times each (concurrently, so chunks carry several
+    // records), every third one deleted in the last round, some re-created after.
+    for round in 0..10u32 {
+        let writes = (0..200u32).map(|i| {
+            let a = a.clone();
+            async move {
+                let id = format!("d{i}");
+                if round == 9 && i % 3 == 0 {
+                    a.delete_async(&InstallationId::new(id).unwrap())
+                        .await
+                        .unwrap();
+                } else {
+                    a.upsert_async(device(&id, i, &["all", &format!("r{round}")]))
+                        .await
+                        .unwrap();
+                }
+            }
+        });
+        futures_util::future::join_all(writes).await;
+    }
+    for i in (0..200u32).step_by(9) {
+        a.upsert_async(device(&format!("d{i}"), i + 1000, &["back"]))
+            .await
+            .unwrap();
+    }
+    let before = contents(&a);
+    let log = a_node.partition_log(p);
+    let messages_before = log.messages().await.unwrap();
+    // Replay of the whole, uncompacted log: the reference.
+    let full = a_node
+        .read_partition(p, RegistryConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(contents(&full), before);
+
+    let a2 = a.clone();
+    let compacted = tokio::task::spawn_blocking(move || {
+        let mut n = 0;
+        loop {
+            let k = a2.compact().unwrap();
+            n += k;
+            if k == 0 {
+                return n;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(compacted > 0, "nothing compacted");
+    let messages_after = log.messages().await.unwrap();
+    eprintln!(
+        "partition log: {messages_before} messages before compaction, {messages_after} after \
+         ({compacted} chunks rewritten)"
+    );
+    assert!(
+        messages_after * 3 < messages_before,
+        "the log holds {messages_after} messages after compaction, {messages_before} before"
+    );
+    assert_eq!(contents(&a), before, "compaction changed the owner's state");
+    let a2 = a.clone();
+    tokio::task::spawn_blocking(move || a2.check_invariants())
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The owner writes on after the purge; a replica and a successor (a's crash presumed)
+    // replay the purged log to the owner's state.
+    a.upsert_async(device("after", 7, &["late"])).await.unwrap();
+    let now = contents(&a);
+    let replica = a_node
+        .read_partition(p, RegistryConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(contents(&replica), now);
+    let b = b_node
+        .open_partition(p, 2, RegistryConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        contents(&b),
+        now,
+        "the successor's replay of the purged log"
+    );
+    // The deposed owner's compaction fails at the fence and purges nothing.
+    a.upsert_async(device("zombie", 9, &["z"]))
+        .await
+        .unwrap_err();
+    let a2 = a.clone();
+    assert!(tokio::task::spawn_blocking(move || a2.compact())
+        .await
+        .unwrap()
+        .is_err());
+    b.upsert_async(device("d1", 1, &["b"])).await.unwrap();
+    let c = a_node
+        .read_partition(p, RegistryConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(contents(&c), contents(&b));
+}

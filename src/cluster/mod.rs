@@ -193,7 +193,9 @@ impl Cluster {
             guard::ensure_stream(
                 &js,
                 stream::Config {
-                    // Rollups: snapshots will purge a partition's subject below them.
+                    // Kept from the first layout (the guard refuses a changed stream):
+                    // compaction purges a partition's subject below its oldest live chunk,
+                    // it does not roll up.
                     allow_rollup: true,
                     ..read::log_stream(
                         format!("{}_{t}_REG_{g}", config.prefix.to_ascii_uppercase()),

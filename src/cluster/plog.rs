@@ -13,7 +13,7 @@
 //!  owner e=1:  chunk (expects 9) ──▶ WrongLastSequence ──▶ Fenced: step down
 //! ```
 
-use async_nats::jetstream::{self, context::PublishErrorKind};
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
@@ -169,6 +169,84 @@ impl PartitionLog {
                 self.subject
             )))),
         }
+    }
+
+    /// The payload of the message at stream sequence `seq` (a chunk this log appended or
+    /// replayed), read from the stream's leader; `None` if it is gone (purged).
+    pub async fn read_at(&self, seq: u64) -> Result<Option<Bytes>, ClusterError> {
+        super::guard::retry_meta(
+            || async {
+                let s = self
+                    .js
+                    .get_stream_no_info(&self.stream)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match s.get_raw_message(seq).await {
+                    Ok(m) if m.subject.as_str() == self.subject => Ok(Some(m.payload)),
+                    Ok(m) => Err(format!(
+                        "sequence {seq} is on {}, not {}",
+                        m.subject, self.subject
+                    )),
+                    Err(e) if matches!(e.kind(), stream::RawMessageErrorKind::NoMessageFound) => {
+                        Ok(None)
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+            &format!("reading {} at {seq}", self.subject),
+        )
+        .await
+    }
+
+    /// How many messages the subject holds now (chunks and epoch markers): what a takeover
+    /// replays.
+    pub async fn messages(&self) -> Result<u64, ClusterError> {
+        use futures_util::StreamExt as _;
+        super::guard::retry_meta(
+            || async {
+                let s = self
+                    .js
+                    .get_stream_no_info(&self.stream)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut subjects = s
+                    .info_with_subjects(&self.subject)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut n = 0;
+                while let Some(entry) = subjects.next().await {
+                    let (subject, count) = entry.map_err(|e| e.to_string())?;
+                    if subject == self.subject {
+                        n += count as u64;
+                    }
+                }
+                Ok::<u64, String>(n)
+            },
+            &format!("counting {}", self.subject),
+        )
+        .await
+    }
+
+    /// Purges the subject's messages below stream sequence `seq` (the rest of the stream and
+    /// everything from `seq` on stay). Repeating it is harmless.
+    pub async fn purge_below(&self, seq: u64) -> Result<(), ClusterError> {
+        super::guard::retry_meta(
+            || async {
+                let s = self
+                    .js
+                    .get_stream_no_info(&self.stream)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                s.purge()
+                    .filter(self.subject.clone())
+                    .sequence(seq)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+            &format!("purging {} below {seq}", self.subject),
+        )
+        .await
     }
 
     /// Reads the subject from sequence `from` (inclusive) up to the last sequence it had when

@@ -12,15 +12,22 @@
 //!   refuses writes from then on and takes back the ones not yet acknowledged (fail-stop).
 //!   The owner drops it and stops serving the partition.
 //!
-//! The log is append-only here: compaction is off (the store says it is not compactable);
-//! snapshots with purge (CLUSTER.md) are not built yet, so a partition's log grows with its
-//! writes and a takeover replays all of it.
+//! - **compaction** = the registry's own, in its prefix mode
+//!   ([`Compaction::Prefix`]): once less than half of the partition's log is live, the owner
+//!   rewrites the oldest chunks (their live records appended again, fenced like any chunk),
+//!   and once those are acknowledged, purges the subject below the oldest chunk still needed.
+//!   The log stays within about twice the partition's live records, and a takeover replays
+//!   that, not the partition's whole history. This stands in for CLUSTER.md's object-store
+//!   snapshots (docs/architecture.md, "Cluster mode", says why). A deposed owner's rewrite
+//!   fails at the fence before it purges anything; a purge it sent earlier only removed
+//!   chunks whose every entry is superseded further on in the log.
 //!
 //! Store calls block (the registry calls them on its flusher thread, or on the thread of a
 //! blocking write); they run the NATS futures on the runtime of [`open_partition`]'s caller.
 //! Open, and use the blocking registry calls, off the async workers (`spawn_blocking`); the
 //! `_async` registry calls never call the store on the calling thread.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -29,7 +36,7 @@ use tokio::runtime::Handle;
 
 use super::plog::{AppendError, PartitionLog, Writer};
 use super::ClusterError;
-use crate::registry::store::{ChunkVisitor, Store, StoreError};
+use crate::registry::store::{ChunkVisitor, Compaction, Store, StoreError};
 use crate::{Registry, RegistryConfig, StorageFailure};
 
 /// The registry store of one partition on its log.
@@ -51,6 +58,8 @@ struct State {
     fenced: bool,
     /// A replica that only replays (no epoch, no marker, no metadata written).
     read_only: bool,
+    /// The stream sequence of every chunk in the log, by the registry's chunk number.
+    chunks: BTreeMap<u64, u64>,
 }
 
 fn failure(m: impl Into<String>) -> StoreError {
@@ -97,8 +106,9 @@ impl Store for StreamStore {
         let chunk = Bytes::copy_from_slice(value);
         let r = self.block_on(self.log.append_numbered(&mut attempt, chunk, seq));
         match r {
-            Ok(_) => {
+            Ok(at) => {
                 *w = attempt;
+                st.chunks.insert(seq, at);
                 Ok(())
             }
             Err(AppendError::Fenced) => {
@@ -113,13 +123,42 @@ impl Store for StreamStore {
         }
     }
 
-    fn get(&self, _seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        // Only compaction reads chunks back, and it is off for this store.
-        Err(failure("the partition log is read by replay only"))
+    fn get(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        // Compaction reading a chunk back to move its live records.
+        let Some(at) = self.state.lock().chunks.get(&seq).copied() else {
+            return Ok(None);
+        };
+        self.block_on(self.log.read_at(at))
+            .map(|b| b.map(|b| b.to_vec()))
+            .map_err(|e| failure(e.to_string()))
     }
 
-    fn remove(&self, _seq: u64) -> Result<(), StoreError> {
-        Err(failure("the partition log is append-only"))
+    fn remove(&self, seq: u64) -> Result<(), StoreError> {
+        self.remove_many(&[seq])
+    }
+
+    fn remove_many(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        // Compaction retires the oldest chunks (prefix mode), so what goes is a prefix of
+        // the log: purge the subject below the oldest chunk left, or below the last message
+        // this owner wrote (the fence must stay) when no chunk is left.
+        let below = {
+            let mut st = self.state.lock();
+            if st.fenced {
+                return Err(failure("deposed: a newer owner fenced this partition"));
+            }
+            for seq in seqs {
+                st.chunks.remove(seq);
+            }
+            let Some(last) = st.writer.as_ref().map(|w| w.last_seq) else {
+                return Err(failure("partition log not open for writing"));
+            };
+            st.chunks
+                .values()
+                .next()
+                .map_or(last, |&first| first.min(last))
+        };
+        self.block_on(self.log.purge_below(below))
+            .map_err(|e| failure(e.to_string()))
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -135,13 +174,17 @@ impl Store for StreamStore {
             .block_on(self.log.replay(1))
             .map_err(|e| failure(e.to_string()))?;
         let mut last = 0;
+        let mut chunks = BTreeMap::new();
         for e in entries {
             last = e.seq;
             if let (Some(chunk), Some(n)) = (e.chunk, e.number) {
                 f(n, &chunk)?;
+                chunks.insert(n, e.seq);
             }
         }
-        self.state.lock().replayed_to = last;
+        let mut st = self.state.lock();
+        st.replayed_to = last;
+        st.chunks = chunks;
         Ok(())
     }
 
@@ -167,8 +210,12 @@ impl Store for StreamStore {
         Ok(0)
     }
 
-    fn compactable(&self) -> bool {
-        false
+    fn compaction(&self) -> Compaction {
+        if self.state.lock().read_only {
+            Compaction::Off
+        } else {
+            Compaction::Prefix
+        }
     }
 }
 
@@ -196,6 +243,7 @@ pub(crate) fn open_partition(
             replayed_to: 0,
             fenced: false,
             read_only: epoch.is_none(),
+            chunks: BTreeMap::new(),
         }),
     });
     let dyn_store: Arc<dyn Store> = store.clone();

@@ -309,6 +309,28 @@ impl Log {
             .collect()
     }
 
+    /// Chunks to compact in a store that can only drop its oldest chunks
+    /// ([`Compaction::Prefix`](super::store::Compaction)): the oldest written chunks, once
+    /// fewer than half of the log's entries are live; none before. Rewriting a chunk costs its
+    /// live entries, so a full turn of the log costs the live set once for at least as many
+    /// dead entries dropped.
+    pub(crate) fn prefix_candidates(&self, max: usize) -> Vec<u64> {
+        let st = self.state.lock();
+        let (entries, live) = st.chunks.values().fold((0u64, 0u64), |(e, l), c| {
+            (e + c.entries as u64, l + c.live as u64)
+        });
+        if live * 2 >= entries {
+            return Vec::new();
+        }
+        let stored_below = self.stored_below.load(Ordering::Acquire);
+        st.chunks
+            .keys()
+            .copied()
+            .take_while(|&seq| seq < stored_below)
+            .take(max)
+            .collect()
+    }
+
     /// The oldest chunk still in the log.
     pub(crate) fn oldest(&self) -> Option<u64> {
         self.state.lock().chunks.keys().next().copied()

@@ -1742,14 +1742,17 @@ impl Registry {
 
     /// Rewrites sparsely live log chunks (less than half of their entries live) and deletes
     /// them, at most 256 per call, oldest first; returns how many chunks were
-    /// compacted. The background thread calls this every [`RegistryConfig::reap_interval`],
+    /// compacted. On a store that can only drop its oldest chunks (cluster mode's partition
+    /// log) it rewrites the oldest chunks instead, once less than half of the whole log is live
+    /// (`Log::prefix_candidates`). The background thread calls this every [`RegistryConfig::reap_interval`],
     /// again and again while a call compacts a full batch.
     pub fn compact(&self) -> Result<usize, RegistryError> {
         self.check_writable()?;
-        if !self.inner.store.compactable() {
-            return Ok(0);
-        }
-        let candidates = self.inner.log.compaction_candidates(COMPACTION_BATCH);
+        let candidates = match self.inner.store.compaction() {
+            store::Compaction::Any => self.inner.log.compaction_candidates(COMPACTION_BATCH),
+            store::Compaction::Prefix => self.inner.log.prefix_candidates(COMPACTION_BATCH),
+            store::Compaction::Off => return Ok(0),
+        };
         let mut retired = Vec::new();
         for seq in candidates {
             let Some(bytes) = self.inner.store.get(seq)? else {
@@ -1805,9 +1808,7 @@ impl Registry {
             });
             return Err(self.storage_failed());
         }
-        for seq in &retired {
-            self.inner.store.remove(*seq)?;
-        }
+        self.inner.store.remove_many(&retired)?;
         Ok(retired.len())
     }
 

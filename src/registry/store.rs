@@ -106,11 +106,30 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn is_volatile(&self) -> bool {
         false
     }
-    /// False for an append-only store (cluster mode's partition log): compaction, which
-    /// rewrites chunks and removes the old ones, is skipped.
-    fn compactable(&self) -> bool {
-        true
+    /// Which chunks compaction may remove ([`Compaction`]).
+    fn compaction(&self) -> Compaction {
+        Compaction::Any
     }
+    /// Deletes chunks `seqs` (ascending; not yet durable), after compaction moved their live
+    /// entries and made that durable. A store that can only drop a prefix of its log
+    /// ([`Compaction::Prefix`]) overrides it to drop them in one step.
+    fn remove_many(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        seqs.iter().try_for_each(|&seq| self.remove(seq))
+    }
+}
+
+/// What compaction may do with a store's chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compaction {
+    /// Any chunk can be deleted: compaction rewrites the sparse ones (less than half live).
+    Any,
+    /// Only the oldest chunks can go (cluster mode's partition log, a JetStream subject that
+    /// is purged below a sequence): once less than half of the log's entries are live,
+    /// compaction rewrites the oldest chunks, whatever their own share of live entries, so
+    /// the log keeps moving forward and what lies behind it can be purged.
+    Prefix,
+    /// Nothing is rewritten (a read-only replica).
+    Off,
 }
 
 /// sled-backed [`Store`].
