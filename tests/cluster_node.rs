@@ -518,3 +518,46 @@ async fn a_joining_node_takes_its_share_without_losing_writes() {
         acked.len()
     );
 }
+
+// Planned leave: a node that leaves while writes stream through the others hands each of
+// its partitions over (none is left to expire), the others end up owning everything, and no
+// acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_node_hands_its_partitions_over_without_losing_writes() {
+    let Some(nats) = three().await else { return };
+    let urls = nats.urls();
+    let a = Arc::new(node("a", &urls).await);
+    let b = Arc::new(node("b", &urls).await);
+    let c = Arc::new(node("c", &urls).await);
+    settle(&[&a, &b, &c], Duration::from_secs(30)).await;
+    let had = c.owned().len();
+    assert!(had > 0);
+    let writers = Writers::start(vec![a.clone(), b.clone(), c.clone()], "l", 2);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t = Instant::now();
+    let left = c.leave(Duration::from_secs(20)).await.unwrap();
+    let took = t.elapsed();
+    eprintln!("c handed over {had} partitions in {took:?}");
+    assert!(left.is_empty(), "c still owns {left:?}");
+    assert!(c.owned().is_empty());
+    assert!(!c.live_members().contains(&"c".to_owned()));
+    let settled = settle(&[&a, &b], Duration::from_secs(30)).await;
+    eprintln!("a and b own every partition {settled:?} later");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (acked, slowest, failed) = writers.finish().await;
+    eprintln!(
+        "{} writes acknowledged ({failed} not), slowest {slowest:?}",
+        acked.len()
+    );
+    assert!(acked.len() > 50, "too few writes: {}", acked.len());
+    assert_all_present(&a, &acked).await;
+    let total = assert_replicas_equal_owners(&[&a, &b]).await;
+    assert!(
+        (acked.len()..=acked.len() + failed).contains(&total),
+        "{total} installations for {} acknowledged and {failed} failed writes",
+        acked.len()
+    );
+    // The node that left still answers, by routing to the owners.
+    let one = &acked[0];
+    assert!(c.get(&id(one)).await.unwrap().is_some());
+}

@@ -58,6 +58,11 @@ pub struct ClusterConfig {
     /// miss, at most once) per takeover.
     #[serde(default = "default_claim_size")]
     pub claim_size: u32,
+    /// How long a stopping node waits for its partitions to be handed over (planned leave,
+    /// [`Node::leave`](super::Node::leave)) before it stops anyway (default 30,000 ms; 0:
+    /// no handoff, the others take the partitions after lease + margin).
+    #[serde(default = "default_leave_timeout_ms")]
+    pub leave_timeout_ms: u64,
     /// Keep a hot standby of every partition on its second-choice node (default true).
     #[serde(default = "default_true")]
     pub standby: bool,
@@ -88,6 +93,9 @@ fn default_margin_ms() -> u64 {
 fn default_claim_size() -> u32 {
     512
 }
+fn default_leave_timeout_ms() -> u64 {
+    30_000
+}
 fn default_true() -> bool {
     true
 }
@@ -109,6 +117,7 @@ impl ClusterConfig {
             lease_ms: default_lease_ms(),
             margin_ms: default_margin_ms(),
             claim_size: default_claim_size(),
+            leave_timeout_ms: default_leave_timeout_ms(),
             standby: true,
             delivery: Delivery::default(),
             prefix: default_prefix(),

@@ -27,6 +27,8 @@ pub(crate) struct Liveness {
     window: Duration,
     /// Per node: the revision last seen and when this node first saw it.
     seen: HashMap<String, (u64, Instant)>,
+    /// This node is leaving: it no longer counts itself a member.
+    leaving: bool,
 }
 
 impl Liveness {
@@ -35,6 +37,7 @@ impl Liveness {
             me: me.to_owned(),
             window,
             seen: HashMap::new(),
+            leaving: false,
         }
     }
 
@@ -54,7 +57,7 @@ impl Liveness {
         self.seen.remove(node);
     }
 
-    /// The live members at `now`, sorted, this node included.
+    /// The live members at `now`, sorted, this node included unless it is leaving.
     pub(crate) fn live(&self, now: Instant) -> Vec<String> {
         let mut out: Vec<String> = self
             .seen
@@ -62,7 +65,9 @@ impl Liveness {
             .filter(|(n, (_, at))| *n != &self.me && now.duration_since(*at) < self.window)
             .map(|(n, _)| n.clone())
             .collect();
-        out.push(self.me.clone());
+        if !self.leaving {
+            out.push(self.me.clone());
+        }
         out.sort();
         out
     }
@@ -88,13 +93,26 @@ impl Members {
         }
     }
 
-    /// Puts this node's key (a new revision: proof of life).
+    /// Puts this node's key (a new revision: proof of life); nothing once it is leaving.
     pub(crate) async fn renew(&self) -> Result<(), ClusterError> {
+        if self.view.lock().leaving {
+            return Ok(());
+        }
         self.kv
             .put(key(&self.me), Bytes::from(self.me.clone()))
             .await
             .map(|_| ())
             .map_err(|e| ClusterError::Nats(format!("renewing member {}: {e}", self.me)))
+    }
+
+    /// Leaves the cluster: this node stops counting itself and renewing its key, and deletes
+    /// it, so every node's assignment (its own included) leaves it out.
+    pub(crate) async fn leave(&self) -> Result<(), ClusterError> {
+        self.view.lock().leaving = true;
+        self.kv
+            .delete(key(&self.me))
+            .await
+            .map_err(|e| ClusterError::Nats(format!("deleting member {}: {e}", self.me)))
     }
 
     /// The live members now.

@@ -96,7 +96,8 @@ pub enum NodeError {
 }
 
 /// A running cluster node for one hub. Dropping it stops its tasks and drops its partitions
-/// without handing them over (as a crash would: others take them after lease + margin).
+/// without handing them over (as a crash would: others take them after lease + margin);
+/// [`Node::leave`] first hands them over.
 pub struct Node {
     inner: Arc<Inner>,
     tasks: Vec<JoinHandle<()>>,
@@ -223,6 +224,29 @@ impl Node {
         let mut v: Vec<u16> = self.inner.owned.lock().keys().copied().collect();
         v.sort_unstable();
         v
+    }
+
+    /// Planned leave: the node stops counting itself a member (its key is deleted, so every
+    /// node's assignment leaves it out) and hands each partition it owns to its new owner, one
+    /// compare-and-set each after the writes in flight (the join's handoff: nothing is lost,
+    /// no send claim is duplicated). Waits up to `within` for the last partition to go and
+    /// returns those still owned then (none normally; with no other live node, all of them:
+    /// they are taken after lease + margin once this node stops). The node keeps answering
+    /// meanwhile, by routing to the new owners; drop it afterwards.
+    pub async fn leave(&self, within: Duration) -> Result<Vec<u16>, ClusterError> {
+        self.inner.members.leave().await?;
+        tracing::info!(node = %self.name(), owned = self.inner.owned.lock().len(), "leaving");
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.inner.owned.lock().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(self.inner.round.min(Duration::from_millis(100))).await;
+        }
+        let left = self.owned();
+        if left.is_empty() {
+            tracing::info!(node = %self.name(), "left: every partition handed over");
+        } else {
+            tracing::warn!(node = %self.name(), still_owned = left.len(), "left before every partition was handed over");
+        }
+        Ok(left)
     }
 
     /// The members this node sees live now (itself included), sorted.

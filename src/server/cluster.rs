@@ -41,6 +41,8 @@ pub(crate) struct ClusterHub {
     joined: std::sync::atomic::AtomicBool,
     delivery: Delivery,
     partitions: u16,
+    /// `[cluster] leave_timeout_ms`.
+    leave_within: std::time::Duration,
 }
 
 impl ClusterHub {
@@ -66,6 +68,7 @@ impl ClusterHub {
             joined: std::sync::atomic::AtomicBool::new(false),
             delivery: config.delivery,
             partitions: config.partitions,
+            leave_within: std::time::Duration::from_millis(config.leave_timeout_ms),
         })
     }
 
@@ -87,10 +90,18 @@ impl ClusterHub {
         now
     }
 
-    /// Stops the node: its tasks end and its partitions are dropped without a handoff (as a
-    /// crash: the others take them after lease + margin; planned leave is not built). Waits
-    /// for the operations in progress on it.
+    /// Stops the node: first a planned leave (its partitions handed to their new owners
+    /// within `[cluster] leave_timeout_ms`, requests routed to them meanwhile), then, once the
+    /// operations in progress on it ended, its tasks. What is still owned then is taken by
+    /// the others after lease + margin, as after a crash.
     pub(crate) async fn stop(&self) {
+        if !self.leave_within.is_zero() {
+            if let Some(node) = self.node.read().await.as_ref() {
+                if let Err(e) = node.leave(self.leave_within).await {
+                    tracing::warn!(node = %node.name(), error = %e, "planned leave failed");
+                }
+            }
+        }
         let node = self.node.write().await.take();
         drop(node);
     }

@@ -593,8 +593,9 @@ impl Server {
                 if let Some(j) = &hub.jobs {
                     j.shutdown(grace).await;
                 }
-                // Cluster mode: the node stops first (its partition sends end where they
-                // are; the partitions' next owners settle their claims), then the engine.
+                // Cluster mode: the node leaves first (its partitions handed over; what
+                // cannot be in `leave_timeout_ms` is settled by the next owners as after a
+                // crash), then the engine drains.
                 if let Some(c) = hub.cluster() {
                     c.stop().await;
                 }
