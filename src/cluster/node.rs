@@ -230,14 +230,19 @@ impl Node {
     /// node's assignment leaves it out) and hands each partition it owns to its new owner, one
     /// compare-and-set each after the writes in flight (the join's handoff: nothing is lost,
     /// no send claim is duplicated). Waits up to `within` for the last partition to go and
-    /// returns those still owned then (none normally; with no other live node, all of them:
-    /// they are taken after lease + margin once this node stops). The node keeps answering
+    /// returns those still owned then (none normally; at once, all of them, when no other
+    /// node is live: they are taken after lease + margin once this node stops). The node keeps answering
     /// meanwhile, by routing to the new owners; drop it afterwards.
     pub async fn leave(&self, within: Duration) -> Result<Vec<u16>, ClusterError> {
         self.inner.members.leave().await?;
         tracing::info!(node = %self.name(), owned = self.inner.owned.lock().len(), "leaving");
         let deadline = tokio::time::Instant::now() + within;
-        while !self.inner.owned.lock().is_empty() && tokio::time::Instant::now() < deadline {
+        // Until everything is handed over, the time is up, or no other member is left to take
+        // anything (the last node, or every node stopping at once).
+        while !self.inner.owned.lock().is_empty()
+            && !self.inner.members.live().is_empty()
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(self.inner.round.min(Duration::from_millis(100))).await;
         }
         let left = self.owned();
