@@ -281,11 +281,29 @@ async fn drivers_split_a_broadcast_and_a_successor_finishes_a_crashed_nodes_part
     assert_eq!(missed, 0);
     assert_eq!((t.partitions, t.finished), (4, 4));
     assert_eq!(t.targeted, N);
+    // The successor's counts carry on the crashed owner's completed ranges (they are in the
+    // progress value), and a re-sent range is counted once.
+    assert_eq!(t.delivered, N, "delivered counts lost at the takeover");
     assert!(duplicates <= t.possible_duplicates, "uncounted duplicates");
     assert!(
         t.possible_duplicates <= u64::from(CLAIM) * 2,
         "more than a claim per takeover"
     );
+    // The finished send is settled on every partition: its entry is gone from the progress
+    // value, behind the floor.
+    for p in 0..PARTS {
+        let c = b.claims().load(p, 3).await.unwrap();
+        assert!(
+            c.progress.sends.is_empty() && c.progress.pending.is_empty(),
+            "partition {p} still holds {:?}",
+            c.progress
+        );
+        assert!(
+            c.progress.floor >= 2,
+            "partition {p}: floor {}",
+            c.progress.floor
+        );
+    }
 }
 
 /// Waits until the send's outcome at its home partition shows every partition finished;

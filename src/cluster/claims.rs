@@ -76,15 +76,44 @@ pub struct SendProgress {
     /// Devices skipped after a takeover at most once (each may have been missed).
     #[serde(default)]
     pub possibly_missed: u64,
+    /// Devices that matched on this partition (as the latest owner's walk found them).
+    #[serde(default)]
+    pub targeted: u64,
+    /// Devices of completed ranges the push service accepted.
+    #[serde(default)]
+    pub delivered: u64,
+    /// Devices of completed ranges not delivered (dead, rejected, expired, failed).
+    #[serde(default)]
+    pub failed: u64,
 }
 
-/// What `p.<p>` holds: the owner's epoch and the active sends by notification id.
+/// What `p.<p>` holds: the owner's epoch, where the settled sends end, and the active sends
+/// by notification id.
+///
+/// A send is *settled* on the partition when it has nothing left to do there (finished and
+/// its final outcome published, cancelled, or not for this partition). The sends of `NOTIFY`
+/// below `floor` are settled, but for those in `pending` (scheduled sends not due yet, sends
+/// not finished); a settled send's entry is dropped from `sends`, so the value holds the
+/// active sends only instead of growing with every send.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
     /// The epoch of the owner that last wrote it.
     pub epoch: u64,
+    /// `NOTIFY` sequence below which every send is settled here, but for `pending`.
+    #[serde(default)]
+    pub floor: u64,
+    /// `NOTIFY` sequences below `floor` whose sends are not settled yet.
+    #[serde(default)]
+    pub pending: std::collections::BTreeSet<u64>,
     /// Sends by notification id.
     pub sends: BTreeMap<String, SendProgress>,
+}
+
+impl Progress {
+    /// Whether the send at `NOTIFY` sequence `seq` is settled (nothing left to do here).
+    pub fn settled(&self, seq: u64) -> bool {
+        seq < self.floor && !self.pending.contains(&seq)
+    }
 }
 
 /// The claims of one partition as its owner holds them: the value and its revision.
@@ -247,6 +276,54 @@ impl Claims {
         Ok(found)
     }
 
+    /// Moves the partition's floor up to `upto` (one past the last `NOTIFY` sequence the
+    /// caller read): every send below it that `settled(seq)` says is settled is dropped from
+    /// the value (with its entry named by `id_of(seq)`), the others are kept in `pending`.
+    /// One compare-and-set; nothing is written when nothing changes.
+    pub async fn settle(
+        &self,
+        c: &mut PartitionClaims,
+        upto: u64,
+        mut settled: impl FnMut(u64) -> bool,
+        id_of: impl Fn(u64) -> Option<String>,
+    ) -> Result<usize, ClaimError> {
+        let before = (
+            c.progress.floor,
+            c.progress.pending.clone(),
+            c.progress.sends.len(),
+        );
+        let mut dropped = 0;
+        let below: Vec<u64> = c
+            .progress
+            .pending
+            .iter()
+            .copied()
+            .chain(c.progress.floor.max(1)..upto.max(c.progress.floor))
+            .collect();
+        for seq in below {
+            if settled(seq) {
+                c.progress.pending.remove(&seq);
+                if let Some(id) = id_of(seq) {
+                    if c.progress.sends.remove(&id).is_some() {
+                        dropped += 1;
+                    }
+                }
+            } else {
+                c.progress.pending.insert(seq);
+            }
+        }
+        c.progress.floor = c.progress.floor.max(upto);
+        if (
+            c.progress.floor,
+            &c.progress.pending,
+            c.progress.sends.len(),
+        ) != (before.0, &before.1, before.2)
+        {
+            self.store(c).await?;
+        }
+        Ok(dropped)
+    }
+
     /// Claims the next range of `send`: the devices of `walk` (in walk order) from the
     /// send's `done_upto`, at most `k` of them. Returns the claimed ids (empty when the walk
     /// is done: the send is then finished on this partition).
@@ -287,18 +364,33 @@ impl Claims {
     }
 
     /// Records that the claimed range of `send` is done, with `sent` devices handed to the
-    /// pools and `resent` of them re-sends after a takeover.
+    /// pools (counted as delivered: [`Claims::complete_counted`] says how many were).
     pub async fn complete(
         &self,
         c: &mut PartitionClaims,
         send: &str,
         sent: u64,
     ) -> Result<(), ClaimError> {
+        self.complete_counted(c, send, sent, sent).await
+    }
+
+    /// Records that the claimed range of `send` is done: `sent` devices handed to the pools,
+    /// `delivered` of them accepted by the push service (the rest failed). The counts go in
+    /// the same compare-and-set as the progress, so a successor carries them on.
+    pub async fn complete_counted(
+        &self,
+        c: &mut PartitionClaims,
+        send: &str,
+        sent: u64,
+        delivered: u64,
+    ) -> Result<(), ClaimError> {
         let sp = c.progress.sends.entry(send.to_owned()).or_default();
         let Some(r) = sp.claimed.take() else {
             return Ok(());
         };
         sp.sent += sent;
+        sp.delivered += delivered;
+        sp.failed += sent.saturating_sub(delivered);
         match r.hi {
             Some(h) => sp.done_upto = h,
             None => sp.finished = true,

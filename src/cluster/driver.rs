@@ -8,9 +8,14 @@
 //! Which partitions the node owns, at which epoch, with which registry, is the caller's
 //! (the node runtime's) to say: [`Driver::run_owned`] takes one partition at a time.
 //!
-//! Not built yet: a cancel stops a send only on partitions it has not started on; the
-//! progress value keeps finished sends (no floor to drop them); pacing is not split over
-//! partitions.
+//! After each run the driver settles the partition's progress
+//! ([`Claims::settle`](super::claims::Claims::settle)): a send with nothing left to do there
+//! (finished, cancelled, not for this partition) publishes its final outcome once more from
+//! its progress entry and the entry is dropped, behind a floor of `NOTIFY` sequences, so the
+//! value holds the active sends only.
+//!
+//! Not built yet: a cancel stops a send only on partitions it has not started on (one
+//! started runs to its end); pacing is not split over partitions.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -25,6 +30,7 @@ use crate::{Engine, NotificationId, Registry, SendRequest};
 /// A send read from `NOTIFY`.
 #[derive(Clone)]
 struct Queued {
+    seq: u64,
     id: NotificationId,
     request: Arc<SendRequest>,
     delivery: Delivery,
@@ -83,6 +89,7 @@ impl Driver {
                 } => {
                     st.next_seq = seq + 1;
                     st.sends.push(Queued {
+                        seq,
                         id,
                         request: Arc::from(request),
                         delivery,
@@ -119,14 +126,17 @@ impl Driver {
         }
         let now = SystemTime::now();
         let mut ran = 0;
+        // Sends whose final outcome this call published (no need to publish it again when
+        // they are settled below).
+        let mut published = HashSet::new();
         for q in &st.sends {
             let due = q.not_before.is_none_or(|t| t <= now);
             let here = q.parts.as_ref().is_none_or(|ps| ps.contains(&p));
-            let finished = c
-                .progress
-                .sends
-                .get(&q.id.to_string())
-                .is_some_and(|s| s.finished);
+            let finished = c.progress.settled(q.seq)
+                || c.progress
+                    .sends
+                    .get(&q.id.to_string())
+                    .is_some_and(|s| s.finished);
             if !due || !here || finished || st.cancelled.contains(&q.id) {
                 continue;
             }
@@ -139,9 +149,67 @@ impl Driver {
                 &q.request,
             )
             .await?;
+            published.insert(q.id);
             ran += 1;
         }
+        self.settle(&st, &mut c, &published).await?;
         Ok(ran)
+    }
+
+    /// Drops the settled sends from `c`'s progress (after publishing each one's final
+    /// outcome from its entry) and moves the floor up to what this driver has read.
+    async fn settle(
+        &self,
+        st: &State,
+        c: &mut PartitionClaims,
+        published: &HashSet<NotificationId>,
+    ) -> Result<(), ClaimError> {
+        let p = c.partition;
+        let by_seq: std::collections::HashMap<u64, &Queued> =
+            st.sends.iter().map(|q| (q.seq, q)).collect();
+        let settled = |seq: u64, progress: &super::claims::Progress| -> bool {
+            let Some(q) = by_seq.get(&seq) else {
+                // A cancel's sequence, or a send this driver has not read: nothing to run.
+                return true;
+            };
+            let here = q.parts.as_ref().is_none_or(|ps| ps.contains(&p));
+            let entry = progress.sends.get(&q.id.to_string());
+            // Not settled: not due yet, or due and not run here yet (a later round runs it).
+            !here || st.cancelled.contains(&q.id) || entry.is_some_and(|s| s.finished)
+        };
+        // Publish the final outcome of every entry about to go, before it goes.
+        let mut going = Vec::new();
+        let candidates: Vec<u64> = c
+            .progress
+            .pending
+            .iter()
+            .copied()
+            .chain(c.progress.floor.max(1)..st.next_seq.max(c.progress.floor))
+            .collect();
+        for seq in candidates {
+            if !settled(seq, &c.progress) {
+                continue;
+            }
+            if let Some(q) = by_seq.get(&seq).filter(|q| !published.contains(&q.id)) {
+                if let Some(sp) = c.progress.sends.get(&q.id.to_string()) {
+                    going.push((q.id, sp.clone()));
+                }
+            }
+        }
+        for (id, sp) in &going {
+            super::runner::publish_settled(&self.cluster, c, *id, sp).await?;
+        }
+        let snapshot = c.progress.clone();
+        self.cluster
+            .claims()
+            .settle(
+                c,
+                st.next_seq,
+                |seq| settled(seq, &snapshot),
+                |seq| by_seq.get(&seq).map(|q| q.id.to_string()),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Settles an older owner's unfinished claims on `c`, each send by its own policy.

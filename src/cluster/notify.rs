@@ -224,6 +224,17 @@ pub struct PartitionOutcome {
     pub finished: bool,
 }
 
+impl PartitionOutcome {
+    /// Takes the counts of a send's progress entry on the partition.
+    pub(crate) fn fill_from(&mut self, sp: &super::claims::SendProgress) {
+        self.targeted = sp.targeted;
+        self.delivered = sp.delivered;
+        self.failed = sp.failed;
+        self.possible_duplicates = sp.possible_duplicates;
+        self.possibly_missed = sp.possibly_missed;
+    }
+}
+
 /// A send's outcome summed over partitions.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Totals {

@@ -57,10 +57,15 @@ pub async fn run_partition(
     .await
     .map_err(|e| ClaimError::Nats(ClusterError::Nats(format!("resolving: {e}"))))?;
     let walk = walk_order(targets.keys().map(String::as_str));
+    claims
+        .progress
+        .sends
+        .entry(send.clone())
+        .or_default()
+        .targeted = targets.len() as u64;
     let mut outcome = PartitionOutcome {
         partition: claims.partition,
         epoch: claims.epoch,
-        targeted: targets.len() as u64,
         ..Default::default()
     };
     loop {
@@ -78,18 +83,19 @@ pub async fn run_partition(
             .map_err(|e| ClaimError::Nats(ClusterError::Nats(format!("send: {e}"))))?;
         let report = handle.wait().await;
         let delivered: u64 = report.platforms.values().map(|p| p.delivered).sum();
-        outcome.delivered += delivered;
         // Dead (pruned), rejected, expired, failed: every device of the range not delivered.
-        outcome.failed += n.saturating_sub(delivered);
-        cluster.claims().complete(claims, &send, n).await?;
+        cluster
+            .claims()
+            .complete_counted(claims, &send, n, delivered.min(n))
+            .await?;
         publish(cluster, claims, id, &mut outcome, false).await?;
     }
     publish(cluster, claims, id, &mut outcome, true).await?;
     Ok(outcome)
 }
 
-/// Publishes the partition's counts so far (with the takeover counts of its progress) as the
-/// next outcome of this epoch.
+/// Publishes the partition's counts so far, as its progress holds them (an older owner's
+/// completed ranges included), as the next outcome of this epoch.
 async fn publish(
     cluster: &Cluster,
     claims: &PartitionClaims,
@@ -98,14 +104,38 @@ async fn publish(
     finished: bool,
 ) -> Result<(), ClaimError> {
     if let Some(sp) = claims.progress.sends.get(&id.to_string()) {
-        outcome.possible_duplicates = sp.possible_duplicates;
-        outcome.possibly_missed = sp.possibly_missed;
+        outcome.fill_from(sp);
     }
     outcome.finished = finished;
     outcome.n += 1;
     cluster
         .outcomes()
         .publish(id, outcome)
+        .await
+        .map_err(ClaimError::Nats)
+}
+
+/// Publishes the final outcome of a send settled on `claims.partition` (from its progress
+/// entry) before the entry is dropped: the last word of this epoch on it, whatever the
+/// runner published before (or did not, if it stopped between its last claim and its
+/// final publication).
+pub(crate) async fn publish_settled(
+    cluster: &Cluster,
+    claims: &PartitionClaims,
+    id: NotificationId,
+    sp: &super::claims::SendProgress,
+) -> Result<(), ClaimError> {
+    let mut outcome = PartitionOutcome {
+        partition: claims.partition,
+        epoch: claims.epoch,
+        n: u64::MAX,
+        finished: true,
+        ..Default::default()
+    };
+    outcome.fill_from(sp);
+    cluster
+        .outcomes()
+        .publish(id, &outcome)
         .await
         .map_err(ClaimError::Nats)
 }
