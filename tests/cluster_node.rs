@@ -561,3 +561,177 @@ async fn a_leaving_node_hands_its_partitions_over_without_losing_writes() {
     let one = &acked[0];
     assert!(c.get(&id(one)).await.unwrap().is_some());
 }
+
+// Hot standbys (CLUSTER.md, "Assignment"): the second choice of each partition follows its
+// log; when the owner dies, the standbys open its partitions from their copies and read only
+// the tail from NATS, and the result is the log's state: no acknowledged write lost, every
+// replica equal to its owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standbys_follow_the_log_and_take_over_from_their_copy() {
+    let Some(nats) = three().await else { return };
+    let urls = nats.urls();
+    let a = Arc::new(node("a", &urls).await);
+    let b = Arc::new(node("b", &urls).await);
+    let c = node("c", &urls).await;
+    settle(&[&a, &b, &c], Duration::from_secs(30)).await;
+    let writers = Writers::start(vec![a.clone(), b.clone()], "s", 2);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Every partition c owns has a standby on a or b, following its log.
+    let c_owns = c.owned();
+    let names = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+    let standby_of = |p: u16| {
+        assign::assign(P, &names)[p as usize]
+            .clone()
+            .unwrap()
+            .standby
+            .unwrap()
+    };
+    let t0 = Instant::now();
+    loop {
+        let following: BTreeSet<u16> = a
+            .standbys()
+            .into_iter()
+            .chain(b.standbys())
+            .map(|(p, _, _)| p)
+            .collect();
+        if c_owns.iter().all(|p| following.contains(p)) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "standbys of {c_owns:?}: a {:?}, b {:?}",
+            a.standbys(),
+            b.standbys()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for p in &c_owns {
+        let s = standby_of(*p);
+        let n = if s == "a" { &a } else { &b };
+        assert!(
+            n.standbys().iter().any(|(q, _, _)| q == p),
+            "{s} should follow partition {p}"
+        );
+    }
+    let before = a.opened_from_standby() + b.opened_from_standby();
+    // c dies (dropped: no handoff, as a crash).
+    drop(c);
+    let took = settle(&[&a, &b], Duration::from_secs(30)).await;
+    let promoted = a.opened_from_standby() + b.opened_from_standby() - before;
+    eprintln!(
+        "{} partitions of c taken over in {took:?}, {promoted} of them from a standby copy",
+        c_owns.len()
+    );
+    assert_eq!(
+        promoted,
+        c_owns.len() as u64,
+        "not every takeover used its standby's copy"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (acked, _, failed) = writers.finish().await;
+    assert!(acked.len() > 50, "too few writes: {}", acked.len());
+    assert_all_present(&a, &acked).await;
+    let total = assert_replicas_equal_owners(&[&a, &b]).await;
+    assert!((acked.len()..=acked.len() + failed).contains(&total));
+}
+
+// A standby's copy and the owner's purges: the owner compacts and purges its partition logs
+// (short reap interval) while a standby follows them; the standby's copy then holds chunks
+// the stream no longer has. When the owner dies, the standby opens from its copy minus the
+// purged prefix, plus the tail: deleted installations stay deleted (their tombstones were
+// dropped by compaction along with the records they deleted), the others are as last written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_copy_of_a_purged_log_takes_over_to_the_logs_state() {
+    let Some(nats) = three().await else { return };
+    let urls = nats.urls();
+    let registry = RegistryConfig {
+        reap_interval: Duration::from_millis(200),
+        ..RegistryConfig::default()
+    };
+    let start = |name: &str| {
+        let (urls, registry) = (urls.clone(), registry.clone());
+        let name = name.to_owned();
+        async move {
+            let cluster = Cluster::connect(config(&name, &urls), "hub").await.unwrap();
+            Node::start(cluster, registry)
+        }
+    };
+    let a = start("a").await;
+    let b = start("b").await;
+    settle(&[&a, &b], Duration::from_secs(30)).await;
+    let a_owns = a.owned();
+    // Churn on a's partitions through b (routed): every id written 8 times, then a third
+    // deleted, so most of each log is dead and the owner compacts and purges it.
+    let ids: Vec<String> = (0..400)
+        .map(|i| format!("c{i}"))
+        .filter(|n| a_owns.contains(&partition_of(&id(n), P)))
+        .collect();
+    assert!(ids.len() > 50);
+    for round in 0..8 {
+        let writes = ids.iter().map(|n| {
+            let tag = format!("r{round}");
+            let b = &b;
+            async move { b.upsert(device(n, &["all", &tag])).await.unwrap() }
+        });
+        futures_util::future::join_all(writes).await;
+    }
+    let deleted: BTreeSet<&String> = ids.iter().step_by(3).collect();
+    for n in &deleted {
+        assert!(b.delete(&id(n)).await.unwrap());
+    }
+    // Wait until the owner purged some of its logs and b's copies caught up with them.
+    let t0 = Instant::now();
+    loop {
+        let mut purged = 0;
+        for &p in &a_owns {
+            if a.cluster().partition_log(p).first_seq().await.unwrap() > 1 {
+                purged += 1;
+            }
+        }
+        // Caught up, and trimmed to what the stream still holds.
+        let copies: BTreeMap<u16, (u64, u64)> = b
+            .standbys()
+            .into_iter()
+            .map(|(p, first, last)| (p, (first, last)))
+            .collect();
+        let mut caught_up = true;
+        for &p in &a_owns {
+            let log = a.cluster().partition_log(p);
+            let (first, last) = (
+                log.first_seq().await.unwrap(),
+                log.last_seq().await.unwrap(),
+            );
+            caught_up &= copies.get(&p) == Some(&(first, last));
+        }
+        if purged * 2 >= a_owns.len() && caught_up {
+            eprintln!(
+                "{purged} of {} logs purged, b's copies caught up",
+                a_owns.len()
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{purged} of {} logs purged; caught up: {caught_up}",
+            a_owns.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(a);
+    settle(&[&b], Duration::from_secs(30)).await;
+    assert_eq!(b.opened_from_standby(), a_owns.len() as u64);
+    for n in &ids {
+        let got = b.get(&id(n)).await.unwrap();
+        if deleted.contains(n) {
+            assert!(got.is_none(), "{n} was deleted and came back");
+        } else {
+            let got = got.unwrap_or_else(|| panic!("{n} lost"));
+            assert!(
+                got.tags.contains(&Tag::new("r7").unwrap()),
+                "{n}: {:?}",
+                got.tags
+            );
+        }
+    }
+    assert_replicas_equal_owners(&[&b]).await;
+}

@@ -70,6 +70,7 @@ pub mod notify;
 pub mod plog;
 mod read;
 pub mod runner;
+mod standby;
 mod store;
 mod wire;
 
@@ -305,7 +306,19 @@ impl Cluster {
         &self,
         p: u16,
         epoch: Option<u64>,
+        config: crate::RegistryConfig,
+    ) -> Result<(crate::Registry, u64), ClusterError> {
+        self.open_cached(p, epoch, config, None).await
+    }
+
+    /// [`Cluster::open`] replaying from a standby's copy of the log (`cached`) and the tail
+    /// after it.
+    pub(crate) async fn open_cached(
+        &self,
+        p: u16,
+        epoch: Option<u64>,
         mut config: crate::RegistryConfig,
+        cached: Option<Vec<plog::LogEntry>>,
     ) -> Result<(crate::Registry, u64), ClusterError> {
         if p >= self.config.partitions {
             return Err(ClusterError::Config(format!(
@@ -317,7 +330,7 @@ impl Cluster {
         let rt = tokio::runtime::Handle::current();
         let (log, meta) = (self.partition_log(p), self.meta.clone());
         tokio::task::spawn_blocking(move || {
-            store::open_partition(rt, log, meta, format!("p{p}"), epoch, config)
+            store::open_partition(rt, log, meta, format!("p{p}"), epoch, config, cached)
         })
         .await
         .map_err(|e| ClusterError::Nats(format!("opening partition {p}: {e}")))?

@@ -55,6 +55,7 @@ use tokio::task::JoinHandle;
 
 use super::lease::Lease;
 use super::members::Members;
+use super::standby::Standby;
 use super::wire::{self, Op, Reply};
 use super::{assign, Cluster, ClusterError};
 use crate::dispatch::metrics as m;
@@ -115,6 +116,12 @@ struct Inner {
     joined: AtomicBool,
     route_deadline: Duration,
     try_timeout: Duration,
+    /// The partitions this node is the hot standby of, each following its log.
+    standbys: Mutex<HashMap<u16, Standby>>,
+    /// Partitions opened from a standby's copy of their log.
+    promoted: std::sync::atomic::AtomicU64,
+    /// Rounds so far (the standby lag is measured every tenth).
+    rounds: std::sync::atomic::AtomicU64,
 }
 
 /// A partition this node owns: its lease and what serves it.
@@ -189,6 +196,9 @@ impl Node {
             joined: AtomicBool::new(false),
             route_deadline,
             try_timeout,
+            standbys: Mutex::new(HashMap::new()),
+            promoted: std::sync::atomic::AtomicU64::new(0),
+            rounds: std::sync::atomic::AtomicU64::new(0),
         });
         let tasks = vec![
             tokio::spawn(members.watch()),
@@ -252,6 +262,26 @@ impl Node {
             tracing::warn!(node = %self.name(), still_owned = left.len(), "left before every partition was handed over");
         }
         Ok(left)
+    }
+
+    /// The partitions this node is the hot standby of, each with the first and the last log
+    /// sequence its copy holds (0: none), in order.
+    pub fn standbys(&self) -> Vec<(u16, u64, u64)> {
+        let mut v: Vec<(u16, u64, u64)> = self
+            .inner
+            .standbys
+            .lock()
+            .iter()
+            .map(|(&p, s)| (p, s.first_seq(), s.last_seq()))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// How many partitions this node opened from its standby copy of their log (a takeover
+    /// or handoff that read only the tail from NATS).
+    pub fn opened_from_standby(&self) -> u64 {
+        self.inner.promoted.load(Ordering::Relaxed)
     }
 
     /// The members this node sees live now (itself included), sorted.
@@ -513,9 +543,50 @@ impl Inner {
             }
         }
         join_all(give.into_iter().map(|(p, t)| self.hand_off(p, t))).await;
-        join_all(take.into_iter().map(|p| self.acquire(p))).await;
-        join_all(note.into_iter().map(|p| self.cluster.leases().note(p))).await;
+        join_all(take.iter().map(|&p| self.acquire(p))).await;
+        join_all(note.iter().map(|&p| self.cluster.leases().note(p))).await;
+        self.keep_standbys(&note, &take).await;
         self.report_owned();
+    }
+
+    /// Follows the log of every partition in `standby_of` (with `[cluster] standby` on), keeps
+    /// the copies of those in `taking` (this node is their owner now, waiting for the lease:
+    /// the copy opens them when it comes) and stops following the others; every tenth round,
+    /// measures how far the copies lag.
+    async fn keep_standbys(&self, standby_of: &[u16], taking: &[u16]) {
+        let on = self.cluster.config().standby;
+        let logs: Vec<(u16, u64)> = {
+            let mut standbys = self.standbys.lock();
+            standbys.retain(|p, _| on && (standby_of.contains(p) || taking.contains(p)));
+            if on {
+                for &p in standby_of {
+                    standbys
+                        .entry(p)
+                        .or_insert_with(|| Standby::start(self.cluster.partition_log(p)));
+                }
+            }
+            standbys.iter().map(|(&p, s)| (p, s.last_seq())).collect()
+        };
+        metrics::gauge!(m::CLUSTER_STANDBY_PARTITIONS, &self.labels()).set(logs.len() as f64);
+        if self.rounds.fetch_add(1, Ordering::Relaxed) % 10 != 0 {
+            return;
+        }
+        // Each log's bounds: the first sequence trims the copy (the owner purged below it),
+        // the last gives the lag.
+        let bounds = join_all(logs.iter().map(|&(p, _)| async move {
+            let log = self.cluster.partition_log(p);
+            Ok::<_, ClusterError>((log.first_seq().await?, log.last_seq().await?))
+        }))
+        .await;
+        let mut lag = 0;
+        for (&(p, seen), b) in logs.iter().zip(bounds) {
+            let Ok((first, last)) = b else { continue };
+            if let Some(s) = self.standbys.lock().get(&p) {
+                s.trim_below(first);
+            }
+            lag = lag.max(last.saturating_sub(seen));
+        }
+        metrics::gauge!(m::CLUSTER_STANDBY_LAG, &self.labels()).set(lag as f64);
     }
 
     fn report_owned(&self) {
@@ -664,10 +735,16 @@ impl Inner {
         let took_over = current.as_ref().is_some_and(|c| c.value.node != self.me());
         let mut config = self.registry.clone();
         config.name = format!("{}.p{p}", config.name);
+        // A hot standby of `p` replays from its copy of the log and the tail after it.
+        let cached = self.standbys.lock().remove(&p).map(Standby::into_entries);
+        let from_standby = cached.is_some();
         let (registry, replayed_to) = self
             .cluster
-            .open(p, Some(lease.value.epoch), config)
+            .open_cached(p, Some(lease.value.epoch), config, cached)
             .await?;
+        if from_standby {
+            self.promoted.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(from) = lease.value.from_seq {
             // By construction (the marker went in right after the replay's last sequence,
             // which is at or after the handoff's), but checked: serving short of it would
@@ -697,7 +774,7 @@ impl Inner {
         *served.server.lock() = Some(task);
         tracing::info!(
             node = %self.me(), partition = p, epoch = lease.value.epoch, replayed_to, took_over,
-            "serving partition"
+            from_standby, opened_in = ?started.elapsed(), "serving partition"
         );
         if took_over && lease.value.from_seq.is_none() {
             metrics::counter!(m::CLUSTER_TAKEOVERS, &self.labels()).increment(1);

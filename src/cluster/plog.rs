@@ -171,6 +171,36 @@ impl PartitionLog {
         }
     }
 
+    /// An ordered consumer of the subject from sequence `from` on (a standby's follow).
+    pub(crate) async fn consume_from(
+        &self,
+        from: u64,
+    ) -> Result<jetstream::consumer::pull::Ordered, ClusterError> {
+        super::read::consume(&self.js, &self.stream, Some(&self.subject), from).await
+    }
+
+    /// The sequence of the first message on the subject (0: none): what a purge left.
+    pub async fn first_seq(&self) -> Result<u64, ClusterError> {
+        super::guard::retry_meta(
+            || async {
+                let s = self
+                    .js
+                    .get_stream_no_info(&self.stream)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match s.get_first_raw_message_by_subject(&self.subject, 1).await {
+                    Ok(m) => Ok(m.sequence),
+                    Err(e) if matches!(e.kind(), stream::RawMessageErrorKind::NoMessageFound) => {
+                        Ok(0)
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+            &format!("first message of {}", self.subject),
+        )
+        .await
+    }
+
     /// The payload of the message at stream sequence `seq` (a chunk this log appended or
     /// replayed), read from the stream's leader; `None` if it is gone (purged).
     pub async fn read_at(&self, seq: u64) -> Result<Option<Bytes>, ClusterError> {
@@ -261,20 +291,25 @@ impl PartitionLog {
             from,
             upto,
             |seq, m| {
-                let headers = m.headers.as_ref();
-                let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
-                out.push(LogEntry {
-                    seq,
-                    epoch: header(EPOCH_HEADER)
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0),
-                    chunk: (header(KIND_HEADER) != Some("marker")).then(|| m.payload.clone()),
-                    number: header(NUMBER_HEADER).and_then(|v| v.parse().ok()),
-                });
+                out.push(entry_of(seq, m));
                 Ok(())
             },
         )
         .await?;
         Ok(out)
+    }
+}
+
+/// The log entry of message `m` at stream sequence `seq`.
+pub(crate) fn entry_of(seq: u64, m: &jetstream::Message) -> LogEntry {
+    let headers = m.headers.as_ref();
+    let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
+    LogEntry {
+        seq,
+        epoch: header(EPOCH_HEADER)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        chunk: (header(KIND_HEADER) != Some("marker")).then(|| m.payload.clone()),
+        number: header(NUMBER_HEADER).and_then(|v| v.parse().ok()),
     }
 }

@@ -52,9 +52,35 @@ pub(crate) async fn read_range(
     }
     let what = filter.unwrap_or(stream_name);
     let err = |e: &dyn std::fmt::Display| ClusterError::Nats(format!("reading {what}: {e}"));
+    let mut msgs = consume(js, stream_name, filter, from).await?;
+    loop {
+        let m = match tokio::time::timeout(NEXT_WITHIN, msgs.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => return Err(err(&e)),
+            Ok(None) | Err(_) => {
+                return Err(err(&format!("the stream ended before sequence {upto}")))
+            }
+        };
+        let seq = m.info().map_err(|e| err(&e))?.stream_sequence;
+        f(seq, &m)?;
+        if seq >= upto {
+            return Ok(());
+        }
+    }
+}
+
+/// An ordered consumer of `stream_name` (on `filter`, if given) from sequence `from`: every
+/// message from there on, in order, waiting for new ones at the end.
+pub(crate) async fn consume(
+    js: &jetstream::Context,
+    stream_name: &str,
+    filter: Option<&str>,
+    from: u64,
+) -> Result<jetstream::consumer::pull::Ordered, ClusterError> {
+    let what = filter.unwrap_or(stream_name);
     // Creating the consumer needs the stream's leader: right after a NATS server restarted,
     // or while a leader is elected, that can time out; retried as the guard retries.
-    let mut msgs = super::guard::retry_meta(
+    super::guard::retry_meta(
         || async {
             let s = js
                 .get_stream_no_info(stream_name)
@@ -74,21 +100,7 @@ pub(crate) async fn read_range(
         },
         &format!("reading {what}"),
     )
-    .await?;
-    loop {
-        let m = match tokio::time::timeout(NEXT_WITHIN, msgs.next()).await {
-            Ok(Some(Ok(m))) => m,
-            Ok(Some(Err(e))) => return Err(err(&e)),
-            Ok(None) | Err(_) => {
-                return Err(err(&format!("the stream ended before sequence {upto}")))
-            }
-        };
-        let seq = m.info().map_err(|e| err(&e))?.stream_sequence;
-        f(seq, &m)?;
-        if seq >= upto {
-            return Ok(());
-        }
-    }
+    .await
 }
 
 /// The settings of every log-like stream of cluster mode: file storage, `replicas`, no

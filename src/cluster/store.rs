@@ -34,7 +34,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
 
-use super::plog::{AppendError, PartitionLog, Writer};
+use super::plog::{AppendError, LogEntry, PartitionLog, Writer};
 use super::ClusterError;
 use crate::registry::store::{ChunkVisitor, Compaction, Store, StoreError};
 use crate::{Registry, RegistryConfig, StorageFailure};
@@ -60,6 +60,8 @@ struct State {
     read_only: bool,
     /// The stream sequence of every chunk in the log, by the registry's chunk number.
     chunks: BTreeMap<u64, u64>,
+    /// The log as a hot standby read it (taken by the first scan).
+    cached: Option<Vec<LogEntry>>,
 }
 
 fn failure(m: impl Into<String>) -> StoreError {
@@ -90,6 +92,27 @@ impl StreamStore {
             }
             Err(AppendError::Other(e)) => Err(e),
         }
+    }
+}
+
+impl StreamStore {
+    /// The whole log: from a standby's copy and the tail after it when the copy starts at the
+    /// subject's first message (what is below it was purged since the copy read it), else
+    /// from NATS alone.
+    async fn replay(&self, cached: Option<Vec<LogEntry>>) -> Result<Vec<LogEntry>, ClusterError> {
+        let Some(mut entries) = cached else {
+            return self.log.replay(1).await;
+        };
+        let first = self.log.first_seq().await?;
+        entries.retain(|e| e.seq >= first);
+        if first == 0 || entries.first().map(|e| e.seq) != Some(first) {
+            return self.log.replay(1).await;
+        }
+        let from = entries.last().map_or(first, |e| e.seq + 1);
+        let copied = entries.len();
+        entries.extend(self.log.replay(from).await?);
+        tracing::debug!(log = %self.log.subject(), copied, tail = entries.len() - copied, "replayed from a standby's copy");
+        Ok(entries)
     }
 }
 
@@ -170,8 +193,9 @@ impl Store for StreamStore {
     }
 
     fn scan(&self, f: &mut ChunkVisitor<'_>) -> Result<(), StoreError> {
+        let cached = self.state.lock().cached.take();
         let entries = self
-            .block_on(self.log.replay(1))
+            .block_on(self.replay(cached))
             .map_err(|e| failure(e.to_string()))?;
         let mut last = 0;
         let mut chunks = BTreeMap::new();
@@ -231,6 +255,7 @@ pub(crate) fn open_partition(
     meta_prefix: String,
     epoch: Option<u64>,
     config: RegistryConfig,
+    cached: Option<Vec<LogEntry>>,
 ) -> Result<(Registry, u64), ClusterError> {
     let store = Arc::new(StreamStore {
         log,
@@ -244,6 +269,7 @@ pub(crate) fn open_partition(
             fenced: false,
             read_only: epoch.is_none(),
             chunks: BTreeMap::new(),
+            cached,
         }),
     });
     let dyn_store: Arc<dyn Store> = store.clone();

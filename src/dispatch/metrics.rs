@@ -35,6 +35,11 @@ pub const CLUSTER_WRITE_ROUTE_SECONDS: &str = "tagcast_cluster_write_route_secon
 /// Counter (cluster mode): an older owner's unfinished send claims settled on a partition
 /// (re-sent at least once, or skipped at most once), labels `hub`.
 pub const CLUSTER_CLAIM_TAKEOVERS: &str = "tagcast_cluster_claim_takeovers_total";
+/// Gauge `{hub, node}`: partitions this node is the hot standby of (following their logs).
+pub const CLUSTER_STANDBY_PARTITIONS: &str = "tagcast_cluster_standby_partitions";
+/// Gauge `{hub, node}`: the most log messages any of this node's standby copies is behind
+/// (measured every ten rounds).
+pub const CLUSTER_STANDBY_LAG: &str = "tagcast_cluster_standby_lag_messages";
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
@@ -59,6 +64,14 @@ pub fn describe() {
         "Partitions taken from an owner that stopped renewing"
     );
     metrics::describe_counter!(CLUSTER_HANDOFFS, "Partitions handed over (planned)");
+    metrics::describe_gauge!(
+        CLUSTER_STANDBY_PARTITIONS,
+        "Partitions this node is the hot standby of"
+    );
+    metrics::describe_gauge!(
+        CLUSTER_STANDBY_LAG,
+        "Log messages the most behind standby copy lags"
+    );
     metrics::describe_counter!(CLUSTER_STEP_DOWNS, "Partitions given up without a handoff");
     metrics::describe_counter!(
         CLUSTER_CLAIM_TAKEOVERS,
