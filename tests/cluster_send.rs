@@ -420,3 +420,77 @@ async fn nodes_run_broadcasts_and_survive_an_owner_crash() {
     assert!(duplicates <= t.possible_duplicates, "uncounted duplicates");
     assert!(t.possible_duplicates <= u64::from(CLAIM) * a_owned);
 }
+
+// A cancel read while a send runs on a partition stops it before its next claim: the range
+// in flight is finished and counted, nothing after it is sent, and the settled send's final
+// outcome carries the counts so far.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_stops_a_running_send_before_its_next_claim() {
+    use std::sync::Arc;
+    use tagcast::cluster::driver::Driver;
+    const N: u64 = 3000;
+    let Some((nats, bed)) = nats_and_slow_apns().await else {
+        return;
+    };
+    let a = Arc::new(Cluster::connect(config("a", &nats), "hub").await.unwrap());
+    let reg = a
+        .open_partition(0, 1, RegistryConfig::default())
+        .await
+        .unwrap();
+    for i in 0..N {
+        reg.upsert_async(
+            Installation::new(
+                InstallationId::new(format!("dev-{i}")).unwrap(),
+                PushHandle::apns(&apns_token(i)).unwrap(),
+            )
+            .with_tags([Tag::new("all").unwrap()]),
+        )
+        .await
+        .unwrap();
+    }
+    let id: tagcast::NotificationId = "6a000000-0000-4000-8000-0000000000c1".parse().unwrap();
+    a.notify()
+        .accept(
+            id,
+            &SendRequest::native(alert(), Audience::All),
+            Delivery::AtLeastOnce,
+            None,
+            Some(vec![0]),
+        )
+        .await
+        .unwrap();
+    let engine = Engine::without_registry(bed.config()).unwrap();
+    let driver = Arc::new(Driver::new(a.clone(), engine.clone()));
+    assert_eq!(driver.poll().await.unwrap(), 1);
+    let (d, r) = (driver.clone(), reg.clone());
+    let run = tokio::spawn(async move { d.run_owned(0, 1, &r).await.unwrap() });
+    let t0 = std::time::Instant::now();
+    while (bed.apns().deliveries().len() as u64) < N * 3 / 10 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a.notify().cancel(id).await.unwrap();
+    assert_eq!(driver.poll().await.unwrap(), 1);
+    let at_cancel = bed.apns().deliveries().len() as u64;
+    run.await.unwrap();
+    let sent = bed.apns().deliveries().len() as u64;
+    eprintln!("cancelled with {at_cancel} delivered; {sent} at the end (claim {CLAIM})");
+    assert!(
+        sent <= at_cancel + 2 * u64::from(CLAIM) && sent < N,
+        "the send went on after the cancel: {at_cancel} then {sent} of {N}"
+    );
+    // The next run settles it: final outcome with the counts so far, entry dropped.
+    driver.run_owned(0, 1, &reg).await.unwrap();
+    engine.shutdown().await;
+    let totals = a.outcomes().collect(a.outcomes().home(id)).await.unwrap();
+    let t = &totals[&id.to_string()];
+    assert_eq!((t.partitions, t.finished), (1, 1));
+    assert_eq!(t.delivered, sent);
+    let c = a.claims().load(0, 1).await.unwrap();
+    assert!(c.progress.sends.is_empty(), "{:?}", c.progress);
+    assert_eq!(
+        bed.apns().deliveries().len() as u64,
+        sent,
+        "sent after settling"
+    );
+}

@@ -14,8 +14,11 @@
 //! its progress entry and the entry is dropped, behind a floor of `NOTIFY` sequences, so the
 //! value holds the active sends only.
 //!
-//! Not built yet: a cancel stops a send only on partitions it has not started on (one
-//! started runs to its end); pacing is not split over partitions.
+//! A cancel read from `NOTIFY` stops a send: on partitions it has not started on it never
+//! starts, on those it runs on it stops before its next claim (the range in flight is
+//! finished and counted), and the settled send's final outcome carries the counts so far.
+//!
+//! Not built yet: pacing is not split over partitions.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -23,7 +26,7 @@ use std::time::SystemTime;
 
 use super::claims::{ClaimError, PartitionClaims};
 use super::notify::Notice;
-use super::runner::run_partition;
+use super::runner::run_partition_until;
 use super::{Cluster, ClusterError, Delivery};
 use crate::{Engine, NotificationId, Registry, SendRequest};
 
@@ -140,16 +143,21 @@ impl Driver {
             if !due || !here || finished || st.cancelled.contains(&q.id) {
                 continue;
             }
-            run_partition(
+            let id = q.id;
+            let cancelled = || self.state.lock().cancelled.contains(&id);
+            run_partition_until(
                 &self.cluster,
                 &self.engine,
                 registry,
                 &mut c,
                 q.id,
                 &q.request,
+                &cancelled,
             )
             .await?;
-            published.insert(q.id);
+            if !cancelled() {
+                published.insert(q.id);
+            }
             ran += 1;
         }
         self.settle(&st, &mut c, &published).await?;

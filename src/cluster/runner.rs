@@ -32,6 +32,22 @@ pub async fn run_partition(
     id: NotificationId,
     request: &SendRequest,
 ) -> Result<PartitionOutcome, ClaimError> {
+    run_partition_until(cluster, engine, registry, claims, id, request, &|| false).await
+}
+
+/// [`run_partition`], asking `cancelled` before each claim: once it says yes, the run stops
+/// there (no claim is left held: each range is completed before the next is claimed) and
+/// returns the counts so far without a final publication (the driver settles the cancelled
+/// send, publishing its final outcome).
+pub(crate) async fn run_partition_until(
+    cluster: &Cluster,
+    engine: &Engine,
+    registry: &Registry,
+    claims: &mut PartitionClaims,
+    id: NotificationId,
+    request: &SendRequest,
+    cancelled: &(dyn Fn() -> bool + Send + Sync),
+) -> Result<PartitionOutcome, ClaimError> {
     let notification = match request.content() {
         Content::Native(n) => n.clone(),
         _ => {
@@ -69,6 +85,10 @@ pub async fn run_partition(
         ..Default::default()
     };
     loop {
+        if cancelled() {
+            tracing::info!(partition = claims.partition, notification = %id, "cancelled mid-send");
+            return Ok(outcome);
+        }
         let ids = cluster.claims().claim_next(claims, &send, &walk, k).await?;
         if ids.is_empty() {
             break;
