@@ -76,6 +76,13 @@ pub struct SendProgress {
     /// Devices skipped after a takeover at most once (each may have been missed).
     #[serde(default)]
     pub possibly_missed: u64,
+    /// Devices of done ranges the push service accepted, over every epoch (a new owner's
+    /// outcome starts from these, so a change of owner does not drop the earlier counts).
+    #[serde(default)]
+    pub delivered: u64,
+    /// Devices of done ranges that failed, over every epoch.
+    #[serde(default)]
+    pub failed: u64,
 }
 
 /// What `p.<p>` holds: the owner's epoch and the active sends by notification id.
@@ -106,6 +113,9 @@ pub enum ClaimError {
     Deposed,
     /// NATS failed; the outcome is unknown (retry the same operation, or stop).
     Nats(ClusterError),
+    /// The partition is being handed over (its [`SendGate`](super::runner::SendGate) was
+    /// closed): the run stopped between two claims, holding none.
+    Paused,
 }
 
 /// What a takeover found for one send: the range to re-send (at least once) or the count
@@ -294,11 +304,26 @@ impl Claims {
         send: &str,
         sent: u64,
     ) -> Result<(), ClaimError> {
+        self.complete_counted(c, send, sent, 0, 0).await
+    }
+
+    /// [`Claims::complete`], adding the range's `delivered` and `failed` devices to the
+    /// send's counts in the same compare-and-set.
+    pub async fn complete_counted(
+        &self,
+        c: &mut PartitionClaims,
+        send: &str,
+        sent: u64,
+        delivered: u64,
+        failed: u64,
+    ) -> Result<(), ClaimError> {
         let sp = c.progress.sends.entry(send.to_owned()).or_default();
         let Some(r) = sp.claimed.take() else {
             return Ok(());
         };
         sp.sent += sent;
+        sp.delivered += delivered;
+        sp.failed += failed;
         match r.hi {
             Some(h) => sp.done_upto = h,
             None => sp.finished = true,

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 use super::claims::{ClaimError, PartitionClaims};
 use super::notify::Notice;
-use super::runner::run_partition;
+use super::runner::{run_partition_gated, SendGate};
 use super::{Cluster, ClusterError, Delivery};
 use crate::{Engine, NotificationId, Registry, SendRequest};
 
@@ -108,6 +108,19 @@ impl Driver {
         epoch: u64,
         registry: &Registry,
     ) -> Result<usize, ClaimError> {
+        self.run_owned_gated(p, epoch, registry, &SendGate::default())
+            .await
+    }
+
+    /// [`Driver::run_owned`], stopping with [`ClaimError::Paused`] between two claims once
+    /// `gate` is closed (a planned handoff of the partition).
+    pub async fn run_owned_gated(
+        &self,
+        p: u16,
+        epoch: u64,
+        registry: &Registry,
+        gate: &SendGate,
+    ) -> Result<usize, ClaimError> {
         let st = self.state.lock().clone();
         let claims = self.cluster.claims();
         let mut c = claims.load(p, epoch).await?;
@@ -130,13 +143,14 @@ impl Driver {
             if !due || !here || finished || st.cancelled.contains(&q.id) {
                 continue;
             }
-            run_partition(
+            run_partition_gated(
                 &self.cluster,
                 &self.engine,
                 registry,
                 &mut c,
                 q.id,
                 &q.request,
+                gate,
             )
             .await?;
             ran += 1;

@@ -122,6 +122,9 @@ pub struct ClusterArgs {
     /// How long the broadcast may take before the run fails.
     #[arg(long, default_value_t = 600)]
     pub broadcast_timeout_secs: u64,
+    /// Keep the run's directory (node configurations and logs, NATS stores) and print it.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 impl ClusterArgs {
@@ -145,6 +148,7 @@ impl ClusterArgs {
             mock_latency_ms: 0,
             mock_max_streams: 1000,
             broadcast_timeout_secs: 600,
+            keep: false,
         }
     }
 

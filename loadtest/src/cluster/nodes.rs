@@ -65,14 +65,14 @@ impl Shared {
     }
 
     /// `tagcast.toml` of node `name` on `nats_urls`: limits out of the way (no 429 is
-    /// expected), logs at `info` in JSON without access lines.
+    /// expected), logs at `info` in JSON without access or audit lines (one per write).
     fn config(&self, name: &str, data: &Path, nats_urls: &[String]) -> String {
         let urls: Vec<String> = nats_urls.iter().map(|u| format!("\"{u}\"")).collect();
         let apns = crate::mock::apns::hub_toml(&self.p8_file, &self.apns_url);
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n\
              data_dir = \"{data}\"\ndrain_delay_secs = 0\n\n\
-             [log]\nformat = \"json\"\nlevel = \"info\"\naccess = false\n\n\
+             [log]\nformat = \"json\"\nlevel = \"info,tagcast::audit=warn\"\naccess = false\n\n\
              [cluster]\nnats_urls = [{urls}]\nnode = \"{name}\"\npartitions = {p}\n\
              stream_groups = {g}\nlease_ms = {lease}\nmargin_ms = {margin}\nclaim_size = {k}\n\
              delivery = \"{delivery}\"\n\n\
