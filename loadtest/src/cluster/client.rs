@@ -387,7 +387,8 @@ impl Outcome {
         }
     }
 
-    pub(crate) fn completed(&self) -> bool {
+    /// Every partition finished the send.
+    pub fn completed(&self) -> bool {
         self.state == "Completed"
     }
 }
