@@ -14,12 +14,10 @@
 //! NATS server: without it the tests skip, saying so, except under CI (`CI` set), where they
 //! fail (`.ci/run` installs it).
 
-use std::sync::Mutex;
-
 use tagcast_loadtest::cluster::{run, summary, ClusterArgs, ClusterReport, Scenario};
 use tagcast_loadtest::soak::locate_tagcast;
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
 /// Runs `scenario` at the CI size; `None` when no NATS server is found outside CI.
 fn small(scenario: Scenario) -> Option<ClusterReport> {
@@ -27,7 +25,7 @@ fn small(scenario: Scenario) -> Option<ClusterReport> {
     let bin = locate_tagcast(None).unwrap_or_else(|e| {
         panic!("{e}\n(this test runs the server binary: `cargo build --bin tagcast` first)")
     });
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock();
     let mut args = ClusterArgs::new(3, 3000, scenario);
     args.nats_server = Some(nats);
     args.tagcast = Some(bin);

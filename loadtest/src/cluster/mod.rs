@@ -462,10 +462,10 @@ async fn run_async(args: &ClusterArgs) -> Result<ClusterReport, Box<dyn std::err
         }
     }
     settle(&env.apns).await;
-    for k in 0..env.nodes.len() {
+    for (k, l) in last.iter_mut().enumerate().take(env.nodes.len()) {
         if env.running(k) {
             if let Some(m) = env.scrape(k).await {
-                last[k].metrics = Some(m);
+                l.metrics = Some(m);
             }
         }
     }
