@@ -1,5 +1,8 @@
 //! tagcast-loadtest: the load-test harness, with the mock PNS servers re-exported.
 //!
+//! - [`cluster`]: cluster mode under faults (`cluster` command, issue 16): NATS servers and
+//!   `tagcast serve` nodes as processes, a broadcast with a node killed, stopped, cut off or
+//!   added, checked against the mock's per-token accounting.
 //! - [`delivery`]: the delivery load test (`delivery` command, the main job).
 //! - [`mock`]: the faithful mock push services of the `tagcast-mock` crate
 //!   (`loadtest/mock/`), re-exported so `crate::mock::...` and `tagcast_loadtest::mock::...`
@@ -11,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod delivery;
 pub mod latency;
 pub mod registry_bench;

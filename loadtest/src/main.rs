@@ -38,6 +38,11 @@ enum Command {
     /// connections, resident memory over time, then kill -9, restart and a check that every
     /// acknowledged write is there.
     Soak(tagcast_loadtest::soak::SoakArgs),
+    /// Cluster mode under faults: NATS servers and N `tagcast serve` nodes as processes on
+    /// loopback, devices registered through REST, a broadcast with scenario S (a node
+    /// killed, stopped, cut off NATS or added; a NATS server killed), verified against the
+    /// mock APNs' accounting. Exits non-zero when a guarantee fails.
+    Cluster(tagcast_loadtest::cluster::ClusterArgs),
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -48,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(Command::Mock(args)) => tagcast_mock::cli::run(args),
         Some(Command::Server(args)) => tagcast_loadtest::server_bench::run(&args).map(|_| ()),
         Some(Command::Soak(args)) => tagcast_loadtest::soak::main(args),
+        Some(Command::Cluster(args)) => tagcast_loadtest::cluster::main(args),
         // The main job: the delivery load test (1,000,000 devices, APNs and FCM, embedded
         // mocks by default).
         None => tagcast_loadtest::delivery::main(cli.delivery),

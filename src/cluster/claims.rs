@@ -135,6 +135,9 @@ pub enum ClaimError {
     Deposed,
     /// NATS failed; the outcome is unknown (retry the same operation, or stop).
     Nats(ClusterError),
+    /// The partition is being handed over (its [`SendGate`](super::runner::SendGate) was
+    /// closed): the run stopped between two claims, holding none.
+    Paused,
 }
 
 /// What a takeover found for one send: the range to re-send (at least once) or the count

@@ -26,7 +26,7 @@ use std::time::SystemTime;
 
 use super::claims::{ClaimError, PartitionClaims};
 use super::notify::Notice;
-use super::runner::run_partition_until;
+use super::runner::{run_partition_gated, SendGate};
 use super::{Cluster, ClusterError, Delivery};
 use crate::{Engine, NotificationId, Registry, SendRequest};
 
@@ -118,6 +118,19 @@ impl Driver {
         epoch: u64,
         registry: &Registry,
     ) -> Result<usize, ClaimError> {
+        self.run_owned_gated(p, epoch, registry, &SendGate::default())
+            .await
+    }
+
+    /// [`Driver::run_owned`], stopping with [`ClaimError::Paused`] between two claims once
+    /// `gate` is closed (a planned handoff of the partition).
+    pub async fn run_owned_gated(
+        &self,
+        p: u16,
+        epoch: u64,
+        registry: &Registry,
+        gate: &SendGate,
+    ) -> Result<usize, ClaimError> {
         let st = self.state.lock().clone();
         let claims = self.cluster.claims();
         let mut c = claims.load(p, epoch).await?;
@@ -145,13 +158,14 @@ impl Driver {
             }
             let id = q.id;
             let cancelled = || self.state.lock().cancelled.contains(&id);
-            run_partition_until(
+            run_partition_gated(
                 &self.cluster,
                 &self.engine,
                 registry,
                 &mut c,
                 q.id,
                 &q.request,
+                gate,
                 &cancelled,
             )
             .await?;

@@ -143,6 +143,8 @@ struct Served {
     /// Every write holds the read side until its answer; a handoff takes the write side to
     /// wait for the writes in flight.
     drain: tokio::sync::RwLock<()>,
+    /// Send runs on the partition stop between claims once a handoff closes it.
+    sends: super::runner::SendGate,
     /// Tells the serving task to unsubscribe and turn away what it has buffered.
     stop: watch::Sender<bool>,
     server: Mutex<Option<JoinHandle<()>>>,
@@ -467,8 +469,14 @@ async fn send_loop(inner: Arc<Inner>, driver: Arc<super::driver::Driver>) {
             let (d, me) = (driver.clone(), inner.me().to_owned());
             let (p, epoch) = (served.partition, served.epoch);
             let h = runs.spawn(async move {
-                match d.run_owned(p, epoch, &served.registry).await {
+                match d
+                    .run_owned_gated(p, epoch, &served.registry, &served.sends)
+                    .await
+                {
                     Ok(_) => {}
+                    Err(super::claims::ClaimError::Paused) => {
+                        tracing::debug!(node = %me, partition = p, "sends paused for a handoff");
+                    }
                     Err(super::claims::ClaimError::Deposed) => {
                         tracing::info!(node = %me, partition = p, "send progress moved on: deposed");
                     }
@@ -656,7 +664,9 @@ impl Inner {
         };
         let epoch = served.epoch;
         served.open.store(false, Ordering::Release);
+        served.sends.close();
         let reopen = || {
+            served.sends.open();
             if self
                 .owned
                 .lock()
@@ -666,9 +676,16 @@ impl Inner {
                 served.open.store(true, Ordering::Release);
             }
         };
-        // Writes in flight end with their JetStream ack; one that takes longer than a round
-        // keeps the partition here, and the handoff is tried again next round.
+        // Writes in flight end with their JetStream ack, and a send claim in flight ends when
+        // its range is recorded done (so the new owner has nothing to re-send); one that
+        // takes longer than a round keeps the partition here, and the handoff is tried again
+        // next round.
         let Ok(_drained) = tokio::time::timeout(self.round, served.drain.write()).await else {
+            reopen();
+            return;
+        };
+        let Ok(_claims_drained) = tokio::time::timeout(self.round, served.sends.drained()).await
+        else {
             reopen();
             return;
         };
@@ -767,6 +784,7 @@ impl Inner {
             registry,
             open: AtomicBool::new(true),
             drain: tokio::sync::RwLock::new(()),
+            sends: super::runner::SendGate::default(),
             stop: watch::channel(false).0,
             server: Mutex::new(None),
         });

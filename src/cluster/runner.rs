@@ -9,10 +9,17 @@
 //! at least once) is sent first. A deposed owner's next claim or completion fails: it stops
 //! with [`ClaimError::Deposed`] after at most the range it held.
 //!
+//! A planned handoff stops a run between two claims through the partition's [`SendGate`]:
+//! the run holds the gate's read side from a claim until the claim is recorded done, and
+//! checks the gate before the next one; the handoff closes the gate and takes the write
+//! side, so it hands the lease over with no claim in flight and the new owner has nothing
+//! to re-send (CLUSTER.md: a planned handoff duplicates nothing).
+//!
 //! Native sends only: template sends (each device renders its own payload) are refused here
 //! for now.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::claims::{walk_order, ClaimError, PartitionClaims};
 use super::notify::PartitionOutcome;
@@ -20,6 +27,37 @@ use super::{Cluster, ClusterError};
 use crate::registry::Target;
 use crate::service::request::Content;
 use crate::{Engine, NotificationId, Registry, SendRequest};
+
+/// Lets a planned handoff stop a partition's send runs between claims (see the module
+/// docs). Open when made.
+#[derive(Debug, Default)]
+pub struct SendGate {
+    closed: AtomicBool,
+    /// A run holds the read side from a claim until it is recorded done.
+    claim: tokio::sync::RwLock<()>,
+}
+
+impl SendGate {
+    /// No new claim is started until [`SendGate::open`].
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Lets runs start claims again (a handoff that was postponed).
+    pub fn open(&self) {
+        self.closed.store(false, Ordering::Release);
+    }
+
+    /// Waits until no claim is in flight; none starts while the guard is held (close the
+    /// gate first, or runs go on after the guard is dropped).
+    pub async fn drained(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.claim.write().await
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
 
 /// Runs `request` (notification `id`) on partition `claims.partition` of `registry` through
 /// `engine`, from where `claims` says it is, to the end of the walk. Returns the partition's
@@ -32,20 +70,34 @@ pub async fn run_partition(
     id: NotificationId,
     request: &SendRequest,
 ) -> Result<PartitionOutcome, ClaimError> {
-    run_partition_until(cluster, engine, registry, claims, id, request, &|| false).await
+    let gate = SendGate::default();
+    run_partition_gated(
+        cluster,
+        engine,
+        registry,
+        claims,
+        id,
+        request,
+        &gate,
+        &|| false,
+    )
+    .await
 }
 
-/// [`run_partition`], asking `cancelled` before each claim: once it says yes, the run stops
-/// there (no claim is left held: each range is completed before the next is claimed) and
-/// returns the counts so far without a final publication (the driver settles the cancelled
-/// send, publishing its final outcome).
-pub(crate) async fn run_partition_until(
+/// [`run_partition`], stopping between two claims (none is left held: each range is
+/// recorded done before the next is claimed):
+/// - with [`ClaimError::Paused`] once `gate` is closed (a planned handoff);
+/// - with the counts so far, and no final publication, once `cancelled` says yes (the
+///   driver settles the cancelled send and publishes its final outcome).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_partition_gated(
     cluster: &Cluster,
     engine: &Engine,
     registry: &Registry,
     claims: &mut PartitionClaims,
     id: NotificationId,
     request: &SendRequest,
+    gate: &SendGate,
     cancelled: &(dyn Fn() -> bool + Send + Sync),
 ) -> Result<PartitionOutcome, ClaimError> {
     let notification = match request.content() {
@@ -73,6 +125,8 @@ pub(crate) async fn run_partition_until(
     .await
     .map_err(|e| ClaimError::Nats(ClusterError::Nats(format!("resolving: {e}"))))?;
     let walk = walk_order(targets.keys().map(String::as_str));
+    // The counts live in the progress value (an earlier owner's done ranges stay counted);
+    // the outcome is published from there.
     claims
         .progress
         .sends
@@ -85,13 +139,21 @@ pub(crate) async fn run_partition_until(
         ..Default::default()
     };
     loop {
+        let _in_flight = gate.claim.read().await;
+        if gate.is_closed() {
+            return Err(ClaimError::Paused);
+        }
         if cancelled() {
             tracing::info!(partition = claims.partition, notification = %id, "cancelled mid-send");
             return Ok(outcome);
         }
         let ids = cluster.claims().claim_next(claims, &send, &walk, k).await?;
         if ids.is_empty() {
-            break;
+            // The final outcome under the gate too: a handoff between "finished" in the
+            // progress value and this publication would leave the partition finished for
+            // the new owner (which skips it) and not yet reported finished.
+            publish(cluster, claims, id, &mut outcome, true).await?;
+            return Ok(outcome);
         }
         let range: Vec<Target> = ids
             .iter()
@@ -108,10 +170,18 @@ pub(crate) async fn run_partition_until(
             .claims()
             .complete_counted(claims, &send, n, delivered.min(n))
             .await?;
-        publish(cluster, claims, id, &mut outcome, false).await?;
+        // The last range marks the walk finished in the progress value: its outcome says so
+        // in the same turn of the gate (see above).
+        let finished = claims
+            .progress
+            .sends
+            .get(&send)
+            .is_some_and(|sp| sp.finished);
+        publish(cluster, claims, id, &mut outcome, finished).await?;
+        if finished {
+            return Ok(outcome);
+        }
     }
-    publish(cluster, claims, id, &mut outcome, true).await?;
-    Ok(outcome)
 }
 
 /// Publishes the partition's counts so far, as its progress holds them (an older owner's

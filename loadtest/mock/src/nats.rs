@@ -130,6 +130,15 @@ impl NatsCluster {
     /// clients. JetStream's meta leader may still be in election: clients retry their first
     /// stream operations (see [`NatsCluster::wait_jetstream`]).
     pub fn start(binary: &Path, n: usize) -> std::io::Result<NatsCluster> {
+        NatsCluster::start_with(binary, n, false)
+    }
+
+    /// [`NatsCluster::start`]; with `no_advertise`, the servers do not tell clients the other
+    /// servers' addresses (`no_advertise` in the `cluster` block), so a client reaches only the
+    /// URLs it was given: the load harness puts TCP proxies in front of the servers and cuts a
+    /// node off NATS by closing its proxies (a client that learnt the real ports would
+    /// reconnect around them).
+    pub fn start_with(binary: &Path, n: usize, no_advertise: bool) -> std::io::Result<NatsCluster> {
         let dir = tempfile::tempdir()?;
         // A name of its own: servers of two test clusters running at once never route to
         // each other, even if a port freed by one is taken by the other.
@@ -172,7 +181,8 @@ impl NatsCluster {
             );
             if n > 1 {
                 conf.push_str(&format!(
-                    "cluster {{\n  name: tagcast-test-{tag:08x}\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                    "cluster {{\n  name: tagcast-test-{tag:08x}\n  listen: 127.0.0.1:{}\n  routes: [{}]\n  \
+                     no_advertise: {no_advertise}\n}}\n",
                     s.route_port,
                     routes.join(", ")
                 ));
