@@ -26,7 +26,7 @@ mod client;
 mod conns;
 pub mod memory;
 mod model;
-mod process;
+pub(crate) mod process;
 mod registrations;
 mod sends;
 mod verify;
