@@ -49,6 +49,8 @@ const HUB: &str = "bench";
 /// After the last push of a phase, how long the server keeps working on the sends (their
 /// final outcome records) before its CPU time is read.
 const SETTLE: Duration = Duration::from_millis(500);
+/// The pause between the registration and the first phase.
+const REGISTERED_PAUSE: Duration = Duration::from_secs(2);
 /// How long pushes may keep arriving after a phase's last answer.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -596,7 +598,7 @@ async fn run_async(
         per_kind * registered.len() as u64,
     )?;
     let log = dir.path().join("tagcast.log");
-    let server = ServerProc::start(bin, &config, &log, tls.ca_cert_pem()).await?;
+    let mut server = ServerProc::start(bin, &config, &log, tls.ca_cert_pem()).await?;
     let mut clients = Vec::new();
     for _ in 0..args.connections.max(1) {
         clients.push(Arc::new(
@@ -615,6 +617,10 @@ async fn run_async(
         "registered {} installations ({setup_puts_per_sec:.0}/s)",
         per_kind * registered.len() as u64
     );
+    // The registration's trailing work (group commits, index flushes) ends before the first
+    // phase's CPU time is read; a profiler can also reset its counters here (the line above
+    // is the cue).
+    tokio::time::sleep(REGISTERED_PAUSE).await;
     let mut problems = Vec::new();
     let mut figures = BTreeMap::new();
     let mut delivered = 0u64;
@@ -653,7 +659,7 @@ async fn run_async(
             lines.first()
         ));
     }
-    drop(server);
+    server.terminate(Duration::from_secs(60)).await;
     let top_level_kind = if figures.contains_key(&Kind::Tag) {
         Kind::Tag
     } else {

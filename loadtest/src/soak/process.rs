@@ -194,6 +194,22 @@ impl ServerProc {
         self.child.wait().map(|_| ())
     }
 
+    /// SIGTERM (the server drains and exits; a profiler wrapping it writes its data), then
+    /// waits up to `limit` for the exit; `kill -9` after that.
+    pub(crate) async fn terminate(&mut self, limit: Duration) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let t0 = Instant::now();
+        while self.running() && t0.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if self.running() {
+            let _ = self.kill9();
+        }
+    }
+
     /// Whether the process is still running.
     pub(crate) fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
