@@ -463,6 +463,14 @@ async fn run_kind(
     let m = matched(&sends, &received, &format!("{} max phase", kind.name()));
     *delivered_before += m.delivered;
     problems.extend(m.problems);
+    if sends.len() as u64 != args.max_sends {
+        problems.push(format!(
+            "{} max phase: {} of {} sends not recorded (a harness task failed)",
+            kind.name(),
+            args.max_sends - sends.len() as u64,
+            args.max_sends
+        ));
+    }
     let max = MaxPhase {
         sends: args.max_sends,
         accepted: m.accepted,
@@ -489,6 +497,13 @@ async fn run_kind(
     let m = matched(&sends, &received, &format!("{} steady phase", kind.name()));
     *delivered_before += m.delivered;
     problems.extend(m.problems);
+    if sends.len() as u64 != n {
+        problems.push(format!(
+            "{} steady phase: {} of {n} sends not recorded (a harness task failed)",
+            kind.name(),
+            n - sends.len() as u64
+        ));
+    }
     let steady = SteadyPhase {
         target_per_sec: args.steady_rate,
         issued_per_sec: issued.map_or(0.0, |(a, b)| {
