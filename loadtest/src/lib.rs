@@ -8,13 +8,16 @@
 //!   (`loadtest/mock/`), re-exported so `crate::mock::...` and `tagcast_loadtest::mock::...`
 //!   paths keep working; the `mock` command runs [`mock::cli`].
 //! - [`registry_bench`]: the registry benchmark (`registry` command) and its device generator.
-//! - [`server_bench`]: the REST API's throughput (`server` command).
+//! - [`server_bench`]: the REST API under load (`server` command): throughput against an
+//!   in-process server, and per-event sends against a `tagcast serve` process (`--mode events`).
+//! - [`cpu`]: a process's CPU time from `/proc` (CPU seconds per 1,000 deliveries).
 //! - [`soak`]: the server soak (`soak` command): mixed traffic against a `tagcast serve`
 //!   process, resident memory over time, `kill -9`, restart and a check of acknowledged writes.
 
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod cpu;
 pub mod delivery;
 pub mod latency;
 pub mod registry_bench;

@@ -31,8 +31,9 @@ enum Command {
     Delivery(tagcast_loadtest::delivery::DeliveryArgs),
     /// Run the mock APNs / FCM / WNS / Web Push servers until stopped.
     Mock(tagcast_mock::cli::MockArgs),
-    /// Measure the REST API (`tagcast serve`): installation PUTs and sends per second over
-    /// HTTP/2 on loopback, against an in-process server and mock APNs.
+    /// Measure the REST API (`tagcast serve`) over HTTP/2 on loopback: installation PUTs and
+    /// sends per second against an in-process server (`--mode throughput`, the default), or
+    /// per-event sends of three kinds against a `tagcast serve` process (`--mode events`).
     Server(tagcast_loadtest::server_bench::ServerArgs),
     /// Soak a `tagcast serve` process: minutes of mixed traffic with idle and slow
     /// connections, resident memory over time, then kill -9, restart and a check that every
@@ -51,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(Command::Registry(args)) => tagcast_loadtest::registry_bench::main(args),
         Some(Command::Delivery(args)) => tagcast_loadtest::delivery::main(args),
         Some(Command::Mock(args)) => tagcast_mock::cli::run(args),
-        Some(Command::Server(args)) => tagcast_loadtest::server_bench::run(&args).map(|_| ()),
+        Some(Command::Server(args)) => tagcast_loadtest::server_bench::main(&args),
         Some(Command::Soak(args)) => tagcast_loadtest::soak::main(args),
         Some(Command::Cluster(args)) => tagcast_loadtest::cluster::main(args),
         // The main job: the delivery load test (1,000,000 devices, APNs and FCM, embedded

@@ -258,6 +258,12 @@ impl MockServer {
         self.stats.all_deliveries()
     }
 
+    /// Each delivered handle with the instant its first delivery was recorded: the receive
+    /// side of an end-to-end latency (the harness holds the send side). Copies no payloads.
+    pub fn first_received(&self) -> std::collections::HashMap<String, std::time::Instant> {
+        self.stats.first_received()
+    }
+
     /// Stops accepting and closes every connection; returns when the accept loop has ended.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);

@@ -4,9 +4,13 @@
 //!
 //! Deliveries live in 16 mutex-guarded shards chosen by the handle's hash; a request takes one
 //! shard lock once, for a few hash operations. Counters that change per stream are atomics.
+//! Each delivery also keeps the instant it was recorded (one monotonic clock read, stored as
+//! nanoseconds since the recorder started), so a harness that holds the client and the mock
+//! can time a push end to end ([`Delivery::received_at`], `MockServer::first_received`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 // foldhash rather than SipHash: the map is hit once per accepted request.
@@ -31,6 +35,8 @@ pub struct Delivery {
     pub repeats_ambiguous: bool,
     /// Order of acceptance across the mock (0-based).
     pub seq: u64,
+    /// When the mock recorded it (after the request's checks, before its answer).
+    pub received_at: Instant,
     /// The payload as the device would see it (Web Push: the decrypted plaintext).
     pub payload: Bytes,
 }
@@ -75,15 +81,18 @@ struct Stored {
     id: StoredId,
     payload: Box<[u8]>,
     seq: u64,
+    /// Nanoseconds from the recorder's epoch to the recording (8 bytes, not an `Instant`'s 16).
+    at_nanos: u64,
     client_supplied_id: bool,
     ambiguous: bool,
     repeats_ambiguous: bool,
 }
 
 impl Stored {
-    fn to_delivery(&self, handle: &str) -> Delivery {
+    fn to_delivery(&self, handle: &str, epoch: Instant) -> Delivery {
         let message_id = self.id.to_text();
         Delivery {
+            received_at: epoch + Duration::from_nanos(self.at_nanos),
             handle: handle.to_owned(),
             client_message_id: self.client_supplied_id.then(|| message_id.clone()),
             message_id,
@@ -110,9 +119,19 @@ struct Shard {
     repeats_ambiguous: u64,
 }
 
+/// The instant a recorder was created: the origin of its deliveries' timestamps.
+struct Epoch(Instant);
+
+impl Default for Epoch {
+    fn default() -> Self {
+        Epoch(Instant::now())
+    }
+}
+
 /// The live recorder; see [`StatsSnapshot`] for the meaning of each number.
 #[derive(Default)]
 pub(crate) struct Recorder {
+    epoch: Epoch,
     shards: [Mutex<Shard>; SHARDS],
     hasher: hashbrown::DefaultHashBuilder,
     seq: AtomicU64,
@@ -196,6 +215,7 @@ impl Recorder {
             id: StoredId::new(message_id),
             payload: payload.into(),
             seq,
+            at_nanos: self.epoch.0.elapsed().as_nanos() as u64,
             client_supplied_id,
             ambiguous,
             repeats_ambiguous: false,
@@ -281,23 +301,42 @@ impl Recorder {
             .lock()
             .deliveries
             .get(handle)
-            .map(|v| v.iter().map(|d| d.to_delivery(handle)).collect())
+            .map(|v| {
+                v.iter()
+                    .map(|d| d.to_delivery(handle, self.epoch.0))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     pub(crate) fn all_deliveries(&self) -> Vec<Delivery> {
         let mut all: Vec<Delivery> = Vec::new();
+        let epoch = self.epoch.0;
         for shard in &self.shards {
             let shard = shard.lock();
             all.extend(
                 shard
                     .deliveries
                     .iter()
-                    .flat_map(|(h, v)| v.iter().map(move |d| d.to_delivery(h))),
+                    .flat_map(|(h, v)| v.iter().map(move |d| d.to_delivery(h, epoch))),
             );
         }
         all.sort_by_key(|d| d.seq);
         all
+    }
+
+    /// When each handle's first delivery was recorded (no payloads copied).
+    pub(crate) fn first_received(&self) -> StdHashMap<String, Instant> {
+        let epoch = self.epoch.0;
+        let mut out = StdHashMap::new();
+        for shard in &self.shards {
+            let shard = shard.lock();
+            out.extend(shard.deliveries.iter().filter_map(|(h, v)| {
+                v.first()
+                    .map(|d| (h.clone(), epoch + Duration::from_nanos(d.at_nanos)))
+            }));
+        }
+        out
     }
 
     /// JSON of the delivered-handle set with per-handle counts (admin path `/__mock/delivered`).

@@ -81,6 +81,15 @@ impl DeliveryArgs {
     pub(super) fn external(&self) -> bool {
         self.against.is_some() || self.against_fcm.is_some()
     }
+
+    /// True when every selected platform's mock runs in another process: this process is
+    /// then the engine and its load generator only, and its CPU time is the engine's.
+    pub(super) fn all_external(&self, sel: Selected) -> bool {
+        (!sel.apns || self.against.is_some())
+            && (!sel.fcm || self.against_fcm.is_some())
+            && !sel.wns
+            && !sel.webpush
+    }
 }
 
 /// Fault settings read from a `--faults FILE` (JSON; every field optional).

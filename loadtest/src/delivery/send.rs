@@ -14,6 +14,7 @@ use super::args::{DeliveryArgs, Selected};
 use super::fixtures::{engine_config, load_notification, PerSend, Persistent};
 use super::output::{short, Progress};
 use super::verify::{expected_handles, PersistentCounts, SendCheck};
+use crate::cpu::process_cpu_secs;
 use crate::latency::Latencies;
 use crate::mock::Faults;
 use crate::registry_bench::rss;
@@ -67,6 +68,10 @@ pub struct SendFigures {
     pub rss_before_send_bytes: u64,
     /// Highest resident memory sampled during the send, bytes.
     pub rss_send_peak_bytes: u64,
+    /// CPU seconds (user + system, all threads) of this process from `send` to the send's
+    /// final report: the engine, the load generator around it, and the mocks when they run
+    /// in this process.
+    pub cpu_secs: f64,
     /// Verification problems (empty = passed).
     pub problems: Vec<String>,
 }
@@ -120,6 +125,7 @@ struct Measured {
     hist: Histogram<u64>,
     connections: Vec<usize>,
     rss_before: u64,
+    cpu_secs: f64,
     problems: Vec<String>,
 }
 
@@ -148,10 +154,12 @@ pub(super) async fn one_send(
     let audience_size = ctx.reg.resolve(&plan.audience).count();
     let _ = ctx.latencies.take();
     let rss_before = rss().0;
+    let cpu0 = process_cpu_secs(None);
     let t0 = Instant::now();
     let handle = start(&engine, &plan, notification)?;
     let (report, mut samples) = watch(&handle, t0, &label, audience_size, rss_before).await;
     let elapsed = t0.elapsed().as_secs_f64();
+    let cpu_secs = process_cpu_secs(None).zip(cpu0).map_or(0.0, |(b, a)| b - a);
     samples.close(elapsed, report.total().delivered);
     let hist = ctx.latencies.take();
     let check = SendCheck {
@@ -172,6 +180,7 @@ pub(super) async fn one_send(
         hist,
         connections,
         rss_before,
+        cpu_secs,
         problems,
     };
     Ok(figures(&report, measured))
@@ -310,6 +319,7 @@ fn figures(report: &SendReport, m: Measured) -> SendFigures {
         connections: m.connections,
         rss_before_send_bytes: m.rss_before,
         rss_send_peak_bytes: m.samples.rss_peak.max(rss().0),
+        cpu_secs: m.cpu_secs,
         problems: m.problems,
     }
 }

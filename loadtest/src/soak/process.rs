@@ -35,14 +35,7 @@ pub(crate) struct ConfigInput<'a> {
 /// the soak's id sets. Connection timeouts are the soak's options (defaults: the server's).
 pub(crate) fn write_config(input: &ConfigInput<'_>) -> std::io::Result<PathBuf> {
     let d = input.dir;
-    let file = |name: &str, text: &str| -> std::io::Result<String> {
-        use std::os::unix::fs::PermissionsExt as _;
-        let p = d.join(name);
-        std::fs::write(&p, text)?;
-        // Keys are for the owner only (the server warns about a world-readable key).
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
-        Ok(p.display().to_string())
-    };
+    let file = |name: &str, text: &str| write_private(d, name, text);
     let p8 = file("key.p8", crate::mock::apns::TEST_KEY_PEM)?;
     let apns = crate::mock::apns::hub_toml(Path::new(&p8), input.apns_url);
     let hub = |name: &str, key: &str| {
@@ -69,6 +62,16 @@ pub(crate) fn write_config(input: &ConfigInput<'_>) -> std::io::Result<PathBuf> 
         tiny = hub("tiny", TINY_KEY),
     );
     file("tagcast.toml", &config).map(PathBuf::from)
+}
+
+/// Writes `dir/name` readable by the owner only (the server warns about a world-readable
+/// key); returns its path as text for a configuration file.
+pub(crate) fn write_private(dir: &Path, name: &str, text: &str) -> std::io::Result<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let p = dir.join(name);
+    std::fs::write(&p, text)?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+    Ok(p.display().to_string())
 }
 
 /// The `tagcast` binary: `explicit`, else next to this executable (`target/<profile>/`), else
@@ -189,6 +192,22 @@ impl ServerProc {
     pub(crate) fn kill9(&mut self) -> std::io::Result<()> {
         self.child.kill()?;
         self.child.wait().map(|_| ())
+    }
+
+    /// SIGTERM (the server drains and exits; a profiler wrapping it writes its data), then
+    /// waits up to `limit` for the exit; `kill -9` after that.
+    pub(crate) async fn terminate(&mut self, limit: Duration) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let t0 = Instant::now();
+        while self.running() && t0.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if self.running() {
+            let _ = self.kill9();
+        }
     }
 
     /// Whether the process is still running.

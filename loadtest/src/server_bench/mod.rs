@@ -1,9 +1,18 @@
-//! `tagcast-loadtest server`: the REST API's throughput. Starts a mock APNs and `tagcast::server`
-//! (HTTPS, HTTP/2) in this process, then drives it over loopback with many HTTP/2 clients:
-//! installation PUTs (durable registry writes) and sends (each to one device by a per-device
-//! tag, so a send is a whole trip: API, resolution, delivery). Reports requests per second and
-//! checks every answer and every delivery.
+//! `tagcast-loadtest server`: the REST API under load, in two modes.
+//!
+//! - `--mode throughput` (the default, the command's first form): a mock APNs and
+//!   `tagcast::server` (HTTPS, HTTP/2) in this process, driven over loopback with many HTTP/2
+//!   clients: installation PUTs (durable registry writes) and sends (each to one device by a
+//!   per-device tag, so a send is a whole trip: API, resolution, delivery). Reports requests
+//!   per second and checks every answer and every delivery.
+//! - `--mode events` ([`events`], issue 17): per-event sends against a `tagcast serve`
+//!   process, three kinds (per-device tag, `$InstallationId`, direct send to a handle), each
+//!   in a closed-loop phase (maximum throughput) and an open-loop phase at a steady rate
+//!   (accept-to-PNS latency), with the server process's CPU time per 1,000 deliveries.
 
+pub mod events;
+
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -16,21 +25,69 @@ use crate::mock::apns::{ApnsConfig, MockApns, TEST_KEY_PEM};
 use crate::mock::testkit::H2Client;
 use crate::mock::MockTls;
 
+/// What the `server` command measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Installation PUTs and tag sends against an in-process server (the first form).
+    Throughput,
+    /// Per-event sends (tag, `$InstallationId`, direct) against a `tagcast serve` process:
+    /// maximum throughput, accept-to-PNS latency at a steady rate, server CPU per delivery.
+    Events,
+}
+
 /// Options of the `server` command.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct ServerArgs {
-    /// Installations to PUT.
+    /// `throughput`: PUTs and sends against an in-process server; `events`: per-event sends
+    /// of three kinds against a `tagcast serve` process (issue 17).
+    #[arg(long, value_enum, default_value_t = Mode::Throughput)]
+    pub mode: Mode,
+    /// Installations to PUT (throughput mode; events mode registers what its sends need).
     #[arg(long, default_value_t = 100_000)]
     pub installations: u64,
-    /// Sends to POST (each to one installation).
+    /// Sends to POST (throughput mode; each to one installation).
     #[arg(long, default_value_t = 20_000)]
     pub sends: u64,
     /// HTTP/2 connections.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
-    /// Requests in flight per connection.
+    /// Requests in flight per connection (closed-loop phases; the server allows 100).
     #[arg(long, default_value_t = 32)]
     pub streams: usize,
+    /// Events mode: sends of each kind in the closed-loop (maximum throughput) phase.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_sends: u64,
+    /// Events mode: the open-loop rate of the steady phase, sends per second.
+    #[arg(long, default_value_t = 5000.0)]
+    pub steady_rate: f64,
+    /// Events mode: seconds of the steady phase of each kind.
+    #[arg(long, default_value_t = 10.0)]
+    pub steady_secs: f64,
+    /// Events mode: the kinds to run, in order (any of tag, installation, direct).
+    #[arg(long, default_value = "tag,installation,direct")]
+    pub kinds: String,
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Events mode: the `tagcast` binary (default: next to this executable).
+    #[arg(long, value_name = "PATH")]
+    pub tagcast: Option<PathBuf>,
+}
+
+/// The command: the mode's run, its JSON with `--json`.
+pub fn main(args: &ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
+    match args.mode {
+        Mode::Throughput => {
+            let (puts, sends) = run(args)?;
+            if let Some(path) = &args.json {
+                let v = serde_json::json!({ "installation_puts": puts, "sends": sends });
+                std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
+            }
+            Ok(())
+        }
+        Mode::Events => events::main(args),
+    }
 }
 
 /// What one phase measured.
@@ -121,7 +178,7 @@ async fn drive(
     }
 }
 
-/// Runs the benchmark; prints and returns (PUT phase, send phase).
+/// Runs the throughput mode; prints and returns (PUT phase, send phase).
 pub fn run(args: &ServerArgs) -> Result<(Phase, Phase), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
