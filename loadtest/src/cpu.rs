@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 /// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`; 100 on every Linux
 /// build in use, the fallback when `getconf` is missing).
-fn ticks_per_sec() -> f64 {
+pub(crate) fn ticks_per_sec() -> f64 {
     static TICKS: OnceLock<f64> = OnceLock::new();
     *TICKS.get_or_init(|| {
         std::process::Command::new("getconf")
@@ -34,6 +34,12 @@ fn stat_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// `utime + stime` of `pid` in ticks, `None` when it is gone.
+pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_ticks(&text)
+}
+
 /// User + system CPU seconds `pid` has used so far (`None`: this process); `None` when
 /// `/proc` cannot be read (not Linux, the process gone). Resolution: one clock tick (10 ms).
 pub fn process_cpu_secs(pid: Option<u32>) -> Option<f64> {
@@ -53,6 +59,14 @@ pub fn per_1k(cpu_secs: f64, deliveries: u64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_ticks_skip_a_command_name_with_spaces_and_parentheses() {
+        let line = "4242 (tag cast) (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
+                    250 75 0 0 20 0 9 0 1000 2000000 500 18446744073709551615";
+        assert_eq!(stat_ticks(line), Some(325));
+        assert_eq!(stat_ticks("1 (x) S 1"), None);
+    }
 
     #[test]
     fn parses_stat_with_spaces_in_the_name() {

@@ -179,8 +179,16 @@ impl PartitionLog {
         super::read::consume(&self.js, &self.stream, Some(&self.subject), from).await
     }
 
-    /// The sequence of the first message on the subject (0: none): what a purge left.
-    pub async fn first_seq(&self) -> Result<u64, ClusterError> {
+    /// Runs `f` on the log's stream, retried while JetStream elects a leader (as the guard
+    /// retries); `what` names it in the error.
+    async fn on_stream<T, Fut>(
+        &self,
+        what: &str,
+        f: impl Fn(stream::Stream<()>) -> Fut,
+    ) -> Result<T, ClusterError>
+    where
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
         super::guard::retry_meta(
             || async {
                 let s = self
@@ -188,43 +196,43 @@ impl PartitionLog {
                     .get_stream_no_info(&self.stream)
                     .await
                     .map_err(|e| e.to_string())?;
-                match s.get_first_raw_message_by_subject(&self.subject, 1).await {
-                    Ok(m) => Ok(m.sequence),
-                    Err(e) if matches!(e.kind(), stream::RawMessageErrorKind::NoMessageFound) => {
-                        Ok(0)
-                    }
-                    Err(e) => Err(e.to_string()),
-                }
+                f(s).await
             },
-            &format!("first message of {}", self.subject),
+            what,
         )
+        .await
+    }
+
+    /// The sequence of the first message on the subject (0: none): what a purge left.
+    pub async fn first_seq(&self) -> Result<u64, ClusterError> {
+        let what = format!("first message of {}", self.subject);
+        self.on_stream(&what, |s| async move {
+            match s.get_first_raw_message_by_subject(&self.subject, 1).await {
+                Ok(m) => Ok(m.sequence),
+                Err(e) if matches!(e.kind(), stream::RawMessageErrorKind::NoMessageFound) => Ok(0),
+                Err(e) => Err(e.to_string()),
+            }
+        })
         .await
     }
 
     /// The payload of the message at stream sequence `seq` (a chunk this log appended or
     /// replayed), read from the stream's leader; `None` if it is gone (purged).
     pub async fn read_at(&self, seq: u64) -> Result<Option<Bytes>, ClusterError> {
-        super::guard::retry_meta(
-            || async {
-                let s = self
-                    .js
-                    .get_stream_no_info(&self.stream)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                match s.get_raw_message(seq).await {
-                    Ok(m) if m.subject.as_str() == self.subject => Ok(Some(m.payload)),
-                    Ok(m) => Err(format!(
-                        "sequence {seq} is on {}, not {}",
-                        m.subject, self.subject
-                    )),
-                    Err(e) if matches!(e.kind(), stream::RawMessageErrorKind::NoMessageFound) => {
-                        Ok(None)
-                    }
-                    Err(e) => Err(e.to_string()),
+        let what = format!("reading {} at {seq}", self.subject);
+        self.on_stream(&what, |s| async move {
+            match s.get_raw_message(seq).await {
+                Ok(m) if m.subject.as_str() == self.subject => Ok(Some(m.payload)),
+                Ok(m) => Err(format!(
+                    "sequence {seq} is on {}, not {}",
+                    m.subject, self.subject
+                )),
+                Err(e) if matches!(e.kind(), stream::RawMessageErrorKind::NoMessageFound) => {
+                    Ok(None)
                 }
-            },
-            &format!("reading {} at {seq}", self.subject),
-        )
+                Err(e) => Err(e.to_string()),
+            }
+        })
         .await
     }
 
@@ -232,50 +240,36 @@ impl PartitionLog {
     /// replays.
     pub async fn messages(&self) -> Result<u64, ClusterError> {
         use futures_util::StreamExt as _;
-        super::guard::retry_meta(
-            || async {
-                let s = self
-                    .js
-                    .get_stream_no_info(&self.stream)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut subjects = s
-                    .info_with_subjects(&self.subject)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut n = 0;
-                while let Some(entry) = subjects.next().await {
-                    let (subject, count) = entry.map_err(|e| e.to_string())?;
-                    if subject == self.subject {
-                        n += count as u64;
-                    }
+        let what = format!("counting {}", self.subject);
+        self.on_stream(&what, |s| async move {
+            let mut subjects = s
+                .info_with_subjects(&self.subject)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut n = 0;
+            while let Some(entry) = subjects.next().await {
+                let (subject, count) = entry.map_err(|e| e.to_string())?;
+                if subject == self.subject {
+                    n += count as u64;
                 }
-                Ok::<u64, String>(n)
-            },
-            &format!("counting {}", self.subject),
-        )
+            }
+            Ok(n)
+        })
         .await
     }
 
     /// Purges the subject's messages below stream sequence `seq` (the rest of the stream and
     /// everything from `seq` on stay). Repeating it is harmless.
     pub async fn purge_below(&self, seq: u64) -> Result<(), ClusterError> {
-        super::guard::retry_meta(
-            || async {
-                let s = self
-                    .js
-                    .get_stream_no_info(&self.stream)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                s.purge()
-                    .filter(self.subject.clone())
-                    .sequence(seq)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            },
-            &format!("purging {} below {seq}", self.subject),
-        )
+        let what = format!("purging {} below {seq}", self.subject);
+        self.on_stream(&what, |s| async move {
+            s.purge()
+                .filter(self.subject.clone())
+                .sequence(seq)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
         .await
     }
 

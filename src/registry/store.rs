@@ -120,6 +120,8 @@ pub(crate) trait Store: Send + Sync + 'static {
 
 /// What compaction may do with a store's chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// `Prefix` and `Off` are cluster mode's (its partition log).
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
 pub(crate) enum Compaction {
     /// Any chunk can be deleted: compaction rewrites the sparse ones (less than half live).
     Any,

@@ -1,44 +1,13 @@
-//! CPU of the processes under test: `utime + stime` from `/proc/<pid>/stat`, and the cgroup-v1
-//! cpu cgroup that caps a node (`--cpu-quota`), removed when dropped.
+//! CPU of the processes under test: `utime + stime` from `/proc/<pid>/stat` (the crate's
+//! [`cpu`](crate::cpu) module), and the cgroup-v1 cpu cgroup that caps a node
+//! (`--cpu-quota`), removed when dropped.
 
 use std::path::{Path, PathBuf};
 
 /// Where cgroup v1's cpu controller is mounted on Linux.
 const CPU_CGROUP_ROOT: &str = "/sys/fs/cgroup/cpu";
 
-/// Clock ticks per second of `/proc/<pid>/stat` (`USER_HZ`): `getconf CLK_TCK`, else 100,
-/// the value on every mainstream Linux architecture (proc(5)).
-pub(crate) fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0)
-}
-
-/// `utime + stime` of `pid` in ticks, `None` when it is gone.
-pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat_ticks(&text)
-}
-
-/// Fields 14 and 15 (utime, stime) of a `/proc/<pid>/stat` line. The command name (field 2)
-/// is in parentheses and may hold spaces, so the fields are counted after its last `)`.
-fn parse_stat_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state): utime is field 14, index 11 here.
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
+pub(crate) use crate::cpu::{cpu_ticks, ticks_per_sec as clock_ticks};
 
 /// A cpu cgroup of its own for one process, capped at `quota` CPUs; removed on drop (after
 /// the process in it exited: the caller drops the process first).
@@ -103,14 +72,6 @@ impl Drop for CpuCgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_ticks_skip_a_command_name_with_spaces_and_parentheses() {
-        let line = "4242 (tag cast) (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
-                    250 75 0 0 20 0 9 0 1000 2000000 500 18446744073709551615";
-        assert_eq!(parse_stat_ticks(line), Some(325));
-        assert_eq!(parse_stat_ticks("1 (x) S 1"), None);
-    }
 
     #[test]
     fn this_process_has_cpu_ticks() {
