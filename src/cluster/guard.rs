@@ -161,16 +161,22 @@ pub async fn ensure_kv(
         Err(_) => retry_meta(|| js.create_key_value(want.clone()), &bucket).await?,
     };
     let stream_name = format!("KV_{bucket}");
-    let mut s = js
-        .get_stream(&stream_name)
-        .await
-        .map_err(|e| ClusterError::Nats(format!("bucket {bucket}: {e}")))?;
-    let got = s
-        .info()
-        .await
-        .map_err(|e| ClusterError::Nats(format!("bucket {bucket}: {e}")))?
-        .config
-        .clone();
+    // Retried: a bucket another node has just created can be missing from a server's view
+    // for a moment (nodes started at once raced here: "stream not found").
+    let got = retry_meta(
+        || async {
+            let mut s = js
+                .get_stream(&stream_name)
+                .await
+                .map_err(|e| e.to_string())?;
+            s.info()
+                .await
+                .map(|i| i.config.clone())
+                .map_err(|e| e.to_string())
+        },
+        &format!("bucket {bucket}"),
+    )
+    .await?;
     let mut d = Vec::new();
     if got.num_replicas.max(1) != want.num_replicas.max(1) {
         d.push(format!(
