@@ -750,15 +750,23 @@ impl Inner {
             },
         };
         let took_over = current.as_ref().is_some_and(|c| c.value.node != self.me());
+        let lease_epoch = lease.value.epoch;
         let mut config = self.registry.clone();
         config.name = format!("{}.p{p}", config.name);
         // A hot standby of `p` replays from its copy of the log and the tail after it.
         let cached = self.standbys.lock().remove(&p).map(Standby::into_entries);
         let from_standby = cached.is_some();
-        let (registry, replayed_to) = self
-            .cluster
-            .open_cached(p, Some(lease.value.epoch), config, cached)
+        // The lease is renewed while the partition opens: a replay longer than lease + margin
+        // (a long log, a loaded machine, NATS electing leaders) would otherwise let another
+        // node take it and fence this one as it finishes.
+        let (opened, lease, renewed_at) = self
+            .renewing(lease, started, async {
+                self.cluster
+                    .open_cached(p, Some(lease_epoch), config, cached)
+                    .await
+            })
             .await?;
+        let (registry, replayed_to) = opened?;
         if from_standby {
             self.promoted.fetch_add(1, Ordering::Relaxed);
         }
@@ -801,7 +809,7 @@ impl Inner {
             p,
             Owned {
                 lease,
-                renewed_at: started,
+                renewed_at,
                 served,
             },
         );
@@ -810,6 +818,45 @@ impl Inner {
         }
         self.report_owned();
         Ok(())
+    }
+
+    /// Runs `work` while renewing `lease` (taken or last renewed at `renewed_at`) every
+    /// renewal period; returns its result with the lease as last renewed and when that
+    /// renewal started. A renewal in progress when `work` ends is waited for, so the lease's
+    /// revision is never lost. `Refused` when another node took the lease meanwhile.
+    async fn renewing<T>(
+        &self,
+        lease: Lease,
+        renewed_at: Instant,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<(T, Lease, Instant), ClusterError> {
+        let p = lease.partition;
+        let leases = self.cluster.leases();
+        let mut held = (lease, renewed_at);
+        let mut lost = false;
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(leases.renew_every());
+        tick.tick().await;
+        let out = loop {
+            tokio::select! {
+                out = &mut work => break out,
+                _ = tick.tick(), if !lost => {
+                    let at = Instant::now();
+                    match leases.renew(&held.0).await {
+                        Ok(Ok(l)) => held = (l, at),
+                        Ok(Err(_)) => lost = true,
+                        // Retried next period; the renewal loop decides on expiry after.
+                        Err(e) => tracing::warn!(partition = p, error = %e, "lease renewal while opening failed"),
+                    }
+                }
+            }
+        };
+        if lost {
+            return Err(ClusterError::Refused(format!(
+                "partition {p}: its lease was taken while it opened"
+            )));
+        }
+        Ok((out, held.0, held.1))
     }
 
     /// Runs `op` on a partition served here.
