@@ -126,6 +126,9 @@ pub struct PartitionClaims {
     /// The progress as last written.
     pub progress: Progress,
     revision: Option<u64>,
+    /// Sends whose held claim a takeover just settled (re-claimed and counted at least
+    /// once): [`Claims::claim_next`] sends it without counting it again.
+    settled_by_takeover: std::collections::HashSet<String>,
 }
 
 /// Why a claim operation failed.
@@ -190,6 +193,7 @@ impl Claims {
             epoch,
             progress,
             revision,
+            settled_by_takeover: Default::default(),
         })
     }
 
@@ -254,6 +258,7 @@ impl Claims {
             let resend = match delivery(send) {
                 Delivery::AtLeastOnce => {
                     sp.possible_duplicates += devices;
+                    c.settled_by_takeover.insert(send.clone());
                     // Claimed again by the new owner, from the range's start.
                     sp.claimed = Some(range);
                     sp.done_upto = range.lo;
@@ -342,12 +347,20 @@ impl Claims {
             return Ok(Vec::new());
         }
         if let Some(r) = sp.claimed {
-            // A claim already held (after a takeover): the caller sends it first.
-            let ids = walk
+            // A claim already held: after a takeover (counted there), or left by this owner's
+            // own earlier run that stopped before recording it done (NATS failing the
+            // completion: its devices were sent, or some of them). Either way the caller sends
+            // it again; in the second case its devices are counted as possible duplicates
+            // first, in the progress value, as a takeover counts them.
+            let ids: Vec<&'a str> = walk
                 .iter()
                 .filter(|(key, _)| r.contains(*key))
                 .map(|(_, id)| *id)
                 .collect();
+            if !c.settled_by_takeover.remove(send) {
+                sp.possible_duplicates += ids.len() as u64;
+                self.store(c).await?;
+            }
             return Ok(ids);
         }
         let start = walk.partition_point(|(key, _)| *key < sp.done_upto);
