@@ -131,6 +131,18 @@ pub struct PartitionClaims {
     settled_by_takeover: std::collections::HashSet<String>,
 }
 
+impl PartitionClaims {
+    /// Whether `send` holds a claim that [`Claims::claim_next`] will send again and count as
+    /// possible duplicates (left by this owner's own stopped run, not settled by a takeover).
+    pub(crate) fn holds_unsettled_claim(&self, send: &str) -> bool {
+        self.progress
+            .sends
+            .get(send)
+            .is_some_and(|sp| sp.claimed.is_some() && !sp.finished)
+            && !self.settled_by_takeover.contains(send)
+    }
+}
+
 /// Why a claim operation failed.
 #[derive(Debug)]
 pub enum ClaimError {
@@ -195,6 +207,12 @@ impl Claims {
             revision,
             settled_by_takeover: Default::default(),
         })
+    }
+
+    /// Writes `c.progress` again after a write of it failed on NATS (its outcome unknown):
+    /// [`ClaimError::Deposed`] if that write did land (or a newer owner wrote since).
+    pub(crate) async fn store_again(&self, c: &mut PartitionClaims) -> Result<(), ClaimError> {
+        self.store(c).await
     }
 
     /// Writes `c.progress` (stamped with `c.epoch`) if nobody wrote since `c` was read.

@@ -147,6 +147,15 @@ pub async fn run_partition_gated(
             tracing::info!(partition = claims.partition, notification = %id, "cancelled mid-send");
             return Ok(outcome);
         }
+        if claims.holds_unsettled_claim(&send) {
+            // Re-sent and counted by claim_next: a claim taken over from this owner's own
+            // stopped run (the bound of duplicates per claim takeover covers it).
+            metrics::counter!(
+                crate::metrics::CLUSTER_CLAIM_TAKEOVERS,
+                "hub" => cluster.hub().to_owned()
+            )
+            .increment(1);
+        }
         let ids = cluster.claims().claim_next(claims, &send, &walk, k).await?;
         if ids.is_empty() {
             // The final outcome under the gate too: a handoff between "finished" in the
@@ -166,10 +175,25 @@ pub async fn run_partition_gated(
         let report = handle.wait().await;
         let delivered: u64 = report.platforms.values().map(|p| p.delivered).sum();
         // Dead (pruned), rejected, expired, failed: every device of the range not delivered.
-        cluster
+        // The range was sent: recording it done is retried through a NATS hiccup (a server
+        // lost, a leader election) for up to a lease, rather than leaving the claim held
+        // (it would be sent again, and counted as possible duplicates).
+        let lease = cluster.config().lease();
+        let t0 = std::time::Instant::now();
+        let mut done = cluster
             .claims()
             .complete_counted(claims, &send, n, delivered.min(n))
-            .await?;
+            .await;
+        while let Err(ClaimError::Nats(e)) = &done {
+            if t0.elapsed() >= lease {
+                break;
+            }
+            tracing::debug!(partition = claims.partition, error = %e, "recording a range done: retrying");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            // The same value again (the range is already recorded done in `claims`).
+            done = cluster.claims().store_again(claims).await;
+        }
+        done?;
         // The last range marks the walk finished in the progress value: its outcome says so
         // in the same turn of the gate (see above).
         let finished = claims
