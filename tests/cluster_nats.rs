@@ -232,6 +232,71 @@ async fn a_deposed_owner_cannot_append_and_replay_is_ordered() {
     assert!(matches!(r, Err(AppendError::Fenced)), "{r:?}");
 }
 
+/// A publish whose ack was lost (a timeout under load) is retried with the same message id and
+/// the same fence; the retry finds its own first copy after the fence. That is the chunk
+/// stored once, not a newer owner: the registry once stepped down on it ("deposed") with no
+/// other writer about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_append_whose_first_copy_landed_is_not_a_fence() {
+    let Some(nats) = three().await else { return };
+    let a = Cluster::connect(config("a", &nats, 3), "hub")
+        .await
+        .unwrap();
+    let log = a.partition_log(3);
+    let mut w = log.open_epoch(1, 0).await.unwrap();
+    log.append(&mut w, Bytes::from_static(b"one"))
+        .await
+        .unwrap();
+    for round in 0..20u8 {
+        // The first attempt lands but its ack is "lost": the writer keeps its old state. Even
+        // rounds retry after the first copy is stored; odd rounds while it is still being
+        // replicated (the retry's fence is checked when it is applied, after the first copy).
+        let before = w.clone();
+        let mut lost = w.clone();
+        let chunk = Bytes::from(vec![round; 10]);
+        let landed = if round % 2 == 0 {
+            log.append(&mut lost, chunk.clone()).await
+        } else {
+            let mut early = w.clone();
+            let (landed, early) = tokio::join!(
+                log.append(&mut lost, chunk.clone()),
+                log.append(&mut early, chunk.clone())
+            );
+            // In process: an error to retry (never a fence), or the same chunk.
+            match early {
+                Ok(at) => assert_eq!(Some(at), landed.as_ref().ok().copied()),
+                Err(e) => assert!(matches!(e, AppendError::Other(_)), "round {round}: {e:?}"),
+            }
+            landed
+        };
+        let landed = landed.unwrap();
+        let again = log.append(&mut w, chunk).await;
+        assert_eq!(
+            again.ok(),
+            Some(landed),
+            "round {round}: the retry is the same chunk"
+        );
+        assert_eq!(w, lost, "round {round}: from {before:?}");
+    }
+    let chunks: Vec<_> = log
+        .replay(1)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.chunk)
+        .collect();
+    assert_eq!(chunks.len(), 21, "each chunk stored once: {chunks:?}");
+    // A different chunk from the stale state is still refused: someone (here: the lost
+    // attempt's writer) appended after that fence.
+    let mut old = w.clone();
+    log.append(&mut w, Bytes::from_static(b"next"))
+        .await
+        .unwrap();
+    old.next += 7;
+    let r = log.append(&mut old, Bytes::from_static(b"other")).await;
+    assert!(matches!(r, Err(AppendError::Fenced)), "{r:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_chunks_survive_kill_9_of_a_nats_server() {
     let Some(mut nats) = three().await else {

@@ -91,6 +91,28 @@ impl PartitionLog {
         super::read::last_on_subject(&self.js, &self.stream, &self.subject).await
     }
 
+    /// The sequence and `Nats-Msg-Id` of the last message on the subject (`None`: none; an
+    /// empty id: a message without one).
+    async fn last_message_id(&self) -> Result<Option<(u64, String)>, ClusterError> {
+        let what = format!("last message of {}", self.subject);
+        self.on_stream(&what, |s| async move {
+            match s.get_last_raw_message_by_subject(&self.subject).await {
+                Ok(m) => {
+                    let id = m.headers.get(async_nats::header::NATS_MESSAGE_ID);
+                    Ok(Some((
+                        m.sequence,
+                        id.map(|v| v.as_str().to_owned()).unwrap_or_default(),
+                    )))
+                }
+                Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => {
+                    Ok(None)
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
+    }
+
     /// Opens `epoch` with a marker appended right after `replayed_to` (the last sequence the
     /// new owner applied). Fails with [`AppendError::Fenced`] when the log moved on since
     /// (replay the rest, then try again) or when a newer owner got there first.
@@ -136,10 +158,11 @@ impl PartitionLog {
             KIND_HEADER,
             if chunk.is_some() { "chunk" } else { "marker" },
         );
+        let msg_id = format!("{}.{}.{}", self.partition, w.epoch, w.next);
         let publish = jetstream::message::PublishMessage::build()
             .payload(chunk.unwrap_or_default())
             .headers(headers)
-            .message_id(format!("{}.{}.{}", self.partition, w.epoch, w.next))
+            .message_id(msg_id.clone())
             .expected_last_subject_sequence(w.last_seq);
         let ack = self
             .js
@@ -162,7 +185,24 @@ impl PartitionLog {
                 if matches!(e.kind(), PublishErrorKind::WrongLastSequence)
                     || super::is_wrong_last_sequence(&e) =>
             {
-                Err(AppendError::Fenced)
+                // Only a message after the fence that is not this one is a fence.
+                match self.last_message_id().await {
+                    Ok(last) => match after_wrong_last(last, &msg_id, w.last_seq) {
+                        AfterWrongLast::Stored(seq) => {
+                            w.next += 1;
+                            w.last_seq = seq;
+                            Ok(seq)
+                        }
+                        AfterWrongLast::InProcess => {
+                            Err(AppendError::Other(ClusterError::Nats(format!(
+                                "append to {}: {e} while the subject is still at {} (a copy in process?)",
+                                self.subject, w.last_seq
+                            ))))
+                        }
+                        AfterWrongLast::Fenced => Err(AppendError::Fenced),
+                    },
+                    Err(e) => Err(AppendError::Other(e)),
+                }
             }
             Err(e) => Err(AppendError::Other(ClusterError::Nats(format!(
                 "append to {}: {e}",
@@ -294,6 +334,29 @@ impl PartitionLog {
     }
 }
 
+/// What a "wrong last sequence" answer to an append means, from the subject's last message
+/// (its sequence and `Nats-Msg-Id`) read after it.
+#[derive(Debug, PartialEq, Eq)]
+enum AfterWrongLast {
+    /// The last message is this append (`msg_id`): a retry whose first copy landed (its ack
+    /// was lost). Stored once, at that sequence.
+    Stored(u64),
+    /// Nothing after the fence yet: the server refused because a publish expecting a
+    /// sequence on the subject is being replicated (a copy of this one). Unknown outcome.
+    InProcess,
+    /// Someone else's message after the fence: a newer owner.
+    Fenced,
+}
+
+fn after_wrong_last(last: Option<(u64, String)>, msg_id: &str, fence: u64) -> AfterWrongLast {
+    match last {
+        Some((seq, id)) if id == msg_id => AfterWrongLast::Stored(seq),
+        Some((seq, _)) if seq == fence => AfterWrongLast::InProcess,
+        None if fence == 0 => AfterWrongLast::InProcess,
+        _ => AfterWrongLast::Fenced,
+    }
+}
+
 /// The log entry of message `m` at stream sequence `seq`.
 pub(crate) fn entry_of(seq: u64, m: &jetstream::Message) -> LogEntry {
     let headers = m.headers.as_ref();
@@ -305,5 +368,41 @@ pub(crate) fn entry_of(seq: u64, m: &jetstream::Message) -> LogEntry {
             .unwrap_or(0),
         chunk: (header(KIND_HEADER) != Some("marker")).then(|| m.payload.clone()),
         number: header(NUMBER_HEADER).and_then(|v| v.parse().ok()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{after_wrong_last, AfterWrongLast::*};
+
+    #[test]
+    fn only_another_message_after_the_fence_is_a_fence() {
+        let id = |s: &str| s.to_owned();
+        // The retry's own first copy, right after the fence or later: stored.
+        assert_eq!(
+            after_wrong_last(Some((10, id("3.1.4"))), "3.1.4", 9),
+            Stored(10)
+        );
+        // The subject still at the fence (or empty with fence 0): in process, not a fence.
+        assert_eq!(
+            after_wrong_last(Some((9, id("3.1.3"))), "3.1.4", 9),
+            InProcess
+        );
+        assert_eq!(after_wrong_last(None, "3.1.0", 0), InProcess);
+        // A newer owner's marker or chunk after the fence; or the subject purged under a
+        // writer that expects a message: fenced.
+        assert_eq!(
+            after_wrong_last(Some((12, id("3.2.0"))), "3.1.4", 9),
+            Fenced
+        );
+        assert_eq!(
+            after_wrong_last(Some((12, id("3.1.9"))), "3.1.4", 9),
+            Fenced
+        );
+        assert_eq!(
+            after_wrong_last(Some((12, String::new())), "3.1.4", 9),
+            Fenced
+        );
+        assert_eq!(after_wrong_last(None, "3.1.4", 9), Fenced);
     }
 }

@@ -6,7 +6,9 @@
 //!   then the owner's epoch marker fences every older owner out;
 //! - **commit** = the registry's group commit, with the JetStream ack in place of fsync: the
 //!   flusher's `put` publishes one chunk (message id `<p>.<epoch>.<n>`, expected last subject
-//!   sequence = the previous chunk's) and waits for its ack, one chunk in flight;
+//!   sequence = the previous chunk's) and waits for its ack, one chunk in flight; an unknown
+//!   outcome (ack timeout, NATS restarting) is retried with the same id and fence for up to
+//!   15 s (stored once: `plog` tells its own earlier copy from a newer owner's message);
 //! - **deposed** = a `put` answered "wrong last sequence": a newer owner's marker is in the
 //!   log. The store fails, and the registry does what it does on any storage failure: it
 //!   refuses writes from then on and takes back the ones not yet acknowledged (fail-stop).
@@ -29,6 +31,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -63,6 +66,11 @@ struct State {
     /// The log as a hot standby read it (taken by the first scan).
     cached: Option<Vec<LogEntry>>,
 }
+
+/// How long a chunk's append is retried through unknown outcomes before the store fails.
+const PUT_RETRY_WITHIN: Duration = Duration::from_secs(15);
+/// The pause between those retries.
+const PUT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 fn failure(m: impl Into<String>) -> StoreError {
     StoreError::Engine(StorageFailure::msg(m))
@@ -125,9 +133,22 @@ impl Store for StreamStore {
         let Some(w) = st.writer.as_mut() else {
             return Err(failure("partition log not open for writing"));
         };
-        let mut attempt = w.clone();
         let chunk = Bytes::copy_from_slice(value);
-        let r = self.block_on(self.log.append_numbered(&mut attempt, chunk, seq));
+        let started = Instant::now();
+        let mut attempt = w.clone();
+        let mut r = self.block_on(self.log.append_numbered(&mut attempt, chunk.clone(), seq));
+        // An unknown outcome (an ack timeout under load, a NATS server restarting) is retried
+        // with the same message id and fence for a while: the chunk is stored once, and a
+        // passing hiccup does not fail-stop the partition.
+        while let Err(AppendError::Other(e)) = &r {
+            if started.elapsed() >= PUT_RETRY_WITHIN {
+                break;
+            }
+            tracing::debug!(log = %self.log.subject(), error = %e, "append retried");
+            std::thread::sleep(PUT_RETRY_PAUSE);
+            attempt = w.clone();
+            r = self.block_on(self.log.append_numbered(&mut attempt, chunk.clone(), seq));
+        }
         match r {
             Ok(at) => {
                 *w = attempt;
@@ -139,9 +160,9 @@ impl Store for StreamStore {
                 tracing::warn!(log = %self.log.subject(), "deposed: a newer owner fenced this partition");
                 Err(failure("deposed: a newer owner fenced this partition"))
             }
-            // Unknown outcome (timeout, NATS unreachable): the store fails, the registry
-            // stops (fail-stop); the chunk is either in the log (the next owner applies it)
-            // or not (its writers were never acknowledged).
+            // Still unknown after the retries (NATS unreachable): the store fails, the
+            // registry stops (fail-stop); the chunk is either in the log (the next owner
+            // applies it) or not (its writers were never acknowledged).
             Err(AppendError::Other(e)) => Err(failure(e.to_string())),
         }
     }
