@@ -396,7 +396,11 @@ fn add_user(
 }
 
 /// Arena compaction threshold: rewrite when garbage exceeds this and a quarter of the arena.
-const ARENA_MIN_GARBAGE: usize = 1 << 20;
+/// Small, so that a small hub's arenas stay near their live size: with 1 MiB, each of a
+/// hub's partitions could hold up to 1 MiB of garbage (2 MiB of capacity once the vector
+/// doubled), and the server soak's RSS crept up by that for an hour (docs/benchmarks.md).
+/// Rewriting copies the live records: at most 4 bytes copied per byte of garbage dropped.
+const ARENA_MIN_GARBAGE: usize = 64 << 10;
 
 impl Partition {
     pub(crate) fn new() -> Partition {
@@ -1003,6 +1007,36 @@ mod tests {
         for i in 0..n {
             assert!(p.find_id(&format!("id{i}")).is_some());
         }
+    }
+
+    #[test]
+    fn a_small_partitions_arena_stays_near_its_live_size_under_churn() {
+        // A few hundred installations rewritten with changing lengths, over and over (the
+        // server soak's pattern): the arena is compacted long before it holds a megabyte.
+        let mut p = Partition::new();
+        let n = 250u32;
+        for i in 0..n {
+            p.insert(rec(&format!("id{i}"), &i.to_le_bytes(), &[i], None), None);
+        }
+        let mut peak = 0;
+        for round in 0..400u32 {
+            for i in 0..n {
+                let tags: Vec<u32> = (0..1 + (round + i) % 5).map(|t| t * 1000 + round).collect();
+                let slot = p.find_id(&format!("id{i}")).unwrap();
+                p.replace(
+                    slot,
+                    rec(&format!("id{i}"), &i.to_le_bytes(), &tags, None),
+                    None,
+                );
+            }
+            peak = peak.max(p.arena.bytes.capacity());
+        }
+        p.check_invariants().unwrap();
+        let live: usize = p.iter().map(|(_, r)| r.len()).sum();
+        assert!(
+            peak <= 4 * live + (256 << 10),
+            "arena capacity peaked at {peak} bytes for {live} live"
+        );
     }
 
     #[test]
