@@ -297,6 +297,59 @@ async fn a_retried_append_whose_first_copy_landed_is_not_a_fence() {
     assert!(matches!(r, Err(AppendError::Fenced)), "{r:?}");
 }
 
+/// A partition registry whose last clone drops on a runtime worker while a chunk waits to be
+/// written: its close publishes that chunk through the NATS client, which needs the workers.
+/// Closing on the worker itself deadlocked (with one worker, at once; at 200,000 devices,
+/// when a NATS server died and both workers of a node dropped partitions they stepped down
+/// from). The close now runs on a thread of its own, and the chunk lands.
+#[test]
+fn a_partition_registry_dropped_on_a_runtime_worker_closes_without_deadlock() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(nats) = rt.block_on(three()) else {
+        return;
+    };
+    let a = rt
+        .block_on(Cluster::connect(config("a", &nats, 3), "hub"))
+        .unwrap();
+    let config = RegistryConfig {
+        commit_window: Duration::from_millis(300),
+        ..RegistryConfig::default()
+    };
+    let reg = rt.block_on(a.open_partition(2, 1, config)).unwrap();
+    let log = a.partition_log(2);
+    let marker = rt.block_on(log.last_seq()).unwrap();
+    let (done, closed) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        // The write is applied and its chunk queued on the first poll; the commit window
+        // keeps it unwritten when the registry goes.
+        let mut write = Box::pin(reg.upsert_async(device("d1", 1, &["t"])));
+        assert!(futures_util::FutureExt::now_or_never(&mut write).is_none());
+        drop(write);
+        drop(reg);
+        done.send(()).unwrap();
+    });
+    if closed.recv_timeout(Duration::from_secs(30)).is_err() {
+        // The worker is stuck for good: dropping the runtime would wait for it forever.
+        std::mem::forget(rt);
+        panic!("dropping the registry on the only worker never returned");
+    }
+    // The close wrote the queued chunk after the epoch marker.
+    let t0 = Instant::now();
+    while rt.block_on(log.last_seq()).unwrap() <= marker {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the queued chunk never landed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(a);
+    rt.block_on(async move { drop(nats) });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_chunks_survive_kill_9_of_a_nats_server() {
     let Some(mut nats) = three().await else {

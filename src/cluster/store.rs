@@ -25,7 +25,9 @@
 //!   chunks whose every entry is superseded further on in the log.
 //!
 //! Store calls block (the registry calls them on its flusher thread, or on the thread of a
-//! blocking write); they run the NATS futures on the runtime of [`open_partition`]'s caller.
+//! blocking write); they run the NATS futures on the runtime of [`open_partition`]'s caller,
+//! so they must never run on that runtime's workers: a registry on this store dropped on a
+//! worker closes on a thread of its own ([`Store::waits_on_runtime`]).
 //! Open, and use the blocking registry calls, off the async workers (`spawn_blocking`); the
 //! `_async` registry calls never call the store on the calling thread.
 
@@ -253,6 +255,11 @@ impl Store for StreamStore {
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(0)
+    }
+
+    fn waits_on_runtime(&self) -> bool {
+        // Every call runs a NATS future on `rt` (`block_on`).
+        true
     }
 
     fn compaction(&self) -> Compaction {

@@ -1964,8 +1964,24 @@ impl Drop for Inner {
     fn drop(&mut self) {
         *self.reaper.0.lock() = true;
         self.reaper.1.notify_all();
-        self.commit.shutdown();
-        let _ = self.store.flush();
+        fn close(commit: &GroupCommit, store: &dyn Store) {
+            commit.shutdown();
+            let _ = store.flush();
+        }
+        // A store that needs the runtime's workers, dropped on one of them: joining the
+        // flusher here would wait for a store call that waits for this worker (with every
+        // worker so blocked, forever: seen in cluster mode when a NATS server died and
+        // partitions stepped down on both workers of a 2-core node). Close on a thread.
+        if self.store.waits_on_runtime() && tokio::runtime::Handle::try_current().is_ok() {
+            let (commit, store) = (self.commit.clone(), self.store.clone());
+            let spawned = std::thread::Builder::new()
+                .name("tagcast-registry-close".into())
+                .spawn(move || close(&commit, store.as_ref()));
+            if spawned.is_ok() {
+                return;
+            }
+        }
+        close(&self.commit, self.store.as_ref());
     }
 }
 

@@ -98,6 +98,13 @@ pub(crate) trait Store: Send + Sync + 'static {
     }
     /// Reads a metadata value.
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// True when this store's calls wait on an async runtime's workers (cluster mode's
+    /// partition log: each call drives the NATS client, whose connection those workers run).
+    /// Such a registry's close (the last chunk written, the flusher joined) must never run on
+    /// one of those workers: a registry dropped there moves its close to a thread of its own.
+    fn waits_on_runtime(&self) -> bool {
+        false
+    }
     /// Writes a metadata value (durable when this returns).
     fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Bytes used on disk.
