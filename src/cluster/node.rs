@@ -551,7 +551,11 @@ impl Inner {
             }
         }
         join_all(give.into_iter().map(|(p, t)| self.hand_off(p, t))).await;
-        join_all(take.iter().map(|&p| self.acquire(p))).await;
+        // Opening a partition replays its log, which can outlast lease + margin (NATS
+        // electing leaders after losing a server): the leases already held are renewed
+        // meanwhile, or the other nodes would take them and the churn would feed itself.
+        self.renewing_held(join_all(take.iter().map(|&p| self.acquire(p))))
+            .await;
         join_all(note.iter().map(|&p| self.cluster.leases().note(p))).await;
         self.keep_standbys(&note, &take).await;
         self.report_owned();
@@ -639,6 +643,20 @@ impl Inner {
                         tracing::warn!(partition = p, error = %e, "lease renewal failed; retrying");
                     }
                 }
+            }
+        }
+    }
+
+    /// Runs `work`, renewing the leases held every renewal period until it ends.
+    async fn renewing_held<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(self.cluster.leases().renew_every());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick() => self.renew_leases().await,
             }
         }
     }
