@@ -13,6 +13,8 @@
 //!                                 or reclaim (the key names me: next epoch),
 //!                                 open_partition(p, epoch) (replay ≥ from_seq; marker),
 //!                                 subscribe <prefix>.<hub>.w.<p> ──▶ serve
+//!                                 (the held leases, p's too, renewed every lease/3 while
+//!                                 the opens run: a replay may outlast lease + margin)
 //!      free,  c.standby = me   ── note the lease (start the takeover watch early)
 //!
 //!  upsert/delete/get/patch(id): p = partition_of(id)
