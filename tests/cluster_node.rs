@@ -484,6 +484,32 @@ async fn a_zombie_owner_is_fenced_and_steps_down() {
 
 // Planned handoff (CLUSTER.md, "Assignment"): a third node joins while writes stream through
 // the first two; it ends up owning its share, and no acknowledged write is lost.
+// A node whose loop is stuck (a round waiting on a slow NATS call, a long open) still
+// renews its membership and leases from its heartbeat: nobody takes its partitions. When
+// renewals lived in the round, a 200,000-device kill-nats run lost leases this way, and the
+// takeovers fed a churn that never settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_stuck_round_keeps_its_leases() {
+    let Some(nats) = three().await else { return };
+    let urls = nats.urls();
+    let a = node("a", &urls).await;
+    let b = node("b", &urls).await;
+    settle(&[&a, &b], Duration::from_secs(30)).await;
+    let before = owners(&[&a, &b]);
+    let stall = 4 * (LEASE + MARGIN);
+    a.stall_next_round_for_test(stall);
+    let t0 = Instant::now();
+    while t0.elapsed() < stall + LEASE {
+        assert_eq!(
+            owners(&[&a, &b]),
+            before,
+            "ownership moved {:?} into a's stuck round",
+            t0.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_node_takes_its_share_without_losing_writes() {
     let Some(nats) = three().await else { return };

@@ -63,10 +63,21 @@ fn per_handle(bed: &Bed) -> HashMap<String, usize> {
     m
 }
 
-async fn crash_and_take_over(delivery: Delivery) -> Option<()> {
-    let (nats, bed) = nats_and_slow_apns().await?;
-    let a = Cluster::connect(config("a", &nats), "hub").await.unwrap();
-    let b = Cluster::connect(config("b", &nats), "hub").await.unwrap();
+/// Owner `a` registers the devices on partition 0 and runs a broadcast until ~40% of it is
+/// delivered, then crashes (its run aborted, its engine shut down); successor `b` opens the
+/// partition at epoch 2. Returns `b`, its registry, the send and the deliveries at the crash.
+async fn crash_at_40_percent(
+    nats: &NatsCluster,
+    bed: &Bed,
+) -> (
+    Cluster,
+    tagcast::Registry,
+    tagcast::NotificationId,
+    SendRequest,
+    usize,
+) {
+    let a = Cluster::connect(config("a", nats), "hub").await.unwrap();
+    let b = Cluster::connect(config("b", nats), "hub").await.unwrap();
     let reg_a = a
         .open_partition(0, 1, RegistryConfig::default())
         .await
@@ -86,7 +97,7 @@ async fn crash_and_take_over(delivery: Delivery) -> Option<()> {
     let id: tagcast::NotificationId = "6a000000-0000-4000-8000-000000000001".parse().unwrap();
     let request = SendRequest::native(alert(), Audience::All);
 
-    // a runs the send and crashes at ~40%.
+    // a runs the send and crashes at ~40%, in the middle of a range.
     let engine_a = Engine::without_registry(bed.config()).unwrap();
     let mut claims_a = a.claims().load(0, 1).await.unwrap();
     let run = {
@@ -98,7 +109,10 @@ async fn crash_and_take_over(delivery: Delivery) -> Option<()> {
     };
     let task = tokio::spawn(run);
     let t0 = std::time::Instant::now();
-    while (bed.apns().deliveries().len() as u64) < DEVICES * 4 / 10 {
+    // Mid-range (every range is CLAIM devices, all delivered): a holds a claim at the crash.
+    while (bed.apns().deliveries().len() as u64) < DEVICES * 4 / 10
+        || bed.apns().deliveries().len() as u64 % u64::from(CLAIM) == 0
+    {
         assert!(
             t0.elapsed() < Duration::from_secs(60),
             "the send did not progress"
@@ -106,15 +120,34 @@ async fn crash_and_take_over(delivery: Delivery) -> Option<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     task.abort();
+    assert!(
+        task.await.is_err_and(|e| e.is_cancelled()),
+        "a's run ended by itself"
+    );
     engine_a.shutdown().await;
-    let at_crash = bed.apns().deliveries().len();
+    // What a had on the wire still lands at the mock for a moment.
+    let mut at_crash = bed.apns().deliveries().len();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = bed.apns().deliveries().len();
+        if now == at_crash {
+            break;
+        }
+        at_crash = now;
+    }
 
-    // b takes the partition at epoch 2 (its replay fences a's registry out), settles a's
-    // unfinished claim per `delivery`, and runs the send to the end.
+    // b takes the partition at epoch 2 (its replay fences a's registry out).
     let reg_b = b
         .open_partition(0, 2, RegistryConfig::default())
         .await
         .unwrap();
+    (b, reg_b, id, request, at_crash)
+}
+
+async fn crash_and_take_over(delivery: Delivery) -> Option<()> {
+    let (nats, bed) = nats_and_slow_apns().await?;
+    let (b, reg_b, id, request, at_crash) = crash_at_40_percent(&nats, &bed).await;
+    // b settles a's unfinished claim per `delivery` and runs the send to the end.
     let engine_b = Engine::without_registry(bed.config()).unwrap();
     let mut claims_b = b.claims().load(0, 2).await.unwrap();
     let all: Vec<String> = (0..DEVICES).map(|i| format!("dev-{i}")).collect();
@@ -182,6 +215,62 @@ async fn an_owner_crash_mid_send_at_most_once_duplicates_nothing_and_counts_miss
 // one crashes at ~40%; the other takes its partitions at the next epoch, its driver settles
 // the crashed node's claims and finishes. The mock's accounting: nothing missed, duplicates
 // within what OUT reports, at most one claim per partition taken over.
+/// A successor that re-sends a taken-over claim and itself crashes before recording it done:
+/// the possible duplicates are in the published outcome before the devices go out again, so
+/// what the hub reports never falls short of what the devices got (the run stopped where a
+/// 200,000-device kill-nats run once left a partition: 512 duplicates sent, none reported).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeovers_duplicates_are_reported_before_they_are_sent_again() {
+    let Some((nats, bed)) = nats_and_slow_apns().await else {
+        return;
+    };
+    let (b, reg_b, id, request, at_crash) = crash_at_40_percent(&nats, &bed).await;
+    let all: Vec<String> = (0..DEVICES).map(|i| format!("dev-{i}")).collect();
+    let mut claims_b = b.claims().load(0, 2).await.unwrap();
+    let found = b
+        .claims()
+        .take_over(&mut claims_b, |_| Delivery::AtLeastOnce, |_| all.clone())
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "a's claim in flight: {found:?}");
+    assert!(found[0].devices > 0);
+    // b re-sends the claim and crashes as soon as the first re-sent device arrives (its run
+    // dropped mid-range, its engine shut down).
+    let engine_b = Engine::without_registry(bed.config()).unwrap();
+    let first_resend = async {
+        let t0 = std::time::Instant::now();
+        while bed.apns().deliveries().len() == at_crash {
+            assert!(t0.elapsed() < Duration::from_secs(30), "b sent nothing");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::select! {
+        r = run_partition(&b, &engine_b, &reg_b, &mut claims_b, id, &request) => {
+            panic!("b's run ended before it was stopped: {r:?}")
+        }
+        _ = first_resend => {}
+    }
+    engine_b.shutdown().await;
+
+    let duplicates: u64 = per_handle(&bed)
+        .values()
+        .map(|n| (*n as u64).saturating_sub(1))
+        .sum();
+    let totals = b.outcomes().collect(b.outcomes().home(id)).await.unwrap();
+    let t = &totals[&id.to_string()];
+    eprintln!(
+        "{duplicates} duplicates at the mock; reported {} (takeover of {} devices)",
+        t.possible_duplicates, found[0].devices
+    );
+    assert!(duplicates > 0, "the re-send reached the mock");
+    assert!(
+        duplicates <= t.possible_duplicates,
+        "{duplicates} duplicates sent, {} reported",
+        t.possible_duplicates
+    );
+    assert_eq!(t.possible_duplicates, found[0].devices);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drivers_split_a_broadcast_and_a_successor_finishes_a_crashed_nodes_partitions() {
     use std::sync::Arc;

@@ -132,6 +132,13 @@ pub struct PartitionClaims {
 }
 
 impl PartitionClaims {
+    /// The revision of the progress value as last read or written (0: none yet). It grows
+    /// with every write, whoever wrote it: an outcome published from this state is numbered
+    /// with it, so a later state's outcome wins, across runs and epochs.
+    pub(crate) fn revision(&self) -> u64 {
+        self.revision.unwrap_or(0)
+    }
+
     /// Whether `send` holds a claim that [`Claims::claim_next`] will send again and count as
     /// possible duplicates (left by this owner's own stopped run, not settled by a takeover).
     pub(crate) fn holds_unsettled_claim(&self, send: &str) -> bool {

@@ -1,20 +1,22 @@
-//! A cluster node (CLUSTER.md, "Shape"): one task that keeps this node's membership and
-//! leases, opens the partitions this node should own and serves them, and the write path
+//! A cluster node (CLUSTER.md, "Shape"): a heartbeat that keeps this node's membership and
+//! leases, a loop that opens the partitions this node should own and serves them, and the write path
 //! that sends every operation to its partition's owner.
 //!
 //! ```text
+//!  heartbeat, every lease/3 (its own task, each call bounded by lease/3):
+//!    put n.<me> in members
+//!    renew every held lease ── taken by another node ──────────▶ step down (drop registry)
+//!                           ── NATS failing past the lease's end ▶ step down
 //!  every round (min(lease/3, 1 s)):
-//!    put n.<me> in members; live = members whose revision moved within lease + margin
-//!    renew every held lease ── lost ─────────────────────────────▶ step down (drop registry)
+//!    live = members whose revision moved within lease + margin
 //!    for every p: c = choose(p, live)
 //!      held,  c.owner = T ≠ me ── close p's gate, wait for its writes in flight,
 //!                                 hand_over(lease, T, last log seq) ──▶ step down
 //!      free,  c.owner = me     ── try_take (free: now; stale: after lease + margin seen)
 //!                                 or reclaim (the key names me: next epoch),
-//!                                 open_partition(p, epoch) (replay ≥ from_seq; marker),
+//!                                 open_partition(p, epoch) (replay ≥ from_seq; marker;
+//!                                 p's lease renewed meanwhile: a replay may outlast it),
 //!                                 subscribe <prefix>.<hub>.w.<p> ──▶ serve
-//!                                 (the held leases, p's too, renewed every lease/3 while
-//!                                 the opens run: a replay may outlast lease + margin)
 //!      free,  c.standby = me   ── note the lease (start the takeover watch early)
 //!
 //!  upsert/delete/get/patch(id): p = partition_of(id)
@@ -124,6 +126,11 @@ struct Inner {
     promoted: std::sync::atomic::AtomicU64,
     /// Rounds so far (the standby lag is measured every tenth).
     rounds: std::sync::atomic::AtomicU64,
+    /// Held by every compare-and-set of a lease this node holds (the heartbeat's renewals,
+    /// a handoff), so one never works from a revision the other just moved.
+    lease_ops: tokio::sync::Mutex<()>,
+    /// Test hook: the next round first waits this long (a round stuck in a slow call).
+    stall_next_round: Mutex<Option<Duration>>,
 }
 
 /// A partition this node owns: its lease and what serves it.
@@ -203,9 +210,12 @@ impl Node {
             standbys: Mutex::new(HashMap::new()),
             promoted: std::sync::atomic::AtomicU64::new(0),
             rounds: std::sync::atomic::AtomicU64::new(0),
+            lease_ops: tokio::sync::Mutex::new(()),
+            stall_next_round: Mutex::new(None),
         });
         let tasks = vec![
             tokio::spawn(members.watch()),
+            tokio::spawn(heartbeat(inner.clone())),
             tokio::spawn(run(inner.clone())),
         ];
         Node { inner, tasks }
@@ -344,6 +354,13 @@ impl Node {
     #[doc(hidden)]
     pub fn resume_for_test(&self) {
         self.inner.paused.send_replace(false);
+    }
+
+    /// Test hook: the loop's next round first waits `d`, as a round stuck in a slow NATS
+    /// call or a long open would; the heartbeat goes on meanwhile.
+    #[doc(hidden)]
+    pub fn stall_next_round_for_test(&self, d: Duration) {
+        *self.inner.stall_next_round.lock() = Some(d);
     }
 
     /// Test hook: the registry of partition `p` while this node serves it. Writing to it
@@ -503,6 +520,38 @@ impl Drop for Node {
     }
 }
 
+/// The node's heartbeat: every renewal period (lease/3) it puts its membership and renews
+/// every lease it holds, each call bounded by the period. It runs on its own task, so
+/// nothing else the node does (opens replaying logs, handoffs waiting for writes, standbys,
+/// NATS calls waiting out their timeouts) can hold renewals up past lease + margin: a node
+/// whose renewals stall is taken for dead and loses its partitions. None while paused.
+async fn heartbeat(inner: Arc<Inner>) {
+    let period = inner.cluster.leases().renew_every();
+    let mut every = tokio::time::interval(period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut paused = inner.paused.subscribe();
+    loop {
+        every.tick().await;
+        if *paused.borrow_and_update() {
+            let _ = paused.wait_for(|p| !*p).await;
+            every.reset();
+            continue;
+        }
+        let membership = async {
+            match tokio::time::timeout(period, inner.members.renew()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(node = %inner.me(), error = %e, "membership not renewed")
+                }
+                Err(_) => {
+                    tracing::warn!(node = %inner.me(), within = ?period, "membership not renewed in time")
+                }
+            }
+        };
+        tokio::join!(membership, inner.renew_leases(period));
+    }
+}
+
 /// The node's loop: a round every `round`, none while paused.
 async fn run(inner: Arc<Inner>) {
     let mut every = tokio::time::interval(inner.round);
@@ -533,11 +582,13 @@ impl Inner {
     }
 
     async fn round(self: &Arc<Self>) {
-        if let Err(e) = self.members.renew().await {
-            tracing::warn!(node = %self.me(), error = %e, "membership not renewed");
+        let stall = self.stall_next_round.lock().take();
+        if let Some(d) = stall {
+            tokio::time::sleep(d).await;
         }
+        // Membership and the held leases are renewed by the heartbeat, not here: a round can
+        // take long (opens replaying logs, handoffs, NATS waiting out its timeouts).
         let live = self.members.live();
-        self.renew_leases().await;
         let owned: HashSet<u16> = self.owned.lock().keys().copied().collect();
         let me = self.me();
         let (mut give, mut take, mut note) = (Vec::new(), Vec::new(), Vec::new());
@@ -553,12 +604,13 @@ impl Inner {
             }
         }
         join_all(give.into_iter().map(|(p, t)| self.hand_off(p, t))).await;
-        // Opening a partition replays its log, which can outlast lease + margin (NATS
-        // electing leaders after losing a server): the leases already held are renewed
-        // meanwhile, or the other nodes would take them and the churn would feed itself.
-        self.renewing_held(join_all(take.iter().map(|&p| self.acquire(p))))
-            .await;
-        join_all(note.iter().map(|&p| self.cluster.leases().note(p))).await;
+        join_all(take.iter().map(|&p| self.acquire(p))).await;
+        // Bounded: a slow NATS delays only these notes and the lag figure, not the round.
+        let _ = tokio::time::timeout(
+            self.round,
+            join_all(note.iter().map(|&p| self.cluster.leases().note(p))),
+        )
+        .await;
         self.keep_standbys(&note, &take).await;
         self.report_owned();
     }
@@ -587,11 +639,17 @@ impl Inner {
         }
         // Each log's bounds: the first sequence trims the copy (the owner purged below it),
         // the last gives the lag.
-        let bounds = join_all(logs.iter().map(|&(p, _)| async move {
-            let log = self.cluster.partition_log(p);
-            Ok::<_, ClusterError>((log.first_seq().await?, log.last_seq().await?))
-        }))
-        .await;
+        let Ok(bounds) = tokio::time::timeout(
+            self.round,
+            join_all(logs.iter().map(|&(p, _)| async move {
+                let log = self.cluster.partition_log(p);
+                Ok::<_, ClusterError>((log.first_seq().await?, log.last_seq().await?))
+            })),
+        )
+        .await
+        else {
+            return;
+        };
         let mut lag = 0;
         for (&(p, seen), b) in logs.iter().zip(bounds) {
             let Ok((first, last)) = b else { continue };
@@ -608,7 +666,15 @@ impl Inner {
         metrics::gauge!(m::CLUSTER_OWNED_PARTITIONS, &self.labels()).set(n as f64);
     }
 
-    async fn renew_leases(&self) {
+    /// Renews every lease held, each attempt bounded by `within`. A renewal refused because
+    /// the lease's revision moved is checked: if the lease still names this node at its epoch,
+    /// the move was an earlier attempt of this node's own that timed out here and landed
+    /// there, and the revision is adopted (the lease counts as renewed no later than before);
+    /// otherwise another node took it and this one steps down. A renewal that fails on NATS
+    /// is retried next period, and the partition is stepped down once the lease has expired
+    /// on this node's clock.
+    async fn renew_leases(&self, within: Duration) {
+        let _cas = self.lease_ops.lock().await;
         let held: Vec<Lease> = self
             .owned
             .lock()
@@ -618,7 +684,26 @@ impl Inner {
         let leases = self.cluster.leases();
         let renewals = held.into_iter().map(|l| async move {
             let started = Instant::now();
-            let r = leases.renew(&l).await;
+            let r = match tokio::time::timeout(within, leases.renew(&l)).await {
+                Ok(r) => r,
+                Err(_) => Err(ClusterError::Nats(format!(
+                    "renewing lease p.{}: no answer within {within:?}",
+                    l.partition
+                ))),
+            };
+            let r = match r {
+                Ok(Err(_)) => match tokio::time::timeout(within, leases.read(l.partition)).await {
+                    Ok(Ok(Some(now))) if now.value == l.value => Ok(Err(Some(now))),
+                    Ok(Ok(_)) => Ok(Err(None)),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(ClusterError::Nats(format!(
+                        "reading lease p.{}: no answer within {within:?}",
+                        l.partition
+                    ))),
+                },
+                Ok(Ok(new)) => Ok(Ok(new)),
+                Err(e) => Err(e),
+            };
             (l, started, r)
         });
         for (l, started, r) in join_all(renewals).await {
@@ -632,7 +717,19 @@ impl Inner {
                         }
                     }
                 }
-                Ok(Err(_)) => self.step_down(p, l.value.epoch, "its lease was taken"),
+                Ok(Err(Some(own))) => {
+                    tracing::debug!(
+                        partition = p,
+                        revision = own.revision,
+                        "an earlier renewal landed late; its revision adopted"
+                    );
+                    if let Some(o) = self.owned.lock().get_mut(&p) {
+                        if o.lease.value.epoch == own.value.epoch {
+                            o.lease = own;
+                        }
+                    }
+                }
+                Ok(Err(None)) => self.step_down(p, l.value.epoch, "its lease was taken"),
                 Err(e) => {
                     let expired = self
                         .owned
@@ -649,20 +746,6 @@ impl Inner {
         }
     }
 
-    /// Runs `work`, renewing the leases held every renewal period until it ends.
-    async fn renewing_held<T>(&self, work: impl std::future::Future<Output = T>) -> T {
-        tokio::pin!(work);
-        let mut tick = tokio::time::interval(self.cluster.leases().renew_every());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                out = &mut work => return out,
-                _ = tick.tick() => self.renew_leases().await,
-            }
-        }
-    }
-
     /// Stops serving `p` if it is still served at `epoch`: closes its gate, stops its
     /// subscription, drops its registry (once the writes in flight let go of it).
     fn step_down(&self, p: u16, epoch: u64, why: &str) {
@@ -674,12 +757,7 @@ impl Inner {
 
     /// Planned handoff of `p` to `target`.
     async fn hand_off(&self, p: u16, target: String) {
-        let Some((lease, served)) = self
-            .owned
-            .lock()
-            .get(&p)
-            .map(|o| (o.lease.clone(), o.served.clone()))
-        else {
+        let Some(served) = self.owned.lock().get(&p).map(|o| o.served.clone()) else {
             return;
         };
         let epoch = served.epoch;
@@ -716,6 +794,18 @@ impl Inner {
                 reopen();
                 return;
             }
+        };
+        // The lease as the heartbeat last renewed it, and no renewal until the handover is
+        // settled (a renewal moving the revision under it would fail the compare-and-set).
+        let _cas = self.lease_ops.lock().await;
+        let Some(lease) = self
+            .owned
+            .lock()
+            .get(&p)
+            .filter(|o| o.served.epoch == epoch)
+            .map(|o| o.lease.clone())
+        else {
+            return;
         };
         match self.cluster.leases().hand_over(&lease, &target, last).await {
             Ok(Ok(_)) => {

@@ -156,7 +156,20 @@ pub async fn run_partition_gated(
             )
             .increment(1);
         }
+        // A claim held now is sent again, its devices counted as possible duplicates (by a
+        // takeover, or by claim_next for this owner's own stopped run).
+        let resend = claims
+            .progress
+            .sends
+            .get(&send)
+            .is_some_and(|sp| sp.claimed.is_some() && !sp.finished);
         let ids = cluster.claims().claim_next(claims, &send, &walk, k).await?;
+        if resend && !ids.is_empty() {
+            // The count is published before the devices go out again, so the outcome never
+            // reports fewer possible duplicates than were sent, even if this run stops
+            // before the range is recorded done.
+            publish(cluster, claims, id, &mut outcome, false).await?;
+        }
         if ids.is_empty() {
             // The final outcome under the gate too: a handoff between "finished" in the
             // progress value and this publication would leave the partition finished for
@@ -221,7 +234,10 @@ async fn publish(
         outcome.fill_from(sp);
     }
     outcome.finished = finished;
-    outcome.n += 1;
+    // Numbered with the progress value's revision: the same state publishes the same
+    // message (a retry is deduplicated), and a later state always wins, also over what an
+    // earlier run of this epoch published.
+    outcome.n = claims.revision();
     cluster
         .outcomes()
         .publish(id, outcome)
