@@ -65,8 +65,8 @@ pub struct Leases {
     node: String,
     lease: Duration,
     margin: Duration,
-    /// Per partition: the revision last seen and when this node first saw it.
-    seen: parking_lot::Mutex<HashMap<u16, (u64, Instant)>>,
+    /// How long each partition's lease has been seen unchanged.
+    seen: parking_lot::Mutex<Sightings>,
 }
 
 fn key(p: u16) -> String {
@@ -85,7 +85,7 @@ impl Leases {
             node: node.to_owned(),
             lease,
             margin,
-            seen: parking_lot::Mutex::new(HashMap::new()),
+            seen: parking_lot::Mutex::new(Sightings::default()),
         }
     }
 
@@ -96,11 +96,10 @@ impl Leases {
 
     /// The lease of `p` as stored now (`None`: never owned, or deleted).
     pub async fn read(&self, p: u16) -> Result<Option<Lease>, ClusterError> {
-        let entry = self
-            .kv
-            .entry(key(p))
-            .await
-            .map_err(|e| ClusterError::Nats(format!("reading lease p.{p}: {e}")))?;
+        let entry = self.kv.entry(key(p)).await.map_err(|e| {
+            self.failed();
+            ClusterError::Nats(format!("reading lease p.{p}: {e}"))
+        })?;
         let Some(entry) = entry else { return Ok(None) };
         if !matches!(entry.operation, kv::Operation::Put) {
             return Ok(None);
@@ -115,14 +114,15 @@ impl Leases {
     }
 
     /// Records that this node saw `revision` of `p` now (unless it saw it already), and says
-    /// whether it has seen that same revision for `lease + margin`.
+    /// whether it has seen that same revision for `lease + margin` (counted from after the
+    /// bucket's last failure for this node: [`Sightings`]).
     fn observe(&self, p: u16, revision: u64, now: Instant) -> bool {
-        let mut seen = self.seen.lock();
-        let e = seen.entry(p).or_insert((revision, now));
-        if e.0 != revision {
-            *e = (revision, now);
-        }
-        now.duration_since(e.1) >= self.lease + self.margin
+        self.seen.lock().unchanged_for(p, revision, now) >= self.lease + self.margin
+    }
+
+    /// Notes that a call to the bucket failed now (see [`Sightings`]).
+    fn failed(&self) {
+        self.seen.lock().failed(Instant::now());
     }
 
     /// Takes `p` if it is free, or if its holder has not renewed for `lease + margin` as this
@@ -151,7 +151,10 @@ impl Leases {
                     {
                         Ok(Err(Denied::Lost))
                     }
-                    Err(e) => Err(ClusterError::Nats(format!("creating lease p.{p}: {e}"))),
+                    Err(e) => {
+                        self.failed();
+                        Err(ClusterError::Nats(format!("creating lease p.{p}: {e}")))
+                    }
                 }
             }
             Some(l) if l.value.node == self.node => Ok(Ok(l)),
@@ -237,7 +240,10 @@ impl Leases {
                 revision,
             })),
             Err(e) if is_lost_cas(&e) => Ok(Err(Denied::Lost)),
-            Err(e) => Err(ClusterError::Nats(format!("updating lease p.{p}: {e}"))),
+            Err(e) => {
+                self.failed();
+                Err(ClusterError::Nats(format!("updating lease p.{p}: {e}")))
+            }
         }
     }
 
@@ -253,6 +259,64 @@ impl Leases {
 }
 
 /// Whether an update failed because the key moved on (a lost compare-and-set).
+/// How long this node has seen each partition's lease unchanged, on its own clock, counted
+/// only from after the last time a call of its own to the bucket failed: while the bucket
+/// fails for this node (a NATS server lost, a leader election) it may fail for the holder
+/// too, whose renewals then cannot land, so a revision unchanged across that stretch says
+/// nothing about the holder. Without this, reads served by a replica while writes had no
+/// leader kept the clocks running through a NATS outage longer than lease + margin, and
+/// every node took its neighbours' partitions the moment the bucket came back.
+#[derive(Debug, Default)]
+pub(crate) struct Sightings {
+    /// Per partition: the revision last seen and since when it counts as unchanged.
+    seen: HashMap<u16, (u64, Instant)>,
+    last_failure: Option<Instant>,
+}
+
+impl Sightings {
+    /// Records `revision` of `p` read at `now`; how long it has counted as unchanged.
+    pub(crate) fn unchanged_for(&mut self, p: u16, revision: u64, now: Instant) -> Duration {
+        let e = self.seen.entry(p).or_insert((revision, now));
+        if e.0 != revision || self.last_failure.is_some_and(|f| f > e.1) {
+            *e = (revision, now);
+        }
+        now.saturating_duration_since(e.1)
+    }
+
+    /// A call to the bucket failed at `now`.
+    pub(crate) fn failed(&mut self, now: Instant) {
+        self.last_failure = Some(self.last_failure.map_or(now, |f| f.max(now)));
+    }
+}
+
 fn is_lost_cas(e: &kv::UpdateError) -> bool {
     matches!(e.kind(), kv::UpdateErrorKind::WrongLastRevision) || super::is_wrong_last_sequence(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_counts_as_unchanged_only_since_the_buckets_last_failure() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut s = Sightings::default();
+        assert_eq!(s.unchanged_for(1, 7, t0), ms(0));
+        assert_eq!(s.unchanged_for(1, 7, t0 + ms(2000)), ms(2000));
+        // A renewal moves the revision: the clock starts again.
+        assert_eq!(s.unchanged_for(1, 8, t0 + ms(2500)), ms(0));
+        assert_eq!(s.unchanged_for(1, 8, t0 + ms(6000)), ms(3500));
+        // The bucket fails for this node at 6.5 s (an outage): the same revision read at
+        // 12 s counts from then, not from 2.5 s.
+        s.failed(t0 + ms(6500));
+        assert_eq!(s.unchanged_for(1, 8, t0 + ms(12000)), ms(0));
+        assert_eq!(s.unchanged_for(1, 8, t0 + ms(16000)), ms(4000));
+        // Another partition first read after the failure counts from its first read.
+        assert_eq!(s.unchanged_for(2, 3, t0 + ms(13000)), ms(0));
+        assert_eq!(s.unchanged_for(2, 3, t0 + ms(15000)), ms(2000));
+        // A failure older than the sighting does not restart it.
+        s.failed(t0 + ms(1000));
+        assert_eq!(s.unchanged_for(2, 3, t0 + ms(17000)), ms(4000));
+    }
 }

@@ -29,6 +29,9 @@ pub(crate) struct Liveness {
     seen: HashMap<String, (u64, Instant)>,
     /// This node is leaving: it no longer counts itself a member.
     leaving: bool,
+    /// When the watch last delivered anything (this node's own puts, every lease/3,
+    /// included).
+    last_event: Option<Instant>,
 }
 
 impl Liveness {
@@ -38,11 +41,28 @@ impl Liveness {
             window,
             seen: HashMap::new(),
             leaving: false,
+            last_event: None,
         }
+    }
+
+    /// Whether the view is blind at `now`: nothing came through the watch for half a window,
+    /// not even this node's own puts (the bucket or the watch is down, and the silence of
+    /// the others says nothing about them).
+    fn blind(&self, now: Instant) -> bool {
+        self.last_event
+            .is_some_and(|last| now.saturating_duration_since(last) >= self.window / 2)
     }
 
     /// `node`'s key is at `revision`, as seen at `now`.
     pub(crate) fn observe(&mut self, node: &str, revision: u64, now: Instant) {
+        if self.blind(now) {
+            // The view works again: every member gets a fresh window from now (one that
+            // died meanwhile is found dead a window later).
+            for e in self.seen.values_mut() {
+                e.1 = e.1.max(now);
+            }
+        }
+        self.last_event = Some(self.last_event.map_or(now, |l| l.max(now)));
         match self.seen.get_mut(node) {
             Some(e) if e.0 == revision => {}
             Some(e) => *e = (revision, now),
@@ -57,12 +77,19 @@ impl Liveness {
         self.seen.remove(node);
     }
 
-    /// The live members at `now`, sorted, this node included unless it is leaving.
+    /// The live members at `now`, sorted, this node included unless it is leaving; while
+    /// the view is blind, as they stood at its last event.
     pub(crate) fn live(&self, now: Instant) -> Vec<String> {
+        let now = match self.last_event {
+            Some(last) if self.blind(now) => last,
+            _ => now,
+        };
         let mut out: Vec<String> = self
             .seen
             .iter()
-            .filter(|(n, (_, at))| *n != &self.me && now.duration_since(*at) < self.window)
+            .filter(|(n, (_, at))| {
+                *n != &self.me && now.saturating_duration_since(*at) < self.window
+            })
             .map(|(n, _)| n.clone())
             .collect();
         if !self.leaving {
@@ -152,24 +179,61 @@ mod tests {
     #[test]
     fn a_member_is_live_while_its_revision_moves_within_the_window() {
         let t0 = Instant::now();
-        let w = Duration::from_millis(1300);
+        let ms = Duration::from_millis;
+        let w = ms(1300);
         let mut l = Liveness::new("a", w);
         assert_eq!(l.live(t0), ["a"]);
+        // This node's own puts come through the watch every 500 ms (the view is not blind).
+        let own = |l: &mut Liveness, at: u64| l.observe("a", 100 + at, t0 + ms(at));
+        own(&mut l, 0);
         l.observe("b", 5, t0);
         l.observe("c", 9, t0);
         assert_eq!(l.live(t0), ["a", "b", "c"]);
+        own(&mut l, 500);
         // b renews, c does not: the same revision seen again does not refresh it.
-        l.observe("b", 6, t0 + Duration::from_millis(1000));
-        l.observe("c", 9, t0 + Duration::from_millis(1000));
-        assert_eq!(l.live(t0 + Duration::from_millis(1299)), ["a", "b", "c"]);
-        assert_eq!(l.live(t0 + Duration::from_millis(1300)), ["a", "b"]);
+        own(&mut l, 1000);
+        l.observe("b", 6, t0 + ms(1000));
+        l.observe("c", 9, t0 + ms(1000));
+        assert_eq!(l.live(t0 + ms(1299)), ["a", "b", "c"]);
+        assert_eq!(l.live(t0 + ms(1300)), ["a", "b"]);
+        own(&mut l, 1500);
         // c comes back with a new revision.
-        l.observe("c", 10, t0 + Duration::from_millis(2000));
-        assert_eq!(l.live(t0 + Duration::from_millis(2100)), ["a", "b", "c"]);
+        own(&mut l, 2000);
+        l.observe("c", 10, t0 + ms(2000));
+        assert_eq!(l.live(t0 + ms(2100)), ["a", "b", "c"]);
         l.forget("b");
-        assert_eq!(l.live(t0 + Duration::from_millis(2100)), ["a", "c"]);
+        assert_eq!(l.live(t0 + ms(2100)), ["a", "c"]);
         // This node is live to itself whatever its key says.
-        l.observe("a", 1, t0);
-        assert_eq!(l.live(t0 + Duration::from_secs(60)), ["a"]);
+        for at in [2500, 3000, 3500] {
+            own(&mut l, at);
+        }
+        assert_eq!(l.live(t0 + ms(3600)), ["a"]);
+    }
+
+    #[test]
+    fn a_blind_view_declares_nobody_dead() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let w = ms(4000);
+        let mut l = Liveness::new("a", w);
+        // a puts every second and sees its own puts; b too, until 3 s.
+        for s in 0..=3u64 {
+            l.observe("a", 10 + 2 * s, t0 + ms(1000 * s));
+            l.observe("b", 11 + 2 * s, t0 + ms(1000 * s));
+        }
+        // From 3 s the bucket is down: nothing at all comes through the watch, so b's
+        // silence says nothing; the view stands as it was at 3 s.
+        assert_eq!(l.live(t0 + ms(6000)), ["a", "b"]);
+        assert_eq!(l.live(t0 + ms(15000)), ["a", "b"]);
+        // At 15 s the bucket is back and a's put arrives first: b gets a fresh window.
+        l.observe("a", 30, t0 + ms(15000));
+        assert_eq!(l.live(t0 + ms(15500)), ["a", "b"]);
+        l.observe("b", 31, t0 + ms(15600));
+        // While the view works, a silent member is dead after the window: b stops at 15.6 s.
+        for s in 16..=20u64 {
+            l.observe("a", 40 + s, t0 + ms(1000 * s));
+        }
+        assert_eq!(l.live(t0 + ms(19500)), ["a", "b"]);
+        assert_eq!(l.live(t0 + ms(19700)), ["a"]);
     }
 }

@@ -74,6 +74,10 @@ const SERVE_IN_FLIGHT: usize = 256;
 /// First and longest pause between two attempts of a routed operation.
 const BACKOFF_FIRST: Duration = Duration::from_millis(25);
 const BACKOFF_MAX: Duration = Duration::from_millis(250);
+/// How long a send run superseded by a step-down (or a reopening at another epoch) may take
+/// to finish its range in flight and stop by itself before it is aborted: longer than a
+/// NATS leader election, so a range sent during an outage can still be recorded done after.
+const SUPERSEDED_STOP_WITHIN: Duration = Duration::from_secs(45);
 /// After a step-down, the serving task turns away buffered requests until none came for
 /// this long.
 const DRAIN_IDLE: Duration = Duration::from_millis(100);
@@ -164,6 +168,9 @@ impl Served {
     /// buffered (their callers retry at once instead of waiting out their timeout) and ends.
     fn close(&self) {
         self.open.store(false, Ordering::Release);
+        // A send run on it finishes the range it holds (and records it done, if no newer
+        // owner wrote the progress meanwhile) and claims no other.
+        self.sends.close();
         self.stop.send_replace(true);
     }
 
@@ -449,7 +456,10 @@ async fn send_loop(inner: Arc<Inner>, driver: Arc<super::driver::Driver>) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut paused = inner.paused.subscribe();
     let mut runs = tokio::task::JoinSet::new();
-    let mut running: HashMap<u16, (u64, tokio::task::AbortHandle)> = HashMap::new();
+    // Per partition, the run in progress: its epoch, its task, and since when it is
+    // superseded (the partition stepped down or reopened at another epoch).
+    let mut running: HashMap<u16, (u64, tokio::task::AbortHandle, Option<Instant>)> =
+        HashMap::new();
     loop {
         every.tick().await;
         if *paused.borrow_and_update() {
@@ -468,12 +478,28 @@ async fn send_loop(inner: Arc<Inner>, driver: Arc<super::driver::Driver>) {
             .values()
             .map(|o| o.served.clone())
             .collect();
-        running.retain(|p, (epoch, h)| {
-            let keep = owned.iter().any(|s| s.partition == *p && s.epoch == *epoch);
-            if !keep {
-                h.abort();
+        // A superseded run is not aborted at once: its partition's gate is closed, so it
+        // finishes the range in flight, records it done (unless a newer owner wrote the
+        // progress: then that owner counts it) and stops before the next claim. Aborted, it
+        // would leave the range claimed and a successor would send all of it again, as
+        // possible duplicates: what a NATS outage longer than the lease, which steps every
+        // partition down at once, did to every range in flight. The partition's next run
+        // waits for it; one that does not stop in time is aborted.
+        let now = Instant::now();
+        running.retain(|p, (epoch, h, superseded)| {
+            let current = owned.iter().any(|s| s.partition == *p && s.epoch == *epoch);
+            if !current {
+                let since = *superseded.get_or_insert(now);
+                if now.duration_since(since) >= SUPERSEDED_STOP_WITHIN {
+                    tracing::warn!(
+                        partition = p,
+                        epoch,
+                        "a superseded send run did not stop in time: aborted"
+                    );
+                    h.abort();
+                }
             }
-            keep
+            current || !h.is_finished()
         });
         for served in owned {
             if !served.open.load(Ordering::Acquire) {
@@ -481,7 +507,7 @@ async fn send_loop(inner: Arc<Inner>, driver: Arc<super::driver::Driver>) {
             }
             if running
                 .get(&served.partition)
-                .is_some_and(|(_, h)| !h.is_finished())
+                .is_some_and(|(_, h, _)| !h.is_finished())
             {
                 continue;
             }
@@ -504,7 +530,7 @@ async fn send_loop(inner: Arc<Inner>, driver: Arc<super::driver::Driver>) {
                     }
                 }
             });
-            running.insert(p, (epoch, h));
+            running.insert(p, (epoch, h, None));
         }
     }
 }

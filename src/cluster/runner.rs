@@ -28,6 +28,9 @@ use crate::registry::Target;
 use crate::service::request::Content;
 use crate::{Engine, NotificationId, Registry, SendRequest};
 
+/// How long a range sent is retried to be recorded done through NATS failures (at least).
+const RECORD_DONE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Lets a planned handoff stop a partition's send runs between claims (see the module
 /// docs). Open when made.
 #[derive(Debug, Default)]
@@ -188,10 +191,11 @@ pub async fn run_partition_gated(
         let report = handle.wait().await;
         let delivered: u64 = report.platforms.values().map(|p| p.delivered).sum();
         // Dead (pruned), rejected, expired, failed: every device of the range not delivered.
-        // The range was sent: recording it done is retried through a NATS hiccup (a server
-        // lost, a leader election) for up to a lease, rather than leaving the claim held
-        // (it would be sent again, and counted as possible duplicates).
-        let lease = cluster.config().lease();
+        // The range was sent: recording it done is retried through a NATS outage (a server
+        // lost, leader elections: seconds) for up to RECORD_DONE_WITHIN or a lease, rather
+        // than leaving the claim held (it would be sent again, and counted as possible
+        // duplicates). Safe however late: a newer owner's write of the progress fails it.
+        let lease = cluster.config().lease().max(RECORD_DONE_WITHIN);
         let t0 = std::time::Instant::now();
         let mut done = cluster
             .claims()

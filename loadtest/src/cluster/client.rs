@@ -113,16 +113,11 @@ impl Api {
         self.raw(method, &uri, &h, body, REQUEST_TIMEOUT).await
     }
 
-    /// The node's `/metrics` page (served on a loopback API listener without a key).
-    pub(crate) async fn metrics(&self) -> Option<String> {
+    /// The node's `/metrics` page (served on a loopback API listener without a key), or
+    /// `None` without an answer within `within`.
+    pub(crate) async fn metrics(&self, within: Duration) -> Option<String> {
         let r = self
-            .raw(
-                Method::GET,
-                "/metrics",
-                &[],
-                Vec::new(),
-                Duration::from_secs(2),
-            )
+            .raw(Method::GET, "/metrics", &[], Vec::new(), within)
             .await?;
         (r.status == 200).then(|| String::from_utf8_lossy(&r.body).into_owned())
     }
