@@ -201,8 +201,13 @@ pub async fn ensure_kv(
     Ok(store)
 }
 
-/// Retries an operation that needs JetStream's meta leader while a cluster elects one (a
-/// fresh or restarted NATS cluster answers "JetStream not available" for a few seconds).
+/// Retries an operation that needs JetStream's meta leader or a stream's leader while a
+/// cluster elects one (a fresh or restarted NATS cluster answers "JetStream not available"
+/// for a few seconds; a stream whose leader was lost answers nothing until the election
+/// ends). Each of the first five attempts is bounded by 2 s, the later ones by 5 s (a
+/// loaded server that answers slowly still gets through): a request sent while there is no
+/// leader gets no answer, and waiting out the client's 5 s for each made an open after a
+/// NATS server loss take 10 or 20 s where the election took a few.
 pub(crate) async fn retry_meta<T, E: std::fmt::Display, F>(
     mut f: impl FnMut() -> F,
     what: &str,
@@ -211,8 +216,13 @@ where
     F: std::future::Future<Output = Result<T, E>>,
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match f().await {
+    for n in 0.. {
+        let within = Duration::from_secs(if n < 5 { 2 } else { 5 });
+        let attempt = match tokio::time::timeout(within, f()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {within:?}")),
+        };
+        match attempt {
             Ok(v) => return Ok(v),
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::debug!(what, error = %e, "JetStream not ready; retrying");
@@ -221,6 +231,7 @@ where
             Err(e) => return Err(ClusterError::Nats(format!("{what}: {e}"))),
         }
     }
+    unreachable!("the attempts above end in a return")
 }
 
 #[cfg(test)]

@@ -8,8 +8,11 @@ use futures_util::StreamExt as _;
 
 use super::ClusterError;
 
-/// How long a read waits for the next message before it gives up.
-const NEXT_WITHIN: Duration = Duration::from_secs(10);
+/// How long a read waits for the next message before it starts a new consumer from there
+/// (the consumer's server lost, or its stream electing a leader).
+const STALL_AFTER: Duration = Duration::from_secs(3);
+/// How long a read goes on without a message before it gives up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 
 /// The sequence of the last message on `subject` of `stream` (0: none).
 pub(crate) async fn last_on_subject(
@@ -52,20 +55,36 @@ pub(crate) async fn read_range(
     }
     let what = filter.unwrap_or(stream_name);
     let err = |e: &dyn std::fmt::Display| ClusterError::Nats(format!("reading {what}: {e}"));
-    let mut msgs = consume(js, stream_name, filter, from).await?;
+    // An ordered consumer notices a lost server only after two missed 15 s heartbeats: a
+    // read that stalls starts a new one from the next sequence instead.
+    let mut next = from;
+    let mut progress = tokio::time::Instant::now();
     loop {
-        let m = match tokio::time::timeout(NEXT_WITHIN, msgs.next()).await {
-            Ok(Some(Ok(m))) => m,
-            Ok(Some(Err(e))) => return Err(err(&e)),
-            Ok(None) | Err(_) => {
-                return Err(err(&format!("the stream ended before sequence {upto}")))
+        let mut msgs = consume(js, stream_name, filter, next).await?;
+        let stalled = loop {
+            let m = match tokio::time::timeout(STALL_AFTER, msgs.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => break e.to_string(),
+                Ok(None) => break "the consumer ended".to_owned(),
+                Err(_) => break format!("no message within {STALL_AFTER:?}"),
+            };
+            let seq = m.info().map_err(|e| err(&e))?.stream_sequence;
+            if seq < next {
+                continue;
             }
+            f(seq, &m)?;
+            if seq >= upto {
+                return Ok(());
+            }
+            next = seq + 1;
+            progress = tokio::time::Instant::now();
         };
-        let seq = m.info().map_err(|e| err(&e))?.stream_sequence;
-        f(seq, &m)?;
-        if seq >= upto {
-            return Ok(());
+        if progress.elapsed() >= GIVE_UP_AFTER {
+            return Err(err(&format!(
+                "nothing at sequence {next} (of {upto}) within {GIVE_UP_AFTER:?}: {stalled}"
+            )));
         }
+        tracing::debug!(what, next, upto, why = %stalled, "read stalled: a new consumer from there");
     }
 }
 
