@@ -3,7 +3,8 @@
 //! Installations written through one server are read, patched and deleted through the
 //! other; a broadcast accepted by one is delivered exactly once per device (the mock's
 //! accounting) by both nodes' partitions, and `GET /messages/{id}` on either reports it
-//! Completed with the right totals; a scheduled send fires; what cluster mode does not
+//! Completed with the right totals; a scheduled send fires; a template send renders on the
+//! partitions' owners; what cluster mode does not
 //! serve yet answers 501; a bad `[cluster]` is refused at configuration time.
 //!
 //! Skipped (passes without running) when no `nats-server` ≥ 2.10.23 is found outside CI
@@ -288,12 +289,79 @@ async fn two_servers_share_installations_and_sends_through_the_cluster() {
     assert!(body.contains("<ApnsOutcomeCounts>"), "{body}");
     assert_eq!(bed.apns().deliveries().len() - before, 1);
 
-    // What cluster mode does not serve yet: 501 with a clear message, nothing done.
-    let reg = br#"<entry xmlns="http://www.w3.org/2005/Atom"><content type="application/xml"></content></entry>"#;
+    // A template send: rendered on each partition's owner, one push per matching template
+    // (dev-t0 has two, dev-t1 one that matches and one that does not; the other devices
+    // none).
+    let t = |body: &str, tags: &[&str]| serde_json::json!({"body": body, "tags": tags});
+    for (name, i, templates) in [
+        (
+            "dev-t0",
+            200,
+            serde_json::json!({
+                "a": t(r#"{"aps":{"alert":"$(m)","sound":"a"}}"#, &["greet"]),
+                "b": t(r#"{"aps":{"alert":"$(m)","sound":"b"}}"#, &["greet"]),
+            }),
+        ),
+        (
+            "dev-t1",
+            201,
+            serde_json::json!({
+                "a": t(r#"{"aps":{"alert":"$(m)","sound":"a"}}"#, &["greet"]),
+                "c": t(r#"{"aps":{"alert":"$(m)","sound":"c"}}"#, &["other"]),
+            }),
+        ),
+    ] {
+        let inst = serde_json::json!({
+            "installationId": name, "platform": "apns", "pushChannel": apns_token(i),
+            "templates": templates,
+        });
+        let a = s2
+            .call("PUT", &inst_path(name), &[], inst.to_string().as_bytes())
+            .await;
+        assert!(a.status == 200 || a.status == 201, "{a:?}");
+    }
+    let before = bed.apns().deliveries().len();
     let template = [
         ("ServiceBusNotification-Format", "template".to_owned()),
+        ("ServiceBusNotification-Tags", "greet".to_owned()),
         ("Content-Type", "application/json".to_owned()),
     ];
+    let a = s1
+        .call(
+            "POST",
+            &hub_path("messages"),
+            &template,
+            br#"{"m":"from the cluster"}"#,
+        )
+        .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    let body = completed(s2, &location_id(&a, "messages")).await;
+    assert_eq!(count(&body, "Targeted"), Some(3), "{body}");
+    assert_eq!(count(&body, "Success"), Some(3), "{body}");
+    let mut got: Vec<(String, String)> = bed.apns().deliveries()[before..]
+        .iter()
+        .map(|d| {
+            (
+                d.handle.clone(),
+                String::from_utf8_lossy(&d.payload).into_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    let want = |i: u64, sound: &str| {
+        (
+            apns_token(i),
+            format!(r#"{{"aps":{{"alert":"from the cluster","sound":"{sound}"}}}}"#),
+        )
+    };
+    assert_eq!(
+        got,
+        [want(200, "a"), want(200, "b"), want(201, "a")],
+        "{got:?}"
+    );
+
+    // What cluster mode does not serve yet: 501 with a clear message, nothing done.
+    let reg = br#"<entry xmlns="http://www.w3.org/2005/Atom"><content type="application/xml"></content></entry>"#;
     let dev2 = apns_inst("dev-2", 2, &[]);
     let unsupported: Vec<Request> = vec![
         ("GET", hub_path("registrations"), vec![], b""),
@@ -306,12 +374,6 @@ async fn two_servers_share_installations_and_sends_through_the_cluster() {
             hub_path("messages?test=true"),
             apns_send_headers(&s1.full, None)[1..].to_vec(),
             ALERT,
-        ),
-        (
-            "POST",
-            hub_path("messages"),
-            template.to_vec(),
-            b"{\"m\":\"x\"}",
         ),
         (
             "PUT",

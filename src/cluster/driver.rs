@@ -246,29 +246,20 @@ impl Driver {
             |send: &str| by_id(send).map_or(self.cluster.config().delivery, |q| q.delivery);
         // The devices each unfinished claim's send matches here: a read of the partition,
         // off the async workers.
-        let audiences: Vec<(String, crate::Audience)> = c
+        let requests: Vec<(String, Arc<SendRequest>)> = c
             .progress
             .sends
             .iter()
             .filter(|(_, sp)| sp.claimed.is_some())
-            .filter_map(|(send, _)| {
-                by_id(send).map(|q| (send.clone(), q.request.audience().clone()))
-            })
+            .filter_map(|(send, _)| by_id(send).map(|q| (send.clone(), q.request.clone())))
             .collect();
         let reg = registry.clone();
         let matches: std::collections::HashMap<String, Vec<String>> =
             tokio::task::spawn_blocking(move || {
-                audiences
+                requests
                     .into_iter()
-                    .map(|(send, audience)| {
-                        let mut ids = Vec::new();
-                        for batch in reg.resolve(&audience).batches(4096) {
-                            ids.extend(
-                                batch
-                                    .into_iter()
-                                    .map(|t| t.installation_id.as_str().to_owned()),
-                            );
-                        }
+                    .map(|(send, request)| {
+                        let ids = super::runner::matching_ids(&reg, &request);
                         (send, ids)
                     })
                     .collect()

@@ -35,9 +35,9 @@
 //!
 //! Not built yet (docs/operations.md, "Cluster mode"): hot standbys that follow the log (the
 //! standby only watches the lease; a new owner replays the whole log), cross-partition handle
-//! uniqueness, snapshots, planned leave, template sends on a partition and
+//! uniqueness, snapshots, planned leave and
 //! the harness's `cluster` command. The server's `[cluster]` (`src/server/cluster.rs`) serves
-//! installations and native sends from a [`Node`]; without `[cluster]`, tagcast is the
+//! installations and sends (native and template) from a [`Node`]; without `[cluster]`, tagcast is the
 //! single-node product.
 //!
 //! ```text

@@ -15,8 +15,9 @@
 //! side, so it hands the lease over with no claim in flight and the new owner has nothing
 //! to re-send (CLUSTER.md: a planned handoff duplicates nothing).
 //!
-//! Native sends only: template sends (each device renders its own payload) are refused here
-//! for now.
+//! Template sends walk the devices with a matching template; each device of a range renders
+//! its matching templates (one push each), and a range's counts are its pushes. Claims,
+//! takeovers and the possible duplicates or misses count devices.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::claims::{walk_order, ClaimError, PartitionClaims};
 use super::notify::PartitionOutcome;
 use super::{Cluster, ClusterError};
-use crate::registry::Target;
+use crate::registry::{Target, TemplateTarget};
 use crate::service::request::Content;
 use crate::{Engine, NotificationId, Registry, SendRequest};
 
@@ -103,31 +104,18 @@ pub async fn run_partition_gated(
     gate: &SendGate,
     cancelled: &(dyn Fn() -> bool + Send + Sync),
 ) -> Result<PartitionOutcome, ClaimError> {
-    let notification = match request.content() {
-        Content::Native(n) => n.clone(),
-        _ => {
-            return Err(ClaimError::Nats(ClusterError::Config(
-                "cluster sends are native only for now (templates are not built)".into(),
-            )))
-        }
-    };
+    let content = request.content().clone();
     let k = cluster.config().claim_size as usize;
     let send = id.to_string();
     let reg = registry.clone();
     let audience = request.audience().clone();
+    let is_template = matches!(content, Content::Template(_));
     // The partition's matches, by id (a read of the partition, off the async workers).
-    let targets: HashMap<String, Target> = tokio::task::spawn_blocking(move || {
-        let mut all = HashMap::new();
-        for batch in reg.resolve(&audience).batches(4096) {
-            for t in batch {
-                all.insert(t.installation_id.as_str().to_owned(), t);
-            }
-        }
-        all
-    })
-    .await
-    .map_err(|e| ClaimError::Nats(ClusterError::Nats(format!("resolving: {e}"))))?;
-    let walk = walk_order(targets.keys().map(String::as_str));
+    let targets: Matches =
+        tokio::task::spawn_blocking(move || Matches::resolve(&reg, &audience, is_template))
+            .await
+            .map_err(|e| ClaimError::Nats(ClusterError::Nats(format!("resolving: {e}"))))?;
+    let walk = walk_order(targets.ids());
     // The counts live in the progress value (an earlier owner's done ranges stay counted);
     // the outcome is published from there.
     claims
@@ -135,7 +123,7 @@ pub async fn run_partition_gated(
         .sends
         .entry(send.clone())
         .or_default()
-        .targeted = targets.len() as u64;
+        .targeted = targets.pushes();
     let mut outcome = PartitionOutcome {
         partition: claims.partition,
         epoch: claims.epoch,
@@ -180,14 +168,28 @@ pub async fn run_partition_gated(
             publish(cluster, claims, id, &mut outcome, true).await?;
             return Ok(outcome);
         }
-        let range: Vec<Target> = ids
-            .iter()
-            .filter_map(|i| targets.get(*i).cloned())
-            .collect();
-        let n = range.len() as u64;
-        let handle = engine
-            .send_to_targets(notification.clone(), registry, range)
-            .map_err(|e| ClaimError::Nats(ClusterError::Nats(format!("send: {e}"))))?;
+        let (handle, n) = match (&content, &targets) {
+            (Content::Native(notification), Matches::Native(t)) => {
+                let range: Vec<Target> = ids.iter().filter_map(|i| t.get(*i).cloned()).collect();
+                let n = range.len() as u64;
+                (
+                    engine.send_to_targets(notification.clone(), registry, range),
+                    n,
+                )
+            }
+            (Content::Template(template), Matches::Templates(t)) => {
+                let range: Vec<TemplateTarget> =
+                    ids.iter().filter_map(|i| t.get(*i).cloned()).collect();
+                let n = range.iter().map(|t| t.matching.len() as u64).sum();
+                (
+                    engine.send_templates_to_targets(template.clone(), registry, range),
+                    n,
+                )
+            }
+            _ => unreachable!("the matches are resolved for the content"),
+        };
+        let handle =
+            handle.map_err(|e| ClaimError::Nats(ClusterError::Nats(format!("send: {e}"))))?;
         let report = handle.wait().await;
         let delivered: u64 = report.platforms.values().map(|p| p.delivered).sum();
         // Dead (pruned), rejected, expired, failed: every device of the range not delivered.
@@ -223,6 +225,62 @@ pub async fn run_partition_gated(
             return Ok(outcome);
         }
     }
+}
+
+/// A send's matches on a partition, by installation id: devices (native) or devices with
+/// their matching templates (template sends: one push per matching template).
+enum Matches {
+    Native(HashMap<String, Target>),
+    Templates(HashMap<String, TemplateTarget>),
+}
+
+impl Matches {
+    /// Resolves `audience` on `registry` (blocking: a read of the registry).
+    fn resolve(registry: &Registry, audience: &crate::Audience, templates: bool) -> Matches {
+        if templates {
+            let mut all = HashMap::new();
+            for batch in registry.resolve_templates(audience).batches(4096) {
+                for t in batch {
+                    all.insert(t.target.installation_id.as_str().to_owned(), t);
+                }
+            }
+            Matches::Templates(all)
+        } else {
+            let mut all = HashMap::new();
+            for batch in registry.resolve(audience).batches(4096) {
+                for t in batch {
+                    all.insert(t.installation_id.as_str().to_owned(), t);
+                }
+            }
+            Matches::Native(all)
+        }
+    }
+
+    fn ids(&self) -> Vec<&str> {
+        match self {
+            Matches::Native(m) => m.keys().map(String::as_str).collect(),
+            Matches::Templates(m) => m.keys().map(String::as_str).collect(),
+        }
+    }
+
+    /// The pushes of the whole send here: one per device, or one per matching template.
+    fn pushes(&self) -> u64 {
+        match self {
+            Matches::Native(m) => m.len() as u64,
+            Matches::Templates(m) => m.values().map(|t| t.matching.len() as u64).sum(),
+        }
+    }
+}
+
+/// The installation ids of `registry` that `request` reaches (blocking: a read of the
+/// registry): what a takeover counts in a held claim's range.
+pub(crate) fn matching_ids(registry: &Registry, request: &SendRequest) -> Vec<String> {
+    let templates = matches!(request.content(), Content::Template(_));
+    Matches::resolve(registry, request.audience(), templates)
+        .ids()
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Publishes the partition's counts so far, as its progress holds them (an older owner's

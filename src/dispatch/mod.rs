@@ -713,6 +713,11 @@ impl Dispatcher {
                     }
                 }
             }
+            #[cfg(feature = "cluster")]
+            Source::TemplateTargets(targets) => {
+                self.feed_template_targets(&job, targets, &mut paced, &mut last)
+                    .await;
+            }
             Source::Handles(handles) => {
                 job.set_audience(job.resumed_audience.unwrap_or(handles.len() as u64));
                 for (i, chunk) in handles.chunks(batch_size).enumerate() {
@@ -780,4 +785,8 @@ pub(crate) enum Source {
     /// successor resumes from).
     #[cfg(feature = "cluster")]
     Targets(Vec<crate::registry::Target>),
+    /// The same for a template send: given installations with their matching templates (the
+    /// properties are the job's).
+    #[cfg(feature = "cluster")]
+    TemplateTargets(Vec<crate::registry::TemplateTarget>),
 }

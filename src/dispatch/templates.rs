@@ -86,24 +86,69 @@ impl Dispatcher {
                     }
                     break 'feed;
                 }
-                for name in t.matching.iter().take(n) {
-                    pushes += 1;
-                    let platform = t.target.handle.platform();
-                    let device = Device {
-                        installation: Some(t.target.installation_id.clone()),
-                        handle: t.target.handle.clone(),
-                    };
-                    match self.render(&t, name, props, &mut body) {
-                        Ok(n) => self.route(job, device, Some(Box::new(n)), last).await,
-                        Err(why) => {
-                            job.targeted(platform, 1);
-                            job.finish(platform, Final::Rejected(why.into()), 1);
-                        }
-                    }
-                }
+                pushes += self
+                    .push_templates(job, &t, n, props, &mut body, last)
+                    .await;
             }
         }
         job.set_audience_exact(earlier + pushes);
+    }
+
+    /// Routes the first `n` matching templates of `t`, each rendered with `props` (one push
+    /// each; one that does not render is rejected); returns `n`.
+    async fn push_templates(
+        &self,
+        job: &Arc<Job>,
+        t: &TemplateTarget,
+        n: usize,
+        props: &Properties,
+        body: &mut Vec<u8>,
+        last: &mut Option<(Platform, String, Arc<Pool>)>,
+    ) -> u64 {
+        for name in t.matching.iter().take(n) {
+            let platform = t.target.handle.platform();
+            let device = Device {
+                installation: Some(t.target.installation_id.clone()),
+                handle: t.target.handle.clone(),
+            };
+            match self.render(t, name, props, body) {
+                Ok(n) => self.route(job, device, Some(Box::new(n)), last).await,
+                Err(why) => {
+                    job.targeted(platform, 1);
+                    job.finish(platform, Final::Rejected(why.into()), 1);
+                }
+            }
+        }
+        n as u64
+    }
+
+    /// Feeds the pushes of given template targets (a cluster partition's claimed range of a
+    /// template send; the properties are the job's): one per matching template, as
+    /// [`Dispatcher::feed_templates`] does for an audience.
+    #[cfg(feature = "cluster")]
+    pub(super) async fn feed_template_targets(
+        &self,
+        job: &Arc<Job>,
+        targets: Vec<TemplateTarget>,
+        paced: &mut Paced,
+        last: &mut Option<(Platform, String, Arc<Pool>)>,
+    ) {
+        job.set_audience(targets.iter().map(|t| t.matching.len() as u64).sum());
+        let empty = Properties::new();
+        let props = job.template.as_ref().unwrap_or(&empty);
+        let mut pushes = 0u64;
+        let mut body = Vec::with_capacity(1024);
+        for t in &targets {
+            if job.is_cancelled() {
+                break;
+            }
+            let n = t.matching.len().min(1024);
+            if !self.admit(job, n, paced).await {
+                break;
+            }
+            pushes += self.push_templates(job, t, n, props, &mut body, last).await;
+        }
+        job.set_audience_exact(pushes);
     }
 
     /// Renders template `name` of `t` into a native notification for its platform; the error

@@ -1321,9 +1321,10 @@ async fn cluster_installation(
 }
 
 /// A send in cluster mode: stored in `NOTIFY` under a fresh id and answered 201 with the
-/// same `Location` as a single node's; every node runs it on the partitions it owns. Test
-/// sends and template sends are not built for clusters (501); `max_sends_in_flight` does not
-/// apply (the API node does not see the send finish).
+/// same `Location` as a single node's; every node runs it on the partitions it owns (a
+/// template send renders on the partition's owner, one push per matching template). Test
+/// sends are not built for clusters (501); `max_sends_in_flight` does not apply (the API
+/// node does not see the send finish).
 #[allow(clippy::too_many_arguments)]
 async fn cluster_send(
     hub: &Hub,
@@ -1340,11 +1341,7 @@ async fn cluster_send(
     }
     let request = match payload {
         Content::Native(n) => SendRequest::native(n, audience),
-        Content::Template(_) => {
-            return Err(super::cluster::not_supported(
-                "a template send (ServiceBusNotification-Format: template)",
-            ))
-        }
+        Content::Template(t) => SendRequest::template(t, audience),
     };
     if scheduled {
         let at = header(headers, "servicebusnotification-scheduletime")

@@ -260,6 +260,27 @@ impl Engine {
         self.start(notification, Source::Targets(targets), meta)
     }
 
+    /// [`Engine::send_to_targets`] for a template send: each given installation renders its
+    /// matching templates with `template`'s properties (one push per template).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn send_templates_to_targets(
+        &self,
+        template: crate::service::request::TemplateSend,
+        registry: &Registry,
+        targets: Vec<crate::registry::TemplateTarget>,
+    ) -> Result<SendHandle, SendError> {
+        let mut notification = Notification::new();
+        if let Some(at) = template.expires_at {
+            notification = notification.expires_at(at);
+        }
+        let meta = JobMeta {
+            prune_into: Some(registry.clone()),
+            template: Some(template.properties),
+            ..JobMeta::default()
+        };
+        self.start(notification, Source::TemplateTargets(targets), meta)
+    }
+
     fn start(
         &self,
         notification: Notification,
