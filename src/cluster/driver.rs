@@ -18,7 +18,7 @@
 //! starts, on those it runs on it stops before its next claim (the range in flight is
 //! finished and counted), and the settled send's final outcome carries the counts so far.
 //!
-//! Not built yet: pacing is not split over partitions.
+//! A paced send is paced per partition at its share (`Pace::split` over the partitions).
 
 use std::collections::HashSet;
 use std::sync::Arc;

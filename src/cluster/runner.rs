@@ -168,12 +168,15 @@ pub async fn run_partition_gated(
             publish(cluster, claims, id, &mut outcome, true).await?;
             return Ok(outcome);
         }
+        // A paced send keeps its pace over the cluster: each partition sends its share (the
+        // hash spreads the devices evenly over the partitions).
+        let pace = request.pace().map(|p| p.split(cluster.config().partitions));
         let (handle, n) = match (&content, &targets) {
             (Content::Native(notification), Matches::Native(t)) => {
                 let range: Vec<Target> = ids.iter().filter_map(|i| t.get(*i).cloned()).collect();
                 let n = range.len() as u64;
                 (
-                    engine.send_to_targets(notification.clone(), registry, range),
+                    engine.send_to_targets(notification.clone(), registry, range, pace),
                     n,
                 )
             }
@@ -182,7 +185,7 @@ pub async fn run_partition_gated(
                     ids.iter().filter_map(|i| t.get(*i).cloned()).collect();
                 let n = range.iter().map(|t| t.matching.len() as u64).sum();
                 (
-                    engine.send_templates_to_targets(template.clone(), registry, range),
+                    engine.send_templates_to_targets(template.clone(), registry, range, pace),
                     n,
                 )
             }

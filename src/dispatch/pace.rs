@@ -40,6 +40,16 @@ impl Pace {
         )
     }
 
+    /// This pace's share for one of `parts` senders that together keep to it (a cluster
+    /// send's partitions): the same pushes over `parts` times the period.
+    #[cfg(any(feature = "cluster", test))]
+    pub(crate) fn split(self, parts: u16) -> Pace {
+        Pace {
+            devices: self.devices,
+            per_ms: self.per_ms.saturating_mul(u64::from(parts.max(1))),
+        }
+    }
+
     /// Pushes to hand over at once: about a tenth of a second's worth, at least one.
     pub(crate) fn batch(&self) -> usize {
         ((self.rate() / 10.0) as usize).clamp(1, 1024)
@@ -62,5 +72,9 @@ mod tests {
         assert_eq!(m.batch(), 1);
         assert_eq!(Pace::per_second(0).rate(), 1.0);
         assert_eq!(Pace::per_second(1_000_000).batch(), 1024);
+        let share = Pace::per_second(1600).split(16);
+        assert_eq!(share.rate(), 100.0);
+        assert_eq!(share.due(100), Duration::from_secs(1));
+        assert_eq!(Pace::per_minute(6).split(0).rate(), 0.1);
     }
 }

@@ -249,12 +249,14 @@ impl Engine {
         notification: Notification,
         registry: &Registry,
         targets: Vec<crate::registry::Target>,
+        pace: Option<crate::dispatch::Pace>,
     ) -> Result<SendHandle, SendError> {
         if !Platform::ALL.iter().any(|p| notification.has(*p)) {
             return Err(SendError::NoPayload);
         }
         let meta = JobMeta {
             prune_into: Some(registry.clone()),
+            pace,
             ..JobMeta::default()
         };
         self.start(notification, Source::Targets(targets), meta)
@@ -268,6 +270,7 @@ impl Engine {
         template: crate::service::request::TemplateSend,
         registry: &Registry,
         targets: Vec<crate::registry::TemplateTarget>,
+        pace: Option<crate::dispatch::Pace>,
     ) -> Result<SendHandle, SendError> {
         let mut notification = Notification::new();
         if let Some(at) = template.expires_at {
@@ -275,6 +278,7 @@ impl Engine {
         }
         let meta = JobMeta {
             prune_into: Some(registry.clone()),
+            pace,
             template: Some(template.properties),
             ..JobMeta::default()
         };
