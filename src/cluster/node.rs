@@ -553,16 +553,7 @@ impl Drop for Node {
 /// whose renewals stall is taken for dead and loses its partitions. None while paused.
 async fn heartbeat(inner: Arc<Inner>) {
     let period = inner.cluster.leases().renew_every();
-    let mut every = tokio::time::interval(period);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut paused = inner.paused.subscribe();
-    loop {
-        every.tick().await;
-        if *paused.borrow_and_update() {
-            let _ = paused.wait_for(|p| !*p).await;
-            every.reset();
-            continue;
-        }
+    every_period(&inner.paused, period, || async {
         let membership = async {
             match tokio::time::timeout(period, inner.members.renew()).await {
                 Ok(Ok(())) => {}
@@ -575,14 +566,29 @@ async fn heartbeat(inner: Arc<Inner>) {
             }
         };
         tokio::join!(membership, inner.renew_leases(period));
-    }
+    })
+    .await
 }
 
 /// The node's loop: a round every `round`, none while paused.
 async fn run(inner: Arc<Inner>) {
-    let mut every = tokio::time::interval(inner.round);
+    every_period(&inner.paused, inner.round, || async {
+        inner.round().await;
+        inner.joined.store(true, Ordering::Release);
+    })
+    .await
+}
+
+/// Runs `tick` every `period` (a late tick delays the next), none while `paused` says so;
+/// after a pause the next tick comes a full period later, as a stalled process's would.
+async fn every_period<F: std::future::Future<Output = ()>>(
+    paused: &watch::Sender<bool>,
+    period: Duration,
+    mut tick: impl FnMut() -> F,
+) {
+    let mut every = tokio::time::interval(period);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut paused = inner.paused.subscribe();
+    let mut paused = paused.subscribe();
     loop {
         every.tick().await;
         if *paused.borrow_and_update() {
@@ -590,8 +596,7 @@ async fn run(inner: Arc<Inner>) {
             every.reset();
             continue;
         }
-        inner.round().await;
-        inner.joined.store(true, Ordering::Release);
+        tick().await;
     }
 }
 
