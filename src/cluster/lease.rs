@@ -120,8 +120,9 @@ impl Leases {
         self.seen.lock().unchanged_for(p, revision, now) >= self.lease + self.margin
     }
 
-    /// Notes that a call to the bucket failed now (see [`Sightings`]).
-    fn failed(&self) {
+    /// Notes that a call to the bucket failed now, or got no answer in time (see
+    /// [`Sightings`]).
+    pub(crate) fn failed(&self) {
         self.seen.lock().failed(Instant::now());
     }
 

@@ -45,21 +45,24 @@ impl Liveness {
         }
     }
 
-    /// Whether the view is blind at `now`: nothing came through the watch for half a window,
-    /// not even this node's own puts (the bucket or the watch is down, and the silence of
-    /// the others says nothing about them).
+    /// Whether the view is blind at `now`: nothing came through the watch for three
+    /// quarters of a window, not even this node's own puts (every lease/3, about a quarter
+    /// of the window: two or more missed in a row; the bucket or the watch is down, and the
+    /// silence of the others says nothing about them). One missed put is not blindness: a
+    /// view whose puts fail now and then still finds a dead member dead.
     fn blind(&self, now: Instant) -> bool {
         self.last_event
-            .is_some_and(|last| now.saturating_duration_since(last) >= self.window / 2)
+            .is_some_and(|last| now.saturating_duration_since(last) >= self.window * 3 / 4)
     }
 
     /// `node`'s key is at `revision`, as seen at `now`.
     pub(crate) fn observe(&mut self, node: &str, revision: u64, now: Instant) {
-        if self.blind(now) {
-            // The view works again: every member gets a fresh window from now (one that
-            // died meanwhile is found dead a window later).
+        if let Some(last) = self.last_event.filter(|_| self.blind(now)) {
+            // The view works again: the blind stretch does not count against anyone (each
+            // member's silence before it still does).
+            let blind_for = now.saturating_duration_since(last);
             for e in self.seen.values_mut() {
-                e.1 = e.1.max(now);
+                e.1 = (e.1 + blind_for).min(now);
             }
         }
         self.last_event = Some(self.last_event.map_or(now, |l| l.max(now)));
@@ -235,5 +238,22 @@ mod tests {
         }
         assert_eq!(l.live(t0 + ms(19500)), ["a", "b"]);
         assert_eq!(l.live(t0 + ms(19700)), ["a"]);
+    }
+
+    #[test]
+    fn a_view_whose_own_puts_fail_now_and_then_still_finds_a_dead_member_dead() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        // lease 10 s + margin 2 s; puts every 3.3 s, every second one lost: events 6.7 s apart.
+        let mut l = Liveness::new("a", ms(12_000));
+        l.observe("a", 1, t0);
+        l.observe("b", 1, t0);
+        // b is dead from t0 on.
+        for k in 1..=4u64 {
+            l.observe("a", 1 + k, t0 + ms(6_700 * k));
+        }
+        assert_eq!(l.live(t0 + ms(11_900)), ["a", "b"]);
+        assert_eq!(l.live(t0 + ms(13_400)), ["a"]);
+        assert_eq!(l.live(t0 + ms(26_800)), ["a"]);
     }
 }

@@ -637,11 +637,16 @@ impl Inner {
         join_all(give.into_iter().map(|(p, t)| self.hand_off(p, t))).await;
         join_all(take.iter().map(|&p| self.acquire(p))).await;
         // Bounded: a slow NATS delays only these notes and the lag figure, not the round.
-        let _ = tokio::time::timeout(
+        if tokio::time::timeout(
             self.round,
             join_all(note.iter().map(|&p| self.cluster.leases().note(p))),
         )
-        .await;
+        .await
+        .is_err()
+        {
+            // No answer is a failure of the bucket too (see `Sightings`).
+            self.cluster.leases().failed();
+        }
         self.keep_standbys(&note, &take).await;
         self.report_owned();
     }
@@ -717,20 +722,26 @@ impl Inner {
             let started = Instant::now();
             let r = match tokio::time::timeout(within, leases.renew(&l)).await {
                 Ok(r) => r,
-                Err(_) => Err(ClusterError::Nats(format!(
-                    "renewing lease p.{}: no answer within {within:?}",
-                    l.partition
-                ))),
+                Err(_) => {
+                    leases.failed();
+                    Err(ClusterError::Nats(format!(
+                        "renewing lease p.{}: no answer within {within:?}",
+                        l.partition
+                    )))
+                }
             };
             let r = match r {
                 Ok(Err(_)) => match tokio::time::timeout(within, leases.read(l.partition)).await {
                     Ok(Ok(Some(now))) if now.value == l.value => Ok(Err(Some(now))),
                     Ok(Ok(_)) => Ok(Err(None)),
                     Ok(Err(e)) => Err(e),
-                    Err(_) => Err(ClusterError::Nats(format!(
-                        "reading lease p.{}: no answer within {within:?}",
-                        l.partition
-                    ))),
+                    Err(_) => {
+                        leases.failed();
+                        Err(ClusterError::Nats(format!(
+                            "reading lease p.{}: no answer within {within:?}",
+                            l.partition
+                        )))
+                    }
                 },
                 Ok(Ok(new)) => Ok(Ok(new)),
                 Err(e) => Err(e),
@@ -838,7 +849,23 @@ impl Inner {
         else {
             return;
         };
-        match self.cluster.leases().hand_over(&lease, &target, last).await {
+        // Bounded: the heartbeat waits for this lock.
+        let within = self.cluster.leases().renew_every();
+        let handed = match tokio::time::timeout(
+            within,
+            self.cluster.leases().hand_over(&lease, &target, last),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                self.cluster.leases().failed();
+                Err(ClusterError::Nats(format!(
+                    "handing over lease p.{p}: no answer within {within:?}"
+                )))
+            }
+        };
+        match handed {
             Ok(Ok(_)) => {
                 tracing::info!(node = %self.me(), partition = p, to = %target, from_seq = last, "handed over");
                 metrics::counter!(m::CLUSTER_HANDOFFS, &self.labels()).increment(1);

@@ -105,7 +105,14 @@ pub async fn run_partition_gated(
     cancelled: &(dyn Fn() -> bool + Send + Sync),
 ) -> Result<PartitionOutcome, ClaimError> {
     let content = request.content().clone();
-    let k = cluster.config().claim_size as usize;
+    // A paced send's ranges last about 2 s at most: a range is what a planned handoff waits
+    // for and what a step-down lets finish, and at a partition's share of a slow pace a
+    // full claim can take minutes.
+    let k = match request.pace() {
+        Some(p) => (p.split(cluster.config().partitions).rate() * 2.0) as usize,
+        None => usize::MAX,
+    }
+    .clamp(1, cluster.config().claim_size as usize);
     let send = id.to_string();
     let reg = registry.clone();
     let audience = request.audience().clone();
