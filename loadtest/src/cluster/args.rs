@@ -90,9 +90,9 @@ pub struct ClusterArgs {
     /// The `tagcast` binary (default: next to this executable).
     #[arg(long)]
     pub tagcast: Option<PathBuf>,
-    /// Each tagcast node in its own cgroup-v1 cpu cgroup capped at this many CPUs
-    /// (`cpu.cfs_quota_us` = quota × `cpu.cfs_period_us`); needs write access to
-    /// /sys/fs/cgroup/cpu.
+    /// Each tagcast node in its own cgroup-v1 cpu cgroup, capped at this many CPUs
+    /// (`cpu.cfs_quota_us` = quota × `cpu.cfs_period_us`) from just before the broadcast
+    /// (start and registration run uncapped); needs write access to /sys/fs/cgroup/cpu.
     #[arg(long)]
     pub cpu_quota: Option<f64>,
     /// `[cluster] partitions` (CLUSTER.md's test sizes: 64).

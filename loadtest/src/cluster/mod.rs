@@ -232,6 +232,8 @@ struct Env {
     nats: NatsCluster,
     apns: MockApns,
     shared: Shared,
+    /// Set just before the broadcast: nodes spawned from then on are capped at once.
+    capped: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -249,6 +251,9 @@ impl Env {
         let first = self.nodes.len();
         for k in range {
             let node = NodeProc::spawn(&self.shared, &format!("node-{}", k + 1), &self.urls(k))?;
+            if self.capped {
+                node.cap(&self.shared)?;
+            }
             self.nodes.push(node);
         }
         for node in &mut self.nodes[first..] {
@@ -374,6 +379,7 @@ async fn run_async(args: &ClusterArgs) -> Result<ClusterReport, Box<dyn std::err
         nats,
         apns,
         shared,
+        capped: false,
         _dir: dir,
     };
     let initial = if args.scenario == Scenario::Join {
@@ -403,6 +409,11 @@ async fn run_async(args: &ClusterArgs) -> Result<ClusterReport, Box<dyn std::err
         args.scenario.name()
     );
 
+    // `--cpu-quota` binds from here on: start and registration ran uncapped.
+    for node in &env.nodes {
+        node.cap(&env.shared)?;
+    }
+    env.capped = true;
     // The broadcast, its completion watched on node-1.
     let hz = cpu::clock_ticks();
     let base_ticks: Vec<Option<u64>> = env.nodes.iter().map(NodeProc::cpu_ticks).collect();

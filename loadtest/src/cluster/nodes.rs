@@ -2,7 +2,8 @@
 //! configuration (TLS from the harness's `MockTls`, the mock APNs, `[cluster]` on the NATS
 //! URLs it is given), start (waiting for "serving on" and `/readyz`), `kill -9`, SIGSTOP and
 //! SIGCONT, and its CPU in ticks. With `--cpu-quota` each one is moved into its own cpu
-//! cgroup right after it is spawned.
+//! cgroup right after it is spawned, uncapped; [`NodeProc::cap`] caps it (the harness does so
+//! just before the broadcast, so that start and registration run at full speed).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -122,7 +123,7 @@ pub(crate) struct NodeProc {
 }
 
 impl NodeProc {
-    /// Spawns node `name` (moved into its cgroup at once with `--cpu-quota`); call
+    /// Spawns node `name` (moved into its uncapped cgroup at once with `--cpu-quota`); call
     /// [`NodeProc::wait_ready`] next.
     pub(crate) fn spawn(
         shared: &Shared,
@@ -139,10 +140,10 @@ impl NodeProc {
             std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         // The cgroup first: a refusal stops the run before a process exists.
         let cgroup = match shared.cpu_quota {
-            Some(q) => Some(CpuCgroup::create(
-                &format!("tagcast-loadtest-{}-{name}", std::process::id()),
-                q,
-            )?),
+            Some(_) => Some(CpuCgroup::create(&format!(
+                "tagcast-loadtest-{}-{name}",
+                std::process::id()
+            ))?),
             None => None,
         };
         let child = Command::new(&shared.bin)
@@ -215,6 +216,21 @@ impl NodeProc {
             self.name,
             tail(&self.log, 0)
         ))
+    }
+
+    /// Caps the node at `--cpu-quota` CPUs (nothing without it), and reads the quota back.
+    pub(crate) fn cap(&self, shared: &Shared) -> Result<(), String> {
+        let (Some(cg), Some(q)) = (&self.cgroup, shared.cpu_quota) else {
+            return Ok(());
+        };
+        cg.cap(q)?;
+        match cg.quota()? {
+            Some(got) if (got - q).abs() < 0.01 || q < 0.01 => Ok(()),
+            got => Err(format!(
+                "{}: cgroup quota reads back as {got:?} CPUs, not {q}",
+                self.name
+            )),
+        }
     }
 
     pub(crate) fn pid(&self) -> u32 {
