@@ -90,9 +90,14 @@ impl std::error::Error for StorageFailure {
 pub struct StateStore {
     pub(crate) db: sled::Db,
     path: Option<PathBuf>,
+    /// The flushes of [`StateStore::flush_grouped`].
+    group: Arc<GroupCommit>,
     /// Unit tests only: how many of the next flushes fail (a full disk, an I/O error).
     #[cfg(test)]
     failing_flushes: Arc<std::sync::atomic::AtomicUsize>,
+    /// Unit tests only: how many flushes ran.
+    #[cfg(test)]
+    flushes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -176,8 +181,11 @@ impl StateStore {
         Ok(StateStore {
             db,
             path: Some(path.to_owned()),
+            group: Arc::default(),
             #[cfg(test)]
             failing_flushes: Arc::default(),
+            #[cfg(test)]
+            flushes: Arc::default(),
         })
     }
 
@@ -196,8 +204,11 @@ impl StateStore {
         Ok(StateStore {
             db,
             path: None,
+            group: Arc::default(),
             #[cfg(test)]
             failing_flushes: Arc::default(),
+            #[cfg(test)]
+            flushes: Arc::default(),
         })
     }
 
@@ -229,6 +240,9 @@ impl StateStore {
     /// Waits until everything written so far is on disk.
     pub fn flush(&self) -> Result<(), StateError> {
         #[cfg(test)]
+        self.flushes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        #[cfg(test)]
         if self
             .failing_flushes
             .fetch_update(
@@ -242,6 +256,79 @@ impl StateStore {
         }
         self.db.flush().map(|_| ()).map_err(|e| self.storage(e))
     }
+
+    /// [`flush`](Self::flush) as a group commit, from async code: waits until everything
+    /// written before the call is on disk, sharing one flush with every caller that came
+    /// while it waited. One flush runs at a time, on tokio's blocking pool; callers that
+    /// arrive while it runs join the next round, which starts when it ends and covers them
+    /// all. A failed round fails every caller of that round (what they wrote may or may not
+    /// be on disk). Per-send acknowledgements use this: one fsync per round instead of one
+    /// per send, and one blocking-pool hand-off per round.
+    pub async fn flush_grouped(&self) -> Result<(), StateError> {
+        let (mut done, start) = {
+            let mut g = self.group.state.lock();
+            let round = g
+                .next
+                .get_or_insert_with(|| Round(tokio::sync::watch::channel(None).0))
+                .0
+                .subscribe();
+            let start = !g.running;
+            g.running = true;
+            (round, start)
+        };
+        if start {
+            let store = self.clone();
+            tokio::spawn(async move { store.run_rounds().await });
+        }
+        let r = done
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| self.storage("the group commit stopped"))?
+            .clone();
+        r.unwrap_or_else(|| Err("no result".into()))
+            .map_err(|e| self.storage(e))
+    }
+
+    /// The flusher of [`flush_grouped`](Self::flush_grouped): takes the round that callers
+    /// joined, flushes, publishes the result to them; until no round is waiting.
+    async fn run_rounds(self) {
+        loop {
+            let round = {
+                let mut g = self.group.state.lock();
+                match g.next.take() {
+                    Some(r) => r,
+                    None => {
+                        g.running = false;
+                        return;
+                    }
+                }
+            };
+            let store = self.clone();
+            let r = match tokio::task::spawn_blocking(move || store.flush()).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(e) if e.is_panic() => Err(format!("the flush panicked: {e}")),
+                Err(e) => Err(format!("the flush did not run: {e}")),
+            };
+            round.0.send_replace(Some(r));
+        }
+    }
+}
+
+/// The shared state of [`StateStore::flush_grouped`].
+#[derive(Default)]
+struct GroupCommit {
+    state: parking_lot::Mutex<GroupState>,
+}
+
+/// One flush and the callers waiting for it: its result, once it ran.
+struct Round(tokio::sync::watch::Sender<Option<Result<(), String>>>);
+
+#[derive(Default)]
+struct GroupState {
+    /// The round new callers join: flushed once the one running ends.
+    next: Option<Round>,
+    /// A flusher task is running (it takes `next` when its flush ends).
+    running: bool,
 }
 
 /// Fault injection for unit tests.
@@ -276,6 +363,53 @@ mod tests {
             Some(&b"v"[..])
         );
         holder.join().unwrap();
+    }
+
+    /// Concurrent callers share flushes: 200 of them at once are covered by a few rounds, and
+    /// each returns only after a flush that started after its write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_group_commits_share_flushes() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let tree = store.tree("t").unwrap();
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0u32..200 {
+            let (store, tree) = (store.clone(), tree.clone());
+            calls.spawn(async move {
+                tree.insert(i.to_be_bytes(), &[1]).unwrap();
+                store.flush_grouped().await
+            });
+        }
+        while let Some(r) = calls.join_next().await {
+            r.unwrap().unwrap();
+        }
+        let flushes = store.flushes.load(Ordering::SeqCst);
+        assert!(
+            (1..=50).contains(&flushes),
+            "{flushes} flushes for 200 callers"
+        );
+        // And one more caller alone gets a round of its own.
+        store.flush_grouped().await.unwrap();
+        assert_eq!(store.flushes.load(Ordering::SeqCst), flushes + 1);
+        drop(tree);
+        drop(store);
+        let again = StateStore::open(dir.path()).unwrap();
+        assert_eq!(again.tree("t").unwrap().len(), 200);
+    }
+
+    /// A failed round fails its callers; the next round is tried afresh.
+    #[tokio::test]
+    async fn a_failed_group_commit_fails_its_callers_only() {
+        let store = StateStore::temporary().unwrap();
+        store.fail_flushes(1);
+        let (a, b) = tokio::join!(store.flush_grouped(), store.flush_grouped());
+        assert!(a.is_err() && b.is_err(), "{a:?} {b:?}");
+        assert!(a
+            .unwrap_err()
+            .to_string()
+            .contains("injected flush failure"));
+        store.flush_grouped().await.unwrap();
     }
 }
 

@@ -193,3 +193,95 @@ async fn a_failed_disk_stops_writes_and_loses_nothing_acknowledged() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A 201 for a send means its outcome record is durable (the group commit of
+/// `Engine::sync_state`): 60 direct sends accepted concurrently while the mock APNs holds
+/// every push for 30 s, then kill -9 right after the last 201 and a restart: every accepted
+/// send reads back (`GET /messages/{id}`), ended `Abandoned` (its devices' fate unknown), none
+/// is unknown (404).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_send_survives_a_kill_right_after_its_201() {
+    use tagcast_mock::apns::{ApnsConfig, MockApns, TEST_KEY_PEM};
+    let mock = MockApns::start(ApnsConfig {
+        faults: tagcast_mock::Faults {
+            latency: std::time::Duration::from_secs(30),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (p8, ca) = (dir.path().join("key.p8"), dir.path().join("ca.pem"));
+    std::fs::write(&p8, TEST_KEY_PEM).unwrap();
+    std::fs::write(&ca, mock.ca_cert_pem()).unwrap();
+    let cfg = dir.path().join("tagcast.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nplain_http = true\ndrain_delay_secs = 0\n\
+             data_dir = \"{}\"\n[log]\naccess = false\n[[hub]]\nname = \"ops\"\n\
+             ca_file = \"{}\"\nca_only = true\n\
+             [[hub.key]]\nname = \"full\"\nkey = \"{KEY}\"\nrights = [\"Listen\", \"Send\", \"Manage\"]\n{}",
+            dir.path().join("data").display(),
+            ca.display(),
+            tagcast_mock::apns::hub_toml(&p8, &mock.base_url()),
+        ),
+    )
+    .unwrap();
+    let (mut child, addr, _err) = start(&cfg, None);
+    let full = sas(addr, "full", KEY);
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..60u64 {
+        let mut h = rest::apns_send_headers(&full, None);
+        h.push(("ServiceBusNotification-DeviceHandle", common::apns_token(i)));
+        sends.spawn(async move {
+            call(
+                addr,
+                "POST",
+                "/ops/messages/?direct&api-version=2020-06",
+                &h,
+                rest::ALERT,
+            )
+            .await
+        });
+    }
+    let mut accepted = Vec::new();
+    while let Some(a) = sends.join_next().await {
+        let a = a.unwrap();
+        assert_eq!(a.status, 201, "{a:?}");
+        let loc = a.header("location").expect("Location").to_owned();
+        let id = loc
+            .split("/messages/")
+            .nth(1)
+            .and_then(|s| s.split('?').next())
+            .unwrap()
+            .to_owned();
+        accepted.push(id);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mut child, addr, _err) = start(&cfg, None);
+    let full = sas(addr, "full", KEY);
+    for id in &accepted {
+        let a = call(
+            addr,
+            "GET",
+            &format!("/ops/messages/{id}?api-version=2020-06"),
+            std::slice::from_ref(&full),
+            b"",
+        )
+        .await;
+        assert_eq!(
+            a.status, 200,
+            "accepted send {id} unknown after the kill: {a:?}"
+        );
+        assert!(
+            a.body.contains("<State>Abandoned</State>"),
+            "{id}: {}",
+            a.body
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

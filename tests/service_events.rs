@@ -266,3 +266,61 @@ async fn webhook_events_survive_an_engine_restart_while_the_receiver_is_down() {
         .all(|e| e["type"] == "tagcast.notification.completed"));
     engine.shutdown().await;
 }
+
+/// Sends that end together are recorded together (`Engine::finished` batches them): each
+/// still gets exactly one `notification.completed` event and a final stored outcome, as a
+/// restart on the same store shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_ending_together_are_each_recorded_once() {
+    let bed = Bed::new()
+        .apns(ApnsConfig::default())
+        .apns_devices(300)
+        .start()
+        .await;
+    let ids: Vec<_> = {
+        let engine = bed.engine_with(config(&bed, apns_key(), Some(bed.state())));
+        let sends: Vec<_> = common::apns_handles(0..300)
+            .into_iter()
+            .map(|h| engine.send_to_handles(alert(), vec![h]).unwrap())
+            .collect();
+        for s in &sends {
+            let r = finish(s, Duration::from_secs(30)).await;
+            assert_eq!(r.platform(Platform::Apns).delivered, 1, "{r:#?}");
+        }
+        let ids: Vec<_> = sends.iter().map(|s| s.id()).collect();
+        let done = search_until(
+            &engine,
+            &EventQuery::new()
+                .kind(EventKind::NotificationCompleted)
+                .limit(1000),
+            300,
+        )
+        .await;
+        let mut got: Vec<String> = done
+            .iter()
+            .map(|e| e.event.notification_id.clone().unwrap())
+            .collect();
+        got.sort();
+        let mut want: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        want.sort();
+        assert_eq!(got, want, "one completed event per send, none twice");
+        engine.shutdown().await;
+        ids
+    };
+    let engine = bed.engine_with(config(&bed, apns_key(), Some(bed.state())));
+    for id in ids {
+        let r = engine.report(id).expect("the stored outcome");
+        assert_eq!(r.state, tagcast::SendState::Completed, "{r:#?}");
+        assert_eq!(r.platform(Platform::Apns).delivered, 1);
+    }
+    let again = engine
+        .events()
+        .search(
+            &EventQuery::new()
+                .kind(EventKind::NotificationCompleted)
+                .limit(1000),
+        )
+        .unwrap();
+    assert_eq!(again.len(), 300, "no event written twice by the shutdown");
+    engine.shutdown().await;
+}

@@ -532,6 +532,8 @@ pub(crate) struct Job {
     /// device's final outcome). Bounds memory whatever the audience size.
     pub(crate) window: Semaphore,
     done: Notify,
+    /// Dropped when the send ends ([`Job::hold_until_done`]).
+    held: parking_lot::Mutex<Vec<Box<dyn Send>>>,
     /// Woken by `cancel` (a paced feeder sleeps on it).
     pub(crate) cancel_wake: Notify,
     /// When the send was due, for a scheduled send (0: not scheduled).
@@ -597,6 +599,7 @@ impl Job {
             // At least one feeder batch (1024), or the feeder could wait forever.
             window: Semaphore::new(window.max(1024)),
             done: Notify::new(),
+            held: parking_lot::Mutex::default(),
             cancel_wake: Notify::new(),
             scheduled_for_ms: meta.scheduled_for_ms,
             pace: meta.pace,
@@ -794,6 +797,21 @@ impl Job {
         if self.life.update(step).is_some() {
             self.completed_ms.store(now.max(1), Release);
             self.done.notify_waiters();
+            // After the mark: `hold_until_done` either saw it or put its guard here first.
+            drop(std::mem::take(&mut *self.held.lock()));
+        }
+    }
+
+    /// Keeps `guard` until the send ends (dropped at once if it ended already): what the
+    /// server's send slot uses instead of a task per send that waits for the end.
+    #[cfg(any(feature = "server", test))]
+    pub(crate) fn hold_until_done(&self, guard: impl Send + 'static) {
+        let mut held = self.held.lock();
+        if self.is_done() {
+            drop(held);
+            drop(guard);
+        } else {
+            held.push(Box::new(guard));
         }
     }
 
@@ -1172,6 +1190,38 @@ mod tests {
         job.abandon();
         assert_eq!(job.report().state, SendState::Cancelled, "ended once");
         assert!(!job.mark_recorded() && job.mark_recorded());
+    }
+
+    /// A guard held for a send is dropped when the send ends, not before; one handed over
+    /// after the end is dropped at once.
+    #[test]
+    fn a_held_guard_lives_until_the_send_ends() {
+        let job = Job::new(Notification::default(), 1);
+        let guard = Arc::new(());
+        job.hold_until_done(guard.clone());
+        job.set_audience(1);
+        job.targeted(Platform::Apns, 1);
+        job.feeding_done();
+        assert_eq!(
+            Arc::strong_count(&guard),
+            2,
+            "held while a device is pending"
+        );
+        job.finish(
+            Platform::Apns,
+            Final::Delivered {
+                after_throttle: false,
+            },
+            1,
+        );
+        assert!(job.is_done());
+        assert_eq!(Arc::strong_count(&guard), 1, "dropped at the end");
+        job.hold_until_done(guard.clone());
+        assert_eq!(
+            Arc::strong_count(&guard),
+            1,
+            "dropped at once after the end"
+        );
     }
 
     /// A send that ended but whose report is not yet in the outcome history stays in memory:

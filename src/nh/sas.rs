@@ -236,6 +236,41 @@ pub fn verify_for<'k>(
     skew: Duration,
     max_lifetime: Option<Duration>,
 ) -> Result<&'k SasKey, SasError> {
+    verify_signed(header, keys, request_bases, now, skew, max_lifetime).map(|(k, _)| k)
+}
+
+/// The checks of a token whose signature, key and audience are known good: expiry (with
+/// `skew`) and the longest lifetime.
+fn check_times(
+    expiry: u64,
+    now: SystemTime,
+    skew: Duration,
+    max_lifetime: Option<Duration>,
+) -> Result<(), SasError> {
+    let now_s = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if expiry.saturating_add(skew.as_secs()) < now_s {
+        return Err(SasError::Expired { expiry, now: now_s });
+    }
+    if let Some(max) = max_lifetime {
+        if expiry > now_s.saturating_add(max.as_secs()) {
+            return Err(SasError::LifetimeTooLong {
+                expiry,
+                max_secs: max.as_secs(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// [`verify_for`], returning the token's expiry too.
+fn verify_signed<'k>(
+    header: &str,
+    keys: &'k [SasKey],
+    request_bases: &[&str],
+    now: SystemTime,
+    skew: Duration,
+    max_lifetime: Option<Duration>,
+) -> Result<(&'k SasKey, u64), SasError> {
     let t = parse(header)?;
     let skn = percent_decode(t.skn)
         .ok_or_else(|| SasError::Malformed("skn is not percent-encoded UTF-8".into()))?;
@@ -264,18 +299,7 @@ pub fn verify_for<'k>(
     let expiry: u64 =
         t.se.parse()
             .map_err(|_| SasError::Malformed("se is out of range".into()))?;
-    let now_s = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    if expiry.saturating_add(skew.as_secs()) < now_s {
-        return Err(SasError::Expired { expiry, now: now_s });
-    }
-    if let Some(max) = max_lifetime {
-        if expiry > now_s.saturating_add(max.as_secs()) {
-            return Err(SasError::LifetimeTooLong {
-                expiry,
-                max_secs: max.as_secs(),
-            });
-        }
-    }
+    check_times(expiry, now, skew, max_lifetime)?;
     let audience = percent_decode(t.sr)
         .ok_or_else(|| SasError::Malformed("sr is not percent-encoded UTF-8".into()))?;
     if !request_bases.iter().any(|b| audience_covers(&audience, b)) {
@@ -284,7 +308,85 @@ pub fn verify_for<'k>(
             request: shorten(request_bases.first().copied().unwrap_or("")),
         });
     }
-    Ok(key)
+    Ok((key, expiry))
+}
+
+/// Tokens that passed [`verify_for`] lately, so that a client sending the same token on
+/// every request (what the SDKs do for an hour) costs one HMAC, not one per request. A hit
+/// is the same token for the same request origins against the same keys; its expiry and
+/// lifetime are checked again on every use, against the time of that request. Refused
+/// tokens are not kept (each one costs its HMAC, as before). At most `cap` tokens; when full
+/// it starts again empty.
+pub struct VerifiedTokens {
+    cap: usize,
+    map: parking_lot::Mutex<std::collections::HashMap<Box<str>, Verified>>,
+}
+
+/// A token that passed: the request origins it was verified for, its key's index, its
+/// expiry.
+struct Verified {
+    bases: Box<[Box<str>]>,
+    key: usize,
+    expiry: u64,
+}
+
+impl VerifiedTokens {
+    /// An empty cache of at most `cap` tokens.
+    pub fn new(cap: usize) -> VerifiedTokens {
+        VerifiedTokens {
+            cap: cap.max(1),
+            map: parking_lot::Mutex::default(),
+        }
+    }
+
+    /// [`verify_for`] through the cache. `keys` must be the same keys on every call (a
+    /// hub's: they do not change while it runs); the answer is the same as `verify_for`'s.
+    pub fn verify<'k>(
+        &self,
+        header: &str,
+        keys: &'k [SasKey],
+        request_bases: &[&str],
+        now: SystemTime,
+        skew: Duration,
+        max_lifetime: Option<Duration>,
+    ) -> Result<&'k SasKey, SasError> {
+        let hit = self.map.lock().get(header).and_then(|v| {
+            let same = v.bases.len() == request_bases.len()
+                && v.bases.iter().zip(request_bases).all(|(a, b)| **a == **b);
+            same.then_some((v.key, v.expiry))
+        });
+        if let Some((i, expiry)) = hit {
+            if let Some(k) = keys.get(i) {
+                check_times(expiry, now, skew, max_lifetime)?;
+                return Ok(k);
+            }
+        }
+        let (k, expiry) = verify_signed(header, keys, request_bases, now, skew, max_lifetime)?;
+        if let Some(i) = keys.iter().position(|x| std::ptr::eq(x, k)) {
+            let mut map = self.map.lock();
+            if map.len() >= self.cap {
+                map.clear();
+            }
+            map.insert(
+                header.into(),
+                Verified {
+                    bases: request_bases.iter().map(|b| (*b).into()).collect(),
+                    key: i,
+                    expiry,
+                },
+            );
+        }
+        Ok(k)
+    }
+}
+
+impl fmt::Debug for VerifiedTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedTokens")
+            .field("cap", &self.cap)
+            .field("held", &self.map.lock().len())
+            .finish()
+    }
 }
 
 fn hmac_for(key: &str) -> Hmac<Sha256> {
@@ -406,6 +508,100 @@ pub(crate) fn encode_uri_component(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cache_keys() -> Vec<SasKey> {
+        vec![
+            SasKey {
+                name: "listen".into(),
+                key: "listen-key-listen-key-listen-key-00".into(),
+                rights: Rights::LISTEN,
+            },
+            SasKey {
+                name: "full".into(),
+                key: "full-key-full-key-full-key-full-key-0".into(),
+                rights: Rights::MANAGE,
+            },
+        ]
+    }
+
+    /// The cache answers what `verify_for` answers: a cached token is still refused once it
+    /// expired, for another origin, and under a lifetime limit; a forged or unknown token
+    /// never gets in through it; a full cache starts again.
+    #[test]
+    fn verified_tokens_answer_as_verify_for_does() {
+        let keys = cache_keys();
+        let base = "https://h.example/hub";
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let skew = Duration::from_secs(300);
+        let good = token(base, "full", &keys[1].key, 1_000_600);
+        let cache = VerifiedTokens::new(2);
+        for _ in 0..2 {
+            let k = cache
+                .verify(&good, &keys, &[base], now, skew, None)
+                .unwrap();
+            assert_eq!(k.name, "full");
+        }
+        // Expired by the clock of a later request, though cached.
+        let later = now + Duration::from_secs(1000);
+        assert!(matches!(
+            cache.verify(&good, &keys, &[base], later, skew, None),
+            Err(SasError::Expired { .. })
+        ));
+        // Another origin: verified afresh, refused.
+        assert!(matches!(
+            cache.verify(
+                &good,
+                &keys,
+                &["https://other.example/hub"],
+                now,
+                skew,
+                None
+            ),
+            Err(SasError::Audience { .. })
+        ));
+        // A lifetime limit applies to a cached token too.
+        assert!(matches!(
+            cache.verify(
+                &good,
+                &keys,
+                &[base],
+                now,
+                skew,
+                Some(Duration::from_secs(60))
+            ),
+            Err(SasError::LifetimeTooLong { .. })
+        ));
+        // A forged signature on the same fields, and an unknown key, are refused.
+        let forged = token(
+            base,
+            "full",
+            "not-the-key-not-the-key-not-the-key",
+            1_000_600,
+        );
+        assert!(matches!(
+            cache.verify(&forged, &keys, &[base], now, skew, None),
+            Err(SasError::BadSignature(_))
+        ));
+        let unknown = token(base, "nobody", &keys[1].key, 1_000_600);
+        assert!(matches!(
+            cache.verify(&unknown, &keys, &[base], now, skew, None),
+            Err(SasError::UnknownKey(_))
+        ));
+        // Past the cap the cache empties and goes on answering.
+        for i in 0..5u64 {
+            let t = token(base, "listen", &keys[0].key, 1_000_600 + i);
+            let k = cache.verify(&t, &keys, &[base], now, skew, None).unwrap();
+            assert_eq!(k.name, "listen");
+            assert!(cache.map.lock().len() <= 2);
+        }
+        assert_eq!(
+            cache
+                .verify(&good, &keys, &[base], now, skew, None)
+                .unwrap()
+                .name,
+            "full"
+        );
+    }
 
     #[test]
     fn a_lifetime_cap_refuses_long_lived_tokens() {

@@ -802,7 +802,7 @@ fn authorize(
             .collect()
     };
     let bases: Vec<&str> = bases.iter().map(String::as_str).collect();
-    match nh::sas::verify_for(
+    match hub.tokens.verify(
         token,
         &hub.keys,
         &bases,
@@ -1130,12 +1130,8 @@ async fn accepted(
     if let Err(e) = hub.engine.sync_state().await {
         tracing::error!(hub = %hub.name, id = %h.id(), error = %e, "a send's outcome record could not be made durable");
     }
-    let r = created(origin, hub, "messages", h.id());
-    tokio::spawn(async move {
-        h.wait().await;
-        drop(slot);
-    });
-    r
+    h.hold_until_done(slot);
+    created(origin, hub, "messages", h.id())
 }
 
 /// A test send (`?test=true`): sent now and answered with the outcome per device, at most 10

@@ -85,6 +85,8 @@ pub(crate) enum Backend {
 pub(crate) struct Hub {
     pub(crate) name: String,
     pub(crate) keys: Vec<SasKey>,
+    /// Tokens verified lately against `keys` (one HMAC per token, not per request).
+    pub(crate) tokens: crate::nh::sas::VerifiedTokens,
     pub(crate) backend: Backend,
     pub(crate) engine: Engine,
     pub(crate) quotas: quota::Quotas,
@@ -186,11 +188,17 @@ struct HubParts {
     jobs: Option<Arc<jobs::Jobs>>,
 }
 
+/// Tokens a hub keeps verified ([`crate::nh::sas::VerifiedTokens`]): a few hundred bytes
+/// each, ~1.5 MiB at most. The SDKs reuse one token per client for an hour, so this covers
+/// thousands of clients; past it the cache starts again (costing one HMAC per token).
+const VERIFIED_TOKENS: usize = 4096;
+
 impl HubParts {
     fn into_hub(self, backend: Backend) -> Hub {
         Hub {
             name: self.name,
             keys: self.keys,
+            tokens: crate::nh::sas::VerifiedTokens::new(VERIFIED_TOKENS),
             backend,
             engine: self.engine,
             quotas: self.quotas,

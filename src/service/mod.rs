@@ -70,8 +70,11 @@ struct EngineInner {
     schedules: Schedules,
     resumes: Resumes,
     events: EventLog,
-    /// Held while a send's end is recorded (shutdown waits for it).
+    /// Held while sends' ends are recorded (shutdown waits for it); whoever holds it
+    /// records `to_record` until it is empty.
     recording: Mutex<()>,
+    /// Sends that ended and wait to be recorded ([`Engine::finished`]).
+    to_record: Mutex<Vec<Arc<Job>>>,
 }
 
 /// The delivery engine. Cheap to clone. Must be created and used inside a tokio runtime.
@@ -141,6 +144,12 @@ impl SendHandle {
         self.job.report()
     }
 
+    /// Keeps `guard` until the send ends (dropped at once if it ended already).
+    #[cfg(feature = "server")]
+    pub(crate) fn hold_until_done(&self, guard: impl Send + 'static) {
+        self.job.hold_until_done(guard);
+    }
+
     /// Stops the send: devices already handed to the pools and not yet sent end as
     /// `cancelled`; the feeder reads no more devices from the registry.
     pub fn cancel(&self) {
@@ -206,6 +215,7 @@ impl Engine {
                 resumes,
                 events,
                 recording: Mutex::new(()),
+                to_record: Mutex::default(),
             }),
         };
         engine.spawn_background();
@@ -500,11 +510,11 @@ impl Engine {
     }
 
     /// Makes everything written to the state store so far durable (the outcome records of
-    /// sends just started included), off the async threads. A server calls it before it
+    /// sends just started included), off the async threads, as a group commit: concurrent
+    /// callers share one flush ([`StateStore::flush_grouped`]). A server calls it before it
     /// acknowledges a send, so that an acknowledged send's outcome survives a crash.
     pub async fn sync_state(&self) -> Result<(), SendError> {
-        let engine = self.clone();
-        self.blocking(move || Ok(engine.inner.state.flush()?)).await
+        Ok(self.inner.state.flush_grouped().await?)
     }
 
     /// Runs `f` (state-store work that waits for the disk) on tokio's blocking pool.
@@ -577,32 +587,69 @@ impl Engine {
         Ok(self.inner.outcomes.sweep()?)
     }
 
-    /// A send ended: its final report goes to the outcome history (once).
+    /// A send ended: its final report goes to the outcome history (once), with its event.
+    /// Sends that end together are recorded together: the first caller records every send
+    /// queued until the queue is empty (one sled batch per tree, one event batch), and
+    /// callers that come meanwhile leave theirs to it and return at once.
     pub(crate) fn finished(&self, job: &Arc<Job>) {
-        // Every caller holds this lock, so checking and then marking is one step. The mark
-        // comes after the write: the history keeps a send in memory until it is marked
-        // (`History::insert`), so a report asked for after `SendHandle::wait` never falls back
-        // to the stored record of its start.
-        let _recording = self.inner.recording.lock();
-        if job.is_recorded() {
-            return;
+        self.inner.to_record.lock().push(job.clone());
+        loop {
+            {
+                let Some(_recording) = self.inner.recording.try_lock() else {
+                    // The holder drains the queue, this job included (it checks the queue
+                    // again after it lets go of the lock).
+                    return;
+                };
+                self.record_queued();
+            }
+            // A job queued after the last drain but whose caller found the lock still held.
+            if self.inner.to_record.lock().is_empty() {
+                return;
+            }
         }
-        let report = job.report();
-        if let Err(e) = self.inner.outcomes.put(&report) {
-            tracing::error!(id = %report.id, "outcome history write failed: {e}");
-        }
-        job.mark_recorded();
-        if job.is_suspended() {
-            // Not ended: the next engine resumes it (its outcome stays open meanwhile).
-            return;
-        }
-        let data = report_json(&report);
-        let event = match report.state {
-            SendState::Abandoned => Event::notification_abandoned(report.id.to_string(), data),
-            _ => Event::notification_completed(report.id.to_string(), data),
-        };
-        if let Err(e) = self.inner.events.append(event) {
-            tracing::warn!(id = %report.id, "recording the send's event failed: {e}");
+    }
+
+    /// Records every queued send until the queue is empty. The caller holds `recording`, so
+    /// checking and then marking each one is one step. The mark comes after the write: the
+    /// history keeps a send in memory until it is marked (`History::insert`), so a report
+    /// asked for after `SendHandle::wait` never falls back to the stored record of its start.
+    fn record_queued(&self) {
+        loop {
+            let queued = std::mem::take(&mut *self.inner.to_record.lock());
+            if queued.is_empty() {
+                return;
+            }
+            // Once each: a send can be queued twice (its feeder and a shutdown).
+            let mut seen = hashbrown::HashSet::with_capacity(queued.len());
+            let jobs: Vec<&Arc<Job>> = queued
+                .iter()
+                .filter(|j| !j.is_recorded() && seen.insert(j.id))
+                .collect();
+            let reports: Vec<SendReport> = jobs.iter().map(|j| j.report()).collect();
+            if let Err(e) = self.inner.outcomes.put_many(&reports) {
+                tracing::error!(sends = reports.len(), "outcome history write failed: {e}");
+            }
+            let mut events = Vec::with_capacity(jobs.len());
+            for (job, report) in jobs.iter().zip(&reports) {
+                job.mark_recorded();
+                if job.is_suspended() {
+                    // Not ended: the next engine resumes it (its outcome stays open meanwhile).
+                    continue;
+                }
+                let data = report_json(report);
+                events.push(match report.state {
+                    SendState::Abandoned => {
+                        Event::notification_abandoned(report.id.to_string(), data)
+                    }
+                    _ => Event::notification_completed(report.id.to_string(), data),
+                });
+            }
+            if let Err(e) = self.inner.events.append_batch(events) {
+                tracing::warn!(
+                    sends = reports.len(),
+                    "recording the sends' events failed: {e}"
+                );
+            }
         }
     }
 
@@ -734,11 +781,14 @@ impl Engine {
                 j.abandon();
             }
             // Sends that ended a moment ago may not be recorded yet: record them before the
-            // event log closes (once: `finished` is idempotent).
-            self.finished(&j);
+            // event log closes (once: recording skips recorded ones).
+            self.inner.to_record.lock().push(j);
         }
-        // Wait for a recording in progress on another task.
-        drop(self.inner.recording.lock());
+        // Waits for a recording in progress on another task, then records what is queued.
+        {
+            let _recording = self.inner.recording.lock();
+            self.record_queued();
+        }
         if let Err(e) = self.inner.events.shutdown().await {
             tracing::warn!("closing the event log: {e}");
         }

@@ -193,6 +193,47 @@ impl Outcomes {
         Ok(())
     }
 
+    /// [`put`](Self::put) for many records at once: one sled batch per tree, applied in
+    /// `put`'s order (the open markers of unfinished ones, the records, the time index, then
+    /// the markers of final ones cleared), so a crash between two batches leaves what a crash
+    /// inside `put` would. What sends ending together use.
+    pub(crate) fn put_many(&self, reports: &[SendReport]) -> Result<(), StateError> {
+        let st = |e| self.store.storage(e);
+        let (mut opened, mut records, mut by_time, mut closed) = (
+            sled::Batch::default(),
+            sled::Batch::default(),
+            sled::Batch::default(),
+            sled::Batch::default(),
+        );
+        let (mut any_open, mut any_closed) = (false, false);
+        for r in reports {
+            let rec = Record::from_report(r);
+            let bytes = serde_json::to_vec(&rec).map_err(|e| self.store.storage(e))?;
+            let id = id_key(r.id);
+            if is_final(r.state) {
+                closed.remove(&id[..]);
+                any_closed = true;
+            } else {
+                opened.insert(&id[..], &[]);
+                any_open = true;
+            }
+            records.insert(&id[..], bytes);
+            by_time.insert(&time_key(rec.enqueued_ms, r.id)[..], &[]);
+        }
+        if reports.is_empty() {
+            return Ok(());
+        }
+        if any_open {
+            self.open.apply_batch(opened).map_err(st)?;
+        }
+        self.records.apply_batch(records).map_err(st)?;
+        self.by_time.apply_batch(by_time).map_err(st)?;
+        if any_closed {
+            self.open.apply_batch(closed).map_err(st)?;
+        }
+        Ok(())
+    }
+
     /// A send's record.
     pub(crate) fn get(&self, id: NotificationId) -> Result<Option<SendReport>, StateError> {
         let Some(v) = self
@@ -321,6 +362,53 @@ mod tests {
             1
         );
         assert!(o.get(NotificationId::random()).unwrap().is_none());
+    }
+
+    /// `put_many` writes what `put` writes: records, the time index, and the open markers
+    /// (set for unfinished sends, cleared for final ones), as a reopen shows.
+    #[test]
+    fn many_records_at_once_read_back_as_single_puts_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let o = Outcomes::open(&store, Duration::from_secs(3600), |_| true, |_| false).unwrap();
+        let now = SystemTime::now();
+        let started: Vec<SendReport> = (0..5)
+            .map(|i| report(SendState::Processing, now - Duration::from_secs(50 - i)))
+            .collect();
+        o.put_many(&started).unwrap();
+        // Three of them end; two are still running when the engine stops.
+        let ended: Vec<SendReport> = started[..3]
+            .iter()
+            .map(|r| SendReport {
+                state: SendState::Completed,
+                ..r.clone()
+            })
+            .collect();
+        o.put_many(&ended).unwrap();
+        o.put_many(&[]).unwrap();
+        assert_eq!(
+            o.range(now - Duration::from_secs(60), now, 10)
+                .unwrap()
+                .iter()
+                .map(|r| (r.id, r.state))
+                .collect::<Vec<_>>(),
+            ended
+                .iter()
+                .chain(&started[3..])
+                .map(|r| (r.id, r.state))
+                .collect::<Vec<_>>()
+        );
+        store.flush().unwrap();
+        drop(o);
+        drop(store);
+        let store = StateStore::open(dir.path()).unwrap();
+        let o = Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap();
+        for r in &ended {
+            assert_eq!(o.get(r.id).unwrap().unwrap().state, SendState::Completed);
+        }
+        for r in &started[3..] {
+            assert_eq!(o.get(r.id).unwrap().unwrap().state, SendState::Abandoned);
+        }
     }
 
     #[test]
