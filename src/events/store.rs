@@ -160,47 +160,48 @@ impl Store {
         Ok(meta.max(log))
     }
 
-    /// Writes `events` as seqs `first..`. Not durable until [`Store::flush`].
+    /// Writes `events` as seqs `first..`. Not durable until [`Store::flush`]. Single-key
+    /// inserts, not sled batches: sled 0.34's `apply_batch` rolls its I/O buffer before and
+    /// after the batch (`PageCache::pin_log`), so every batch, even an empty one, cost two
+    /// buffer writes, each a `pwrite` and a `sync_file_range`: the five batches of an append
+    /// were ten synchronous disk writes (docs/benchmarks.md, issue 17). Nothing here needs a
+    /// batch's atomicity: indexes go first and readers skip an index entry without its event.
     pub(crate) fn write(&self, first: u64, events: &[Event]) -> Result<(), EventsError> {
-        let (mut k, mut n, mut i, mut t, mut l) = (
-            Batch::default(),
-            Batch::default(),
-            Batch::default(),
-            Batch::default(),
-            Batch::default(),
-        );
-        let mut seq = first;
-        for e in events {
-            let IndexKeys {
-                kind: kk,
-                notification: nk,
-                installation: ik,
-                time: tk,
-            } = index_keys(e, seq);
-            k.insert(&kk, &[]);
-            if let Some(nk) = nk {
-                n.insert(nk, &[]);
-            }
-            if let Some(ik) = ik {
-                i.insert(ik, &[]);
-            }
-            t.insert(&tk, &[]);
-            l.insert(&seq_key(seq), event::encode(e));
-            seq += 1;
-        }
+        let keys: Vec<IndexKeys> = events
+            .iter()
+            .zip(first..)
+            .map(|(e, seq)| index_keys(e, seq))
+            .collect();
         // Indexes before the log (see the invariants above).
-        self.by_kind.apply_batch(k).map_err(EventsError::sled)?;
-        self.by_notification
-            .apply_batch(n)
-            .map_err(EventsError::sled)?;
-        self.by_installation
-            .apply_batch(i)
-            .map_err(EventsError::sled)?;
-        self.by_time.apply_batch(t).map_err(EventsError::sled)?;
-        self.log.apply_batch(l).map_err(EventsError::sled)?;
-        self.meta
-            .insert(HIGH_WATER, &seq_key(seq - 1))
-            .map_err(EventsError::sled)?;
+        for k in &keys {
+            self.by_kind
+                .insert(&k.kind, &[])
+                .map_err(EventsError::sled)?;
+            if let Some(nk) = &k.notification {
+                self.by_notification
+                    .insert(nk, &[])
+                    .map_err(EventsError::sled)?;
+            }
+            if let Some(ik) = &k.installation {
+                self.by_installation
+                    .insert(ik, &[])
+                    .map_err(EventsError::sled)?;
+            }
+            self.by_time
+                .insert(&k.time, &[])
+                .map_err(EventsError::sled)?;
+        }
+        for (e, seq) in events.iter().zip(first..) {
+            self.log
+                .insert(seq_key(seq), event::encode(e))
+                .map_err(EventsError::sled)?;
+        }
+        if !events.is_empty() {
+            let last = first + events.len() as u64 - 1;
+            self.meta
+                .insert(HIGH_WATER, &seq_key(last))
+                .map_err(EventsError::sled)?;
+        }
         Ok(())
     }
 

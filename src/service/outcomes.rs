@@ -211,43 +211,39 @@ impl Outcomes {
         Ok(())
     }
 
-    /// [`put`](Self::put) for many records at once: one sled batch per tree, applied in
-    /// `put`'s order (the open markers of unfinished ones, the records, the time index, then
-    /// the markers of final ones cleared), so a crash between two batches leaves what a crash
-    /// inside `put` would. What sends ending together use.
+    /// [`put`](Self::put) for many records at once, in `put`'s order across them all (the
+    /// open markers of unfinished ones, the records, the time index, then the markers of
+    /// final ones cleared), so a crash in between leaves what a crash inside `put` would.
+    /// What sends ending together use. Single-key inserts: a sled batch costs two
+    /// synchronous buffer writes of its own (see `events::store::Store::write`).
     pub(crate) fn put_many(&self, reports: &[SendReport]) -> Result<(), StateError> {
         let st = |e| self.store.storage(e);
-        let (mut opened, mut records, mut by_time, mut closed) = (
-            sled::Batch::default(),
-            sled::Batch::default(),
-            sled::Batch::default(),
-            sled::Batch::default(),
-        );
-        let (mut any_open, mut any_closed) = (false, false);
+        let mut encoded = Vec::with_capacity(reports.len());
         for r in reports {
             let rec = Record::from_report(r);
             let bytes = serde_json::to_vec(&rec).map_err(|e| self.store.storage(e))?;
-            let id = id_key(r.id);
-            if is_final(r.state) {
-                closed.remove(&id[..]);
-                any_closed = true;
-            } else {
-                opened.insert(&id[..], &[]);
-                any_open = true;
+            encoded.push((
+                id_key(r.id),
+                time_key(rec.enqueued_ms, r.id),
+                is_final(r.state),
+                bytes,
+            ));
+        }
+        for (id, _, fin, _) in &encoded {
+            if !fin {
+                self.open.insert(id, &[]).map_err(st)?;
             }
-            records.insert(&id[..], bytes);
-            by_time.insert(&time_key(rec.enqueued_ms, r.id)[..], &[]);
         }
-        if reports.is_empty() {
-            return Ok(());
+        for (id, _, _, bytes) in &encoded {
+            self.records.insert(id, &bytes[..]).map_err(st)?;
         }
-        if any_open {
-            self.open.apply_batch(opened).map_err(st)?;
+        for (_, tk, _, _) in &encoded {
+            self.by_time.insert(tk, &[]).map_err(st)?;
         }
-        self.records.apply_batch(records).map_err(st)?;
-        self.by_time.apply_batch(by_time).map_err(st)?;
-        if any_closed {
-            self.open.apply_batch(closed).map_err(st)?;
+        for (id, _, fin, _) in &encoded {
+            if *fin {
+                self.open.remove(id).map_err(st)?;
+            }
         }
         Ok(())
     }
