@@ -229,7 +229,8 @@ async fn every_accepted_send_survives_a_kill_right_after_its_201() {
         ),
     )
     .unwrap();
-    let (mut child, addr, _err) = start(&cfg, None);
+    let (child, addr, _err) = start(&cfg, None);
+    let mut child = KillOnDrop(child);
     let full = sas(addr, "full", KEY);
     let mut sends = tokio::task::JoinSet::new();
     for i in 0..60u64 {
@@ -259,9 +260,10 @@ async fn every_accepted_send_survives_a_kill_right_after_its_201() {
             .to_owned();
         accepted.push(id);
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let (mut child, addr, _err) = start(&cfg, None);
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let (child, addr, _err) = start(&cfg, None);
+    let _child = KillOnDrop(child);
     let full = sas(addr, "full", KEY);
     for id in &accepted {
         let a = call(
@@ -282,6 +284,15 @@ async fn every_accepted_send_survives_a_kill_right_after_its_201() {
             a.body
         );
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+}
+
+/// A server process killed when the test ends, also when it fails (a leaked server keeps
+/// the test harness's pipes open).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

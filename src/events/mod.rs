@@ -442,9 +442,9 @@ impl EventLog {
         Ok(self.append_batch(vec![event])?.start)
     }
 
-    /// Appends events in order with consecutive seqs; returns them. One sled batch per tree
-    /// whatever the count, so batching is much cheaper than one append per event. Durable
-    /// within `flush_delay`.
+    /// Appends events in order with consecutive seqs; returns them. One lock hold and one
+    /// flush request whatever the count, so batching is cheaper than one append per event.
+    /// Durable within `flush_delay`.
     pub fn append_batch(&self, events: Vec<Event>) -> Result<Range<u64>, EventsError> {
         self.check_open()?;
         for e in &events {

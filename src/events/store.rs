@@ -175,7 +175,7 @@ impl Store {
         // Indexes before the log (see the invariants above).
         for k in &keys {
             self.by_kind
-                .insert(&k.kind, &[])
+                .insert(k.kind, &[])
                 .map_err(EventsError::sled)?;
             if let Some(nk) = &k.notification {
                 self.by_notification
@@ -188,7 +188,7 @@ impl Store {
                     .map_err(EventsError::sled)?;
             }
             self.by_time
-                .insert(&k.time, &[])
+                .insert(k.time, &[])
                 .map_err(EventsError::sled)?;
         }
         for (e, seq) in events.iter().zip(first..) {

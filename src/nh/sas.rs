@@ -311,6 +311,9 @@ fn verify_signed<'k>(
     Ok((key, expiry))
 }
 
+/// The longest `Authorization` value [`VerifiedTokens`] keeps.
+pub const MAX_CACHED_HEADER: usize = 512;
+
 /// Tokens that passed [`verify_for`] lately, so that a client sending the same token on
 /// every request (what the SDKs do for an hour) costs one HMAC, not one per request. A hit
 /// is the same token for the same request origins against the same keys; its expiry and
@@ -362,6 +365,11 @@ impl VerifiedTokens {
             }
         }
         let (k, expiry) = verify_signed(header, keys, request_bases, now, skew, max_lifetime)?;
+        // A real token is ~200-300 bytes; longer valid ones (padded fields) are verified
+        // each time, so the cache's memory stays bounded by `cap` × this.
+        if header.len() > MAX_CACHED_HEADER {
+            return Ok(k);
+        }
         if let Some(i) = keys.iter().position(|x| std::ptr::eq(x, k)) {
             let mut map = self.map.lock();
             if map.len() >= self.cap {
@@ -587,6 +595,16 @@ mod tests {
             cache.verify(&unknown, &keys, &[base], now, skew, None),
             Err(SasError::UnknownKey(_))
         ));
+        // A valid token padded past MAX_CACHED_HEADER (an unknown field, which changes
+        // nothing signed) is verified each time, not kept.
+        let t = token(base, "listen", &keys[0].key, 1_000_601);
+        let long = format!("{t}&pad={}", "x".repeat(MAX_CACHED_HEADER));
+        let before = cache.map.lock().len();
+        let k = cache
+            .verify(&long, &keys, &[base], now, skew, None)
+            .unwrap();
+        assert_eq!(k.name, "listen");
+        assert_eq!(cache.map.lock().len(), before, "a long token is not cached");
         // Past the cap the cache empties and goes on answering.
         for i in 0..5u64 {
             let t = token(base, "listen", &keys[0].key, 1_000_600 + i);

@@ -1127,10 +1127,12 @@ async fn accepted(
     h: crate::SendHandle,
     slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Resp {
+    // The slot first: a client that goes away during the flush must not free it while the
+    // send runs on.
+    h.hold_until_done(slot);
     if let Err(e) = hub.engine.sync_state().await {
         tracing::error!(hub = %hub.name, id = %h.id(), error = %e, "a send's outcome record could not be made durable");
     }
-    h.hold_until_done(slot);
     created(origin, hub, "messages", h.id())
 }
 

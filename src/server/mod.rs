@@ -188,8 +188,8 @@ struct HubParts {
     jobs: Option<Arc<jobs::Jobs>>,
 }
 
-/// Tokens a hub keeps verified ([`crate::nh::sas::VerifiedTokens`]): a few hundred bytes
-/// each, ~1.5 MiB at most. The SDKs reuse one token per client for an hour, so this covers
+/// Tokens a hub keeps verified ([`crate::nh::sas::VerifiedTokens`]): at most
+/// `MAX_CACHED_HEADER` (512) bytes of token plus the origins each, ~3 MiB at most. The SDKs reuse one token per client for an hour, so this covers
 /// thousands of clients; past it the cache starts again (costing one HMAC per token).
 const VERIFIED_TOKENS: usize = 4096;
 

@@ -589,7 +589,7 @@ impl Engine {
 
     /// A send ended: its final report goes to the outcome history (once), with its event.
     /// Sends that end together are recorded together: the first caller records every send
-    /// queued until the queue is empty (one sled batch per tree, one event batch), and
+    /// queued until the queue is empty (`Outcomes::put_many`, one `append_batch`), and
     /// callers that come meanwhile leave theirs to it and return at once.
     pub(crate) fn finished(&self, job: &Arc<Job>) {
         self.inner.to_record.lock().push(job.clone());
@@ -625,6 +625,9 @@ impl Engine {
                 .iter()
                 .filter(|j| !j.is_recorded() && seen.insert(j.id))
                 .collect();
+            if jobs.is_empty() {
+                continue;
+            }
             let reports: Vec<SendReport> = jobs.iter().map(|j| j.report()).collect();
             if let Err(e) = self.inner.outcomes.put_many(&reports) {
                 tracing::error!(sends = reports.len(), "outcome history write failed: {e}");
@@ -643,6 +646,9 @@ impl Engine {
                     }
                     _ => Event::notification_completed(report.id.to_string(), data),
                 });
+            }
+            if events.is_empty() {
+                continue;
             }
             if let Err(e) = self.inner.events.append_batch(events) {
                 tracing::warn!(
@@ -784,10 +790,16 @@ impl Engine {
             // event log closes (once: recording skips recorded ones).
             self.inner.to_record.lock().push(j);
         }
-        // Waits for a recording in progress on another task, then records what is queued.
-        {
-            let _recording = self.inner.recording.lock();
-            self.record_queued();
+        // Waits for a recording in progress on another task, then records what is queued,
+        // until nothing is (a send that ended while this held the lock queued itself).
+        loop {
+            {
+                let _recording = self.inner.recording.lock();
+                self.record_queued();
+            }
+            if self.inner.to_record.lock().is_empty() {
+                break;
+            }
         }
         if let Err(e) = self.inner.events.shutdown().await {
             tracing::warn!("closing the event log: {e}");
