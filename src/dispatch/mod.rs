@@ -652,7 +652,8 @@ impl Dispatcher {
         match source {
             Source::Audience(audience, only) => {
                 let kept = audience.clone();
-                let resolved = self.resolve_blocking(&job, move |reg| {
+                let inline = audience.is_point_lookup();
+                let resolved = self.resolve_blocking(&job, inline, move |reg| {
                     let mut r = reg.resolve(&audience);
                     if let Some(ids) = &only {
                         r.retain_installations(ids);

@@ -15,17 +15,23 @@ use crate::registry::{Audience, TemplateTarget};
 use crate::template::Properties;
 
 impl Dispatcher {
-    /// Runs `f` (an audience resolution) on a blocking thread. `None` when there is no
-    /// registry or the resolution failed; the job then has audience 0 (and the error).
+    /// Runs `f` (an audience resolution) on a blocking thread, or on this one when `inline`
+    /// (a point lookup: a hash lookup per partition, cheaper than the hand-off). `None` when
+    /// there is no registry or the resolution failed; the job then has audience 0 (and the
+    /// error).
     pub(super) async fn resolve_blocking<R: Send + 'static>(
         &self,
         job: &Job,
+        inline: bool,
         f: impl FnOnce(crate::registry::Registry) -> R + Send + 'static,
     ) -> Option<R> {
         let Some(reg) = self.inner.registry.clone() else {
             job.set_audience(0);
             return None;
         };
+        if inline {
+            return Some(f(reg));
+        }
         match tokio::task::spawn_blocking(move || f(reg)).await {
             Ok(r) => Some(r),
             Err(e) => {
@@ -48,7 +54,8 @@ impl Dispatcher {
         on_suspend: OnSuspend<'_>,
     ) {
         let kept = audience.clone();
-        let resolved = self.resolve_blocking(job, move |reg| {
+        let inline = audience.is_point_lookup();
+        let resolved = self.resolve_blocking(job, inline, move |reg| {
             let mut r = reg.resolve_templates(&audience);
             if let Some(ids) = &only {
                 r.retain_installations(ids);

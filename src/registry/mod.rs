@@ -259,6 +259,23 @@ pub enum Audience {
     User(UserId),
 }
 
+impl Audience {
+    /// Whether resolving this audience is a hash lookup per partition (one installation id
+    /// or one user id, also as the whole of a tag expression), not a bitmap evaluation: cheap
+    /// enough to resolve on the caller's thread whatever the registry's size.
+    pub(crate) fn is_point_lookup(&self) -> bool {
+        use crate::audience::{ExprNode, TagRef};
+        match self {
+            Audience::Installation(_) | Audience::User(_) => true,
+            Audience::Expr(e) => matches!(
+                e.root(),
+                ExprNode::Tag(TagRef::InstallationId(_) | TagRef::UserId(_))
+            ),
+            Audience::All | Audience::Platform(_) => false,
+        }
+    }
+}
+
 impl From<TagExpr> for Audience {
     fn from(e: TagExpr) -> Self {
         Audience::Expr(e)
@@ -1499,7 +1516,11 @@ impl Registry {
             }
             b
         };
-        let parts: Vec<RoaringBitmap> = if self.count() < 200_000 || n == 1 {
+        // Threads only for bitmap work on a large registry: a point lookup (one installation
+        // or user id) is a hash lookup per partition, and spawning threads for it cost a
+        // per-event send more than the lookups themselves.
+        let parallel = self.count() >= 200_000 && n > 1 && !audience.is_point_lookup();
+        let parts: Vec<RoaringBitmap> = if !parallel {
             (0..n).map(eval_one).collect()
         } else {
             let workers = std::thread::available_parallelism()

@@ -479,3 +479,22 @@ fn compaction_passes_repeat_until_the_log_is_compacted() {
     // `stop` ends the loop after the pass it interrupts.
     assert_eq!(reg.compact_until_done(|| true).unwrap(), 0);
 }
+
+/// Point lookups (one installation or user id, also as a whole expression) are told apart
+/// from bitmap work, which alone may be spread over threads on a large registry.
+#[test]
+fn point_lookups_are_told_apart_from_bitmap_work() {
+    for (a, point) in [
+        (Audience::Installation(id("d1")), true),
+        (Audience::User(UserId::new("u1").unwrap()), true),
+        (expr("$InstallationId:{d1}"), true),
+        (expr("$UserId:{u1}"), true),
+        (expr("$InstallationId:{d1} || $InstallationId:{d2}"), false),
+        (expr("sports"), false),
+        (expr("!$InstallationId:{d1}"), false),
+        (Audience::All, false),
+        (Audience::Platform(crate::model::Platform::Apns), false),
+    ] {
+        assert_eq!(a.is_point_lookup(), point, "{a:?}");
+    }
+}
