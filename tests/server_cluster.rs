@@ -5,7 +5,9 @@
 //! accounting) by both nodes' partitions, and `GET /messages/{id}` on either reports it
 //! Completed with the right totals; a scheduled send fires; a template send renders on the
 //! partitions' owners; what cluster mode does not
-//! serve yet answers 501; a bad `[cluster]` is refused at configuration time.
+//! serve yet answers 501; a bad `[cluster]` is refused at configuration time. ETags guard
+//! installation and registration writes across the nodes, and registration listings merge
+//! every partition.
 //!
 //! Skipped (passes without running) when no `nats-server` ≥ 2.10.23 is found outside CI
 //! (`TAGCAST_NATS_SERVER`), like `tests/cluster_*.rs`.
@@ -19,6 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use common::{apns_token, eventually};
 use rest::{apns_inst, apns_send_headers, call, hub_path, inst_path, sas, Answer, ALERT, KEY};
+use tagcast::nh::notification_xml::{NH_NAMESPACE, XSI_NAMESPACE};
 use tagcast::server::{Server, ServerConfig};
 use tagcast_mock::apns::ApnsConfig;
 use tagcast_mock::nats::NatsCluster;
@@ -107,23 +110,13 @@ fn deliveries_per_handle(bed: &common::Bed) -> HashMap<String, usize> {
     m
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_servers_share_installations_and_sends_through_the_cluster() {
-    let Some(nats) = tagcast_mock::nats::ready_cluster_for_test(3) else {
-        return;
-    };
-    let bed = common::Bed::new()
-        .apns(ApnsConfig {
-            same_token_burst: None,
-            ..ApnsConfig::default()
-        })
-        .start()
-        .await;
+/// Two servers, `s1` and `s2`, on the cluster `nats`, each ready (`/readyz`).
+async fn start_nodes(bed: &common::Bed, nats: &NatsCluster) -> Vec<Node> {
     let mut nodes = Vec::new();
     for name in ["s1", "s2"] {
         let dir = bed.dir.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let cfg = rest::config(&dir, Some(bed.apns()), "", &cluster_toml(name, &nats));
+        let cfg = rest::config(&dir, Some(bed.apns()), "", &cluster_toml(name, nats));
         assert!(cfg.cluster.is_some());
         let server = Server::start(cfg).await.unwrap();
         let full = sas(server.local_addr(), "full", KEY);
@@ -137,6 +130,22 @@ async fn two_servers_share_installations_and_sends_through_the_cluster() {
         })
         .await;
     }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_installations_and_sends_through_the_cluster() {
+    let Some(nats) = tagcast_mock::nats::ready_cluster_for_test(3) else {
+        return;
+    };
+    let bed = common::Bed::new()
+        .apns(ApnsConfig {
+            same_token_burst: None,
+            ..ApnsConfig::default()
+        })
+        .start()
+        .await;
+    let nodes = start_nodes(&bed, &nats).await;
     let (s1, s2) = (&nodes[0], &nodes[1]);
 
     // Installations: written through s1, read through s2.
@@ -361,25 +370,13 @@ async fn two_servers_share_installations_and_sends_through_the_cluster() {
     );
 
     // What cluster mode does not serve yet: 501 with a clear message, nothing done.
-    let reg = br#"<entry xmlns="http://www.w3.org/2005/Atom"><content type="application/xml"></content></entry>"#;
-    let dev2 = apns_inst("dev-2", 2, &[]);
     let unsupported: Vec<Request> = vec![
-        ("GET", hub_path("registrations"), vec![], b""),
-        ("POST", hub_path("registrations"), vec![], reg),
-        ("GET", hub_path("tags/all/registrations"), vec![], b""),
-        ("POST", hub_path("registrationIDs"), vec![], b""),
         ("GET", hub_path("jobs"), vec![], b""),
         (
             "POST",
             hub_path("messages?test=true"),
             apns_send_headers(&s1.full, None)[1..].to_vec(),
             ALERT,
-        ),
-        (
-            "PUT",
-            inst_path("dev-2"),
-            vec![("If-Match", "*".to_owned())],
-            dev2.as_bytes(),
         ),
     ];
     let before = bed.apns().deliveries().len();
@@ -394,15 +391,240 @@ async fn two_servers_share_installations_and_sends_through_the_cluster() {
     // Other methods on an installation: 405 as on a single node.
     let a = s1.call("POST", &inst_path("dev-2"), &[], b"").await;
     assert_eq!(a.status, 405, "{a:?}");
-    // The If-Match PUT changed nothing (dev-2 keeps its tags).
-    let a = s2.call("GET", &inst_path("dev-2"), &[], b"").await;
-    assert!(a.body.contains("even"), "{a:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         bed.apns().deliveries().len(),
         before,
         "a 501 sent something"
     );
+
+    for n in nodes {
+        n.server.shutdown().await;
+    }
+}
+
+/// An Apple registration's Atom entry for device `i` with `tags` (comma-separated).
+fn apple_registration(i: u64, tags: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><entry xmlns=\"http://www.w3.org/2005/Atom\">\
+         <content type=\"application/xml\"><AppleRegistrationDescription xmlns=\"{NH_NAMESPACE}\" \
+         xmlns:i=\"{XSI_NAMESPACE}\"><Tags>{tags}</Tags><DeviceToken>{}</DeviceToken>\
+         </AppleRegistrationDescription></content></entry>",
+        apns_token(i).to_ascii_uppercase()
+    )
+}
+
+/// Every id of a registration listing at `path` (`?$top=2&…`), page by page, each page from
+/// the other node.
+async fn walk(nodes: &[Node], path: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    for page in 0.. {
+        assert!(page < 20, "more pages than registrations: {seen:?}");
+        let q = match &token {
+            None => path.to_owned(),
+            Some(t) => format!("{path}&continuationtoken={t}"),
+        };
+        let a = nodes[page % 2].call("GET", &hub_path(&q), &[], b"").await;
+        assert_eq!(a.status, 200, "{q}: {a:?}");
+        let ids = all_of(&a.body, "RegistrationId");
+        assert!(ids.len() <= 2, "{ids:?}");
+        seen.extend(ids);
+        token = a.header("x-ms-continuationtoken").map(str::to_owned);
+        if token.is_none() {
+            return seen;
+        }
+    }
+    unreachable!()
+}
+
+/// Versions and the registrations API in cluster mode: an installation's `ETag` read through
+/// one node guards PUT, PATCH and DELETE through the other (412 when stale, nothing
+/// written); registrations are created, read, listed page by page (the pages merged from
+/// every partition's owner), found by tag and by channel, and deleted across the two nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_and_registrations_work_across_the_cluster() {
+    let Some(nats) = tagcast_mock::nats::ready_cluster_for_test(3) else {
+        return;
+    };
+    let bed = common::Bed::new().apns(ApnsConfig::default()).start().await;
+    let nodes = start_nodes(&bed, &nats).await;
+    let (s1, s2) = (&nodes[0], &nodes[1]);
+    let if_match = |e: &str| vec![("If-Match", e.to_owned())];
+    let tags_of = |a: &Answer| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+        let mut t: Vec<String> = v["tags"]
+            .as_array()
+            .map(|a| a.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default();
+        t.sort();
+        t
+    };
+
+    // Installations.
+    let e1 = inst_path("e1");
+    let a = s1
+        .call("PUT", &e1, &[], apns_inst("e1", 1, &["a"]).as_bytes())
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let got = s2.call("GET", &e1, &[], b"").await;
+    let first = got.header("ETag").expect("an ETag").to_owned();
+    assert!(first.starts_with("W/\""), "{first}");
+    let a = s1
+        .call(
+            "PUT",
+            &e1,
+            &if_match(&first),
+            apns_inst("e1", 1, &["b"]).as_bytes(),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let got = s2.call("GET", &e1, &[], b"").await;
+    let second = got.header("ETag").expect("an ETag").to_owned();
+    assert_ne!(first, second);
+    assert_eq!(tags_of(&got), ["b"]);
+    // Stale: 412 on PUT, PATCH and DELETE, through either node; nothing written.
+    let a = s2
+        .call(
+            "PUT",
+            &e1,
+            &if_match(&first),
+            apns_inst("e1", 1, &["c"]).as_bytes(),
+        )
+        .await;
+    assert_eq!(a.status, 412, "{a:?}");
+    let patch = br#"[{"op":"add","path":"/tags","value":"patched"}]"#;
+    let a = s1.call("PATCH", &e1, &if_match(&first), patch).await;
+    assert_eq!(a.status, 412, "{a:?}");
+    let a = s2.call("DELETE", &e1, &if_match(&first), b"").await;
+    assert_eq!(a.status, 412, "{a:?}");
+    let got = s1.call("GET", &e1, &[], b"").await;
+    assert_eq!(tags_of(&got), ["b"], "{got:?}");
+    assert_eq!(got.header("ETag"), Some(second.as_str()));
+    // Current: applied.
+    let a = s1.call("PATCH", &e1, &if_match(&second), patch).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let got = s2.call("GET", &e1, &[], b"").await;
+    assert_eq!(tags_of(&got), ["b", "patched"], "{got:?}");
+    let third = got.header("ETag").expect("an ETag").to_owned();
+    assert_ne!(third, second);
+    // `If-Match: *` needs the installation to exist.
+    let a = s2
+        .call(
+            "PUT",
+            &inst_path("e2"),
+            &if_match("*"),
+            apns_inst("e2", 2, &[]).as_bytes(),
+        )
+        .await;
+    assert_eq!(a.status, 404, "{a:?}");
+    assert_eq!(s1.call("GET", &inst_path("e2"), &[], b"").await.status, 404);
+    let a = s2.call("DELETE", &e1, &if_match(&third), b"").await;
+    assert_eq!(a.status, 204, "{a:?}");
+    assert_eq!(s1.call("GET", &e1, &[], b"").await.status, 404);
+
+    // Registrations: an id from s1, written through s2.
+    let a = s1
+        .call("POST", &hub_path("registrationIDs"), &[], b"")
+        .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    let loc = a.header("Location").expect("a Location").to_owned();
+    let rid = loc
+        .split("/registrations/")
+        .nth(1)
+        .and_then(|r| r.split('?').next())
+        .expect("an id in the Location")
+        .to_owned();
+    let a = s2
+        .call(
+            "PUT",
+            &hub_path(&format!("registrations/{rid}")),
+            &[],
+            apple_registration(10, "r").as_bytes(),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let mut ids = vec![rid.clone()];
+    for i in 0..5u64 {
+        let id = format!("p{i}");
+        let node = &nodes[i as usize % 2];
+        let a = node
+            .call(
+                "PUT",
+                &hub_path(&format!("registrations/{id}")),
+                &[],
+                apple_registration(20 + i, "p,q").as_bytes(),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{a:?}");
+        assert!(a.header("ETag").is_some(), "{a:?}");
+        ids.push(id);
+    }
+    ids.sort();
+    let p0 = hub_path("registrations/p0");
+    let got = s2.call("GET", &p0, &[], b"").await;
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(all_of(&got.body, "Tags"), ["p,q"], "{got:?}");
+    let etag = got.header("ETag").expect("an ETag").to_owned();
+    let a = s1
+        .call(
+            "PUT",
+            &p0,
+            &if_match(&etag),
+            apple_registration(20, "p").as_bytes(),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let a = s2
+        .call(
+            "PUT",
+            &p0,
+            &if_match(&etag),
+            apple_registration(20, "z").as_bytes(),
+        )
+        .await;
+    assert_eq!(a.status, 412, "{a:?}");
+    assert_eq!(
+        all_of(&s1.call("GET", &p0, &[], b"").await.body, "Tags"),
+        ["p"]
+    );
+
+    // Listings: the whole hub, a tag, a channel; pages from both nodes.
+    assert_eq!(walk(&nodes, "registrations?$top=2").await, ids);
+    assert_eq!(
+        walk(&nodes, "tags/q/registrations?$top=2").await,
+        ["p1", "p2", "p3", "p4"]
+    );
+    let token = apns_token(23).to_ascii_uppercase();
+    let a = s1
+        .call(
+            "GET",
+            &hub_path(&format!(
+                "registrations?$filter=DeviceToken%20eq%20'{token}'"
+            )),
+            &[],
+            b"",
+        )
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(all_of(&a.body, "RegistrationId"), ["p3"], "{a:?}");
+    let a = s2
+        .call(
+            "GET",
+            &hub_path("registrations?$filter=Colour%20eq%20'x'"),
+            &[],
+            b"",
+        )
+        .await;
+    assert_eq!(a.status, 400, "{a:?}");
+
+    // Delete: a stale ETag is refused, then it goes, then it is not found.
+    let a = s2.call("DELETE", &p0, &if_match(&etag), b"").await;
+    assert_eq!(a.status, 412, "{a:?}");
+    let a = s2.call("DELETE", &p0, &[], b"").await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(s1.call("GET", &p0, &[], b"").await.status, 404);
+    assert_eq!(s1.call("DELETE", &p0, &[], b"").await.status, 404);
 
     for n in nodes {
         n.server.shutdown().await;

@@ -406,6 +406,63 @@ async fn patch_racing_delete_never_resurrects() {
     env.server.shutdown().await;
 }
 
+// Installations take If-Match too (the GET's ETag): PUT, PATCH and DELETE are
+// compare-and-set on the version, 412 when it moved on; `*` needs the installation to exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_match_guards_installation_writes() {
+    let env = Env::start(Setup::default()).await;
+    let path = inst_path("i1");
+    let a = env
+        .full("PUT", &path, apns_inst("i1", 1, &["a"]).as_bytes())
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let first = env.full("GET", &path, b"").await;
+    let first = first.header("ETag").expect("an ETag").to_owned();
+    let with = |e: &str| vec![env.full.clone(), ("If-Match", e.to_owned())];
+    let a = env
+        .call(
+            "PUT",
+            &path,
+            &with(&first),
+            apns_inst("i1", 1, &["b"]).as_bytes(),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let got = env.full("GET", &path, b"").await;
+    let second = got.header("ETag").expect("an ETag").to_owned();
+    assert_ne!(first, second);
+    let patch = br#"[{"op":"add","path":"/tags","value":"p"}]"#;
+    for (method, body) in [
+        ("PUT", apns_inst("i1", 1, &["c"]).into_bytes()),
+        ("PATCH", patch.to_vec()),
+        ("DELETE", Vec::new()),
+    ] {
+        let a = env.call(method, &path, &with(&first), &body).await;
+        assert_eq!(a.status, 412, "{method}: {a:?}");
+    }
+    let got = env.full("GET", &path, b"").await;
+    assert_eq!(got.header("ETag"), Some(second.as_str()), "{got:?}");
+    assert!(got.body.contains("\"b\""), "{got:?}");
+    let a = env.call("PATCH", &path, &with(&second), patch).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let a = env
+        .call(
+            "PUT",
+            &inst_path("i2"),
+            &with("*"),
+            apns_inst("i2", 2, &[]).as_bytes(),
+        )
+        .await;
+    assert_eq!(a.status, 404, "{a:?}");
+    assert_eq!(env.full("GET", &inst_path("i2"), b"").await.status, 404);
+    let third = env.full("GET", &path, b"").await;
+    let third = third.header("ETag").expect("an ETag").to_owned();
+    let a = env.call("DELETE", &path, &with(&third), b"").await;
+    assert_eq!(a.status, 204, "{a:?}");
+    assert_eq!(env.full("GET", &path, b"").await.status, 404);
+    env.server.shutdown().await;
+}
+
 // audit M6: registration writes and deletes under If-Match are compare-and-set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn if_match_guards_registration_writes() {

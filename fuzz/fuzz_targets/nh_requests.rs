@@ -10,7 +10,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
-use tagcast::nh::{headers, installation_json, job_xml, multipart, registration_xml, sas};
+use tagcast::nh::{filter, headers, installation_json, job_xml, multipart, registration_xml, sas};
 use tagcast::{Installation, InstallationId, PushHandle};
 
 fuzz_target!(|data: &[u8]| {
@@ -35,6 +35,16 @@ fuzz_target!(|data: &[u8]| {
     let _ = headers::tag_selector(Some(&text), text.len() % 2 == 0);
     let _ = headers::schedule_time(&text);
     let _ = headers::if_match(&text);
+    // A registration listing's `$filter`: read without a device, then matched against one;
+    // a filter that reads matches without error.
+    let probe = Installation::new(
+        InstallationId::new("fuzz").unwrap(),
+        PushHandle::apns("ab12").unwrap(),
+    );
+    let _ = filter::is_channel_filter(&text);
+    if filter::check(&text).is_ok() {
+        filter::matches(&text, &probe).expect("a filter that reads matches without error");
+    }
 
     if let Ok(reg) = registration_xml::parse_registration(&text) {
         let ctx = registration_xml::AtomContext {

@@ -80,6 +80,8 @@ use async_nats::jetstream::{self, kv, stream};
 
 pub use config::{ClusterConfig, Delivery};
 pub use node::{Node, NodeError};
+pub use wire::ListFilter;
+pub(crate) use wire::Smallest;
 
 /// The partition of an installation id among `partitions`: `(xxh3_64(id) >> 48) mod
 /// partitions`, the same function the single-node registry uses for its partitions

@@ -60,11 +60,12 @@ use tokio::task::JoinHandle;
 use super::lease::Lease;
 use super::members::Members;
 use super::standby::Standby;
-use super::wire::{self, Op, Reply};
+use super::wire::{self, ListFilter, ListQuery, Op, Reply};
 use super::{assign, Cluster, ClusterError};
 use crate::dispatch::metrics as m;
 use crate::{
-    Installation, InstallationId, PatchOp, Registry, RegistryConfig, RegistryError, WriteOutcome,
+    Audience, Installation, InstallationId, PatchOp, Precondition, Registry, RegistryConfig,
+    RegistryError, TagExpr, Version, WriteOutcome,
 };
 
 /// Routed requests one partition's serving task runs at once; more wait in the NATS
@@ -101,6 +102,17 @@ pub enum NodeError {
         waited: Duration,
         /// The last reason an attempt failed.
         last: String,
+    },
+    /// A conditional operation's precondition did not hold at the owner; nothing was
+    /// written. `current` is the installation's version there (`None`: it does not exist).
+    /// After a retry across a change of owner, the first attempt may have been applied and
+    /// be the version that now fails the condition.
+    #[error("the installation is {}, not {expected}", match current { Some(v) => format!("at version {v}"), None => "absent".to_owned() })]
+    PreconditionFailed {
+        /// What the operation required.
+        expected: Precondition,
+        /// The installation's version at the owner.
+        current: Option<Version>,
     },
 }
 
@@ -342,10 +354,115 @@ impl Node {
 
     /// The installation as its owner has it.
     pub async fn get(&self, id: &InstallationId) -> Result<Option<Installation>, NodeError> {
+        Ok(self.get_versioned(id).await?.map(|(i, _)| i))
+    }
+
+    /// The installation as its owner has it, with its version ([`Registry::get_versioned`];
+    /// `None` from an owner of an older version, which does not report it).
+    pub async fn get_versioned(
+        &self,
+        id: &InstallationId,
+    ) -> Result<Option<(Installation, Option<Version>)>, NodeError> {
         match self.route(Op::Get(id.clone())).await? {
-            Reply::Found(i) => Ok(i.map(|i| *i)),
+            Reply::Found(f) => Ok(f.map(|f| *f)),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// [`Node::upsert`] if `pre` holds at the owner, checked with the write
+    /// ([`Registry::upsert_if`]); else [`NodeError::PreconditionFailed`].
+    pub async fn upsert_if(
+        &self,
+        inst: Installation,
+        pre: Precondition,
+    ) -> Result<WriteOutcome, NodeError> {
+        // Unconditional writes keep the plain operation, which every version serves.
+        let op = match pre {
+            Precondition::Any => Op::Upsert(inst),
+            pre => Op::UpsertIf(inst, pre),
+        };
+        match self.route(op).await? {
+            Reply::Written(o) => Ok(o),
+            Reply::PreconditionFailed(current) => Err(NodeError::PreconditionFailed {
+                expected: pre,
+                current,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// [`Node::delete`] if `pre` holds at the owner ([`Registry::delete_if`]); else
+    /// [`NodeError::PreconditionFailed`].
+    pub async fn delete_if(
+        &self,
+        id: &InstallationId,
+        pre: Precondition,
+    ) -> Result<bool, NodeError> {
+        let op = match pre {
+            Precondition::Any => Op::Delete(id.clone()),
+            pre => Op::DeleteIf(id.clone(), pre),
+        };
+        match self.route(op).await? {
+            Reply::Deleted(d) => Ok(d),
+            Reply::PreconditionFailed(current) => Err(NodeError::PreconditionFailed {
+                expected: pre,
+                current,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// [`Node::patch`] applied to exactly version `at` ([`Registry::patch_at`]): a write in
+    /// between makes it [`NodeError::PreconditionFailed`] (read again, re-apply).
+    pub async fn patch_at(
+        &self,
+        id: &InstallationId,
+        ops: &[PatchOp],
+        at: Version,
+    ) -> Result<WriteOutcome, NodeError> {
+        match self
+            .route(Op::PatchAt(id.clone(), ops.to_vec(), at))
+            .await?
+        {
+            Reply::Written(o) => Ok(o),
+            Reply::PreconditionFailed(current) => Err(NodeError::PreconditionFailed {
+                expected: Precondition::Version(at),
+                current,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One page of the hub's installation ids in id order: the `top` smallest after `after`
+    /// that pass `filter`, and whether more follow. Every partition's owner is asked at once
+    /// for its `top + 1` smallest; the pages are merged here. A partition with no owner
+    /// within the route deadline fails the whole listing (a page with a hole in it would
+    /// look complete).
+    pub async fn list(
+        &self,
+        after: Option<&str>,
+        top: usize,
+        filter: ListFilter,
+    ) -> Result<(Vec<String>, bool), NodeError> {
+        let top = top.clamp(1, wire::MAX_LIST_TOP);
+        let pages = join_all((0..self.inner.cluster.config().partitions).map(|p| {
+            let op = Op::List(ListQuery {
+                partition: p,
+                after: after.map(str::to_owned),
+                top,
+                filter: filter.clone(),
+            });
+            self.route_to(p, op)
+        }))
+        .await;
+        let mut pick = super::Smallest::new(after.map(str::to_owned), top);
+        for page in pages {
+            match page? {
+                Reply::Listed(ids) => ids.iter().for_each(|id| pick.offer(id)),
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(pick.finish())
     }
 
     /// Test hook (a SIGSTOP of the node's own work): stops the loop (no renewals, no
@@ -381,10 +498,20 @@ impl Node {
             .map(|o| o.served.registry.clone())
     }
 
-    /// Sends `op` to its owner until one answers other than "not owner", or the deadline.
+    /// Sends `op` to its installation's owner until one answers other than "not owner", or
+    /// the deadline.
     async fn route(&self, op: Op) -> Result<Reply, NodeError> {
+        let p = match op.id() {
+            Some(id) => self.partition_of(id),
+            None => return Err(NodeError::Refused("an operation without an id".into())),
+        };
+        self.route_to(p, op).await
+    }
+
+    /// Sends `op` to partition `p`'s owner until one answers other than "not owner", or the
+    /// deadline.
+    async fn route_to(&self, p: u16, op: Op) -> Result<Reply, NodeError> {
         let inner = &self.inner;
-        let p = self.partition_of(op.id());
         let started = Instant::now();
         let mut payload: Option<bytes::Bytes> = None;
         let mut backoff = BACKOFF_FIRST;
@@ -1033,25 +1160,47 @@ impl Inner {
         if !served.open.load(Ordering::Acquire) {
             return Reply::NotOwner;
         }
-        if super::partition_of(op.id(), self.cluster.config().partitions) != served.partition {
-            return Reply::Refused(format!(
-                "installation {:?} is not in partition {}",
-                op.id().as_str(),
-                served.partition
-            ));
+        let wrong = match &op {
+            Op::List(q) => (q.partition != served.partition)
+                .then(|| format!("a listing of partition {} at partition", q.partition)),
+            op => op
+                .id()
+                .filter(|id| {
+                    super::partition_of(id, self.cluster.config().partitions) != served.partition
+                })
+                .map(|id| format!("installation {:?} is not in partition", id.as_str())),
+        };
+        if let Some(what) = wrong {
+            return Reply::Refused(format!("{what} {}", served.partition));
         }
         let reg = &served.registry;
+        let failed = || {
+            reg.storage_failure()
+                .map(|cause| RegistryError::StorageFailed { cause })
+        };
         let r = match op {
             Op::Upsert(i) => reg.upsert_async(i).await.map(Reply::Written),
             Op::Delete(id) => reg.delete_async(&id).await.map(Reply::Deleted),
             Op::Patch(id, ops) => reg.patch_async(&id, &ops).await.map(Reply::Written),
-            Op::Get(id) => match reg.storage_failure() {
-                None => Ok(Reply::Found(reg.get(&id).map(Box::new))),
-                Some(cause) => Err(RegistryError::StorageFailed { cause }),
+            Op::UpsertIf(i, pre) => reg.upsert_if_async(i, pre).await.map(Reply::Written),
+            Op::DeleteIf(id, pre) => reg.delete_if_async(&id, pre).await.map(Reply::Deleted),
+            Op::PatchAt(id, ops, at) => reg.patch_at_async(&id, &ops, at).await.map(Reply::Written),
+            Op::Get(id) => match failed() {
+                None => Ok(Reply::Found(
+                    reg.get_versioned(&id).map(|(i, v)| Box::new((i, Some(v)))),
+                )),
+                Some(e) => Err(e),
+            },
+            Op::List(q) => match failed() {
+                None => list_page(reg, q).await,
+                Some(e) => Err(e),
             },
         };
         match r {
             Ok(reply) => reply,
+            Err(RegistryError::VersionMismatch { current, .. }) => {
+                Reply::PreconditionFailed(current)
+            }
             // Fenced by a newer owner, or the log failed: this registry is done (fail-stop;
             // the write was not acknowledged). The caller retries at whoever owns p next.
             Err(e @ (RegistryError::StorageFailed { .. } | RegistryError::Store(_))) => {
@@ -1075,6 +1224,42 @@ impl Inner {
             Ok(msg) => wire::decode_reply(&msg.payload),
             Err(e) => Err(format!("request to partition {p}'s owner: {e}")),
         }
+    }
+}
+
+/// The `top + 1` smallest ids of `reg` after `q.after` that pass `q.filter` (a scan of the
+/// partition, on the blocking pool).
+async fn list_page(reg: &Registry, q: ListQuery) -> Result<Reply, RegistryError> {
+    let reg = reg.clone();
+    let task = tokio::task::spawn_blocking(move || -> Result<Vec<String>, String> {
+        let mut pick = super::Smallest::new(q.after, q.top.clamp(1, wire::MAX_LIST_TOP));
+        match q.filter {
+            ListFilter::All => reg.for_each_id(|id| pick.offer(id)),
+            ListFilter::Tags(e) => {
+                let expr = TagExpr::parse(&e).map_err(|e| format!("tag expression: {e}"))?;
+                for batch in reg.resolve(&Audience::Expr(expr)).batches(4096) {
+                    for t in batch {
+                        pick.offer(t.installation_id.as_str());
+                    }
+                }
+            }
+            ListFilter::Channel(f) => {
+                crate::model::filter::check(&f)?;
+                reg.for_each(|inst| {
+                    if pick.would_take(inst.id.as_str())
+                        && crate::model::filter::matches(&f, &inst).unwrap_or(false)
+                    {
+                        pick.offer(inst.id.as_str());
+                    }
+                });
+            }
+        }
+        Ok(pick.into_sorted())
+    });
+    match task.await {
+        Ok(Ok(ids)) => Ok(Reply::Listed(ids)),
+        Ok(Err(why)) => Ok(Reply::Refused(why)),
+        Err(e) => Ok(Reply::Refused(format!("listing failed: {e}"))),
     }
 }
 

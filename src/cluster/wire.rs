@@ -14,25 +14,119 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Installation, InstallationId, PatchOp, Platform, PushHandle, Tag, Template, UserId,
-    WriteOutcome,
+    Installation, InstallationId, PatchOp, Platform, Precondition, PushHandle, Tag, Template,
+    UserId, Version, WriteOutcome,
 };
 
-/// An operation on the registry of the partition its id hashes to.
+/// An operation on the registry of the partition its id hashes to, or (`List`) on one
+/// partition's registry.
+///
+/// The conditional forms have their own wire names (`upsert_if`, `delete_if`, `patch_at`)
+/// rather than an optional field on the plain ones: a node of an older version refuses an
+/// operation it does not know (a 400 to the client) instead of ignoring the condition and
+/// writing unconditionally (rolling upgrades, docs/operations.md).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Op {
     Upsert(Installation),
     Delete(InstallationId),
     Get(InstallationId),
     Patch(InstallationId, Vec<PatchOp>),
+    /// Written if the precondition holds at the owner (checked with the write, under its
+    /// partition lock); else [`Reply::PreconditionFailed`].
+    UpsertIf(Installation, Precondition),
+    /// Deleted if the precondition holds; else [`Reply::PreconditionFailed`].
+    DeleteIf(InstallationId, Precondition),
+    /// The patch applied to exactly this version; else [`Reply::PreconditionFailed`].
+    PatchAt(InstallationId, Vec<PatchOp>, Version),
+    /// A page of one partition's installation ids.
+    List(ListQuery),
+}
+
+/// The largest page a listing takes (the registrations API's `$top` maximum).
+pub(crate) const MAX_LIST_TOP: usize = 1000;
+
+/// A page of one partition's ids: the `top + 1` smallest after `after` that pass `filter`
+/// (one more than a page, so that the caller merging partitions knows whether more follow).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ListQuery {
+    pub(crate) partition: u16,
+    pub(crate) after: Option<String>,
+    pub(crate) top: usize,
+    pub(crate) filter: ListFilter,
+}
+
+/// Which installations a [`ListQuery`] takes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ListFilter {
+    /// Every installation.
+    All,
+    /// Those matching a tag expression (its text, parsed at the owner).
+    Tags(String),
+    /// Those matching a registration `$filter` ([`crate::nh::filter`]).
+    Channel(String),
+}
+
+/// The `top` smallest ids after `after`, from ids offered in any order: memory for `top + 1`
+/// ids, whatever the hub's size. Used by every listing of installations, on one node and per
+/// partition in a cluster.
+pub(crate) struct Smallest {
+    after: Option<String>,
+    top: usize,
+    heap: std::collections::BinaryHeap<String>,
+}
+
+impl Smallest {
+    pub(crate) fn new(after: Option<String>, top: usize) -> Smallest {
+        Smallest {
+            after,
+            top,
+            heap: std::collections::BinaryHeap::with_capacity(top + 2),
+        }
+    }
+
+    /// Whether `id` would enter the page as things stand (to skip work on the rest).
+    pub(crate) fn would_take(&self, id: &str) -> bool {
+        self.after.as_deref().is_none_or(|a| id > a)
+            && (self.heap.len() <= self.top || self.heap.peek().is_some_and(|m| id < m.as_str()))
+    }
+
+    pub(crate) fn offer(&mut self, id: &str) {
+        if !self.would_take(id) {
+            return;
+        }
+        self.heap.push(id.to_owned());
+        // One beyond the page tells whether more follow.
+        if self.heap.len() > self.top + 1 {
+            self.heap.pop();
+        }
+    }
+
+    /// The page and the one id beyond it, if any, in id order (a partition's answer to a
+    /// [`ListQuery`]).
+    pub(crate) fn into_sorted(self) -> Vec<String> {
+        self.heap.into_sorted_vec()
+    }
+
+    /// The page in id order, and whether more ids follow it.
+    pub(crate) fn finish(self) -> (Vec<String>, bool) {
+        let mut ids = self.heap.into_sorted_vec();
+        let more = ids.len() > self.top;
+        ids.truncate(self.top);
+        (ids, more)
+    }
 }
 
 impl Op {
-    /// The installation the operation is about.
-    pub(crate) fn id(&self) -> &InstallationId {
+    /// The installation the operation is about (`None` for a listing).
+    pub(crate) fn id(&self) -> Option<&InstallationId> {
         match self {
-            Op::Upsert(i) => &i.id,
-            Op::Delete(id) | Op::Get(id) | Op::Patch(id, _) => id,
+            Op::Upsert(i) | Op::UpsertIf(i, _) => Some(&i.id),
+            Op::Delete(id)
+            | Op::Get(id)
+            | Op::Patch(id, _)
+            | Op::DeleteIf(id, _)
+            | Op::PatchAt(id, _, _) => Some(id),
+            Op::List(_) => None,
         }
     }
 }
@@ -42,7 +136,14 @@ impl Op {
 pub(crate) enum Reply {
     Written(WriteOutcome),
     Deleted(bool),
-    Found(Option<Box<Installation>>),
+    /// The installation and its version (`None` from an owner of an older version, which
+    /// does not send it).
+    Found(Option<Box<(Installation, Option<Version>)>>),
+    /// A conditional operation's precondition does not hold; the installation's current
+    /// version (`None`: it does not exist).
+    PreconditionFailed(Option<Version>),
+    /// A page of a partition's ids, in id order ([`ListQuery`]).
+    Listed(Vec<String>),
     /// This node does not serve the partition (any more): retry, the owner is changing.
     NotOwner,
     /// The registry refused the operation; its error text.
@@ -52,20 +153,83 @@ pub(crate) enum Reply {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum WireOp {
-    Upsert { inst: WireInstallation },
-    Delete { id: String },
-    Get { id: String },
-    Patch { id: String, ops: Vec<WirePatch> },
+    Upsert {
+        inst: WireInstallation,
+    },
+    Delete {
+        id: String,
+    },
+    Get {
+        id: String,
+    },
+    Patch {
+        id: String,
+        ops: Vec<WirePatch>,
+    },
+    UpsertIf {
+        inst: WireInstallation,
+        pre: WirePre,
+    },
+    DeleteIf {
+        id: String,
+        pre: WirePre,
+    },
+    PatchAt {
+        id: String,
+        ops: Vec<WirePatch>,
+        version: u64,
+    },
+    List {
+        partition: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        top: usize,
+        filter: WireFilter,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+enum WirePre {
+    Any,
+    Exists,
+    Absent,
+    Version { v: u64 },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+enum WireFilter {
+    All,
+    Tags { expr: String },
+    Channel { filter: String },
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "r", rename_all = "snake_case")]
 enum WireReply {
-    Written { outcome: WireOutcome },
-    Deleted { existed: bool },
-    Found { inst: Option<WireInstallation> },
+    Written {
+        outcome: WireOutcome,
+    },
+    Deleted {
+        existed: bool,
+    },
+    Found {
+        inst: Option<Box<WireInstallation>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+    },
+    PreconditionFailed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        current: Option<u64>,
+    },
+    Listed {
+        ids: Vec<String>,
+    },
     NotOwner,
-    Refused { message: String },
+    Refused {
+        message: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -290,6 +454,24 @@ fn patch_in(w: WirePatch) -> Result<PatchOp, String> {
     })
 }
 
+fn pre_out(p: Precondition) -> WirePre {
+    match p {
+        Precondition::Any => WirePre::Any,
+        Precondition::Exists => WirePre::Exists,
+        Precondition::Absent => WirePre::Absent,
+        Precondition::Version(v) => WirePre::Version { v: v.get() },
+    }
+}
+
+fn pre_in(w: WirePre) -> Precondition {
+    match w {
+        WirePre::Any => Precondition::Any,
+        WirePre::Exists => Precondition::Exists,
+        WirePre::Absent => Precondition::Absent,
+        WirePre::Version { v } => Precondition::Version(Version::from(v)),
+    }
+}
+
 fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     // Only strings, numbers, booleans and maps with string keys: serialising cannot fail.
     serde_json::to_vec(v).expect("wire values serialise")
@@ -311,6 +493,29 @@ pub(crate) fn encode_op(op: &Op) -> Vec<u8> {
             id: id.as_str().to_owned(),
             ops: ops.iter().map(patch_out).collect(),
         },
+        Op::UpsertIf(i, pre) => WireOp::UpsertIf {
+            inst: installation_out(i),
+            pre: pre_out(*pre),
+        },
+        Op::DeleteIf(id, pre) => WireOp::DeleteIf {
+            id: id.as_str().to_owned(),
+            pre: pre_out(*pre),
+        },
+        Op::PatchAt(id, ops, v) => WireOp::PatchAt {
+            id: id.as_str().to_owned(),
+            ops: ops.iter().map(patch_out).collect(),
+            version: v.get(),
+        },
+        Op::List(q) => WireOp::List {
+            partition: q.partition,
+            after: q.after.clone(),
+            top: q.top,
+            filter: match &q.filter {
+                ListFilter::All => WireFilter::All,
+                ListFilter::Tags(e) => WireFilter::Tags { expr: e.clone() },
+                ListFilter::Channel(f) => WireFilter::Channel { filter: f.clone() },
+            },
+        },
     };
     to_json(&w)
 }
@@ -326,6 +531,28 @@ pub(crate) fn decode_op(b: &[u8]) -> Result<Op, String> {
             id_in(id)?,
             ops.into_iter().map(patch_in).collect::<Result<_, _>>()?,
         ),
+        WireOp::UpsertIf { inst, pre } => Op::UpsertIf(installation_in(inst)?, pre_in(pre)),
+        WireOp::DeleteIf { id, pre } => Op::DeleteIf(id_in(id)?, pre_in(pre)),
+        WireOp::PatchAt { id, ops, version } => Op::PatchAt(
+            id_in(id)?,
+            ops.into_iter().map(patch_in).collect::<Result<_, _>>()?,
+            Version::from(version),
+        ),
+        WireOp::List {
+            partition,
+            after,
+            top,
+            filter,
+        } => Op::List(ListQuery {
+            partition,
+            after,
+            top,
+            filter: match filter {
+                WireFilter::All => ListFilter::All,
+                WireFilter::Tags { expr } => ListFilter::Tags(expr),
+                WireFilter::Channel { filter } => ListFilter::Channel(filter),
+            },
+        }),
     })
 }
 
@@ -340,9 +567,14 @@ pub(crate) fn encode_reply(r: &Reply) -> Vec<u8> {
             },
         },
         Reply::Deleted(existed) => WireReply::Deleted { existed: *existed },
-        Reply::Found(i) => WireReply::Found {
-            inst: i.as_deref().map(installation_out),
+        Reply::Found(f) => WireReply::Found {
+            inst: f.as_deref().map(|(i, _)| Box::new(installation_out(i))),
+            version: f.as_deref().and_then(|(_, v)| v.map(Version::get)),
         },
+        Reply::PreconditionFailed(v) => WireReply::PreconditionFailed {
+            current: v.map(Version::get),
+        },
+        Reply::Listed(ids) => WireReply::Listed { ids: ids.clone() },
         Reply::NotOwner => WireReply::NotOwner,
         Reply::Refused(m) => WireReply::Refused { message: m.clone() },
     };
@@ -359,9 +591,15 @@ pub(crate) fn decode_reply(b: &[u8]) -> Result<Reply, String> {
             WireOutcome::Unchanged => WriteOutcome::Unchanged,
         }),
         WireReply::Deleted { existed } => Reply::Deleted(existed),
-        WireReply::Found { inst } => {
-            Reply::Found(inst.map(installation_in).transpose()?.map(Box::new))
+        WireReply::Found { inst, version } => Reply::Found(
+            inst.map(|i| installation_in(*i))
+                .transpose()?
+                .map(|i| Box::new((i, version.map(Version::from)))),
+        ),
+        WireReply::PreconditionFailed { current } => {
+            Reply::PreconditionFailed(current.map(Version::from))
         }
+        WireReply::Listed { ids } => Reply::Listed(ids),
         WireReply::NotOwner => Reply::NotOwner,
         WireReply::Refused { message } => Reply::Refused(message),
     })
@@ -420,6 +658,33 @@ mod tests {
                     PatchOp::SetExpiration(Some(time(5))),
                 ],
             ),
+            Op::UpsertIf(full(), Precondition::Version(Version::from(17))),
+            Op::UpsertIf(full(), Precondition::Absent),
+            Op::DeleteIf(id.clone(), Precondition::Exists),
+            Op::DeleteIf(id.clone(), Precondition::Any),
+            Op::PatchAt(
+                id.clone(),
+                vec![PatchOp::SetUser(None)],
+                Version::from(u64::MAX),
+            ),
+            Op::List(ListQuery {
+                partition: 63,
+                after: Some("dev-9".into()),
+                top: 1000,
+                filter: ListFilter::Tags("a && !b".into()),
+            }),
+            Op::List(ListQuery {
+                partition: 0,
+                after: None,
+                top: 1,
+                filter: ListFilter::Channel("DeviceToken eq 'ab'".into()),
+            }),
+            Op::List(ListQuery {
+                partition: 1,
+                after: None,
+                top: 5,
+                filter: ListFilter::All,
+            }),
         ];
         for op in ops {
             assert_eq!(decode_op(&encode_op(&op)).unwrap(), op);
@@ -431,13 +696,43 @@ mod tests {
             Reply::Written(WriteOutcome::Created),
             Reply::Written(WriteOutcome::Unchanged),
             Reply::Deleted(true),
-            Reply::Found(Some(Box::new(read))),
+            Reply::Found(Some(Box::new((read.clone(), Some(Version::from(12)))))),
+            Reply::Found(Some(Box::new((read, None)))),
             Reply::Found(None),
+            Reply::PreconditionFailed(Some(Version::from(3))),
+            Reply::PreconditionFailed(None),
+            Reply::Listed(vec!["a".into(), "b".into()]),
+            Reply::Listed(vec![]),
             Reply::NotOwner,
             Reply::Refused("installation \"x\" has 70 tags".into()),
         ];
         for r in replies {
             assert_eq!(decode_reply(&encode_reply(&r)).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn pages_hold_the_smallest_ids_after_the_token() {
+        let ids: Vec<String> = (0..100).rev().map(|i| format!("id{i:03}")).collect();
+        let mut pick = Smallest::new(None, 10);
+        ids.iter().for_each(|i| pick.offer(i));
+        let (page, more) = pick.finish();
+        assert_eq!(page.first().map(String::as_str), Some("id000"));
+        assert_eq!(page.last().map(String::as_str), Some("id009"));
+        assert!(more);
+        let mut pick = Smallest::new(Some("id094".into()), 10);
+        ids.iter().for_each(|i| pick.offer(i));
+        let (page, more) = pick.finish();
+        assert_eq!(page, vec!["id095", "id096", "id097", "id098", "id099"]);
+        assert!(!more);
+    }
+
+    #[test]
+    fn an_answer_of_an_older_owner_reads_without_a_version() {
+        let old = br#"{"r":"found","inst":{"id":"x","handle":{"platform":"fcm","value":"t"}}}"#;
+        match decode_reply(old).unwrap() {
+            Reply::Found(Some(f)) => assert_eq!(f.1, None),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -11,6 +11,8 @@
 //! must compile) are checked by the registry when the installation is written.
 
 mod endpoint;
+#[cfg(any(feature = "server", feature = "cluster"))]
+pub(crate) mod filter;
 mod handle;
 mod ids;
 mod installation;

@@ -17,8 +17,10 @@
 //! - [`notification_xml`]: the test-send `NotificationOutcome` and the `NotificationDetails`
 //!   telemetry answer (§4.2, §7).
 //! - [`error_xml`]: `<Error><Code/><Detail/></Error>` bodies (§3.2).
+//! - [`filter`]: the `$filter` of a registration listing (channel lookups).
 
 pub mod error_xml;
+pub mod filter;
 pub mod headers;
 pub mod installation_json;
 pub mod job_xml;

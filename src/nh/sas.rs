@@ -20,6 +20,8 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+pub(crate) use crate::model::filter::percent_decode;
+
 /// Clock skew allowed by [`verify`]: a token is accepted until `se` + 5 minutes.
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(300);
 /// Longest `Authorization` value examined (a real token is ~200 bytes plus the URL).
@@ -471,29 +473,6 @@ fn split_url(url: &str) -> Option<(String, String)> {
     let path_end = rest[end..].find(['?', '#']).map_or(rest.len(), |i| end + i);
     let path = percent_decode(&rest[end..path_end])?.to_lowercase();
     Some((authority, path))
-}
-
-/// Decodes `%XX` escapes (either hex case); `+` stays `+`. `None` for a bad escape or bytes
-/// that are not UTF-8.
-pub(crate) fn percent_decode(s: &str) -> Option<String> {
-    if !s.contains('%') {
-        return Some(s.to_string());
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let h = |c: u8| (c as char).to_digit(16);
-            let (hi, lo) = (h(*b.get(i + 1)?)?, h(*b.get(i + 2)?)?);
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// JavaScript's `encodeURIComponent`: everything but `A-Za-z0-9-_.!~*'()` as `%XX` of its

@@ -1,10 +1,11 @@
 //! Cluster mode in the server (`[cluster]`, issue 16): a hub served by a cluster node
 //! ([`Node`]) instead of a local registry and engine. Installations go to their partition's
-//! owner, sends to the hub's `NOTIFY` queue, outcomes come from `OUT`; the rest of the REST
-//! API answers 501 until it is built (docs/operations.md, "Cluster mode").
+//! owner (through `devices.rs`, by version), registration listings to every owner, sends to
+//! the hub's `NOTIFY` queue, outcomes come from `OUT`; the rest of the REST API answers 501
+//! until it is built (docs/operations.md, "Cluster mode").
 //!
 //! ```text
-//!  handler --> ClusterHub --> Node::upsert/patch/delete/get --> partition owner
+//!  handler --> ClusterHub --> Node::upsert_if/patch_at/delete_if/get_versioned/list --> owner(s)
 //!                        \--> NOTIFY accept / cancel        --> every node's driver
 //!                        \--> OUT collect(home)              --> GET /messages/{id}
 //! ```
@@ -13,13 +14,14 @@ use std::time::SystemTime;
 
 use http::StatusCode;
 
+use super::devices::WriteFail;
 use super::http::Fail;
 use super::ServerError;
 use crate::cluster::notify::Totals;
-use crate::cluster::{Cluster, ClusterConfig, Delivery, Node, NodeError};
+use crate::cluster::{Cluster, ClusterConfig, Delivery, ListFilter, Node, NodeError};
 use crate::{
-    Engine, Installation, InstallationId, NotificationId, PatchOp, RegistryConfig, SendRequest,
-    SendState,
+    Engine, Installation, InstallationId, NotificationId, PatchOp, Precondition, RegistryConfig,
+    SendRequest, SendState, Version, WriteOutcome,
 };
 
 /// The 501 detail of every operation cluster mode does not serve yet.
@@ -112,22 +114,63 @@ impl ClusterHub {
             .map_err(|_| Fail::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").retry_after(1))
     }
 
-    pub(crate) async fn upsert(&self, inst: Installation) -> Result<(), Fail> {
-        self.node().await?.upsert(inst).await.map_err(node_fail)?;
-        Ok(())
-    }
-
-    pub(crate) async fn get(&self, id: &InstallationId) -> Result<Option<Installation>, Fail> {
-        self.node().await?.get(id).await.map_err(node_fail)
-    }
-
     pub(crate) async fn patch(&self, id: &InstallationId, ops: &[PatchOp]) -> Result<(), Fail> {
         self.node().await?.patch(id, ops).await.map_err(node_fail)?;
         Ok(())
     }
 
-    pub(crate) async fn delete(&self, id: &InstallationId) -> Result<bool, Fail> {
-        self.node().await?.delete(id).await.map_err(node_fail)
+    pub(crate) async fn get_versioned(
+        &self,
+        id: &InstallationId,
+    ) -> Result<Option<(Installation, Option<Version>)>, Fail> {
+        self.node()
+            .await?
+            .get_versioned(id)
+            .await
+            .map_err(node_fail)
+    }
+
+    /// A node that is shutting down is a [`WriteFail::Other`]; the node's answer as it is.
+    pub(crate) async fn upsert_if(
+        &self,
+        inst: Installation,
+        pre: Precondition,
+    ) -> Result<WriteOutcome, WriteFail> {
+        let node = self.node().await.map_err(WriteFail::Other)?;
+        Ok(node.upsert_if(inst, pre).await?)
+    }
+
+    pub(crate) async fn delete_if(
+        &self,
+        id: &InstallationId,
+        pre: Precondition,
+    ) -> Result<bool, WriteFail> {
+        let node = self.node().await.map_err(WriteFail::Other)?;
+        Ok(node.delete_if(id, pre).await?)
+    }
+
+    pub(crate) async fn patch_at(
+        &self,
+        id: &InstallationId,
+        ops: &[PatchOp],
+        at: Version,
+    ) -> Result<WriteOutcome, WriteFail> {
+        let node = self.node().await.map_err(WriteFail::Other)?;
+        Ok(node.patch_at(id, ops, at).await?)
+    }
+
+    /// One page of the hub's ids from every partition's owner ([`Node::list`]).
+    pub(crate) async fn list(
+        &self,
+        after: Option<&str>,
+        top: usize,
+        filter: ListFilter,
+    ) -> Result<(Vec<String>, bool), Fail> {
+        self.node()
+            .await?
+            .list(after, top, filter)
+            .await
+            .map_err(node_fail)
     }
 
     /// Stores a send in `NOTIFY` under a fresh notification id (with the configured
@@ -181,10 +224,12 @@ impl ClusterHub {
 }
 
 /// `Refused` is the owner's registry's verdict: 400 with its text. `Unavailable`: no owner
-/// answered in time, the write may or may not have been applied: 503, retry.
-fn node_fail(e: NodeError) -> Fail {
+/// answered in time, the write may or may not have been applied: 503, retry. A failed
+/// precondition: 412, or 404 when the installation does not exist.
+pub(crate) fn node_fail(e: NodeError) -> Fail {
     match e {
         NodeError::Refused(m) => Fail::bad(m),
+        e @ NodeError::PreconditionFailed { .. } => Fail::from(WriteFail::from(e)),
         e @ NodeError::Unavailable { .. } => {
             Fail::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(5)
         }

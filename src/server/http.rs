@@ -12,14 +12,15 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use super::conn::Surface;
+use super::devices::{Devices, WriteFail};
 use super::{Backend, Hub, MetricsAccess, Shared};
 use crate::nh;
 use crate::nh::sas::Rights;
 use crate::payload::Notification;
 use crate::template::Properties;
 use crate::{
-    Audience, Content, ExprLimits, InstallationId, NotificationId, PushHandle, RegistryError,
-    SendError, SendRequest, TagExpr, TemplateSend,
+    Audience, Content, ExprLimits, InstallationId, NotificationId, Precondition, PushHandle,
+    RegistryError, SendError, SendRequest, TagExpr, TemplateSend,
 };
 
 pub(crate) type Resp = Response<Full<Bytes>>;
@@ -627,43 +628,33 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> R
     let method = req.method().clone();
     let ctx: &Ctx = ctx;
     match (&method, op.as_slice()) {
-        (m, ["installations", _])
-            if hub.cluster().is_some()
-                && [Method::PUT, Method::PATCH, Method::GET, Method::DELETE].contains(m) =>
-        {
-            need(Rights::LISTEN)?;
-            if req.headers().contains_key(http::header::IF_MATCH) {
-                return Err(super::cluster::not_supported("If-Match on an installation"));
-            }
-            let id = op[1].to_string();
-            let (_, b) = body(shared, ctx, req).await?;
-            cluster_installation(&hub, &method, &id, &b, granted.allows(Rights::MANAGE)).await
-        }
         (&Method::PUT, ["installations", id]) => {
             need(Rights::LISTEN)?;
-            let id = id.to_string();
+            let id = installation_id(id)?;
+            let pre = super::devices::if_match(req.headers())?;
             let (_, b) = body(shared, ctx, req).await?;
-            put_installation(&hub, &id, &b).await
+            put_installation(&hub, id, &b, pre).await
         }
         (&Method::PATCH, ["installations", id]) => {
             need(Rights::LISTEN)?;
-            let id = id.to_string();
+            let id = installation_id(id)?;
+            let pre = super::devices::if_match(req.headers())?;
             let (_, b) = body(shared, ctx, req).await?;
-            patch_installation(&hub, &id, &b).await
+            patch_installation(&hub, id, &b, pre).await
         }
         (&Method::GET, ["installations", id]) => {
             // One read policy with registrations: Listen reads an installation, without its
             // Web Push secrets; Manage reads everything.
             need(Rights::LISTEN)?;
-            get_installation(&hub, id, granted.allows(Rights::MANAGE))
+            get_installation(&hub, id, granted.allows(Rights::MANAGE)).await
         }
         (&Method::DELETE, ["installations", id]) => {
             need(Rights::LISTEN)?;
             let id = installation_id(id)?;
+            let pre = super::devices::if_match(req.headers())?;
             // Acknowledged = durable, without holding a thread through the commit wait.
-            hub.registry("DELETE installations")?
-                .delete_async(&id)
-                .await?;
+            // Without If-Match, deleting an absent installation is a 204 as well.
+            Devices::of(&hub).delete_if(&id, pre).await?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
         (&Method::POST, ["messages"]) => {
@@ -733,11 +724,6 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> R
             }
             // The right before the body: a key without it never makes the server buffer one.
             need(super::registrations::right_needed(&method, &op, &q))?;
-            if hub.cluster().is_some() && allowed_methods(&op).is_some() {
-                return Err(super::cluster::not_supported(
-                    "the registrations API (registrations, registrationIDs, tags/…/registrations)",
-                ));
-            }
             let (parts, b) = body(shared, ctx, req).await?;
             super::registrations::route(
                 shared,
@@ -873,14 +859,19 @@ fn installation_id(id: &str) -> Result<InstallationId, Fail> {
     InstallationId::new(id).map_err(|e| Fail::bad(e.to_string()))
 }
 
-async fn put_installation(hub: &Hub, id: &str, b: &[u8]) -> Result<Resp, Fail> {
-    let id = installation_id(id)?;
+/// `PUT /installations/{id}`: created or replaced, durably; with `If-Match`, only if the
+/// installation is at that version (`*`: exists), checked with the write (412 otherwise).
+async fn put_installation(
+    hub: &Hub,
+    id: InstallationId,
+    b: &[u8],
+    pre: Precondition,
+) -> Result<Resp, Fail> {
     let inst = nh::installation_json::parse_installation(b, Some(&id)).map_err(bad)?;
     check_template_topics(hub, &inst)?;
-    // Acknowledged = durable: waits for the group commit without holding a thread.
-    hub.registry("PUT installations")?
-        .upsert_async(inst)
-        .await?;
+    // Acknowledged = durable: waits for the group commit (or the owner's JetStream ack)
+    // without holding a thread.
+    Devices::of(hub).upsert_if(inst, pre).await?;
     Ok(empty(StatusCode::OK))
 }
 
@@ -888,27 +879,45 @@ async fn put_installation(hub: &Hub, id: &str, b: &[u8]) -> Result<Resp, Fail> {
 /// between its read and its write.
 const PATCH_ATTEMPTS: usize = 8;
 
-async fn patch_installation(hub: &Hub, id: &str, b: &[u8]) -> Result<Resp, Fail> {
-    let id = installation_id(id)?;
+/// `PATCH /installations/{id}`: the operations are parsed against the version read and
+/// applied to exactly that version, so a concurrent PUT is never overwritten and a
+/// concurrent DELETE never undone; a concurrent write makes it read and parse again. With
+/// `If-Match: "<version>"` it applies to that version only (412 when it moved on).
+async fn patch_installation(
+    hub: &Hub,
+    id: InstallationId,
+    b: &[u8],
+    pre: Precondition,
+) -> Result<Resp, Fail> {
+    let devices = Devices::of(hub);
     for _ in 0..PATCH_ATTEMPTS {
-        let registry = hub.registry("PATCH installations")?;
-        let (current, version) = registry
+        let (current, version) = devices
             .get_versioned(&id)
+            .await?
             .ok_or_else(|| Fail::not_found("Installation not found."))?;
+        if let Precondition::Version(want) = pre {
+            if version != Some(want) {
+                return Err(WriteFail::Precondition(version).into());
+            }
+        }
         let ops = nh::installation_json::parse_patch(b, &current).map_err(bad)?;
         for op in &ops {
             if let crate::PatchOp::AddTemplate(_, t) = op {
                 check_topic(hub, t.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
             }
         }
-        // Applied to exactly the version it was parsed against: a concurrent PUT is never
-        // overwritten and a concurrent DELETE never undone.
-        match registry.patch_at_async(&id, &ops, version).await {
-            Ok(_) => return Ok(empty(StatusCode::OK)),
-            Err(RegistryError::VersionMismatch { current: None, .. }) => {
-                return Err(Fail::not_found("Installation not found."))
-            }
-            Err(RegistryError::VersionMismatch { .. }) => continue,
+        let Some(version) = version else {
+            // A cluster owner of an older version, which reports no versions: the operations
+            // apply to its current state (a rolling upgrade's window, docs/operations.md).
+            let Some(c) = hub.cluster() else {
+                return Err(Fail::internal("a local installation without a version"));
+            };
+            c.patch(&id, &ops).await?;
+            return Ok(empty(StatusCode::OK));
+        };
+        match devices.patch_at(&id, &ops, version).await {
+            Ok(()) => return Ok(empty(StatusCode::OK)),
+            Err(WriteFail::Precondition(Some(_))) if pre == Precondition::Any => continue,
             Err(e) => return Err(e.into()),
         }
     }
@@ -918,18 +927,19 @@ async fn patch_installation(hub: &Hub, id: &str, b: &[u8]) -> Result<Resp, Fail>
     ))
 }
 
-fn get_installation(hub: &Hub, id: &str, push_secrets: bool) -> Result<Resp, Fail> {
+/// `GET /installations/{id}`, with its version as a weak `ETag`.
+async fn get_installation(hub: &Hub, id: &str, push_secrets: bool) -> Result<Resp, Fail> {
     let id = installation_id(id)?;
-    let (inst, version) = hub
-        .registry("GET installations")?
+    let (inst, version) = Devices::of(hub)
         .get_versioned(&id)
+        .await?
         .ok_or_else(|| Fail::not_found("Installation not found."))?;
     let mut r = response(
         StatusCode::OK,
         Some("application/json; charset=utf-8"),
         nh::installation_json::installation_to_json_for(&inst, push_secrets),
     );
-    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
+    if let Some(v) = version.and_then(|v| HeaderValue::from_str(&format!("W/\"{v}\"")).ok()) {
         r.headers_mut().insert(http::header::ETAG, v);
     }
     Ok(r)
@@ -1260,62 +1270,6 @@ fn outcome(hub: &Hub, origin: &str, id: &str) -> Result<Resp, Fail> {
         Some("application/xml; charset=utf-8"),
         nh::notification_xml::notification_details(&report, &location, "", &targets),
     ))
-}
-
-/// An installation operation in cluster mode, at the partition's owner. PATCH reads the
-/// installation first for the NH patch parser (which needs the current value) and sends the
-/// operations to the owner, which applies them to its own current version; GET has no
-/// `ETag` (the node does not return versions yet).
-async fn cluster_installation(
-    hub: &Hub,
-    method: &Method,
-    id: &str,
-    b: &[u8],
-    push_secrets: bool,
-) -> Result<Resp, Fail> {
-    let Some(c) = hub.cluster() else {
-        return Err(Fail::internal("not in cluster mode"));
-    };
-    let id = installation_id(id)?;
-    match *method {
-        Method::PUT => {
-            let inst = nh::installation_json::parse_installation(b, Some(&id)).map_err(bad)?;
-            check_template_topics(hub, &inst)?;
-            c.upsert(inst).await?;
-            Ok(empty(StatusCode::OK))
-        }
-        Method::PATCH => {
-            let current = c
-                .get(&id)
-                .await?
-                .ok_or_else(|| Fail::not_found("Installation not found."))?;
-            let ops = nh::installation_json::parse_patch(b, &current).map_err(bad)?;
-            for op in &ops {
-                if let crate::PatchOp::AddTemplate(_, t) = op {
-                    check_topic(hub, t.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-                }
-            }
-            c.patch(&id, &ops).await?;
-            Ok(empty(StatusCode::OK))
-        }
-        Method::GET => {
-            let inst = c
-                .get(&id)
-                .await?
-                .ok_or_else(|| Fail::not_found("Installation not found."))?;
-            Ok(response(
-                StatusCode::OK,
-                Some("application/json; charset=utf-8"),
-                nh::installation_json::installation_to_json_for(&inst, push_secrets),
-            ))
-        }
-        Method::DELETE => {
-            c.delete(&id).await?;
-            Ok(empty(StatusCode::NO_CONTENT))
-        }
-        // The route takes only these four (other methods answer 405 before the body).
-        ref m => Err(Fail::method_not_allowed(m, "GET, PUT, PATCH, DELETE")),
-    }
 }
 
 /// A send in cluster mode: stored in `NOTIFY` under a fresh id and answered 201 with the

@@ -19,6 +19,7 @@
 mod cluster;
 mod config;
 mod conn;
+mod devices;
 mod http;
 mod jobs;
 mod log;

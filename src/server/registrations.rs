@@ -5,21 +5,20 @@
 
 use std::time::SystemTime;
 
-use base64::Engine as _;
 use bytes::Bytes;
+use futures_util::future::join_all;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
+use super::devices::{Devices, WriteFail};
 use super::http::{Fail, Resp};
 use super::{Hub, Shared};
+use crate::cluster::ListFilter;
 use crate::nh::registration_xml::{
     entry_xml, feed_xml, parse_registration, AtomContext, Registration, ENTRY_CONTENT_TYPE,
     FEED_CONTENT_TYPE,
 };
 use crate::nh::sas::Rights;
-use crate::{
-    Audience, Installation, InstallationId, Precondition, PushHandle, RegistryError, TagExpr,
-    Version,
-};
+use crate::{Installation, InstallationId, Precondition, Version};
 
 /// Largest page of a listing.
 const MAX_TOP: usize = 1000;
@@ -40,20 +39,21 @@ fn parse(body: &[u8], id: &InstallationId) -> Result<Installation, Fail> {
 }
 
 /// An entry with its ETag: the installation's version, which changes with every write (a
-/// last-write time would repeat within a millisecond).
+/// last-write time would repeat within a millisecond). `None` only from a cluster owner of an
+/// older version: no ETag then.
 fn entry_response(
     status: StatusCode,
     origin: &str,
     hub: &Hub,
     inst: &Installation,
-    version: Version,
+    version: Option<Version>,
     push_secrets: bool,
 ) -> Resp {
     let mut reg = Registration::from_installation(inst);
-    reg.etag = Some(version.to_string());
+    reg.etag = version.map(|v| v.to_string());
     let body = entry_xml(&reg, &context(origin, hub, push_secrets));
     let mut r = super::http::response(status, Some(ENTRY_CONTENT_TYPE), body);
-    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
+    if let Some(v) = version.and_then(|v| HeaderValue::from_str(&format!("W/\"{v}\"")).ok()) {
         r.headers_mut().insert(http::header::ETAG, v);
     }
     if let Ok(v) = HeaderValue::from_str(&format!(
@@ -108,9 +108,10 @@ async fn store(
     // template tags, an expiry) is not replaced through this path: that would drop those
     // fields silently (audit F22). The check and the write are one compare-and-set on the
     // version read, retried when a concurrent write got in between.
+    let devices = Devices::of(hub);
     let mut written = false;
     for _ in 0..STORE_ATTEMPTS {
-        let current = hub.registry("the registrations API")?.get_versioned(id);
+        let current = devices.get_versioned(id).await?;
         if let Some((existing, _)) = &current {
             if let Some(why) = not_a_registration(existing) {
                 return Err(Fail::new(
@@ -125,23 +126,21 @@ async fn store(
             }
         }
         let derived = match (&pre, &current) {
-            (Precondition::Any | Precondition::Exists, Some((_, v))) => Precondition::Version(*v),
+            (Precondition::Any | Precondition::Exists, Some((_, Some(v)))) => {
+                Precondition::Version(*v)
+            }
             (Precondition::Any, None) => Precondition::Absent,
             (p, _) => *p,
         };
         let ours = derived != pre;
-        match hub
-            .registry("the registrations API")?
-            .upsert_if_async(inst.clone(), derived)
-            .await
-        {
-            Ok(_) => {
+        match devices.upsert_if(inst.clone(), derived).await {
+            Ok(()) => {
                 written = true;
                 break;
             }
             // The precondition added here lost a race: read again. A failed precondition
             // the client chose (If-Match) is the client's answer.
-            Err(RegistryError::VersionMismatch { .. }) if ours => continue,
+            Err(WriteFail::Precondition(_)) if ours => continue,
             Err(e) => return Err(e.into()),
         }
     }
@@ -151,9 +150,9 @@ async fn store(
             "the registration kept changing while it was written; retry",
         ));
     }
-    let (stored, version) = hub
-        .registry("the registrations API")?
+    let (stored, version) = devices
         .get_versioned(id)
+        .await?
         .ok_or_else(|| Fail::not_found("Registration not found."))?;
     Ok(entry_response(
         StatusCode::OK,
@@ -184,76 +183,6 @@ fn not_a_registration(inst: &Installation) -> Option<String> {
         what.push("an expirationTime".to_owned());
     }
     (!what.is_empty()).then(|| what.join(", "))
-}
-
-/// `If-Match` as a precondition of the write: absent is none, `*` is "exists", an ETag is
-/// "exactly this version" (one this server did not issue can never match: 412).
-fn if_match(headers: &HeaderMap) -> Result<Precondition, Fail> {
-    let Some(v) = headers.get(http::header::IF_MATCH) else {
-        return Ok(Precondition::Any);
-    };
-    let v = v
-        .to_str()
-        .map_err(|_| Fail::bad("If-Match is not visible ASCII"))?;
-    Ok(
-        match crate::nh::headers::if_match(v).map_err(|e| Fail::bad(e.to_string()))? {
-            crate::nh::headers::IfMatch::Any => Precondition::Exists,
-            crate::nh::headers::IfMatch::ETag(want) => match want.parse::<Version>() {
-                Ok(v) => Precondition::Version(v),
-                Err(_) => {
-                    return Err(Fail::new(
-                        StatusCode::PRECONDITION_FAILED,
-                        "the registration changed since it was read (ETag mismatch)",
-                    ))
-                }
-            },
-        },
-    )
-}
-
-/// One `<Field> eq '<value>'` clause of a `$filter`.
-fn filter_matches(filter: &str, inst: &Installation) -> Result<bool, Fail> {
-    for clause in filter.split(" and ") {
-        let clause = clause.trim();
-        let (field, value) = clause.split_once(" eq ").ok_or_else(|| {
-            Fail::bad(format!(
-                "$filter: cannot read {clause:?} (Field eq 'value')"
-            ))
-        })?;
-        let value = value.trim().trim_matches('\'');
-        let decoded = super::http::percent_decode(value).unwrap_or_else(|_| value.to_owned());
-        let ok = match (field.trim(), &inst.handle) {
-            ("DeviceToken", PushHandle::Apns(_)) => {
-                inst.handle.to_text().eq_ignore_ascii_case(value)
-            }
-            ("FcmV1RegistrationId" | "GcmRegistrationId", PushHandle::Fcm(t)) => &**t == value,
-            ("ChannelUri", PushHandle::Wns(u)) => **u == *decoded || &**u == value,
-            ("ChannelUri", _) => inst.handle.to_text().eq_ignore_ascii_case(value),
-            ("Endpoint", PushHandle::WebPush(s)) => s.endpoint() == decoded,
-            ("P256DH", PushHandle::WebPush(s)) => {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s.p256dh()) == value
-            }
-            ("Auth", PushHandle::WebPush(s)) => {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s.auth()) == value
-            }
-            (
-                "DeviceToken"
-                | "FcmV1RegistrationId"
-                | "GcmRegistrationId"
-                | "Endpoint"
-                | "P256DH"
-                | "Auth",
-                _,
-            ) => false,
-            (other, _) => {
-                return Err(Fail::bad(format!("$filter: unknown field {other:?}")));
-            }
-        };
-        if !ok {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 pub(crate) fn new_registration_id() -> String {
@@ -310,15 +239,23 @@ pub(crate) async fn route(
             need(Rights::LISTEN)?;
             let id = InstallationId::new(*id).map_err(|e| Fail::bad(e.to_string()))?;
             // Checked and written in one step: a concurrent write in between is a 412.
-            store(hub, origin, &id, &body, if_match(headers)?, manage).await
+            store(
+                hub,
+                origin,
+                &id,
+                &body,
+                super::devices::if_match(headers)?,
+                manage,
+            )
+            .await
         }
         (&Method::GET, ["registrations", id]) => {
             need(Rights::LISTEN)?;
             let id =
                 InstallationId::new(*id).map_err(|_| Fail::not_found("Registration not found."))?;
-            let (inst, version) = hub
-                .registry("the registrations API")?
+            let (inst, version) = Devices::of(hub)
                 .get_versioned(&id)
+                .await?
                 .ok_or_else(|| Fail::not_found("Registration not found."))?;
             Ok(entry_response(
                 StatusCode::OK,
@@ -333,15 +270,11 @@ pub(crate) async fn route(
             need(Rights::LISTEN)?;
             let id =
                 InstallationId::new(*id).map_err(|_| Fail::not_found("Registration not found."))?;
-            let pre = match if_match(headers)? {
+            let pre = match super::devices::if_match(headers)? {
                 Precondition::Any => Precondition::Exists,
                 p => p,
             };
-            if !hub
-                .registry("the registrations API")?
-                .delete_if_async(&id, pre)
-                .await?
-            {
+            if !Devices::of(hub).delete_if(&id, pre).await? {
                 return Err(Fail::not_found("Registration not found."));
             }
             Ok(super::http::empty(StatusCode::OK))
@@ -351,61 +284,33 @@ pub(crate) async fn route(
             // (NH's rights model: Listen may "read registrations by channel").
             let filter = param(q, "$filter").map(str::to_owned);
             match &filter {
-                Some(f) if is_channel_filter(f) => need(Rights::LISTEN)?,
+                Some(f) if crate::nh::filter::is_channel_filter(f) => need(Rights::LISTEN)?,
                 _ => need(Rights::MANAGE)?,
             }
             let page_req = PageRequest::from_query(q)?;
-            let reg = hub.registry("the registrations API")?.clone();
-            // A scan of the hub: off the async threads, holding one page at a time.
-            let (ids, more) = tokio::task::spawn_blocking(move || match filter {
-                None => {
-                    let mut pick = Smallest::new(page_req.after.clone(), page_req.top);
-                    reg.for_each_id(|id| pick.offer(id));
-                    Ok(pick.finish())
-                }
-                Some(f) => {
-                    let mut pick = Smallest::new(page_req.after.clone(), page_req.top);
-                    let mut err = None;
-                    reg.for_each(|inst| {
-                        if err.is_none() && pick.would_take(inst.id.as_str()) {
-                            match filter_matches(&f, &inst) {
-                                Ok(true) => pick.offer(inst.id.as_str()),
-                                Ok(false) => {}
-                                Err(e) => err = Some(e),
-                            }
-                        }
-                    });
-                    match err {
-                        Some(e) => Err(e),
-                        None => Ok(pick.finish()),
-                    }
-                }
-            })
-            .await
-            .map_err(Fail::internal)??;
-            page(origin, hub, ids, more, manage)
+            let filter = match filter {
+                Some(f) => ListFilter::Channel(f),
+                None => ListFilter::All,
+            };
+            let (ids, more) = Devices::of(hub)
+                .list(page_req.after, page_req.top, filter)
+                .await?;
+            page(origin, hub, ids, more, manage).await
         }
         (&Method::GET, ["tags", tag, "registrations"]) => {
             need(Rights::MANAGE)?;
             // One tag, as Notification Hubs takes it (an expression such as `!x` would list
             // the whole hub).
             let tag = crate::Tag::new(*tag).map_err(|e| Fail::bad(format!("tag {tag:?}: {e}")))?;
-            let expr = TagExpr::parse(tag.as_str())
-                .map_err(|e| Fail::bad(format!("tag {:?}: {e}", tag.as_str())))?;
             let page_req = PageRequest::from_query(q)?;
-            let reg = hub.registry("the registrations API")?.clone();
-            let (ids, more) = tokio::task::spawn_blocking(move || {
-                let mut pick = Smallest::new(page_req.after.clone(), page_req.top);
-                for batch in reg.resolve(&Audience::Expr(expr)).batches(4096) {
-                    for t in batch {
-                        pick.offer(t.installation_id.as_str());
-                    }
-                }
-                pick.finish()
-            })
-            .await
-            .map_err(Fail::internal)?;
-            page(origin, hub, ids, more, manage)
+            let (ids, more) = Devices::of(hub)
+                .list(
+                    page_req.after,
+                    page_req.top,
+                    ListFilter::Tags(tag.as_str().to_owned()),
+                )
+                .await?;
+            page(origin, hub, ids, more, manage).await
         }
         _ => Err(Fail::not_found(format!(
             "no operation {method} /{}",
@@ -418,30 +323,12 @@ pub(crate) async fn route(
 pub(crate) fn right_needed(method: &Method, op: &[&str], q: &[(String, String)]) -> Rights {
     match (method, op) {
         (&Method::GET, ["registrations"]) => match param(q, "$filter") {
-            Some(f) if is_channel_filter(f) => Rights::LISTEN,
+            Some(f) if crate::nh::filter::is_channel_filter(f) => Rights::LISTEN,
             _ => Rights::MANAGE,
         },
         (&Method::GET, ["tags", _, "registrations"]) => Rights::MANAGE,
         _ => Rights::LISTEN,
     }
-}
-
-/// Whether a `$filter` only looks up a channel (`ChannelUri`, `DeviceToken`, ...): the lookup
-/// a device makes with the Listen key.
-fn is_channel_filter(filter: &str) -> bool {
-    const CHANNEL_FIELDS: [&str; 7] = [
-        "DeviceToken",
-        "FcmV1RegistrationId",
-        "GcmRegistrationId",
-        "ChannelUri",
-        "Endpoint",
-        "P256DH",
-        "Auth",
-    ];
-    filter.split(" and ").all(|c| {
-        c.split_once(" eq ")
-            .is_some_and(|(f, _)| CHANNEL_FIELDS.contains(&f.trim()))
-    })
 }
 
 /// `$top` and `continuationtoken` of a listing.
@@ -474,52 +361,9 @@ impl PageRequest {
     }
 }
 
-/// The `top` smallest ids after `after`, from ids offered in any order: memory for `top + 1`
-/// ids, whatever the hub's size.
-struct Smallest {
-    after: Option<String>,
-    top: usize,
-    heap: std::collections::BinaryHeap<String>,
-}
-
-impl Smallest {
-    fn new(after: Option<String>, top: usize) -> Smallest {
-        Smallest {
-            after,
-            top,
-            heap: std::collections::BinaryHeap::with_capacity(top + 2),
-        }
-    }
-
-    /// Whether `id` would enter the page as things stand (to skip work on the rest).
-    fn would_take(&self, id: &str) -> bool {
-        self.after.as_deref().is_none_or(|a| id > a)
-            && (self.heap.len() <= self.top || self.heap.peek().is_some_and(|m| id < m.as_str()))
-    }
-
-    fn offer(&mut self, id: &str) {
-        if !self.would_take(id) {
-            return;
-        }
-        self.heap.push(id.to_owned());
-        // One beyond the page tells whether more follow.
-        if self.heap.len() > self.top + 1 {
-            self.heap.pop();
-        }
-    }
-
-    /// The page in id order, and whether more ids follow it.
-    fn finish(self) -> (Vec<String>, bool) {
-        let mut ids = self.heap.into_sorted_vec();
-        let more = ids.len() > self.top;
-        ids.truncate(self.top);
-        (ids, more)
-    }
-}
-
 /// One page of a listing, in id order; the continuation token is the last id of the page,
 /// hex-encoded (URL-safe, opaque). An id deleted since it was picked is left out.
-fn page(
+async fn page(
     origin: &str,
     hub: &Hub,
     ids: Vec<String>,
@@ -530,53 +374,23 @@ fn page(
         .then(|| ids.last())
         .flatten()
         .map(|l| l.bytes().map(|b| format!("{b:02x}")).collect::<String>());
-    let registry = hub.registry("the registrations API")?;
-    let page: Vec<(Installation, Option<Version>)> = ids
+    let devices = Devices::of(hub);
+    let ids: Vec<InstallationId> = ids
         .iter()
         .filter_map(|id| InstallationId::new(id.as_str()).ok())
-        .filter_map(|id| registry.get_versioned(&id))
-        .map(|(inst, v)| (inst, Some(v)))
         .collect();
+    // In a cluster each read is a routed request: a few at a time, in page order.
+    let mut page: Vec<(Installation, Option<Version>)> = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(PAGE_READS_AT_ONCE) {
+        let reads = join_all(chunk.iter().map(|id| devices.get_versioned(id))).await;
+        for r in reads {
+            if let Some(found) = r? {
+                page.push(found);
+            }
+        }
+    }
     Ok(feed_response(origin, hub, &page, next, push_secrets))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filters_follow_the_sdk() {
-        let inst = Installation::new(
-            InstallationId::new("r").unwrap(),
-            PushHandle::apns("ab12").unwrap(),
-        );
-        assert!(filter_matches("DeviceToken eq 'AB12'", &inst).unwrap());
-        assert!(!filter_matches("DeviceToken eq 'AB13'", &inst).unwrap());
-        assert!(!filter_matches("FcmV1RegistrationId eq 'x'", &inst).unwrap());
-        assert!(filter_matches("Colour eq 'x'", &inst).is_err());
-    }
-
-    #[test]
-    fn pages_hold_the_smallest_ids_after_the_token() {
-        let ids: Vec<String> = (0..100).rev().map(|i| format!("id{i:03}")).collect();
-        let mut pick = Smallest::new(None, 10);
-        ids.iter().for_each(|i| pick.offer(i));
-        let (page, more) = pick.finish();
-        assert_eq!(page.first().map(String::as_str), Some("id000"));
-        assert_eq!(page.last().map(String::as_str), Some("id009"));
-        assert!(more);
-        let mut pick = Smallest::new(Some("id094".into()), 10);
-        ids.iter().for_each(|i| pick.offer(i));
-        let (page, more) = pick.finish();
-        assert_eq!(page, vec!["id095", "id096", "id097", "id098", "id099"]);
-        assert!(!more);
-    }
-
-    #[test]
-    fn only_channel_filters_are_channel_lookups() {
-        assert!(is_channel_filter("ChannelUri eq 'https://x'"));
-        assert!(is_channel_filter("Endpoint eq 'a' and P256DH eq 'b'"));
-        assert!(!is_channel_filter("Tags eq 'x'"));
-        assert!(!is_channel_filter("ChannelUri eq 'a' and Colour eq 'b'"));
-    }
-}
+/// Reads of a listing page's installations in flight at once.
+const PAGE_READS_AT_ONCE: usize = 32;
