@@ -6,8 +6,8 @@
 //! Completed with the right totals; a scheduled send fires; a template send renders on the
 //! partitions' owners; what cluster mode does not
 //! serve yet answers 501; a bad `[cluster]` is refused at configuration time. ETags guard
-//! installation and registration writes across the nodes, and registration listings merge
-//! every partition.
+//! installation and registration writes across the nodes, registration listings merge
+//! every partition, and import/export jobs write to and read from every partition.
 //!
 //! Skipped (passes without running) when no `nats-server` ≥ 2.10.23 is found outside CI
 //! (`TAGCAST_NATS_SERVER`), like `tests/cluster_*.rs`.
@@ -111,12 +111,17 @@ fn deliveries_per_handle(bed: &common::Bed) -> HashMap<String, usize> {
 }
 
 /// Two servers, `s1` and `s2`, on the cluster `nats`, each ready (`/readyz`).
-async fn start_nodes(bed: &common::Bed, nats: &NatsCluster) -> Vec<Node> {
+async fn start_nodes(bed: &common::Bed, nats: &NatsCluster, hub_extra: &str) -> Vec<Node> {
     let mut nodes = Vec::new();
     for name in ["s1", "s2"] {
         let dir = bed.dir.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let cfg = rest::config(&dir, Some(bed.apns()), "", &cluster_toml(name, nats));
+        let cfg = rest::config(
+            &dir,
+            Some(bed.apns()),
+            "",
+            &format!("{hub_extra}{}", cluster_toml(name, nats)),
+        );
         assert!(cfg.cluster.is_some());
         let server = Server::start(cfg).await.unwrap();
         let full = sas(server.local_addr(), "full", KEY);
@@ -145,7 +150,7 @@ async fn two_servers_share_installations_and_sends_through_the_cluster() {
         })
         .start()
         .await;
-    let nodes = start_nodes(&bed, &nats).await;
+    let nodes = start_nodes(&bed, &nats, "").await;
     let (s1, s2) = (&nodes[0], &nodes[1]);
 
     // Installations: written through s1, read through s2.
@@ -370,15 +375,12 @@ async fn two_servers_share_installations_and_sends_through_the_cluster() {
     );
 
     // What cluster mode does not serve yet: 501 with a clear message, nothing done.
-    let unsupported: Vec<Request> = vec![
-        ("GET", hub_path("jobs"), vec![], b""),
-        (
-            "POST",
-            hub_path("messages?test=true"),
-            apns_send_headers(&s1.full, None)[1..].to_vec(),
-            ALERT,
-        ),
-    ];
+    let unsupported: Vec<Request> = vec![(
+        "POST",
+        hub_path("messages?test=true"),
+        apns_send_headers(&s1.full, None)[1..].to_vec(),
+        ALERT,
+    )];
     let before = bed.apns().deliveries().len();
     for (method, path, headers, body) in &unsupported {
         let a = s1.call(method, path, headers, body).await;
@@ -448,7 +450,7 @@ async fn versions_and_registrations_work_across_the_cluster() {
         return;
     };
     let bed = common::Bed::new().apns(ApnsConfig::default()).start().await;
-    let nodes = start_nodes(&bed, &nats).await;
+    let nodes = start_nodes(&bed, &nats, "").await;
     let (s1, s2) = (&nodes[0], &nodes[1]);
     let if_match = |e: &str| vec![("If-Match", e.to_owned())];
     let tags_of = |a: &Answer| -> Vec<String> {
@@ -631,6 +633,132 @@ async fn versions_and_registrations_work_across_the_cluster() {
     }
 }
 
+/// The JS SDK's `submitNotificationHubJob` body.
+fn job_body(ty: &str, out: &str, input: Option<&str>) -> String {
+    let imp = input
+        .map(|i| format!("<ImportFileUri><![CDATA[{i}]]></ImportFileUri>"))
+        .unwrap_or_default();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?><entry xmlns=\"http://www.w3.org/2005/Atom\">\
+         <content type=\"application/xml\"><NotificationHubJob xmlns=\"{NH_NAMESPACE}\" \
+         xmlns:i=\"{XSI_NAMESPACE}\"><Type>{ty}</Type><OutputContainerUri><![CDATA[{out}]]>\
+         </OutputContainerUri>{imp}</NotificationHubJob></content></entry>"
+    )
+}
+
+/// Submits a job on `node` and waits until it ends; returns its id and final entry.
+async fn run_job(node: &Node, ty: &str, input: Option<&str>) -> (String, String) {
+    let jobs = hub_path("jobs");
+    let a = node
+        .call(
+            "POST",
+            &jobs,
+            &[],
+            job_body(ty, "file:///out", input).as_bytes(),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{ty}: {a:?}");
+    let id = all_of(&a.body, "JobId").pop().expect("a JobId");
+    let path = hub_path(&format!("jobs/{id}"));
+    let body = eventually(Duration::from_secs(60), "the job ends", async || {
+        let a = node.call("GET", &path, &[], b"").await;
+        match all_of(&a.body, "Status").first().map(String::as_str) {
+            Some("Completed" | "Failed") => Ok(a.body),
+            _ => Err(format!("{a:?}")),
+        }
+    })
+    .await;
+    (id, body)
+}
+
+/// Import/export jobs in cluster mode: rows imported through one server's job land at their
+/// partitions' owners (read back through the other server), a bad row goes to Failed.txt,
+/// and an export through the other server lists every installation of every partition. A
+/// job is known to the server that runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_import_and_export_through_the_cluster() {
+    let Some(nats) = tagcast_mock::nats::ready_cluster_for_test(3) else {
+        return;
+    };
+    let bed = common::Bed::new().apns(ApnsConfig::default()).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("out")).unwrap();
+    const ROWS: u64 = 30;
+    let mut input: Vec<String> = (0..ROWS)
+        .map(|i| apns_inst(&format!("imp-{i:02}"), i, &["imported"]))
+        .collect();
+    input.insert(
+        7,
+        r#"{"installationId":"bad","platform":"apns","pushChannel":"zz"}"#.into(),
+    );
+    std::fs::write(dir.path().join("in.txt"), input.join("\n")).unwrap();
+    let jobs = format!("\n[hub.jobs]\ndirectory = \"{}\"\n", dir.path().display());
+    let nodes = start_nodes(&bed, &nats, &jobs).await;
+    let (s1, s2) = (&nodes[0], &nodes[1]);
+
+    let (import, entry) = run_job(s1, "ImportCreateInstallations", Some("file:///in.txt")).await;
+    assert_eq!(all_of(&entry, "Status"), ["Completed"], "{entry}");
+    let files = dir.path().join("out").join(rest::HUB).join(&import);
+    let output = std::fs::read_to_string(files.join("Output.txt")).unwrap();
+    assert_eq!(output.lines().count() as u64, ROWS, "{output}");
+    let failed = std::fs::read_to_string(files.join("Failed.txt")).unwrap();
+    assert_eq!(failed.lines().count(), 1, "{failed}");
+    assert!(failed.starts_with("8\t"), "{failed}");
+    for i in [0, 13, ROWS - 1] {
+        let a = s2
+            .call("GET", &inst_path(&format!("imp-{i:02}")), &[], b"")
+            .await;
+        assert_eq!(a.status, 200, "{a:?}");
+        assert!(a.body.contains("imported"), "{a:?}");
+    }
+    // A create of rows that exist: each one fails, nothing changes.
+    let (again, entry) = run_job(s2, "ImportCreateInstallations", Some("file:///in.txt")).await;
+    assert_eq!(all_of(&entry, "Status"), ["Completed"], "{entry}");
+    let failed = std::fs::read_to_string(
+        dir.path()
+            .join("out")
+            .join(rest::HUB)
+            .join(&again)
+            .join("Failed.txt"),
+    )
+    .unwrap();
+    assert_eq!(
+        failed.matches("already exists").count() as u64,
+        ROWS,
+        "{failed}"
+    );
+
+    let (export, entry) = run_job(s2, "ExportInstallations", None).await;
+    assert_eq!(all_of(&entry, "Status"), ["Completed"], "{entry}");
+    let output = std::fs::read_to_string(
+        dir.path()
+            .join("out")
+            .join(rest::HUB)
+            .join(&export)
+            .join("Output.txt"),
+    )
+    .unwrap();
+    let mut ids: Vec<String> = output
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["installationId"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    ids.sort();
+    let want: Vec<String> = (0..ROWS).map(|i| format!("imp-{i:02}")).collect();
+    assert_eq!(ids, want);
+    // The import ran on s1: s2 does not know it.
+    let a = s2
+        .call("GET", &hub_path(&format!("jobs/{import}")), &[], b"")
+        .await;
+    assert_eq!(a.status, 404, "{a:?}");
+
+    for n in nodes {
+        n.server.shutdown().await;
+    }
+}
+
 #[test]
 fn a_bad_cluster_table_is_refused_with_a_clear_error() {
     let base = "[server]\nlisten = \"127.0.0.1:0\"\nplain_http = true\ndata_dir = \"/tmp/x\"\n\
@@ -656,16 +784,15 @@ fn a_bad_cluster_table_is_refused_with_a_clear_error() {
         let e = ServerConfig::from_toml(&text).expect_err(cluster);
         assert!(e.to_string().contains(expect), "{cluster}: {e}");
     }
-    // Jobs are not served in cluster mode: refused at start, not at the first job.
+    // Jobs are served in cluster mode: their table is checked as on a single node.
+    let jobs = tempfile::tempdir().unwrap();
     let text = format!(
-        "{base}[hub.jobs]\ndirectory = \"/tmp/x/jobs\"\n\
-         [cluster]\nnats_urls = [\"nats://x:4222\"]\nnode = \"a\"\n"
+        "{base}[hub.jobs]\ndirectory = \"{}\"\n\
+         [cluster]\nnats_urls = [\"nats://x:4222\"]\nnode = \"a\"\n",
+        jobs.path().display()
     );
-    let e = ServerConfig::from_toml(&text).expect_err("jobs with cluster");
-    assert!(
-        e.to_string().contains("not supported in cluster mode"),
-        "{e}"
-    );
+    let c = ServerConfig::from_toml(&text).expect("jobs with cluster");
+    assert!(c.cluster.is_some());
     // Without [cluster], nothing changes.
     let c = ServerConfig::from_toml(base).unwrap();
     assert!(c.cluster.is_none());

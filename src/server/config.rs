@@ -451,12 +451,6 @@ impl ServerConfig {
                 ));
             }
             if let Some(j) = &h.jobs {
-                if self.cluster.is_some() {
-                    return bad(format!(
-                        "hub {:?}: [hub.jobs] is not supported in cluster mode ([cluster]) yet",
-                        h.name
-                    ));
-                }
                 j.check(&h.name, &self.server.data_dir)
                     .map_err(ServerError::Config)?;
             }

@@ -69,6 +69,10 @@ impl Fail {
     pub(crate) fn detail(&self) -> &str {
         &self.detail
     }
+    /// The answer's status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
 }
 
 /// A parse error as a 400.
@@ -701,9 +705,6 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, ctx: &mut Ctx) -> R
         (_, ["jobs", ..]) => {
             // Import/export jobs (jobs.rs): Manage only, checked before the body is read.
             need(Rights::MANAGE)?;
-            if hub.cluster().is_some() {
-                return Err(super::cluster::not_supported("import/export jobs"));
-            }
             if let Some(allow) = allowed_methods(&op) {
                 if !allow.split(", ").any(|m| m == method.as_str()) {
                     return Err(Fail::method_not_allowed(&method, allow));

@@ -24,6 +24,12 @@
 //! (fail-stop registry) fails the whole job, with `Failure` set. A shutdown stops a running job
 //! after its current chunk (`Failed`, saying so); a job that was running when the process died
 //! is reported `Failed` after the restart. Rows applied before either stay applied.
+//!
+//! In cluster mode (`[cluster]`) rows go through `devices.rs` to their partitions' owners
+//! (the JetStream ack is the durability), an owner that cannot be reached within the route
+//! deadline fails the job as a storage failure does, and an export walks pages of ids merged
+//! from every partition's owner (its progress stays 0 until it is complete: the hub's size is
+//! not known beforehand). A job is recorded by the server that accepted it, like its files.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -38,14 +44,16 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::devices::{Devices, WriteFail};
 use super::http::{Fail, Resp};
 use super::Hub;
+use crate::cluster::ListFilter;
 use crate::nh::job_xml::{
     self, JobAction, JobDescription, JobModel, JobRequest, JobStatus, JobType, FAILED_FILE_PATH,
     OUTPUT_FILE_PATH,
 };
 use crate::nh::registration_xml::{self, Registration, ENTRY_CONTENT_TYPE, FEED_CONTENT_TYPE};
-use crate::{Installation, InstallationId, Precondition, RegistryError};
+use crate::{Installation, InstallationId, Precondition};
 
 /// Longest row of an import file: one registration or installation, as large as a request
 /// body may be (Notification Hubs' 64 KiB, nh-rest-api.md §6.3). A longer row fails alone.
@@ -57,6 +65,8 @@ const CHUNK: usize = 256;
 
 /// Rows exported between two progress updates and shutdown checks.
 const EXPORT_STEP: u64 = 1024;
+/// Ids per listing page of an export in cluster mode (the largest page a listing takes).
+const EXPORT_PAGE: usize = 1000;
 
 /// What `Failure` says for a job that was running when the process stopped.
 const INTERRUPTED: &str = "the server stopped while this job was running; rows processed \
@@ -883,57 +893,117 @@ impl Job<'_> {
         self.jobs.stopping.load(Ordering::SeqCst)
     }
 
+    /// One line of Output.txt for `inst`.
+    fn export_line(&self, inst: &Installation) -> String {
+        match self.job_type.model {
+            JobModel::Registrations => {
+                let mut r = Registration::from_installation(inst);
+                r.etag = None;
+                registration_xml::description_line(&r)
+            }
+            JobModel::Installations => crate::nh::installation_json::installation_to_json(inst),
+        }
+    }
+
     fn export(&mut self) -> Result<(), String> {
-        let total = self
+        if self.hub.cluster().is_some() {
+            return self.export_cluster();
+        }
+        let registry = self
             .hub
             .registry("import/export jobs")
-            .map_err(|f| f.detail().to_owned())?
-            .count()
-            .max(1) as f64;
+            .map_err(|f| f.detail().to_owned())?;
+        let total = registry.count().max(1) as f64;
         let mut err: Option<String> = None;
         let mut n = 0u64;
-        let model = self.job_type.model;
-        let (jobs, id, output) = (self.jobs, self.id, &mut self.output);
+        let mut lines = Vec::new();
         // The scan cannot be left early: once an error is set, the rest is skipped cheaply.
-        self.hub
-            .registry("import/export jobs")
-            .map_err(|f| f.detail().to_owned())?
-            .for_each(|inst| {
-                if err.is_some() {
-                    return;
-                }
-                if n % EXPORT_STEP == 0 && n > 0 {
-                    if jobs.stopping.load(Ordering::SeqCst) {
-                        err = Some(format!(
+        registry.for_each(|inst| {
+            if err.is_some() {
+                return;
+            }
+            if n % EXPORT_STEP == 0 && n > 0 {
+                if self.stopped() {
+                    err = Some(format!(
                         "the server shut down during the export, after {n} rows; Output.txt is \
                          incomplete"
                     ));
-                        return;
-                    }
-                    // 100 only once the output files are complete.
-                    let p = (n as f64 * 100.0 / total).min(99.99);
-                    jobs.update(id, |r| r.progress = p);
+                    return;
                 }
-                let line = match model {
-                    JobModel::Registrations => {
-                        let mut r = Registration::from_installation(&inst);
-                        r.etag = None;
-                        registration_xml::description_line(&r)
-                    }
-                    JobModel::Installations => {
-                        crate::nh::installation_json::installation_to_json(&inst)
-                    }
-                };
-                match writeln!(output, "{line}") {
-                    Ok(()) => n += 1,
-                    Err(e) => err = Some(format!("writing Output.txt failed: {e}")),
+                // 100 only once the output files are complete.
+                self.progress(n as f64 * 100.0 / total);
+            }
+            lines.push(self.export_line(&inst));
+            if lines.len() >= CHUNK {
+                match self.write_lines(&mut lines) {
+                    Ok(()) => {}
+                    Err(e) => err = Some(e),
                 }
-            });
+            }
+            n += 1;
+        });
+        if err.is_none() {
+            if let Err(e) = self.write_lines(&mut lines) {
+                err = Some(e);
+            }
+        }
         self.counts.applied = n;
         match err {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// An export in cluster mode: pages of ids from every partition's owner, in id order, each
+    /// page's installations read from their owners. The number of installations is not known
+    /// beforehand, so progress stays at 0 until the export is complete.
+    fn export_cluster(&mut self) -> Result<(), String> {
+        let devices = Devices::of(self.hub);
+        let mut after: Option<String> = None;
+        loop {
+            if self.stopped() {
+                return Err(format!(
+                    "the server shut down during the export, after {} rows; Output.txt is \
+                     incomplete",
+                    self.counts.applied
+                ));
+            }
+            let (ids, more) = self
+                .rt
+                .block_on(devices.list(after.take(), EXPORT_PAGE, ListFilter::All))
+                .map_err(|f| format!("listing the installations failed: {}", f.detail()))?;
+            let ids: Vec<InstallationId> = ids
+                .into_iter()
+                .filter_map(|id| InstallationId::new(id).ok())
+                .collect();
+            after = ids.last().map(|id| id.as_str().to_owned());
+            let reads = self.rt.block_on(futures_util::future::join_all(
+                ids.iter().map(|id| devices.get_versioned(id)),
+            ));
+            let mut lines = Vec::with_capacity(reads.len());
+            for r in reads {
+                // One deleted since it was listed is left out.
+                if let Some((inst, _)) =
+                    r.map_err(|f| format!("reading an installation failed: {}", f.detail()))?
+                {
+                    lines.push(self.export_line(&inst));
+                }
+            }
+            self.counts.applied += lines.len() as u64;
+            self.write_lines(&mut lines)?;
+            if !more || after.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes and clears `lines` (Output.txt).
+    fn write_lines(&mut self, lines: &mut Vec<String>) -> Result<(), String> {
+        for line in lines.drain(..) {
+            writeln!(self.output, "{line}")
+                .map_err(|e| format!("writing Output.txt failed: {e}"))?;
+        }
+        Ok(())
     }
 
     fn import(&mut self, mut f: File, len: u64) -> Result<(), String> {
@@ -1053,21 +1123,19 @@ impl Job<'_> {
     /// Applies a chunk with one wait for durability and writes its rows' results in order. A
     /// storage failure ends the job.
     fn apply(&mut self, rows: Vec<Row>) -> Result<(), String> {
-        let registry = self
-            .hub
-            .registry("import/export jobs")
-            .map_err(|f| f.detail().to_owned())?;
+        let devices = Devices::of(self.hub);
+        let devices = &devices;
         let writes = rows.iter().map(|row| async move {
             match &row.parsed {
                 Ok((Op::Write(inst, pre), _)) => Some(
-                    registry
-                        .upsert_if_async(Installation::clone(inst), *pre)
+                    devices
+                        .upsert_if(Installation::clone(inst), *pre)
                         .await
                         .map(|_| ()),
                 ),
                 Ok((Op::Delete(id), _)) => Some(
-                    registry
-                        .delete_if_async(id, Precondition::Exists)
+                    devices
+                        .delete_if(id, Precondition::Exists)
                         .await
                         .map(|_| ()),
                 ),
@@ -1085,28 +1153,28 @@ impl Job<'_> {
                     continue;
                 }
                 (Err(why), _) => why.clone(),
-                (Ok(_), Some(Err(e))) => match e {
-                    RegistryError::StorageFailed { .. } | RegistryError::Store(_) => {
-                        fatal.get_or_insert_with(|| {
-                            format!(
-                                "the hub's storage failed ({e}); rows before line {} were \
-                                 processed (see Output.txt and Failed.txt), the rest were not",
-                                row.line
-                            )
-                        });
-                        format!("not applied: {e}")
-                    }
-                    RegistryError::VersionMismatch { current: None, .. } => {
-                        "not found: no registration or installation has this id".into()
-                    }
-                    RegistryError::VersionMismatch { .. } => {
-                        "already exists: a registration or installation has this id".into()
-                    }
-                    RegistryError::QuotaExceeded { max } => {
-                        format!("QuotaExceeded: the hub holds its maximum of {max} installations")
-                    }
-                    other => other.to_string(),
-                },
+                (Ok(_), Some(Err(WriteFail::Precondition(None)))) => {
+                    "not found: no registration or installation has this id".into()
+                }
+                (Ok(_), Some(Err(WriteFail::Precondition(Some(_))))) => {
+                    "already exists: a registration or installation has this id".into()
+                }
+                // The hub's storage failed (single node), or no partition owner answered
+                // within the route deadline (cluster): the job stops here.
+                (Ok(_), Some(Err(WriteFail::Other(f))))
+                    if f.status() == StatusCode::SERVICE_UNAVAILABLE =>
+                {
+                    fatal.get_or_insert_with(|| {
+                        format!(
+                            "{}; rows before line {} were processed (see Output.txt and \
+                             Failed.txt), the rest were not",
+                            f.detail(),
+                            row.line
+                        )
+                    });
+                    format!("not applied: {}", f.detail())
+                }
+                (Ok(_), Some(Err(WriteFail::Other(f)))) => f.detail().to_owned(),
                 (Ok(_), None) => "internal: no result".into(),
             };
             let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
