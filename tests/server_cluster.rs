@@ -4,8 +4,8 @@
 //! other; a broadcast accepted by one is delivered exactly once per device (the mock's
 //! accounting) by both nodes' partitions, and `GET /messages/{id}` on either reports it
 //! Completed with the right totals; a scheduled send fires; a template send renders on the
-//! partitions' owners; what cluster mode does not
-//! serve yet answers 501; a bad `[cluster]` is refused at configuration time. ETags guard
+//! partitions' owners; a test send reaches at most 10 matching devices over every partition
+//! and reports each; a bad `[cluster]` is refused at configuration time. ETags guard
 //! installation and registration writes across the nodes, registration listings merge
 //! every partition, and import/export jobs write to and read from every partition.
 //!
@@ -65,8 +65,10 @@ fn location_id(a: &Answer, kind: &str) -> String {
     path.rsplit('/').next().unwrap().to_owned()
 }
 
-/// A request: method, path, headers besides the key, body.
-type Request<'a> = (&'a str, String, Vec<(&'a str, String)>, &'a [u8]);
+/// The number in `<tag>n</tag>` of `xml`.
+fn count_leaf(xml: &str, tag: &str) -> Option<u64> {
+    all_of(xml, tag).first().and_then(|v| v.parse().ok())
+}
 
 struct Node {
     server: Server,
@@ -374,31 +376,57 @@ async fn two_servers_share_installations_and_sends_through_the_cluster() {
         "{got:?}"
     );
 
-    // What cluster mode does not serve yet: 501 with a clear message, nothing done.
-    let unsupported: Vec<Request> = vec![(
-        "POST",
-        hub_path("messages?test=true"),
-        apns_send_headers(&s1.full, None)[1..].to_vec(),
-        ALERT,
-    )];
+    // A test send: at most 10 matching devices, found over every partition, each sent once
+    // and reported; the 201 carries the NotificationOutcome.
     let before = bed.apns().deliveries().len();
-    for (method, path, headers, body) in &unsupported {
-        let a = s1.call(method, path, headers, body).await;
-        assert_eq!(a.status, 501, "{method} {path}: {a:?}");
-        assert!(
-            a.detail().contains("not supported in cluster mode yet"),
-            "{a:?}"
-        );
+    let a = s1
+        .call(
+            "POST",
+            &hub_path("messages?test=true"),
+            &apns_send_headers(&s1.full, Some("even"))[1..],
+            ALERT,
+        )
+        .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    assert_eq!(count_leaf(&a.body, "Success"), Some(10), "{}", a.body);
+    assert_eq!(count_leaf(&a.body, "Failure"), Some(0), "{}", a.body);
+    let ids = all_of(&a.body, "RegistrationId");
+    assert_eq!(ids.len(), 10, "{}", a.body);
+    for id in &ids {
+        let i: u64 = id.strip_prefix("dev-").unwrap().parse().unwrap();
+        assert_eq!(i % 2, 0, "{id} is not tagged even");
     }
+    assert_eq!(
+        all_of(&a.body, "Outcome"),
+        vec!["Success"; 10],
+        "{}",
+        a.body
+    );
+    let mut handles = all_of(&a.body, "PnsHandle");
+    handles.sort();
+    let mut got: Vec<String> = bed.apns().deliveries()[before..]
+        .iter()
+        .map(|d| d.handle.clone())
+        .collect();
+    got.sort();
+    assert_eq!(
+        got, handles,
+        "each reported device got it once, and no other"
+    );
+    let a = s2
+        .call(
+            "POST",
+            &hub_path("messages?test=true"),
+            &apns_send_headers(&s2.full, Some("$InstallationId:{dev-3}"))[1..],
+            ALERT,
+        )
+        .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    assert_eq!(all_of(&a.body, "RegistrationId"), ["dev-3"], "{}", a.body);
+    assert_eq!(bed.apns().deliveries().len(), before + 11);
     // Other methods on an installation: 405 as on a single node.
     let a = s1.call("POST", &inst_path("dev-2"), &[], b"").await;
     assert_eq!(a.status, 405, "{a:?}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        bed.apns().deliveries().len(),
-        before,
-        "a 501 sent something"
-    );
 
     for n in nodes {
         n.server.shutdown().await;

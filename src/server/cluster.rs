@@ -1,8 +1,8 @@
 //! Cluster mode in the server (`[cluster]`, issue 16): a hub served by a cluster node
 //! ([`Node`]) instead of a local registry and engine. Installations go to their partition's
 //! owner (through `devices.rs`, by version), registration listings to every owner, sends to
-//! the hub's `NOTIFY` queue, outcomes come from `OUT`; the rest of the REST API answers 501
-//! until it is built (docs/operations.md, "Cluster mode").
+//! the hub's `NOTIFY` queue, outcomes come from `OUT`; a test send finds its devices at the
+//! owners and sends them on this server's engine (docs/operations.md, "Cluster mode").
 //!
 //! ```text
 //!  handler --> ClusterHub --> Node::upsert_if/patch_at/delete_if/get_versioned/list --> owner(s)
@@ -20,11 +20,12 @@ use super::ServerError;
 use crate::cluster::notify::Totals;
 use crate::cluster::{Cluster, ClusterConfig, Delivery, ListFilter, Node, NodeError};
 use crate::{
-    Engine, Installation, InstallationId, NotificationId, PatchOp, Precondition, RegistryConfig,
-    SendRequest, SendState, Version, WriteOutcome,
+    Audience, Content, Engine, Installation, InstallationId, NotificationId, PatchOp, Precondition,
+    Registry, RegistryConfig, SendHandle, SendRequest, SendState, Target, Version, WriteOutcome,
 };
 
-/// The 501 detail of every operation cluster mode does not serve yet.
+/// The 501 of an operation cluster mode does not serve (none is routed here now: a handler
+/// that asks for the local registry of a cluster hub gets it).
 pub(crate) fn not_supported(what: &str) -> Fail {
     Fail::new(
         StatusCode::NOT_IMPLEMENTED,
@@ -45,6 +46,10 @@ pub(crate) struct ClusterHub {
     partitions: u16,
     /// `[cluster] leave_timeout_ms`.
     leave_within: std::time::Duration,
+    /// The partitions' registry settings (a test send checks its devices with them).
+    registry: RegistryConfig,
+    /// The engine the node runs sends on (a test send's devices are sent on it).
+    engine: Engine,
 }
 
 impl ClusterHub {
@@ -63,14 +68,16 @@ impl ClusterHub {
                     hub: hub.to_owned(),
                     message: e.to_string(),
                 })?;
-        let mut node = Node::start(cluster, registry);
-        node.run_sends(engine);
+        let mut node = Node::start(cluster, registry.clone());
+        node.run_sends(engine.clone());
         Ok(ClusterHub {
             node: tokio::sync::RwLock::new(Some(node)),
             joined: std::sync::atomic::AtomicBool::new(false),
             delivery: config.delivery,
             partitions: config.partitions,
             leave_within: std::time::Duration::from_millis(config.leave_timeout_ms),
+            registry,
+            engine,
         })
     }
 
@@ -211,6 +218,76 @@ impl ClusterHub {
         let out = node.cluster().outcomes();
         let mut all = out.collect(out.home(id)).await.map_err(nats_fail)?;
         Ok(all.remove(&id.to_string()))
+    }
+
+    /// A test send (`?test=true`): at most `max` matching devices, found by asking every
+    /// partition's owner, each sent on this server's engine at once, one send per device
+    /// (the caller waits for their reports). The devices are copied into a registry of
+    /// their own for the send, so a handle the push service calls dead is reported but not
+    /// pruned from the hub.
+    pub(crate) async fn test_send(
+        &self,
+        request: &SendRequest,
+        max: usize,
+    ) -> Result<Vec<(SendHandle, Target)>, Fail> {
+        let audience = request.audience();
+        let ids: Vec<InstallationId> = match audience {
+            Audience::Installation(id) => vec![id.clone()],
+            other => {
+                let filter = match other {
+                    Audience::Expr(e) => ListFilter::Tags(e.to_string()),
+                    Audience::User(u) => ListFilter::Tags(format!("$UserId:{{{}}}", u.as_str())),
+                    // Every device, then those of the platform below: at most `max` are
+                    // looked at, so fewer may be sent.
+                    _ => ListFilter::All,
+                };
+                let (ids, _) = self.list(None, max, filter).await?;
+                ids.into_iter()
+                    .filter_map(|id| InstallationId::new(id).ok())
+                    .collect()
+            }
+        };
+        let copy = Registry::ephemeral(self.registry.clone()).map_err(Fail::internal)?;
+        for id in ids.iter().take(max) {
+            if let Some((inst, _)) = self.get_versioned(id).await? {
+                // What the owner holds passed the same rules.
+                copy.upsert(inst).map_err(Fail::internal)?;
+            }
+        }
+        let mut sends = Vec::new();
+        match request.content() {
+            Content::Native(n) => {
+                let targets: Vec<Target> = copy
+                    .resolve(audience)
+                    .batches(max)
+                    .next()
+                    .unwrap_or_default();
+                for t in targets.into_iter().take(max) {
+                    let h = self
+                        .engine
+                        .send_to_targets(n.clone(), &copy, vec![t.clone()], None)?;
+                    sends.push((h, t));
+                }
+            }
+            Content::Template(template) => {
+                let targets = copy
+                    .resolve_templates(audience)
+                    .batches(max)
+                    .next()
+                    .unwrap_or_default();
+                for t in targets.into_iter().take(max) {
+                    let target = t.target.clone();
+                    let h = self.engine.send_templates_to_targets(
+                        template.clone(),
+                        &copy,
+                        vec![t],
+                        None,
+                    )?;
+                    sends.push((h, target));
+                }
+            }
+        }
+        Ok(sends)
     }
 
     /// A send's state from its totals: Completed once every partition finished.

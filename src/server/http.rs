@@ -1088,7 +1088,10 @@ async fn send(
     }
     let audience = audience(headers, test)?;
     if let Some(c) = hub.cluster() {
-        return cluster_send(hub, c, origin, headers, payload, audience, test, scheduled).await;
+        return cluster_send(
+            hub, c, ctx, origin, headers, payload, audience, test, scheduled,
+        )
+        .await;
     }
     let request = match payload {
         Content::Native(n) => SendRequest::native(n, audience),
@@ -1149,10 +1152,10 @@ async fn accepted(
 
 /// A test send (`?test=true`): sent now and answered with the outcome per device, at most 10
 /// devices as Notification Hubs does.
+/// Devices a test send reaches at most (Notification Hubs' limit).
+const TEST_SEND_MAX: usize = 10;
+
 async fn test_send(hub: &Hub, ctx: &Ctx, request: SendRequest) -> Result<Resp, Fail> {
-    const MAX: usize = 10;
-    /// Longest a test send waits for its devices' answers (Notification Hubs' own bound).
-    const WAIT: Duration = Duration::from_secs(30);
     // Resolving an audience is CPU work over the whole registry: off the async threads.
     let (registry, audience) = (
         hub.registry("a test send")?.clone(),
@@ -1161,23 +1164,30 @@ async fn test_send(hub: &Hub, ctx: &Ctx, request: SendRequest) -> Result<Resp, F
     let targets: Vec<crate::Target> = tokio::task::spawn_blocking(move || {
         registry
             .resolve(&audience)
-            .batches(MAX)
+            .batches(TEST_SEND_MAX)
             .next()
             .unwrap_or_default()
     })
     .await
     .map_err(Fail::internal)?;
-    // One deadline for all devices, which are sent concurrently: once a device's send is
-    // accepted its row is answered, finished or not.
-    let deadline = tokio::time::Instant::now() + WAIT.min(ctx.left());
     let mut sends = Vec::new();
-    for t in targets.into_iter().take(MAX) {
+    for t in targets.into_iter().take(TEST_SEND_MAX) {
         let one = SendRequest {
             audience: Audience::Installation(t.installation_id.clone()),
             ..request.clone()
         };
         sends.push((hub.engine.submit(one)?, t));
     }
+    Ok(test_outcome(ctx, sends).await)
+}
+
+/// The `NotificationOutcome` of a test send: a row per device, each from its own send's
+/// report, waited for together up to one deadline (once a device's send is accepted its row
+/// is answered, finished or not).
+async fn test_outcome(ctx: &Ctx, sends: Vec<(crate::SendHandle, crate::Target)>) -> Resp {
+    /// Longest a test send waits for its devices' answers (Notification Hubs' own bound).
+    const WAIT: Duration = Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + WAIT.min(ctx.left());
     let waits = sends.iter().map(|(h, _)| async move {
         tokio::time::timeout_at(deadline, h.wait())
             .await
@@ -1208,11 +1218,11 @@ async fn test_send(hub: &Hub, ctx: &Ctx, request: SendRequest) -> Result<Resp, F
             }
         })
         .collect::<Vec<_>>();
-    Ok(response(
+    response(
         StatusCode::CREATED,
         Some("application/xml; charset=utf-8"),
         nh::notification_xml::notification_outcome(&results),
-    ))
+    )
 }
 
 fn direct_handle(headers: &HeaderMap) -> Result<PushHandle, Fail> {
@@ -1275,13 +1285,14 @@ fn outcome(hub: &Hub, origin: &str, id: &str) -> Result<Resp, Fail> {
 
 /// A send in cluster mode: stored in `NOTIFY` under a fresh id and answered 201 with the
 /// same `Location` as a single node's; every node runs it on the partitions it owns (a
-/// template send renders on the partition's owner, one push per matching template). Test
-/// sends are not built for clusters (501); `max_sends_in_flight` does not apply (the API
-/// node does not see the send finish).
+/// template send renders on the partition's owner, one push per matching template). A test
+/// send runs here ([`ClusterHub::test_send`](super::cluster::ClusterHub::test_send));
+/// `max_sends_in_flight` does not apply (the API node does not see the send finish).
 #[allow(clippy::too_many_arguments)]
 async fn cluster_send(
     hub: &Hub,
     c: &super::cluster::ClusterHub,
+    ctx: &Ctx,
     origin: &str,
     headers: &HeaderMap,
     payload: Content,
@@ -1289,13 +1300,14 @@ async fn cluster_send(
     test: bool,
     scheduled: bool,
 ) -> Result<Resp, Fail> {
-    if test {
-        return Err(super::cluster::not_supported("a test send (?test=true)"));
-    }
     let request = match payload {
         Content::Native(n) => SendRequest::native(n, audience),
         Content::Template(t) => SendRequest::template(t, audience),
     };
+    if test {
+        let sends = c.test_send(&request, TEST_SEND_MAX).await?;
+        return Ok(test_outcome(ctx, sends).await);
+    }
     if scheduled {
         let at = header(headers, "servicebusnotification-scheduletime")
             .ok_or_else(|| Fail::bad("missing ServiceBusNotification-ScheduleTime"))?;

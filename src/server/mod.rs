@@ -79,7 +79,7 @@ pub(crate) enum Backend {
     /// A cluster node (`[cluster]`): installations at their partition's owner, sends
     /// through `NOTIFY`. The hub's engine (without a registry) runs the node's partition
     /// sends and the direct sends.
-    Cluster(cluster::ClusterHub),
+    Cluster(Box<cluster::ClusterHub>),
 }
 
 /// One hub: its keys, registry (or cluster node) and engine.
@@ -431,9 +431,9 @@ impl Server {
                 (None, Some(registry)) => Backend::Single(registry),
                 (Some(c), _) => {
                     let rc = parts.partition_registry.take().unwrap_or_default();
-                    Backend::Cluster(
+                    Backend::Cluster(Box::new(
                         cluster::ClusterHub::start(c, &h.name, rc, parts.engine.clone()).await?,
-                    )
+                    ))
                 }
                 (None, None) => {
                     return Err(ServerError::Hub {
