@@ -220,6 +220,9 @@ async fn two_servers_share_installations_and_sends_through_the_cluster() {
     assert_eq!(count(&body, "PossibleDuplicates"), Some(0), "{body}");
     assert_eq!(count(&body, "PartitionsFinished"), Some(16), "{body}");
     assert_eq!(all_of(&body, "NotificationId"), [id.as_str()], "{body}");
+    let apns = all_of(&body, "ApnsOutcomeCounts");
+    assert_eq!(apns.len(), 1, "{body}");
+    assert_eq!(count(&apns[0], "Success"), Some(live), "{body}");
     let per = deliveries_per_handle(&bed);
     assert_eq!(per.len() as u64, live, "{per:?}");
     assert!(per.values().all(|n| *n == 1), "a duplicate: {per:?}");
@@ -427,6 +430,38 @@ async fn two_servers_share_installations_and_sends_through_the_cluster() {
     // Other methods on an installation: 405 as on a single node.
     let a = s1.call("POST", &inst_path("dev-2"), &[], b"").await;
     assert_eq!(a.status, 405, "{a:?}");
+
+    // Outcomes per platform, summed over partitions: a token the push service refuses is
+    // counted under its NH outcome (the mock answers a short token 400 BadDeviceToken).
+    let short = serde_json::json!({
+        "installationId": "short", "platform": "apns", "pushChannel": "abcd", "tags": ["shorty"],
+    });
+    let a = s1
+        .call(
+            "PUT",
+            &inst_path("short"),
+            &[],
+            short.to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let a = s2
+        .call(
+            "POST",
+            &hub_path("messages"),
+            &apns_send_headers(&s2.full, Some("shorty || $InstallationId:{dev-0}"))[1..],
+            ALERT,
+        )
+        .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    let body = completed(s1, &location_id(&a, "messages")).await;
+    assert_eq!(count(&body, "Targeted"), Some(2), "{body}");
+    assert_eq!(count(&body, "Failed"), Some(1), "{body}");
+    let apns = all_of(&body, "ApnsOutcomeCounts");
+    assert_eq!(apns.len(), 1, "{body}");
+    assert_eq!(count(&apns[0], "Success"), Some(1), "{body}");
+    assert_eq!(count(&apns[0], "WrongToken"), Some(1), "{body}");
+    assert!(all_of(&body, "FcmV1OutcomeCounts").is_empty(), "{body}");
 
     for n in nodes {
         n.server.shutdown().await;

@@ -85,6 +85,9 @@ pub struct SendProgress {
     /// Devices of completed ranges not delivered (dead, rejected, expired, failed).
     #[serde(default)]
     pub failed: u64,
+    /// Completed ranges' counts per platform name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub platforms: BTreeMap<String, super::notify::PlatformCounts>,
 }
 
 /// What `p.<p>` holds: the owner's epoch, where the settled sends end, and the active sends
@@ -412,7 +415,8 @@ impl Claims {
         send: &str,
         sent: u64,
     ) -> Result<(), ClaimError> {
-        self.complete_counted(c, send, sent, sent).await
+        self.complete_counted(c, send, sent, sent, &BTreeMap::new())
+            .await
     }
 
     /// Records that the claimed range of `send` is done: `sent` devices handed to the pools,
@@ -424,11 +428,13 @@ impl Claims {
         send: &str,
         sent: u64,
         delivered: u64,
+        platforms: &BTreeMap<String, super::notify::PlatformCounts>,
     ) -> Result<(), ClaimError> {
         let sp = c.progress.sends.entry(send.to_owned()).or_default();
         let Some(r) = sp.claimed.take() else {
             return Ok(());
         };
+        super::notify::add_platforms(&mut sp.platforms, platforms);
         sp.sent += sent;
         sp.delivered += delivered;
         sp.failed += sent.saturating_sub(delivered);

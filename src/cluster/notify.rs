@@ -11,8 +11,8 @@
 //!   (message id `<notification>.<p>.<epoch>.<n>`); the home owner sums, per partition, the
 //!   result with the highest (epoch, n). Subjects are per partition, never per notification.
 //!
-//! Nothing drives these from `Engine` sends yet (the node runtime does not run sends); they
-//! are tested on their own (`tests/cluster_nats.rs`).
+//! The node's send loop (`driver.rs`, `runner.rs`) drives them; they are also tested on
+//! their own (`tests/cluster_nats.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
@@ -201,6 +201,101 @@ fn notice(seq: u64, payload: &[u8]) -> Result<Notice, ClusterError> {
     })
 }
 
+/// Distinct push-service reasons a partition keeps per platform and send; the devices of
+/// further reasons are counted in [`PlatformCounts::failed`] without one (the REST API calls
+/// them `UnknownError`). Keeps the progress value, which every claim rewrites, small.
+pub const MAX_REASONS: usize = 8;
+
+/// One platform's counts of a send on a partition (or summed over partitions): what the
+/// single-node report has per platform, without retries and throttling.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformCounts {
+    /// Accepted by the push service.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delivered: u64,
+    /// Dead handles (pruned or kept).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dead: u64,
+    /// Given up when the notification expired.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub expired: u64,
+    /// Not sent: the platform's credential failed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub credential_failure: u64,
+    /// Not sent: no payload or no credential for the platform.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: u64,
+    /// Not sent: the send was cancelled.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cancelled: u64,
+    /// Failed or rejected (the two single-node counts together).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed: u64,
+    /// Of `failed`: by the service's reason, at most [`MAX_REASONS`] of them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reasons: BTreeMap<String, u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl PlatformCounts {
+    /// Adds `other`'s counts; reasons beyond [`MAX_REASONS`] stay in `failed` only.
+    pub fn add(&mut self, other: &PlatformCounts) {
+        self.delivered += other.delivered;
+        self.dead += other.dead;
+        self.expired += other.expired;
+        self.credential_failure += other.credential_failure;
+        self.skipped += other.skipped;
+        self.cancelled += other.cancelled;
+        self.failed += other.failed;
+        for (r, n) in &other.reasons {
+            if self.reasons.len() < MAX_REASONS || self.reasons.contains_key(r) {
+                *self.reasons.entry(r.clone()).or_default() += n;
+            }
+        }
+    }
+
+    /// The counts of a finished range's report, per platform name (platforms with none
+    /// left out).
+    pub(crate) fn of_report(report: &crate::SendReport) -> BTreeMap<String, PlatformCounts> {
+        let mut out = BTreeMap::new();
+        for p in crate::Platform::ALL {
+            let o = report.platform(p);
+            let mut c = PlatformCounts {
+                delivered: o.delivered,
+                dead: o.dead,
+                expired: o.expired,
+                credential_failure: o.credential_failure,
+                skipped: o.skipped,
+                cancelled: o.cancelled,
+                failed: o.failed + o.rejected,
+                reasons: BTreeMap::new(),
+            };
+            for ((rp, why), n) in &report.reasons {
+                if *rp == p && (c.reasons.len() < MAX_REASONS || c.reasons.contains_key(why)) {
+                    *c.reasons.entry(why.clone()).or_default() += n;
+                }
+            }
+            if c != PlatformCounts::default() {
+                out.insert(p.as_str().to_owned(), c);
+            }
+        }
+        out
+    }
+}
+
+/// Adds every platform of `from` into `into`.
+pub(crate) fn add_platforms(
+    into: &mut BTreeMap<String, PlatformCounts>,
+    from: &BTreeMap<String, PlatformCounts>,
+) {
+    for (p, c) in from {
+        into.entry(p.clone()).or_default().add(c);
+    }
+}
+
 /// A partition's counts for one send, as published to `OUT`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionOutcome {
@@ -222,6 +317,9 @@ pub struct PartitionOutcome {
     pub possibly_missed: u64,
     /// The partition's walk is finished.
     pub finished: bool,
+    /// Counts per platform name (absent from an older node's outcome).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub platforms: BTreeMap<String, PlatformCounts>,
 }
 
 impl PartitionOutcome {
@@ -232,6 +330,7 @@ impl PartitionOutcome {
         self.failed = sp.failed;
         self.possible_duplicates = sp.possible_duplicates;
         self.possibly_missed = sp.possibly_missed;
+        self.platforms = sp.platforms.clone();
     }
 }
 
@@ -252,6 +351,8 @@ pub struct Totals {
     pub possible_duplicates: u64,
     /// See [`PartitionOutcome::possibly_missed`].
     pub possibly_missed: u64,
+    /// See [`PartitionOutcome::platforms`]: summed.
+    pub platforms: BTreeMap<String, PlatformCounts>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -361,7 +462,45 @@ impl Outcomes {
             t.failed += o.failed;
             t.possible_duplicates += o.possible_duplicates;
             t.possibly_missed += o.possibly_missed;
+            add_platforms(&mut t.platforms, &o.platforms);
         }
         Ok(totals)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_counts_add_up_and_keep_a_bounded_set_of_reasons() {
+        let one = |r: &str| PlatformCounts {
+            delivered: 2,
+            failed: 1,
+            reasons: [(r.to_owned(), 1)].into(),
+            ..PlatformCounts::default()
+        };
+        let mut sum = PlatformCounts::default();
+        for i in 0..MAX_REASONS + 3 {
+            sum.add(&one(&format!("r{i}")));
+        }
+        sum.add(&one("r0"));
+        let n = MAX_REASONS as u64 + 4;
+        assert_eq!((sum.delivered, sum.failed), (2 * n, n));
+        assert_eq!(sum.reasons.len(), MAX_REASONS);
+        assert_eq!(sum.reasons["r0"], 2);
+        assert!(!sum.reasons.contains_key(&format!("r{}", MAX_REASONS)));
+        // Across platforms: by name.
+        let mut all = BTreeMap::new();
+        add_platforms(&mut all, &[("apns".to_owned(), one("x"))].into());
+        add_platforms(&mut all, &[("apns".to_owned(), one("x"))].into());
+        assert_eq!(all["apns"].reasons["x"], 2);
+        // An older node's outcome has no platforms: it reads as empty.
+        let o: PartitionOutcome = serde_json::from_str(
+            r#"{"partition":1,"epoch":1,"n":1,"targeted":1,"delivered":1,"failed":0,
+                "possible_duplicates":0,"possibly_missed":0,"finished":true}"#,
+        )
+        .unwrap();
+        assert!(o.platforms.is_empty());
     }
 }

@@ -202,6 +202,7 @@ pub async fn run_partition_gated(
             handle.map_err(|e| ClaimError::Nats(ClusterError::Nats(format!("send: {e}"))))?;
         let report = handle.wait().await;
         let delivered: u64 = report.platforms.values().map(|p| p.delivered).sum();
+        let platforms = super::notify::PlatformCounts::of_report(&report);
         // Dead (pruned), rejected, expired, failed: every device of the range not delivered.
         // The range was sent: recording it done is retried through a NATS outage (a server
         // lost, leader elections: seconds) for up to RECORD_DONE_WITHIN or a lease, rather
@@ -211,7 +212,7 @@ pub async fn run_partition_gated(
         let t0 = std::time::Instant::now();
         let mut done = cluster
             .claims()
-            .complete_counted(claims, &send, n, delivered.min(n))
+            .complete_counted(claims, &send, n, delivered.min(n), &platforms)
             .await;
         while let Err(ClaimError::Nats(e)) = &done {
             if t0.elapsed() >= lease {

@@ -294,39 +294,45 @@ pub fn notification_details(
             .filter(|((rp, _), _)| *rp == p)
             .map(|((_, r), n)| (r.as_str(), *n));
         let counts = outcome_counts(report.platform(p), reasons);
-        if counts.is_empty() {
-            continue;
-        }
-        let el = outcome_counts_element(p);
-        out.push('<');
-        out.push_str(el);
-        out.push('>');
-        for (name, n) in counts {
-            out.push_str("<Outcome>");
-            xml::leaf(&mut out, "Name", name);
-            xml::leaf(&mut out, "Count", &n.to_string());
-            out.push_str("</Outcome>");
-        }
-        out.push_str("</");
-        out.push_str(el);
-        out.push('>');
+        platform_counts(&mut out, p, &counts);
     }
     out.push_str("</NotificationDetails>");
     out
 }
 
-/// A cluster send's `NotificationDetails` (cluster mode, docs/operations.md): the
-/// partitions report totals, not counts per platform or per reason, so there is no
-/// `<Platform>OutcomeCounts` element, no times and no body. The totals are in
-/// `ClusterOutcomeCounts`, a tagcast element with the same `<Outcome>` shape: `Targeted`,
-/// `Success` (accepted by the push service), `Failed` (every other outcome: dead handles,
-/// rejections, expiries), `PossibleDuplicates` and `PossiblyMissed` (devices whose claim a
-/// takeover re-sent or skipped), `PartitionsReported` and `PartitionsFinished`.
+/// One `<Platform>OutcomeCounts` element (nothing when `counts` is empty).
+fn platform_counts(out: &mut String, p: Platform, counts: &[(&str, u64)]) {
+    if counts.is_empty() {
+        return;
+    }
+    let el = outcome_counts_element(p);
+    out.push('<');
+    out.push_str(el);
+    out.push('>');
+    for (name, n) in counts {
+        out.push_str("<Outcome>");
+        xml::leaf(out, "Name", name);
+        xml::leaf(out, "Count", &n.to_string());
+        out.push_str("</Outcome>");
+    }
+    out.push_str("</");
+    out.push_str(el);
+    out.push('>');
+}
+
+/// A cluster send's `NotificationDetails` (cluster mode, docs/operations.md): no times and
+/// no body. The totals are in `ClusterOutcomeCounts`, a tagcast element with the same
+/// `<Outcome>` shape: `Targeted`, `Success` (accepted by the push service), `Failed` (every
+/// other outcome: dead handles, rejections, expiries), `PossibleDuplicates` and
+/// `PossiblyMissed` (devices whose claim a takeover re-sent or skipped),
+/// `PartitionsReported` and `PartitionsFinished`. Then one `<Platform>OutcomeCounts` per
+/// platform in `platforms` (from [`outcome_counts`]), as on a single node.
 pub fn cluster_notification_details(
     id: &str,
     location: &str,
     state: SendState,
     counts: &[(&str, u64)],
+    platforms: &[(Platform, Vec<(&str, u64)>)],
 ) -> String {
     let mut out = String::with_capacity(512);
     open(&mut out, "NotificationDetails");
@@ -342,6 +348,9 @@ pub fn cluster_notification_details(
         out.push_str("</Outcome>");
     }
     out.push_str("</ClusterOutcomeCounts>");
+    for (p, c) in platforms {
+        platform_counts(&mut out, *p, c);
+    }
     out.push_str("</NotificationDetails>");
     out
 }
@@ -359,6 +368,7 @@ mod tests {
             "sb://h/ops/messages/x",
             SendState::Completed,
             &[("Targeted", 3), ("Success", 2)],
+            &[(Platform::Apns, vec![("Success", 2), ("WrongToken", 1)])],
         );
         assert_eq!(
             xml,
@@ -369,7 +379,10 @@ mod tests {
                  <NotificationBody></NotificationBody><ClusterOutcomeCounts>\
                  <Outcome><Name>Targeted</Name><Count>3</Count></Outcome>\
                  <Outcome><Name>Success</Name><Count>2</Count></Outcome>\
-                 </ClusterOutcomeCounts></NotificationDetails>"
+                 </ClusterOutcomeCounts><ApnsOutcomeCounts>\
+                 <Outcome><Name>Success</Name><Count>2</Count></Outcome>\
+                 <Outcome><Name>WrongToken</Name><Count>1</Count></Outcome>\
+                 </ApnsOutcomeCounts></NotificationDetails>"
             )
         );
     }

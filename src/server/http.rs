@@ -1349,6 +1349,25 @@ async fn cluster_outcome(hub: &Hub, origin: &str, id: &str) -> Result<Resp, Fail
         ("PartitionsReported", t.partitions as u64),
         ("PartitionsFinished", t.finished as u64),
     ];
+    // Per platform as on a single node: the partitions' counts and reasons summed.
+    let platforms: Vec<(crate::Platform, Vec<(&str, u64)>)> = crate::Platform::ALL
+        .into_iter()
+        .filter_map(|p| {
+            let c = t.platforms.get(p.as_str())?;
+            let o = crate::PlatformOutcomes {
+                delivered: c.delivered,
+                dead: c.dead,
+                expired: c.expired,
+                credential_failure: c.credential_failure,
+                skipped: c.skipped,
+                cancelled: c.cancelled,
+                failed: c.failed,
+                ..Default::default()
+            };
+            let reasons = c.reasons.iter().map(|(r, n)| (r.as_str(), *n));
+            Some((p, nh::notification_xml::outcome_counts(&o, reasons)))
+        })
+        .collect();
     Ok(response(
         StatusCode::OK,
         Some("application/xml; charset=utf-8"),
@@ -1357,6 +1376,7 @@ async fn cluster_outcome(hub: &Hub, origin: &str, id: &str) -> Result<Resp, Fail
             &location,
             c.state(&t),
             &counts,
+            &platforms,
         ),
     ))
 }
