@@ -280,6 +280,78 @@ async fn writes_through_any_node_land_at_the_owner_and_every_partition_has_one_o
     assert_replicas_equal_owners(&nodes).await;
 }
 
+/// Handle uniqueness across partitions (CLUSTER.md): an installation of another partition
+/// taking a device's handle, by a write or by a patch, marks the previous holder
+/// `push_channel_expired` (it stops receiving), as one registry does within itself; the
+/// previous holder re-registering takes the handle back. Nodes on both sides of the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_taken_in_another_partition_expires_its_previous_holder() {
+    let Some(nats) = three().await else { return };
+    let urls = nats.urls();
+    let (a, b) = (node("a", &urls).await, node("b", &urls).await);
+    settle(&[&a, &b], Duration::from_secs(30)).await;
+    let expired = async |n: &Node, who: &InstallationId| -> bool {
+        n.get(who)
+            .await
+            .unwrap()
+            .expect("stored")
+            .push_channel_expired
+    };
+    // Three ids in three partitions.
+    let old = id("holder-old");
+    let mut others = (0..).map(|i| id(&format!("holder-{i}")));
+    let new = others
+        .by_ref()
+        .find(|n| a.partition_of(n) != a.partition_of(&old))
+        .unwrap();
+    let third = others
+        .find(|n| {
+            a.partition_of(n) != a.partition_of(&old) && a.partition_of(n) != a.partition_of(&new)
+        })
+        .unwrap();
+    let shared = PushHandle::fcm("shared-token").unwrap();
+    a.upsert(Installation::new(old.clone(), shared.clone()))
+        .await
+        .unwrap();
+    assert!(!expired(&b, &old).await);
+    // Taken by a write through the other node: answered once the move is done.
+    b.upsert(Installation::new(new.clone(), shared.clone()))
+        .await
+        .unwrap();
+    assert!(
+        expired(&a, &old).await,
+        "the previous holder still holds the handle"
+    );
+    assert!(!expired(&a, &new).await);
+    // Taken back by re-registering.
+    a.upsert(Installation::new(old.clone(), shared.clone()))
+        .await
+        .unwrap();
+    assert!(!expired(&b, &old).await);
+    assert!(expired(&b, &new).await);
+    // Taken by a patch that sets the handle.
+    b.upsert(Installation::new(
+        third.clone(),
+        PushHandle::fcm("own-token").unwrap(),
+    ))
+    .await
+    .unwrap();
+    a.patch(&third, &[PatchOp::SetHandle(shared.clone())])
+        .await
+        .unwrap();
+    assert!(expired(&b, &old).await);
+    assert!(!expired(&b, &third).await);
+    // Writes that leave the handle where it is move nothing.
+    a.patch(&third, &[PatchOp::AddTags(vec![Tag::new("x").unwrap()])])
+        .await
+        .unwrap();
+    b.upsert(Installation::new(third.clone(), shared.clone()))
+        .await
+        .unwrap();
+    assert!(!expired(&a, &third).await);
+    assert!(expired(&a, &old).await && expired(&a, &new).await);
+}
+
 const CHILD_URLS: &str = "TAGCAST_NODE_CHILD_URLS";
 
 /// The node that is killed: runs only when the parent starts this binary with `CHILD_URLS`.

@@ -31,14 +31,13 @@
 //!   and gives up partitions by the rendezvous assignment over live members, and
 //!   upsert/delete/patch/get routed to the partition's owner (locally, or by a core NATS
 //!   request answered by the owner's serving task; `wire` is the request format);
-//! - [`partition_of`]: which partition an installation id is in.
+//! - [`partition_of`]: which partition an installation id is in;
+//! - `handles`: handle uniqueness across partitions (an eventual index in a KV bucket).
 //!
-//! Not built yet (docs/operations.md, "Cluster mode"): hot standbys that follow the log (the
-//! standby only watches the lease; a new owner replays the whole log), cross-partition handle
-//! uniqueness, snapshots, planned leave and
-//! the harness's `cluster` command. The server's `[cluster]` (`src/server/cluster.rs`) serves
-//! installations and sends (native and template) from a [`Node`]; without `[cluster]`, tagcast is the
-//! single-node product.
+//! Not built yet (docs/operations.md, "Cluster mode"): object-store snapshots (partition logs
+//! are compacted and purged in place). The server's `[cluster]` (`src/server/cluster.rs`)
+//! serves the whole REST API from a [`Node`]; without `[cluster]`, tagcast is the single-node
+//! product.
 //!
 //! ```text
 //!  Cluster::connect(config, hub)
@@ -48,6 +47,7 @@
 //!    ├─ bucket  <prefix>_<hub>_meta     p<p>.<key> → the partition registry's metadata
 //!    ├─ bucket  <prefix>_<hub>_members  n.<node>, put every round by its node
 //!    ├─ bucket  <prefix>_<hub>_prog     p.<p> → {epoch, sends: {claimed, done_upto, counts}}
+//!    ├─ bucket  <prefix>_<hub>_handles  h.<platform>.<hash> → the handle's holder (handles.rs)
 //!    ├─ stream  <PREFIX>_<hub>_NOTIFY   sends, schedules, cancels (msg id = notification id)
 //!    └─ stream  <PREFIX>_<hub>_OUT      per-partition outcomes on out.<home partition>
 //!  cluster.partition_log(p) → PartitionLog (plog)     cluster.leases() → Leases (lease)
@@ -63,6 +63,7 @@ pub mod claims;
 pub mod config;
 pub mod driver;
 pub mod guard;
+mod handles;
 pub mod lease;
 mod members;
 pub mod node;
@@ -153,6 +154,7 @@ pub struct Cluster {
     notify: notify::NotifyLog,
     outcomes: notify::Outcomes,
     members: kv::Store,
+    handles: handles::Handles,
 }
 
 impl Cluster {
@@ -228,6 +230,14 @@ impl Cluster {
             },
         )
         .await?;
+        // Handle uniqueness across partitions (handles.rs): `h.<platform>.<hash>` → holder.
+        let handles = handles::Handles::new(
+            guard::ensure_kv(
+                &js,
+                bucket(format!("{}_{t}_handles", config.prefix), replicas),
+            )
+            .await?,
+        );
         let notify = notify::NotifyLog::ensure(&js, &config.prefix, &t, replicas).await?;
         let outcomes =
             notify::Outcomes::ensure(&js, &config.prefix, &t, replicas, config.partitions).await?;
@@ -241,6 +251,7 @@ impl Cluster {
             meta,
             claims: claims::Claims::new(prog),
             members,
+            handles,
             config,
         })
     }
@@ -341,6 +352,11 @@ impl Cluster {
     /// The core NATS client (routed writes).
     pub(crate) fn client(&self) -> async_nats::Client {
         self.js.client()
+    }
+
+    /// The handle index (handles.rs).
+    pub(crate) fn handles(&self) -> &handles::Handles {
+        &self.handles
     }
 
     /// The members bucket.

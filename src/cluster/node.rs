@@ -511,47 +511,7 @@ impl Node {
     /// Sends `op` to partition `p`'s owner until one answers other than "not owner", or the
     /// deadline.
     async fn route_to(&self, p: u16, op: Op) -> Result<Reply, NodeError> {
-        let inner = &self.inner;
-        let started = Instant::now();
-        let mut payload: Option<bytes::Bytes> = None;
-        let mut backoff = BACKOFF_FIRST;
-        loop {
-            let served = inner.owned.lock().get(&p).map(|o| o.served.clone());
-            let (route, r) = match served {
-                Some(s) => ("local", Ok(inner.apply_local(&s, op.clone()).await)),
-                None => {
-                    let body = payload
-                        .get_or_insert_with(|| wire::encode_op(&op).into())
-                        .clone();
-                    ("remote", inner.request(p, body).await)
-                }
-            };
-            let last = match r {
-                Ok(Reply::NotOwner) => "not the owner (ownership moving)".to_owned(),
-                Ok(reply) => {
-                    metrics::histogram!(
-                        m::CLUSTER_WRITE_ROUTE_SECONDS,
-                        "hub" => inner.cluster.hub().to_owned(),
-                        "route" => route
-                    )
-                    .record(started.elapsed().as_secs_f64());
-                    return match reply {
-                        Reply::Refused(e) => Err(NodeError::Refused(e)),
-                        r => Ok(r),
-                    };
-                }
-                Err(e) => e,
-            };
-            if started.elapsed() + backoff > inner.route_deadline {
-                return Err(NodeError::Unavailable {
-                    partition: p,
-                    waited: started.elapsed(),
-                    last,
-                });
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-        }
+        self.inner.route_to(p, op).await
     }
 }
 
@@ -1154,6 +1114,52 @@ impl Inner {
         Ok((out, held.0, held.1))
     }
 
+    /// Sends `op` to partition `p`'s owner until one answers other than "not owner", or
+    /// the deadline.
+    async fn route_to(&self, p: u16, op: Op) -> Result<Reply, NodeError> {
+        let inner = self;
+        let started = Instant::now();
+        let mut payload: Option<bytes::Bytes> = None;
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            let served = inner.owned.lock().get(&p).map(|o| o.served.clone());
+            let (route, r) = match served {
+                Some(s) => ("local", Ok(inner.apply_local(&s, op.clone()).await)),
+                None => {
+                    let body = payload
+                        .get_or_insert_with(|| wire::encode_op(&op).into())
+                        .clone();
+                    ("remote", inner.request(p, body).await)
+                }
+            };
+            let last = match r {
+                Ok(Reply::NotOwner) => "not the owner (ownership moving)".to_owned(),
+                Ok(reply) => {
+                    metrics::histogram!(
+                        m::CLUSTER_WRITE_ROUTE_SECONDS,
+                        "hub" => inner.cluster.hub().to_owned(),
+                        "route" => route
+                    )
+                    .record(started.elapsed().as_secs_f64());
+                    return match reply {
+                        Reply::Refused(e) => Err(NodeError::Refused(e)),
+                        r => Ok(r),
+                    };
+                }
+                Err(e) => e,
+            };
+            if started.elapsed() + backoff > inner.route_deadline {
+                return Err(NodeError::Unavailable {
+                    partition: p,
+                    waited: started.elapsed(),
+                    last,
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
     /// Runs `op` on a partition served here.
     async fn apply_local(&self, served: &Served, op: Op) -> Reply {
         let _in_flight = served.drain.read().await;
@@ -1178,7 +1184,25 @@ impl Inner {
             reg.storage_failure()
                 .map(|cause| RegistryError::StorageFailed { cause })
         };
+        // A write that may give its installation a handle: claimed in the handle index after
+        // it is acknowledged (handles.rs).
+        let takes_handle = match &op {
+            Op::Upsert(i) | Op::UpsertIf(i, _) => Some(i.id.clone()),
+            Op::Patch(id, ops) | Op::PatchAt(id, ops, _)
+                if ops.iter().any(|o| matches!(o, PatchOp::SetHandle(_))) =>
+            {
+                Some(id.clone())
+            }
+            _ => None,
+        };
         let r = match op {
+            Op::ExpireChannel(id, h) => reg.expire_channel_async(&id, &h).await.map(|marked| {
+                Reply::Written(if marked {
+                    WriteOutcome::Updated
+                } else {
+                    WriteOutcome::Unchanged
+                })
+            }),
             Op::Upsert(i) => reg.upsert_async(i).await.map(Reply::Written),
             Op::Delete(id) => reg.delete_async(&id).await.map(Reply::Deleted),
             Op::Patch(id, ops) => reg.patch_async(&id, &ops).await.map(Reply::Written),
@@ -1196,6 +1220,20 @@ impl Inner {
                 Some(e) => Err(e),
             },
         };
+        if let (Ok(Reply::Written(_)), Some(id)) = (&r, takes_handle) {
+            // The write is durable whatever happens here: a failed claim leaves the handle
+            // with both installations until one of them is written again (said in
+            // docs/operations.md).
+            if let Err(e) = self.move_handle(served, &id).await {
+                tracing::warn!(
+                    hub = %self.cluster.hub(),
+                    installation = %id.as_str(),
+                    error = %e,
+                    "handle index not updated; a previous holder in another partition keeps \
+                     the handle until either is written again"
+                );
+            }
+        }
         match r {
             Ok(reply) => reply,
             Err(RegistryError::VersionMismatch { current, .. }) => {
@@ -1208,6 +1246,35 @@ impl Inner {
                 Reply::NotOwner
             }
             Err(e) => Reply::Refused(e.to_string()),
+        }
+    }
+
+    /// Claims the handle `id` now holds in the hub's handle index and, when an installation
+    /// of another partition held it, has that partition's owner mark it expired (handles.rs).
+    async fn move_handle(&self, served: &Served, id: &InstallationId) -> Result<(), String> {
+        let Some(inst) = served.registry.get(id) else {
+            // Deleted since: nothing holds the handle through it.
+            return Ok(());
+        };
+        let previous = self
+            .cluster
+            .handles()
+            .claim(&inst.handle, id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(previous) = previous else {
+            return Ok(());
+        };
+        let p = super::partition_of(&previous, self.cluster.config().partitions);
+        if p == served.partition {
+            // The partition's registry moved it with the write.
+            return Ok(());
+        }
+        // Boxed: the owner may be this node, and `route_to` runs `apply_local`.
+        let op = Op::ExpireChannel(previous, inst.handle);
+        match Box::pin(self.route_to(p, op)).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("expiring the previous holder: {e}")),
         }
     }
 

@@ -40,6 +40,9 @@ pub(crate) enum Op {
     PatchAt(InstallationId, Vec<PatchOp>, Version),
     /// A page of one partition's installation ids.
     List(ListQuery),
+    /// Marks the installation `push_channel_expired` if it still holds the handle (another
+    /// partition's installation took it: handles.rs).
+    ExpireChannel(InstallationId, PushHandle),
 }
 
 /// The largest page a listing takes (the registrations API's `$top` maximum).
@@ -125,7 +128,8 @@ impl Op {
             | Op::Get(id)
             | Op::Patch(id, _)
             | Op::DeleteIf(id, _)
-            | Op::PatchAt(id, _, _) => Some(id),
+            | Op::PatchAt(id, _, _)
+            | Op::ExpireChannel(id, _) => Some(id),
             Op::List(_) => None,
         }
     }
@@ -178,6 +182,10 @@ enum WireOp {
         id: String,
         ops: Vec<WirePatch>,
         version: u64,
+    },
+    ExpireChannel {
+        id: String,
+        handle: WireHandle,
     },
     List {
         partition: u16,
@@ -506,6 +514,10 @@ pub(crate) fn encode_op(op: &Op) -> Vec<u8> {
             ops: ops.iter().map(patch_out).collect(),
             version: v.get(),
         },
+        Op::ExpireChannel(id, h) => WireOp::ExpireChannel {
+            id: id.as_str().to_owned(),
+            handle: handle_out(h),
+        },
         Op::List(q) => WireOp::List {
             partition: q.partition,
             after: q.after.clone(),
@@ -538,6 +550,7 @@ pub(crate) fn decode_op(b: &[u8]) -> Result<Op, String> {
             ops.into_iter().map(patch_in).collect::<Result<_, _>>()?,
             Version::from(version),
         ),
+        WireOp::ExpireChannel { id, handle } => Op::ExpireChannel(id_in(id)?, handle_in(handle)?),
         WireOp::List {
             partition,
             after,
@@ -679,6 +692,7 @@ mod tests {
                 top: 1,
                 filter: ListFilter::Channel("DeviceToken eq 'ab'".into()),
             }),
+            Op::ExpireChannel(id.clone(), PushHandle::apns("00ff").unwrap()),
             Op::List(ListQuery {
                 partition: 1,
                 after: None,

@@ -1210,6 +1210,57 @@ impl Registry {
         self.durable_async(applied).await
     }
 
+    /// Marks installation `id` `push_channel_expired` (it stops receiving sends) if it still
+    /// holds `handle` and is not expired yet, as taking the handle within one registry does
+    /// for the previous holder. Cluster mode calls it when an installation of another
+    /// partition took the handle. Whether it marked it; durable when it returns.
+    #[cfg(feature = "cluster")]
+    pub(crate) async fn expire_channel_async(
+        &self,
+        id: &InstallationId,
+        handle: &PushHandle,
+    ) -> Result<bool, RegistryError> {
+        let applied = on_runtime(|| -> Result<(bool, Option<Pending>), RegistryError> {
+            self.check_writable()?;
+            let pid = self.partition_of(id.as_str());
+            let mut p = self.inner.partitions[pid as usize].write();
+            let Some(slot) = p.find_id(id.as_str()) else {
+                return Ok((false, None));
+            };
+            let Some(old) = p.record(slot).filter(|r| {
+                !r.channel_expired()
+                    && r.platform() == handle.platform()
+                    && r.handle_key() == handle.key()
+            }) else {
+                return Ok((false, None));
+            };
+            let now = now_ms();
+            let mut expired = self.stored_form(&p, slot, old);
+            expired.push_channel_expired = true;
+            expired.last_update_ms = now;
+            let version = self.next_version();
+            let old_pos = old.log_pos();
+            let templates = p.templates(slot).cloned();
+            let mut w = self.inner.log.writer();
+            w.kill(old_pos);
+            let pos = w.record(pid, version, &store::encode(&expired));
+            let mem = rebuild_mem(old, true, now, version, pos);
+            // The expired copy holds its own references; the old record keeps its own for
+            // rollback.
+            for t in old.tags() {
+                self.inner.interner.retain(t);
+            }
+            let before = (old.to_mem(), templates.clone());
+            let holder_id: Box<str> = old.id().into();
+            w.finish();
+            p.replace(slot, mem, templates);
+            self.retire(&mut p, pos, holder_id, Some(before));
+            drop(p);
+            Ok((true, self.written().map(|seq| Pending { seq, pos })))
+        })?;
+        self.durable_async(applied).await
+    }
+
     /// Writes many installations with one wait for durability. Results are in input order;
     /// an invalid installation fails alone.
     pub fn upsert_batch(
