@@ -223,6 +223,17 @@ async fn two_servers_share_installations_and_sends_through_the_cluster() {
     let apns = all_of(&body, "ApnsOutcomeCounts");
     assert_eq!(apns.len(), 1, "{body}");
     assert_eq!(count(&apns[0], "Success"), Some(live), "{body}");
+    // The node's metrics: owned partitions, chunk and claim latencies.
+    let m = call(s1.server.local_addr(), "GET", "/metrics", &[], b"").await;
+    assert_eq!(m.status, 200, "{m:?}");
+    for name in [
+        "tagcast_cluster_owned_partitions",
+        "tagcast_cluster_chunk_seconds",
+        "tagcast_cluster_claim_cas_seconds",
+        "tagcast_cluster_write_route_seconds",
+    ] {
+        assert!(m.body.contains(name), "{name} missing from /metrics");
+    }
     let per = deliveries_per_handle(&bed);
     assert_eq!(per.len() as u64, live, "{per:?}");
     assert!(per.values().all(|n| *n == 1), "a duplicate: {per:?}");

@@ -232,6 +232,7 @@ impl Claims {
         }
         c.progress.epoch = c.epoch;
         let value = Bytes::from(serde_json::to_vec(&c.progress).expect("progress serialises"));
+        let started = std::time::Instant::now();
         let r = match c.revision {
             Some(rev) => self
                 .kv
@@ -260,6 +261,13 @@ impl Claims {
                 }
             }),
         };
+        if r.is_ok() {
+            metrics::histogram!(
+                crate::dispatch::metrics::CLUSTER_CLAIM_CAS_SECONDS,
+                "bucket" => self.kv.name.clone()
+            )
+            .record(started.elapsed().as_secs_f64());
+        }
         c.revision = Some(r?);
         Ok(())
     }

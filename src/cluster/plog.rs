@@ -164,12 +164,21 @@ impl PartitionLog {
             .headers(headers)
             .message_id(msg_id.clone())
             .expected_last_subject_sequence(w.last_seq);
+        let started = std::time::Instant::now();
         let ack = self
             .js
             .send_publish(self.subject.clone(), publish)
             .await
             .map_err(|e| AppendError::Other(ClusterError::Nats(format!("publish: {e}"))))?;
-        match ack.await {
+        let ack = ack.await;
+        if ack.is_ok() {
+            metrics::histogram!(
+                crate::dispatch::metrics::CLUSTER_CHUNK_SECONDS,
+                "stream" => self.stream.clone()
+            )
+            .record(started.elapsed().as_secs_f64());
+        }
+        match ack {
             Ok(a) if a.duplicate => {
                 // Stored before (a retry after a lost ack): the stored copy's sequence.
                 w.next += 1;

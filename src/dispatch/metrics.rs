@@ -35,6 +35,13 @@ pub const CLUSTER_WRITE_ROUTE_SECONDS: &str = "tagcast_cluster_write_route_secon
 /// Counter (cluster mode): an older owner's unfinished send claims settled on a partition
 /// (re-sent at least once, or skipped at most once), labels `hub`.
 pub const CLUSTER_CLAIM_TAKEOVERS: &str = "tagcast_cluster_claim_takeovers_total";
+/// Histogram (cluster mode): seconds from a registry chunk's publish to its JetStream ack
+/// (stored on a majority of the stream's replicas), label `stream` (the partition log's
+/// stream, `<PREFIX>_<hub>_REG_<g>`).
+pub const CLUSTER_CHUNK_SECONDS: &str = "tagcast_cluster_chunk_seconds";
+/// Histogram (cluster mode): seconds of one compare-and-set of a partition's send progress
+/// (a claim, a range done), label `bucket` (`<prefix>_<hub>_prog`).
+pub const CLUSTER_CLAIM_CAS_SECONDS: &str = "tagcast_cluster_claim_cas_seconds";
 /// Gauge `{hub, node}`: partitions this node is the hot standby of (following their logs).
 pub const CLUSTER_STANDBY_PARTITIONS: &str = "tagcast_cluster_standby_partitions";
 /// Gauge `{hub, node}`: the most log messages any of this node's standby copies is behind
@@ -81,5 +88,15 @@ pub fn describe() {
         CLUSTER_WRITE_ROUTE_SECONDS,
         metrics::Unit::Seconds,
         "Routed write latency, retries included"
+    );
+    metrics::describe_histogram!(
+        CLUSTER_CHUNK_SECONDS,
+        metrics::Unit::Seconds,
+        "Registry chunk publish to JetStream ack"
+    );
+    metrics::describe_histogram!(
+        CLUSTER_CLAIM_CAS_SECONDS,
+        metrics::Unit::Seconds,
+        "Send-progress compare-and-set latency"
     );
 }
