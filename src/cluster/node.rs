@@ -119,6 +119,29 @@ pub enum NodeError {
 /// A running cluster node for one hub. Dropping it stops its tasks and drops its partitions
 /// without handing them over (as a crash would: others take them after lease + margin);
 /// [`Node::leave`] first hands them over.
+///
+/// An embedder runs one per process (`tagcast serve` with `[cluster]` does the same):
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use tagcast::cluster::{Cluster, ClusterConfig, Delivery, Node};
+/// use tagcast::{
+///     Audience, Engine, EngineConfig, Installation, InstallationId, Notification, PushHandle,
+///     RegistryConfig, SendRequest,
+/// };
+///
+/// let config = ClusterConfig::new("node-a", &["nats://127.0.0.1:4222"]);
+/// let mut node = Node::start(Cluster::connect(config, "myhub").await?, RegistryConfig::default());
+/// // The sends of the partitions this node owns go out through this engine.
+/// node.run_sends(Engine::without_registry(EngineConfig::default())?);
+/// let device = Installation::new(InstallationId::new("dev-1")?, PushHandle::fcm("token")?);
+/// node.upsert(device).await?; // acknowledged: in its partition's log
+/// let request = SendRequest::native(Notification::new(), Audience::All);
+/// let id = node.send(&request, Delivery::AtLeastOnce, None).await?; // stored in NOTIFY
+/// let totals = node.totals(id).await?; // summed over the partitions that reported
+/// # let _ = totals;
+/// # Ok(()) }
+/// ```
 pub struct Node {
     inner: Arc<Inner>,
     tasks: Vec<JoinHandle<()>>,
@@ -463,6 +486,33 @@ impl Node {
             }
         }
         Ok(pick.finish())
+    }
+
+    /// Stores a send in the hub's `NOTIFY` queue under a fresh notification id: every node
+    /// runs it on the partitions it owns, at or after `not_before`, settling a crashed
+    /// owner's claim per `delivery`. Returns once the queue acknowledged it.
+    pub async fn send(
+        &self,
+        request: &crate::SendRequest,
+        delivery: super::Delivery,
+        not_before: Option<std::time::SystemTime>,
+    ) -> Result<crate::NotificationId, ClusterError> {
+        let id = crate::NotificationId::random();
+        self.cluster()
+            .notify()
+            .accept(id, request, delivery, not_before, None)
+            .await?;
+        Ok(id)
+    }
+
+    /// A send's totals summed at its home partition (`OUT`); `None` until a partition has
+    /// reported it.
+    pub async fn totals(
+        &self,
+        id: crate::NotificationId,
+    ) -> Result<Option<super::notify::Totals>, ClusterError> {
+        let out = self.cluster().outcomes();
+        Ok(out.collect(out.home(id)).await?.remove(&id.to_string()))
     }
 
     /// Test hook (a SIGSTOP of the node's own work): stops the loop (no renewals, no

@@ -187,15 +187,11 @@ impl ClusterHub {
         request: &SendRequest,
         not_before: Option<SystemTime>,
     ) -> Result<NotificationId, Fail> {
-        let id = NotificationId::random();
         self.node()
             .await?
-            .cluster()
-            .notify()
-            .accept(id, request, self.delivery, not_before, None)
+            .send(request, self.delivery, not_before)
             .await
-            .map_err(nats_fail)?;
-        Ok(id)
+            .map_err(nats_fail)
     }
 
     /// Stores a cancel of `id` (a tombstone): partitions that have not started the send skip
@@ -214,10 +210,7 @@ impl ClusterHub {
     /// The send's totals summed at its home partition, `None` when no partition reported
     /// yet.
     pub(crate) async fn totals(&self, id: NotificationId) -> Result<Option<Totals>, Fail> {
-        let node = self.node().await?;
-        let out = node.cluster().outcomes();
-        let mut all = out.collect(out.home(id)).await.map_err(nats_fail)?;
-        Ok(all.remove(&id.to_string()))
+        self.node().await?.totals(id).await.map_err(nats_fail)
     }
 
     /// A test send (`?test=true`): at most `max` matching devices, found by asking every
