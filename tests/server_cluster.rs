@@ -20,8 +20,10 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use common::{apns_token, eventually};
-use rest::{apns_inst, apns_send_headers, call, hub_path, inst_path, sas, Answer, ALERT, KEY};
-use tagcast::nh::notification_xml::{NH_NAMESPACE, XSI_NAMESPACE};
+use rest::{
+    apns_inst, apns_send_headers, apple_registration, call, hub_path, inst_path, job_body, sas,
+    Answer, ALERT, KEY,
+};
 use tagcast::server::{Server, ServerConfig};
 use tagcast_mock::apns::ApnsConfig;
 use tagcast_mock::nats::NatsCluster;
@@ -479,17 +481,6 @@ async fn two_servers_share_installations_and_sends_through_the_cluster() {
     }
 }
 
-/// An Apple registration's Atom entry for device `i` with `tags` (comma-separated).
-fn apple_registration(i: u64, tags: &str) -> String {
-    format!(
-        "<?xml version=\"1.0\" encoding=\"utf-8\"?><entry xmlns=\"http://www.w3.org/2005/Atom\">\
-         <content type=\"application/xml\"><AppleRegistrationDescription xmlns=\"{NH_NAMESPACE}\" \
-         xmlns:i=\"{XSI_NAMESPACE}\"><Tags>{tags}</Tags><DeviceToken>{}</DeviceToken>\
-         </AppleRegistrationDescription></content></entry>",
-        apns_token(i).to_ascii_uppercase()
-    )
-}
-
 /// Every id of a registration listing at `path` (`?$top=2&…`), page by page, each page from
 /// the other node.
 async fn walk(nodes: &[Node], path: &str) -> Vec<String> {
@@ -705,19 +696,6 @@ async fn versions_and_registrations_work_across_the_cluster() {
     for n in nodes {
         n.server.shutdown().await;
     }
-}
-
-/// The JS SDK's `submitNotificationHubJob` body.
-fn job_body(ty: &str, out: &str, input: Option<&str>) -> String {
-    let imp = input
-        .map(|i| format!("<ImportFileUri><![CDATA[{i}]]></ImportFileUri>"))
-        .unwrap_or_default();
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?><entry xmlns=\"http://www.w3.org/2005/Atom\">\
-         <content type=\"application/xml\"><NotificationHubJob xmlns=\"{NH_NAMESPACE}\" \
-         xmlns:i=\"{XSI_NAMESPACE}\"><Type>{ty}</Type><OutputContainerUri><![CDATA[{out}]]>\
-         </OutputContainerUri>{imp}</NotificationHubJob></content></entry>"
-    )
 }
 
 /// Submits a job on `node` and waits until it ends; returns its id and final entry.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{apns_token, eventually};
-use rest::{apns_inst, inst_path, sas, Answer, Env, Setup, HUB, KEY};
+use rest::{apns_inst, inst_path, job_body, sas, Answer, Env, Setup, HUB, KEY};
 use tagcast::nh::notification_xml::{NH_NAMESPACE, XSI_NAMESPACE};
 use tagcast::server::Server;
 
@@ -63,19 +63,6 @@ fn hub_two(dir: &Path) -> String {
 
 fn jobs_path(hub: &str, rest: &str) -> String {
     format!("/{hub}/jobs{rest}?api-version=2020-06")
-}
-
-/// What the JS SDK sends to `submitNotificationHubJob` (§4.7 [TEST]).
-fn job_body(ty: &str, out: &str, input: Option<&str>) -> String {
-    let imp = input
-        .map(|i| format!("<ImportFileUri><![CDATA[{i}]]></ImportFileUri>"))
-        .unwrap_or_default();
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?><entry xmlns=\"http://www.w3.org/2005/Atom\">\
-         <updated>2024-01-01T00:00:00.000Z</updated><content type=\"application/xml\">\
-         <NotificationHubJob xmlns=\"{NH_NAMESPACE}\" xmlns:i=\"{XSI_NAMESPACE}\"><Type>{ty}</Type>\
-         <OutputContainerUri><![CDATA[{out}]]></OutputContainerUri>{imp}</NotificationHubJob></content></entry>"
-    )
 }
 
 /// Every `<tag>…</tag>` text in `xml`, in order.

@@ -18,8 +18,10 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use common::{apns_token, eventually};
-use rest::{apns_inst, apns_send_headers, hub_path, inst_path, Answer, Env, Setup, ALERT, HUB};
-use tagcast::nh::notification_xml::{NH_NAMESPACE, XSI_NAMESPACE};
+use rest::{
+    apns_inst, apns_send_headers, apple_registration, hub_path, inst_path, Answer, Env, Setup,
+    ALERT, HUB,
+};
 use tagcast_mock::apns::ApnsConfig;
 
 /// A server with the APNs mock and `hub` after the keys (e.g. `[hub.limits]`).
@@ -366,17 +368,6 @@ async fn installation_and_template_quotas() {
         .await;
     assert_eq!(a.status, 200, "{a:?}");
     env.server.shutdown().await;
-}
-
-/// An Apple registration for device `i` with `tags`.
-fn apple_registration(i: u64, tags: &str) -> String {
-    format!(
-        "<?xml version=\"1.0\" encoding=\"utf-8\"?><entry xmlns=\"http://www.w3.org/2005/Atom\">\
-         <content type=\"application/xml\"><AppleRegistrationDescription xmlns=\"{NH_NAMESPACE}\" \
-         xmlns:i=\"{XSI_NAMESPACE}\"><Tags>{tags}</Tags><DeviceToken>{}</DeviceToken>\
-         </AppleRegistrationDescription></content></entry>",
-        apns_token(i).to_ascii_uppercase()
-    )
 }
 
 // audit M6: a PATCH racing a DELETE never brings the installation back.

@@ -418,6 +418,16 @@ struct Pending {
     pos: u64,
 }
 
+/// An installation's expired copy, logged and not yet installed ([`Registry::log_expired`]).
+struct ExpiredCopy {
+    mem: MemRecord,
+    templates: Option<partition::Templates>,
+    /// What it replaces, kept until the change is durable.
+    before: (MemRecord, Option<partition::Templates>),
+    id: Box<str>,
+    pos: u64,
+}
+
 /// A write ready to apply: both forms of the record.
 struct Prepared {
     pid: u16,
@@ -1082,21 +1092,7 @@ impl Registry {
             return Ok((self.install(own, prep, version, pos, slot), pos));
         };
         // Both records go into the same chunk (one lock hold): they survive a crash together.
-        let mut expired = self.stored_form(holder_part, hslot, old);
-        expired.push_channel_expired = true;
-        expired.last_update_ms = now;
-        let expired_version = self.next_version();
-        let old_pos = old.log_pos();
-        let old_templates = holder_part.templates(hslot).cloned();
-        w.kill(old_pos);
-        let expired_pos = w.record(hpid, expired_version, &store::encode(&expired));
-        let expired_mem = rebuild_mem(old, true, now, expired_version, expired_pos);
-        // The expired copy holds its own references; the old record keeps its own for rollback.
-        for t in old.tags() {
-            self.inner.interner.retain(t);
-        }
-        let holder_before = (old.to_mem(), old_templates.clone());
-        let holder_id: Box<str> = old.id().into();
+        let x = self.log_expired(&mut w, holder_part, hpid, hslot, old, now);
         w.finish();
         // Own change first: undo records of a partition are in log order.
         let outcome = self.install(own, prep, version, pos, slot);
@@ -1104,9 +1100,41 @@ impl Registry {
             Some(o) => o,
             None => own,
         };
-        holder.replace(hslot, expired_mem, old_templates);
-        self.retire(holder, expired_pos, holder_id, Some(holder_before));
-        Ok((outcome, expired_pos))
+        holder.replace(hslot, x.mem, x.templates);
+        self.retire(holder, x.pos, x.id, Some(x.before));
+        Ok((outcome, x.pos))
+    }
+
+    /// Logs (with `w`) the copy of `old`, in partition `pid` at `slot`, marked
+    /// `push_channel_expired`, replacing it; returns what the caller installs once the log
+    /// writer is finished (`Partition::replace`, then `retire`).
+    fn log_expired(
+        &self,
+        w: &mut log::Writer<'_>,
+        part: &Partition,
+        pid: u16,
+        slot: u32,
+        old: partition::Rec<'_>,
+        now: u64,
+    ) -> ExpiredCopy {
+        let mut expired = self.stored_form(part, slot, old);
+        expired.push_channel_expired = true;
+        expired.last_update_ms = now;
+        let version = self.next_version();
+        let templates = part.templates(slot).cloned();
+        w.kill(old.log_pos());
+        let pos = w.record(pid, version, &store::encode(&expired));
+        // The expired copy holds its own references; the old record keeps its own for rollback.
+        for t in old.tags() {
+            self.inner.interner.retain(t);
+        }
+        ExpiredCopy {
+            mem: rebuild_mem(old, true, now, version, pos),
+            before: (old.to_mem(), templates.clone()),
+            templates,
+            id: old.id().into(),
+            pos,
+        }
     }
 
     /// Takes back every write that is not durable, after the store failed (see `undo.rs`):
@@ -1234,29 +1262,13 @@ impl Registry {
             }) else {
                 return Ok((false, None));
             };
-            let now = now_ms();
-            let mut expired = self.stored_form(&p, slot, old);
-            expired.push_channel_expired = true;
-            expired.last_update_ms = now;
-            let version = self.next_version();
-            let old_pos = old.log_pos();
-            let templates = p.templates(slot).cloned();
             let mut w = self.inner.log.writer();
-            w.kill(old_pos);
-            let pos = w.record(pid, version, &store::encode(&expired));
-            let mem = rebuild_mem(old, true, now, version, pos);
-            // The expired copy holds its own references; the old record keeps its own for
-            // rollback.
-            for t in old.tags() {
-                self.inner.interner.retain(t);
-            }
-            let before = (old.to_mem(), templates.clone());
-            let holder_id: Box<str> = old.id().into();
+            let x = self.log_expired(&mut w, &p, pid, slot, old, now_ms());
             w.finish();
-            p.replace(slot, mem, templates);
-            self.retire(&mut p, pos, holder_id, Some(before));
+            p.replace(slot, x.mem, x.templates);
+            self.retire(&mut p, x.pos, x.id, Some(x.before));
             drop(p);
-            Ok((true, self.written().map(|seq| Pending { seq, pos })))
+            Ok((true, self.written().map(|seq| Pending { seq, pos: x.pos })))
         })?;
         self.durable_async(applied).await
     }

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use tagcast::nh::notification_xml::{NH_NAMESPACE, XSI_NAMESPACE};
 use tagcast::nh::sas::token;
 use tagcast::server::{Server, ServerConfig};
 use tagcast_mock::apns::{self, ApnsConfig, MockApns, TEST_KEY_PEM};
@@ -377,3 +378,28 @@ pub fn apns_send_headers(
 
 /// A small APNs alert body.
 pub const ALERT: &[u8] = br#"{"aps":{"alert":"hardening"}}"#;
+
+/// An Apple registration's Atom entry (`PUT /registrations/{id}`) for device `i` with `tags`
+/// (comma-separated).
+pub fn apple_registration(i: u64, tags: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><entry xmlns=\"http://www.w3.org/2005/Atom\">\
+         <content type=\"application/xml\"><AppleRegistrationDescription xmlns=\"{NH_NAMESPACE}\" \
+         xmlns:i=\"{XSI_NAMESPACE}\"><Tags>{tags}</Tags><DeviceToken>{}</DeviceToken>\
+         </AppleRegistrationDescription></content></entry>",
+        apns_token(i).to_ascii_uppercase()
+    )
+}
+
+/// What the JS SDK sends to `submitNotificationHubJob` (nh-rest-api.md §4.7 [TEST]).
+pub fn job_body(ty: &str, out: &str, input: Option<&str>) -> String {
+    let imp = input
+        .map(|i| format!("<ImportFileUri><![CDATA[{i}]]></ImportFileUri>"))
+        .unwrap_or_default();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?><entry xmlns=\"http://www.w3.org/2005/Atom\">\
+         <updated>2024-01-01T00:00:00.000Z</updated><content type=\"application/xml\">\
+         <NotificationHubJob xmlns=\"{NH_NAMESPACE}\" xmlns:i=\"{XSI_NAMESPACE}\"><Type>{ty}</Type>\
+         <OutputContainerUri><![CDATA[{out}]]></OutputContainerUri>{imp}</NotificationHubJob></content></entry>"
+    )
+}
