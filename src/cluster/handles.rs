@@ -8,8 +8,13 @@
 //!    └─ claim(H, I): KV <prefix>_<hub>_handles, key h.<platform>.<xxh3(H) hex> → {id, handle}
 //!         compare-and-set; the value it replaced names the previous holder J
 //!    └─ J ≠ I, in another partition: expire_channel(J, H) routed to p(J)'s owner, which
-//!         marks J expired if J still holds H (so a later re-registration of J wins again)
+//!         marks J expired if J still holds H and the index does not name J again (J took
+//!         the handle back meanwhile: its own claim expires I)
 //! ```
+//!
+//! The move runs after the write, outside the partition's gate (a handoff does not wait for
+//! it). One race is left: J re-registering between the index read at p(J) and the expiry,
+//! with its claim landing after the expiry, leaves both expired until either is written again.
 //!
 //! The invariant holds a few commit latencies after the write is answered, not with it: a
 //! node that dies between its write and the claim leaves J holding H until I is written again
@@ -60,6 +65,25 @@ fn handle_text(h: &PushHandle) -> String {
 impl Handles {
     pub(crate) fn new(kv: kv::Store) -> Handles {
         Handles { kv }
+    }
+
+    /// The installation the index names as `handle`'s holder.
+    pub(crate) async fn holder(
+        &self,
+        handle: &PushHandle,
+    ) -> Result<Option<InstallationId>, ClusterError> {
+        let k = key(handle);
+        let entry = self
+            .kv
+            .entry(&k)
+            .await
+            .map_err(|e| ClusterError::Nats(format!("handle index {k}: {e}")))?;
+        let text = handle_text(handle);
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| serde_json::from_slice::<Holder>(&e.value).ok())
+            .filter(|h| h.handle == text)
+            .and_then(|h| InstallationId::new(h.id).ok()))
     }
 
     /// Records that `id` holds `handle`; returns the installation that held it before, if

@@ -488,6 +488,32 @@ impl Node {
         Ok(pick.finish())
     }
 
+    /// One page of partition `p`'s ids in id order: the `top` smallest after `after` that
+    /// pass `filter`, and whether more follow (an export walks the partitions one by one).
+    pub async fn list_partition(
+        &self,
+        p: u16,
+        after: Option<&str>,
+        top: usize,
+        filter: ListFilter,
+    ) -> Result<(Vec<String>, bool), NodeError> {
+        let top = top.clamp(1, wire::MAX_LIST_TOP);
+        let op = Op::List(ListQuery {
+            partition: p,
+            after: after.map(str::to_owned),
+            top,
+            filter,
+        });
+        match self.route_to(p, op).await? {
+            Reply::Listed(ids) => {
+                let mut pick = super::Smallest::new(after.map(str::to_owned), top);
+                ids.iter().for_each(|id| pick.offer(id));
+                Ok(pick.finish())
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Stores a send in the hub's `NOTIFY` queue under a fresh notification id: every node
     /// runs it on the partitions it owns, at or after `not_before`, settling a crashed
     /// owner's claim per `delivery`. Returns once the queue acknowledged it.
@@ -1212,7 +1238,7 @@ impl Inner {
 
     /// Runs `op` on a partition served here.
     async fn apply_local(&self, served: &Served, op: Op) -> Reply {
-        let _in_flight = served.drain.read().await;
+        let in_flight = served.drain.read().await;
         if !served.open.load(Ordering::Acquire) {
             return Reply::NotOwner;
         }
@@ -1246,13 +1272,20 @@ impl Inner {
             _ => None,
         };
         let r = match op {
-            Op::ExpireChannel(id, h) => reg.expire_channel_async(&id, &h).await.map(|marked| {
-                Reply::Written(if marked {
-                    WriteOutcome::Updated
-                } else {
-                    WriteOutcome::Unchanged
-                })
-            }),
+            Op::ExpireChannel(id, h) => match self.cluster.handles().holder(&h).await {
+                // The holder took the handle back since this was sent (it re-registered and
+                // claimed again): expiring it now would leave the handle with nobody.
+                Ok(Some(now)) if now == id => Ok(Reply::Written(WriteOutcome::Unchanged)),
+                Ok(_) => reg.expire_channel_async(&id, &h).await.map(|marked| {
+                    Reply::Written(if marked {
+                        WriteOutcome::Updated
+                    } else {
+                        WriteOutcome::Unchanged
+                    })
+                }),
+                // Retried by the sender (the index is unreachable).
+                Err(_) => return Reply::NotOwner,
+            },
             Op::Upsert(i) => reg.upsert_async(i).await.map(Reply::Written),
             Op::Delete(id) => reg.delete_async(&id).await.map(Reply::Deleted),
             Op::Patch(id, ops) => reg.patch_async(&id, &ops).await.map(Reply::Written),
@@ -1270,6 +1303,10 @@ impl Inner {
                 Some(e) => Err(e),
             },
         };
+        // The handle moves outside the partition's gate: it may wait for another partition's
+        // owner, which must not hold up this partition's handoff (nor, through a handoff of
+        // that partition waiting on a move into this one, deadlock the two).
+        drop(in_flight);
         if let (Ok(Reply::Written(_)), Some(id)) = (&r, takes_handle) {
             // The write is durable whatever happens here: a failed claim leaves the handle
             // with both installations until one of them is written again (said in

@@ -62,14 +62,19 @@ pub fn matches(filter: &str, inst: &Installation) -> Result<bool, String> {
     Ok(true)
 }
 
-/// Checks that `filter` can be read, without a device to match: the same errors as
-/// [`matches`] gives for every device.
+/// Checks that every clause of `filter` can be read and names a channel field: then
+/// [`matches`] gives no error for any device.
 pub fn check(filter: &str) -> Result<(), String> {
-    let probe = Installation::new(
-        super::InstallationId::new("filter-probe").expect("a valid id"),
-        PushHandle::fcm("probe").expect("a valid token"),
-    );
-    matches(filter, &probe).map(|_| ())
+    for clause in filter.split(" and ") {
+        let clause = clause.trim();
+        let (field, _) = clause
+            .split_once(" eq ")
+            .ok_or_else(|| format!("$filter: cannot read {clause:?} (Field eq 'value')"))?;
+        if !CHANNEL_FIELDS.contains(&field.trim()) {
+            return Err(format!("$filter: unknown field {:?}", field.trim()));
+        }
+    }
+    Ok(())
 }
 
 /// Decodes `%XX` escapes (either hex case); `+` stays `+`. `None` for a bad escape or bytes
@@ -113,6 +118,9 @@ mod tests {
         assert!(check("Colour eq 'x'").is_err());
         assert!(check("DeviceToken = 'x'").is_err());
         assert!(check("DeviceToken eq 'x' and ChannelUri eq 'y'").is_ok());
+        // Every clause is checked, also after one a device would fail.
+        assert!(check("DeviceToken eq 'ab12' and Colour eq 'x'").is_err());
+        assert!(matches("DeviceToken eq 'AB13' and Colour eq 'x'", &inst).is_ok());
     }
 
     #[test]

@@ -1249,9 +1249,11 @@ impl Registry {
         handle: &PushHandle,
     ) -> Result<bool, RegistryError> {
         let applied = on_runtime(|| -> Result<(bool, Option<Pending>), RegistryError> {
-            self.check_writable()?;
+            let _active = self.inner.commit.begin();
             let pid = self.partition_of(id.as_str());
             let mut p = self.inner.partitions[pid as usize].write();
+            // Under the partition lock, as every write checks (see `check_writable`).
+            self.check_writable()?;
             let Some(slot) = p.find_id(id.as_str()) else {
                 return Ok((false, None));
             };

@@ -137,13 +137,14 @@ impl ClusterHub {
             .map_err(node_fail)
     }
 
-    /// A node that is shutting down is a [`WriteFail::Other`]; the node's answer as it is.
+    /// A node that is shutting down is a [`WriteFail::Unavailable`]; the node's answer as
+    /// it is.
     pub(crate) async fn upsert_if(
         &self,
         inst: Installation,
         pre: Precondition,
     ) -> Result<WriteOutcome, WriteFail> {
-        let node = self.node().await.map_err(WriteFail::Other)?;
+        let node = self.node().await.map_err(WriteFail::Unavailable)?;
         Ok(node.upsert_if(inst, pre).await?)
     }
 
@@ -152,7 +153,7 @@ impl ClusterHub {
         id: &InstallationId,
         pre: Precondition,
     ) -> Result<bool, WriteFail> {
-        let node = self.node().await.map_err(WriteFail::Other)?;
+        let node = self.node().await.map_err(WriteFail::Unavailable)?;
         Ok(node.delete_if(id, pre).await?)
     }
 
@@ -162,8 +163,27 @@ impl ClusterHub {
         ops: &[PatchOp],
         at: Version,
     ) -> Result<WriteOutcome, WriteFail> {
-        let node = self.node().await.map_err(WriteFail::Other)?;
+        let node = self.node().await.map_err(WriteFail::Unavailable)?;
         Ok(node.patch_at(id, ops, at).await?)
+    }
+
+    /// The hub's partitions.
+    pub(crate) fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
+    /// One page of partition `p`'s ids from its owner ([`Node::list_partition`]).
+    pub(crate) async fn list_partition(
+        &self,
+        p: u16,
+        after: Option<&str>,
+        top: usize,
+    ) -> Result<(Vec<String>, bool), Fail> {
+        self.node()
+            .await?
+            .list_partition(p, after, top, ListFilter::All)
+            .await
+            .map_err(node_fail)
     }
 
     /// One page of the hub's ids from every partition's owner ([`Node::list`]).

@@ -46,9 +46,12 @@ pub(crate) enum Devices<'a> {
 }
 
 /// A conditional write that did not happen: its precondition failed (a 412, or a 404 when
-/// the installation is gone), or something else did.
+/// the installation is gone); the hub cannot take writes (its storage failed, or no
+/// partition owner answered: the write may or may not have been applied), which stops an
+/// import job; or the write was refused.
 pub(crate) enum WriteFail {
     Precondition(Option<Version>),
+    Unavailable(Fail),
     Other(Fail),
 }
 
@@ -60,7 +63,7 @@ impl From<WriteFail> for Fail {
                 StatusCode::PRECONDITION_FAILED,
                 "the installation changed since it was read (ETag mismatch)",
             ),
-            WriteFail::Other(f) => f,
+            WriteFail::Unavailable(f) | WriteFail::Other(f) => f,
         }
     }
 }
@@ -69,6 +72,9 @@ impl From<RegistryError> for WriteFail {
     fn from(e: RegistryError) -> WriteFail {
         match e {
             RegistryError::VersionMismatch { current, .. } => WriteFail::Precondition(current),
+            e @ (RegistryError::StorageFailed { .. } | RegistryError::Store(_)) => {
+                WriteFail::Unavailable(e.into())
+            }
             e => WriteFail::Other(e.into()),
         }
     }
@@ -78,6 +84,9 @@ impl From<NodeError> for WriteFail {
     fn from(e: NodeError) -> WriteFail {
         match e {
             NodeError::PreconditionFailed { current, .. } => WriteFail::Precondition(current),
+            e @ NodeError::Unavailable { .. } => {
+                WriteFail::Unavailable(super::cluster::node_fail(e))
+            }
             e => WriteFail::Other(super::cluster::node_fail(e)),
         }
     }

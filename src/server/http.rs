@@ -20,7 +20,7 @@ use crate::payload::Notification;
 use crate::template::Properties;
 use crate::{
     Audience, Content, ExprLimits, InstallationId, NotificationId, Precondition, PushHandle,
-    RegistryError, SendError, SendRequest, TagExpr, TemplateSend,
+    RegistryError, SendError, SendRequest, TagExpr, TemplateSend, Version,
 };
 
 pub(crate) type Resp = Response<Full<Bytes>>;
@@ -68,10 +68,6 @@ impl Fail {
     /// The detail the `<Error>` body carries.
     pub(crate) fn detail(&self) -> &str {
         &self.detail
-    }
-    /// The answer's status.
-    pub(crate) fn status(&self) -> StatusCode {
-        self.status
     }
 }
 
@@ -898,7 +894,8 @@ async fn patch_installation(
             .ok_or_else(|| Fail::not_found("Installation not found."))?;
         if let Precondition::Version(want) = pre {
             if version != Some(want) {
-                return Err(WriteFail::Precondition(version).into());
+                // An owner of an older version reports none: the ETag cannot match (412).
+                return Err(WriteFail::Precondition(version.or(Some(Version::from(0)))).into());
             }
         }
         let ops = nh::installation_json::parse_patch(b, &current).map_err(bad)?;
@@ -918,7 +915,12 @@ async fn patch_installation(
         };
         match devices.patch_at(&id, &ops, version).await {
             Ok(()) => return Ok(empty(StatusCode::OK)),
-            Err(WriteFail::Precondition(Some(_))) if pre == Precondition::Any => continue,
+            // A write in between: read and parse again, unless the client named a version.
+            Err(WriteFail::Precondition(Some(_)))
+                if matches!(pre, Precondition::Any | Precondition::Exists) =>
+            {
+                continue
+            }
             Err(e) => return Err(e.into()),
         }
     }

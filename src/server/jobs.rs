@@ -27,9 +27,9 @@
 //!
 //! In cluster mode (`[cluster]`) rows go through `devices.rs` to their partitions' owners
 //! (the JetStream ack is the durability), an owner that cannot be reached within the route
-//! deadline fails the job as a storage failure does, and an export walks pages of ids merged
-//! from every partition's owner (its progress stays 0 until it is complete: the hub's size is
-//! not known beforehand). A job is recorded by the server that accepted it, like its files.
+//! deadline fails the job as a storage failure does (its row "may or may not be applied"),
+//! and an export walks the partitions one by one in pages of ids from each owner (progress
+//! counts partitions). A job is recorded by the server that accepted it, like its files.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -47,7 +47,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::devices::{Devices, WriteFail};
 use super::http::{Fail, Resp};
 use super::Hub;
-use crate::cluster::ListFilter;
 use crate::nh::job_xml::{
     self, JobAction, JobDescription, JobModel, JobRequest, JobStatus, JobType, FAILED_FILE_PATH,
     OUTPUT_FILE_PATH,
@@ -67,6 +66,8 @@ const CHUNK: usize = 256;
 const EXPORT_STEP: u64 = 1024;
 /// Ids per listing page of an export in cluster mode (the largest page a listing takes).
 const EXPORT_PAGE: usize = 1000;
+/// Installations an export in cluster mode reads from their owners at once.
+const EXPORT_READS_AT_ONCE: usize = 32;
 
 /// What `Failure` says for a job that was running when the process stopped.
 const INTERRUPTED: &str = "the server stopped while this job was running; rows processed \
@@ -954,47 +955,58 @@ impl Job<'_> {
         }
     }
 
-    /// An export in cluster mode: pages of ids from every partition's owner, in id order, each
-    /// page's installations read from their owners. The number of installations is not known
-    /// beforehand, so progress stays at 0 until the export is complete.
+    /// An export in cluster mode: partition by partition, pages of ids from the partition's
+    /// owner, each page's installations read from it a few at a time. The number of
+    /// installations is not known beforehand: progress counts partitions done.
     fn export_cluster(&mut self) -> Result<(), String> {
+        let Some(c) = self.hub.cluster() else {
+            return Err("internal: a cluster export of a hub without a cluster".into());
+        };
         let devices = Devices::of(self.hub);
-        let mut after: Option<String> = None;
-        loop {
-            if self.stopped() {
-                return Err(format!(
-                    "the server shut down during the export, after {} rows; Output.txt is \
-                     incomplete",
-                    self.counts.applied
-                ));
-            }
-            let (ids, more) = self
-                .rt
-                .block_on(devices.list(after.take(), EXPORT_PAGE, ListFilter::All))
-                .map_err(|f| format!("listing the installations failed: {}", f.detail()))?;
-            let ids: Vec<InstallationId> = ids
-                .into_iter()
-                .filter_map(|id| InstallationId::new(id).ok())
-                .collect();
-            after = ids.last().map(|id| id.as_str().to_owned());
-            let reads = self.rt.block_on(futures_util::future::join_all(
-                ids.iter().map(|id| devices.get_versioned(id)),
-            ));
-            let mut lines = Vec::with_capacity(reads.len());
-            for r in reads {
-                // One deleted since it was listed is left out.
-                if let Some((inst, _)) =
-                    r.map_err(|f| format!("reading an installation failed: {}", f.detail()))?
-                {
-                    lines.push(self.export_line(&inst));
+        let parts = c.partitions();
+        for p in 0..parts {
+            let mut after: Option<String> = None;
+            loop {
+                if self.stopped() {
+                    return Err(format!(
+                        "the server shut down during the export, after {} rows; Output.txt \
+                         is incomplete",
+                        self.counts.applied
+                    ));
+                }
+                let (ids, more) = self
+                    .rt
+                    .block_on(c.list_partition(p, after.as_deref(), EXPORT_PAGE))
+                    .map_err(|f| format!("listing partition {p} failed: {}", f.detail()))?;
+                after = ids.last().cloned();
+                let ids: Vec<InstallationId> = ids
+                    .into_iter()
+                    .filter_map(|id| InstallationId::new(id).ok())
+                    .collect();
+                let mut lines = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(EXPORT_READS_AT_ONCE) {
+                    let reads = self.rt.block_on(futures_util::future::join_all(
+                        chunk.iter().map(|id| devices.get_versioned(id)),
+                    ));
+                    for r in reads {
+                        // One deleted since it was listed is left out.
+                        let found = r.map_err(|f| {
+                            format!("reading an installation failed: {}", f.detail())
+                        })?;
+                        if let Some((inst, _)) = found {
+                            lines.push(self.export_line(&inst));
+                        }
+                    }
+                }
+                self.counts.applied += lines.len() as u64;
+                self.write_lines(&mut lines)?;
+                if !more || after.is_none() {
+                    break;
                 }
             }
-            self.counts.applied += lines.len() as u64;
-            self.write_lines(&mut lines)?;
-            if !more || after.is_none() {
-                return Ok(());
-            }
+            self.progress(f64::from(p + 1) * 100.0 / f64::from(parts));
         }
+        Ok(())
     }
 
     /// Writes and clears `lines` (Output.txt).
@@ -1159,11 +1171,9 @@ impl Job<'_> {
                 (Ok(_), Some(Err(WriteFail::Precondition(Some(_))))) => {
                     "already exists: a registration or installation has this id".into()
                 }
-                // The hub's storage failed (single node), or no partition owner answered
-                // within the route deadline (cluster): the job stops here.
-                (Ok(_), Some(Err(WriteFail::Other(f))))
-                    if f.status() == StatusCode::SERVICE_UNAVAILABLE =>
-                {
+                // The hub's storage failed (single node): not applied. No partition owner
+                // answered (cluster): unknown. Either way the job stops here.
+                (Ok(_), Some(Err(WriteFail::Unavailable(f)))) => {
                     fatal.get_or_insert_with(|| {
                         format!(
                             "{}; rows before line {} were processed (see Output.txt and \
@@ -1172,7 +1182,14 @@ impl Job<'_> {
                             row.line
                         )
                     });
-                    format!("not applied: {}", f.detail())
+                    if self.hub.cluster().is_some() {
+                        format!(
+                            "not acknowledged (may or may not be applied): {}",
+                            f.detail()
+                        )
+                    } else {
+                        format!("not applied: {}", f.detail())
+                    }
                 }
                 (Ok(_), Some(Err(WriteFail::Other(f)))) => f.detail().to_owned(),
                 (Ok(_), None) => "internal: no result".into(),
