@@ -42,10 +42,17 @@ struct Holder {
     handle: String,
 }
 
+/// Claims this node made (or found already made), by index key: the installation named.
+/// Cleared when it grows past this (it only saves a read).
+const RECENT_MAX: usize = 262_144;
+
 /// The hub's handle index.
 #[derive(Clone)]
 pub(crate) struct Handles {
     kv: kv::Store,
+    /// Claims this node made, so that an unchanged re-registration (an app launching) costs
+    /// no read of the index ([`Handles::knows`]).
+    recent: std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 fn key(h: &PushHandle) -> String {
@@ -64,7 +71,34 @@ fn handle_text(h: &PushHandle) -> String {
 
 impl Handles {
     pub(crate) fn new(kv: kv::Store) -> Handles {
-        Handles { kv }
+        Handles {
+            kv,
+            recent: Default::default(),
+        }
+    }
+
+    /// Whether this node claimed `handle` for `id` and has not seen it move since. An
+    /// unchanged write of `id` skips the claim then: had another installation taken the
+    /// handle since, `id` would have been marked expired, and its write would not be
+    /// unchanged.
+    pub(crate) fn knows(&self, handle: &PushHandle, id: &InstallationId) -> bool {
+        self.recent
+            .lock()
+            .get(&key(handle))
+            .is_some_and(|held| held == id.as_str())
+    }
+
+    /// Forgets a claim of `handle` (its holder was marked expired here).
+    pub(crate) fn forget(&self, handle: &PushHandle) {
+        self.recent.lock().remove(&key(handle));
+    }
+
+    fn remember(&self, k: &str, id: &InstallationId) {
+        let mut recent = self.recent.lock();
+        if recent.len() >= RECENT_MAX {
+            recent.clear();
+        }
+        recent.insert(k.to_owned(), id.as_str().to_owned());
     }
 
     /// The installation the index names as `handle`'s holder.
@@ -88,10 +122,13 @@ impl Handles {
 
     /// Records that `id` holds `handle`; returns the installation that held it before, if
     /// another one did.
+    /// `fresh`: the installation was just created, so the handle is likely new to the index
+    /// too: one create is tried before any read.
     pub(crate) async fn claim(
         &self,
         handle: &PushHandle,
         id: &InstallationId,
+        fresh: bool,
     ) -> Result<Option<InstallationId>, ClusterError> {
         let k = key(handle);
         let me = Holder {
@@ -100,25 +137,50 @@ impl Handles {
         };
         let value = Bytes::from(serde_json::to_vec(&me).expect("a holder serialises"));
         let nats = |e: &dyn std::fmt::Display| ClusterError::Nats(format!("handle index {k}: {e}"));
+        if fresh {
+            match self.kv.create(&k, value.clone()).await {
+                Ok(_) => {
+                    self.remember(&k, id);
+                    return Ok(None);
+                }
+                Err(e)
+                    if matches!(e.kind(), kv::CreateErrorKind::AlreadyExists)
+                        || super::is_wrong_last_sequence(&e) => {}
+                Err(e) => return Err(nats(&e)),
+            }
+        }
+        let previous = self.claim_read_first(&k, &me, value).await?;
+        self.remember(&k, id);
+        Ok(previous)
+    }
+
+    /// The compare-and-set loop of [`Handles::claim`]: read, then create or update.
+    async fn claim_read_first(
+        &self,
+        k: &str,
+        me: &Holder,
+        value: Bytes,
+    ) -> Result<Option<InstallationId>, ClusterError> {
+        let nats = |e: &dyn std::fmt::Display| ClusterError::Nats(format!("handle index {k}: {e}"));
         for _ in 0..ATTEMPTS {
-            let entry = self.kv.entry(&k).await.map_err(|e| nats(&e))?;
+            let entry = self.kv.entry(k).await.map_err(|e| nats(&e))?;
             let live = entry
                 .as_ref()
                 .filter(|e| e.operation == kv::Operation::Put)
                 .and_then(|e| serde_json::from_slice::<Holder>(&e.value).ok());
-            if live.as_ref() == Some(&me) {
+            if live.as_ref() == Some(me) {
                 return Ok(None);
             }
             let written = match &entry {
                 Some(e) => self
                     .kv
-                    .update(&k, value.clone(), e.revision)
+                    .update(k, value.clone(), e.revision)
                     .await
                     .map(drop)
                     .map_err(|e| (super::is_wrong_last_sequence(&e), e.to_string())),
                 None => self
                     .kv
-                    .create(&k, value.clone())
+                    .create(k, value.clone())
                     .await
                     .map(drop)
                     .map_err(|e| {

@@ -1277,6 +1277,7 @@ impl Inner {
                 // claimed again): expiring it now would leave the handle with nobody.
                 Ok(Some(now)) if now == id => Ok(Reply::Written(WriteOutcome::Unchanged)),
                 Ok(_) => reg.expire_channel_async(&id, &h).await.map(|marked| {
+                    self.cluster.handles().forget(&h);
                     Reply::Written(if marked {
                         WriteOutcome::Updated
                     } else {
@@ -1307,11 +1308,11 @@ impl Inner {
         // owner, which must not hold up this partition's handoff (nor, through a handoff of
         // that partition waiting on a move into this one, deadlock the two).
         drop(in_flight);
-        if let (Ok(Reply::Written(_)), Some(id)) = (&r, takes_handle) {
+        if let (Ok(Reply::Written(outcome)), Some(id)) = (&r, takes_handle) {
             // The write is durable whatever happens here: a failed claim leaves the handle
             // with both installations until one of them is written again (said in
             // docs/operations.md).
-            if let Err(e) = self.move_handle(served, &id).await {
+            if let Err(e) = self.move_handle(served, &id, *outcome).await {
                 tracing::warn!(
                     hub = %self.cluster.hub(),
                     installation = %id.as_str(),
@@ -1338,15 +1339,22 @@ impl Inner {
 
     /// Claims the handle `id` now holds in the hub's handle index and, when an installation
     /// of another partition held it, has that partition's owner mark it expired (handles.rs).
-    async fn move_handle(&self, served: &Served, id: &InstallationId) -> Result<(), String> {
+    async fn move_handle(
+        &self,
+        served: &Served,
+        id: &InstallationId,
+        outcome: WriteOutcome,
+    ) -> Result<(), String> {
         let Some(inst) = served.registry.get(id) else {
             // Deleted since: nothing holds the handle through it.
             return Ok(());
         };
-        let previous = self
-            .cluster
-            .handles()
-            .claim(&inst.handle, id)
+        let handles = self.cluster.handles();
+        if outcome == WriteOutcome::Unchanged && handles.knows(&inst.handle, id) {
+            return Ok(());
+        }
+        let previous = handles
+            .claim(&inst.handle, id, outcome == WriteOutcome::Created)
             .await
             .map_err(|e| e.to_string())?;
         let Some(previous) = previous else {
