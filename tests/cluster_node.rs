@@ -350,6 +350,22 @@ async fn a_handle_taken_in_another_partition_expires_its_previous_holder() {
         .unwrap();
     assert!(!expired(&a, &third).await);
     assert!(expired(&a, &old).await && expired(&a, &new).await);
+
+    // With `unique_handles = false` (another hub on the same NATS): nothing moves.
+    let mut cfg = config("c", &urls);
+    cfg.unique_handles = false;
+    let c = Node::start(
+        Cluster::connect(cfg, "shared-handles").await.unwrap(),
+        RegistryConfig::default(),
+    );
+    settle(&[&c], Duration::from_secs(30)).await;
+    c.upsert(Installation::new(old.clone(), shared.clone()))
+        .await
+        .unwrap();
+    c.upsert(Installation::new(new.clone(), shared.clone()))
+        .await
+        .unwrap();
+    assert!(!expired(&c, &old).await && !expired(&c, &new).await);
 }
 
 const CHILD_URLS: &str = "TAGCAST_NODE_CHILD_URLS";

@@ -69,6 +69,16 @@ pub struct ClusterConfig {
     /// What a send does with a crashed owner's unfinished claim, unless the send says.
     #[serde(default)]
     pub delivery: Delivery,
+    /// Keep a push handle with one installation across partitions (default true): each
+    /// write that gives an installation a handle new to it claims the handle in the hub's
+    /// handle index (one replicated key-value write) and expires the previous holder of
+    /// another partition. False saves that write where the backend never registers one
+    /// device under two installation ids (with it, registration through 3 nodes on the
+    /// 2-core test machine ran at 0.56× the rate of the build without the index,
+    /// docs/benchmarks.md); a handle taken by an installation of another partition then
+    /// stays with both, and a broadcast reaches the device through each.
+    #[serde(default = "default_true")]
+    pub unique_handles: bool,
     /// Prefix of every stream, bucket and subject name (default `tagcast`), so several
     /// clusters can share one NATS account.
     #[serde(default = "default_prefix")]
@@ -120,6 +130,7 @@ impl ClusterConfig {
             leave_timeout_ms: default_leave_timeout_ms(),
             standby: true,
             delivery: Delivery::default(),
+            unique_handles: true,
             prefix: default_prefix(),
         }
     }

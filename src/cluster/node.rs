@@ -1263,6 +1263,7 @@ impl Inner {
         // A write that may give its installation a handle: claimed in the handle index after
         // it is acknowledged (handles.rs).
         let takes_handle = match &op {
+            _ if !self.cluster.config().unique_handles => None,
             Op::Upsert(i) | Op::UpsertIf(i, _) => Some(i.id.clone()),
             Op::Patch(id, ops) | Op::PatchAt(id, ops, _)
                 if ops.iter().any(|o| matches!(o, PatchOp::SetHandle(_))) =>
