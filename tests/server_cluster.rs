@@ -391,6 +391,20 @@ async fn two_servers_share_installations_and_sends_through_the_cluster() {
         [want(200, "a"), want(200, "b"), want(201, "a")],
         "{got:?}"
     );
+    // A template test send finds its devices as the send does: by their templates' tags
+    // (the installations carry none).
+    let a = s2
+        .call(
+            "POST",
+            &hub_path("messages?test=true"),
+            &template,
+            br#"{"m":"a test"}"#,
+        )
+        .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    let mut ids = all_of(&a.body, "RegistrationId");
+    ids.sort();
+    assert_eq!(ids, ["dev-t0", "dev-t1"], "{}", a.body);
 
     // A test send: at most 10 matching devices, found over every partition, each sent once
     // and reported; the 201 carries the NotificationOutcome.

@@ -1406,6 +1406,22 @@ async fn list_page(reg: &Registry, q: ListQuery) -> Result<Reply, RegistryError>
                     }
                 }
             }
+            ListFilter::Matching(audience, templates) => {
+                let audience = crate::service::request::audience_from_string(&audience)?;
+                if templates {
+                    for batch in reg.resolve_templates(&audience).batches(4096) {
+                        for t in batch {
+                            pick.offer(t.target.installation_id.as_str());
+                        }
+                    }
+                } else {
+                    for batch in reg.resolve(&audience).batches(4096) {
+                        for t in batch {
+                            pick.offer(t.installation_id.as_str());
+                        }
+                    }
+                }
+            }
             ListFilter::Channel(f) => {
                 crate::model::filter::check(&f)?;
                 reg.for_each(|inst| {

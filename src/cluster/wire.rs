@@ -67,6 +67,11 @@ pub enum ListFilter {
     Tags(String),
     /// Those matching a registration `$filter` ([`crate::nh::filter`]).
     Channel(String),
+    /// Those a send to this audience reaches (text as `NOTIFY` stores it: `all`,
+    /// `expr:<…>`, …), as the partition's send would resolve it: a template send (`true`)
+    /// only devices with a matching template, expired channels never. A test send picks
+    /// its devices with it.
+    Matching(String, bool),
 }
 
 /// The `top` smallest ids after `after`, from ids offered in any order: memory for `top + 1`
@@ -211,6 +216,7 @@ enum WireFilter {
     All,
     Tags { expr: String },
     Channel { filter: String },
+    Matching { audience: String, templates: bool },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -526,6 +532,10 @@ pub(crate) fn encode_op(op: &Op) -> Vec<u8> {
                 ListFilter::All => WireFilter::All,
                 ListFilter::Tags(e) => WireFilter::Tags { expr: e.clone() },
                 ListFilter::Channel(f) => WireFilter::Channel { filter: f.clone() },
+                ListFilter::Matching(a, t) => WireFilter::Matching {
+                    audience: a.clone(),
+                    templates: *t,
+                },
             },
         },
     };
@@ -564,6 +574,10 @@ pub(crate) fn decode_op(b: &[u8]) -> Result<Op, String> {
                 WireFilter::All => ListFilter::All,
                 WireFilter::Tags { expr } => ListFilter::Tags(expr),
                 WireFilter::Channel { filter } => ListFilter::Channel(filter),
+                WireFilter::Matching {
+                    audience,
+                    templates,
+                } => ListFilter::Matching(audience, templates),
             },
         }),
     })
@@ -698,6 +712,12 @@ mod tests {
                 after: None,
                 top: 5,
                 filter: ListFilter::All,
+            }),
+            Op::List(ListQuery {
+                partition: 2,
+                after: None,
+                top: 10,
+                filter: ListFilter::Matching("expr:a && b".into(), true),
             }),
         ];
         for op in ops {

@@ -20,8 +20,8 @@ use super::ServerError;
 use crate::cluster::notify::Totals;
 use crate::cluster::{Cluster, ClusterConfig, Delivery, ListFilter, Node, NodeError};
 use crate::{
-    Audience, Content, Engine, Installation, InstallationId, NotificationId, PatchOp, Precondition,
-    Registry, RegistryConfig, SendHandle, SendRequest, SendState, Target, Version, WriteOutcome,
+    Content, Engine, Installation, InstallationId, NotificationId, PatchOp, Precondition, Registry,
+    RegistryConfig, SendHandle, SendRequest, SendState, Target, Version, WriteOutcome,
 };
 
 /// The 501 of an operation cluster mode does not serve (none is routed here now: a handler
@@ -244,22 +244,17 @@ impl ClusterHub {
         max: usize,
     ) -> Result<Vec<(SendHandle, Target)>, Fail> {
         let audience = request.audience();
-        let ids: Vec<InstallationId> = match audience {
-            Audience::Installation(id) => vec![id.clone()],
-            other => {
-                let filter = match other {
-                    Audience::Expr(e) => ListFilter::Tags(e.to_string()),
-                    Audience::User(u) => ListFilter::Tags(format!("$UserId:{{{}}}", u.as_str())),
-                    // Every device, then those of the platform below: at most `max` are
-                    // looked at, so fewer may be sent.
-                    _ => ListFilter::All,
-                };
-                let (ids, _) = self.list(None, max, filter).await?;
-                ids.into_iter()
-                    .filter_map(|id| InstallationId::new(id).ok())
-                    .collect()
-            }
-        };
+        // The owners resolve the audience as the send would: the first `max` devices it
+        // reaches (channel not expired, platform, a matching template).
+        let filter = ListFilter::Matching(
+            crate::service::request::audience_to_string(audience),
+            matches!(request.content(), Content::Template(_)),
+        );
+        let (ids, _) = self.list(None, max, filter).await?;
+        let ids: Vec<InstallationId> = ids
+            .into_iter()
+            .filter_map(|id| InstallationId::new(id).ok())
+            .collect();
         let copy = Registry::ephemeral(self.registry.clone()).map_err(Fail::internal)?;
         for id in ids.iter().take(max) {
             if let Some((inst, _)) = self.get_versioned(id).await? {

@@ -185,6 +185,8 @@ impl<'a> Devices<'a> {
                                 }
                             }
                         }
+                        // Not asked of a local registry (test sends resolve it directly).
+                        ListFilter::Matching(..) => {}
                         ListFilter::Channel(f) => reg.for_each(|inst| {
                             if pick.would_take(inst.id.as_str())
                                 && crate::nh::filter::matches(&f, &inst).unwrap_or(false)
