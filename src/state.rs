@@ -92,6 +92,10 @@ pub struct StateStore {
     path: Option<PathBuf>,
     /// The flushes of [`StateStore::flush_grouped`].
     group: Arc<GroupCommit>,
+    /// Run by every [`flush`](StateStore::flush) before sled's: writes that are held in
+    /// memory for a moment (the outcome history's start records, `Outcomes::put_start`) go
+    /// to the store first, so what a flush covers is what was handed in before it.
+    before_flush: Arc<parking_lot::RwLock<Vec<BeforeFlush>>>,
     /// Unit tests only: how many of the next flushes fail (a full disk, an I/O error).
     #[cfg(test)]
     failing_flushes: Arc<std::sync::atomic::AtomicUsize>,
@@ -107,6 +111,10 @@ impl std::fmt::Debug for StateStore {
             .finish()
     }
 }
+
+/// What [`StateStore::before_flush`] runs: `Ok(false)` once the writer it serves is gone
+/// (then it is dropped from the list).
+type BeforeFlush = Box<dyn Fn() -> Result<bool, StateError> + Send + Sync>;
 
 /// Opens a sled database. sled releases its file lock from its own I/O threads a moment after
 /// the last handle is dropped, so reopening in the same process can find it held for a while
@@ -182,6 +190,7 @@ impl StateStore {
             db,
             path: Some(path.to_owned()),
             group: Arc::default(),
+            before_flush: Arc::default(),
             #[cfg(test)]
             failing_flushes: Arc::default(),
             #[cfg(test)]
@@ -205,6 +214,7 @@ impl StateStore {
             db,
             path: None,
             group: Arc::default(),
+            before_flush: Arc::default(),
             #[cfg(test)]
             failing_flushes: Arc::default(),
             #[cfg(test)]
@@ -237,8 +247,27 @@ impl StateStore {
         }
     }
 
-    /// Waits until everything written so far is on disk.
+    /// Runs `f` at the start of every flush (see `before_flush`); `f` answers `Ok(false)`
+    /// once it has nothing more to do ever (its writer is gone), and is then forgotten.
+    pub(crate) fn before_flush(
+        &self,
+        f: impl Fn() -> Result<bool, StateError> + Send + Sync + 'static,
+    ) {
+        self.before_flush.write().push(Box::new(f));
+    }
+
+    /// Waits until everything written so far is on disk (writes held in memory for a moment
+    /// included: they are written first).
     pub fn flush(&self) -> Result<(), StateError> {
+        let mut gone = false;
+        for f in self.before_flush.read().iter() {
+            gone |= !f()?;
+        }
+        if gone {
+            self.before_flush
+                .write()
+                .retain(|f| !matches!(f(), Ok(false)));
+        }
         #[cfg(test)]
         self.flushes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -77,6 +77,16 @@ struct EngineInner {
     to_record: Mutex<Vec<Arc<Job>>>,
 }
 
+/// A send's feeder task holds the engine until the send is recorded, so this runs with
+/// start records still held only when a runtime dropped its tasks: they are written now.
+impl Drop for EngineInner {
+    fn drop(&mut self) {
+        if let Err(e) = self.outcomes.drain() {
+            tracing::warn!("writing the outcome records of new sends failed: {e}");
+        }
+    }
+}
+
 /// The delivery engine. Cheap to clone. Must be created and used inside a tokio runtime.
 #[derive(Clone)]
 pub struct Engine {
@@ -305,9 +315,19 @@ impl Engine {
             return Err(SendError::ShutDown);
         }
         ::metrics::counter!(metrics::SENDS).increment(1);
+        // A send of its own (not a scheduled one firing, nor a resumed one): nothing is
+        // stored under its id yet.
+        let new = meta.id.is_none() && meta.resumed.is_none();
         let job = Job::with(notification, self.inner.dispatcher.window(), meta);
         // The record exists before the send starts: a crash mid-send leaves it `Abandoned`.
-        self.inner.outcomes.put(&job.report())?;
+        // A new send's is held for a moment and written by the next flush (before a server
+        // acknowledges the send) or after `START_DELAY`; a send that ends sooner has only its
+        // final record written.
+        if new {
+            self.inner.outcomes.put_start(job.report());
+        } else {
+            self.inner.outcomes.put(&job.report())?;
+        }
         self.inner.history.insert(job.clone());
         let engine = self.clone();
         let j = job.clone();
@@ -671,6 +691,42 @@ impl Engine {
     pub(crate) fn spawn_background(&self) {
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(scheduler(weak.clone(), self.inner.wake.clone()));
+        // Writes the start records `Engine::start` holds, `START_DELAY` after the first.
+        let arrived = self.inner.outcomes.arrivals();
+        let wake = self.inner.wake.clone();
+        let engine = weak.clone();
+        tokio::spawn(async move {
+            loop {
+                // Shutdown wakes it too (`wake`), so that it ends with the engine.
+                tokio::select! {
+                    _ = arrived.notified() => {}
+                    _ = wake.notified() => {}
+                }
+                loop {
+                    let Some(inner) = engine.upgrade() else {
+                        return;
+                    };
+                    let age = if inner.shut.load(Relaxed) {
+                        Duration::ZERO
+                    } else {
+                        outcomes::START_DELAY
+                    };
+                    let next = match inner.outcomes.drain_held_for(age) {
+                        Ok(next) => next,
+                        Err(e) => {
+                            tracing::error!("writing the outcome records of new sends failed: {e}");
+                            None
+                        }
+                    };
+                    if age.is_zero() {
+                        return;
+                    }
+                    drop(inner);
+                    let Some(at) = next else { break };
+                    tokio::time::sleep_until(at.into()).await;
+                }
+            }
+        });
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(SWEEP_EVERY).await;

@@ -7,9 +7,18 @@
 //! `Abandoned` (their devices' fate is unknown).
 //! Records are written when a send is accepted or scheduled, and when it ends; a live send's
 //! progress is read from memory.
+//!
+//! A new send's first record is held in memory for a moment ([`Outcomes::put_start`]) and
+//! written by the next flush of the state store, or after [`START_DELAY`], whichever comes
+//! first; a send that ends before then has only its final record written (two writes instead
+//! of six, issue 17). Reads see the held records. What a flush makes durable is unchanged:
+//! everything handed in before it.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -131,14 +140,54 @@ fn time_key(ms: u64, id: NotificationId) -> [u8; 24] {
     k
 }
 
+/// How long a new send's first record waits in memory at most before it is written (a flush
+/// of the state store writes it sooner). Long enough that a loaded engine's per-event sends
+/// end and are recorded before it (at 10 ms, the recorder's backlog under load made most of
+/// them outlive it and cost both writes again); short beside sled's own periodic flush
+/// (every 500 ms), which is all that makes an unflushed write durable anyway.
+pub(crate) const START_DELAY: Duration = Duration::from_millis(250);
+
 /// The durable outcome history.
 #[derive(Clone)]
 pub(crate) struct Outcomes {
+    trees: Arc<Trees>,
+    pub(crate) retention: Duration,
+}
+
+/// What an [`Outcomes`] writes to. The state store's flush hook holds it weakly (the store
+/// must not keep itself open).
+pub(crate) struct Trees {
     store: StateStore,
     records: sled::Tree,
     by_time: sled::Tree,
     open: sled::Tree,
-    pub(crate) retention: Duration,
+    held: Held,
+}
+
+impl std::ops::Deref for Outcomes {
+    type Target = Trees;
+
+    fn deref(&self) -> &Trees {
+        &self.trees
+    }
+}
+
+/// First records of new sends not written yet ([`Outcomes::put_start`]).
+#[derive(Default)]
+struct Held {
+    starts: Mutex<HeldStarts>,
+    /// Held across every write of records, so that a start record taken out of `starts` by
+    /// a drain is written before anything that follows it (never over a later final one).
+    writing: Mutex<()>,
+    /// Told when `starts` stops being empty (the engine's drain task waits for it).
+    arrived: Arc<tokio::sync::Notify>,
+}
+
+#[derive(Default)]
+struct HeldStarts {
+    by_id: hashbrown::HashMap<NotificationId, SendReport>,
+    /// When each was held, oldest first; ids whose record went since are skipped.
+    order: std::collections::VecDeque<(std::time::Instant, NotificationId)>,
 }
 
 impl Outcomes {
@@ -152,10 +201,13 @@ impl Outcomes {
         to_resume: impl Fn(NotificationId) -> bool,
     ) -> Result<Outcomes, StateError> {
         let o = Outcomes {
-            store: store.clone(),
-            records: store.tree("outcomes")?,
-            by_time: store.tree("outcomes_by_time")?,
-            open: store.tree("outcomes_open")?,
+            trees: Arc::new(Trees {
+                store: store.clone(),
+                records: store.tree("outcomes")?,
+                by_time: store.tree("outcomes_by_time")?,
+                open: store.tree("outcomes_open")?,
+                held: Held::default(),
+            }),
             retention,
         };
         let now = SystemTime::now();
@@ -186,7 +238,36 @@ impl Outcomes {
             }
         }
         o.sweep()?;
+        let weak: Weak<Trees> = Arc::downgrade(&o.trees);
+        store.before_flush(move || {
+            let Some(trees) = weak.upgrade() else {
+                return Ok(false);
+            };
+            trees.drain()?;
+            Ok(true)
+        });
         Ok(o)
+    }
+
+    /// A new send's first record (not final): held in memory and written by the next
+    /// [`drain`](Self::drain) (a flush of the state store, or the engine's drain task after
+    /// [`START_DELAY`]), unless the send's final record comes first, which then is the only
+    /// one written. Reads see it meanwhile.
+    pub(crate) fn put_start(&self, r: SendReport) {
+        let mut starts = self.held.starts.lock();
+        let first = starts.order.is_empty();
+        starts.order.push_back((std::time::Instant::now(), r.id));
+        starts.by_id.insert(r.id, r);
+        drop(starts);
+        if first {
+            self.held.arrived.notify_one();
+        }
+    }
+
+    /// Told when a start record is held and none was before (what the engine's drain task
+    /// waits for).
+    pub(crate) fn arrivals(&self) -> Arc<tokio::sync::Notify> {
+        self.held.arrived.clone()
     }
 
     /// Writes (or replaces) a send's record. Three single-key writes, ordered so a crash
@@ -196,62 +277,37 @@ impl Outcomes {
     /// rewritten); a final record clears the marker last. (A sled transaction over the three
     /// trees cost 150-300 µs under load, a tenth of a send's budget.)
     pub(crate) fn put(&self, r: &SendReport) -> Result<(), StateError> {
-        let rec = Record::from_report(r);
-        let bytes = serde_json::to_vec(&rec).map_err(|e| self.store.storage(e))?;
-        let id = id_key(r.id);
-        let tk = time_key(rec.enqueued_ms, r.id);
-        let fin = is_final(r.state);
-        let st = |e| self.store.storage(e);
-        if !fin {
-            self.open.insert(id, &[]).map_err(st)?;
-        }
-        self.records.insert(id, bytes).map_err(st)?;
-        self.by_time.insert(tk, &[]).map_err(st)?;
-        if fin {
-            self.open.remove(id).map_err(st)?;
-        }
-        Ok(())
+        self.put_many(std::slice::from_ref(r))
     }
 
     /// [`put`](Self::put) for many records at once, in `put`'s order across them all (the
     /// open markers of unfinished ones, the records, the time index, then the markers of
     /// final ones cleared), so a crash in between leaves what a crash inside `put` would.
     /// What sends ending together use. Single-key inserts: a sled batch costs two
-    /// synchronous buffer writes of its own (see `events::store::Store::write`).
+    /// synchronous buffer writes of its own (see `events::store::Store::write`). A record
+    /// whose start is still held ([`put_start`](Self::put_start)) replaces it unwritten:
+    /// there is no open marker to set or clear then.
     pub(crate) fn put_many(&self, reports: &[SendReport]) -> Result<(), StateError> {
-        let st = |e| self.store.storage(e);
-        let mut encoded = Vec::with_capacity(reports.len());
-        for r in reports {
-            let rec = Record::from_report(r);
-            let bytes = serde_json::to_vec(&rec).map_err(|e| self.store.storage(e))?;
-            encoded.push((
-                id_key(r.id),
-                time_key(rec.enqueued_ms, r.id),
-                is_final(r.state),
-                bytes,
-            ));
-        }
-        for (id, _, fin, _) in &encoded {
-            if !fin {
-                self.open.insert(id, &[]).map_err(st)?;
+        let _writing = self.held.writing.lock();
+        let unwritten: Vec<bool> = {
+            let mut held = self.held.starts.lock();
+            if held.by_id.is_empty() {
+                vec![false; reports.len()]
+            } else {
+                reports
+                    .iter()
+                    .map(|r| held.by_id.remove(&r.id).is_some())
+                    .collect()
             }
-        }
-        for (id, _, _, bytes) in &encoded {
-            self.records.insert(id, &bytes[..]).map_err(st)?;
-        }
-        for (_, tk, _, _) in &encoded {
-            self.by_time.insert(tk, &[]).map_err(st)?;
-        }
-        for (id, _, fin, _) in &encoded {
-            if *fin {
-                self.open.remove(id).map_err(st)?;
-            }
-        }
-        Ok(())
+        };
+        self.write_locked(reports, &unwritten)
     }
 
     /// A send's record.
     pub(crate) fn get(&self, id: NotificationId) -> Result<Option<SendReport>, StateError> {
+        if let Some(r) = self.held.starts.lock().by_id.get(&id) {
+            return Ok(Some(r.clone()));
+        }
         let Some(v) = self
             .records
             .get(id_key(id))
@@ -280,11 +336,23 @@ impl Outcomes {
         to: SystemTime,
         limit: usize,
     ) -> Result<Vec<SendReport>, StateError> {
-        let lo = to_ms(from).to_be_bytes();
-        let hi = to_ms(to).to_be_bytes();
-        let mut out = Vec::new();
+        let (from_ms, to_ms_) = (to_ms(from), to_ms(to));
+        // Held start records in the range, then the stored ones: the first `limit` of the
+        // union, in the time index's order.
+        let mut out: Vec<SendReport> = self
+            .held
+            .starts
+            .lock()
+            .by_id
+            .values()
+            .filter(|r| (from_ms..to_ms_).contains(&to_ms(r.enqueued_at)))
+            .cloned()
+            .collect();
+        let held = out.len();
+        let lo = from_ms.to_be_bytes();
+        let hi = to_ms_.to_be_bytes();
         for kv in self.by_time.range(lo..hi) {
-            if out.len() >= limit {
+            if out.len() - held >= limit {
                 break;
             }
             let (k, _) = kv.map_err(|e| self.store.storage(e))?;
@@ -294,6 +362,10 @@ impl Outcomes {
             if let Some(v) = self.records.get(raw).map_err(|e| self.store.storage(e))? {
                 out.push(self.decode(&v)?);
             }
+        }
+        if held > 0 {
+            out.sort_by_key(|r| time_key(to_ms(r.enqueued_at), r.id));
+            out.truncate(limit);
         }
         Ok(out)
     }
@@ -331,6 +403,78 @@ impl Outcomes {
             gone += 1;
         }
         Ok(gone)
+    }
+}
+
+impl Trees {
+    /// Writes every held start record.
+    pub(crate) fn drain(&self) -> Result<(), StateError> {
+        self.drain_held_for(Duration::ZERO).map(|_| ())
+    }
+
+    /// Writes the start records held for `age` or longer. Returns when the next one left
+    /// will be that old (`None`: none is left).
+    pub(crate) fn drain_held_for(
+        &self,
+        age: Duration,
+    ) -> Result<Option<std::time::Instant>, StateError> {
+        let _writing = self.held.writing.lock();
+        let (due, next) = {
+            let mut s = self.held.starts.lock();
+            let now = std::time::Instant::now();
+            let mut due = Vec::new();
+            while let Some(&(at, id)) = s.order.front() {
+                if now.duration_since(at) < age {
+                    break;
+                }
+                s.order.pop_front();
+                if let Some(r) = s.by_id.remove(&id) {
+                    due.push(r);
+                }
+            }
+            (due, s.order.front().map(|(at, _)| *at + age))
+        };
+        if !due.is_empty() {
+            self.write_locked(&due, &vec![false; due.len()])?;
+        }
+        Ok(next)
+    }
+
+    /// The writes of [`Outcomes::put_many`], under `held.writing`. `unwritten[i]`: the
+    /// i-th send has nothing stored yet (its start was held), so it has no open marker.
+    fn write_locked(&self, reports: &[SendReport], unwritten: &[bool]) -> Result<(), StateError> {
+        let st = |e| self.store.storage(e);
+        let mut encoded = Vec::with_capacity(reports.len());
+        for (r, &new) in reports.iter().zip(unwritten) {
+            let rec = Record::from_report(r);
+            let bytes = serde_json::to_vec(&rec).map_err(|e| self.store.storage(e))?;
+            let fin = is_final(r.state);
+            encoded.push((
+                id_key(r.id),
+                time_key(rec.enqueued_ms, r.id),
+                // Whether an open marker is set (unfinished) or cleared (final, and one may
+                // have been set).
+                (!fin, fin && !new),
+                bytes,
+            ));
+        }
+        for (id, _, (set, _), _) in &encoded {
+            if *set {
+                self.open.insert(id, &[]).map_err(st)?;
+            }
+        }
+        for (id, _, _, bytes) in &encoded {
+            self.records.insert(id, &bytes[..]).map_err(st)?;
+        }
+        for (_, tk, _, _) in &encoded {
+            self.by_time.insert(tk, &[]).map_err(st)?;
+        }
+        for (id, _, (_, clear), _) in &encoded {
+            if *clear {
+                self.open.remove(id).map_err(st)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -520,5 +664,89 @@ mod tests {
             o.get(scheduled).unwrap().unwrap().state,
             SendState::Scheduled
         );
+    }
+
+    /// A new send's start record is held, not written: reads see it, a flush writes it (so a
+    /// send acknowledged after a flush ends `Abandoned` if the process dies), and a final
+    /// record that comes first is the only one written (no open marker is left behind).
+    #[test]
+    fn held_start_records_are_read_flushed_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let (flushed, ended) = {
+            let store = StateStore::open(dir.path()).unwrap();
+            let o =
+                Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap();
+            let flushed = report(SendState::Enqueued, now - Duration::from_secs(20));
+            let ended = report(SendState::Enqueued, now - Duration::from_secs(10));
+            o.put_start(flushed.clone());
+            o.put_start(ended.clone());
+            // Held: nothing on disk, but reads see both, in time order.
+            assert!(o.records.is_empty() && o.open.is_empty());
+            assert_eq!(o.get(ended.id).unwrap().unwrap().state, SendState::Enqueued);
+            let all = o.range(now - Duration::from_secs(60), now, 10).unwrap();
+            assert_eq!(
+                all.iter().map(|r| r.id).collect::<Vec<_>>(),
+                vec![flushed.id, ended.id]
+            );
+            assert_eq!(
+                o.range(now - Duration::from_secs(60), now, 1).unwrap()[0].id,
+                flushed.id
+            );
+            // One ends while held: its final record is its only write.
+            let done = SendReport {
+                state: SendState::Completed,
+                ..ended.clone()
+            };
+            o.put_many(&[done]).unwrap();
+            assert_eq!(o.records.len(), 1);
+            assert!(o.open.is_empty());
+            // The flush writes the other one's start (and its open marker) first.
+            store.flush().unwrap();
+            assert_eq!(o.records.len(), 2);
+            assert_eq!(o.open.len(), 1);
+            assert_eq!(o.by_time.len(), 2);
+            // Dropped without a final record: a kill -9 after the flush.
+            std::mem::forget(o);
+            (flushed.id, ended.id)
+        };
+        // `forget` kept the trees' handles: reopen from a copy of the directory.
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        let store = StateStore::open(copy.path()).unwrap();
+        let o = Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap();
+        assert_eq!(o.get(flushed).unwrap().unwrap().state, SendState::Abandoned);
+        assert_eq!(o.get(ended).unwrap().unwrap().state, SendState::Completed);
+    }
+
+    /// A start record a drain wrote is replaced by its final one, which clears its marker.
+    #[test]
+    fn a_drained_start_record_is_ended_by_its_final_one() {
+        let store = StateStore::temporary().unwrap();
+        let o = Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap();
+        let r = report(SendState::Enqueued, SystemTime::now());
+        o.put_start(r.clone());
+        o.drain().unwrap();
+        assert_eq!(o.open.len(), 1);
+        o.put_many(&[SendReport {
+            state: SendState::Completed,
+            ..r.clone()
+        }])
+        .unwrap();
+        assert!(o.open.is_empty());
+        assert_eq!(o.get(r.id).unwrap().unwrap().state, SendState::Completed);
+    }
+
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let dest = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                std::fs::create_dir_all(&dest).unwrap();
+                copy_dir(&e.path(), &dest);
+            } else {
+                std::fs::copy(e.path(), dest).unwrap();
+            }
+        }
     }
 }
