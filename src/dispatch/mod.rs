@@ -652,7 +652,11 @@ impl Dispatcher {
         match source {
             Source::Audience(audience, only) => {
                 let kept = audience.clone();
-                let inline = audience.is_point_lookup();
+                let inline = self
+                    .inner
+                    .registry
+                    .as_ref()
+                    .is_some_and(|r| r.resolves_cheaply(&audience));
                 let resolved = self.resolve_blocking(&job, inline, move |reg| {
                     let mut r = reg.resolve(&audience);
                     if let Some(ids) = &only {

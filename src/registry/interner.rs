@@ -117,6 +117,19 @@ impl Interner {
         self.shard(tag).read().get(tag).copied()
     }
 
+    /// How many references `tag` has (one per installation and template carrying it, at
+    /// least as many as the installations with it); 0 if none carries it. An estimate for
+    /// planning: it may be out of date by the time it is used.
+    pub(crate) fn references_of(&self, tag: &str) -> u32 {
+        let Some(id) = self.lookup(tag) else {
+            return 0;
+        };
+        self.names
+            .read()
+            .get(id as usize)
+            .map_or(0, |s| s.refs.load(Ordering::Acquire))
+    }
+
     /// The id of `tag`, interning it if new; the caller owns one reference to it (give it back
     /// with [`Interner::release`]).
     pub(crate) fn intern(&self, tag: &str) -> TagId {

@@ -259,6 +259,10 @@ pub enum Audience {
     User(UserId),
 }
 
+/// Installations at most that a plain tag may be carried by for an expression of it to be
+/// resolved on the caller's thread ([`Registry::resolves_cheaply`]).
+pub(crate) const SMALL_AUDIENCE: u32 = 4096;
+
 impl Audience {
     /// Whether resolving this audience is a hash lookup per partition (one installation id
     /// or one user id, also as the whole of a tag expression), not a bitmap evaluation: cheap
@@ -1549,6 +1553,32 @@ impl Registry {
         }
     }
 
+    /// Whether resolving `audience` is cheap enough for the caller's thread, whatever the
+    /// registry's size: a point lookup ([`Audience::is_point_lookup`]), or a tag expression
+    /// without `!` whose every plain tag is carried by at most [`SMALL_AUDIENCE`]
+    /// installations (`$InstallationId`/`$UserId` leaves are point lookups). Its evaluation is
+    /// then a few small bitmap operations per partition, cheaper than a hand-off to the
+    /// blocking pool and the thread wake-ups it costs (a per-event send to a per-user tag).
+    /// `!x` is the complement of `x`'s bitmap, as large as the partition.
+    pub(crate) fn resolves_cheaply(&self, audience: &Audience) -> bool {
+        use crate::audience::ExprNode;
+        fn cheap(n: &ExprNode, refs: &dyn Fn(&str) -> u32) -> bool {
+            match n {
+                ExprNode::Tag(TagRef::Tag(t)) => refs(t.as_str()) <= SMALL_AUDIENCE,
+                ExprNode::Tag(TagRef::InstallationId(_) | TagRef::UserId(_)) => true,
+                ExprNode::Not(_) => false,
+                ExprNode::And(l, r) | ExprNode::Or(l, r) => cheap(l, refs) && cheap(r, refs),
+            }
+        }
+        if audience.is_point_lookup() {
+            return true;
+        }
+        match audience {
+            Audience::Expr(e) => cheap(e.root(), &|t| self.inner.interner.references_of(t)),
+            _ => false,
+        }
+    }
+
     /// Resolves an audience to one bitmap of slots per partition.
     pub fn resolve(&self, audience: &Audience) -> Resolution {
         // Before the lookups: the ids compiled must not be reused while this lives.
@@ -1582,9 +1612,9 @@ impl Registry {
             b
         };
         // Threads only for bitmap work on a large registry: a point lookup (one installation
-        // or user id) is a hash lookup per partition, and spawning threads for it cost a
-        // per-event send more than the lookups themselves.
-        let parallel = self.count() >= 200_000 && n > 1 && !audience.is_point_lookup();
+        // or user id) is a hash lookup per partition, a few rare tags are small bitmaps, and
+        // spawning threads for them cost a per-event send more than the lookups themselves.
+        let parallel = self.count() >= 200_000 && n > 1 && !self.resolves_cheaply(audience);
         let parts: Vec<RoaringBitmap> = if !parallel {
             (0..n).map(eval_one).collect()
         } else {

@@ -480,6 +480,40 @@ fn compaction_passes_repeat_until_the_log_is_compacted() {
     assert_eq!(reg.compact_until_done(|| true).unwrap(), 0);
 }
 
+/// Expressions of rare tags (and point lookups) resolve on the caller's thread; a tag carried
+/// by more than `SMALL_AUDIENCE` installations, a `!`, or a whole-registry audience does not.
+#[test]
+fn small_audiences_are_told_apart_from_large_ones() {
+    let reg = Registry::ephemeral(config()).unwrap();
+    let n = SMALL_AUDIENCE + 1;
+    for i in 0..n {
+        let own = format!("user-{i}");
+        reg.upsert(device(&format!("d{i}"), i, &["common", &own]))
+            .unwrap();
+    }
+    for (a, cheap) in [
+        (expr("user-1"), true),
+        (expr("user-1 || user-2"), true),
+        (expr("user-1 && $InstallationId:{d1}"), true),
+        (expr("never-seen"), true),
+        (expr("$InstallationId:{d1}"), true),
+        (expr("common"), false),
+        (expr("user-1 && common"), false),
+        (expr("user-1 && !user-2"), false),
+        (Audience::All, false),
+        (Audience::Platform(crate::model::Platform::Apns), false),
+    ] {
+        assert_eq!(reg.resolves_cheaply(&a), cheap, "{a:?}");
+        // Resolved the same whichever way it is planned.
+        let _ = reg.resolve(&a).count();
+    }
+    assert_eq!(reg.resolve(&expr("user-1 || user-2")).count(), 2);
+    // Deleting installations makes a tag rare again.
+    reg.delete(&id("d0")).unwrap();
+    reg.delete(&id("d1")).unwrap();
+    assert!(reg.resolves_cheaply(&expr("common")));
+}
+
 /// Point lookups (one installation or user id, also as a whole expression) are told apart
 /// from bitmap work, which alone may be spread over threads on a large registry.
 #[test]

@@ -613,12 +613,22 @@ impl Engine {
     /// callers that come meanwhile leave theirs to it and return at once.
     pub(crate) fn finished(&self, job: &Arc<Job>) {
         self.inner.to_record.lock().push(job.clone());
+        self.record_all(false);
+    }
+
+    /// Records what is queued until nothing is. `wait`: waits for a recording in progress on
+    /// another task (shutdown); else leaves the queue to it (its holder checks the queue
+    /// again after it lets go of the lock, so nothing queued is left behind).
+    fn record_all(&self, wait: bool) {
         loop {
             {
-                let Some(_recording) = self.inner.recording.try_lock() else {
-                    // The holder drains the queue, this job included (it checks the queue
-                    // again after it lets go of the lock).
-                    return;
+                let _recording = if wait {
+                    self.inner.recording.lock()
+                } else {
+                    match self.inner.recording.try_lock() {
+                        Some(held) => held,
+                        None => return,
+                    }
                 };
                 self.record_queued();
             }
@@ -848,15 +858,7 @@ impl Engine {
         }
         // Waits for a recording in progress on another task, then records what is queued,
         // until nothing is (a send that ended while this held the lock queued itself).
-        loop {
-            {
-                let _recording = self.inner.recording.lock();
-                self.record_queued();
-            }
-            if self.inner.to_record.lock().is_empty() {
-                break;
-            }
-        }
+        self.record_all(true);
         if let Err(e) = self.inner.events.shutdown().await {
             tracing::warn!("closing the event log: {e}");
         }
