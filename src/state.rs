@@ -112,9 +112,12 @@ impl std::fmt::Debug for StateStore {
     }
 }
 
-/// What [`StateStore::before_flush`] runs: `Ok(false)` once the writer it serves is gone
-/// (then it is dropped from the list).
-type BeforeFlush = Box<dyn Fn() -> Result<bool, StateError> + Send + Sync>;
+/// What [`StateStore::before_flush`] runs, and whether the writer it serves is still there
+/// (once not, it is dropped from the list).
+struct BeforeFlush {
+    run: Box<dyn Fn() -> Result<(), StateError> + Send + Sync>,
+    alive: Box<dyn Fn() -> bool + Send + Sync>,
+}
 
 /// Opens a sled database. sled releases its file lock from its own I/O threads a moment after
 /// the last handle is dropped, so reopening in the same process can find it held for a while
@@ -247,26 +250,28 @@ impl StateStore {
         }
     }
 
-    /// Runs `f` at the start of every flush (see `before_flush`); `f` answers `Ok(false)`
-    /// once it has nothing more to do ever (its writer is gone), and is then forgotten.
+    /// Runs `run` at the start of every flush (see `before_flush`) for as long as `alive`
+    /// says its writer is there.
     pub(crate) fn before_flush(
         &self,
-        f: impl Fn() -> Result<bool, StateError> + Send + Sync + 'static,
+        run: impl Fn() -> Result<(), StateError> + Send + Sync + 'static,
+        alive: impl Fn() -> bool + Send + Sync + 'static,
     ) {
-        self.before_flush.write().push(Box::new(f));
+        let mut hooks = self.before_flush.write();
+        hooks.retain(|h| (h.alive)());
+        hooks.push(BeforeFlush {
+            run: Box::new(run),
+            alive: Box::new(alive),
+        });
     }
 
     /// Waits until everything written so far is on disk (writes held in memory for a moment
     /// included: they are written first).
     pub fn flush(&self) -> Result<(), StateError> {
-        let mut gone = false;
-        for f in self.before_flush.read().iter() {
-            gone |= !f()?;
-        }
-        if gone {
-            self.before_flush
-                .write()
-                .retain(|f| !matches!(f(), Ok(false)));
+        for h in self.before_flush.read().iter() {
+            if (h.alive)() {
+                (h.run)()?;
+            }
         }
         #[cfg(test)]
         self.flushes

@@ -30,7 +30,16 @@ impl Dispatcher {
             return None;
         };
         if inline {
-            return Some(f(reg));
+            // A panic here is a bug; it ends this send (as on the blocking pool), not the
+            // feeder's task with the send never ended.
+            return match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(reg))) {
+                Ok(r) => Some(r),
+                Err(_) => {
+                    job.error("resolving the audience failed: it panicked".to_string());
+                    job.set_audience(0);
+                    None
+                }
+            };
         }
         match tokio::task::spawn_blocking(move || f(reg)).await {
             Ok(r) => Some(r),

@@ -259,8 +259,8 @@ pub enum Audience {
     User(UserId),
 }
 
-/// Installations at most that a plain tag may be carried by for an expression of it to be
-/// resolved on the caller's thread ([`Registry::resolves_cheaply`]).
+/// Installations at most that the plain tags of an expression may be carried by in all for
+/// it to be resolved on the caller's thread ([`Registry::resolves_cheaply`]).
 pub(crate) const SMALL_AUDIENCE: u32 = 4096;
 
 impl Audience {
@@ -1555,26 +1555,37 @@ impl Registry {
 
     /// Whether resolving `audience` is cheap enough for the caller's thread, whatever the
     /// registry's size: a point lookup ([`Audience::is_point_lookup`]), or a tag expression
-    /// without `!` whose every plain tag is carried by at most [`SMALL_AUDIENCE`]
-    /// installations (`$InstallationId`/`$UserId` leaves are point lookups). Its evaluation is
-    /// then a few small bitmap operations per partition, cheaper than a hand-off to the
-    /// blocking pool and the thread wake-ups it costs (a per-event send to a per-user tag).
-    /// `!x` is the complement of `x`'s bitmap, as large as the partition.
+    /// without `!` whose plain tags are carried by at most [`SMALL_AUDIENCE`] installations
+    /// in all (`$InstallationId`/`$UserId` leaves count as one). Its evaluation is then a few
+    /// small bitmap operations per partition, cheaper than a hand-off to the blocking pool and
+    /// the thread wake-ups it costs (a per-event send to a per-user tag). `!x` is the
+    /// complement of `x`'s bitmap, as large as the partition.
     pub(crate) fn resolves_cheaply(&self, audience: &Audience) -> bool {
         use crate::audience::ExprNode;
-        fn cheap(n: &ExprNode, refs: &dyn Fn(&str) -> u32) -> bool {
-            match n {
-                ExprNode::Tag(TagRef::Tag(t)) => refs(t.as_str()) <= SMALL_AUDIENCE,
-                ExprNode::Tag(TagRef::InstallationId(_) | TagRef::UserId(_)) => true,
-                ExprNode::Not(_) => false,
-                ExprNode::And(l, r) | ExprNode::Or(l, r) => cheap(l, refs) && cheap(r, refs),
-            }
+        /// Installations the leaves of `n` are carried by in all, or `None` past `left`
+        /// (or under a `!`).
+        fn size(n: &ExprNode, refs: &dyn Fn(&str) -> u32, left: u64) -> Option<u64> {
+            let own = match n {
+                ExprNode::Tag(TagRef::Tag(t)) => u64::from(refs(t.as_str())),
+                ExprNode::Tag(TagRef::InstallationId(_) | TagRef::UserId(_)) => 1,
+                ExprNode::Not(_) => return None,
+                ExprNode::And(l, r) | ExprNode::Or(l, r) => {
+                    let l = size(l, refs, left)?;
+                    l + size(r, refs, left - l)?
+                }
+            };
+            (own <= left).then_some(own)
         }
         if audience.is_point_lookup() {
             return true;
         }
         match audience {
-            Audience::Expr(e) => cheap(e.root(), &|t| self.inner.interner.references_of(t)),
+            Audience::Expr(e) => size(
+                e.root(),
+                &|t| self.inner.interner.references_of(t),
+                u64::from(SMALL_AUDIENCE),
+            )
+            .is_some(),
             _ => false,
         }
     }
@@ -1603,7 +1614,10 @@ impl Registry {
                 b &= &p.platforms[pl];
             }
             if !p.with_expiry.is_empty() {
-                for s in &p.with_expiry {
+                // Only the matches with an expiry: a small audience stays small work however
+                // many installations of the partition expire.
+                let expiring = &b & &p.with_expiry;
+                for s in &expiring {
                     if p.record(s).is_some_and(|r| r.expiration_ms() <= now) {
                         b.remove(s);
                     }

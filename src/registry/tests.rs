@@ -480,15 +480,17 @@ fn compaction_passes_repeat_until_the_log_is_compacted() {
     assert_eq!(reg.compact_until_done(|| true).unwrap(), 0);
 }
 
-/// Expressions of rare tags (and point lookups) resolve on the caller's thread; a tag carried
-/// by more than `SMALL_AUDIENCE` installations, a `!`, or a whole-registry audience does not.
+/// Expressions of rare tags (and point lookups) resolve on the caller's thread; tags carried
+/// by more than `SMALL_AUDIENCE` installations in all, a `!`, or a whole-registry audience
+/// do not.
 #[test]
 fn small_audiences_are_told_apart_from_large_ones() {
     let reg = Registry::ephemeral(config()).unwrap();
     let n = SMALL_AUDIENCE + 1;
     for i in 0..n {
         let own = format!("user-{i}");
-        reg.upsert(device(&format!("d{i}"), i, &["common", &own]))
+        let half = if i < 2500 { "half-a" } else { "half-b" };
+        reg.upsert(device(&format!("d{i}"), i, &["common", &own, half]))
             .unwrap();
     }
     for (a, cheap) in [
@@ -500,6 +502,10 @@ fn small_audiences_are_told_apart_from_large_ones() {
         (expr("common"), false),
         (expr("user-1 && common"), false),
         (expr("user-1 && !user-2"), false),
+        (expr("half-a"), true),
+        // Rare tags, but on more than `SMALL_AUDIENCE` installations in all.
+        (expr("half-a || half-b"), false),
+        (expr("half-a && half-b"), false),
         (Audience::All, false),
         (Audience::Platform(crate::model::Platform::Apns), false),
     ] {

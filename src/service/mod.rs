@@ -81,6 +81,8 @@ struct EngineInner {
 /// start records still held only when a runtime dropped its tasks: they are written now.
 impl Drop for EngineInner {
     fn drop(&mut self) {
+        // The background tasks hold the engine weakly: this lets them see it is gone.
+        self.wake.notify_waiters();
         if let Err(e) = self.outcomes.drain() {
             tracing::warn!("writing the outcome records of new sends failed: {e}");
         }
@@ -707,33 +709,40 @@ impl Engine {
         let engine = weak.clone();
         tokio::spawn(async move {
             loop {
-                // Shutdown wakes it too (`wake`), so that it ends with the engine.
-                tokio::select! {
-                    _ = arrived.notified() => {}
-                    _ = wake.notified() => {}
-                }
-                loop {
+                // Registered before the checks below, so that a start held or a shutdown
+                // (`wake`, also told when the engine is dropped) meanwhile is not missed.
+                let held = arrived.notified();
+                let woken = wake.notified();
+                tokio::pin!(held, woken);
+                held.as_mut().enable();
+                woken.as_mut().enable();
+                let next = {
                     let Some(inner) = engine.upgrade() else {
                         return;
                     };
-                    let age = if inner.shut.load(Relaxed) {
-                        Duration::ZERO
-                    } else {
-                        outcomes::START_DELAY
-                    };
-                    let next = match inner.outcomes.drain_held_for(age) {
-                        Ok(next) => next,
-                        Err(e) => {
+                    if inner.shut.load(Relaxed) {
+                        if let Err(e) = inner.outcomes.drain() {
                             tracing::error!("writing the outcome records of new sends failed: {e}");
-                            None
                         }
-                    };
-                    if age.is_zero() {
                         return;
                     }
-                    drop(inner);
-                    let Some(at) = next else { break };
-                    tokio::time::sleep_until(at.into()).await;
+                    match inner.outcomes.drain_held_for(outcomes::START_DELAY) {
+                        Ok(next) => next,
+                        Err(e) => {
+                            // They stay held: try again a delay later.
+                            tracing::error!("writing the outcome records of new sends failed: {e}");
+                            Some(std::time::Instant::now() + outcomes::START_DELAY)
+                        }
+                    }
+                };
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => {
+                        tokio::select! {
+                            _ = held => {}
+                            _ = woken => {}
+                        }
+                    }
                 }
             }
         });

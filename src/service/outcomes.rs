@@ -239,13 +239,11 @@ impl Outcomes {
         }
         o.sweep()?;
         let weak: Weak<Trees> = Arc::downgrade(&o.trees);
-        store.before_flush(move || {
-            let Some(trees) = weak.upgrade() else {
-                return Ok(false);
-            };
-            trees.drain()?;
-            Ok(true)
-        });
+        let alive = weak.clone();
+        store.before_flush(
+            move || weak.upgrade().map_or(Ok(()), |trees| trees.drain()),
+            move || alive.strong_count() > 0,
+        );
         Ok(o)
     }
 
@@ -262,6 +260,12 @@ impl Outcomes {
         if first {
             self.held.arrived.notify_one();
         }
+    }
+
+    /// Start records held now (tests).
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.held.starts.lock().by_id.len()
     }
 
     /// Told when a start record is held and none was before (what the engine's drain task
@@ -290,17 +294,23 @@ impl Outcomes {
     pub(crate) fn put_many(&self, reports: &[SendReport]) -> Result<(), StateError> {
         let _writing = self.held.writing.lock();
         let unwritten: Vec<bool> = {
-            let mut held = self.held.starts.lock();
-            if held.by_id.is_empty() {
-                vec![false; reports.len()]
-            } else {
-                reports
-                    .iter()
-                    .map(|r| held.by_id.remove(&r.id).is_some())
-                    .collect()
-            }
+            let held = self.held.starts.lock();
+            reports
+                .iter()
+                .map(|r| held.by_id.contains_key(&r.id))
+                .collect()
         };
-        self.write_locked(reports, &unwritten)
+        self.write_locked(reports, &unwritten)?;
+        // Let go of the held starts once their final records are written (not before: a
+        // read meanwhile sees the start, and a failed write leaves the start to be written
+        // as before, so the send still ends `Abandoned` after a crash rather than vanishing).
+        if unwritten.contains(&true) {
+            let mut held = self.held.starts.lock();
+            for (r, _) in reports.iter().zip(&unwritten).filter(|(_, u)| **u) {
+                held.by_id.remove(&r.id);
+            }
+        }
+        Ok(())
     }
 
     /// A send's record.
@@ -364,6 +374,14 @@ impl Outcomes {
             }
         }
         if held > 0 {
+            // A start being written right now is both held and stored: keep the stored one.
+            let stored: hashbrown::HashSet<NotificationId> =
+                out[held..].iter().map(|r| r.id).collect();
+            let mut i = 0;
+            out.retain(|r| {
+                i += 1;
+                i > held || !stored.contains(&r.id)
+            });
             out.sort_by_key(|r| time_key(to_ms(r.enqueued_at), r.id));
             out.truncate(limit);
         }
@@ -413,31 +431,39 @@ impl Trees {
     }
 
     /// Writes the start records held for `age` or longer. Returns when the next one left
-    /// will be that old (`None`: none is left).
+    /// will be that old (`None`: none is left). On a failed write they stay held (a later
+    /// drain or flush tries again).
     pub(crate) fn drain_held_for(
         &self,
         age: Duration,
     ) -> Result<Option<std::time::Instant>, StateError> {
         let _writing = self.held.writing.lock();
-        let (due, next) = {
-            let mut s = self.held.starts.lock();
+        // Nothing else takes entries off `order` or `by_id` while `writing` is held (only
+        // `put_start` adds, at the back), so they are still there after the write.
+        let (taken, due) = {
+            let s = self.held.starts.lock();
             let now = std::time::Instant::now();
-            let mut due = Vec::new();
-            while let Some(&(at, id)) = s.order.front() {
-                if now.duration_since(at) < age {
-                    break;
-                }
-                s.order.pop_front();
-                if let Some(r) = s.by_id.remove(&id) {
-                    due.push(r);
-                }
-            }
-            (due, s.order.front().map(|(at, _)| *at + age))
+            let taken = s
+                .order
+                .iter()
+                .take_while(|(at, _)| now.duration_since(*at) >= age)
+                .count();
+            let due: Vec<SendReport> = s
+                .order
+                .iter()
+                .take(taken)
+                .filter_map(|(_, id)| s.by_id.get(id).cloned())
+                .collect();
+            (taken, due)
         };
         if !due.is_empty() {
             self.write_locked(&due, &vec![false; due.len()])?;
         }
-        Ok(next)
+        let mut s = self.held.starts.lock();
+        for (_, id) in s.order.drain(..taken).collect::<Vec<_>>() {
+            s.by_id.remove(&id);
+        }
+        Ok(s.order.front().map(|(at, _)| *at + age))
     }
 
     /// The writes of [`Outcomes::put_many`], under `held.writing`. `unwritten[i]`: the
@@ -463,10 +489,16 @@ impl Trees {
                 self.open.insert(id, &[]).map_err(st)?;
             }
         }
+        // A send with nothing stored yet gets its time key before its record: a crash in
+        // between leaves a key without a record (skipped by readers, removed by the sweep),
+        // never a record no sweep can find. The others keep `put`'s order.
+        for ((_, tk, _, _), _) in encoded.iter().zip(unwritten).filter(|(_, u)| **u) {
+            self.by_time.insert(tk, &[]).map_err(st)?;
+        }
         for (id, _, _, bytes) in &encoded {
             self.records.insert(id, &bytes[..]).map_err(st)?;
         }
-        for (_, tk, _, _) in &encoded {
+        for ((_, tk, _, _), _) in encoded.iter().zip(unwritten).filter(|(_, u)| !**u) {
             self.by_time.insert(tk, &[]).map_err(st)?;
         }
         for (id, _, (_, clear), _) in &encoded {

@@ -151,3 +151,33 @@ async fn far_schedules_do_not_wake_the_scheduler() {
     assert!(late < Duration::from_secs(1), "fired {late:?} late");
     assert_eq!(e.pending_schedules(), 500);
 }
+
+/// A held start record is written by the engine's drain task once it is `START_DELAY` old
+/// (an embedder that never flushes still gets it on disk within sled's own flush period),
+/// and the task ends with the engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_start_records_are_written_after_the_delay() {
+    let e = engine(StateStore::temporary().unwrap(), None);
+    let mut r = Job::with(Notification::new(), 1024, JobMeta::default()).report();
+    r.state = SendState::Enqueued;
+    e.inner.outcomes.put_start(r.clone());
+    assert_eq!(e.inner.outcomes.held(), 1);
+    tokio::time::sleep(outcomes::START_DELAY / 2).await;
+    assert_eq!(e.inner.outcomes.held(), 1, "written before its delay");
+    eventually("the held start written", || e.inner.outcomes.held() == 0).await;
+    assert_eq!(
+        e.inner.outcomes.get(r.id).unwrap().unwrap().state,
+        SendState::Enqueued
+    );
+    // A second one after the task went back to waiting.
+    let mut r2 = Job::with(Notification::new(), 1024, JobMeta::default()).report();
+    r2.state = SendState::Enqueued;
+    e.inner.outcomes.put_start(r2);
+    eventually("the second held start written", || e.inner.outcomes.held() == 0).await;
+    // Shutdown writes what is held at once.
+    let mut r3 = Job::with(Notification::new(), 1024, JobMeta::default()).report();
+    r3.state = SendState::Enqueued;
+    e.inner.outcomes.put_start(r3);
+    e.shutdown().await;
+    assert_eq!(e.inner.outcomes.held(), 0);
+}
