@@ -173,7 +173,10 @@ async fn held_start_records_are_written_after_the_delay() {
     let mut r2 = Job::with(Notification::new(), 1024, JobMeta::default()).report();
     r2.state = SendState::Enqueued;
     e.inner.outcomes.put_start(r2);
-    eventually("the second held start written", || e.inner.outcomes.held() == 0).await;
+    eventually("the second held start written", || {
+        e.inner.outcomes.held() == 0
+    })
+    .await;
     // Shutdown writes what is held at once.
     let mut r3 = Job::with(Notification::new(), 1024, JobMeta::default()).report();
     r3.state = SendState::Enqueued;
