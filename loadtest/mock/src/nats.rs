@@ -77,16 +77,23 @@ pub fn nats_server_for_test(which: &str) -> Option<PathBuf> {
 
 /// `n` clustered servers of the current `nats-server` with JetStream ready on each, for a
 /// test; `None` (the test skips, saying so) as [`nats_server_for_test`] decides.
-/// A cluster whose JetStream has no leader after 30 s (seen under load on 2 cores) is
-/// started again, on fresh ports, up to three times.
+/// A cluster whose JetStream has no leader after 30 s (seen under load on 2 cores), or one
+/// that did not start (a port picked free was taken by another process before the server
+/// bound it: "address already in use"), is started again, on fresh ports, up to three times.
 pub fn ready_cluster_for_test(n: usize) -> Option<NatsCluster> {
     let bin = nats_server_for_test("current")?;
     let mut last = None;
     for _ in 0..3 {
-        let nats = NatsCluster::start(&bin, n).expect("starting nats-server");
+        let nats = match NatsCluster::start(&bin, n) {
+            Ok(nats) => nats,
+            Err(e) => {
+                last = Some(format!("starting nats-server: {e}"));
+                continue;
+            }
+        };
         match (0..n).try_for_each(|i| nats.wait_jetstream(i, Duration::from_secs(30))) {
             Ok(()) => return Some(nats),
-            Err(e) => last = Some(e),
+            Err(e) => last = Some(format!("{e:?}")),
         }
     }
     panic!("JetStream not ready in three tries: {last:?}");
