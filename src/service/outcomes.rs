@@ -9,10 +9,15 @@
 //! progress is read from memory.
 //!
 //! A new send's first record is held in memory for a moment ([`Outcomes::put_start`]) and
-//! written by the next flush of the state store, or after [`START_DELAY`], whichever comes
-//! first; a send that ends before then has only its final record written (two writes instead
-//! of six, issue 17). Reads see the held records. What a flush makes durable is unchanged:
-//! everything handed in before it.
+//! written after [`START_DELAY`]; a send that ends before then has only its final record
+//! written (two writes instead of six, issue 17). Reads see the held records. A flush of the
+//! state store in between makes them durable in one write for all of them: the starts held
+//! and not yet journalled go into one entry of `outcomes_journal` (round number big-endian →
+//! JSON array of records), which is removed once every start in it has a record of its own
+//! (its final one, or the start written after the delay). Reopening turns the starts of the
+//! journal that have no record into records (then ended `Abandoned` or resumed like any
+//! unfinished send) and empties it. What a flush makes durable is unchanged: everything
+//! handed in before it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -161,6 +166,8 @@ pub(crate) struct Trees {
     records: sled::Tree,
     by_time: sled::Tree,
     open: sled::Tree,
+    /// Held starts made durable by a flush (see the module's doc).
+    journal: sled::Tree,
     held: Held,
 }
 
@@ -185,9 +192,36 @@ struct Held {
 
 #[derive(Default)]
 struct HeldStarts {
-    by_id: hashbrown::HashMap<NotificationId, SendReport>,
+    by_id: hashbrown::HashMap<NotificationId, HeldStart>,
     /// When each was held, oldest first; ids whose record went since are skipped.
     order: std::collections::VecDeque<(std::time::Instant, NotificationId)>,
+    /// The journal entries written ([`Trees::journal_held`]) and how many of their starts
+    /// are still held.
+    journals: hashbrown::HashMap<u64, usize>,
+    /// The key of the next journal entry.
+    next_journal: u64,
+}
+
+struct HeldStart {
+    report: SendReport,
+    /// The journal entry that holds it, once a flush wrote one.
+    journal: Option<u64>,
+}
+
+impl HeldStarts {
+    /// Lets go of a held start (its own record is written); returns the key of its journal
+    /// entry if it was that entry's last held start (the entry is then to be removed).
+    fn release(&mut self, id: NotificationId) -> Option<u64> {
+        let j = self.by_id.remove(&id)?.journal?;
+        let left = self.journals.get_mut(&j)?;
+        *left -= 1;
+        if *left == 0 {
+            self.journals.remove(&j);
+            Some(j)
+        } else {
+            None
+        }
+    }
 }
 
 impl Outcomes {
@@ -206,10 +240,12 @@ impl Outcomes {
                 records: store.tree("outcomes")?,
                 by_time: store.tree("outcomes_by_time")?,
                 open: store.tree("outcomes_open")?,
+                journal: store.tree("outcomes_journal")?,
                 held: Held::default(),
             }),
             retention,
         };
+        o.recover_journal()?;
         let now = SystemTime::now();
         for k in o.open.iter().keys() {
             let k = k.map_err(|e| store.storage(e))?;
@@ -241,7 +277,7 @@ impl Outcomes {
         let weak: Weak<Trees> = Arc::downgrade(&o.trees);
         let alive = weak.clone();
         store.before_flush(
-            move || weak.upgrade().map_or(Ok(()), |trees| trees.drain()),
+            move || weak.upgrade().map_or(Ok(()), |trees| trees.journal_held()),
             move || alive.strong_count() > 0,
         );
         Ok(o)
@@ -255,7 +291,13 @@ impl Outcomes {
         let mut starts = self.held.starts.lock();
         let first = starts.order.is_empty();
         starts.order.push_back((std::time::Instant::now(), r.id));
-        starts.by_id.insert(r.id, r);
+        starts.by_id.insert(
+            r.id,
+            HeldStart {
+                report: r,
+                journal: None,
+            },
+        );
         drop(starts);
         if first {
             self.held.arrived.notify_one();
@@ -305,18 +347,24 @@ impl Outcomes {
         // read meanwhile sees the start, and a failed write leaves the start to be written
         // as before, so the send still ends `Abandoned` after a crash rather than vanishing).
         if unwritten.contains(&true) {
-            let mut held = self.held.starts.lock();
-            for (r, _) in reports.iter().zip(&unwritten).filter(|(_, u)| **u) {
-                held.by_id.remove(&r.id);
-            }
+            let emptied: Vec<u64> = {
+                let mut held = self.held.starts.lock();
+                reports
+                    .iter()
+                    .zip(&unwritten)
+                    .filter(|(_, u)| **u)
+                    .filter_map(|(r, _)| held.release(r.id))
+                    .collect()
+            };
+            self.remove_journals(&emptied)?;
         }
         Ok(())
     }
 
     /// A send's record.
     pub(crate) fn get(&self, id: NotificationId) -> Result<Option<SendReport>, StateError> {
-        if let Some(r) = self.held.starts.lock().by_id.get(&id) {
-            return Ok(Some(r.clone()));
+        if let Some(h) = self.held.starts.lock().by_id.get(&id) {
+            return Ok(Some(h.report.clone()));
         }
         let Some(v) = self
             .records
@@ -355,6 +403,7 @@ impl Outcomes {
             .lock()
             .by_id
             .values()
+            .map(|h| &h.report)
             .filter(|r| (from_ms..to_ms_).contains(&to_ms(r.enqueued_at)))
             .cloned()
             .collect();
@@ -452,18 +501,101 @@ impl Trees {
                 .order
                 .iter()
                 .take(taken)
-                .filter_map(|(_, id)| s.by_id.get(id).cloned())
+                .filter_map(|(_, id)| s.by_id.get(id).map(|h| h.report.clone()))
                 .collect();
             (taken, due)
         };
         if !due.is_empty() {
             self.write_locked(&due, &vec![false; due.len()])?;
         }
-        let mut s = self.held.starts.lock();
-        for (_, id) in s.order.drain(..taken).collect::<Vec<_>>() {
-            s.by_id.remove(&id);
+        let (emptied, next) = {
+            let mut s = self.held.starts.lock();
+            let emptied: Vec<u64> = s
+                .order
+                .drain(..taken)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .filter_map(|(_, id)| s.release(id))
+                .collect();
+            (emptied, s.order.front().map(|(at, _)| *at + age))
+        };
+        self.remove_journals(&emptied)?;
+        Ok(next)
+    }
+
+    /// Makes the held starts durable without writing them one by one (what a flush of the
+    /// state store runs first): those not journalled yet go into one new journal entry.
+    /// They stay held, and are written (or replaced by their final records) as before.
+    pub(crate) fn journal_held(&self) -> Result<(), StateError> {
+        let _writing = self.held.writing.lock();
+        // Nothing else changes `journal` fields or `next_journal` while `writing` is held.
+        let (key, records) = {
+            let s = self.held.starts.lock();
+            let records: Vec<Record> = s
+                .by_id
+                .values()
+                .filter(|h| h.journal.is_none())
+                .map(|h| Record::from_report(&h.report))
+                .collect();
+            (s.next_journal, records)
+        };
+        if records.is_empty() {
+            return Ok(());
         }
-        Ok(s.order.front().map(|(at, _)| *at + age))
+        let bytes = serde_json::to_vec(&records).map_err(|e| self.store.storage(e))?;
+        self.journal
+            .insert(key.to_be_bytes(), bytes)
+            .map_err(|e| self.store.storage(e))?;
+        let mut s = self.held.starts.lock();
+        s.next_journal = key + 1;
+        let mut n = 0;
+        for h in s.by_id.values_mut().filter(|h| h.journal.is_none()) {
+            h.journal = Some(key);
+            n += 1;
+        }
+        // Every one that was unjournalled above is still held and unjournalled (only
+        // `put_start` adds meanwhile, and what it adds is in the entry or not marked).
+        s.journals.insert(key, n);
+        Ok(())
+    }
+
+    /// Removes journal entries none of whose starts is held any more (each has a record of
+    /// its own, written before). One that is left behind (a failed removal, a crash) is
+    /// harmless: reopening skips starts that have a record.
+    fn remove_journals(&self, keys: &[u64]) -> Result<(), StateError> {
+        for k in keys {
+            self.journal
+                .remove(k.to_be_bytes())
+                .map_err(|e| self.store.storage(e))?;
+        }
+        Ok(())
+    }
+
+    /// At open: the journalled starts that have no record get one (not final, so with an
+    /// open marker: the caller then ends them `Abandoned` or leaves them to be resumed), and
+    /// the journal is emptied.
+    fn recover_journal(&self) -> Result<(), StateError> {
+        let st = |e| self.store.storage(e);
+        for kv in self.journal.iter() {
+            let (k, v) = kv.map_err(st)?;
+            let records: Vec<Record> =
+                serde_json::from_slice(&v).map_err(|e| StateError::Corrupt {
+                    what: "outcome journal entry".into(),
+                    message: e.to_string(),
+                })?;
+            for rec in records {
+                let r = rec.into_report().map_err(|message| StateError::Corrupt {
+                    what: "outcome journal entry".into(),
+                    message,
+                })?;
+                if !self.records.contains_key(id_key(r.id)).map_err(st)? {
+                    let _writing = self.held.writing.lock();
+                    self.write_locked(std::slice::from_ref(&r), &[false])?;
+                }
+            }
+            self.journal.remove(k).map_err(st)?;
+        }
+        Ok(())
     }
 
     /// The writes of [`Outcomes::put_many`], under `held.writing`. `unwritten[i]`: the
@@ -733,11 +865,16 @@ mod tests {
             o.put_many(&[done]).unwrap();
             assert_eq!(o.records.len(), 1);
             assert!(o.open.is_empty());
-            // The flush writes the other one's start (and its open marker) first.
+            // The flush makes the other one's start durable in a journal entry first, and
+            // it stays held (no record, no open marker of its own).
             store.flush().unwrap();
-            assert_eq!(o.records.len(), 2);
-            assert_eq!(o.open.len(), 1);
-            assert_eq!(o.by_time.len(), 2);
+            assert_eq!(o.records.len(), 1);
+            assert!(o.open.is_empty());
+            assert_eq!(o.journal.len(), 1);
+            assert_eq!(o.held(), 1);
+            // A second flush with nothing new held adds no entry.
+            store.flush().unwrap();
+            assert_eq!(o.journal.len(), 1);
             // Dropped without a final record: a kill -9 after the flush.
             std::mem::forget(o);
             (flushed.id, ended.id)
@@ -749,6 +886,100 @@ mod tests {
         let o = Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap();
         assert_eq!(o.get(flushed).unwrap().unwrap().state, SendState::Abandoned);
         assert_eq!(o.get(ended).unwrap().unwrap().state, SendState::Completed);
+        // The journal is gone: its start became a record (ended, so no marker is left).
+        assert!(o.journal.is_empty() && o.open.is_empty());
+        assert_eq!(o.by_time.len(), 2);
+    }
+
+    /// A journal entry goes once each of its starts has a record of its own (a final one,
+    /// or the start written after the delay); an entry left behind (a crash before its
+    /// removal) does not turn a send that has its final record back into an unfinished one.
+    #[test]
+    fn journal_entries_go_when_their_starts_have_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let (a, b, c) = (
+            report(SendState::Enqueued, now),
+            report(SendState::Enqueued, now),
+            report(SendState::Enqueued, now),
+        );
+        let fin = |r: &SendReport| SendReport {
+            state: SendState::Completed,
+            ..r.clone()
+        };
+        let d = report(SendState::Enqueued, now);
+        {
+            let store = StateStore::open(dir.path()).unwrap();
+            let o =
+                Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap();
+            o.put_start(a.clone());
+            o.put_start(b.clone());
+            store.flush().unwrap();
+            o.put_start(c.clone());
+            store.flush().unwrap();
+            assert_eq!(o.journal.len(), 2);
+            // a ends: the first entry still holds b.
+            o.put_many(&[fin(&a)]).unwrap();
+            assert_eq!(o.journal.len(), 2);
+            // b's start is written (the delay): the first entry goes.
+            o.drain_held_for(Duration::ZERO).unwrap();
+            assert_eq!(o.journal.len(), 0, "c was drained too");
+            assert_eq!(o.open.len(), 2);
+            o.put_many(&[fin(&b), fin(&c)]).unwrap();
+            assert!(o.open.is_empty());
+            // A new start journalled and ended, but its entry's removal lost: written back
+            // by hand, as a crash between the final record and the removal leaves it.
+            o.put_start(d.clone());
+            store.flush().unwrap();
+            let left: Vec<(sled::IVec, sled::IVec)> =
+                o.journal.iter().map(|kv| kv.unwrap()).collect();
+            assert_eq!(left.len(), 1);
+            o.put_many(&[fin(&d)]).unwrap();
+            assert!(o.journal.is_empty());
+            for (k, v) in left {
+                o.journal.insert(k, v).unwrap();
+            }
+            store.flush().unwrap();
+            std::mem::forget(o);
+        }
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        let store = StateStore::open(copy.path()).unwrap();
+        let o = Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap();
+        for r in [&a, &b, &c, &d] {
+            assert_eq!(o.get(r.id).unwrap().unwrap().state, SendState::Completed);
+        }
+        assert!(o.journal.is_empty() && o.open.is_empty());
+    }
+
+    /// A journalled start the next engine will resume is left unfinished (with its open
+    /// marker) rather than ended.
+    #[test]
+    fn a_journalled_start_to_resume_stays_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = report(SendState::Enqueued, SystemTime::now());
+        {
+            let store = StateStore::open(dir.path()).unwrap();
+            let o =
+                Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap();
+            o.put_start(r.clone());
+            store.flush().unwrap();
+            std::mem::forget(o);
+        }
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        let store = StateStore::open(copy.path()).unwrap();
+        let id = r.id;
+        let o = Outcomes::open(
+            &store,
+            Duration::from_secs(3600),
+            |_| false,
+            move |x| x == id,
+        )
+        .unwrap();
+        assert_eq!(o.get(r.id).unwrap().unwrap().state, SendState::Enqueued);
+        assert_eq!(o.open.len(), 1);
+        assert!(o.journal.is_empty());
     }
 
     /// A start record a drain wrote is replaced by its final one, which clears its marker.
