@@ -234,11 +234,34 @@ impl StoredEvent {
     }
 }
 
+/// [`StoredEvent`] borrowed from an [`Event`]: what [`encode`] writes, the same JSON without
+/// a copy of the event's data.
+#[derive(Serialize)]
+struct StoredEventRef<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time_ns: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notification_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    installation_id: Option<&'a str>,
+    data: &'a serde_json::Value,
+}
+
 /// Encodes an event for the log.
 pub(crate) fn encode(e: &Event) -> Vec<u8> {
+    let stored = StoredEventRef {
+        id: &e.id,
+        kind: e.kind.as_str(),
+        time_ns: unix_nanos(e.time),
+        notification_id: e.notification_id.as_deref(),
+        installation_id: e.installation_id.as_deref(),
+        data: &e.data,
+    };
     // Serialising a struct of strings, integers and a `Value` cannot fail (no maps with
     // non-string keys, no custom serialisers).
-    serde_json::to_vec(&StoredEvent::from_event(e)).unwrap_or_default()
+    serde_json::to_vec(&stored).unwrap_or_default()
 }
 
 /// Decodes a log value; `key` names it in errors.
@@ -275,6 +298,16 @@ mod tests {
         .with_time(UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789));
         let back = decode(&encode(&e), "k").unwrap();
         assert_eq!(back, e);
+        // The borrowed form writes what the owned one does (dead letters store that one).
+        assert_eq!(
+            encode(&e),
+            serde_json::to_vec(&StoredEvent::from_event(&e)).unwrap()
+        );
+        let bare = Event::new(EventKind::CredentialFailed, serde_json::json!(null));
+        assert_eq!(
+            encode(&bare),
+            serde_json::to_vec(&StoredEvent::from_event(&bare)).unwrap()
+        );
         assert_eq!(e.data["pns_timestamp"], "2021-02-25T15:02:10Z");
         assert_eq!(e.subject(), Some("inst-1"));
         assert!(decode(br#"{"id":"x","type":"nope","time_ns":0}"#, "k").is_err());

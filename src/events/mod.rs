@@ -723,6 +723,42 @@ mod tests {
         ));
     }
 
+    /// Seqs go on after a sweep that empties the log, also across a reopen (the log's last
+    /// key is gone then; `high_water` says where seqs stopped).
+    #[tokio::test]
+    async fn seqs_go_on_after_the_sweep_empties_the_log_and_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = || EventsConfig {
+            retention: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let old = SystemTime::now() - Duration::from_secs(7200);
+        {
+            let log = EventLog::open(dir.path(), config()).unwrap();
+            let batch = (0..10)
+                .map(|_| Event::credential_failed("apns", "x").with_time(old))
+                .collect();
+            assert_eq!(log.append_batch(batch).unwrap(), 1..11);
+            assert_eq!(log.sweep_expired().await.unwrap(), 10);
+            assert!(log.search(&EventQuery::new()).unwrap().is_empty());
+            log.shutdown().await.unwrap();
+        }
+        let log = EventLog::open(dir.path(), config()).unwrap();
+        assert_eq!(
+            log.append(Event::credential_failed("apns", "y")).unwrap(),
+            11
+        );
+        log.shutdown().await.unwrap();
+        drop(log);
+        // And with the log not empty: its last key says it.
+        let log = EventLog::open(dir.path(), config()).unwrap();
+        assert_eq!(
+            log.append(Event::credential_failed("apns", "z")).unwrap(),
+            12
+        );
+        log.shutdown().await.unwrap();
+    }
+
     #[test]
     fn names_are_checked() {
         assert!(check_name("crm-hook_1.v2").is_ok());

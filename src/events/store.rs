@@ -10,7 +10,7 @@
 //! | `events/idx/notification` | id length (u16 BE) · id · seq | empty |
 //! | `events/idx/installation` | id length (u16 BE) · id · seq | empty |
 //! | `events/idx/time` | time (u64 BE ns since 1970) · seq | empty |
-//! | `events/meta` | `"high_water"` | highest seq ever assigned (u64 BE) |
+//! | `events/meta` | `"high_water"` | highest seq ever assigned (u64 BE), as of the last sweep |
 //! | `events/subs` | subscription name | subscription JSON (`webhook::PersistedSub`) |
 //! | `events/cursor` | subscription name | last seq handled (u64 BE) |
 //! | `events/dead` | name length · name · seq | dead letter JSON |
@@ -19,7 +19,9 @@
 //! Invariants: every index entry names a seq of `events/log` or one being swept (index
 //! entries are written before and removed after the log entry, so a crash in between leaves
 //! only index entries whose event is missing, which readers skip and the sweep removes);
-//! seqs are never reused (`high_water` survives the retention sweep emptying the log).
+//! seqs are never reused: the highest seq assigned is the greater of the log's last key and
+//! `high_water`, which the sweep sets to the log's last key before it removes anything, so it
+//! survives the sweep emptying the log.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -160,6 +162,22 @@ impl Store {
         Ok(meta.max(log))
     }
 
+    /// Stores the log's last seq as `high_water` if it is higher than the one stored.
+    fn record_high_water(&self) -> Result<(), EventsError> {
+        let Some((k, _)) = self.log.last().map_err(EventsError::sled)? else {
+            return Ok(());
+        };
+        let stored = self
+            .meta
+            .get(HIGH_WATER)
+            .map_err(EventsError::sled)?
+            .map_or(0, |v| u64_of(&v));
+        if u64_of(&k) > stored {
+            self.meta.insert(HIGH_WATER, k).map_err(EventsError::sled)?;
+        }
+        Ok(())
+    }
+
     /// Writes `events` as seqs `first..`. Not durable until [`Store::flush`]. Single-key
     /// inserts, not sled batches: sled 0.34's `apply_batch` rolls its I/O buffer before and
     /// after the batch (`PageCache::pin_log`), so every batch, even an empty one, cost two
@@ -196,12 +214,8 @@ impl Store {
                 .insert(seq_key(seq), event::encode(e))
                 .map_err(EventsError::sled)?;
         }
-        if !events.is_empty() {
-            let last = first + events.len() as u64 - 1;
-            self.meta
-                .insert(HIGH_WATER, &seq_key(last))
-                .map_err(EventsError::sled)?;
-        }
+        // No `high_water` here: the log's last key says it while the log holds it, and
+        // the sweep records it before it removes anything (see `sweep_chunk`).
         Ok(())
     }
 
@@ -327,6 +341,12 @@ impl Store {
             }
             l.remove(&seq_key(seq));
             t.remove(tk.clone());
+        }
+        // `high_water` first: the log's last seq now is at least every seq removed below
+        // (they are in the log), so once the log is empty it still says where seqs stopped.
+        // sled replays its writes in order, so a crash cannot keep a removal without this.
+        if !keys.is_empty() {
+            self.record_high_water()?;
         }
         // The log first, then the indexes (see the invariants).
         self.log.apply_batch(l).map_err(EventsError::sled)?;
