@@ -34,6 +34,19 @@ impl NotificationId {
         NotificationId(uuid::Uuid::now_v7().as_u128())
     }
 
+    /// The time in milliseconds a version-7 id carries (`None` for any other version).
+    pub(crate) fn v7_ms(self) -> Option<u64> {
+        (uuid::Uuid::from_u128(self.0).get_version_num() == 7).then_some((self.0 >> 80) as u64)
+    }
+
+    /// A version-7 id for the time `ms` (tests: ids made at another time).
+    #[cfg(test)]
+    pub(crate) fn v7_at(ms: u64) -> Self {
+        let ts =
+            uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, (ms % 1000) as u32 * 1_000_000);
+        NotificationId(uuid::Uuid::new_v7(ts).as_u128())
+    }
+
     pub(crate) fn as_u128(self) -> u128 {
         self.0
     }
@@ -585,8 +598,18 @@ impl Job {
             reasons = b.reasons.clone();
             errors = b.errors.clone();
         }
+        // A new id carries the time it was made: that is the enqueue time too, so the
+        // outcome history needs no time index entry for the send (`outcomes::implicit`).
+        let (id, enqueued_ms) = match (meta.id, meta.enqueued_ms) {
+            (Some(id), at) => (id, at.unwrap_or_else(now_ms)),
+            (None, Some(at)) => (NotificationId::random(), at),
+            (None, None) => {
+                let id = NotificationId::random();
+                (id, id.v7_ms().unwrap_or_else(now_ms))
+            }
+        };
         Arc::new(Job {
-            id: meta.id.unwrap_or_else(NotificationId::random),
+            id,
             notification,
             prepared: Default::default(),
             life: AtomicLife::new(),
@@ -594,7 +617,7 @@ impl Job {
             reasons: Mutex::new(reasons),
             errors: Mutex::new(errors),
             audience: AtomicU64::new(u64::MAX),
-            enqueued_ms: meta.enqueued_ms.unwrap_or_else(now_ms),
+            enqueued_ms,
             started_ms: AtomicU64::new(ms(base.and_then(|b| b.started_at))),
             first_ms: AtomicU64::new(ms(base.and_then(|b| b.first_delivered_at))),
             last_ms: AtomicU64::new(ms(base.and_then(|b| b.last_delivered_at))),
@@ -931,6 +954,21 @@ mod tests {
             .collect();
         assert_eq!(burst.len(), 1000);
         assert_eq!(uuid::Uuid::from_u128(b.as_u128()).get_version_num(), 7);
+        // The time it carries is the clock's, in milliseconds.
+        let now = now_ms();
+        let ms = NotificationId::random().v7_ms().unwrap();
+        assert!(ms.abs_diff(now) < 1000, "{ms} vs {now}");
+        assert_eq!(
+            NotificationId::v7_at(1_700_000_000_123).v7_ms(),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(
+            NotificationId::from_u128(uuid::Uuid::new_v4().as_u128()).v7_ms(),
+            None
+        );
+        // A new send's enqueue time is its id's.
+        let job = Job::new(Notification::new(), 1024);
+        assert_eq!(job.id.v7_ms(), Some(job.enqueued_ms));
     }
 
     const ALL_FLAGS: [Flags; 6] = [

@@ -871,6 +871,11 @@ impl Engine {
         if let Err(e) = self.inner.events.shutdown().await {
             tracing::warn!("closing the event log: {e}");
         }
+        // Start records still held (a final record whose write failed): written as records,
+        // so that the journal a flush would put them in is not needed at the next start.
+        if let Err(e) = self.inner.outcomes.drain() {
+            tracing::error!("writing the outcome records of new sends failed: {e}");
+        }
         let _ = self.inner.state.flush();
     }
 

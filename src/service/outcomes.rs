@@ -2,7 +2,10 @@
 //! and queryable by id and by enqueue time (nh-rest-api.md §7).
 //!
 //! Trees: `outcomes` (id → JSON record) and `outcomes_by_time` (enqueue ms big-endian + id →
-//! nothing), written in an order that a crash cannot make misleading (see `put`);
+//! nothing), written in an order that a crash cannot make misleading (see `put`). A record
+//! whose id is a version-7 id carrying its enqueue time (every new send's) has no
+//! `outcomes_by_time` entry: the `outcomes` tree holds such records in enqueue-time order
+//! already, and reads by time and the retention sweep merge the two (see `implicit`);
 //! `outcomes_open` lists sends written while not final, so a restart can end them as
 //! `Abandoned` (their devices' fate is unknown).
 //! Records are written when a send is accepted or scheduled, and when it ends; a live send's
@@ -136,6 +139,20 @@ fn is_final(s: SendState) -> bool {
 
 fn id_key(id: NotificationId) -> [u8; 16] {
     id.as_u128().to_be_bytes()
+}
+
+/// Whether a record has no time index entry: its id is a version-7 id that carries its
+/// enqueue time (a new send's, `Job::with`), so the records tree, keyed by id, already holds
+/// it in enqueue-time order (`range` and `sweep` read it there). Others (older random ids,
+/// resumed or scheduled sends whose times differ) have an entry in `outcomes_by_time`.
+fn implicit(id: NotificationId, enqueued_ms: u64) -> bool {
+    id.v7_ms() == Some(enqueued_ms)
+}
+
+/// The smallest id key of a version-7 id of millisecond `ms` or later; `None` past the
+/// 48-bit times such ids carry.
+fn v7_floor(ms: u64) -> Option<[u8; 16]> {
+    (ms < 1 << 48).then(|| (u128::from(ms) << 80).to_be_bytes())
 }
 
 fn time_key(ms: u64, id: NotificationId) -> [u8; 24] {
@@ -408,18 +425,65 @@ impl Outcomes {
             .cloned()
             .collect();
         let held = out.len();
-        let lo = from_ms.to_be_bytes();
-        let hi = to_ms_.to_be_bytes();
-        for kv in self.by_time.range(lo..hi) {
-            if out.len() - held >= limit {
-                break;
+        // The stored ones: the time index's entries and the records that need none
+        // (`implicit`), merged in (time, id) order. A record in both (written before
+        // records without entries existed) is taken once.
+        let st = |e| self.store.storage(e);
+        let mut indexed = self
+            .by_time
+            .range(from_ms.to_be_bytes()..to_ms_.to_be_bytes());
+        let mut next_indexed = || -> Result<Option<([u8; 24], SendReport)>, StateError> {
+            for kv in indexed.by_ref() {
+                let (k, _) = kv.map_err(st)?;
+                let Ok(key) = <[u8; 24]>::try_from(&k[..]) else {
+                    continue;
+                };
+                if let Some(v) = self.records.get(&key[8..]).map_err(st)? {
+                    return Ok(Some((key, self.decode(&v)?)));
+                }
             }
-            let (k, _) = kv.map_err(|e| self.store.storage(e))?;
-            let Ok(raw) = <[u8; 16]>::try_from(&k[8..]) else {
-                continue;
+            Ok(None)
+        };
+        let mut by_id = match (v7_floor(from_ms), v7_floor(to_ms_)) {
+            (Some(lo), Some(hi)) => self.records.range(lo..hi),
+            (Some(lo), None) => self.records.range(lo..),
+            (None, _) => self.records.range([0xff; 16]..[0xff; 16]),
+        };
+        let mut next_by_id = || -> Result<Option<([u8; 24], SendReport)>, StateError> {
+            for kv in by_id.by_ref() {
+                let (k, v) = kv.map_err(st)?;
+                let Ok(raw) = <[u8; 16]>::try_from(&k[..]) else {
+                    continue;
+                };
+                let id = NotificationId::from_u128(u128::from_be_bytes(raw));
+                let Some(ms) = id.v7_ms() else { continue };
+                let r = self.decode(&v)?;
+                if implicit(r.id, to_ms(r.enqueued_at)) {
+                    return Ok(Some((time_key(ms, id), r)));
+                }
+            }
+            Ok(None)
+        };
+        let (mut a, mut b) = (next_indexed()?, next_by_id()?);
+        while out.len() - held < limit {
+            use std::cmp::Ordering;
+            let order = match (&a, &b) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
             };
-            if let Some(v) = self.records.get(raw).map_err(|e| self.store.storage(e))? {
-                out.push(self.decode(&v)?);
+            if order == Ordering::Equal {
+                b = next_by_id()?;
+            }
+            if order != Ordering::Greater {
+                let (_, r) = a.take().expect("checked above");
+                out.push(r);
+                a = next_indexed()?;
+            } else {
+                let (_, r) = b.take().expect("checked above");
+                out.push(r);
+                b = next_by_id()?;
             }
         }
         if held > 0 {
@@ -468,6 +532,38 @@ impl Outcomes {
                 .map_err(|e| self.store.storage(e))?;
             self.records.remove(id).map_err(|e| self.store.storage(e))?;
             gone += 1;
+        }
+        // Records without a time index entry: those of version-7 ids of earlier
+        // milliseconds, in the records tree's own order.
+        let Some(hi) = v7_floor(cutoff) else {
+            return Ok(gone);
+        };
+        let old: Vec<(sled::IVec, sled::IVec)> = self
+            .records
+            .range(..hi)
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.store.storage(e))?;
+        for (k, v) in old {
+            let Ok(raw) = <[u8; 16]>::try_from(&k[..]) else {
+                continue;
+            };
+            let id = NotificationId::from_u128(u128::from_be_bytes(raw));
+            if id.v7_ms().is_none()
+                || self
+                    .open
+                    .contains_key(&k)
+                    .map_err(|e| self.store.storage(e))?
+            {
+                continue;
+            }
+            // Decoded: one with a time index entry may have been enqueued later than its id
+            // says (it is swept by its entry, above, when it is old).
+            let Ok(r) = self.decode(&v) else { continue };
+            let ms = to_ms(r.enqueued_at);
+            if implicit(id, ms) && ms < cutoff {
+                self.records.remove(&k).map_err(|e| self.store.storage(e))?;
+                gone += 1;
+            }
         }
         Ok(gone)
     }
@@ -609,7 +705,7 @@ impl Trees {
             let fin = is_final(r.state);
             encoded.push((
                 id_key(r.id),
-                time_key(rec.enqueued_ms, r.id),
+                (!implicit(r.id, rec.enqueued_ms)).then(|| time_key(rec.enqueued_ms, r.id)),
                 // Whether an open marker is set (unfinished) or cleared (final, and one may
                 // have been set).
                 (!fin, fin && !new),
@@ -625,13 +721,17 @@ impl Trees {
         // between leaves a key without a record (skipped by readers, removed by the sweep),
         // never a record no sweep can find. The others keep `put`'s order.
         for ((_, tk, _, _), _) in encoded.iter().zip(unwritten).filter(|(_, u)| **u) {
-            self.by_time.insert(tk, &[]).map_err(st)?;
+            if let Some(tk) = tk {
+                self.by_time.insert(tk, &[]).map_err(st)?;
+            }
         }
         for (id, _, _, bytes) in &encoded {
             self.records.insert(id, &bytes[..]).map_err(st)?;
         }
         for ((_, tk, _, _), _) in encoded.iter().zip(unwritten).filter(|(_, u)| !**u) {
-            self.by_time.insert(tk, &[]).map_err(st)?;
+            if let Some(tk) = tk {
+                self.by_time.insert(tk, &[]).map_err(st)?;
+            }
         }
         for (id, _, (_, clear), _) in &encoded {
             if *clear {
@@ -827,6 +927,67 @@ mod tests {
         assert_eq!(
             o.get(scheduled).unwrap().unwrap().state,
             SendState::Scheduled
+        );
+    }
+
+    /// Records whose id carries their enqueue time get no time index entry; reads by time
+    /// merge them with indexed ones in (time, id) order, a record in both (written before
+    /// such records existed) is read once, and the retention sweep finds them by id.
+    #[test]
+    fn records_without_time_entries_read_back_in_time_order_and_are_swept() {
+        let store = StateStore::temporary().unwrap();
+        let o = Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap();
+        let now = to_ms(SystemTime::now());
+        let at = |ms: u64, state| {
+            let mut r = report(state, from_ms(ms));
+            r.id = NotificationId::v7_at(ms);
+            r
+        };
+        let i1 = at(now - 30_000, SendState::Completed);
+        let i2 = at(now - 10_000, SendState::Completed);
+        // Enqueued at another time than its id's: indexed.
+        let e1 = report(SendState::Completed, from_ms(now - 20_000));
+        // Needs no entry but has one (as written before).
+        let l1 = at(now - 15_000, SendState::Completed);
+        o.put_many(&[i1.clone(), i2.clone(), e1.clone(), l1.clone()])
+            .unwrap();
+        assert_eq!(o.by_time.len(), 1);
+        o.by_time
+            .insert(time_key(now - 15_000, l1.id), &[])
+            .unwrap();
+        let ids = |v: Vec<SendReport>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let (from, to) = (from_ms(now - 60_000), from_ms(now));
+        assert_eq!(
+            ids(o.range(from, to, 10).unwrap()),
+            vec![i1.id, e1.id, l1.id, i2.id]
+        );
+        assert_eq!(ids(o.range(from, to, 2).unwrap()), vec![i1.id, e1.id]);
+        assert_eq!(
+            ids(o
+                .range(from_ms(now - 20_000), from_ms(now - 10_000), 10)
+                .unwrap()),
+            vec![e1.id, l1.id]
+        );
+        assert!(o
+            .range(from_ms(now - 9_000), from_ms(u64::MAX / 2), 10)
+            .unwrap()
+            .is_empty());
+        // The sweep: an old one goes, an unfinished old one stays, and so does one whose id
+        // is old but which was enqueued recently (indexed).
+        let old = at(now - 7_200_000, SendState::Completed);
+        let old_open = at(now - 7_200_000 + 1, SendState::Enqueued);
+        let mut late = report(SendState::Completed, from_ms(now - 5_000));
+        late.id = NotificationId::v7_at(now - 7_200_000 + 2);
+        o.put_many(&[old.clone(), old_open.clone(), late.clone()])
+            .unwrap();
+        assert_eq!(o.sweep().unwrap(), 1);
+        assert!(o.get(old.id).unwrap().is_none());
+        for kept in [&old_open, &late, &i1, &i2, &e1, &l1] {
+            assert!(o.get(kept.id).unwrap().is_some());
+        }
+        assert_eq!(
+            ids(o.range(from_ms(now - 6_000), to, 10).unwrap()),
+            vec![late.id]
         );
     }
 
