@@ -625,15 +625,15 @@ impl Trees {
     pub(crate) fn journal_held(&self) -> Result<(), StateError> {
         let _writing = self.held.writing.lock();
         // Nothing else changes `journal` fields or `next_journal` while `writing` is held.
-        let (key, records) = {
+        let (key, ids, records) = {
             let s = self.held.starts.lock();
-            let records: Vec<Record> = s
+            let (ids, records): (Vec<NotificationId>, Vec<Record>) = s
                 .by_id
-                .values()
-                .filter(|h| h.journal.is_none())
-                .map(|h| Record::from_report(&h.report))
-                .collect();
-            (s.next_journal, records)
+                .iter()
+                .filter(|(_, h)| h.journal.is_none())
+                .map(|(id, h)| (*id, Record::from_report(&h.report)))
+                .unzip();
+            (s.next_journal, ids, records)
         };
         if records.is_empty() {
             return Ok(());
@@ -644,13 +644,15 @@ impl Trees {
             .map_err(|e| self.store.storage(e))?;
         let mut s = self.held.starts.lock();
         s.next_journal = key + 1;
+        // Exactly the ones in the entry: a start held meanwhile is not in it. Each is still
+        // held (only `put_start` changes `by_id` while `writing` is held, and only adds).
         let mut n = 0;
-        for h in s.by_id.values_mut().filter(|h| h.journal.is_none()) {
-            h.journal = Some(key);
-            n += 1;
+        for id in &ids {
+            if let Some(h) = s.by_id.get_mut(id) {
+                h.journal = Some(key);
+                n += 1;
+            }
         }
-        // Every one that was unjournalled above is still held and unjournalled (only
-        // `put_start` adds meanwhile, and what it adds is in the entry or not marked).
         s.journals.insert(key, n);
         Ok(())
     }
