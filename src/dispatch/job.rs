@@ -605,7 +605,11 @@ impl Job {
             (None, Some(at)) => (NotificationId::random(), at),
             (None, None) => {
                 let id = NotificationId::random();
-                (id, id.v7_ms().unwrap_or_else(now_ms))
+                // The id's time unless the clock stepped back (uuid keeps ids increasing by
+                // keeping their time): then the clock's, and the record gets an entry.
+                let now = now_ms();
+                let at = id.v7_ms().filter(|ms| ms.abs_diff(now) <= 1);
+                (id, at.unwrap_or(now))
             }
         };
         Arc::new(Job {

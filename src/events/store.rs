@@ -162,19 +162,22 @@ impl Store {
         Ok(meta.max(log))
     }
 
-    /// Stores the log's last seq as `high_water` if it is higher than the one stored.
-    fn record_high_water(&self) -> Result<(), EventsError> {
-        let Some((k, _)) = self.log.last().map_err(EventsError::sled)? else {
-            return Ok(());
-        };
-        let stored = self
-            .meta
-            .get(HIGH_WATER)
+    /// Raises `high_water` to the log's last seq, or to `at_least` (the highest seq about to
+    /// be removed: its log entry may still be being written), whichever is higher. An atomic
+    /// update: two sweeps at once never lower it.
+    fn record_high_water(&self, at_least: u64) -> Result<(), EventsError> {
+        let last = self
+            .log
+            .last()
             .map_err(EventsError::sled)?
-            .map_or(0, |v| u64_of(&v));
-        if u64_of(&k) > stored {
-            self.meta.insert(HIGH_WATER, k).map_err(EventsError::sled)?;
-        }
+            .map_or(0, |(k, _)| u64_of(&k));
+        let top = last.max(at_least);
+        self.meta
+            .fetch_and_update(HIGH_WATER, |old| {
+                let old = old.map_or(0, u64_of);
+                Some(seq_key(old.max(top)).to_vec())
+            })
+            .map_err(EventsError::sled)?;
         Ok(())
     }
 
@@ -345,8 +348,8 @@ impl Store {
         // `high_water` first: the log's last seq now is at least every seq removed below
         // (they are in the log), so once the log is empty it still says where seqs stopped.
         // sled replays its writes in order, so a crash cannot keep a removal without this.
-        if !keys.is_empty() {
-            self.record_high_water()?;
+        if let Some(top) = keys.iter().filter_map(|k| seq_of(k)).max() {
+            self.record_high_water(top)?;
         }
         // The log first, then the indexes (see the invariants).
         self.log.apply_batch(l).map_err(EventsError::sled)?;

@@ -162,8 +162,9 @@ fn time_key(ms: u64, id: NotificationId) -> [u8; 24] {
     k
 }
 
-/// How long a new send's first record waits in memory at most before it is written (a flush
-/// of the state store writes it sooner). Long enough that a loaded engine's per-event sends
+/// How long a new send's first record waits in memory at most before it is written as a
+/// record (a flush of the state store in between makes it durable in a journal entry, but it
+/// stays held). Long enough that a loaded engine's per-event sends
 /// end and are recorded before it (at 10 ms, the recorder's backlog under load made most of
 /// them outlive it and cost both writes again); short beside sled's own periodic flush
 /// (every 500 ms), which is all that makes an unflushed write durable anyway.
@@ -301,20 +302,18 @@ impl Outcomes {
     }
 
     /// A new send's first record (not final): held in memory and written by the next
-    /// [`drain`](Self::drain) (a flush of the state store, or the engine's drain task after
-    /// [`START_DELAY`]), unless the send's final record comes first, which then is the only
-    /// one written. Reads see it meanwhile.
+    /// [`drain`](Self::drain) (the engine's drain task after [`START_DELAY`], or shutdown),
+    /// unless the send's final record comes first, which then is the only one written. A
+    /// flush of the state store meanwhile journals it ([`Trees::journal_held`]). Reads see it
+    /// meanwhile.
     pub(crate) fn put_start(&self, r: SendReport) {
         let mut starts = self.held.starts.lock();
         let first = starts.order.is_empty();
         starts.order.push_back((std::time::Instant::now(), r.id));
-        starts.by_id.insert(
-            r.id,
-            HeldStart {
-                report: r,
-                journal: None,
-            },
-        );
+        // A new send's id is new; were it held already, its journal entry is kept (its count
+        // must still come down to zero).
+        let journal = starts.by_id.get(&r.id).and_then(|h| h.journal);
+        starts.by_id.insert(r.id, HeldStart { report: r, journal });
         drop(starts);
         if first {
             self.held.arrived.notify_one();
@@ -333,11 +332,12 @@ impl Outcomes {
         self.held.arrived.clone()
     }
 
-    /// Writes (or replaces) a send's record. Three single-key writes, ordered so a crash
-    /// between them leaves nothing misleading: the open marker first (an unfinished send is
-    /// ended `Abandoned` at the next start; a marker without a record is dropped then), the
-    /// record, then the time index (a record without it only misses from time queries until
-    /// rewritten); a final record clears the marker last. (A sled transaction over the three
+    /// Writes (or replaces) a send's record. Up to three single-key writes, ordered so a
+    /// crash between them leaves nothing misleading: the open marker first (an unfinished send
+    /// is ended `Abandoned` at the next start; a marker without a record is dropped then), the
+    /// record, then the time index if the record needs an entry (`implicit`; a record without
+    /// its entry only misses from time queries until rewritten); a final record clears the
+    /// marker last. (A sled transaction over the three
     /// trees cost 150-300 µs under load, a tenth of a send's budget.)
     pub(crate) fn put(&self, r: &SendReport) -> Result<(), StateError> {
         self.put_many(std::slice::from_ref(r))
@@ -538,12 +538,13 @@ impl Outcomes {
         let Some(hi) = v7_floor(cutoff) else {
             return Ok(gone);
         };
-        let old: Vec<(sled::IVec, sled::IVec)> = self
+        let old: Vec<sled::IVec> = self
             .records
             .range(..hi)
+            .keys()
             .collect::<Result<_, _>>()
             .map_err(|e| self.store.storage(e))?;
-        for (k, v) in old {
+        for k in old {
             let Ok(raw) = <[u8; 16]>::try_from(&k[..]) else {
                 continue;
             };
@@ -556,11 +557,17 @@ impl Outcomes {
             {
                 continue;
             }
+            let Some(v) = self.records.get(&k).map_err(|e| self.store.storage(e))? else {
+                continue;
+            };
             // Decoded: one with a time index entry may have been enqueued later than its id
-            // says (it is swept by its entry, above, when it is old).
-            let Ok(r) = self.decode(&v) else { continue };
-            let ms = to_ms(r.enqueued_at);
-            if implicit(id, ms) && ms < cutoff {
+            // says (it is swept by its entry, above, when it is old). One that does not
+            // decode goes: its id says it is old.
+            let old = self.decode(&v).map_or(true, |r| {
+                let ms = to_ms(r.enqueued_at);
+                implicit(id, ms) && ms < cutoff
+            });
+            if old {
                 self.records.remove(&k).map_err(|e| self.store.storage(e))?;
                 gone += 1;
             }
@@ -993,8 +1000,8 @@ mod tests {
         );
     }
 
-    /// A new send's start record is held, not written: reads see it, a flush writes it (so a
-    /// send acknowledged after a flush ends `Abandoned` if the process dies), and a final
+    /// A new send's start record is held, not written: reads see it, a flush journals it (so
+    /// a send acknowledged after a flush ends `Abandoned` if the process dies), and a final
     /// record that comes first is the only one written (no open marker is left behind).
     #[test]
     fn held_start_records_are_read_flushed_and_replaced() {
@@ -1120,7 +1127,9 @@ mod tests {
     #[test]
     fn a_journalled_start_to_resume_stays_open() {
         let dir = tempfile::tempdir().unwrap();
-        let r = report(SendState::Enqueued, SystemTime::now());
+        let now = to_ms(SystemTime::now());
+        let mut r = report(SendState::Enqueued, from_ms(now));
+        r.id = NotificationId::v7_at(now);
         {
             let store = StateStore::open(dir.path()).unwrap();
             let o =
@@ -1143,6 +1152,13 @@ mod tests {
         assert_eq!(o.get(r.id).unwrap().unwrap().state, SendState::Enqueued);
         assert_eq!(o.open.len(), 1);
         assert!(o.journal.is_empty());
+        // Its id carries its enqueue time: no time index entry, and reads by time find it.
+        assert!(o.by_time.is_empty());
+        let at = r.enqueued_at;
+        let found = o
+            .range(at - Duration::from_secs(1), at + Duration::from_secs(1), 10)
+            .unwrap();
+        assert_eq!(found.iter().map(|x| x.id).collect::<Vec<_>>(), vec![r.id]);
     }
 
     /// A start record a drain wrote is replaced by its final one, which clears its marker.
