@@ -234,10 +234,10 @@ impl StoredEvent {
     }
 }
 
-/// [`StoredEvent`] borrowed from an [`Event`]: what [`encode`] writes, the same JSON without
-/// a copy of the event's data.
+/// [`StoredEvent`] borrowed: what [`encode`] writes, the same JSON without a copy of the
+/// event's data (a `Value`, or JSON already serialised).
 #[derive(Serialize)]
-struct StoredEventRef<'a> {
+struct StoredEventRef<'a, D: Serialize + ?Sized> {
     id: &'a str,
     #[serde(rename = "type")]
     kind: &'static str,
@@ -246,7 +246,7 @@ struct StoredEventRef<'a> {
     notification_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     installation_id: Option<&'a str>,
-    data: &'a serde_json::Value,
+    data: &'a D,
 }
 
 /// Encodes an event for the log.
@@ -262,6 +262,89 @@ pub(crate) fn encode(e: &Event) -> Vec<u8> {
     // Serialising a struct of strings, integers and a `Value` cannot fail (no maps with
     // non-string keys, no custom serialisers).
     serde_json::to_vec(&stored).unwrap_or_default()
+}
+
+/// What the log needs of an event to store it: its index fields and its stored form. An
+/// [`Event`] is one; a [`RawEvent`] (the engine's per-send events) is the other.
+pub(crate) trait Entry {
+    fn kind(&self) -> EventKind;
+    fn notification_id(&self) -> Option<&str>;
+    fn installation_id(&self) -> Option<&str>;
+    fn time(&self) -> SystemTime;
+    /// The stored form (`StoredEvent` JSON).
+    fn encode(&self) -> Vec<u8>;
+}
+
+impl Entry for Event {
+    fn kind(&self) -> EventKind {
+        self.kind
+    }
+    fn notification_id(&self) -> Option<&str> {
+        self.notification_id.as_deref()
+    }
+    fn installation_id(&self) -> Option<&str> {
+        self.installation_id.as_deref()
+    }
+    fn time(&self) -> SystemTime {
+        self.time
+    }
+    fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+}
+
+/// An event about a notification whose data is JSON already: what the engine appends per
+/// send, its report serialised straight into the data, without building a `Value` (issue
+/// 17). Read back, it is an [`Event`] like any other.
+pub(crate) struct RawEvent {
+    id: String,
+    kind: EventKind,
+    time: SystemTime,
+    notification_id: String,
+    data: Box<serde_json::value::RawValue>,
+}
+
+impl RawEvent {
+    /// An event of `kind` about `notification_id` happening now, with a fresh id.
+    pub(crate) fn notification(
+        kind: EventKind,
+        notification_id: String,
+        data: Box<serde_json::value::RawValue>,
+    ) -> RawEvent {
+        RawEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind,
+            time: SystemTime::now(),
+            notification_id,
+            data,
+        }
+    }
+}
+
+impl Entry for RawEvent {
+    fn kind(&self) -> EventKind {
+        self.kind
+    }
+    fn notification_id(&self) -> Option<&str> {
+        Some(&self.notification_id)
+    }
+    fn installation_id(&self) -> Option<&str> {
+        None
+    }
+    fn time(&self) -> SystemTime {
+        self.time
+    }
+    fn encode(&self) -> Vec<u8> {
+        let stored = StoredEventRef {
+            id: &self.id,
+            kind: self.kind.as_str(),
+            time_ns: unix_nanos(self.time),
+            notification_id: Some(&self.notification_id),
+            installation_id: None,
+            data: &*self.data,
+        };
+        serde_json::to_vec(&stored).unwrap_or_default()
+    }
 }
 
 /// Decodes a log value; `key` names it in errors.
@@ -308,6 +391,21 @@ mod tests {
             encode(&bare),
             serde_json::to_vec(&StoredEvent::from_event(&bare)).unwrap()
         );
+        // A raw event reads back as the event with its data parsed.
+        let data =
+            serde_json::json!({"state": "Completed", "platforms": {"apns": {"delivered": 1}}});
+        let raw = RawEvent::notification(
+            EventKind::NotificationCompleted,
+            "n-1".into(),
+            serde_json::value::to_raw_value(&data).unwrap(),
+        );
+        let back = decode(&Entry::encode(&raw), "k").unwrap();
+        assert_eq!(back.id, raw.id);
+        assert_eq!(back.kind, EventKind::NotificationCompleted);
+        assert_eq!(back.notification_id.as_deref(), Some("n-1"));
+        assert_eq!(back.installation_id, None);
+        assert_eq!(unix_nanos(back.time), unix_nanos(raw.time));
+        assert_eq!(back.data, data);
         assert_eq!(e.data["pns_timestamp"], "2021-02-25T15:02:10Z");
         assert_eq!(e.subject(), Some("inst-1"));
         assert!(decode(br#"{"id":"x","type":"nope","time_ns":0}"#, "k").is_err());

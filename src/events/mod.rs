@@ -51,7 +51,10 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 pub use cloudevents::{rfc3339, TYPE_PREFIX};
+pub(crate) use event::RawEvent;
 pub use event::{Event, EventKind, LoggedEvent};
+
+use event::Entry;
 pub use query::{EventQuery, Order, DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT};
 pub use signature::{verify_signature, WebhookSecret};
 pub use webhook::{WebhookConfig, MAX_BATCH, MAX_DEAD_LETTERS_LISTED};
@@ -446,9 +449,19 @@ impl EventLog {
     /// flush request whatever the count, so batching is cheaper than one append per event.
     /// Durable within `flush_delay`.
     pub fn append_batch(&self, events: Vec<Event>) -> Result<Range<u64>, EventsError> {
+        self.append_entries(events)
+    }
+
+    /// [`append_batch`](Self::append_batch) of events whose data is JSON already (the
+    /// engine's per-send events).
+    pub(crate) fn append_raw(&self, events: Vec<RawEvent>) -> Result<Range<u64>, EventsError> {
+        self.append_entries(events)
+    }
+
+    fn append_entries(&self, events: Vec<impl Entry>) -> Result<Range<u64>, EventsError> {
         self.check_open()?;
         for e in &events {
-            for id in [&e.notification_id, &e.installation_id]
+            for id in [e.notification_id(), e.installation_id()]
                 .into_iter()
                 .flatten()
             {

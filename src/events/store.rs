@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sled::{Batch, IVec, Tree};
 
-use super::event::{self, unix_nanos, StoredEvent};
+use super::event::{self, unix_nanos, Entry, StoredEvent};
 use super::query::{EventQuery, Order};
 use super::{DeadLetter, Event, EventKind, EventsError, LoggedEvent};
 
@@ -118,12 +118,12 @@ struct IndexKeys {
     time: [u8; 16],
 }
 
-fn index_keys(e: &Event, seq: u64) -> IndexKeys {
+fn index_keys(e: &impl Entry, seq: u64) -> IndexKeys {
     IndexKeys {
-        kind: kind_key(e.kind, seq),
-        notification: e.notification_id.as_deref().map(|id| str_key(id, seq)),
-        installation: e.installation_id.as_deref().map(|id| str_key(id, seq)),
-        time: time_key(unix_nanos(e.time), seq),
+        kind: kind_key(e.kind(), seq),
+        notification: e.notification_id().map(|id| str_key(id, seq)),
+        installation: e.installation_id().map(|id| str_key(id, seq)),
+        time: time_key(unix_nanos(e.time()), seq),
     }
 }
 
@@ -187,7 +187,7 @@ impl Store {
     /// buffer writes, each a `pwrite` and a `sync_file_range`: the five batches of an append
     /// were ten synchronous disk writes (docs/benchmarks.md, issue 17). Nothing here needs a
     /// batch's atomicity: indexes go first and readers skip an index entry without its event.
-    pub(crate) fn write(&self, first: u64, events: &[Event]) -> Result<(), EventsError> {
+    pub(crate) fn write(&self, first: u64, events: &[impl Entry]) -> Result<(), EventsError> {
         let keys: Vec<IndexKeys> = events
             .iter()
             .zip(first..)
@@ -214,7 +214,7 @@ impl Store {
         }
         for (e, seq) in events.iter().zip(first..) {
             self.log
-                .insert(seq_key(seq), event::encode(e))
+                .insert(seq_key(seq), e.encode())
                 .map_err(EventsError::sled)?;
         }
         // No `high_water` here: the log's last key says it while the log holds it, and

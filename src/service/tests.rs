@@ -184,3 +184,38 @@ async fn held_start_records_are_written_after_the_delay() {
     e.shutdown().await;
     assert_eq!(e.inner.outcomes.held(), 0);
 }
+
+/// A send's event data, serialised straight from its report, reads back as the `Value` the
+/// engine built before: the same fields, nulls, platforms (targeted ones only), reasons and
+/// errors.
+#[test]
+fn report_event_data_reads_back_as_the_value_it_replaces() {
+    let mut r = Job::with(Notification::new(), 1024, JobMeta::default()).report();
+    let check = |r: &SendReport| {
+        let raw = serde_json::value::to_raw_value(&ReportData::of(r)).unwrap();
+        let back: serde_json::Value = serde_json::from_str(raw.get()).unwrap();
+        assert_eq!(back, report_json(r));
+    };
+    // A bare one: no times but enqueued, no platforms, no reasons.
+    check(&r);
+    r.state = SendState::Completed;
+    r.audience = Some(12);
+    r.started_at = Some(r.enqueued_at + Duration::from_millis(3));
+    r.completed_at = Some(r.enqueued_at + Duration::from_millis(40));
+    r.platforms[Platform::Apns].targeted = 10;
+    r.platforms[Platform::Apns].delivered = 9;
+    r.platforms[Platform::Apns].dead = 1;
+    r.platforms[Platform::Fcm].targeted = 2;
+    r.platforms[Platform::Fcm].failed = 2;
+    // Counts without a target are left out, as before.
+    r.platforms[Platform::Wns].skipped = 1;
+    r.reasons
+        .insert((Platform::Fcm, "QUOTA_EXCEEDED \"x\"".into()), 2);
+    r.reasons.insert((Platform::Apns, "Unregistered".into()), 1);
+    r.errors.push("a \"quoted\" error\n".into());
+    check(&r);
+    let v = report_json(&r);
+    assert_eq!(v["platforms"]["apns"]["delivered"], 9);
+    assert!(v["platforms"].get("wns").is_none());
+    assert_eq!(v["scheduled_for"], serde_json::Value::Null);
+}
