@@ -6,7 +6,7 @@
 //! | tree | key | value |
 //! | --- | --- | --- |
 //! | `events/log` | seq (u64 BE) | event JSON (`event::StoredEvent`) |
-//! | `events/idx/kind` | kind code (u8) · seq | empty |
+//! | `events/idx/kind` | kind code (u8) · first seq | run length (u64 BE; empty: 1) |
 //! | `events/idx/notification` | id length (u16 BE) · id · seq | empty |
 //! | `events/idx/installation` | id length (u16 BE) · id · seq | empty |
 //! | `events/idx/time` | time (u64 BE ns since 1970) · seq | empty |
@@ -15,6 +15,10 @@
 //! | `events/cursor` | subscription name | last seq handled (u64 BE) |
 //! | `events/dead` | name length · name · seq | dead letter JSON |
 //! | `events/redrive` | name length · name · seq | dead letter JSON |
+//!
+//! The kind index holds runs: an entry `k · s → n` says seqs `s .. s + n` are all events of
+//! kind `k` (an append writes one entry per stretch of one kind, not one per event; the
+//! sweep splits a run it takes seqs out of). Runs of a kind never overlap.
 //!
 //! Invariants: every index entry names a seq of `events/log` or one being swept (index
 //! entries are written before and removed after the log entry, so a crash in between leaves
@@ -110,9 +114,27 @@ fn time_key(ns: u64, seq: u64) -> [u8; 16] {
     k
 }
 
-/// The index entries of one event.
+/// The value of a kind run of `len` events (a run of one is stored empty, as every entry was
+/// before runs).
+fn run_value(len: u64) -> Vec<u8> {
+    if len == 1 {
+        Vec::new()
+    } else {
+        seq_key(len).to_vec()
+    }
+}
+
+/// The length of a kind run from its value.
+fn run_len(v: &[u8]) -> u64 {
+    if v.is_empty() {
+        1
+    } else {
+        u64_of(v)
+    }
+}
+
+/// The index entries of one event but its kind's (a run: see `Store::run_of`).
 struct IndexKeys {
-    kind: [u8; 9],
     notification: Option<Vec<u8>>,
     installation: Option<Vec<u8>>,
     time: [u8; 16],
@@ -120,7 +142,6 @@ struct IndexKeys {
 
 fn index_keys(e: &impl Entry, seq: u64) -> IndexKeys {
     IndexKeys {
-        kind: kind_key(e.kind(), seq),
         notification: e.notification_id().map(|id| str_key(id, seq)),
         installation: e.installation_id().map(|id| str_key(id, seq)),
         time: time_key(unix_nanos(e.time()), seq),
@@ -193,11 +214,21 @@ impl Store {
             .zip(first..)
             .map(|(e, seq)| index_keys(e, seq))
             .collect();
-        // Indexes before the log (see the invariants above).
-        for k in &keys {
+        // Indexes before the log (see the invariants above). The kind index: one run per
+        // stretch of events of one kind.
+        let mut start = 0;
+        while start < events.len() {
+            let kind = events[start].kind();
+            let len = events[start..]
+                .iter()
+                .take_while(|e| e.kind() == kind)
+                .count();
             self.by_kind
-                .insert(k.kind, &[])
+                .insert(kind_key(kind, first + start as u64), run_value(len as u64))
                 .map_err(EventsError::sled)?;
+            start += len;
+        }
+        for k in &keys {
             if let Some(nk) = &k.notification {
                 self.by_notification
                     .insert(nk, &[])
@@ -283,19 +314,38 @@ impl Store {
             Order::NewestFirst => Box::new(it.rev()),
             Order::OldestFirst => Box::new(it),
         };
-        let mut out = Vec::new();
-        for kv in it {
-            let (k, v) = kv.map_err(EventsError::sled)?;
-            let (seq, e) = if whole_log {
-                let seq = u64_of(&k);
-                (seq, event::decode(&v, &format!("events/log {seq}"))?)
+        // The seqs the entries name, in the order asked (a kind run names several), with the
+        // event itself when reading the log.
+        type Named = Box<dyn Iterator<Item = Result<(u64, Option<IVec>), EventsError>>>;
+        let runs = std::ptr::eq(index, &self.by_kind);
+        let newest_first = matches!(q.order, Order::NewestFirst);
+        let named = it.flat_map(move |kv| -> Named {
+            let (k, v) = match kv {
+                Ok(kv) => kv,
+                Err(e) => return Box::new(std::iter::once(Err(EventsError::sled(e)))),
+            };
+            if whole_log {
+                return Box::new(std::iter::once(Ok((u64_of(&k), Some(v)))));
+            }
+            let Some(first) = seq_of(&k) else {
+                return Box::new(std::iter::empty());
+            };
+            let seqs = first..first.saturating_add(if runs { run_len(&v) } else { 1 });
+            if newest_first {
+                Box::new(seqs.rev().map(|s| Ok((s, None))))
             } else {
-                let Some(seq) = seq_of(&k) else { continue };
-                match self.get(seq)? {
+                Box::new(seqs.map(|s| Ok((s, None))))
+            }
+        });
+        let mut out = Vec::new();
+        for item in named {
+            let (seq, e) = match item? {
+                (seq, Some(v)) => (seq, event::decode(&v, &format!("events/log {seq}"))?),
+                (seq, None) => match self.get(seq)? {
                     Some(e) => (seq, e),
                     // Swept or half-written: see the invariants.
                     None => continue,
-                }
+                },
             };
             if q.matches(&e) {
                 out.push(LoggedEvent { seq, event: e });
@@ -323,17 +373,17 @@ impl Store {
             Batch::default(),
         );
         let mut removed = 0;
+        let mut by_kind: std::collections::BTreeMap<EventKind, Vec<u64>> = Default::default();
         for tk in &keys {
             let Some(seq) = seq_of(tk) else { continue };
             // A corrupt value still goes: it is old.
             if let Ok(Some(e)) = self.get(seq) {
                 let IndexKeys {
-                    kind: kk,
                     notification: nk,
                     installation: ik,
                     ..
                 } = index_keys(&e, seq);
-                k.remove(&kk);
+                by_kind.entry(e.kind).or_default().push(seq);
                 if let Some(nk) = nk {
                     n.remove(nk);
                 }
@@ -344,6 +394,37 @@ impl Store {
             }
             l.remove(&seq_key(seq));
             t.remove(tk.clone());
+        }
+        // The kind runs the removed seqs were in, rewritten without them.
+        for (kind, mut seqs) in by_kind {
+            seqs.sort_unstable();
+            seqs.dedup();
+            let mut runs = std::collections::BTreeMap::new();
+            let mut last: Option<(u64, u64)> = None;
+            for &s in &seqs {
+                if last.is_some_and(|(f, n)| (f..f.saturating_add(n)).contains(&s)) {
+                    continue;
+                }
+                if let Some(run) = self.run_of(kind, s).map_err(EventsError::sled)? {
+                    runs.insert(run.0, run.1);
+                    last = Some(run);
+                }
+            }
+            for (f, n) in runs {
+                let end = f.saturating_add(n);
+                k.remove(&kind_key(kind, f)[..]);
+                let mut from = f;
+                let gone = &seqs[seqs.partition_point(|&x| x < f)..];
+                for &x in gone.iter().take_while(|&&x| x < end) {
+                    if x > from {
+                        k.insert(&kind_key(kind, from)[..], run_value(x - from));
+                    }
+                    from = x + 1;
+                }
+                if end > from {
+                    k.insert(&kind_key(kind, from)[..], run_value(end - from));
+                }
+            }
         }
         // `high_water` first: the log's last seq now is at least every seq removed below
         // (they are in the log), so once the log is empty it still says where seqs stopped.
@@ -362,6 +443,21 @@ impl Store {
             .map_err(EventsError::sled)?;
         self.by_time.apply_batch(t).map_err(EventsError::sled)?;
         Ok((removed, keys.len()))
+    }
+
+    /// The kind run (first seq, length) that holds `seq`, if one of `kind` does.
+    fn run_of(&self, kind: EventKind, seq: u64) -> sled::Result<Option<(u64, u64)>> {
+        let Some((key, v)) = self
+            .by_kind
+            .range(kind_key(kind, 0)..=kind_key(kind, seq))
+            .next_back()
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        Ok(seq_of(&key)
+            .map(|f| (f, run_len(&v)))
+            .filter(|(f, n)| seq < f.saturating_add(*n)))
     }
 
     /// Removes dead letters and redrive entries of events older than `cutoff`.
@@ -448,12 +544,22 @@ impl Store {
         match kinds {
             None => count(self.log.range(seq_key(cursor + 1)..=seq_key(upto))),
             Some(ks) => {
+                // The seqs of each kind's runs in `cursor + 1 ..= upto`: the run holding
+                // `cursor + 1` if it starts before it, and the runs starting in the range.
+                let (lo, hi) = (cursor + 1, upto);
                 let mut n = 0;
                 for k in ks {
-                    n += count(
-                        self.by_kind
-                            .range(kind_key(*k, cursor + 1)..=kind_key(*k, upto)),
-                    )?;
+                    let before = self
+                        .by_kind
+                        .range(kind_key(*k, 0)..kind_key(*k, lo))
+                        .next_back();
+                    let within = self.by_kind.range(kind_key(*k, lo)..=kind_key(*k, hi));
+                    for kv in before.into_iter().chain(within) {
+                        let (key, v) = kv.map_err(EventsError::sled)?;
+                        let Some(first) = seq_of(&key) else { continue };
+                        let end = first.saturating_add(run_len(&v)).min(hi.saturating_add(1));
+                        n += end.saturating_sub(first.max(lo));
+                    }
                 }
                 Ok(n)
             }
@@ -626,13 +732,13 @@ impl Store {
             let seq = u64_of(&k);
             let e = event::decode(&v, "").map_err(|e| e.to_string())?;
             let IndexKeys {
-                kind: kk,
                 notification: nk,
                 installation: ik,
                 time: tk,
+                ..
             } = index_keys(&e, seq);
             let has = |t: &Tree, key: &[u8]| t.contains_key(key).unwrap_or(false);
-            if !has(&self.by_kind, &kk)
+            if self.run_of(e.kind, seq).ok().flatten().is_none()
                 || nk.is_some_and(|k| !has(&self.by_notification, &k))
                 || ik.is_some_and(|k| !has(&self.by_installation, &k))
                 || !has(&self.by_time, &tk)
@@ -640,12 +746,26 @@ impl Store {
                 return Err(format!("event {seq} is missing an index entry"));
             }
         }
-        for t in [
-            &self.by_kind,
-            &self.by_notification,
-            &self.by_installation,
-            &self.by_time,
-        ] {
+        // Kind runs: every seq of one is in the log, and runs of a kind do not overlap.
+        let mut end_of_last: Option<(u8, u64)> = None;
+        for kv in self.by_kind.iter() {
+            let (k, v) = kv.map_err(|e| e.to_string())?;
+            let first = seq_of(&k).ok_or("short kind key")?;
+            let n = run_len(&v);
+            if n == 0 {
+                return Err(format!("empty kind run at {first}"));
+            }
+            if end_of_last.is_some_and(|(c, end)| c == k[0] && first < end) {
+                return Err(format!("kind runs overlap at {first}"));
+            }
+            for seq in first..first + n {
+                if !self.log.contains_key(seq_key(seq)).unwrap_or(false) {
+                    return Err(format!("kind run entry for missing event {seq}"));
+                }
+            }
+            end_of_last = Some((k[0], first + n));
+        }
+        for t in [&self.by_notification, &self.by_installation, &self.by_time] {
             for kv in t.iter() {
                 let (k, _) = kv.map_err(|e| e.to_string())?;
                 let seq = seq_of(&k).ok_or("short index key")?;
