@@ -305,16 +305,18 @@ pub(crate) struct RawEvent {
 }
 
 impl RawEvent {
-    /// An event of `kind` about `notification_id` happening now, with a fresh id.
+    /// An event of `kind` about `notification_id` happening at `time`, with a fresh id.
+    /// (Events appended together with one time cost one time-index entry: see `store`.)
     pub(crate) fn notification(
         kind: EventKind,
         notification_id: String,
+        time: SystemTime,
         data: Box<serde_json::value::RawValue>,
     ) -> RawEvent {
         RawEvent {
             id: uuid::Uuid::new_v4().to_string(),
             kind,
-            time: SystemTime::now(),
+            time,
             notification_id,
             data,
         }
@@ -397,6 +399,7 @@ mod tests {
         let raw = RawEvent::notification(
             EventKind::NotificationCompleted,
             "n-1".into(),
+            SystemTime::now(),
             serde_json::value::to_raw_value(&data).unwrap(),
         );
         let back = decode(&Entry::encode(&raw), "k").unwrap();

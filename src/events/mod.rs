@@ -736,12 +736,12 @@ mod tests {
         ));
     }
 
-    /// The kind index's runs: appends of long same-kind stretches and a sweep that takes
-    /// seqs out of their middles (old events among new ones) leave searches by kind, in both
-    /// orders, and pending counts exactly what a scan of the log says. Checked over many
-    /// random logs against that scan.
+    /// The index runs: appends of long same-kind stretches and of stretches with one time,
+    /// and a sweep that takes seqs out of kind runs' middles (old events among new ones),
+    /// leave searches by kind and by time, in both orders and with limits, and pending counts
+    /// exactly what a scan of the log says. Checked over many random logs against that scan.
     #[tokio::test]
-    async fn kind_runs_answer_as_a_scan_of_the_log_does() {
+    async fn index_runs_answer_as_a_scan_of_the_log_does() {
         let kinds = [
             EventKind::NotificationCompleted,
             EventKind::NotificationAbandoned,
@@ -765,13 +765,23 @@ mod tests {
                 },
             )
             .unwrap();
+            let base = SystemTime::now() - Duration::from_secs(60);
             for _ in 0..(2 + next(6)) {
                 let mut batch = Vec::new();
+                let mut at = base + Duration::from_millis(next(50));
                 for _ in 0..(1 + next(40)) {
-                    // Long stretches of one kind, with a change now and then.
+                    // Long stretches of one kind, with a change now and then; stretches of
+                    // one time (not in order across them), and old ones.
                     let kind = kinds[if next(5) == 0 { next(3) } else { round % 3 } as usize];
+                    if next(4) == 0 {
+                        at = base + Duration::from_millis(next(50));
+                    }
                     let e = Event::new(kind, serde_json::json!({})).with_notification("n");
-                    batch.push(if next(3) == 0 { e.with_time(old) } else { e });
+                    batch.push(if next(3) == 0 {
+                        e.with_time(old + Duration::from_millis(next(3)))
+                    } else {
+                        e.with_time(at)
+                    });
                 }
                 log.append_batch(batch).unwrap();
             }
@@ -820,6 +830,37 @@ mod tests {
                         "round {round} {k} ({cursor}, {upto}]"
                     );
                 }
+            }
+            // By time: [since, until) in (time, seq) order, or its reverse, up to a limit.
+            let mut by_time: Vec<(SystemTime, u64)> =
+                all.iter().map(|e| (e.event.time, e.seq)).collect();
+            by_time.sort_unstable();
+            for _ in 0..8 {
+                let since = base + Duration::from_millis(next(50));
+                let until = since + Duration::from_millis(next(30));
+                let want: Vec<u64> = by_time
+                    .iter()
+                    .filter(|(t, _)| (since..until).contains(t))
+                    .map(|(_, s)| *s)
+                    .collect();
+                let limit = 1 + next(want.len() as u64 + 2) as usize;
+                let got = |order| {
+                    log.search(
+                        &EventQuery::new()
+                            .since(since)
+                            .until(until)
+                            .order(order)
+                            .limit(limit),
+                    )
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.seq)
+                    .collect::<Vec<u64>>()
+                };
+                let first: Vec<u64> = want.iter().copied().take(limit).collect();
+                let last: Vec<u64> = want.iter().rev().copied().take(limit).collect();
+                assert_eq!(got(Order::OldestFirst), first, "round {round}");
+                assert_eq!(got(Order::NewestFirst), last, "round {round}");
             }
             log.shutdown().await.unwrap();
         }

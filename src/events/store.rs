@@ -9,7 +9,7 @@
 //! | `events/idx/kind` | kind code (u8) · first seq | run length (u64 BE; empty: 1) |
 //! | `events/idx/notification` | id length (u16 BE) · id · seq | empty |
 //! | `events/idx/installation` | id length (u16 BE) · id · seq | empty |
-//! | `events/idx/time` | time (u64 BE ns since 1970) · seq | empty |
+//! | `events/idx/time` | time (u64 BE ns since 1970) · first seq | run length (u64 BE; empty: 1) |
 //! | `events/meta` | `"high_water"` | highest seq ever assigned (u64 BE), as of the last sweep |
 //! | `events/subs` | subscription name | subscription JSON (`webhook::PersistedSub`) |
 //! | `events/cursor` | subscription name | last seq handled (u64 BE) |
@@ -18,7 +18,10 @@
 //!
 //! The kind index holds runs: an entry `k · s → n` says seqs `s .. s + n` are all events of
 //! kind `k` (an append writes one entry per stretch of one kind, not one per event; the
-//! sweep splits a run it takes seqs out of). Runs of a kind never overlap.
+//! sweep splits a run it takes seqs out of). Runs of a kind never overlap. The time index
+//! holds runs too, of events with the very same time (the engine's per-send events of one
+//! recording share theirs): in (time, seq) order such a run is one contiguous stretch, and
+//! the sweep, which goes by time, always takes a whole run.
 //!
 //! Invariants: every index entry names a seq of `events/log` or one being swept (index
 //! entries are written before and removed after the log entry, so a crash in between leaves
@@ -133,18 +136,16 @@ fn run_len(v: &[u8]) -> u64 {
     }
 }
 
-/// The index entries of one event but its kind's (a run: see `Store::run_of`).
+/// The index entries of one event but its kind's and time's (runs: see `Store::run_of`).
 struct IndexKeys {
     notification: Option<Vec<u8>>,
     installation: Option<Vec<u8>>,
-    time: [u8; 16],
 }
 
 fn index_keys(e: &impl Entry, seq: u64) -> IndexKeys {
     IndexKeys {
         notification: e.notification_id().map(|id| str_key(id, seq)),
         installation: e.installation_id().map(|id| str_key(id, seq)),
-        time: time_key(unix_nanos(e.time()), seq),
     }
 }
 
@@ -239,9 +240,19 @@ impl Store {
                     .insert(ik, &[])
                     .map_err(EventsError::sled)?;
             }
+        }
+        // The time index: one run per stretch of events with the same time.
+        let mut start = 0;
+        while start < events.len() {
+            let ns = unix_nanos(events[start].time());
+            let len = events[start..]
+                .iter()
+                .take_while(|e| unix_nanos(e.time()) == ns)
+                .count();
             self.by_time
-                .insert(k.time, &[])
+                .insert(time_key(ns, first + start as u64), run_value(len as u64))
                 .map_err(EventsError::sled)?;
+            start += len;
         }
         for (e, seq) in events.iter().zip(first..) {
             self.log
@@ -317,7 +328,7 @@ impl Store {
         // The seqs the entries name, in the order asked (a kind run names several), with the
         // event itself when reading the log.
         type Named = Box<dyn Iterator<Item = Result<(u64, Option<IVec>), EventsError>>>;
-        let runs = std::ptr::eq(index, &self.by_kind);
+        let runs = std::ptr::eq(index, &self.by_kind) || std::ptr::eq(index, &self.by_time);
         let newest_first = matches!(q.order, Order::NewestFirst);
         let named = it.flat_map(move |kv| -> Named {
             let (k, v) = match kv {
@@ -357,13 +368,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes up to [`SWEEP_CHUNK`] events older than `cutoff`; returns how many events and
-    /// how many time-index entries it removed (0: nothing is left to sweep).
+    /// Removes the events of up to [`SWEEP_CHUNK`] time-index runs older than `cutoff`;
+    /// returns how many events and how many time-index entries it removed (0: nothing is left
+    /// to sweep).
     pub(crate) fn sweep_chunk(&self, cutoff: SystemTime) -> Result<(usize, usize), EventsError> {
         let hi = unix_nanos(cutoff);
         let mut keys = Vec::new();
         for kv in self.by_time.range(..time_key(hi, 0)).take(SWEEP_CHUNK) {
-            keys.push(kv.map_err(EventsError::sled)?.0);
+            keys.push(kv.map_err(EventsError::sled)?);
         }
         let (mut k, mut n, mut i, mut t, mut l) = (
             Batch::default(),
@@ -374,26 +386,28 @@ impl Store {
         );
         let mut removed = 0;
         let mut by_kind: std::collections::BTreeMap<EventKind, Vec<u64>> = Default::default();
-        for tk in &keys {
-            let Some(seq) = seq_of(tk) else { continue };
-            // A corrupt value still goes: it is old.
-            if let Ok(Some(e)) = self.get(seq) {
-                let IndexKeys {
-                    notification: nk,
-                    installation: ik,
-                    ..
-                } = index_keys(&e, seq);
-                by_kind.entry(e.kind).or_default().push(seq);
-                if let Some(nk) = nk {
-                    n.remove(nk);
-                }
-                if let Some(ik) = ik {
-                    i.remove(ik);
-                }
-                removed += 1;
-            }
-            l.remove(&seq_key(seq));
+        for (tk, run) in &keys {
+            let Some(first) = seq_of(tk) else { continue };
             t.remove(tk.clone());
+            for seq in first..first.saturating_add(run_len(run)) {
+                // A corrupt value still goes: it is old.
+                if let Ok(Some(e)) = self.get(seq) {
+                    let IndexKeys {
+                        notification: nk,
+                        installation: ik,
+                        ..
+                    } = index_keys(&e, seq);
+                    by_kind.entry(e.kind).or_default().push(seq);
+                    if let Some(nk) = nk {
+                        n.remove(nk);
+                    }
+                    if let Some(ik) = ik {
+                        i.remove(ik);
+                    }
+                    removed += 1;
+                }
+                l.remove(&seq_key(seq));
+            }
         }
         // The kind runs the removed seqs were in, rewritten without them.
         for (kind, mut seqs) in by_kind {
@@ -429,7 +443,11 @@ impl Store {
         // `high_water` first: the log's last seq now is at least every seq removed below
         // (they are in the log), so once the log is empty it still says where seqs stopped.
         // sled replays its writes in order, so a crash cannot keep a removal without this.
-        if let Some(top) = keys.iter().filter_map(|k| seq_of(k)).max() {
+        if let Some(top) = keys
+            .iter()
+            .filter_map(|(k, run)| Some(seq_of(k)?.saturating_add(run_len(run)) - 1))
+            .max()
+        {
             self.record_high_water(top)?;
         }
         // The log first, then the indexes (see the invariants).
@@ -734,38 +752,52 @@ impl Store {
             let IndexKeys {
                 notification: nk,
                 installation: ik,
-                time: tk,
-                ..
             } = index_keys(&e, seq);
             let has = |t: &Tree, key: &[u8]| t.contains_key(key).unwrap_or(false);
+            let ns = unix_nanos(e.time);
+            let in_time_run = self
+                .by_time
+                .range(time_key(ns, 0)..=time_key(ns, seq))
+                .next_back()
+                .and_then(Result::ok)
+                .and_then(|(k, v)| Some(seq < seq_of(&k)?.saturating_add(run_len(&v))));
             if self.run_of(e.kind, seq).ok().flatten().is_none()
                 || nk.is_some_and(|k| !has(&self.by_notification, &k))
                 || ik.is_some_and(|k| !has(&self.by_installation, &k))
-                || !has(&self.by_time, &tk)
+                || in_time_run != Some(true)
             {
                 return Err(format!("event {seq} is missing an index entry"));
             }
         }
-        // Kind runs: every seq of one is in the log, and runs of a kind do not overlap.
-        let mut end_of_last: Option<(u8, u64)> = None;
-        for kv in self.by_kind.iter() {
-            let (k, v) = kv.map_err(|e| e.to_string())?;
-            let first = seq_of(&k).ok_or("short kind key")?;
-            let n = run_len(&v);
-            if n == 0 {
-                return Err(format!("empty kind run at {first}"));
-            }
-            if end_of_last.is_some_and(|(c, end)| c == k[0] && first < end) {
-                return Err(format!("kind runs overlap at {first}"));
-            }
-            for seq in first..first + n {
-                if !self.log.contains_key(seq_key(seq)).unwrap_or(false) {
-                    return Err(format!("kind run entry for missing event {seq}"));
+        // Runs (kind: a 1-byte prefix; time: 8 bytes): every seq of one is in the log, and
+        // runs of one prefix do not overlap.
+        for (tree, prefix) in [(&self.by_kind, 1), (&self.by_time, 8)] {
+            let mut end_of_last: Option<(Vec<u8>, u64)> = None;
+            for kv in tree.iter() {
+                let (k, v) = kv.map_err(|e| e.to_string())?;
+                let first = seq_of(&k).ok_or("short run key")?;
+                let n = run_len(&v);
+                if n == 0 {
+                    return Err(format!("empty run at {first}"));
                 }
+                if end_of_last
+                    .as_ref()
+                    .is_some_and(|(p, end)| p[..] == k[..prefix] && first < *end)
+                {
+                    return Err(format!("runs overlap at {first}"));
+                }
+                for seq in first..first + n {
+                    let Some(e) = self.get(seq).map_err(|e| e.to_string())? else {
+                        return Err(format!("run entry for missing event {seq}"));
+                    };
+                    if prefix == 8 && k[..8] != unix_nanos(e.time).to_be_bytes() {
+                        return Err(format!("event {seq} in a time run not of its time"));
+                    }
+                }
+                end_of_last = Some((k[..prefix].to_vec(), first + n));
             }
-            end_of_last = Some((k[0], first + n));
         }
-        for t in [&self.by_notification, &self.by_installation, &self.by_time] {
+        for t in [&self.by_notification, &self.by_installation] {
             for kv in t.iter() {
                 let (k, _) = kv.map_err(|e| e.to_string())?;
                 let seq = seq_of(&k).ok_or("short index key")?;

@@ -665,6 +665,9 @@ impl Engine {
                 tracing::error!(sends = reports.len(), "outcome history write failed: {e}");
             }
             let mut events = Vec::with_capacity(jobs.len());
+            // One time for the sends recorded together: the log indexes them by time with one
+            // entry (`events::store`).
+            let now = SystemTime::now();
             for (job, report) in jobs.iter().zip(&reports) {
                 job.mark_recorded();
                 if job.is_suspended() {
@@ -676,9 +679,12 @@ impl Engine {
                     _ => EventKind::NotificationCompleted,
                 };
                 match serde_json::value::to_raw_value(&ReportData::of(report)) {
-                    Ok(data) => {
-                        events.push(RawEvent::notification(kind, report.id.to_string(), data))
-                    }
+                    Ok(data) => events.push(RawEvent::notification(
+                        kind,
+                        report.id.to_string(),
+                        now,
+                        data,
+                    )),
                     Err(e) => tracing::error!(id = %report.id, "a send's event data: {e}"),
                 }
             }
