@@ -25,10 +25,13 @@
 //!
 //! Invariants: every index entry names a seq of `events/log` or one being swept (index
 //! entries are written before and removed after the log entry, so a crash in between leaves
-//! only index entries whose event is missing, which readers skip and the sweep removes);
-//! seqs are never reused: the highest seq assigned is the greater of the log's last key and
-//! `high_water`, which the sweep sets to the log's last key before it removes anything, so it
-//! survives the sweep emptying the log.
+//! only index entries whose event is missing, which readers skip; the sweep removes their
+//! kind and time entries, the notification and installation ones stay until the store is
+//! rebuilt); seqs are never reused: the highest seq assigned is the greatest of the log's
+//! last key, the end of each kind's last run (kind runs are an append's first writes, so
+//! this covers the seqs of an append a crash cut short) and `high_water`, which the sweep
+//! raises to the highest seq it is about to remove, so it survives the sweep emptying the
+//! log. One sweep runs at a time (`Store::sweeping`): rewriting runs is read-modify-write.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,7 +51,8 @@ impl EventsError {
 }
 
 const HIGH_WATER: &[u8] = b"high_water";
-/// Entries the retention sweep removes per sled batch.
+/// Time-index runs the retention sweep removes per sled batch (a run is one event, or the
+/// events of sends recorded together).
 const SWEEP_CHUNK: usize = 1024;
 
 /// A dead letter as stored.
@@ -72,6 +76,9 @@ pub(crate) struct Store {
     cursors: Tree,
     dead: Tree,
     redrive: Tree,
+    /// Held by a sweep chunk: two at once (the periodic sweep and `sweep_expired`) could
+    /// both rewrite a run from the same reading.
+    sweeping: parking_lot::Mutex<()>,
 }
 
 fn seq_key(seq: u64) -> [u8; 8] {
@@ -117,8 +124,8 @@ fn time_key(ns: u64, seq: u64) -> [u8; 16] {
     k
 }
 
-/// The value of a kind run of `len` events (a run of one is stored empty, as every entry was
-/// before runs).
+/// The value of a kind or time run of `len` events (a run of one is stored empty, as every
+/// entry was before runs).
 fn run_value(len: u64) -> Vec<u8> {
     if len == 1 {
         Vec::new()
@@ -127,7 +134,7 @@ fn run_value(len: u64) -> Vec<u8> {
     }
 }
 
-/// The length of a kind run from its value.
+/// The length of a kind or time run from its value.
 fn run_len(v: &[u8]) -> u64 {
     if v.is_empty() {
         1
@@ -166,6 +173,7 @@ impl Store {
             cursors: t("cursor").map_err(EventsError::sled)?,
             dead: t("dead").map_err(EventsError::sled)?,
             redrive: t("redrive").map_err(EventsError::sled)?,
+            sweeping: parking_lot::Mutex::new(()),
         })
     }
 
@@ -181,7 +189,24 @@ impl Store {
             .last()
             .map_err(EventsError::sled)?
             .map_or(0, |(k, _)| u64_of(&k));
-        Ok(meta.max(log))
+        // The end of each kind's last run: an append writes its kind runs first, so a crash
+        // that kept some of an append's index entries but none of its events is covered (a
+        // new run over those seqs would overlap the stale one).
+        let mut runs = 0;
+        for kind in EventKind::ALL {
+            if let Some((k, v)) = self
+                .by_kind
+                .scan_prefix([kind.code()])
+                .next_back()
+                .transpose()
+                .map_err(EventsError::sled)?
+            {
+                if let Some(first) = seq_of(&k) {
+                    runs = runs.max(first.saturating_add(run_len(&v)) - 1);
+                }
+            }
+        }
+        Ok(meta.max(log).max(runs))
     }
 
     /// Raises `high_water` to the log's last seq, or to `at_least` (the highest seq about to
@@ -329,6 +354,13 @@ impl Store {
         // event itself when reading the log.
         type Named = Box<dyn Iterator<Item = Result<(u64, Option<IVec>), EventsError>>>;
         let runs = std::ptr::eq(index, &self.by_kind) || std::ptr::eq(index, &self.by_time);
+        // No run reaches past the last seq assigned (a corrupt length must not make this walk
+        // billions of seqs).
+        let end = if runs {
+            self.high_water()?.saturating_add(1)
+        } else {
+            u64::MAX
+        };
         let newest_first = matches!(q.order, Order::NewestFirst);
         let named = it.flat_map(move |kv| -> Named {
             let (k, v) = match kv {
@@ -341,7 +373,10 @@ impl Store {
             let Some(first) = seq_of(&k) else {
                 return Box::new(std::iter::empty());
             };
-            let seqs = first..first.saturating_add(if runs { run_len(&v) } else { 1 });
+            let seqs = first
+                ..first
+                    .saturating_add(if runs { run_len(&v) } else { 1 })
+                    .min(end);
             if newest_first {
                 Box::new(seqs.rev().map(|s| Ok((s, None))))
             } else {
@@ -372,7 +407,11 @@ impl Store {
     /// returns how many events and how many time-index entries it removed (0: nothing is left
     /// to sweep).
     pub(crate) fn sweep_chunk(&self, cutoff: SystemTime) -> Result<(usize, usize), EventsError> {
+        let _sweeping = self.sweeping.lock();
         let hi = unix_nanos(cutoff);
+        // No run reaches past the last seq assigned (a corrupt length must not make this
+        // walk billions of seqs).
+        let top = self.high_water()?;
         let mut keys = Vec::new();
         for kv in self.by_time.range(..time_key(hi, 0)).take(SWEEP_CHUNK) {
             keys.push(kv.map_err(EventsError::sled)?);
@@ -386,10 +425,17 @@ impl Store {
         );
         let mut removed = 0;
         let mut by_kind: std::collections::BTreeMap<EventKind, Vec<u64>> = Default::default();
+        // Seqs whose event is missing or does not decode: taken out of whatever kind run holds
+        // them.
+        let mut unknown = Vec::new();
         for (tk, run) in &keys {
             let Some(first) = seq_of(tk) else { continue };
             t.remove(tk.clone());
-            for seq in first..first.saturating_add(run_len(run)) {
+            for seq in first
+                ..first
+                    .saturating_add(run_len(run))
+                    .min(top.saturating_add(1))
+            {
                 // A corrupt value still goes: it is old.
                 if let Ok(Some(e)) = self.get(seq) {
                     let IndexKeys {
@@ -405,8 +451,15 @@ impl Store {
                         i.remove(ik);
                     }
                     removed += 1;
+                } else {
+                    unknown.push(seq);
                 }
                 l.remove(&seq_key(seq));
+            }
+        }
+        if !unknown.is_empty() {
+            for kind in EventKind::ALL {
+                by_kind.entry(kind).or_default().extend(&unknown);
             }
         }
         // The kind runs the removed seqs were in, rewritten without them.
@@ -793,6 +846,9 @@ impl Store {
                     if prefix == 8 && k[..8] != unix_nanos(e.time).to_be_bytes() {
                         return Err(format!("event {seq} in a time run not of its time"));
                     }
+                    if prefix == 1 && k[0] != e.kind.code() {
+                        return Err(format!("event {seq} in a kind run not of its kind"));
+                    }
                 }
                 end_of_last = Some((k[..prefix].to_vec(), first + n));
             }
@@ -807,5 +863,37 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A crash that kept an append's index runs but not its events: the seqs they name are
+    /// not handed out again (a new run over them would overlap the stale one), and the sweep
+    /// takes the stale runs away with their missing events.
+    #[test]
+    fn runs_of_an_append_cut_short_are_not_reused_and_are_swept() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let store = Store::open(&db).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(7200);
+        let events: Vec<Event> = (0..10)
+            .map(|_| Event::credential_failed("apns", "x").with_time(old))
+            .collect();
+        store.write(1, &events).unwrap();
+        assert_eq!(store.high_water().unwrap(), 10);
+        // The crash: seqs 6-10 lost their events, not their index entries.
+        for seq in 6..=10u64 {
+            store.log.remove(seq_key(seq)).unwrap();
+        }
+        assert_eq!(store.high_water().unwrap(), 10);
+        assert!(store.check_invariants().is_err());
+        // Everything is old: one sweep chunk takes the events and every run.
+        let (removed, entries) = store.sweep_chunk(SystemTime::now()).unwrap();
+        assert_eq!((removed, entries), (5, 1));
+        assert!(store.by_kind.is_empty() && store.by_time.is_empty() && store.log.is_empty());
+        store.check_invariants().unwrap();
+        assert_eq!(store.high_water().unwrap(), 10);
     }
 }
