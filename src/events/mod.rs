@@ -695,17 +695,19 @@ mod tests {
         send_sync::<WebhookConfig>();
     }
 
+    /// A log in `dir` whose sweep removes events older than an hour.
+    fn open_with_an_hour_of_retention(dir: &Path) -> EventLog {
+        let config = EventsConfig {
+            retention: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        EventLog::open(dir, config).unwrap()
+    }
+
     #[tokio::test]
     async fn indexes_stay_consistent_through_appends_and_sweeps() {
         let dir = tempfile::tempdir().unwrap();
-        let log = EventLog::open(
-            dir.path(),
-            EventsConfig {
-                retention: Duration::from_secs(3600),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let log = open_with_an_hour_of_retention(dir.path());
         let old = SystemTime::now() - Duration::from_secs(7200);
         let mut batch = Vec::new();
         for n in 0..50 {
@@ -757,14 +759,7 @@ mod tests {
         let old = SystemTime::now() - Duration::from_secs(7200);
         for round in 0..12 {
             let dir = tempfile::tempdir().unwrap();
-            let log = EventLog::open(
-                dir.path(),
-                EventsConfig {
-                    retention: Duration::from_secs(3600),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            let log = open_with_an_hour_of_retention(dir.path());
             let base = SystemTime::now() - Duration::from_secs(60);
             for _ in 0..(2 + next(6)) {
                 let mut batch = Vec::new();
@@ -871,13 +866,9 @@ mod tests {
     #[tokio::test]
     async fn seqs_go_on_after_the_sweep_empties_the_log_and_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let config = || EventsConfig {
-            retention: Duration::from_secs(3600),
-            ..Default::default()
-        };
         let old = SystemTime::now() - Duration::from_secs(7200);
         {
-            let log = EventLog::open(dir.path(), config()).unwrap();
+            let log = open_with_an_hour_of_retention(dir.path());
             let batch = (0..10)
                 .map(|_| Event::credential_failed("apns", "x").with_time(old))
                 .collect();
@@ -886,7 +877,7 @@ mod tests {
             assert!(log.search(&EventQuery::new()).unwrap().is_empty());
             log.shutdown().await.unwrap();
         }
-        let log = EventLog::open(dir.path(), config()).unwrap();
+        let log = open_with_an_hour_of_retention(dir.path());
         assert_eq!(
             log.append(Event::credential_failed("apns", "y")).unwrap(),
             11
@@ -894,7 +885,7 @@ mod tests {
         log.shutdown().await.unwrap();
         drop(log);
         // And with the log not empty: its last key says it.
-        let log = EventLog::open(dir.path(), config()).unwrap();
+        let log = open_with_an_hour_of_retention(dir.path());
         assert_eq!(
             log.append(Event::credential_failed("apns", "z")).unwrap(),
             12
