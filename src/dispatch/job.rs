@@ -600,16 +600,20 @@ impl Job {
         }
         // A new id carries the time it was made: that is the enqueue time too, so the
         // outcome history needs no time index entry for the send (`outcomes::implicit`).
+        // The id's time if it was made just now (a new send's, a schedule's), unless the clock
+        // stepped back (uuid keeps ids increasing by keeping their time): then the clock's,
+        // and the record gets an entry.
+        let made_now = |id: NotificationId| {
+            let now = now_ms();
+            id.v7_ms().filter(|ms| ms.abs_diff(now) <= 1).unwrap_or(now)
+        };
         let (id, enqueued_ms) = match (meta.id, meta.enqueued_ms) {
-            (Some(id), at) => (id, at.unwrap_or_else(now_ms)),
+            (Some(id), Some(at)) => (id, at),
+            (Some(id), None) => (id, made_now(id)),
             (None, Some(at)) => (NotificationId::random(), at),
             (None, None) => {
                 let id = NotificationId::random();
-                // The id's time unless the clock stepped back (uuid keeps ids increasing by
-                // keeping their time): then the clock's, and the record gets an entry.
-                let now = now_ms();
-                let at = id.v7_ms().filter(|ms| ms.abs_diff(now) <= 1);
-                (id, at.unwrap_or(now))
+                (id, made_now(id))
             }
         };
         Arc::new(Job {
@@ -970,9 +974,22 @@ mod tests {
             NotificationId::from_u128(uuid::Uuid::new_v4().as_u128()).v7_ms(),
             None
         );
-        // A new send's enqueue time is its id's.
+        // A new send's enqueue time is its id's, and so is that of a send whose id was made
+        // just before (a schedule's); not that of an id made long ago.
         let job = Job::new(Notification::new(), 1024);
         assert_eq!(job.id.v7_ms(), Some(job.enqueued_ms));
+        let meta = |id| JobMeta {
+            id: Some(id),
+            ..JobMeta::default()
+        };
+        let job = Job::with(Notification::new(), 1024, meta(NotificationId::random()));
+        assert_eq!(job.id.v7_ms(), Some(job.enqueued_ms));
+        let job = Job::with(
+            Notification::new(),
+            1024,
+            meta(NotificationId::v7_at(1_700_000_000_000)),
+        );
+        assert!(job.enqueued_ms.abs_diff(now_ms()) < 1000);
     }
 
     const ALL_FLAGS: [Flags; 6] = [
