@@ -737,13 +737,15 @@ impl Pool {
                 biased;
                 Some((work, auth, started, result)) = in_flight.next(), if !in_flight.is_empty() => {
                     self.in_flight.fetch_sub(1, Relaxed);
+                    // One clock read per answer (the idle mark and the request's latency).
                     idle_since = Instant::now();
                     match result {
                         Ok(answer) => {
                             answers += 1;
                             let verdict = self.proto.classify(&answer);
-                            tally.answer(&verdict, started);
-                            self.observe_latency(started.elapsed());
+                            let took = idle_since.saturating_duration_since(started);
+                            tally.answer(&verdict, took);
+                            self.observe_latency(took);
                             if verdict == Verdict::Delivered {
                                 state = state.transition(Event::Delivered);
                             }
@@ -920,7 +922,7 @@ impl Pool {
                 Ok(Ok(answer)) => {
                     answers += 1;
                     let verdict = self.proto.classify(&answer);
-                    tally.answer(&verdict, started);
+                    tally.answer(&verdict, started.elapsed());
                     if self.settle(work, &verdict, auth.as_ref()).await {
                         return Ok(answers);
                     }
@@ -1015,11 +1017,11 @@ impl Tally {
         }
     }
 
-    fn answer(&mut self, verdict: &Verdict, started: Instant) {
+    fn answer(&mut self, verdict: &Verdict, took: Duration) {
         if let Some(i) = LABELS.iter().position(|l| *l == verdict.label()) {
             self.answers[i] += 1;
         }
-        self.latency.record(started.elapsed().as_secs_f64());
+        self.latency.record(took.as_secs_f64());
         self.tick();
     }
 

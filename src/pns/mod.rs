@@ -90,10 +90,7 @@ pub(crate) fn protocol(
 ) -> Result<std::sync::Arc<dyn request::Protocol>, String> {
     use std::sync::Arc;
     Ok(match platform {
-        Platform::Apns => Arc::new(apns::Apns {
-            origin: origin.to_owned(),
-            bundle_id: apns_bundle_id.to_owned(),
-        }),
+        Platform::Apns => Arc::new(apns::Apns::new(origin, apns_bundle_id)?),
         Platform::Fcm => Arc::new(fcm::Fcm::new(origin, fcm_project_id)?),
         Platform::Wns => Arc::new(wns::Wns),
         Platform::WebPush => Arc::new(webpush::WebPush),

@@ -29,19 +29,39 @@ impl Outgoing<'_> {
     /// This device's request headers: the send's, built once into `cache`, or, for a device
     /// with its own payload (a rendered template), built for it alone; with `auth` as the
     /// `authorization` header when there is one.
+    ///
+    /// The cached map holds the `authorization` it was first built with, so the common case
+    /// (the same token, which the pool hands out as the same shared bytes) is one clone and no
+    /// insert: a clone has no spare room, and an insert into it reallocates.
     pub(crate) fn headers(
         &self,
         cache: &OnceLock<HeaderMap>,
         make: impl FnOnce() -> HeaderMap,
         auth: Option<&HeaderValue>,
     ) -> HeaderMap {
-        let base = if self.own_payload {
-            make()
-        } else {
-            cache.get_or_init(make).clone()
-        };
-        with_auth(base, auth)
+        if self.own_payload {
+            return with_auth(make(), auth);
+        }
+        let base = cache.get_or_init(|| with_auth(make(), auth));
+        let cached = base.get(http::header::AUTHORIZATION);
+        match (cached, auth) {
+            (Some(c), Some(a)) if same_bytes(c, a) => base.clone(),
+            (None, None) => base.clone(),
+            (_, Some(_)) => with_auth(base.clone(), auth),
+            (Some(_), None) => {
+                let mut m = base.clone();
+                m.remove(http::header::AUTHORIZATION);
+                m
+            }
+        }
     }
+}
+
+/// Whether two header values are the same bytes; O(1) when they share them (the pool's
+/// `HeaderCache` hands out clones of one value).
+fn same_bytes(a: &HeaderValue, b: &HeaderValue) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    std::ptr::eq(a, b) || a == b
 }
 
 /// `headers` with `auth` as the `authorization` header when there is one.
@@ -80,6 +100,42 @@ pub(crate) fn request(uri: Uri, headers: HeaderMap) -> Request<()> {
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
     req
+}
+
+/// A service's scheme and authority, parsed once; [`Origin::uri`] adds a device's path without
+/// parsing them again.
+#[derive(Clone, Debug)]
+pub(crate) struct Origin {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+}
+
+impl Origin {
+    /// `https://host[:port]`, nothing after the authority.
+    pub(crate) fn parse(origin: &str) -> Result<Origin, String> {
+        let u: Uri = origin
+            .parse()
+            .map_err(|e| format!("bad origin {origin:?}: {e}"))?;
+        let parts = u.into_parts();
+        match (parts.scheme, parts.authority, parts.path_and_query) {
+            (Some(scheme), Some(authority), pq) if pq.as_ref().is_none_or(|p| p == "/") => {
+                Ok(Origin { scheme, authority })
+            }
+            _ => Err(format!("bad origin {origin:?}: want scheme://host[:port]")),
+        }
+    }
+
+    /// The absolute URI of `path` (which starts with `/`) at this origin.
+    pub(crate) fn uri(&self, path: String) -> Result<Uri, Reason> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(
+            http::uri::PathAndQuery::from_maybe_shared(Bytes::from(path))
+                .map_err(|e| Reason::from(format!("bad request URI: {e}")))?,
+        );
+        Uri::from_parts(parts).map_err(|e| Reason::from(format!("bad request URI: {e}")))
+    }
 }
 
 pub(crate) fn uri(scheme_authority: &str, path: &str) -> Result<Uri, Reason> {

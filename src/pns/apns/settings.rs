@@ -74,10 +74,7 @@ impl ApnsSettings {
     /// TLS.
     pub(crate) fn plan(&self) -> Result<PoolPlan, String> {
         let ep = Endpoint::from_url(&self.endpoint)?;
-        let protocol = Arc::new(Apns {
-            origin: ep.origin(),
-            bundle_id: self.bundle_id.clone(),
-        });
+        let protocol = Arc::new(Apns::new(&ep.origin(), &self.bundle_id)?);
         let (credential, warm_up) = match &self.auth {
             ApnsAuth::Token(key) => (
                 Credential::ProviderToken(Arc::new(ApnsTokenCache::new(
