@@ -17,12 +17,12 @@
 //! unbounded channel, but what travels in it already holds a window permit of its send, so
 //! its length is bounded by the sends' windows.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
-use futures_util::stream::{FuturesUnordered, StreamExt};
+use bytes::BytesMut;
 use parking_lot::Mutex;
 use rand::Rng;
 
@@ -39,8 +39,9 @@ use crate::model::PushHandle;
 use crate::model::{InstallationId, Platform};
 use crate::pns::request::{Outgoing, Protocol};
 use crate::pns::verdict::{Reason, Verdict};
-use crate::transport::http1::{Answer, Http1Conn};
-use crate::transport::{connect_tls, h2_handshake, Endpoint, TransportError};
+use crate::transport::h2c::{finish, pump, Conn as H2Conn, Event as H2Event, Failure, Link};
+use crate::transport::http1::Http1Conn;
+use crate::transport::{connect_tls, Endpoint, TransportError};
 
 /// A device as the dispatcher sees it.
 #[derive(Clone, Debug)]
@@ -698,7 +699,9 @@ impl Pool {
     }
 
     /// Serves one HTTP/2 connection until it closes; returns the answers it read. `Err` only
-    /// when it could not be opened.
+    /// when it could not be opened. One task does everything for the connection: it pulls
+    /// work, encodes requests into the write buffer, writes, reads and settles answers
+    /// (`transport::h2c`), so a request costs no task, future or timer of its own.
     async fn serve_h2(self: &Arc<Self>) -> Result<u64, TransportError> {
         let (tls, is_h2) = connect_tls(&self.endpoint, self.tls.clone()).await?;
         if !is_h2 {
@@ -707,64 +710,145 @@ impl Pool {
             let conn = Http1Conn::handshake(&self.endpoint, tls).await?;
             return self.serve_http1(Some(conn)).await;
         }
-        let conn = h2_handshake(&self.endpoint, tls).await?;
+        let mut link: Link<_, Flight> = Link::handshake(&self.endpoint, tls).await?;
         let _open = self.connected();
         let mut answers = 0u64;
-        let mut send = conn.send;
-        let mut ping = conn.ping;
-        let mut driver = conn.driver;
         let mut state = ConnState::new(self.warm_up);
-        let mut in_flight: FuturesUnordered<StreamFuture> = FuturesUnordered::new();
+        let timeout = self.cfg.request_timeout;
+        // Request deadlines in the order the requests started (the timeout is the same for
+        // all): the front is the next to expire; entries of answered streams are dropped as
+        // they reach the front.
+        let mut deadlines: VecDeque<(Instant, u32)> = VecDeque::new();
+        let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
+        let mut timer_at: Option<Instant> = None;
         let mut idle_since = Instant::now();
-        let mut ping_due = tokio::time::interval(PING_IDLE);
+        let mut ping_sent: Option<Instant> = None;
+        let mut ping_due = tokio::time::interval(PING_TIMEOUT);
         ping_due.reset();
+        let mut need_flush = false;
         let mut tally = Tally::new(self.platform);
         let _conn_gauge = ConnGauge::new(self.platform);
+        let mut events: Vec<H2Event<Flight>> = Vec::new();
 
         loop {
-            let limit = state.stream_limit(
-                send.current_max_send_streams(),
-                self.cfg.max_streams_per_connection,
-            );
-            let room = state.takes_work() && in_flight.len() < limit;
-            if state.saturated(in_flight.len(), limit) {
+            // Settle what the last read (or a timeout) produced.
+            for ev in std::mem::take(&mut events) {
+                match ev {
+                    H2Event::Answer(f, answer) => {
+                        self.in_flight.fetch_sub(1, Relaxed);
+                        answers += 1;
+                        // One clock read per answer (the idle mark and the request's latency).
+                        idle_since = Instant::now();
+                        let took = idle_since.saturating_duration_since(f.started);
+                        let verdict = self.proto.classify(&answer);
+                        tally.answer(&verdict, took);
+                        self.observe_latency(took);
+                        if verdict == Verdict::Delivered {
+                            state = state.transition(Event::Delivered);
+                        }
+                        if self.settle(f.work, &verdict, f.auth.as_ref()).await {
+                            state = state.transition(Event::ReplaceAsked);
+                        }
+                    }
+                    H2Event::Failed(f, failure) => {
+                        self.in_flight.fetch_sub(1, Relaxed);
+                        tally.resend();
+                        let lost = if failure.unprocessed {
+                            Lost::Unprocessed
+                        } else {
+                            Lost::Ambiguous(failure.message)
+                        };
+                        if self.lost(f.work, &lost).await {
+                            state = state.transition(Event::AmbiguousLoss);
+                        }
+                    }
+                    H2Event::PingAck(_) => ping_sent = None,
+                }
+            }
+            while deadlines
+                .front()
+                .is_some_and(|(_, id)| !link.conn.is_open(*id))
+            {
+                deadlines.pop_front();
+            }
+            match deadlines.front() {
+                Some(&(at, _)) if timer_at != Some(at) => {
+                    timer.as_mut().reset(at.into());
+                    timer_at = Some(at);
+                }
+                None => timer_at = None,
+                _ => {}
+            }
+            if link.conn.is_closing() && state.takes_work() {
+                // GOAWAY (or stream ids used up): finish what is open, start nothing more here.
+                state = state.transition(Event::StreamRefused);
+            }
+            let open = link.conn.open_streams();
+            let limit =
+                state.stream_limit(link.conn.max_streams(), self.cfg.max_streams_per_connection);
+            let room = state.takes_work()
+                && open < limit
+                && link.conn.can_start()
+                && link.conn.out().len() < OUT_HIGH_WATER;
+            if state.saturated(open, limit) {
                 self.maybe_grow();
             }
-            if state.is_done(in_flight.len()) {
+            if state.is_done(open) {
                 break;
             }
+            let writing = !link.conn.out().is_empty() || need_flush;
+            let Link {
+                conn,
+                rd,
+                wr,
+                inbuf,
+                ..
+            } = &mut link;
             tokio::select! {
                 biased;
-                Some((work, auth, started, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.in_flight.fetch_sub(1, Relaxed);
-                    // One clock read per answer (the idle mark and the request's latency).
-                    idle_since = Instant::now();
-                    match result {
-                        Ok(answer) => {
-                            answers += 1;
-                            let verdict = self.proto.classify(&answer);
-                            let took = idle_since.saturating_duration_since(started);
-                            tally.answer(&verdict, took);
-                            self.observe_latency(took);
-                            if verdict == Verdict::Delivered {
-                                state = state.transition(Event::Delivered);
-                            }
-                            if self.settle(work, &verdict, auth.as_ref()).await {
-                                state = state.transition(Event::ReplaceAsked);
-                            }
+                r = read_into(rd, inbuf), if state.polls_driver() => {
+                    let ended = match r {
+                        Ok(0) => Some("the service closed the connection".to_string()),
+                        Ok(_) => conn.recv(inbuf).err().map(|e| e.0),
+                        Err(e) => Some(format!("reading: {e}")),
+                    };
+                    events.extend(conn.events());
+                    if let Some(why) = ended {
+                        tracing::debug!(platform = %self.platform, "HTTP/2 connection ended: {why}");
+                        fail_all(conn, &why, &mut events);
+                        state = state.transition(Event::DriverEnded);
+                    }
+                }
+                r = pump(wr, conn.pending_out()), if writing => {
+                    match r {
+                        Ok(n) if n > 0 => {
+                            bytes::Buf::advance(conn.out(), n);
+                            need_flush = true;
                         }
-                        Err(lost) => {
-                            tally.resend();
-                            if self.lost(work, &lost).await {
-                                state = state.transition(Event::AmbiguousLoss);
-                            }
+                        Ok(_) => need_flush = false,
+                        Err(e) => {
+                            fail_all(conn, &format!("writing: {e}"), &mut events);
+                            state = state.transition(Event::DriverEnded);
                         }
                     }
                 }
-                res = &mut driver, if state.polls_driver() => {
-                    state = state.transition(Event::DriverEnded);
-                    if let Ok(Err(e)) = res {
-                        tracing::debug!(error = %e, "HTTP/2 connection ended");
+                () = &mut timer, if timer_at.is_some() => {
+                    timer_at = None;
+                    let now = Instant::now();
+                    while let Some(&(at, id)) = deadlines.front() {
+                        if at > now {
+                            break;
+                        }
+                        deadlines.pop_front();
+                        if let Some(f) = conn.cancel(id) {
+                            events.push(H2Event::Failed(
+                                f,
+                                Failure {
+                                    unprocessed: false,
+                                    message: format!("no answer within {timeout:?}"),
+                                },
+                            ));
+                        }
                     }
                 }
                 work = self.next_work(), if room => {
@@ -776,81 +860,62 @@ impl Pool {
                     let Some((work, auth)) = self.authorize(work).await else { continue };
                     let mut next = Some(work);
                     while let Some(work) = next.take() {
-                        match self.start_h2(&mut send, work, auth.clone()) {
-                            Started::Stream(fut) => {
-                                self.in_flight.fetch_add(1, Relaxed);
-                                in_flight.push(fut);
+                        work.job.started();
+                        let (req, body) = match self.proto.build(&work.outgoing(), auth.as_ref()) {
+                            Ok(x) => x,
+                            Err(reason) => {
+                                work.job.finish(self.platform, Final::Rejected(reason), 1);
+                                next = self.try_next_work();
+                                continue;
                             }
-                            Started::Rejected => {}
-                            Started::Refused(work) => {
-                                self.lost(work, &Lost::Unprocessed).await;
+                        };
+                        let started = Instant::now();
+                        let flight = Flight { work, auth: auth.clone(), started };
+                        match conn.start(&req, body, flight) {
+                            Ok(id) => {
+                                self.in_flight.fetch_add(1, Relaxed);
+                                deadlines.push_back((started + timeout, id));
+                            }
+                            Err(f) => {
+                                self.lost(f.work, &Lost::Unprocessed).await;
                                 state = state.transition(Event::StreamRefused);
                                 break;
                             }
                         }
-                        if in_flight.len() < limit {
+                        if conn.open_streams() < limit
+                            && conn.can_start()
+                            && conn.out().len() < OUT_HIGH_WATER
+                        {
                             next = self.try_next_work();
                         }
                     }
                     tally.in_flight.set(self.in_flight.load(Relaxed) as f64);
                 }
                 _ = ping_due.tick() => {
-                    if in_flight.is_empty() && idle_since.elapsed() >= PING_IDLE {
-                        if let Some(p) = ping.as_mut() {
-                            match tokio::time::timeout(PING_TIMEOUT, p.ping(h2::Ping::opaque())).await {
-                                Ok(Ok(_)) => {}
-                                _ => state = state.transition(Event::PingFailed),
-                            }
+                    if let Some(at) = ping_sent {
+                        if at.elapsed() >= PING_TIMEOUT {
+                            state = state.transition(Event::PingFailed);
                         }
-                        if self.conns.load(Relaxed) > 1 && idle_since.elapsed() >= IDLE_CLOSE {
-                            state = state.transition(Event::IdleExtra);
-                        }
+                    } else if conn.open_streams() == 0 && idle_since.elapsed() >= PING_IDLE {
+                        conn.ping(*b"tagcast1");
+                        ping_sent = Some(Instant::now());
+                    }
+                    if conn.open_streams() == 0
+                        && self.conns.load(Relaxed) > 1
+                        && idle_since.elapsed() >= IDLE_CLOSE
+                    {
+                        state = state.transition(Event::IdleExtra);
                     }
                 }
             }
         }
-        driver.abort();
-        let _ = ping.take();
-        Ok(answers)
-    }
-
-    /// Starts one request stream. `Refused` hands the work back (never sent, to be resent)
-    /// and means the connection takes no more streams.
-    fn start_h2(
-        self: &Arc<Self>,
-        send: &mut h2::client::SendRequest<Bytes>,
-        work: Work,
-        auth: Option<HeaderValue>,
-    ) -> Started {
-        work.job.started();
-        let (req, body) = match self.proto.build(&work.outgoing(), auth.as_ref()) {
-            Ok(x) => x,
-            Err(reason) => {
-                work.job.finish(self.platform, Final::Rejected(reason), 1);
-                return Started::Rejected;
-            }
-        };
-        let end = body.is_empty();
-        let (resp, mut stream) = match send.send_request(req, end) {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::debug!(error = %e, "HTTP/2 connection refused a new stream");
-                return Started::Refused(work);
-            }
-        };
-        if !end {
-            // Bodies are at most a few KiB, inside the initial window; h2 buffers them.
-            let _ = stream.send_data(body, true);
+        if state.polls_driver() {
+            // Closed by us: say so, and let what is queued go out.
+            link.conn.go_away();
+            let out = link.conn.out().split();
+            finish(&mut link.wr, &out, Duration::from_secs(1)).await;
         }
-        let timeout = self.cfg.request_timeout;
-        let started = Instant::now();
-        Started::Stream(Box::pin(async move {
-            let result = match tokio::time::timeout(timeout, read_answer(resp)).await {
-                Ok(r) => r,
-                Err(_) => Err(Lost::Ambiguous(format!("no answer within {timeout:?}"))),
-            };
-            (work, auth, started, result)
-        }))
+        Ok(answers)
     }
 
     /// Serves one HTTP/1.1 connection (one request at a time) until it closes.
@@ -1060,44 +1125,39 @@ impl Drop for Tally {
     }
 }
 
-type StreamFuture = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = (Work, Option<HeaderValue>, Instant, Result<Answer, Lost>)>
-            + Send,
-    >,
->;
-
-enum Started {
-    Stream(StreamFuture),
-    Rejected,
-    Refused(Work),
+/// A request on the wire: the device's work, the credential it was sent with, when.
+struct Flight {
+    work: Work,
+    auth: Option<HeaderValue>,
+    started: Instant,
 }
 
-async fn read_answer(resp: h2::client::ResponseFuture) -> Result<Answer, Lost> {
-    let resp = resp.await.map_err(lost_of)?;
-    let (parts, mut body) = resp.into_parts();
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(lost_of)?;
-        let _ = body.flow_control().release_capacity(chunk.len());
-        if buf.len() < 64 * 1024 {
-            buf.extend_from_slice(&chunk);
-        }
+/// Write-buffer size above which no more requests are encoded until some is written.
+const OUT_HIGH_WATER: usize = 256 * 1024;
+
+/// Reads into the connection's buffer (a free function: `select!` borrows the halves apart).
+async fn read_into<S: tokio::io::AsyncRead>(
+    rd: &mut tokio::io::ReadHalf<S>,
+    inbuf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    if inbuf.capacity() - inbuf.len() < 16 * 1024 {
+        inbuf.reserve(64 * 1024);
     }
-    Ok(Answer {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: buf.freeze(),
-    })
+    rd.read_buf(inbuf).await
 }
 
-fn lost_of(e: h2::Error) -> Lost {
-    // h2 fails streams above a GOAWAY's last-stream-id with a remote GOAWAY error; those the
-    // server never processed (RFC 9113 §6.8). REFUSED_STREAM likewise (§8.7).
-    if (e.is_go_away() && e.is_remote()) || e.reason() == Some(h2::Reason::REFUSED_STREAM) {
-        Lost::Unprocessed
-    } else {
-        Lost::Ambiguous(e.to_string())
+/// Ends every open stream of a connection that is gone: whether the service processed them
+/// is unknown.
+fn fail_all(conn: &mut H2Conn<Flight>, why: &str, events: &mut Vec<H2Event<Flight>>) {
+    for f in conn.fail_all() {
+        events.push(H2Event::Failed(
+            f,
+            Failure {
+                unprocessed: false,
+                message: why.to_string(),
+            },
+        ));
     }
 }
 

@@ -1,8 +1,10 @@
-//! Connections to the push services: TLS (rustls, verified certificates), HTTP/2 via `h2`
-//! directly (stream concurrency, GOAWAY, pings under our control) and HTTP/1.1 via hyper's
+//! Connections to the push services: TLS (rustls, verified certificates), HTTP/2 through our
+//! own client ([`h2c`]: stream concurrency, GOAWAY, pings under our control, one task per
+//! connection) and HTTP/1.1 via hyper's
 //! connection API (WNS, OAuth token endpoints). Transports know nothing of the registry or of
 //! notifications: they move requests and answers.
 
+pub(crate) mod h2c;
 pub(crate) mod http1;
 pub(crate) mod tls;
 
@@ -10,7 +12,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -219,76 +220,6 @@ fn allowed_addresses(ep: &Endpoint, addrs: Vec<SocketAddr>) -> Result<Vec<Socket
         (true, Some(why)) => Err(why),
         _ => Ok(public),
     }
-}
-
-/// An HTTP/2 connection: the request half, the ping handle, and the driver task.
-pub(crate) struct H2Conn {
-    pub(crate) send: h2::client::SendRequest<Bytes>,
-    pub(crate) ping: Option<h2::PingPong>,
-    pub(crate) driver: tokio::task::JoinHandle<Result<(), h2::Error>>,
-}
-
-/// Completes the HTTP/2 handshake on a TLS stream and spawns its driver.
-pub(crate) async fn h2_handshake(
-    ep: &Endpoint,
-    tls: TlsStream<TcpStream>,
-) -> Result<H2Conn, TransportError> {
-    let (send, mut conn) = h2::client::Builder::new()
-        // Answers are small; a large window keeps flow control out of the way of bodies
-        // (Web Push error pages, FCM JSON).
-        .initial_window_size(1 << 20)
-        .initial_connection_window_size(8 << 20)
-        // The peer's SETTINGS decide; until they arrive, one stream (APNs token connections
-        // start at 1, pns-protocols.md §1.7).
-        .initial_max_send_streams(1)
-        .enable_push(false)
-        .handshake::<_, Bytes>(tls)
-        .await
-        .map_err(|e| TransportError::Http {
-            endpoint: ep.authority.to_string(),
-            message: format!("HTTP/2 handshake: {e}"),
-        })?;
-    let mut ping = conn.ping_pong();
-    let driver = tokio::spawn(conn);
-    let http_err = |e: h2::Error| {
-        let message = format!("HTTP/2 handshake: {e}");
-        // With TLS 1.3 a server refuses a client certificate only after the client's side of
-        // the handshake is done: the alert arrives with the first frames read, or (when our
-        // write comes first) shows as a broken pipe or reset. A server that hangs up right
-        // after the TLS handshake is reported as a TLS failure.
-        if message.contains("alert") || e.is_io() {
-            TransportError::Tls {
-                endpoint: ep.authority.to_string(),
-                message,
-            }
-        } else {
-            TransportError::Http {
-                endpoint: ep.authority.to_string(),
-                message,
-            }
-        }
-    };
-    let send = send.ready().await.map_err(http_err)?;
-    // One PING round trip before the connection counts as open: it proves the server read
-    // our preface (and accepted our certificate), so a refused certificate is a connect
-    // failure, not a stream of lost requests.
-    if let Some(p) = ping.as_mut() {
-        match tokio::time::timeout(CONNECT_TIMEOUT, p.ping(h2::Ping::opaque())).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                driver.abort();
-                return Err(http_err(e));
-            }
-            Err(_) => {
-                driver.abort();
-                return Err(TransportError::Connect {
-                    endpoint: ep.authority.to_string(),
-                    message: "no answer to the first PING".into(),
-                });
-            }
-        }
-    }
-    Ok(H2Conn { send, ping, driver })
 }
 
 #[cfg(test)]
