@@ -111,3 +111,78 @@ pub fn classify_any(status: u16, body: &[u8], header: &str) -> Vec<String> {
 pub fn fcm_body(n: &crate::payload::FcmNotification, token: &str) -> bytes::Bytes {
     n.body_for_token(token)
 }
+
+/// Feeds `data` to an HTTP/2 client connection (`transport::h2c`) as bytes from the service,
+/// in the chunk sizes its first byte picks, with a few requests open; checks what must hold
+/// whatever the service sends: no panic, every request comes back at most once (answered,
+/// failed, or still open), and a connection error ends the connection. Returns the events.
+pub fn h2c_recv(data: &[u8]) -> usize {
+    use crate::transport::h2c::{Conn, Event};
+    let mut conn: Conn<u32> = Conn::new();
+    let mut settings = bytes::BytesMut::new();
+    crate::transport::h2c::frame::settings(&mut settings, &[(3, 100)]);
+    conn.recv(&mut settings).expect("plain SETTINGS read");
+    let req = || {
+        let mut r = http::Request::new(());
+        *r.uri_mut() = http::Uri::from_static("https://push.example/3/device/ab");
+        r
+    };
+    for i in 0..4u32 {
+        let body = if i % 2 == 0 {
+            bytes::Bytes::new()
+        } else {
+            bytes::Bytes::from(vec![b'x'; 70_000])
+        };
+        conn.start(&req(), body, i).expect("room for four streams");
+    }
+    let chunk = usize::from(data.first().copied().unwrap_or(1)).max(1);
+    let mut seen = std::collections::HashSet::new();
+    let mut buf = bytes::BytesMut::new();
+    let mut events = 0;
+    for piece in data.chunks(chunk) {
+        buf.extend_from_slice(piece);
+        let r = conn.recv(&mut buf);
+        for ev in conn.events() {
+            events += 1;
+            if let Event::Answer(i, _) | Event::Failed(i, _) = ev {
+                assert!(seen.insert(i), "stream of request {i} came back twice");
+            }
+        }
+        if r.is_err() {
+            assert!(!conn.can_start());
+            for i in conn.fail_all() {
+                assert!(seen.insert(i), "request {i} failed after coming back");
+            }
+            assert_eq!(conn.open_streams(), 0);
+            return events;
+        }
+    }
+    assert_eq!(seen.len() + conn.open_streams(), 4);
+    events
+}
+
+/// HPACK-decodes `data` as an answer's header block and Huffman-decodes it as a string
+/// (`transport::h2c`); what decodes is re-encoded and must decode to the same.
+pub fn hpack_decode(data: &[u8]) -> usize {
+    use crate::transport::h2c::{hpack, huffman};
+    let mut fields = Vec::new();
+    let _ = hpack::Decoder::default().decode(data, |n, v| fields.push((n.to_vec(), v.to_vec())));
+    let mut enc = hpack::Encoder::default();
+    let mut block = bytes::BytesMut::new();
+    enc.begin(&mut block);
+    for (n, v) in &fields {
+        enc.field(&mut block, n, v, hpack::Mode::Index);
+    }
+    let mut back = Vec::new();
+    hpack::Decoder::default()
+        .decode(&block, |n, v| back.push((n.to_vec(), v.to_vec())))
+        .expect("our block decodes");
+    assert_eq!(back, fields);
+    let mut out = Vec::new();
+    if huffman::decode(data, &mut out).is_some() {
+        let mut again = Vec::new();
+        huffman::decode(&huffman::encode(&out), &mut again).expect("our coding decodes");
+        assert_eq!(again, out);
+    }
+    fields.len()
+}

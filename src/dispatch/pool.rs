@@ -723,16 +723,19 @@ impl Pool {
         let mut timer_at: Option<Instant> = None;
         let mut idle_since = Instant::now();
         let mut ping_sent: Option<Instant> = None;
-        let mut ping_due = tokio::time::interval(PING_TIMEOUT);
+        // Ticks at half the ping timeout: an unanswered PING is seen within 1.5 timeouts.
+        let mut ping_due = tokio::time::interval(PING_TIMEOUT / 2);
         ping_due.reset();
         let mut need_flush = false;
+        // Whether to write what is queued when the loop ends (our GOAWAY).
+        let mut say_goodbye = false;
         let mut tally = Tally::new(self.platform);
         let _conn_gauge = ConnGauge::new(self.platform);
         let mut events: Vec<H2Event<Flight>> = Vec::new();
 
         loop {
             // Settle what the last read (or a timeout) produced.
-            for ev in std::mem::take(&mut events) {
+            for ev in events.drain(..) {
                 match ev {
                     H2Event::Answer(f, answer) => {
                         self.in_flight.fetch_sub(1, Relaxed);
@@ -771,6 +774,11 @@ impl Pool {
             {
                 deadlines.pop_front();
             }
+            // A slow stream at the front keeps the answered ones behind it: compact now and
+            // then, so the queue stays near the number of open streams.
+            if deadlines.len() > 4 * link.conn.open_streams() + 1024 {
+                deadlines.retain(|(_, id)| link.conn.is_open(*id));
+            }
             match deadlines.front() {
                 Some(&(at, _)) if timer_at != Some(at) => {
                     timer.as_mut().reset(at.into());
@@ -779,8 +787,9 @@ impl Pool {
                 None => timer_at = None,
                 _ => {}
             }
-            if link.conn.is_closing() && state.takes_work() {
-                // GOAWAY (or stream ids used up): finish what is open, start nothing more here.
+            if (link.conn.is_closing() || link.conn.max_streams() == 0) && state.takes_work() {
+                // GOAWAY, stream ids used up, or a service that allows no stream: finish what
+                // is open, start nothing more here (a new connection takes the work).
                 state = state.transition(Event::StreamRefused);
             }
             let open = link.conn.open_streams();
@@ -809,7 +818,11 @@ impl Pool {
                 r = read_into(rd, inbuf), if state.polls_driver() => {
                     let ended = match r {
                         Ok(0) => Some("the service closed the connection".to_string()),
-                        Ok(_) => conn.recv(inbuf).err().map(|e| e.0),
+                        Ok(_) => conn.recv(inbuf).err().map(|e| {
+                            // Our GOAWAY saying why is queued: send it before closing.
+                            say_goodbye = true;
+                            e.0
+                        }),
                         Err(e) => Some(format!("reading: {e}")),
                     };
                     events.extend(conn.events());
@@ -825,7 +838,11 @@ impl Pool {
                             bytes::Buf::advance(conn.out(), n);
                             need_flush = true;
                         }
-                        Ok(_) => need_flush = false,
+                        Ok(_) if conn.pending_out().is_empty() => need_flush = false,
+                        Ok(_) => {
+                            fail_all(conn, "writing: the connection wrote nothing", &mut events);
+                            state = state.transition(Event::DriverEnded);
+                        }
                         Err(e) => {
                             fail_all(conn, &format!("writing: {e}"), &mut events);
                             state = state.transition(Event::DriverEnded);
@@ -909,9 +926,12 @@ impl Pool {
                 }
             }
         }
-        if state.polls_driver() {
-            // Closed by us: say so, and let what is queued go out.
-            link.conn.go_away();
+        if state.polls_driver() || say_goodbye {
+            // Closed by us: say so (unless an error's GOAWAY is queued), and let what is
+            // queued go out.
+            if !say_goodbye {
+                link.conn.go_away();
+            }
             let out = link.conn.out().split();
             finish(&mut link.wr, &out, Duration::from_secs(1)).await;
         }

@@ -25,6 +25,9 @@ pub(crate) const CONN_WINDOW: u32 = 8 << 20;
 pub(crate) const MAX_BODY: usize = 64 * 1024;
 /// The largest header block accepted (with its CONTINUATIONs).
 const MAX_HEADER_BLOCK: usize = 256 * 1024;
+/// The largest header list of an answer kept (name + value + 32 per field, as HPACK counts);
+/// a larger one resets its stream.
+const MAX_HEADER_LIST: usize = 64 * 1024;
 const MAX_WINDOW: i64 = (1 << 31) - 1;
 const MAX_STREAM_ID: u32 = (1 << 31) - 1;
 
@@ -220,10 +223,10 @@ impl<T> Conn<T> {
                 body: BytesMut::new(),
             },
         );
-        if !end_stream {
-            if self.blocked.is_empty() && self.send_body(id) {
-                return Ok(id);
-            }
+        // Sent as far as the windows allow now: a body waiting ahead of it waits for its own
+        // stream's window (when the connection's is open) or for the connection's (then this
+        // one sends nothing either).
+        if !end_stream && !self.send_body(id) {
             self.blocked.push_back(id);
         }
         Ok(id)
@@ -278,8 +281,8 @@ impl<T> Conn<T> {
     }
 
     fn fail(&mut self, code: u32, message: String) -> ConnError {
-        let last = self.next_id.saturating_sub(2);
-        frame::goaway(&mut self.out, last, code);
+        // The last stream *the service* opened: none (push is disabled).
+        frame::goaway(&mut self.out, 0, code);
         let e = ConnError(format!(
             "HTTP/2 connection error ({}): {message}",
             frame::code_name(code)
@@ -343,11 +346,15 @@ impl<T> Conn<T> {
                     return Err((frame::PROTOCOL_ERROR, "RST_STREAM on stream 0".into()));
                 }
                 let code = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                if head.stream >= self.next_id {
+                    return Err((frame::PROTOCOL_ERROR, "RST_STREAM on an idle stream".into()));
+                }
                 if let Some(s) = self.streams.remove(&head.stream) {
                     self.events.push(Event::Failed(
                         s.data,
                         Failure {
-                            unprocessed: code == frame::REFUSED_STREAM,
+                            // Not after an answer began: then it was processed.
+                            unprocessed: code == frame::REFUSED_STREAM && s.status.is_none(),
                             message: format!(
                                 "stream reset by the service: {}",
                                 frame::code_name(code)
@@ -399,7 +406,7 @@ impl<T> Conn<T> {
                         self.events.push(Event::Failed(
                             s.data,
                             Failure {
-                                unprocessed: true,
+                                unprocessed: s.status.is_none(),
                                 message: format!(
                                     "GOAWAY ({}) before the service read the request",
                                     frame::code_name(code)
@@ -429,6 +436,11 @@ impl<T> Conn<T> {
                             "connection window overflow".into(),
                         ));
                     }
+                } else if head.stream >= self.next_id {
+                    return Err((
+                        frame::PROTOCOL_ERROR,
+                        "WINDOW_UPDATE on an idle stream".into(),
+                    ));
                 } else if let Some(s) = self.streams.get_mut(&head.stream) {
                     s.send_window += inc;
                     if inc == 0 || s.send_window > MAX_WINDOW {
@@ -463,8 +475,8 @@ impl<T> Conn<T> {
     }
 
     fn data(&mut self, head: Head, payload: Bytes) -> Result<(), (u32, String)> {
-        if head.stream == 0 {
-            return Err((frame::PROTOCOL_ERROR, "DATA on stream 0".into()));
+        if head.stream == 0 || head.stream >= self.next_id {
+            return Err((frame::PROTOCOL_ERROR, "DATA on an idle stream".into()));
         }
         // Flow control counts the whole frame payload, padding included.
         let len = payload.len() as u32;
@@ -510,8 +522,15 @@ impl<T> Conn<T> {
     ) -> Result<(), (u32, String)> {
         let mut status: Option<Result<u16, ()>> = None;
         let mut fields: Vec<(HeaderName, HeaderValue)> = Vec::new();
+        // Decoded for the table's sake whether or not the stream is still open; kept only if.
+        let keep = self.streams.contains_key(&id);
+        let mut list_size = 0usize;
         self.dec
             .decode(block, |n, v| {
+                list_size += n.len() + v.len() + 32;
+                if !keep || list_size > MAX_HEADER_LIST {
+                    return;
+                }
                 if n == b":status" {
                     status = Some(
                         std::str::from_utf8(v)
@@ -521,8 +540,7 @@ impl<T> Conn<T> {
                             .ok_or(()),
                     );
                 } else if n.first() != Some(&b':') {
-                    if let (Ok(n), Ok(v)) =
-                        (HeaderName::from_bytes(&n), HeaderValue::from_bytes(&v))
+                    if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n), HeaderValue::from_bytes(v))
                     {
                         fields.push((n, v));
                     }
@@ -540,6 +558,10 @@ impl<T> Conn<T> {
             // A stream we cancelled: the block was decoded for the table's sake.
             return Ok(());
         };
+        if list_size > MAX_HEADER_LIST {
+            self.reset(id, frame::CANCEL, "answer headers over 64 KiB");
+            return Ok(());
+        }
         match (s.status, status) {
             (None, Some(Ok(code))) if (100..200).contains(&code) => {
                 // Informational (100 Continue): the real answer follows.
@@ -554,7 +576,6 @@ impl<T> Conn<T> {
             }
             (None, Some(Ok(code))) => {
                 s.status = Some(code);
-                s.headers.reserve(fields.len());
                 for (n, v) in fields {
                     s.headers.append(n, v);
                 }
@@ -585,7 +606,16 @@ impl<T> Conn<T> {
             // Answered before the whole body went out (§8.1): stop sending it.
             frame::rst_stream(&mut self.out, id, frame::CANCEL);
         }
-        let Some(status) = s.status else { return };
+        let Some(status) = s.status else {
+            self.events.push(Event::Failed(
+                s.data,
+                Failure {
+                    unprocessed: false,
+                    message: "the stream ended without an answer".into(),
+                },
+            ));
+            return;
+        };
         self.events.push(Event::Answer(
             s.data,
             Answer {
@@ -601,6 +631,12 @@ impl<T> Conn<T> {
             return Err((frame::PROTOCOL_ERROR, "SETTINGS on a stream".into()));
         }
         if head.flags & frame::ACK != 0 {
+            if !payload.is_empty() {
+                return Err((
+                    frame::FRAME_SIZE_ERROR,
+                    "SETTINGS ACK with a payload".into(),
+                ));
+            }
             return Ok(());
         }
         if payload.len() % 6 != 0 {
@@ -625,6 +661,12 @@ impl<T> Conn<T> {
                     self.peer_initial_window = i64::from(v);
                     for s in self.streams.values_mut() {
                         s.send_window += delta;
+                        if s.send_window > MAX_WINDOW {
+                            return Err((
+                                frame::FLOW_CONTROL_ERROR,
+                                "INITIAL_WINDOW_SIZE overflows a stream window".into(),
+                            ));
+                        }
                     }
                 }
                 5 => {
@@ -691,19 +733,12 @@ impl<T> Conn<T> {
         true
     }
 
-    /// Sends the waiting bodies the windows now allow, oldest first.
+    /// Sends the waiting bodies the windows now allow, oldest first; forgets ended streams.
     fn flush_blocked(&mut self) {
-        let mut still = VecDeque::new();
-        while let Some(id) = self.blocked.pop_front() {
-            if self.send_window > 0 {
-                if !self.send_body(id) {
-                    still.push_back(id);
-                }
-            } else if self.streams.contains_key(&id) {
-                still.push_back(id);
-            }
-        }
-        self.blocked = still;
+        let mut blocked = std::mem::take(&mut self.blocked);
+        blocked.retain(|&id| self.send_window <= 0 || !self.send_body(id));
+        blocked.retain(|id| self.streams.contains_key(id));
+        self.blocked = blocked;
     }
 }
 

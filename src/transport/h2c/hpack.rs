@@ -458,4 +458,40 @@ mod tests {
         int(&mut out, 42, 8, 0);
         assert_eq!(&out[..], &[10, 31, 154, 10, 42]);
     }
+
+    proptest::proptest! {
+        /// Whatever fields, modes and table size changes: each block decodes to the fields
+        /// written, in order, with the encoder's and decoder's tables in step.
+        #[test]
+        fn blocks_decode_to_the_fields_written(
+            blocks in proptest::collection::vec(
+                (
+                    proptest::option::of(0usize..5000),
+                    proptest::collection::vec(
+                        ("[a-z-]{1,12}", proptest::collection::vec(proptest::num::u8::ANY, 0..300), 0u8..3),
+                        0..12,
+                    ),
+                ),
+                1..12,
+            )
+        ) {
+            let mut e = Encoder::default();
+            let mut d = Decoder::default();
+            for (resize, fields) in blocks {
+                if let Some(n) = resize {
+                    e.set_peer_max(n);
+                }
+                let mut out = BytesMut::new();
+                e.begin(&mut out);
+                for (n, v, m) in &fields {
+                    let mode = [Mode::Index, Mode::Literal, Mode::Never][usize::from(*m)];
+                    e.field(&mut out, n.as_bytes(), v, mode);
+                }
+                let want: Vec<_> = fields.iter().map(|(n, v, _)| (n.as_bytes().to_vec(), v.clone())).collect();
+                proptest::prop_assert_eq!(decode(&mut d, &out), want);
+                proptest::prop_assert!(e.size <= e.max);
+                proptest::prop_assert_eq!(e.table.len(), d.table.len());
+            }
+        }
+    }
 }

@@ -176,8 +176,8 @@ fn padding(acc: u64, n: u32) -> Option<()> {
     (n < 8 && acc & ones == ones).then_some(())
 }
 
-/// Encodes `src` (for the tests: this client writes raw literals).
-#[cfg(test)]
+/// Encodes `src` (for the tests and the fuzz target: this client writes raw literals).
+#[cfg(any(test, feature = "bench-support"))]
 pub(crate) fn encode(src: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let (mut acc, mut n) = (0u64, 0u32);
