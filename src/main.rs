@@ -6,7 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// The binary's allocator; an embedder of the library chooses its own.
+/// The binary's allocator; an embedder of the library chooses its own. With glibc malloc the
+/// server needed an arena cap and a `malloc_trim` thread to keep its memory flat (pages freed
+/// inside per-thread arenas stayed resident) and spent ~15% of its CPU on per-event sends in
+/// malloc; mimalloc returns freed pages by itself (the 10-minute soak: flat, ratio 1.04) and is
+/// cheaper (docs/benchmarks.md, "Performance (issue 17)", fourth round).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -34,7 +38,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
     let cli = Cli::parse();
     let config_path = match &cli.command {
         Command::Serve { config } | Command::Check { config } => config.clone(),
@@ -62,7 +65,6 @@ fn main() -> ExitCode {
         eprintln!("tagcast: {e}");
         return ExitCode::from(2);
     }
-    start_malloc_trim();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -136,58 +138,3 @@ impl Signals {
         }
     }
 }
-
-/// glibc malloc gives each thread that contends for an arena a new one, up to 8 per core; the
-/// server's tokio workers and blocking-pool threads end up spread over many arenas, each
-/// keeping its own partly used pages, which [`start_malloc_trim`] cannot hand back. One arena
-/// per core (at least 2) took the 10-minute soak's post-warm-up growth from 1.15-1.25x to 1.05x
-/// (docs/benchmarks.md, "Server soak"). Called before any thread starts; an operator's own
-/// `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES=glibc.malloc.arena_max=N` is left alone.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
-    let set_by_operator = std::env::var_os("MALLOC_ARENA_MAX").is_some()
-        || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
-    if set_by_operator {
-        return;
-    }
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `mallopt` only sets a malloc parameter under malloc's own lock; it runs first
-    // thing in `main`, before any thread of ours starts.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, arenas);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
-
-/// How often glibc is asked to hand free memory back ([`start_malloc_trim`]).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MALLOC_TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// glibc malloc returns memory to the kernel only from the top of an arena; pages freed in the
-/// middle of its per-thread arenas stay resident. Under the soak's mixed load that made the
-/// server's resident memory keep growing after its live heap had levelled, by ~2 MiB for each
-/// MiB of heap growth (docs/benchmarks.md, "Server soak"). `malloc_trim(0)` releases every
-/// whole free page of every arena (`MADV_DONTNEED`); a background thread calls it every
-/// [`MALLOC_TRIM_INTERVAL`]. Other C libraries and allocators: nothing to do.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn start_malloc_trim() {
-    let spawned = std::thread::Builder::new()
-        .name("tagcast-malloc-trim".into())
-        .spawn(|| loop {
-            std::thread::sleep(MALLOC_TRIM_INTERVAL);
-            // SAFETY: `malloc_trim` has no preconditions: it takes glibc's own arena locks,
-            // touches only memory malloc owns and is free, and may be called from any thread.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-        });
-    if let Err(e) = spawned {
-        eprintln!("tagcast: not trimming malloc's free memory: {e}");
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn start_malloc_trim() {}
