@@ -422,7 +422,12 @@ async fn apns_long_broadcast_signs_one_provider_token() {
         "{report:#?}"
     );
     let stats = mock.stats();
-    assert!(stats.connections_opened >= 3, "{stats:#?}");
+    // At least two: a connection's GOAWAY comes after its 1,000th stream, and the requests
+    // already sent when it arrives (up to 1,000 more, the stream limit) are still served, so
+    // one connection carries 1,000-2,000 of the 3,000 (three connections only when the
+    // GOAWAY arrives quickly).
+    assert!(stats.connections_opened >= 2, "{stats:#?}");
+    assert!(stats.goaways_sent >= 1, "{stats:#?}");
     assert_eq!(stats.unique_handles, 3000);
     assert_eq!(engine.apns_tokens_signed(), 1);
 }
