@@ -878,26 +878,24 @@ impl Pool {
                     let mut next = Some(work);
                     while let Some(work) = next.take() {
                         work.job.started();
-                        let (req, body) = match self.proto.build(&work.outgoing(), auth.as_ref()) {
-                            Ok(x) => x,
-                            Err(reason) => {
-                                work.job.finish(self.platform, Final::Rejected(reason), 1);
-                                next = self.try_next_work();
-                                continue;
+                        match self.proto.build(&work.outgoing(), auth.as_ref()) {
+                            Ok((req, body)) => {
+                                let started = Instant::now();
+                                let flight = Flight { work, auth: auth.clone(), started };
+                                match conn.start(&req, body, flight) {
+                                    Ok(id) => {
+                                        self.in_flight.fetch_add(1, Relaxed);
+                                        deadlines.push_back((started + timeout, id));
+                                    }
+                                    Err(f) => {
+                                        self.lost(f.work, &Lost::Unprocessed).await;
+                                        state = state.transition(Event::StreamRefused);
+                                        break;
+                                    }
+                                }
                             }
-                        };
-                        let started = Instant::now();
-                        let flight = Flight { work, auth: auth.clone(), started };
-                        match conn.start(&req, body, flight) {
-                            Ok(id) => {
-                                self.in_flight.fetch_add(1, Relaxed);
-                                deadlines.push_back((started + timeout, id));
-                            }
-                            Err(f) => {
-                                self.lost(f.work, &Lost::Unprocessed).await;
-                                state = state.transition(Event::StreamRefused);
-                                break;
-                            }
+                            // Rejected: the next device may take its place, within the limit.
+                            Err(reason) => work.job.finish(self.platform, Final::Rejected(reason), 1),
                         }
                         if conn.open_streams() < limit
                             && conn.can_start()

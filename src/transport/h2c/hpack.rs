@@ -280,6 +280,17 @@ impl Decoder {
         }
     }
 
+    /// The name at index `i`, shared with the table.
+    fn name_of(&self, i: usize) -> Result<Bytes, String> {
+        if let Some((n, _)) = static_entry(i) {
+            return Ok(Bytes::from_static(n));
+        }
+        match i.checked_sub(62).and_then(|d| self.table.get(d)) {
+            Some((n, _)) => Ok(n.clone()),
+            None => Err(format!("HPACK: index {i} out of range")),
+        }
+    }
+
     /// Decodes a whole header block, calling `field` for each field in order.
     pub(crate) fn decode(
         &mut self,
@@ -309,16 +320,20 @@ impl Decoder {
             } else {
                 let (bits, index) = if b & 0x40 != 0 { (6, true) } else { (4, false) };
                 let i = read_int(block, &mut at, bits)?;
-                let name: Cow<[u8]> = if i == 0 {
-                    read_string(block, &mut at)?
+                // A name from a table is shared, not copied (the table may change below).
+                let (literal, shared);
+                let name: &[u8] = if i == 0 {
+                    literal = read_string(block, &mut at)?;
+                    &literal
                 } else {
-                    Cow::Owned(self.entry(i)?.0.to_vec())
+                    shared = self.name_of(i)?;
+                    &shared
                 };
                 let value = read_string(block, &mut at)?;
-                field(&name, &value);
+                field(name, &value);
                 fields_seen = true;
                 if index {
-                    let size = entry_size(&name, &value);
+                    let size = entry_size(name, &value);
                     if size > self.max() {
                         // Larger than the table: the table empties (§4.4).
                         self.table.clear();
@@ -326,7 +341,7 @@ impl Decoder {
                     } else {
                         self.evict(size);
                         self.table.push_front((
-                            Bytes::copy_from_slice(&name),
+                            Bytes::copy_from_slice(name),
                             Bytes::copy_from_slice(&value),
                         ));
                         self.size += size;
@@ -448,6 +463,29 @@ mod tests {
         assert_eq!(decode(&mut d, &out).len(), 2);
         assert!(e.size <= 200);
         assert_eq!(e.table.len(), 1);
+    }
+
+    #[test]
+    fn a_literal_may_take_its_name_from_either_table() {
+        let mut d = Decoder::default();
+        // `x-a: 1` into the table; then `x-a: 2` and `content-type: j` with indexed names
+        // (dynamic 62, static 31), the second added to the table as well.
+        let mut b = vec![0x40, 3];
+        b.extend_from_slice(b"x-a\x011");
+        b.extend_from_slice(&[0x0f, 62 - 15, 1, b'2', 0x40 | 31, 1, b'j']);
+        assert_eq!(
+            decode(&mut d, &b),
+            vec![
+                (b"x-a".to_vec(), b"1".to_vec()),
+                (b"x-a".to_vec(), b"2".to_vec()),
+                (b"content-type".to_vec(), b"j".to_vec()),
+            ]
+        );
+        assert_eq!(d.table.len(), 2);
+        assert_eq!(&d.table[0].0[..], b"content-type");
+        assert!(Decoder::default()
+            .decode(&[0x0f, 62 - 15, 0], |_, _| ())
+            .is_err());
     }
 
     #[test]
