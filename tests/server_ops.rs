@@ -245,6 +245,21 @@ async fn health_metrics_auth_and_graceful_shutdown() {
     let (_, metrics) = call(addr, "GET", "/metrics", &[], b"").await;
     assert!(metrics.contains("tagcast_http_requests_total"), "{metrics}");
     assert!(metrics.contains("tagcast_sends_total"), "{metrics}");
+    // The push service's answers show while the connection stays open (they were counted
+    // per 256 answers or at the connection's end only, so a small send never showed).
+    let delivered = "tagcast_answers_total{platform=\"apns\",outcome=\"delivered\"} 20";
+    let t0 = std::time::Instant::now();
+    loop {
+        let (_, metrics) = call(addr, "GET", "/metrics", &[], b"").await;
+        if metrics.lines().any(|l| l.trim() == delivered) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "no `{delivered}` in {metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     server.shutdown().await;
     // Every device of the send got its push before the engine stopped.

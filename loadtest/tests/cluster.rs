@@ -2,7 +2,8 @@
 //! serve` nodes as processes, 3,000 devices registered through REST, one broadcast per
 //! scenario, each run's JSON report checked: `none` (every device exactly once),
 //! `kill-owner` (a node killed at ~40%: takeovers, no miss, duplicates within the reported
-//! bound), `kill-owner-at-most-once`, `zombie` (a node stopped past its lease), `join`.
+//! bound), `kill-owner-at-most-once`, `zombie` (a node stopped past its lease), `join`. A
+//! scenario whose fault found no claim to take over runs again (`with_a_claim_takeover`).
 //!
 //! Small sizes for speed: 16 partitions, claim 50, lease 1 s + 0.3 s, and a mock APNs that
 //! answers in 20 ms with 10 streams per connection, so a broadcast lasts a few seconds and
@@ -42,6 +43,30 @@ fn small(scenario: Scenario) -> Option<ClusterReport> {
     let r = run(&args).expect("the cluster harness runs");
     println!("{}\n({:.1} s)", summary(&r), t0.elapsed().as_secs_f64());
     Some(r)
+}
+
+/// Runs `scenario` until a send claim is taken over, at most three times, checking
+/// `guarantees` on every run. The fault lands at ~40% of the broadcast's deliveries, which
+/// is not always a moment when the faulted node holds an unfinished claim: between its
+/// claims, or with its partitions already done (a node's share can finish early, and with
+/// a fast client a 50-device claim is a short part of each round of compare-and-set
+/// writes), the takeover continues from its done marks and takes over no claim (CI saw
+/// one such run). The guarantees hold either way; the claim takeover is what the test is
+/// for, so it has to happen in one of the runs.
+fn with_a_claim_takeover(
+    scenario: Scenario,
+    guarantees: impl Fn(&ClusterReport, &str),
+) -> Option<(ClusterReport, String)> {
+    for attempt in 1..=3 {
+        let r = small(scenario)?;
+        let text = common(&r);
+        guarantees(&r, &text);
+        if r.takeovers >= 1 {
+            return Some((r, text));
+        }
+        println!("run {attempt}: no send claim was taken over; running again");
+    }
+    panic!("no send claim was taken over in three runs of {scenario:?}");
 }
 
 /// What every scenario must show.
@@ -98,52 +123,52 @@ fn none_reaches_every_device_exactly_once() {
 
 #[test]
 fn kill_owner_takes_over_and_misses_nothing() {
-    let Some(r) = small(Scenario::KillOwner) else {
+    let Some((r, text)) = with_a_claim_takeover(Scenario::KillOwner, |r, text| {
+        assert_eq!(r.fault.target.as_deref(), Some("node-3"), "{text}");
+        assert_eq!(r.missed, 0, "{text}");
+        assert!(
+            r.duplicates_observed <= r.possible_duplicates_reported,
+            "{text}"
+        );
+        assert!(r.possible_duplicates_reported <= 50 * r.takeovers, "{text}");
+        assert!(r.failover_secs.is_some_and(|f| f < 30.0), "{text}");
+    }) else {
         return;
     };
-    let text = common(&r);
-    assert_eq!(r.fault.target.as_deref(), Some("node-3"), "{text}");
     assert!(r.takeovers >= 1, "{text}");
-    assert_eq!(r.missed, 0, "{text}");
-    assert!(
-        r.duplicates_observed <= r.possible_duplicates_reported,
-        "{text}"
-    );
-    assert!(r.possible_duplicates_reported <= 50 * r.takeovers, "{text}");
-    assert!(r.failover_secs.is_some_and(|f| f < 30.0), "{text}");
 }
 
 #[test]
 fn kill_owner_at_most_once_duplicates_nothing() {
-    let Some(r) = small(Scenario::KillOwnerAtMostOnce) else {
+    let Some((r, text)) = with_a_claim_takeover(Scenario::KillOwnerAtMostOnce, |r, text| {
+        assert_eq!(r.duplicates_observed, 0, "{text}");
+        assert!(r.missed <= r.possibly_missed_reported, "{text}");
+        assert!(r.possibly_missed_reported <= 50 * r.takeovers, "{text}");
+    }) else {
         return;
     };
-    let text = common(&r);
     assert!(r.takeovers >= 1, "{text}");
-    assert_eq!(r.duplicates_observed, 0, "{text}");
-    assert!(r.missed <= r.possibly_missed_reported, "{text}");
-    assert!(r.possibly_missed_reported <= 50 * r.takeovers, "{text}");
 }
 
 #[test]
 fn zombie_finishes_at_most_its_claims() {
-    let Some(r) = small(Scenario::Zombie) else {
+    let Some((r, text)) = with_a_claim_takeover(Scenario::Zombie, |r, text| {
+        assert_eq!(r.missed, 0, "{text}");
+        assert!(
+            r.duplicates_observed <= r.possible_duplicates_reported,
+            "{text}"
+        );
+        assert!(r.possible_duplicates_reported <= 50 * r.takeovers, "{text}");
+        // It woke up and is a member again.
+        assert_eq!(
+            r.per_node[2].state,
+            tagcast_loadtest::cluster::NodeState::Running,
+            "{text}"
+        );
+    }) else {
         return;
     };
-    let text = common(&r);
     assert!(r.takeovers >= 1, "{text}");
-    assert_eq!(r.missed, 0, "{text}");
-    assert!(
-        r.duplicates_observed <= r.possible_duplicates_reported,
-        "{text}"
-    );
-    assert!(r.possible_duplicates_reported <= 50 * r.takeovers, "{text}");
-    // It woke up and is a member again.
-    assert_eq!(
-        r.per_node[2].state,
-        tagcast_loadtest::cluster::NodeState::Running,
-        "{text}"
-    );
 }
 
 #[test]

@@ -793,6 +793,12 @@ impl Pool {
                 state = state.transition(Event::StreamRefused);
             }
             let open = link.conn.open_streams();
+            if open == 0 {
+                // Idle: what was counted shows now, not only after the next 256 answers or
+                // when the connection ends (a small send's answers were missing from
+                // `/metrics` for as long as its connection lived).
+                tally.flush();
+            }
             let limit =
                 state.stream_limit(link.conn.max_streams(), self.cfg.max_streams_per_connection);
             let room = state.takes_work()
@@ -1006,6 +1012,8 @@ impl Pool {
                     answers += 1;
                     let verdict = self.proto.classify(&answer);
                     tally.answer(&verdict, started.elapsed());
+                    // One request at a time: the connection is idle now (see `serve_h2`).
+                    tally.flush();
                     if self.settle(work, &verdict, auth.as_ref()).await {
                         return Ok(answers);
                     }
@@ -1075,7 +1083,8 @@ const LABELS: [&str; 9] = [
 ];
 
 /// Metrics of one connection task, flushed to the `metrics` facade every `FLUSH_EVERY`
-/// answers and when the connection ends (STYLE: count per batch, not per device).
+/// answers, when the connection has nothing in flight, and when it ends (STYLE: count per
+/// batch, not per device).
 struct Tally {
     platform: &'static str,
     answers: [u64; LABELS.len()],
@@ -1121,6 +1130,9 @@ impl Tally {
     }
 
     fn flush(&mut self) {
+        if self.n == 0 {
+            return;
+        }
         for (i, n) in self.answers.iter_mut().enumerate() {
             if *n > 0 {
                 metrics::counter!(super::metrics::ANSWERS, "platform" => self.platform, "outcome" => LABELS[i])
