@@ -13,8 +13,8 @@ pub(crate) mod request;
 mod resume;
 mod schedule;
 
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -75,7 +75,15 @@ struct EngineInner {
     recording: Mutex<()>,
     /// Sends that ended and wait to be recorded ([`Engine::finished`]).
     to_record: Mutex<Vec<Arc<Job>>>,
+    /// A recorder runs or is about to, on the blocking pool ([`Engine::finished`]): it
+    /// records `to_record` until it finds it empty after clearing this.
+    recorder_busy: AtomicBool,
 }
+
+/// Ended sends waiting to be recorded beyond which the tasks ending more record them
+/// themselves ([`Engine::finished`]): enough for several recordings' worth of sends that end
+/// together, few enough that the memory they hold does not matter.
+const RECORD_BACKLOG: usize = 4096;
 
 /// A send's feeder task holds the engine until the send is recorded, so this runs with
 /// start records still held only when a runtime dropped its tasks: they are written now.
@@ -228,6 +236,7 @@ impl Engine {
                 events,
                 recording: Mutex::new(()),
                 to_record: Mutex::default(),
+                recorder_busy: AtomicBool::new(false),
             }),
         };
         engine.spawn_background();
@@ -610,31 +619,67 @@ impl Engine {
     }
 
     /// A send ended: its final report goes to the outcome history (once), with its event.
-    /// Sends that end together are recorded together: the first caller records every send
-    /// queued until the queue is empty (`Outcomes::put_many`, one `append_batch`), and
-    /// callers that come meanwhile leave theirs to it and return at once.
+    /// Sends that end together are recorded together, by one recorder on tokio's blocking
+    /// pool: it records every send queued until the queue is empty (`Outcomes::put_many`,
+    /// one `append_raw`), and sends that end meanwhile join its queue. Off the async
+    /// workers: the writes wait for sled (about 10 µs an insert here, three per send), so a
+    /// few hundred sends ending together held a worker for milliseconds, and with it every
+    /// task queued on that worker (connections, feeders, the next sends).
     pub(crate) fn finished(&self, job: &Arc<Job>) {
-        self.inner.to_record.lock().push(job.clone());
-        self.record_all(false);
+        let backlog = {
+            let mut queue = self.inner.to_record.lock();
+            queue.push(job.clone());
+            queue.len()
+        };
+        if backlog >= RECORD_BACKLOG {
+            // Sends end faster than they are recorded: this one waits and helps, so the
+            // queue (and the sends the history keeps in memory until recorded) stays
+            // bounded, as when every send recorded itself.
+            self.record_all();
+            return;
+        }
+        if self.inner.recorder_busy.swap(true, SeqCst) {
+            // A recorder runs: it sees this job (it checks the queue after clearing the
+            // flag, see `recorder`).
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let engine = self.clone();
+                // Dropped unrun only when the runtime shuts down; `shutdown` records what is
+                // queued either way.
+                drop(rt.spawn_blocking(move || engine.recorder()));
+            }
+            Err(_) => self.recorder(),
+        }
     }
 
-    /// Records what is queued until nothing is. `wait`: waits for a recording in progress on
-    /// another task (shutdown); else leaves the queue to it (its holder checks the queue
-    /// again after it lets go of the lock, so nothing queued is left behind).
-    fn record_all(&self, wait: bool) {
+    /// Records until the queue is empty and no other recorder was started meanwhile.
+    fn recorder(&self) {
+        loop {
+            self.record_all();
+            if !self.recorder_goes_on() {
+                return;
+            }
+        }
+    }
+
+    /// A recorder that found the queue empty lets go of `recorder_busy`; `true` when it has
+    /// to go on: a send queued after its last look, whose task found the flag still set and
+    /// left the send to it (the flag is taken back, unless a new recorder took it first).
+    fn recorder_goes_on(&self) -> bool {
+        self.inner.recorder_busy.store(false, SeqCst);
+        !self.inner.to_record.lock().is_empty() && !self.inner.recorder_busy.swap(true, SeqCst)
+    }
+
+    /// Records what is queued until nothing is, waiting for a recording in progress (a
+    /// recorder, or `shutdown`) first.
+    fn record_all(&self) {
         loop {
             {
-                let _recording = if wait {
-                    self.inner.recording.lock()
-                } else {
-                    match self.inner.recording.try_lock() {
-                        Some(held) => held,
-                        None => return,
-                    }
-                };
+                let _recording = self.inner.recording.lock();
                 self.record_queued();
             }
-            // A job queued after the last drain but whose caller found the lock still held.
             if self.inner.to_record.lock().is_empty() {
                 return;
             }
@@ -876,7 +921,7 @@ impl Engine {
         }
         // Waits for a recording in progress on another task, then records what is queued,
         // until nothing is (a send that ended while this held the lock queued itself).
-        self.record_all(true);
+        self.record_all();
         if let Err(e) = self.inner.events.shutdown().await {
             tracing::warn!("closing the event log: {e}");
         }

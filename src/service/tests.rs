@@ -219,3 +219,96 @@ fn report_event_data_reads_back_as_the_value_it_replaces() {
     assert!(v["platforms"].get("wns").is_none());
     assert_eq!(v["scheduled_for"], serde_json::Value::Null);
 }
+
+/// Sends that end together, more of them than `RECORD_BACKLOG`, from several tasks at once:
+/// each gets exactly one final record and one `notification.completed` event, whether the
+/// recorder on the blocking pool wrote it or an ending send's task did (backpressure), and
+/// nothing is left queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_ending_together_are_each_recorded_once() {
+    let e = engine(StateStore::temporary().unwrap(), None);
+    let n = RECORD_BACKLOG + 2_000;
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let e = e.clone();
+            tokio::spawn(async move {
+                let handles: Vec<SendHandle> =
+                    (0..n / 4).map(|_| e.submit(request()).unwrap()).collect();
+                for h in &handles {
+                    // An empty registry: each send ends at once.
+                    assert_eq!(h.wait().await.state, SendState::NoTargetFound);
+                }
+                handles.iter().map(SendHandle::id).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        ids.extend(t.await.unwrap());
+    }
+    assert_eq!(ids.len(), n);
+    let completed = || {
+        e.events()
+            .search(
+                &crate::events::EventQuery::new()
+                    .kind(EventKind::NotificationCompleted)
+                    .limit(2 * n),
+            )
+            .unwrap()
+    };
+    eventually("every send's event", || completed().len() >= n).await;
+    let day = Duration::from_secs(86_400);
+    let stored = e
+        .inner
+        .outcomes
+        .range(UNIX_EPOCH, SystemTime::now() + day, 2 * n)
+        .unwrap();
+    assert_eq!(stored.len(), n);
+    for r in &stored {
+        assert!(ids.contains(&r.id), "{r:?}");
+        assert_eq!(r.state, SendState::NoTargetFound, "{r:?}");
+    }
+    let events = completed();
+    assert_eq!(events.len(), n, "one event per send");
+    let named: std::collections::HashSet<_> = events
+        .iter()
+        .filter_map(|l| l.event.notification_id.clone())
+        .collect();
+    assert_eq!(named.len(), n, "no send's event twice");
+    assert!(e.inner.to_record.lock().is_empty());
+    eventually("the recorder to stop", || {
+        !e.inner.recorder_busy.load(SeqCst)
+    })
+    .await;
+}
+
+/// The hand-over between a recorder that is done and a send that ends meanwhile: the send's
+/// task sees the flag still set and leaves its send queued, so the recorder, letting go of
+/// the flag, must see the send and go on; with nothing queued, or with a new recorder
+/// started meanwhile, it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorder_letting_go_sees_a_send_queued_meanwhile() {
+    let e = engine(StateStore::temporary().unwrap(), None);
+    let job = e.submit(request()).unwrap();
+    job.wait().await;
+    eventually("the send recorded", || {
+        e.inner.to_record.lock().is_empty() && !e.inner.recorder_busy.load(SeqCst)
+    })
+    .await;
+    // A recorder runs (the flag is set) and has found the queue empty.
+    e.inner.recorder_busy.store(true, SeqCst);
+    assert!(!e.recorder_goes_on(), "nothing queued: it stops");
+    assert!(
+        !e.inner.recorder_busy.load(SeqCst),
+        "and lets go of the flag"
+    );
+    // The same, but a send ended in between and found the flag set.
+    e.inner.recorder_busy.store(true, SeqCst);
+    e.inner.to_record.lock().push(job.job.clone());
+    assert!(e.recorder_goes_on(), "a send queued meanwhile: it goes on");
+    assert!(e.inner.recorder_busy.load(SeqCst), "holding the flag again");
+    // It records that send (once: it was recorded already) and stops.
+    e.recorder();
+    assert!(e.inner.to_record.lock().is_empty());
+    assert!(!e.inner.recorder_busy.load(SeqCst));
+}
