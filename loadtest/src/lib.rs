@@ -10,6 +10,8 @@
 //! - [`registry_bench`]: the registry benchmark (`registry` command) and its device generator.
 //! - [`server_bench`]: the REST API under load (`server` command): throughput against an
 //!   in-process server, and per-event sends against a `tagcast serve` process (`--mode events`).
+//! - [`library_events`]: per-event sends through the library (`events` command): the engine
+//!   in this process, one device per send, a closed loop of sends in flight.
 //! - [`cpu`]: a process's CPU time from `/proc` (CPU seconds per 1,000 deliveries).
 //! - [`soak`]: the server soak (`soak` command): mixed traffic against a `tagcast serve`
 //!   process, resident memory over time, `kill -9`, restart and a check of acknowledged writes.
@@ -20,6 +22,7 @@ pub mod cluster;
 pub mod cpu;
 pub mod delivery;
 pub mod latency;
+pub mod library_events;
 pub mod registry_bench;
 pub mod report;
 pub mod server_bench;

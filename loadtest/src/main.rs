@@ -35,6 +35,11 @@ enum Command {
     /// sends per second against an in-process server (`--mode throughput`, the default), or
     /// per-event sends of three kinds against a `tagcast serve` process (`--mode events`).
     Server(tagcast_loadtest::server_bench::ServerArgs),
+    /// Per-event sends through the library: `Engine::send` to one installation and
+    /// `Engine::send_to_handles` with one handle, a closed loop of sends in flight against
+    /// the in-process mock APNs; sends per second, start to final report p50/p99, CPU per
+    /// 1,000 deliveries.
+    Events(tagcast_loadtest::library_events::EventsArgs),
     /// Soak a `tagcast serve` process: minutes of mixed traffic with idle and slow
     /// connections, resident memory over time, then kill -9, restart and a check that every
     /// acknowledged write is there.
@@ -53,6 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(Command::Delivery(args)) => tagcast_loadtest::delivery::main(args),
         Some(Command::Mock(args)) => tagcast_mock::cli::run(args),
         Some(Command::Server(args)) => tagcast_loadtest::server_bench::main(&args),
+        Some(Command::Events(args)) => tagcast_loadtest::library_events::main(args),
         Some(Command::Soak(args)) => tagcast_loadtest::soak::main(args),
         Some(Command::Cluster(args)) => tagcast_loadtest::cluster::main(args),
         // The main job: the delivery load test (1,000,000 devices, APNs and FCM, embedded
