@@ -43,7 +43,12 @@ async fn nats_and_slow_apns() -> Option<(NatsCluster, Bed)> {
     let bed = Bed::new()
         .apns(ApnsConfig {
             faults: Faults {
+                // Answers of one range spread over ~30 ms, so that the crash below finds a
+                // range half delivered: with a fixed 2 ms, a fast client's 100 answers landed
+                // within a millisecond and polls every 5 ms could miss every such moment
+                // (CI saw a run wait out its minute).
                 latency: Duration::from_millis(2),
+                jitter: Duration::from_millis(30),
                 ..Faults::default()
             },
             same_token_burst: None,
@@ -116,6 +121,10 @@ async fn crash_at_40_percent(
         assert!(
             t0.elapsed() < Duration::from_secs(60),
             "the send did not progress"
+        );
+        assert!(
+            (bed.apns().deliveries().len() as u64) < DEVICES,
+            "the send finished before a moment with a range half delivered was seen"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -245,22 +245,6 @@ async fn health_metrics_auth_and_graceful_shutdown() {
     let (_, metrics) = call(addr, "GET", "/metrics", &[], b"").await;
     assert!(metrics.contains("tagcast_http_requests_total"), "{metrics}");
     assert!(metrics.contains("tagcast_sends_total"), "{metrics}");
-    // The push service's answers show while the connection stays open (they were counted
-    // per 256 answers or at the connection's end only, so a small send never showed).
-    let delivered = "tagcast_answers_total{platform=\"apns\",outcome=\"delivered\"} 20";
-    let t0 = std::time::Instant::now();
-    loop {
-        let (_, metrics) = call(addr, "GET", "/metrics", &[], b"").await;
-        if metrics.lines().any(|l| l.trim() == delivered) {
-            break;
-        }
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(10),
-            "no `{delivered}` in {metrics}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-
     server.shutdown().await;
     // Every device of the send got its push before the engine stopped.
     assert_eq!(apns.stats().unique_handles, 20);
@@ -292,6 +276,34 @@ async fn health_metrics_auth_and_graceful_shutdown() {
     )
     .await;
     assert_eq!(s, 404, "{body}");
+
+    // The push service's answers show in `/metrics` while the connection stays open: the
+    // first server's 20 (counted when its connections closed) and this send's 20 (they were
+    // counted per 256 answers or at the connection's end only, so a small send never showed).
+    let mut again = send_headers("t");
+    again[0] = sas(addr, "full", KEY);
+    let (s, body) = call(
+        addr,
+        "POST",
+        "/ops/messages/?api-version=2020-06",
+        &again,
+        alert,
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+    let delivered = "tagcast_answers_total{platform=\"apns\",outcome=\"delivered\"} 40";
+    let t0 = std::time::Instant::now();
+    loop {
+        let (_, metrics) = call(addr, "GET", "/metrics", &[], b"").await;
+        if metrics.lines().any(|l| l.trim() == delivered) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "no `{delivered}` in {metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     server.shutdown().await;
 }
 

@@ -78,12 +78,38 @@ struct EngineInner {
     /// A recorder runs or is about to, on the blocking pool ([`Engine::finished`]): it
     /// records `to_record` until it finds it empty after clearing this.
     recorder_busy: AtomicBool,
+    /// [`RECORD_BACKLOG`]; lowered by tests to take the backpressure path.
+    record_backlog: std::sync::atomic::AtomicUsize,
+    /// Tests: how often an ending send recorded the queue itself (backpressure).
+    #[cfg(test)]
+    inline_recordings: AtomicU64,
 }
 
 /// Ended sends waiting to be recorded beyond which the tasks ending more record them
 /// themselves ([`Engine::finished`]): enough for several recordings' worth of sends that end
 /// together, few enough that the memory they hold does not matter.
 const RECORD_BACKLOG: usize = 4096;
+
+/// A recorder started on the blocking pool ([`Engine::finished`]). If it never runs (its
+/// runtime shut down first) it records when dropped; if it panicked, it lets go of
+/// `recorder_busy`, so the next send that ends starts another (else none would ever start).
+struct RecorderRun {
+    engine: Engine,
+    done: bool,
+}
+
+impl Drop for RecorderRun {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if std::thread::panicking() {
+            self.engine.inner.recorder_busy.store(false, SeqCst);
+        } else {
+            self.engine.recorder();
+        }
+    }
+}
 
 /// A send's feeder task holds the engine until the send is recorded, so this runs with
 /// start records still held only when a runtime dropped its tasks: they are written now.
@@ -237,6 +263,9 @@ impl Engine {
                 recording: Mutex::new(()),
                 to_record: Mutex::default(),
                 recorder_busy: AtomicBool::new(false),
+                record_backlog: std::sync::atomic::AtomicUsize::new(RECORD_BACKLOG),
+                #[cfg(test)]
+                inline_recordings: AtomicU64::new(0),
             }),
         };
         engine.spawn_background();
@@ -631,11 +660,19 @@ impl Engine {
             queue.push(job.clone());
             queue.len()
         };
-        if backlog >= RECORD_BACKLOG {
+        if backlog >= self.inner.record_backlog.load(Relaxed) {
             // Sends end faster than they are recorded: this one waits and helps, so the
             // queue (and the sends the history keeps in memory until recorded) stays
-            // bounded, as when every send recorded itself.
-            self.record_all();
+            // bounded. On a multi-threaded runtime the worker's other tasks move to another
+            // thread meanwhile (`block_in_place`), so its connections keep going.
+            #[cfg(test)]
+            self.inner.inline_recordings.fetch_add(1, Relaxed);
+            let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+            if matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::MultiThread)) {
+                tokio::task::block_in_place(|| self.record_all());
+            } else {
+                self.record_all();
+            }
             return;
         }
         if self.inner.recorder_busy.swap(true, SeqCst) {
@@ -645,12 +682,37 @@ impl Engine {
         }
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
-                let engine = self.clone();
-                // Dropped unrun only when the runtime shuts down; `shutdown` records what is
-                // queued either way.
-                drop(rt.spawn_blocking(move || engine.recorder()));
+                let run = RecorderRun {
+                    engine: self.clone(),
+                    done: false,
+                };
+                drop(rt.spawn_blocking(move || {
+                    let mut run = run;
+                    run.engine.recorder();
+                    run.done = true;
+                }));
             }
             Err(_) => self.recorder(),
+        }
+    }
+
+    /// Waits until every send that has ended is recorded: its final outcome record and its
+    /// event written (not yet flushed). Sends' ends are recorded in the background, a moment
+    /// after their handles' `wait` returns; a measurement or a test that reads the outcome
+    /// history or the event log right after waits here first.
+    pub async fn recorded(&self) {
+        // The history keeps every ended send until it is recorded; one that ended a moment
+        // ago may not be queued yet.
+        while !self.inner.to_record.lock().is_empty()
+            || self.inner.recorder_busy.load(SeqCst)
+            || self
+                .inner
+                .history
+                .all()
+                .iter()
+                .any(|j| j.is_done() && !j.is_recorded())
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -666,7 +728,8 @@ impl Engine {
 
     /// A recorder that found the queue empty lets go of `recorder_busy`; `true` when it has
     /// to go on: a send queued after its last look, whose task found the flag still set and
-    /// left the send to it (the flag is taken back, unless a new recorder took it first).
+    /// left the send to it (the flag is taken back, unless a new recorder took it first: then
+    /// that one records it).
     fn recorder_goes_on(&self) -> bool {
         self.inner.recorder_busy.store(false, SeqCst);
         !self.inner.to_record.lock().is_empty() && !self.inner.recorder_busy.swap(true, SeqCst)

@@ -227,7 +227,22 @@ fn report_event_data_reads_back_as_the_value_it_replaces() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_ending_together_are_each_recorded_once() {
     let e = engine(StateStore::temporary().unwrap(), None);
-    let n = RECORD_BACKLOG + 2_000;
+    each_recorded_once(&e, RECORD_BACKLOG + 2_000).await;
+}
+
+/// The same with the backlog lowered so that ending sends record the queue themselves
+/// (`block_in_place` on this multi-threaded runtime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_past_the_backlog_record_it_themselves_and_each_once() {
+    let e = engine(StateStore::temporary().unwrap(), None);
+    e.inner.record_backlog.store(4, Relaxed);
+    each_recorded_once(&e, 2_000).await;
+    assert!(e.inner.inline_recordings.load(Relaxed) > 0);
+}
+
+/// Starts `n` sends (to no device) from four tasks, waits for them, and checks each has one
+/// final record and one event.
+async fn each_recorded_once(e: &Engine, n: usize) {
     let tasks: Vec<_> = (0..4)
         .map(|_| {
             let e = e.clone();
@@ -246,17 +261,11 @@ async fn sends_ending_together_are_each_recorded_once() {
     for t in tasks {
         ids.extend(t.await.unwrap());
     }
-    assert_eq!(ids.len(), n);
-    let completed = || {
-        e.events()
-            .search(
-                &crate::events::EventQuery::new()
-                    .kind(EventKind::NotificationCompleted)
-                    .limit(2 * n),
-            )
-            .unwrap()
-    };
-    eventually("every send's event", || completed().len() >= n).await;
+    assert_eq!(ids.len(), n / 4 * 4);
+    let n = ids.len();
+    tokio::time::timeout(Duration::from_secs(10), e.recorded())
+        .await
+        .expect("every ended send recorded within 10 s");
     let day = Duration::from_secs(86_400);
     let stored = e
         .inner
@@ -268,7 +277,14 @@ async fn sends_ending_together_are_each_recorded_once() {
         assert!(ids.contains(&r.id), "{r:?}");
         assert_eq!(r.state, SendState::NoTargetFound, "{r:?}");
     }
-    let events = completed();
+    let events = e
+        .events()
+        .search(
+            &crate::events::EventQuery::new()
+                .kind(EventKind::NotificationCompleted)
+                .limit(2 * n),
+        )
+        .unwrap();
     assert_eq!(events.len(), n, "one event per send");
     let named: std::collections::HashSet<_> = events
         .iter()
@@ -276,16 +292,12 @@ async fn sends_ending_together_are_each_recorded_once() {
         .collect();
     assert_eq!(named.len(), n, "no send's event twice");
     assert!(e.inner.to_record.lock().is_empty());
-    eventually("the recorder to stop", || {
-        !e.inner.recorder_busy.load(SeqCst)
-    })
-    .await;
+    assert!(!e.inner.recorder_busy.load(SeqCst));
 }
 
 /// The hand-over between a recorder that is done and a send that ends meanwhile: the send's
 /// task sees the flag still set and leaves its send queued, so the recorder, letting go of
-/// the flag, must see the send and go on; with nothing queued, or with a new recorder
-/// started meanwhile, it stops.
+/// the flag, must see the send and go on; with nothing queued it stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorder_letting_go_sees_a_send_queued_meanwhile() {
     let e = engine(StateStore::temporary().unwrap(), None);
@@ -311,4 +323,36 @@ async fn a_recorder_letting_go_sees_a_send_queued_meanwhile() {
     e.recorder();
     assert!(e.inner.to_record.lock().is_empty());
     assert!(!e.inner.recorder_busy.load(SeqCst));
+}
+
+/// A recorder whose task never ran (its runtime shut down first) records when dropped, and
+/// lets go of the flag, so sends that end later start recorders again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorder_that_never_ran_records_when_dropped() {
+    let e = engine(StateStore::temporary().unwrap(), None);
+    let job = e.submit(request()).unwrap();
+    job.wait().await;
+    e.recorded().await;
+    let queued = e.submit(request()).unwrap();
+    queued.wait().await;
+    e.recorded().await;
+    // As `finished` leaves it for a recorder about to start.
+    e.inner.recorder_busy.store(true, SeqCst);
+    e.inner.to_record.lock().push(queued.job.clone());
+    drop(RecorderRun {
+        engine: e.clone(),
+        done: false,
+    });
+    assert!(e.inner.to_record.lock().is_empty());
+    assert!(!e.inner.recorder_busy.load(SeqCst));
+    // The next send that ends is recorded by a recorder of its own.
+    let next = e.submit(request()).unwrap();
+    next.wait().await;
+    tokio::time::timeout(Duration::from_secs(5), e.recorded())
+        .await
+        .expect("recorded");
+    assert_eq!(
+        e.inner.outcomes.get(next.id()).unwrap().unwrap().state,
+        SendState::NoTargetFound
+    );
 }
