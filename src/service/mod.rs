@@ -651,7 +651,7 @@ impl Engine {
     /// Sends that end together are recorded together, by one recorder on tokio's blocking
     /// pool: it records every send queued until the queue is empty (`Outcomes::put_many`,
     /// one `append_raw`), and sends that end meanwhile join its queue. Off the async
-    /// workers: the writes wait for sled (about 10 µs an insert here, three per send), so a
+    /// workers: the writes wait for sled (several µs an insert here, three per send), so a
     /// few hundred sends ending together held a worker for milliseconds, and with it every
     /// task queued on that worker (connections, feeders, the next sends).
     pub(crate) fn finished(&self, job: &Arc<Job>) {
