@@ -295,18 +295,23 @@ async fn each_recorded_once(e: &Engine, n: usize) {
     assert!(!e.inner.recorder_busy.load(SeqCst));
 }
 
+/// A send (to no device) that has ended and been recorded, with no recorder running.
+async fn ended_and_recorded(e: &Engine) -> SendHandle {
+    let h = e.submit(request()).unwrap();
+    h.wait().await;
+    tokio::time::timeout(Duration::from_secs(5), e.recorded())
+        .await
+        .expect("recorded");
+    h
+}
+
 /// The hand-over between a recorder that is done and a send that ends meanwhile: the send's
 /// task sees the flag still set and leaves its send queued, so the recorder, letting go of
 /// the flag, must see the send and go on; with nothing queued it stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorder_letting_go_sees_a_send_queued_meanwhile() {
     let e = engine(StateStore::temporary().unwrap(), None);
-    let job = e.submit(request()).unwrap();
-    job.wait().await;
-    eventually("the send recorded", || {
-        e.inner.to_record.lock().is_empty() && !e.inner.recorder_busy.load(SeqCst)
-    })
-    .await;
+    let job = ended_and_recorded(&e).await;
     // A recorder runs (the flag is set) and has found the queue empty.
     e.inner.recorder_busy.store(true, SeqCst);
     assert!(!e.recorder_goes_on(), "nothing queued: it stops");
@@ -330,12 +335,7 @@ async fn a_recorder_letting_go_sees_a_send_queued_meanwhile() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorder_that_never_ran_records_when_dropped() {
     let e = engine(StateStore::temporary().unwrap(), None);
-    let job = e.submit(request()).unwrap();
-    job.wait().await;
-    e.recorded().await;
-    let queued = e.submit(request()).unwrap();
-    queued.wait().await;
-    e.recorded().await;
+    let queued = ended_and_recorded(&e).await;
     // As `finished` leaves it for a recorder about to start.
     e.inner.recorder_busy.store(true, SeqCst);
     e.inner.to_record.lock().push(queued.job.clone());
