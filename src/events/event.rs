@@ -273,6 +273,12 @@ pub(crate) trait Entry {
     fn time(&self) -> SystemTime;
     /// The stored form (`StoredEvent` JSON).
     fn encode(&self) -> Vec<u8>;
+    /// Whether its notification id gets an entry in the notification index (else a search
+    /// by notification finds it through the log's outcome lookup: see
+    /// [`RawEvent::found_by_outcome`]).
+    fn notification_indexed(&self) -> bool {
+        true
+    }
 }
 
 impl Entry for Event {
@@ -302,6 +308,8 @@ pub(crate) struct RawEvent {
     time: SystemTime,
     notification_id: String,
     data: Box<serde_json::value::RawValue>,
+    /// See [`RawEvent::found_by_outcome`].
+    indexed: bool,
 }
 
 impl RawEvent {
@@ -319,7 +327,17 @@ impl RawEvent {
             time,
             notification_id,
             data,
+            indexed: true,
         }
+    }
+
+    /// Written without a notification-index entry: a search by its notification finds it
+    /// through the seq the send's outcome record holds (the lookup the engine registers,
+    /// [`super::EventLog::set_outcome_lookup`]). The engine's per-send final event: one tree
+    /// entry less per send (issue 17).
+    pub(crate) fn found_by_outcome(mut self) -> RawEvent {
+        self.indexed = false;
+        self
     }
 }
 
@@ -335,6 +353,9 @@ impl Entry for RawEvent {
     }
     fn time(&self) -> SystemTime {
         self.time
+    }
+    fn notification_indexed(&self) -> bool {
+        self.indexed
     }
     fn encode(&self) -> Vec<u8> {
         let stored = StoredEventRef {

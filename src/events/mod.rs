@@ -209,7 +209,14 @@ struct Inner {
     closed: AtomicBool,
     background: Mutex<Vec<JoinHandle<()>>>,
     runtime: tokio::runtime::Handle,
+    /// What a search by notification asks besides the notification index
+    /// ([`EventLog::set_outcome_lookup`]).
+    outcome_lookup: parking_lot::RwLock<Option<OutcomeLookup>>,
 }
+
+/// A notification id → the seq of its final event written without a notification-index
+/// entry ([`RawEvent::found_by_outcome`]), if its outcome record names one.
+pub(crate) type OutcomeLookup = Arc<dyn Fn(&str) -> Option<u64> + Send + Sync>;
 
 /// The durable event log and its webhook subscriptions. Cheap to clone (a handle); the
 /// background tasks stop on [`EventLog::shutdown`] or when the last handle is dropped.
@@ -297,6 +304,7 @@ impl EventLog {
             shutdown,
             closed: AtomicBool::new(false),
             background: Mutex::new(Vec::new()),
+            outcome_lookup: parking_lot::RwLock::new(None),
             runtime,
         });
         let log = EventLog { inner };
@@ -449,16 +457,35 @@ impl EventLog {
     /// flush request whatever the count, so batching is cheaper than one append per event.
     /// Durable within `flush_delay`.
     pub fn append_batch(&self, events: Vec<Event>) -> Result<Range<u64>, EventsError> {
-        self.append_entries(events)
+        self.append_entries(events, |_| {})
     }
 
     /// [`append_batch`](Self::append_batch) of events whose data is JSON already (the
-    /// engine's per-send events).
-    pub(crate) fn append_raw(&self, events: Vec<RawEvent>) -> Result<Range<u64>, EventsError> {
-        self.append_entries(events)
+    /// engine's per-send events), calling `first` with the first seq the events get,
+    /// before they are written and while no other append can run: the engine writes the
+    /// outcome records that name these seqs in it. (Should the write then fail, the seqs go
+    /// to later events; a search by notification skips an event not about it.) `first` is
+    /// not called when the append is refused or `events` is empty.
+    pub(crate) fn append_raw_with(
+        &self,
+        events: Vec<RawEvent>,
+        first: impl FnOnce(u64),
+    ) -> Result<Range<u64>, EventsError> {
+        self.append_entries(events, first)
     }
 
-    fn append_entries(&self, events: Vec<impl Entry>) -> Result<Range<u64>, EventsError> {
+    /// Sets what a search by notification asks besides the notification index: the engine's
+    /// outcome history, which holds the seq of each send's final event
+    /// ([`RawEvent::found_by_outcome`]).
+    pub(crate) fn set_outcome_lookup(&self, lookup: OutcomeLookup) {
+        *self.inner.outcome_lookup.write() = Some(lookup);
+    }
+
+    fn append_entries(
+        &self,
+        events: Vec<impl Entry>,
+        before_write: impl FnOnce(u64),
+    ) -> Result<Range<u64>, EventsError> {
         self.check_open()?;
         for e in &events {
             for id in [e.notification_id(), e.installation_id()]
@@ -479,6 +506,7 @@ impl EventLog {
             return Ok(*last + 1..*last + 1);
         }
         let first = *last + 1;
+        before_write(first);
         i.store.write(first, &events)?;
         *last += events.len() as u64;
         i.written.store(*last, Ordering::Release);
@@ -511,7 +539,11 @@ impl EventLog {
 
     /// The events matching `query`, in seq order (newest or oldest first).
     pub fn search(&self, query: &EventQuery) -> Result<Vec<LoggedEvent>, EventsError> {
-        self.inner.store.search(query)
+        let also = query.notification_id.as_deref().and_then(|id| {
+            let lookup = self.inner.outcome_lookup.read().clone();
+            lookup.and_then(|f| f(id))
+        });
+        self.inner.store.search(query, also)
     }
 
     /// Runs the retention sweep now; returns how many events and dead letters it removed.

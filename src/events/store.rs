@@ -7,7 +7,7 @@
 //! | --- | --- | --- |
 //! | `events/log` | seq (u64 BE) | event JSON (`event::StoredEvent`) |
 //! | `events/idx/kind` | kind code (u8) · first seq | run length (u64 BE; empty: 1) |
-//! | `events/idx/notification` | id length (u16 BE) · id · seq | empty |
+//! | `events/idx/notification` | id length (u16 BE) · id · seq | empty (not for events written `found_by_outcome`) |
 //! | `events/idx/installation` | id length (u16 BE) · id · seq | empty |
 //! | `events/idx/time` | time (u64 BE ns since 1970) · first seq | run length (u64 BE; empty: 1) |
 //! | `events/meta` | `"high_water"` | highest seq ever assigned (u64 BE), as of the last sweep |
@@ -151,7 +151,10 @@ struct IndexKeys {
 
 fn index_keys(e: &impl Entry, seq: u64) -> IndexKeys {
     IndexKeys {
-        notification: e.notification_id().map(|id| str_key(id, seq)),
+        notification: e
+            .notification_id()
+            .filter(|_| e.notification_indexed())
+            .map(|id| str_key(id, seq)),
         installation: e.installation_id().map(|id| str_key(id, seq)),
     }
 }
@@ -307,7 +310,17 @@ impl Store {
         }
     }
 
-    pub(crate) fn search(&self, q: &EventQuery) -> Result<Vec<LoggedEvent>, EventsError> {
+    /// `also`: a seq to consider besides the index's (a search by notification: the seq of
+    /// an event written without a notification-index entry, from the outcome lookup); it
+    /// counts only if its event matches `q`.
+    pub(crate) fn search(
+        &self,
+        q: &EventQuery,
+        also: Option<u64>,
+    ) -> Result<Vec<LoggedEvent>, EventsError> {
+        if let (Some(id), Some(also)) = (&q.notification_id, also) {
+            return self.search_seqs(q, id, also);
+        }
         let (index, range): (&Tree, (Vec<u8>, Vec<u8>)) = if let Some(id) = &q.notification_id {
             (
                 &self.by_notification,
@@ -393,6 +406,42 @@ impl Store {
                     None => continue,
                 },
             };
+            if q.matches(&e) {
+                out.push(LoggedEvent { seq, event: e });
+                if out.len() >= q.limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A search by notification `id` over its index entries and `also`, merged in seq order.
+    /// (A notification's index entries are few: its events are about it, one per pruned
+    /// device at most.)
+    fn search_seqs(
+        &self,
+        q: &EventQuery,
+        id: &str,
+        also: u64,
+    ) -> Result<Vec<LoggedEvent>, EventsError> {
+        let mut seqs = vec![also];
+        for kv in self
+            .by_notification
+            .range(str_key(id, 0)..=str_key(id, u64::MAX))
+        {
+            let (k, _) = kv.map_err(EventsError::sled)?;
+            seqs.extend(seq_of(&k));
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        if matches!(q.order, Order::NewestFirst) {
+            seqs.reverse();
+        }
+        let mut out = Vec::new();
+        for seq in seqs {
+            // Swept or half-written (see the invariants), or `also` names another event.
+            let Some(e) = self.get(seq)? else { continue };
             if q.matches(&e) {
                 out.push(LoggedEvent { seq, event: e });
                 if out.len() >= q.limit {
@@ -815,7 +864,15 @@ impl Store {
                 .and_then(Result::ok)
                 .and_then(|(k, v)| Some(seq < seq_of(&k)?.saturating_add(run_len(&v))));
             if self.run_of(e.kind, seq).ok().flatten().is_none()
-                || nk.is_some_and(|k| !has(&self.by_notification, &k))
+                // The engine's per-send final events have no notification entry (found
+                // through the outcome history: `RawEvent::found_by_outcome`).
+                || nk.is_some_and(|k| {
+                    !has(&self.by_notification, &k)
+                        && !matches!(
+                            e.kind,
+                            EventKind::NotificationCompleted | EventKind::NotificationAbandoned
+                        )
+                })
                 || ik.is_some_and(|k| !has(&self.by_installation, &k))
                 || in_time_run != Some(true)
             {
@@ -895,5 +952,65 @@ mod tests {
         assert!(store.by_kind.is_empty() && store.by_time.is_empty() && store.log.is_empty());
         store.check_invariants().unwrap();
         assert_eq!(store.high_water().unwrap(), 10);
+    }
+
+    /// The engine's per-send final events have no notification-index entry; a search by
+    /// notification finds one through the seq it is given (`also`), merged in seq order with
+    /// the indexed events of that notification, and skips a seq whose event is about another.
+    #[test]
+    fn events_found_by_outcome_have_no_index_entry_and_are_found_by_their_seq() {
+        use crate::events::event::RawEvent;
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let store = Store::open(&db).unwrap();
+        let now = SystemTime::now();
+        let pruned = |n: &str| {
+            Event::installation_pruned("i-1", "apns", "Unregistered", None)
+                .with_notification(n)
+                .with_time(now)
+        };
+        // 1, 2: indexed events of n-1 and n-2; 3, 4: final events of n-1 and n-2 without an
+        // entry; 5: indexed, of n-1.
+        store.write(1, &[pruned("n-1"), pruned("n-2")]).unwrap();
+        let raw = |n: &str| {
+            RawEvent::notification(
+                EventKind::NotificationCompleted,
+                n.into(),
+                now,
+                serde_json::value::to_raw_value(&serde_json::json!({"state": "Completed"}))
+                    .unwrap(),
+            )
+            .found_by_outcome()
+        };
+        store.write(3, &[raw("n-1"), raw("n-2")]).unwrap();
+        store.write(5, &[pruned("n-1")]).unwrap();
+        assert_eq!(store.by_notification.len(), 3);
+        store.check_invariants().unwrap();
+        let seqs = |q: &EventQuery, also| -> Vec<u64> {
+            store
+                .search(q, also)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect()
+        };
+        let n1 = EventQuery::new().notification("n-1");
+        assert_eq!(seqs(&n1, None), [5, 1]);
+        assert_eq!(seqs(&n1, Some(3)), [5, 3, 1]);
+        assert_eq!(
+            seqs(&n1.clone().order(Order::OldestFirst), Some(3)),
+            [1, 3, 5]
+        );
+        assert_eq!(seqs(&n1.clone().limit(2), Some(3)), [5, 3]);
+        assert_eq!(
+            seqs(&n1.clone().kind(EventKind::NotificationCompleted), Some(3)),
+            [3]
+        );
+        // A seq naming another notification's event, or none, adds nothing.
+        assert_eq!(seqs(&n1, Some(4)), [5, 1]);
+        assert_eq!(seqs(&n1, Some(99)), [5, 1]);
+        // The sweep takes them all, the entries included.
+        store.sweep_chunk(now + Duration::from_secs(1)).unwrap();
+        assert!(store.log.is_empty() && store.by_notification.is_empty());
+        store.check_invariants().unwrap();
     }
 }

@@ -268,6 +268,10 @@ impl Engine {
                 inline_recordings: AtomicU64::new(0),
             }),
         };
+        engine
+            .inner
+            .events
+            .set_outcome_lookup(engine.inner.outcomes.event_lookup());
         engine.spawn_background();
         engine.resume_suspended();
         Ok(engine)
@@ -650,7 +654,7 @@ impl Engine {
     /// A send ended: its final report goes to the outcome history (once), with its event.
     /// Sends that end together are recorded together, by one recorder on tokio's blocking
     /// pool: it records every send queued until the queue is empty (`Outcomes::put_many`,
-    /// one `append_raw`), and sends that end meanwhile join its queue. Off the async
+    /// one `append_raw_with`), and sends that end meanwhile join its queue. Off the async
     /// workers: the writes wait for sled (several µs an insert here, three per send), so a
     /// few hundred sends ending together held a worker for milliseconds, and with it every
     /// task queued on that worker (connections, feeders, the next sends).
@@ -769,15 +773,14 @@ impl Engine {
                 continue;
             }
             let reports: Vec<SendReport> = jobs.iter().map(|j| j.report()).collect();
-            if let Err(e) = self.inner.outcomes.put_many(&reports) {
-                tracing::error!(sends = reports.len(), "outcome history write failed: {e}");
-            }
             let mut events = Vec::with_capacity(jobs.len());
+            // Which event is each send's (its index in `events`).
+            let mut event_of = Vec::with_capacity(jobs.len());
             // One time for the sends recorded together: the log indexes them by time with one
             // entry (`events::store`).
             let now = SystemTime::now();
             for (job, report) in jobs.iter().zip(&reports) {
-                job.mark_recorded();
+                event_of.push(None);
                 if job.is_suspended() {
                     // Not ended: the next engine resumes it (its outcome stays open meanwhile).
                     continue;
@@ -787,23 +790,45 @@ impl Engine {
                     _ => EventKind::NotificationCompleted,
                 };
                 match serde_json::value::to_raw_value(&ReportData::of(report)) {
-                    Ok(data) => events.push(RawEvent::notification(
-                        kind,
-                        report.id.to_string(),
-                        now,
-                        data,
-                    )),
+                    Ok(data) => {
+                        *event_of.last_mut().expect("pushed") = Some(events.len() as u64);
+                        // No notification-index entry: the outcome record names its seq.
+                        events.push(
+                            RawEvent::notification(kind, report.id.to_string(), now, data)
+                                .found_by_outcome(),
+                        );
+                    }
                     Err(e) => tracing::error!(id = %report.id, "a send's event data: {e}"),
                 }
             }
-            if events.is_empty() {
-                continue;
+            // The outcome records, naming their events' seqs, are written inside the append,
+            // before the events (the order as before: a crash in between leaves a final
+            // record whose event is missing, never an event of an unfinished send).
+            let put = |seqs: &[Option<u64>]| {
+                if let Err(e) = self.inner.outcomes.put_many_with_events(&reports, seqs) {
+                    tracing::error!(sends = reports.len(), "outcome history write failed: {e}");
+                }
+            };
+            let mut recorded = false;
+            if !events.is_empty() {
+                let appended = self.inner.events.append_raw_with(events, |first| {
+                    let seqs: Vec<Option<u64>> =
+                        event_of.iter().map(|i| i.map(|i| first + i)).collect();
+                    put(&seqs);
+                    recorded = true;
+                });
+                if let Err(e) = appended {
+                    tracing::warn!(
+                        sends = reports.len(),
+                        "recording the sends' events failed: {e}"
+                    );
+                }
             }
-            if let Err(e) = self.inner.events.append_raw(events) {
-                tracing::warn!(
-                    sends = reports.len(),
-                    "recording the sends' events failed: {e}"
-                );
+            if !recorded {
+                put(&vec![None; reports.len()]);
+            }
+            for job in &jobs {
+                job.mark_recorded();
             }
         }
     }

@@ -73,6 +73,11 @@ struct Record {
     reasons: Vec<(String, String, u64)>,
     #[serde(default)]
     errors: Vec<String>,
+    /// The seq of the send's final event in the event log, written without a
+    /// notification-index entry (`RawEvent::found_by_outcome`): how a search of the log by
+    /// notification finds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    event: Option<u64>,
 }
 
 impl Record {
@@ -100,6 +105,7 @@ impl Record {
                 .map(|((p, why), n)| (p.as_str().to_owned(), why.clone(), *n))
                 .collect(),
             errors: r.errors.clone(),
+            event: None,
         }
     }
 
@@ -351,6 +357,17 @@ impl Outcomes {
     /// whose start is still held ([`put_start`](Self::put_start)) replaces it unwritten:
     /// there is no open marker to set or clear then.
     pub(crate) fn put_many(&self, reports: &[SendReport]) -> Result<(), StateError> {
+        self.put_many_with_events(reports, &vec![None; reports.len()])
+    }
+
+    /// [`put_many`](Self::put_many), the i-th record naming `events[i]`, the seq of its
+    /// send's final event (see `Record::event`).
+    pub(crate) fn put_many_with_events(
+        &self,
+        reports: &[SendReport],
+        events: &[Option<u64>],
+    ) -> Result<(), StateError> {
+        debug_assert_eq!(reports.len(), events.len());
         let _writing = self.held.writing.lock();
         let unwritten: Vec<bool> = {
             let held = self.held.starts.lock();
@@ -359,7 +376,7 @@ impl Outcomes {
                 .map(|r| held.by_id.contains_key(&r.id))
                 .collect()
         };
-        self.write_locked(reports, &unwritten)?;
+        self.write_locked(reports, &unwritten, events)?;
         // Let go of the held starts once their final records are written (not before: a
         // read meanwhile sees the start, and a failed write leaves the start to be written
         // as before, so the send still ends `Abandoned` after a crash rather than vanishing).
@@ -391,6 +408,17 @@ impl Outcomes {
             return Ok(None);
         };
         self.decode(&v).map(Some)
+    }
+
+    /// What the event log asks for a search by notification (`EventLog::set_outcome_lookup`):
+    /// the seq of the send's final event its record names. Holds the history weakly (the
+    /// log must not keep the state store open).
+    pub(crate) fn event_lookup(&self) -> crate::events::OutcomeLookup {
+        let weak = Arc::downgrade(&self.trees);
+        Arc::new(move |id: &str| {
+            let trees = weak.upgrade()?;
+            trees.event_seq(id.parse().ok()?).ok().flatten()
+        })
     }
 
     fn decode(&self, v: &[u8]) -> Result<SendReport, StateError> {
@@ -577,6 +605,30 @@ impl Outcomes {
 }
 
 impl Trees {
+    /// The seq of send `id`'s final event, if its record names one (see `Record::event`).
+    pub(crate) fn event_seq(&self, id: NotificationId) -> Result<Option<u64>, StateError> {
+        if self.held.starts.lock().by_id.contains_key(&id) {
+            return Ok(None);
+        }
+        let Some(v) = self
+            .records
+            .get(id_key(id))
+            .map_err(|e| self.store.storage(e))?
+        else {
+            return Ok(None);
+        };
+        #[derive(Deserialize)]
+        struct JustEvent {
+            #[serde(default)]
+            event: Option<u64>,
+        }
+        let rec: JustEvent = serde_json::from_slice(&v).map_err(|e| StateError::Corrupt {
+            what: "outcome record".into(),
+            message: e.to_string(),
+        })?;
+        Ok(rec.event)
+    }
+
     /// Writes every held start record.
     pub(crate) fn drain(&self) -> Result<(), StateError> {
         self.drain_held_for(Duration::ZERO).map(|_| ())
@@ -609,7 +661,7 @@ impl Trees {
             (taken, due)
         };
         if !due.is_empty() {
-            self.write_locked(&due, &vec![false; due.len()])?;
+            self.write_locked(&due, &vec![false; due.len()], &vec![None; due.len()])?;
         }
         let (emptied, next) = {
             let mut s = self.held.starts.lock();
@@ -695,7 +747,7 @@ impl Trees {
                 })?;
                 if !self.records.contains_key(id_key(r.id)).map_err(st)? {
                     let _writing = self.held.writing.lock();
-                    self.write_locked(std::slice::from_ref(&r), &[false])?;
+                    self.write_locked(std::slice::from_ref(&r), &[false], &[None])?;
                 }
             }
             self.journal.remove(k).map_err(st)?;
@@ -705,11 +757,18 @@ impl Trees {
 
     /// The writes of [`Outcomes::put_many`], under `held.writing`. `unwritten[i]`: the
     /// i-th send has nothing stored yet (its start was held), so it has no open marker.
-    fn write_locked(&self, reports: &[SendReport], unwritten: &[bool]) -> Result<(), StateError> {
+    /// `events[i]`: the seq of the i-th send's final event (`Record::event`).
+    fn write_locked(
+        &self,
+        reports: &[SendReport],
+        unwritten: &[bool],
+        events: &[Option<u64>],
+    ) -> Result<(), StateError> {
         let st = |e| self.store.storage(e);
         let mut encoded = Vec::with_capacity(reports.len());
-        for (r, &new) in reports.iter().zip(unwritten) {
-            let rec = Record::from_report(r);
+        for ((r, &new), &event) in reports.iter().zip(unwritten).zip(events) {
+            let mut rec = Record::from_report(r);
+            rec.event = event;
             let bytes = serde_json::to_vec(&rec).map_err(|e| self.store.storage(e))?;
             let fin = is_final(r.state);
             encoded.push((

@@ -356,3 +356,35 @@ async fn a_recorder_that_never_ran_records_when_dropped() {
         SendState::NoTargetFound
     );
 }
+
+/// A send's final event has no notification-index entry: its outcome record names its seq,
+/// and a search by notification finds it through that, also after a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sends_final_event_is_found_through_its_outcome_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let query = |id: NotificationId| crate::events::EventQuery::new().notification(id.to_string());
+    let id = {
+        let state = StateStore::open(dir.path()).unwrap();
+        let e = engine(state.clone(), None);
+        let id = ended_and_recorded(&e).await.id();
+        let index = state.db.open_tree("events/idx/notification").unwrap();
+        assert!(index.is_empty(), "no index entry per send");
+        let found = e.events().search(&query(id)).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].event.kind, EventKind::NotificationCompleted);
+        assert_eq!(found[0].event.data["state"], "NoTargetFound");
+        assert_eq!(e.inner.outcomes.event_seq(id).unwrap(), Some(found[0].seq));
+        // Another send's id finds nothing.
+        let other = ended_and_recorded(&e).await.id();
+        assert_ne!(
+            e.inner.outcomes.event_seq(other).unwrap(),
+            Some(found[0].seq)
+        );
+        e.shutdown().await;
+        id
+    };
+    let e = engine(StateStore::open(dir.path()).unwrap(), None);
+    let found = e.events().search(&query(id)).unwrap();
+    assert_eq!(found.len(), 1, "after a reopen: {found:?}");
+    assert_eq!(found[0].event.notification_id, Some(id.to_string()));
+}
