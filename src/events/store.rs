@@ -5,7 +5,7 @@
 //!
 //! | tree | key | value |
 //! | --- | --- | --- |
-//! | `events/log` | seq (u64 BE) | event JSON (`event::StoredEvent`) |
+//! | `events/log` | seq (u64 BE) | event JSON (`event::StoredEvent`), or a block of the events of seqs from the key on (below) |
 //! | `events/idx/kind` | kind code (u8) · first seq | run length (u64 BE; empty: 1) |
 //! | `events/idx/notification` | id length (u16 BE) · id · seq | empty (not for events written `found_by_outcome`) |
 //! | `events/idx/installation` | id length (u16 BE) · id · seq | empty |
@@ -15,6 +15,13 @@
 //! | `events/cursor` | subscription name | last seq handled (u64 BE) |
 //! | `events/dead` | name length · name · seq | dead letter JSON |
 //! | `events/redrive` | name length · name · seq | dead letter JSON |
+//!
+//! A log entry holds one event, or a block: `0xB1`, then for each event its JSON's length
+//! (u32 LE) and the JSON, the events of consecutive seqs from the key's, of one time (the
+//! same time run), at most [`BLOCK_MAX`] of them. An append writes one entry per stretch of
+//! events of one time (the engine's per-send events of one recording are one or a few
+//! blocks), not one per event; reads find an event in the entry with the greatest key not
+//! past its seq ([`LogEntry`]).
 //!
 //! The kind index holds runs: an entry `k · s → n` says seqs `s .. s + n` are all events of
 //! kind `k` (an append writes one entry per stretch of one kind, not one per event; the
@@ -93,6 +100,89 @@ fn seq_of(key: &[u8]) -> Option<u64> {
 
 fn u64_of(v: &[u8]) -> u64 {
     v.try_into().map_or(0, u64::from_be_bytes)
+}
+
+/// The first byte of a log value holding several events (a block); an event's JSON starts
+/// with `{`.
+const BLOCK: u8 = 0xB1;
+/// Most events in one block (bounds what reading one event of it decodes).
+const BLOCK_MAX: usize = 256;
+
+/// A block of events' stored forms: `BLOCK`, then for each its length (u32 LE) and bytes.
+fn encode_block<'a>(events: impl Iterator<Item = Vec<u8>> + 'a) -> Vec<u8> {
+    let mut v = vec![BLOCK];
+    for e in events {
+        v.extend_from_slice(&(e.len() as u32).to_le_bytes());
+        v.extend_from_slice(&e);
+    }
+    v
+}
+
+/// One `events/log` entry: one event, or a block of the consecutive seqs from its key.
+struct LogEntry {
+    first: u64,
+    value: IVec,
+    /// A block's events' byte ranges in `value`; `None`: one event, the whole value.
+    parts: Option<Vec<std::ops::Range<usize>>>,
+}
+
+impl LogEntry {
+    fn read(key: &[u8], value: IVec) -> Result<LogEntry, EventsError> {
+        let first = u64_of(key);
+        let parts = if value.first() == Some(&BLOCK) {
+            let corrupt = || EventsError::Corrupt {
+                key: format!("events/log {first}"),
+                problem: "a block cut short".into(),
+            };
+            let mut parts = Vec::new();
+            let mut i = 1;
+            while i < value.len() {
+                let len: [u8; 4] = value
+                    .get(i..i + 4)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(corrupt)?;
+                let start = i + 4;
+                let end = start
+                    .checked_add(u32::from_le_bytes(len) as usize)
+                    .filter(|&e| e <= value.len())
+                    .ok_or_else(corrupt)?;
+                parts.push(start..end);
+                i = end;
+            }
+            Some(parts)
+        } else {
+            None
+        };
+        Ok(LogEntry {
+            first,
+            value,
+            parts,
+        })
+    }
+
+    /// How many seqs it holds.
+    fn len(&self) -> u64 {
+        self.parts.as_ref().map_or(1, |p| p.len() as u64)
+    }
+
+    /// Its last seq.
+    fn last(&self) -> u64 {
+        (self.first + self.len()).saturating_sub(1)
+    }
+
+    /// The stored form of event `seq`, if this entry holds it.
+    fn bytes(&self, seq: u64) -> Option<&[u8]> {
+        let i = usize::try_from(seq.checked_sub(self.first)?).ok()?;
+        match &self.parts {
+            None => (i == 0).then_some(&self.value[..]),
+            Some(p) => p.get(i).map(|r| &self.value[r.clone()]),
+        }
+    }
+
+    /// Its seqs and events' stored forms, in seq order.
+    fn events(&self) -> impl DoubleEndedIterator<Item = (u64, &[u8])> + '_ {
+        (self.first..=self.last()).filter_map(move |s| Some((s, self.bytes(s)?)))
+    }
 }
 
 /// `len(s) · s`: a prefix that matches exactly `s` (lengths are ≤ u16::MAX, checked on entry).
@@ -187,11 +277,7 @@ impl Store {
             .get(HIGH_WATER)
             .map_err(EventsError::sled)?
             .map_or(0, |v| u64_of(&v));
-        let log = self
-            .log
-            .last()
-            .map_err(EventsError::sled)?
-            .map_or(0, |(k, _)| u64_of(&k));
+        let log = self.last_seq()?;
         // The end of each kind's last run: an append writes its kind runs first, so a crash
         // that kept some of an append's index entries but none of its events is covered (a
         // new run over those seqs would overlap the stale one).
@@ -216,11 +302,7 @@ impl Store {
     /// be removed: its log entry may still be being written), whichever is higher. An atomic
     /// update: two sweeps at once never lower it.
     fn record_high_water(&self, at_least: u64) -> Result<(), EventsError> {
-        let last = self
-            .log
-            .last()
-            .map_err(EventsError::sled)?
-            .map_or(0, |(k, _)| u64_of(&k));
+        let last = self.last_seq()?;
         let top = last.max(at_least);
         self.meta
             .fetch_and_update(HIGH_WATER, |old| {
@@ -282,10 +364,26 @@ impl Store {
                 .map_err(EventsError::sled)?;
             start += len;
         }
-        for (e, seq) in events.iter().zip(first..) {
+        // The log: the events of a same-time stretch (a time run) in blocks of up to
+        // `BLOCK_MAX`, one entry each (a run of one: the event itself). The sweep takes whole
+        // time runs, so never part of a block.
+        let mut start = 0;
+        while start < events.len() {
+            let ns = unix_nanos(events[start].time());
+            let len = events[start..]
+                .iter()
+                .take(BLOCK_MAX)
+                .take_while(|e| unix_nanos(e.time()) == ns)
+                .count();
+            let value = if len == 1 {
+                events[start].encode()
+            } else {
+                encode_block(events[start..start + len].iter().map(Entry::encode))
+            };
             self.log
-                .insert(seq_key(seq), e.encode())
+                .insert(seq_key(first + start as u64), value)
                 .map_err(EventsError::sled)?;
+            start += len;
         }
         // No `high_water` here: the log's last key says it while the log holds it, and
         // the sweep records it before it removes anything (see `sweep_chunk`).
@@ -304,9 +402,43 @@ impl Store {
     }
 
     pub(crate) fn get(&self, seq: u64) -> Result<Option<Event>, EventsError> {
-        match self.log.get(seq_key(seq)).map_err(EventsError::sled)? {
-            Some(v) => Ok(Some(event::decode(&v, &format!("events/log {seq}"))?)),
+        self.get_via(seq, &mut None)
+    }
+
+    /// [`get`](Self::get), keeping the log entry read in `last` for the next call (reading
+    /// a block's events one by one decodes the block once).
+    fn get_via(&self, seq: u64, last: &mut Option<LogEntry>) -> Result<Option<Event>, EventsError> {
+        if last.as_ref().is_none_or(|e| e.bytes(seq).is_none()) {
+            *last = self.entry_at(seq)?;
+        }
+        match last.as_ref().and_then(|e| e.bytes(seq)) {
+            Some(b) => Ok(Some(event::decode(b, &format!("events/log {seq}"))?)),
             None => Ok(None),
+        }
+    }
+
+    /// The log entry holding `seq`: its own, or a block from an earlier seq.
+    fn entry_at(&self, seq: u64) -> Result<Option<LogEntry>, EventsError> {
+        let found = match self.log.get(seq_key(seq)).map_err(EventsError::sled)? {
+            Some(v) => Some((IVec::from(&seq_key(seq)[..]), v)),
+            None => self
+                .log
+                .range(..seq_key(seq))
+                .next_back()
+                .transpose()
+                .map_err(EventsError::sled)?,
+        };
+        let Some((k, v)) = found else { return Ok(None) };
+        let e = LogEntry::read(&k, v)?;
+        Ok((e.bytes(seq).is_some()).then_some(e))
+    }
+
+    /// The last seq in the log (0: none).
+    fn last_seq(&self) -> Result<u64, EventsError> {
+        match self.log.last().map_err(EventsError::sled)? {
+            // A corrupt block still says where it starts.
+            Some((k, v)) => Ok(LogEntry::read(&k, v).map_or(u64_of(&k), |e| e.last())),
+            None => Ok(0),
         }
     }
 
@@ -381,7 +513,20 @@ impl Store {
                 Err(e) => return Box::new(std::iter::once(Err(EventsError::sled(e)))),
             };
             if whole_log {
-                return Box::new(std::iter::once(Ok((u64_of(&k), Some(v)))));
+                let entry = match LogEntry::read(&k, v) {
+                    Ok(e) => e,
+                    Err(e) => return Box::new(std::iter::once(Err(e))),
+                };
+                if entry.parts.is_none() {
+                    return Box::new(std::iter::once(Ok((entry.first, Some(entry.value)))));
+                }
+                // A block: its events are read below (`get_via`, which keeps it decoded).
+                let seqs = entry.first..=entry.last();
+                return if newest_first {
+                    Box::new(seqs.rev().map(|s| Ok((s, None))))
+                } else {
+                    Box::new(seqs.map(|s| Ok((s, None))))
+                };
             }
             let Some(first) = seq_of(&k) else {
                 return Box::new(std::iter::empty());
@@ -397,10 +542,11 @@ impl Store {
             }
         });
         let mut out = Vec::new();
+        let mut block = None;
         for item in named {
             let (seq, e) = match item? {
                 (seq, Some(v)) => (seq, event::decode(&v, &format!("events/log {seq}"))?),
-                (seq, None) => match self.get(seq)? {
+                (seq, None) => match self.get_via(seq, &mut block)? {
                     Some(e) => (seq, e),
                     // Swept or half-written: see the invariants.
                     None => continue,
@@ -439,9 +585,12 @@ impl Store {
             seqs.reverse();
         }
         let mut out = Vec::new();
+        let mut block = None;
         for seq in seqs {
             // Swept or half-written (see the invariants), or `also` names another event.
-            let Some(e) = self.get(seq)? else { continue };
+            let Some(e) = self.get_via(seq, &mut block)? else {
+                continue;
+            };
             if q.matches(&e) {
                 out.push(LoggedEvent { seq, event: e });
                 if out.len() >= q.limit {
@@ -477,6 +626,7 @@ impl Store {
         // Seqs whose event is missing or does not decode: taken out of whatever kind run holds
         // them.
         let mut unknown = Vec::new();
+        let mut block = None;
         for (tk, run) in &keys {
             let Some(first) = seq_of(tk) else { continue };
             t.remove(tk.clone());
@@ -486,7 +636,7 @@ impl Store {
                     .min(top.saturating_add(1))
             {
                 // A corrupt value still goes: it is old.
-                if let Ok(Some(e)) = self.get(seq) {
+                if let Ok(Some(e)) = self.get_via(seq, &mut block) {
                     let IndexKeys {
                         notification: nk,
                         installation: ik,
@@ -619,24 +769,35 @@ impl Store {
             return Ok((out, last));
         }
         let mut read = 0;
-        for kv in self
+        let mut full = false;
+        // The block holding `cursor + 1` if it starts before it, then the entries from there.
+        let before = self.entry_at(cursor + 1)?.filter(|e| e.first <= cursor);
+        let within = self
             .log
             .range(seq_key(cursor + 1)..=seq_key(upto))
-            .take(scan)
-        {
-            let (k, v) = kv.map_err(EventsError::sled)?;
+            .map(|kv| {
+                let (k, v) = kv.map_err(EventsError::sled)?;
+                LogEntry::read(&k, v)
+            });
+        'entries: for entry in before.map(Ok).into_iter().chain(within).take(scan) {
+            let entry = entry?;
             read += 1;
-            let seq = u64_of(&k);
-            last = seq;
-            let e = event::decode(&v, &format!("events/log {seq}"))?;
-            if kinds.is_none_or(|ks| ks.contains(&e.kind)) {
-                out.push(LoggedEvent { seq, event: e });
-                if out.len() >= max {
-                    break;
+            for (seq, bytes) in entry.events() {
+                if seq <= cursor || seq > upto {
+                    continue;
+                }
+                last = seq;
+                let e = event::decode(bytes, &format!("events/log {seq}"))?;
+                if kinds.is_none_or(|ks| ks.contains(&e.kind)) {
+                    out.push(LoggedEvent { seq, event: e });
+                    if out.len() >= max {
+                        full = true;
+                        break 'entries;
+                    }
                 }
             }
         }
-        if read < scan && out.len() < max {
+        if read < scan && !full {
             // The whole range was read: seqs up to `upto` not in the log were swept.
             last = upto;
         }
@@ -653,20 +814,26 @@ impl Store {
         if upto <= cursor {
             return Ok(0);
         }
-        let count = |it: sled::Iter| -> Result<u64, EventsError> {
+        let (lo, hi) = (cursor + 1, upto);
+        // The seqs in `lo ..= hi` of the log's entries there (a block holds several).
+        let count = || -> Result<u64, EventsError> {
             let mut n = 0;
-            for kv in it {
-                kv.map_err(EventsError::sled)?;
-                n += 1;
+            let before = self.entry_at(lo)?.filter(|e| e.first < lo);
+            let within = self.log.range(seq_key(lo)..=seq_key(hi)).map(|kv| {
+                let (k, v) = kv.map_err(EventsError::sled)?;
+                LogEntry::read(&k, v)
+            });
+            for entry in before.map(Ok).into_iter().chain(within) {
+                let entry = entry?;
+                n += entry.last().min(hi).saturating_sub(entry.first.max(lo)) + 1;
             }
             Ok(n)
         };
         match kinds {
-            None => count(self.log.range(seq_key(cursor + 1)..=seq_key(upto))),
+            None => count(),
             Some(ks) => {
                 // The seqs of each kind's runs in `cursor + 1 ..= upto`: the run holding
                 // `cursor + 1` if it starts before it, and the runs starting in the range.
-                let (lo, hi) = (cursor + 1, upto);
                 let mut n = 0;
                 for k in ks {
                     let before = self
@@ -847,10 +1014,31 @@ impl Store {
 impl Store {
     /// Every index entry names an event that has it (test-only invariant check).
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        let mut events = Vec::new();
+        let mut last_end = 0;
         for kv in self.log.iter() {
             let (k, v) = kv.map_err(|e| e.to_string())?;
-            let seq = u64_of(&k);
-            let e = event::decode(&v, "").map_err(|e| e.to_string())?;
+            let entry = LogEntry::read(&k, v).map_err(|e| e.to_string())?;
+            if entry.first < last_end {
+                return Err(format!("log entries overlap at {}", entry.first));
+            }
+            last_end = entry.last() + 1;
+            if let Some(parts) = &entry.parts {
+                // A block: at least two events, all of one time (inside one time run).
+                let times: std::collections::BTreeSet<u64> = entry
+                    .events()
+                    .map(|(_, b)| event::decode(b, "").map(|e| unix_nanos(e.time)))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| e.to_string())?;
+                if parts.len() < 2 || parts.len() > BLOCK_MAX || times.len() != 1 {
+                    return Err(format!("bad block at {}", entry.first));
+                }
+            }
+            for (seq, b) in entry.events() {
+                events.push((seq, event::decode(b, "").map_err(|e| e.to_string())?));
+            }
+        }
+        for (seq, e) in events {
             let IndexKeys {
                 notification: nk,
                 installation: ik,
@@ -914,7 +1102,7 @@ impl Store {
             for kv in t.iter() {
                 let (k, _) = kv.map_err(|e| e.to_string())?;
                 let seq = seq_of(&k).ok_or("short index key")?;
-                if !self.log.contains_key(seq_key(seq)).unwrap_or(false) {
+                if !self.entry_at(seq).is_ok_and(|e| e.is_some()) {
                     return Err(format!("index entry for missing event {seq}"));
                 }
             }
@@ -935,23 +1123,132 @@ mod tests {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let store = Store::open(&db).unwrap();
         let old = SystemTime::now() - Duration::from_secs(7200);
-        let events: Vec<Event> = (0..10)
+        // One time run, in two log blocks: 1-256 and 257-300.
+        let events: Vec<Event> = (0..300)
             .map(|_| Event::credential_failed("apns", "x").with_time(old))
             .collect();
         store.write(1, &events).unwrap();
-        assert_eq!(store.high_water().unwrap(), 10);
-        // The crash: seqs 6-10 lost their events, not their index entries.
-        for seq in 6..=10u64 {
-            store.log.remove(seq_key(seq)).unwrap();
-        }
-        assert_eq!(store.high_water().unwrap(), 10);
+        assert_eq!(store.log.len(), 2);
+        assert_eq!(store.high_water().unwrap(), 300);
+        // The crash: seqs 257-300 lost their events (their block), not their index entries.
+        store.log.remove(seq_key(257)).unwrap();
+        assert_eq!(store.high_water().unwrap(), 300);
         assert!(store.check_invariants().is_err());
         // Everything is old: one sweep chunk takes the events and every run.
         let (removed, entries) = store.sweep_chunk(SystemTime::now()).unwrap();
-        assert_eq!((removed, entries), (5, 1));
+        assert_eq!((removed, entries), (256, 1));
         assert!(store.by_kind.is_empty() && store.by_time.is_empty() && store.log.is_empty());
         store.check_invariants().unwrap();
-        assert_eq!(store.high_water().unwrap(), 10);
+        assert_eq!(store.high_water().unwrap(), 300);
+    }
+
+    /// Events of one time are stored in blocks (up to `BLOCK_MAX` a log entry); every read
+    /// finds each event as if it had an entry of its own: by seq, the whole log both ways,
+    /// the delivery reads from any cursor, the pending counts, the last seq, the sweep.
+    #[test]
+    fn blocks_read_back_event_by_event() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let store = Store::open(&db).unwrap();
+        let t0 = SystemTime::now() - Duration::from_secs(7200);
+        let t1 = SystemTime::now();
+        let ev = |i: u64, t: SystemTime| {
+            let kind = if i % 3 == 0 { "fcm" } else { "apns" };
+            Event::credential_failed(kind, &format!("e{i}")).with_time(t)
+        };
+        // 1-300: one time (blocks 1-256, 257-300); 301: alone; 302-304: another time (one
+        // block); 305-306: two times, one entry each.
+        let mut all: Vec<Event> = (1..=300).map(|i| ev(i, t0)).collect();
+        all.push(ev(301, t0 + Duration::from_secs(1)));
+        store.write(1, &all).unwrap();
+        let more = [ev(302, t1), ev(303, t1), ev(304, t1)];
+        store.write(302, &more).unwrap();
+        let two = [
+            ev(305, t1 + Duration::from_secs(1)),
+            ev(306, t1 + Duration::from_secs(2)),
+        ];
+        store.write(305, &two).unwrap();
+        all.extend(more);
+        all.extend(two);
+        assert_eq!(store.log.len(), 6, "entries: 2 blocks, 1, 1 block, 2");
+        store.check_invariants().unwrap();
+        assert_eq!(store.high_water().unwrap(), 306);
+        for (seq, e) in (1..).zip(&all) {
+            assert_eq!(store.get(seq).unwrap().as_ref(), Some(e), "seq {seq}");
+        }
+        assert_eq!(store.get(0).unwrap(), None);
+        assert_eq!(store.get(307).unwrap(), None);
+        let seqs = |q: EventQuery| -> Vec<u64> {
+            store
+                .search(&q, None)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect()
+        };
+        let max = crate::events::MAX_SEARCH_LIMIT;
+        assert_eq!(
+            seqs(EventQuery::new().limit(max)),
+            (1..=306).rev().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            seqs(EventQuery::new().limit(5).order(Order::OldestFirst)),
+            [1, 2, 3, 4, 5]
+        );
+        // By kind (runs of the kind index, read through the blocks).
+        let fcm: Vec<u64> = (1..=306).filter(|i| i % 3 == 0).collect();
+        assert_eq!(
+            seqs(
+                EventQuery::new()
+                    .kind(EventKind::CredentialFailed)
+                    .limit(max)
+                    .order(Order::OldestFirst)
+            )
+            .len(),
+            306
+        );
+        let by_data: Vec<u64> = store
+            .search(
+                &EventQuery::new().limit(max).order(Order::OldestFirst),
+                None,
+            )
+            .unwrap()
+            .iter()
+            .filter(|e| e.event.data["platform"] == "fcm")
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(by_data, fcm);
+        // Delivery reads: from any cursor, at most `max`, up to `upto`.
+        for cursor in [0, 1, 100, 255, 256, 257, 299, 300, 301, 302, 303, 305, 306] {
+            let (got, last) = store.next_after(cursor, 306, None, 1000, 1000).unwrap();
+            let want: Vec<u64> = (cursor + 1..=306).collect();
+            assert_eq!(
+                got.iter().map(|e| e.seq).collect::<Vec<_>>(),
+                want,
+                "{cursor}"
+            );
+            assert_eq!(last, 306);
+            assert_eq!(store.pending(cursor, 306, None).unwrap(), 306 - cursor);
+            let (got, last) = store.next_after(cursor, 303, None, 2, 1000).unwrap();
+            let want: Vec<u64> = (cursor + 1..=303).take(2).collect();
+            assert_eq!(
+                got.iter().map(|e| e.seq).collect::<Vec<_>>(),
+                want,
+                "{cursor}"
+            );
+            assert_eq!(last, *want.last().unwrap_or(&cursor.max(303)), "{cursor}");
+            assert_eq!(
+                store.pending(cursor, 303, None).unwrap(),
+                303u64.saturating_sub(cursor)
+            );
+        }
+        // The sweep takes the old time runs (1-300 and 301), blocks and all.
+        let (removed, _) = store.sweep_chunk(t1 - Duration::from_secs(1)).unwrap();
+        assert_eq!(removed, 301);
+        assert_eq!(store.log.len(), 3);
+        store.check_invariants().unwrap();
+        assert_eq!(store.get(300).unwrap(), None);
+        assert_eq!(store.get(303).unwrap().as_ref(), Some(&all[302]));
+        assert_eq!(store.high_water().unwrap(), 306);
     }
 
     /// The engine's per-send final events have no notification-index entry; a search by
