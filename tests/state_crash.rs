@@ -1,5 +1,6 @@
 //! Crash test of the engine's state store: a child process schedules sends, cancels some and
-//! appends durable events, printing each acknowledgement; the parent SIGKILLs it at a random
+//! appends durable events (alone, and three of one time: a block of the log), printing each
+//! acknowledgement; the parent SIGKILLs it at a random
 //! moment, reopens the store in a new engine and checks that every acknowledged schedule is
 //! pending (with its `Scheduled` outcome), every acknowledged cancellation stuck, and every
 //! durably appended event is there. Several rounds reuse one store.
@@ -59,6 +60,22 @@ async fn state_crash_child() {
             .with_notification(format!("crash-{round}-{n}"));
         engine.events().append_durable(vec![e]).await.unwrap();
         println!("event crash-{round}-{n}");
+        // Events of one time, stored as one block of the log.
+        let t = SystemTime::now();
+        let block: Vec<Event> = (0..3)
+            .map(|k| {
+                Event::new(
+                    EventKind::ScheduleFired,
+                    serde_json::json!({ "n": n, "k": k }),
+                )
+                .with_notification(format!("crash-{round}-{n}-{k}"))
+                .with_time(t)
+            })
+            .collect();
+        engine.events().append_durable(block).await.unwrap();
+        for k in 0..3 {
+            println!("event crash-{round}-{n}-{k}");
+        }
     }
 }
 
