@@ -24,6 +24,9 @@ pub fn format(t: SystemTime) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
+    if (0..=9999).contains(&y) {
+        return format_fast(y as u32, m, d, sod as u32, nanos);
+    }
     let mut out = format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
         sod / 3600,
@@ -37,6 +40,39 @@ pub fn format(t: SystemTime) -> String {
     }
     out.push('Z');
     out
+}
+
+/// [`format`] of a time in years 0-9999, digit by digit (no `format!` machinery: the engine
+/// formats several times per send into its events, issue 17).
+fn format_fast(y: u32, m: u32, d: u32, sod: u32, nanos: u32) -> String {
+    fn digits(out: &mut Vec<u8>, v: u32, width: u32) {
+        for i in (0..width).rev() {
+            out.push(b'0' + (v / 10u32.pow(i) % 10) as u8);
+        }
+    }
+    let mut out = Vec::with_capacity(30);
+    digits(&mut out, y, 4);
+    out.push(b'-');
+    digits(&mut out, m, 2);
+    out.push(b'-');
+    digits(&mut out, d, 2);
+    out.push(b'T');
+    digits(&mut out, sod / 3600, 2);
+    out.push(b':');
+    digits(&mut out, sod / 60 % 60, 2);
+    out.push(b':');
+    digits(&mut out, sod % 60, 2);
+    if nanos != 0 {
+        out.push(b'.');
+        let (mut frac, mut width) = (nanos, 9);
+        while frac % 10 == 0 {
+            frac /= 10;
+            width -= 1;
+        }
+        digits(&mut out, frac, width);
+    }
+    out.push(b'Z');
+    String::from_utf8(out).expect("ASCII digits and separators")
 }
 
 /// (year, month, day) of the day `z` days after 1970-01-01 in the proleptic Gregorian
@@ -244,7 +280,33 @@ mod tests {
         }
     }
 
+    /// The `format!` form `format` took for every time before `format_fast`.
+    fn format_slow(t: SystemTime) -> String {
+        let d = t.duration_since(UNIX_EPOCH).unwrap();
+        let (secs, nanos) = (d.as_secs() as i128, d.subsec_nanos());
+        let sod = secs.rem_euclid(86_400);
+        let (y, m, dd) = civil_from_days(secs.div_euclid(86_400));
+        let mut out = format!(
+            "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}",
+            sod / 3600,
+            sod / 60 % 60,
+            sod % 60
+        );
+        if nanos != 0 {
+            out.push('.');
+            out.push_str(format!("{nanos:09}").trim_end_matches('0'));
+        }
+        out.push('Z');
+        out
+    }
+
     proptest! {
+        #[test]
+        fn the_fast_form_is_the_format_form(secs in 0u64..253_402_300_800, nanos in prop_oneof![Just(0u32), 0u32..1_000_000_000, (0u32..1000).prop_map(|n| n * 1_000_000)]) {
+            let t = at(secs, nanos);
+            prop_assert_eq!(format(t), format_slow(t));
+        }
+
         #[test]
         fn format_then_parse_is_identity(ms in 0u64..253_402_300_799_000) {
             let t = UNIX_EPOCH + Duration::from_millis(ms);
