@@ -339,6 +339,11 @@ impl RawEvent {
         self.indexed = false;
         self
     }
+
+    /// Undoes [`found_by_outcome`](Self::found_by_outcome): no outcome record names it.
+    pub(crate) fn index_by_notification(&mut self) {
+        self.indexed = true;
+    }
 }
 
 impl Entry for RawEvent {

@@ -457,21 +457,28 @@ impl EventLog {
     /// flush request whatever the count, so batching is cheaper than one append per event.
     /// Durable within `flush_delay`.
     pub fn append_batch(&self, events: Vec<Event>) -> Result<Range<u64>, EventsError> {
-        self.append_entries(events, |_| {})
+        self.append_entries(events, |_, _| {})
     }
 
     /// [`append_batch`](Self::append_batch) of events whose data is JSON already (the
     /// engine's per-send events), calling `first` with the first seq the events get,
     /// before they are written and while no other append can run: the engine writes the
-    /// outcome records that name these seqs in it. (Should the write then fail, the seqs go
-    /// to later events; a search by notification skips an event not about it.) `first` is
-    /// not called when the append is refused or `events` is empty.
+    /// outcome records that name these seqs in it. When `first` returns false (the records
+    /// were not written), the events `found_by_outcome` get notification-index entries after
+    /// all. Seqs are never handed out twice, even when the write fails. `first` is not
+    /// called when the append is refused or `events` is empty.
     pub(crate) fn append_raw_with(
         &self,
         events: Vec<RawEvent>,
-        first: impl FnOnce(u64),
+        first: impl FnOnce(u64) -> bool,
     ) -> Result<Range<u64>, EventsError> {
-        self.append_entries(events, first)
+        self.append_entries(events, |seq, events: &mut [RawEvent]| {
+            if !first(seq) {
+                for e in events {
+                    e.index_by_notification();
+                }
+            }
+        })
     }
 
     /// Sets what a search by notification asks besides the notification index: the engine's
@@ -481,10 +488,10 @@ impl EventLog {
         *self.inner.outcome_lookup.write() = Some(lookup);
     }
 
-    fn append_entries(
+    fn append_entries<E: Entry>(
         &self,
-        events: Vec<impl Entry>,
-        before_write: impl FnOnce(u64),
+        mut events: Vec<E>,
+        before_write: impl FnOnce(u64, &mut [E]),
     ) -> Result<Range<u64>, EventsError> {
         self.check_open()?;
         for e in &events {
@@ -506,11 +513,15 @@ impl EventLog {
             return Ok(*last + 1..*last + 1);
         }
         let first = *last + 1;
-        before_write(first);
-        i.store.write(first, &events)?;
+        before_write(first, &mut events);
+        let written = i.store.write(first, &events);
+        // Taken even when the write failed part way: a later append must not reuse them (a
+        // block written under one of them would overlap its entries, and an outcome record
+        // may name them).
         *last += events.len() as u64;
         i.written.store(*last, Ordering::Release);
         drop(last);
+        written?;
         i.flush_wanted.notify_one();
         Ok(first..first + events.len() as u64)
     }

@@ -67,7 +67,9 @@ impl EventQuery {
         self
     }
 
-    /// Only events about notification `id`.
+    /// Only events about notification `id`. An engine's per-send final event
+    /// (`notification.completed` / `.abandoned`) is found through the send's outcome record,
+    /// so while that record is kept and only through the engine's log ([`crate::Engine::events`]).
     pub fn notification(mut self, id: impl Into<String>) -> Self {
         self.notification_id = Some(id.into());
         self

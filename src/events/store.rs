@@ -30,12 +30,12 @@
 //! recording share theirs): in (time, seq) order such a run is one contiguous stretch, and
 //! the sweep, which goes by time, always takes a whole run.
 //!
-//! Invariants: every index entry names a seq of `events/log` or one being swept (index
-//! entries are written before and removed after the log entry, so a crash in between leaves
+//! Invariants: every index entry names a seq held by an entry of `events/log` or one being
+//! swept (index entries are written before and removed after the log entry, so a crash in between leaves
 //! only index entries whose event is missing, which readers skip; the sweep removes their
 //! kind and time entries, the notification and installation ones stay until the store is
-//! rebuilt); seqs are never reused: the highest seq assigned is the greatest of the log's
-//! last key, the end of each kind's last run (kind runs are an append's first writes, so
+//! rebuilt); seqs are never reused: the highest seq assigned is the greatest of the last
+//! seq of the log's last entry, the end of each kind's last run (kind runs are an append's first writes, so
 //! this covers the seqs of an append a crash cut short) and `high_water`, which the sweep
 //! raises to the highest seq it is about to remove, so it survives the sweep emptying the
 //! log. One sweep runs at a time (`Store::sweeping`): rewriting runs is read-modify-write.
@@ -650,10 +650,14 @@ impl Store {
                         i.remove(ik);
                     }
                     removed += 1;
+                    // The entry's key (a block's is its first seq, inside this run).
+                    if block.as_ref().is_none_or(|b| b.first == seq) {
+                        l.remove(&seq_key(seq));
+                    }
                 } else {
                     unknown.push(seq);
+                    l.remove(&seq_key(seq));
                 }
-                l.remove(&seq_key(seq));
             }
         }
         if !unknown.is_empty() {
@@ -753,8 +757,8 @@ impl Store {
     }
 
     /// The next events after `cursor` up to `upto` (inclusive) whose kind is in `kinds`, at
-    /// most `max`, reading at most `scan` log entries. Returns them and the last seq read
-    /// (`cursor` when none was).
+    /// most `max`, reading at most `scan` events (a block's count one each). Returns them and
+    /// the last seq read (`cursor` when none was).
     pub(crate) fn next_after(
         &self,
         cursor: u64,
@@ -769,7 +773,8 @@ impl Store {
             return Ok((out, last));
         }
         let mut read = 0;
-        let mut full = false;
+        // Stopped before the end of the range: `max` events found, or `scan` read.
+        let mut stopped = false;
         // The block holding `cursor + 1` if it starts before it, then the entries from there.
         let before = self.entry_at(cursor + 1)?.filter(|e| e.first <= cursor);
         let within = self
@@ -779,25 +784,29 @@ impl Store {
                 let (k, v) = kv.map_err(EventsError::sled)?;
                 LogEntry::read(&k, v)
             });
-        'entries: for entry in before.map(Ok).into_iter().chain(within).take(scan) {
+        'entries: for entry in before.map(Ok).into_iter().chain(within) {
             let entry = entry?;
-            read += 1;
             for (seq, bytes) in entry.events() {
                 if seq <= cursor || seq > upto {
                     continue;
                 }
+                if read >= scan {
+                    stopped = true;
+                    break 'entries;
+                }
+                read += 1;
                 last = seq;
                 let e = event::decode(bytes, &format!("events/log {seq}"))?;
                 if kinds.is_none_or(|ks| ks.contains(&e.kind)) {
                     out.push(LoggedEvent { seq, event: e });
                     if out.len() >= max {
-                        full = true;
+                        stopped = true;
                         break 'entries;
                     }
                 }
             }
         }
-        if read < scan && !full {
+        if !stopped {
             // The whole range was read: seqs up to `upto` not in the log were swept.
             last = upto;
         }
@@ -1241,6 +1250,18 @@ mod tests {
                 303u64.saturating_sub(cursor)
             );
         }
+        // `scan` counts events, inside a block too: a look reads at most that many, and
+        // says where it stopped; with a kind filter that matches nothing, it moves on.
+        let (got, last) = store.next_after(10, 306, None, 1000, 3).unwrap();
+        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [11, 12, 13]);
+        assert_eq!(last, 13);
+        let none = [EventKind::InstallationPruned];
+        let (got, last) = store.next_after(10, 306, Some(&none), 1000, 100).unwrap();
+        assert!(got.is_empty());
+        assert_eq!(last, 110, "stopped after 100 events, in the first block");
+        let (got, last) = store.next_after(250, 306, Some(&none), 1000, 100).unwrap();
+        assert!(got.is_empty());
+        assert_eq!(last, 306, "read to the end: the whole range");
         // The sweep takes the old time runs (1-300 and 301), blocks and all.
         let (removed, _) = store.sweep_chunk(t1 - Duration::from_secs(1)).unwrap();
         assert_eq!(removed, 301);

@@ -44,8 +44,8 @@ use crate::transport::{Endpoint, TlsRoots};
 
 /// Events in one request at most (a batch of small events stays well under a megabyte).
 pub const MAX_BATCH: usize = 1000;
-/// Log entries one look for the next batch reads at most before yielding (a subscription
-/// that filters out most kinds must not hold a runtime thread for long).
+/// Events one look for the next batch reads at most before yielding (a subscription that
+/// filters out most kinds must not hold a runtime thread for long).
 const SCAN_LIMIT: usize = 4096;
 /// Dead letters listed at most by [`crate::EventLog::dead_letters`].
 pub const MAX_DEAD_LETTERS_LISTED: usize = 10_000;

@@ -804,9 +804,15 @@ impl Engine {
             // The outcome records, naming their events' seqs, are written inside the append,
             // before the events (the order as before: a crash in between leaves a final
             // record whose event is missing, never an event of an unfinished send).
-            let put = |seqs: &[Option<u64>]| {
-                if let Err(e) = self.inner.outcomes.put_many_with_events(&reports, seqs) {
+            let put = |seqs: &[Option<u64>]| match self
+                .inner
+                .outcomes
+                .put_many_with_events(&reports, seqs)
+            {
+                Ok(()) => true,
+                Err(e) => {
                     tracing::error!(sends = reports.len(), "outcome history write failed: {e}");
+                    false
                 }
             };
             let mut recorded = false;
@@ -814,8 +820,9 @@ impl Engine {
                 let appended = self.inner.events.append_raw_with(events, |first| {
                     let seqs: Vec<Option<u64>> =
                         event_of.iter().map(|i| i.map(|i| first + i)).collect();
-                    put(&seqs);
                     recorded = true;
+                    // Not written: the events get notification-index entries instead.
+                    put(&seqs)
                 });
                 if let Err(e) = appended {
                     tracing::warn!(

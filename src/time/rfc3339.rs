@@ -282,8 +282,18 @@ mod tests {
 
     /// The `format!` form `format` took for every time before `format_fast`.
     fn format_slow(t: SystemTime) -> String {
-        let d = t.duration_since(UNIX_EPOCH).unwrap();
-        let (secs, nanos) = (d.as_secs() as i128, d.subsec_nanos());
+        let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => (d.as_secs() as i128, d.subsec_nanos()),
+            Err(e) => {
+                let d = e.duration();
+                let (s, n) = (d.as_secs() as i128, d.subsec_nanos());
+                if n == 0 {
+                    (-s, 0)
+                } else {
+                    (-s - 1, 1_000_000_000 - n)
+                }
+            }
+        };
         let sod = secs.rem_euclid(86_400);
         let (y, m, dd) = civil_from_days(secs.div_euclid(86_400));
         let mut out = format!(
@@ -302,8 +312,13 @@ mod tests {
 
     proptest! {
         #[test]
-        fn the_fast_form_is_the_format_form(secs in 0u64..253_402_300_800, nanos in prop_oneof![Just(0u32), 0u32..1_000_000_000, (0u32..1000).prop_map(|n| n * 1_000_000)]) {
-            let t = at(secs, nanos);
+        fn the_fast_form_is_the_format_form(secs in -62_167_219_200i64..253_402_300_800, nanos in prop_oneof![Just(0u32), 0u32..1_000_000_000, (0u32..1000).prop_map(|n| n * 1_000_000)]) {
+            // Years 0 (-62,167,219,200 s) to 9999.
+            let t = if secs >= 0 {
+                at(secs as u64, nanos)
+            } else {
+                UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::from_nanos(nanos.into())
+            };
             prop_assert_eq!(format(t), format_slow(t));
         }
 
