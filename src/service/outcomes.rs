@@ -400,14 +400,10 @@ impl Outcomes {
         if let Some(h) = self.held.starts.lock().by_id.get(&id) {
             return Ok(Some(h.report.clone()));
         }
-        let Some(v) = self
-            .records
-            .get(id_key(id))
-            .map_err(|e| self.store.storage(e))?
-        else {
-            return Ok(None);
-        };
-        self.decode(&v).map(Some)
+        match self.stored(id)? {
+            Some(v) => self.decode(&v).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// What the event log asks for a search by notification (`EventLog::set_outcome_lookup`):
@@ -605,16 +601,19 @@ impl Outcomes {
 }
 
 impl Trees {
+    /// Send `id`'s stored record as written (not a held start).
+    fn stored(&self, id: NotificationId) -> Result<Option<sled::IVec>, StateError> {
+        self.records
+            .get(id_key(id))
+            .map_err(|e| self.store.storage(e))
+    }
+
     /// The seq of send `id`'s final event, if its record names one (see `Record::event`).
     pub(crate) fn event_seq(&self, id: NotificationId) -> Result<Option<u64>, StateError> {
         if self.held.starts.lock().by_id.contains_key(&id) {
             return Ok(None);
         }
-        let Some(v) = self
-            .records
-            .get(id_key(id))
-            .map_err(|e| self.store.storage(e))?
-        else {
+        let Some(v) = self.stored(id)? else {
             return Ok(None);
         };
         #[derive(Deserialize)]

@@ -9,24 +9,18 @@ use super::days_from_civil;
 /// digits, trailing zeros dropped, when `t` is not a whole second). Works for times before
 /// 1970 too.
 pub fn format(t: SystemTime) -> String {
-    let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => (d.as_secs() as i128, d.subsec_nanos()),
-        Err(e) => {
-            let d = e.duration();
-            let (s, n) = (d.as_secs() as i128, d.subsec_nanos());
-            if n == 0 {
-                (-s, 0)
-            } else {
-                (-s - 1, 1_000_000_000 - n)
-            }
-        }
-    };
+    let (secs, nanos) = unix_parts(t);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     if (0..=9999).contains(&y) {
         return format_fast(y as u32, m, d, sod as u32, nanos);
     }
+    format_any(y, m, d, sod, nanos)
+}
+
+/// [`format`] of any year, through `format!` (and the form `format_fast` must equal).
+fn format_any(y: i128, m: u32, d: u32, sod: i128, nanos: u32) -> String {
     let mut out = format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
         sod / 3600,
@@ -40,6 +34,22 @@ pub fn format(t: SystemTime) -> String {
     }
     out.push('Z');
     out
+}
+
+/// `t` as whole seconds since 1970 (negative before) and the nanoseconds after them.
+fn unix_parts(t: SystemTime) -> (i128, u32) {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (d.as_secs() as i128, d.subsec_nanos()),
+        Err(e) => {
+            let d = e.duration();
+            let (s, n) = (d.as_secs() as i128, d.subsec_nanos());
+            if n == 0 {
+                (-s, 0)
+            } else {
+                (-s - 1, 1_000_000_000 - n)
+            }
+        }
+    }
 }
 
 /// [`format`] of a time in years 0-9999, digit by digit (no `format!` machinery: the engine
@@ -280,34 +290,12 @@ mod tests {
         }
     }
 
-    /// The `format!` form `format` took for every time before `format_fast`.
+    /// The `format!` form (`format_any`), which `format` took for every time before
+    /// `format_fast`.
     fn format_slow(t: SystemTime) -> String {
-        let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => (d.as_secs() as i128, d.subsec_nanos()),
-            Err(e) => {
-                let d = e.duration();
-                let (s, n) = (d.as_secs() as i128, d.subsec_nanos());
-                if n == 0 {
-                    (-s, 0)
-                } else {
-                    (-s - 1, 1_000_000_000 - n)
-                }
-            }
-        };
-        let sod = secs.rem_euclid(86_400);
-        let (y, m, dd) = civil_from_days(secs.div_euclid(86_400));
-        let mut out = format!(
-            "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}",
-            sod / 3600,
-            sod / 60 % 60,
-            sod % 60
-        );
-        if nanos != 0 {
-            out.push('.');
-            out.push_str(format!("{nanos:09}").trim_end_matches('0'));
-        }
-        out.push('Z');
-        out
+        let (secs, nanos) = unix_parts(t);
+        let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+        format_any(y, m, d, secs.rem_euclid(86_400), nanos)
     }
 
     proptest! {
