@@ -512,7 +512,7 @@ impl Store {
                 Ok(kv) => kv,
                 Err(e) => return Box::new(std::iter::once(Err(EventsError::sled(e)))),
             };
-            if whole_log {
+            let (first, len) = if whole_log {
                 let entry = match LogEntry::read(&k, v) {
                     Ok(e) => e,
                     Err(e) => return Box::new(std::iter::once(Err(e))),
@@ -521,26 +521,30 @@ impl Store {
                     return Box::new(std::iter::once(Ok((entry.first, Some(entry.value)))));
                 }
                 // A block: its events are read below (`get_via`, which keeps it decoded).
-                let seqs = entry.first..=entry.last();
-                return if newest_first {
-                    Box::new(seqs.rev().map(|s| Ok((s, None))))
-                } else {
-                    Box::new(seqs.map(|s| Ok((s, None))))
+                (entry.first, entry.len())
+            } else {
+                let Some(first) = seq_of(&k) else {
+                    return Box::new(std::iter::empty());
                 };
-            }
-            let Some(first) = seq_of(&k) else {
-                return Box::new(std::iter::empty());
+                (first, if runs { run_len(&v) } else { 1 })
             };
-            let seqs = first
-                ..first
-                    .saturating_add(if runs { run_len(&v) } else { 1 })
-                    .min(end);
+            let seqs = first..first.saturating_add(len).min(end);
             if newest_first {
                 Box::new(seqs.rev().map(|s| Ok((s, None))))
             } else {
                 Box::new(seqs.map(|s| Ok((s, None))))
             }
         });
+        self.collect(q, named)
+    }
+
+    /// The events of the seqs `named` (with the event's stored form when read already) that
+    /// match `q`, in that order, at most `q.limit`.
+    fn collect(
+        &self,
+        q: &EventQuery,
+        named: impl Iterator<Item = Result<(u64, Option<IVec>), EventsError>>,
+    ) -> Result<Vec<LoggedEvent>, EventsError> {
         let mut out = Vec::new();
         let mut block = None;
         for item in named {
@@ -584,21 +588,8 @@ impl Store {
         if matches!(q.order, Order::NewestFirst) {
             seqs.reverse();
         }
-        let mut out = Vec::new();
-        let mut block = None;
-        for seq in seqs {
-            // Swept or half-written (see the invariants), or `also` names another event.
-            let Some(e) = self.get_via(seq, &mut block)? else {
-                continue;
-            };
-            if q.matches(&e) {
-                out.push(LoggedEvent { seq, event: e });
-                if out.len() >= q.limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        // `also` may name another notification's event: `collect` keeps only matches.
+        self.collect(q, seqs.into_iter().map(|s| Ok((s, None))))
     }
 
     /// Removes the events of up to [`SWEEP_CHUNK`] time-index runs older than `cutoff`;

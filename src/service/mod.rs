@@ -653,9 +653,10 @@ impl Engine {
 
     /// A send ended: its final report goes to the outcome history (once), with its event.
     /// Sends that end together are recorded together, by one recorder on tokio's blocking
-    /// pool: it records every send queued until the queue is empty (`Outcomes::put_many`,
-    /// one `append_raw_with`), and sends that end meanwhile join its queue. Off the async
-    /// workers: the writes wait for sled (several µs an insert here, three per send), so a
+    /// pool: it records every send queued until the queue is empty (one `append_raw_with`,
+    /// inside it `Outcomes::put_many_with_events`), and sends that end meanwhile join its
+    /// queue. Off the async workers: the writes wait for sled (several µs an insert here,
+    /// one per send and a few per recording), so a
     /// few hundred sends ending together held a worker for milliseconds, and with it every
     /// task queued on that worker (connections, feeders, the next sends).
     pub(crate) fn finished(&self, job: &Arc<Job>) {
@@ -780,26 +781,30 @@ impl Engine {
             // entry (`events::store`).
             let now = SystemTime::now();
             for (job, report) in jobs.iter().zip(&reports) {
-                event_of.push(None);
-                if job.is_suspended() {
-                    // Not ended: the next engine resumes it (its outcome stays open meanwhile).
-                    continue;
-                }
-                let kind = match report.state {
-                    SendState::Abandoned => EventKind::NotificationAbandoned,
-                    _ => EventKind::NotificationCompleted,
-                };
-                match serde_json::value::to_raw_value(&ReportData::of(report)) {
-                    Ok(data) => {
-                        *event_of.last_mut().expect("pushed") = Some(events.len() as u64);
+                // Not ended (suspended): the next engine resumes it, its outcome stays open
+                // meanwhile, and it has no event.
+                let data = (!job.is_suspended())
+                    .then(|| serde_json::value::to_raw_value(&ReportData::of(report)));
+                let event = match data {
+                    Some(Ok(data)) => {
+                        let kind = match report.state {
+                            SendState::Abandoned => EventKind::NotificationAbandoned,
+                            _ => EventKind::NotificationCompleted,
+                        };
                         // No notification-index entry: the outcome record names its seq.
                         events.push(
                             RawEvent::notification(kind, report.id.to_string(), now, data)
                                 .found_by_outcome(),
                         );
+                        Some(events.len() as u64 - 1)
                     }
-                    Err(e) => tracing::error!(id = %report.id, "a send's event data: {e}"),
-                }
+                    Some(Err(e)) => {
+                        tracing::error!(id = %report.id, "a send's event data: {e}");
+                        None
+                    }
+                    None => None,
+                };
+                event_of.push(event);
             }
             // The outcome records, naming their events' seqs, are written inside the append,
             // before the events (the order as before: a crash in between leaves a final
