@@ -8,6 +8,7 @@
 //! schedule / a resumed send → [`Engine::submit_with`] (checks, the job's source) →
 //! `Engine::start` (the outcome record, the history, one task) → `Dispatcher::feed`.
 
+mod outcome_blocks;
 mod outcomes;
 pub(crate) mod request;
 mod resume;

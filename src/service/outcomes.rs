@@ -7,7 +7,11 @@
 //! `outcomes_by_time` entry: the `outcomes` tree holds such records in enqueue-time order
 //! already, and reads by time and the retention sweep merge the two (see `implicit`);
 //! `outcomes_open` lists sends written while not final, so a restart can end them as
-//! `Abandoned` (their devices' fate is unknown).
+//! `Abandoned` (their devices' fate is unknown). The final records of new sends that end
+//! together (whose starts were held, see below) go into blocks instead, one
+//! `outcomes_blocks` entry for up to [`outcome_blocks::MAX_RECORDS`] sends of one enqueue
+//! millisecond (see [`outcome_blocks`]); reads look there after `outcomes`, and a record in
+//! `outcomes` replaces one in a block.
 //! Records are written when a send is accepted or scheduled, and when it ends; a live send's
 //! progress is read from memory.
 //!
@@ -30,6 +34,7 @@ use parking_lot::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use super::outcome_blocks;
 use crate::dispatch::job::{NotificationId, PlatformOutcomes, SendReport, SendState};
 use crate::model::{PerPlatform, Platform};
 use crate::state::{StateError, StateStore};
@@ -161,6 +166,13 @@ fn v7_floor(ms: u64) -> Option<[u8; 16]> {
     (ms < 1 << 48).then(|| (u128::from(ms) << 80).to_be_bytes())
 }
 
+fn block_corrupt(message: String) -> StateError {
+    StateError::Corrupt {
+        what: "outcome block".into(),
+        message,
+    }
+}
+
 fn time_key(ms: u64, id: NotificationId) -> [u8; 24] {
     let mut k = [0u8; 24];
     k[..8].copy_from_slice(&ms.to_be_bytes());
@@ -190,6 +202,8 @@ pub(crate) struct Trees {
     records: sled::Tree,
     by_time: sled::Tree,
     open: sled::Tree,
+    /// Final records of new sends in blocks (see [`outcome_blocks`]).
+    blocks: sled::Tree,
     /// Held starts made durable by a flush (see the module's doc).
     journal: sled::Tree,
     held: Held,
@@ -264,6 +278,7 @@ impl Outcomes {
                 records: store.tree("outcomes")?,
                 by_time: store.tree("outcomes_by_time")?,
                 open: store.tree("outcomes_open")?,
+                blocks: store.tree("outcomes_blocks")?,
                 journal: store.tree("outcomes_journal")?,
                 held: Held::default(),
             }),
@@ -488,26 +503,62 @@ impl Outcomes {
             }
             Ok(None)
         };
-        let (mut a, mut b) = (next_indexed()?, next_by_id()?);
-        while out.len() - held < limit {
-            use std::cmp::Ordering;
-            let order = match (&a, &b) {
-                (None, None) => break,
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
-            };
-            if order == Ordering::Equal {
-                b = next_by_id()?;
+        // And the records in blocks, a millisecond's blocks at a time (their members
+        // interleave), those replaced by a record of their own left out.
+        let mut blocks = match (v7_floor(from_ms), v7_floor(to_ms_)) {
+            (Some(lo), Some(hi)) => self.blocks.range(lo..hi),
+            (Some(lo), None) => self.blocks.range(lo..),
+            (None, _) => self.blocks.range([0xff; 16]..[0xff; 16]),
+        }
+        .peekable();
+        let mut in_blocks = std::collections::VecDeque::new();
+        let mut next_in_block = || -> Result<Option<([u8; 24], SendReport)>, StateError> {
+            while in_blocks.is_empty() {
+                let Some(kv) = blocks.next() else {
+                    return Ok(None);
+                };
+                let (k, v) = kv.map_err(st)?;
+                let mut of_ms = vec![v];
+                while let Some(Ok((next, _))) = blocks.peek() {
+                    if next.get(..6) != k.get(..6) {
+                        break;
+                    }
+                    let (_, v) = blocks.next().expect("peeked").map_err(st)?;
+                    of_ms.push(v);
+                }
+                let mut rs = Vec::new();
+                for v in &of_ms {
+                    for (key, r) in outcome_blocks::decode(v).map_err(block_corrupt)? {
+                        if !self.records.contains_key(key).map_err(st)? {
+                            let r = self.decode(&v[r])?;
+                            rs.push((time_key(to_ms(r.enqueued_at), r.id), r));
+                        }
+                    }
+                }
+                rs.sort_by_key(|(k, _)| *k);
+                in_blocks.extend(rs);
             }
-            if order != Ordering::Greater {
-                let (_, r) = a.take().expect("checked above");
-                out.push(r);
+            Ok(in_blocks.pop_front())
+        };
+        let (mut a, mut b, mut c) = (next_indexed()?, next_by_id()?, next_in_block()?);
+        while out.len() - held < limit {
+            let key = |x: &Option<([u8; 24], SendReport)>| x.as_ref().map(|(k, _)| *k);
+            let (ka, kb, kc) = (key(&a), key(&b), key(&c));
+            let Some(first) = [ka, kb, kc].into_iter().flatten().min() else {
+                break;
+            };
+            if ka == Some(first) {
+                if kb == Some(first) {
+                    b = next_by_id()?;
+                }
+                out.push(a.take().expect("checked above").1);
                 a = next_indexed()?;
-            } else {
-                let (_, r) = b.take().expect("checked above");
-                out.push(r);
+            } else if kb == Some(first) {
+                out.push(b.take().expect("checked above").1);
                 b = next_by_id()?;
+            } else {
+                out.push(c.take().expect("checked above").1);
+                c = next_in_block()?;
             }
         }
         if held > 0 {
@@ -558,10 +609,34 @@ impl Outcomes {
             gone += 1;
         }
         // Records without a time index entry: those of version-7 ids of earlier
-        // milliseconds, in the records tree's own order.
+        // milliseconds, in the records tree's own order, and in blocks (all final).
         let Some(hi) = v7_floor(cutoff) else {
             return Ok(gone);
         };
+        // Removed as they are read (a sled iterator goes on past removals), not collected:
+        // a sweep after a long stop may take millions of records.
+        for kv in self.blocks.range(..hi) {
+            let (k, v) = kv.map_err(|e| self.store.storage(e))?;
+            // One that does not decode goes too: its key says it is old. A member written
+            // again by itself is counted by its own record (swept below, after the blocks).
+            gone += match outcome_blocks::decode(&v) {
+                Ok(parts) => {
+                    let mut n = 0;
+                    for (id, _) in parts {
+                        if !self
+                            .records
+                            .contains_key(id)
+                            .map_err(|e| self.store.storage(e))?
+                        {
+                            n += 1;
+                        }
+                    }
+                    n
+                }
+                Err(_) => 1,
+            };
+            self.blocks.remove(&k).map_err(|e| self.store.storage(e))?;
+        }
         let old: Vec<sled::IVec> = self
             .records
             .range(..hi)
@@ -601,11 +676,26 @@ impl Outcomes {
 }
 
 impl Trees {
-    /// Send `id`'s stored record as written (not a held start).
+    /// Send `id`'s stored record as written (not a held start): its own entry, else its
+    /// place in a block.
     fn stored(&self, id: NotificationId) -> Result<Option<sled::IVec>, StateError> {
-        self.records
-            .get(id_key(id))
-            .map_err(|e| self.store.storage(e))
+        let st = |e| self.store.storage(e);
+        let key = id_key(id);
+        if let Some(v) = self.records.get(key).map_err(st)? {
+            return Ok(Some(v));
+        }
+        // The blocks of its millisecond whose first id is not after it.
+        let Some(lo) = id.v7_ms().and_then(v7_floor) else {
+            return Ok(None);
+        };
+        for kv in self.blocks.range(lo..=key) {
+            let (_, v) = kv.map_err(st)?;
+            let parts = outcome_blocks::decode(&v).map_err(block_corrupt)?;
+            if let Ok(i) = parts.binary_search_by(|(m, _)| m.cmp(&key)) {
+                return Ok(Some(sled::IVec::from(&v[parts[i].1.clone()])));
+            }
+        }
+        Ok(None)
     }
 
     /// The seq of send `id`'s final event, if its record names one (see `Record::event`).
@@ -744,7 +834,7 @@ impl Trees {
                     what: "outcome journal entry".into(),
                     message,
                 })?;
-                if !self.records.contains_key(id_key(r.id)).map_err(st)? {
+                if self.stored(r.id)?.is_none() {
                     let _writing = self.held.writing.lock();
                     self.write_locked(std::slice::from_ref(&r), &[false], &[None])?;
                 }
@@ -765,11 +855,18 @@ impl Trees {
     ) -> Result<(), StateError> {
         let st = |e| self.store.storage(e);
         let mut encoded = Vec::with_capacity(reports.len());
+        // Final records of sends with nothing stored and no time index entry: into blocks
+        // (no open marker to set or clear, no time key).
+        let mut members: Vec<([u8; 16], Vec<u8>)> = Vec::new();
         for ((r, &new), &event) in reports.iter().zip(unwritten).zip(events) {
             let mut rec = Record::from_report(r);
             rec.event = event;
             let bytes = serde_json::to_vec(&rec).map_err(|e| self.store.storage(e))?;
             let fin = is_final(r.state);
+            if new && fin && implicit(r.id, rec.enqueued_ms) {
+                members.push((id_key(r.id), bytes));
+                continue;
+            }
             encoded.push((
                 id_key(r.id),
                 (!implicit(r.id, rec.enqueued_ms)).then(|| time_key(rec.enqueued_ms, r.id)),
@@ -803,6 +900,16 @@ impl Trees {
         for (id, _, (_, clear), _) in &encoded {
             if *clear {
                 self.open.remove(id).map_err(st)?;
+            }
+        }
+        // In id order (the same id twice: the later record); a block per run of one
+        // millisecond, split at the limits.
+        members.reverse();
+        members.sort_by_key(|(id, _)| *id);
+        members.dedup_by_key(|(id, _)| *id);
+        for ms in members.chunk_by(|a, b| a.0[..6] == b.0[..6]) {
+            for (key, block) in outcome_blocks::chunks(ms) {
+                self.blocks.insert(key, block).map_err(st)?;
             }
         }
         Ok(())
@@ -1056,6 +1163,121 @@ mod tests {
             ids(o.range(from_ms(now - 6_000), to, 10).unwrap()),
             vec![late.id]
         );
+    }
+
+    /// The final records of sends whose starts were held go into blocks, one millisecond's
+    /// records apart from another's: read back by id (with their event seqs) and by time,
+    /// merged in (time, id) order with single records; a record written later by itself
+    /// replaces its block copy; they survive a reopen, and the sweep takes whole blocks.
+    #[test]
+    fn final_records_of_held_starts_are_written_in_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let o = Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap();
+        let base = to_ms(SystemTime::now()) - 3_000;
+        let at = |ms: u64, state| {
+            let mut r = report(state, from_ms(ms));
+            r.id = NotificationId::v7_at(ms);
+            r
+        };
+        // 200 sends over three milliseconds, their ids interleaved.
+        let starts: Vec<SendReport> = (0..200)
+            .map(|i| at(base + i % 3, SendState::Processing))
+            .collect();
+        for r in &starts {
+            o.put_start(r.clone());
+        }
+        // Stored by themselves: one indexed (enqueued later than its id says), one not.
+        let mut indexed = report(SendState::Completed, from_ms(base + 1));
+        indexed.id = NotificationId::v7_at(base - 10);
+        let single = at(base + 1, SendState::Completed);
+        o.put_many(&[indexed.clone(), single.clone()]).unwrap();
+        let finals: Vec<SendReport> = starts
+            .iter()
+            .map(|r| SendReport {
+                state: SendState::Completed,
+                ..r.clone()
+            })
+            .collect();
+        let seqs: Vec<Option<u64>> = (0..200).map(Some).collect();
+        o.put_many_with_events(&finals, &seqs).unwrap();
+        assert_eq!(o.held(), 0);
+        assert_eq!(o.records.len(), 2, "only the two written by themselves");
+        assert!(o.open.is_empty());
+        let blocks = o.blocks.len();
+        assert!((3..=20).contains(&blocks), "{blocks} blocks");
+        for key in o.blocks.iter().keys() {
+            let parts = o.blocks.get(key.unwrap()).unwrap().unwrap();
+            let parts = outcome_blocks::decode(&parts).unwrap();
+            assert!(parts.iter().all(|(id, _)| id[..6] == parts[0].0[..6]));
+        }
+        let check = |o: &Outcomes| {
+            for (i, r) in finals.iter().enumerate() {
+                let got = o.get(r.id).unwrap().unwrap();
+                assert_eq!(got.state, SendState::Completed);
+                assert_eq!(got.platforms, r.platforms);
+                assert_eq!(got.reasons, r.reasons);
+                assert_eq!(o.event_seq(r.id).unwrap(), Some(i as u64));
+            }
+            let mut all: Vec<&SendReport> = finals.iter().chain([&indexed, &single]).collect();
+            all.sort_by_key(|r| time_key(to_ms(r.enqueued_at), r.id));
+            let want: Vec<NotificationId> = all.iter().map(|r| r.id).collect();
+            let (from, to) = (from_ms(base - 60_000), from_ms(base + 60_000));
+            let ids = |v: Vec<SendReport>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+            assert_eq!(ids(o.range(from, to, 1_000).unwrap()), want);
+            assert_eq!(ids(o.range(from, to, 70).unwrap()), want[..70]);
+            // The middle millisecond: its block members, the single record and the indexed one.
+            let middle = ids(o.range(from_ms(base + 1), from_ms(base + 2), 1_000).unwrap());
+            let want_middle: Vec<NotificationId> = all
+                .iter()
+                .filter(|r| to_ms(r.enqueued_at) == base + 1)
+                .map(|r| r.id)
+                .collect();
+            assert_eq!(middle, want_middle);
+            assert_eq!(middle.len(), (0..200).filter(|i| i % 3 == 1).count() + 2);
+        };
+        check(&o);
+        // A record written by itself later wins over the block's, and is read once.
+        let mut again = finals[7].clone();
+        again.state = SendState::Abandoned;
+        o.put(&again).unwrap();
+        assert_eq!(o.get(again.id).unwrap().unwrap().state, SendState::Abandoned);
+        let all = o
+            .range(from_ms(base - 60_000), from_ms(base + 60_000), 1_000)
+            .unwrap();
+        assert_eq!(all.len(), 202);
+        assert_eq!(
+            all.iter().find(|r| r.id == again.id).unwrap().state,
+            SendState::Abandoned
+        );
+        o.put_many_with_events(&finals[7..8], &seqs[7..8]).unwrap();
+        store.flush().unwrap();
+        drop(o);
+        drop(store);
+        let store = StateStore::open(dir.path()).unwrap();
+        let o = Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap();
+        check(&o);
+        // A damaged block is an error for the reads it is in the way of, not a lost record.
+        let lost = at(base + 5, SendState::Completed);
+        o.blocks
+            .insert(v7_floor(base + 5).unwrap(), &b"damaged"[..])
+            .unwrap();
+        assert!(matches!(
+            o.get(lost.id),
+            Err(StateError::Corrupt { .. })
+        ));
+        o.blocks.remove(v7_floor(base + 5).unwrap()).unwrap();
+        drop(o);
+        // Past the retention, the sweep takes the blocks whole.
+        let o = Outcomes {
+            retention: Duration::from_secs(1),
+            ..Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap()
+        };
+        // 202 sends, one of them with a record of its own beside its block copy.
+        assert_eq!(o.sweep().unwrap(), 202);
+        assert!(o.blocks.is_empty());
+        assert!(o.records.is_empty());
+        assert!(o.get(finals[0].id).unwrap().is_none());
     }
 
     /// A new send's start record is held, not written: reads see it, a flush journals it (so

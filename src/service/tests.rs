@@ -369,6 +369,9 @@ async fn a_sends_final_event_is_found_through_its_outcome_record() {
         let id = ended_and_recorded(&e).await.id();
         let index = state.db.open_tree("events/idx/notification").unwrap();
         assert!(index.is_empty(), "no index entry per send");
+        // A new send that ends at once: its final record is its only one, in a block.
+        assert!(state.db.open_tree("outcomes").unwrap().is_empty());
+        assert_eq!(state.db.open_tree("outcomes_blocks").unwrap().len(), 1);
         let found = e.events().search(&query(id)).unwrap();
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].event.kind, EventKind::NotificationCompleted);
