@@ -107,6 +107,11 @@ fn u64_of(v: &[u8]) -> u64 {
 const BLOCK: u8 = 0xB1;
 /// Most events in one block (bounds what reading one event of it decodes).
 const BLOCK_MAX: usize = 256;
+/// Most bytes of events in one block (one larger event is an entry by itself). sled keeps up
+/// to 17 entries in a leaf node and writes a node larger than a quarter of its 512 KiB
+/// segment as a file of its own (a blob, several times the cost of an insert): 17 blocks of
+/// this size stay below that.
+const BLOCK_BYTES: usize = 6 * 1024;
 
 /// A block of events' stored forms: `BLOCK`, then for each its length (u32 LE) and bytes.
 fn encode_block<'a>(events: impl Iterator<Item = Vec<u8>> + 'a) -> Vec<u8> {
@@ -365,20 +370,30 @@ impl Store {
             start += len;
         }
         // The log: the events of a same-time stretch (a time run) in blocks of up to
-        // `BLOCK_MAX`, one entry each (a run of one: the event itself). The sweep takes whole
-        // time runs, so never part of a block.
+        // `BLOCK_MAX` events and `BLOCK_BYTES`, one entry each (a block of one: the event
+        // itself). The sweep takes whole time runs, so never part of a block.
         let mut start = 0;
         while start < events.len() {
             let ns = unix_nanos(events[start].time());
-            let len = events[start..]
+            let mut encoded: Vec<Vec<u8>> = Vec::new();
+            let mut bytes = 0;
+            for e in events[start..]
                 .iter()
                 .take(BLOCK_MAX)
                 .take_while(|e| unix_nanos(e.time()) == ns)
-                .count();
+            {
+                let v = e.encode();
+                if !encoded.is_empty() && bytes + v.len() > BLOCK_BYTES {
+                    break;
+                }
+                bytes += v.len();
+                encoded.push(v);
+            }
+            let len = encoded.len();
             let value = if len == 1 {
-                events[start].encode()
+                encoded.pop().expect("one")
             } else {
-                encode_block(events[start..start + len].iter().map(Entry::encode))
+                encode_block(encoded.into_iter())
             };
             self.log
                 .insert(seq_key(first + start as u64), value)
@@ -1123,20 +1138,21 @@ mod tests {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let store = Store::open(&db).unwrap();
         let old = SystemTime::now() - Duration::from_secs(7200);
-        // One time run, in two log blocks: 1-256 and 257-300.
+        // One time run, in several log blocks (`BLOCK_BYTES`).
         let events: Vec<Event> = (0..300)
             .map(|_| Event::credential_failed("apns", "x").with_time(old))
             .collect();
         store.write(1, &events).unwrap();
-        assert_eq!(store.log.len(), 2);
+        assert!(store.log.len() >= 2);
         assert_eq!(store.high_water().unwrap(), 300);
-        // The crash: seqs 257-300 lost their events (their block), not their index entries.
-        store.log.remove(seq_key(257)).unwrap();
+        // The crash: the last block's seqs lost their events, not their index entries.
+        let last = u64_of(&store.log.last().unwrap().unwrap().0);
+        store.log.remove(seq_key(last)).unwrap();
         assert_eq!(store.high_water().unwrap(), 300);
         assert!(store.check_invariants().is_err());
         // Everything is old: one sweep chunk takes the events and every run.
         let (removed, entries) = store.sweep_chunk(SystemTime::now()).unwrap();
-        assert_eq!((removed, entries), (256, 1));
+        assert_eq!((removed as u64, entries), (last - 1, 1));
         assert!(store.by_kind.is_empty() && store.by_time.is_empty() && store.log.is_empty());
         store.check_invariants().unwrap();
         assert_eq!(store.high_water().unwrap(), 300);
@@ -1155,8 +1171,8 @@ mod tests {
             let kind = if i % 3 == 0 { "fcm" } else { "apns" };
             Event::credential_failed(kind, &format!("e{i}")).with_time(t)
         };
-        // 1-300: one time (blocks 1-256, 257-300); 301: alone; 302-304: another time (one
-        // block); 305-306: two times, one entry each.
+        // 1-300: one time (several blocks, `BLOCK_BYTES`); 301: alone; 302-304: another time
+        // (one block); 305-306: two times, one entry each.
         let mut all: Vec<Event> = (1..=300).map(|i| ev(i, t0)).collect();
         all.push(ev(301, t0 + Duration::from_secs(1)));
         store.write(1, &all).unwrap();
@@ -1169,7 +1185,25 @@ mod tests {
         store.write(305, &two).unwrap();
         all.extend(more);
         all.extend(two);
-        assert_eq!(store.log.len(), 6, "entries: 2 blocks, 1, 1 block, 2");
+        let keys: Vec<u64> = store
+            .log
+            .iter()
+            .keys()
+            .map(|k| u64_of(&k.unwrap()))
+            .collect();
+        let run = keys.iter().filter(|k| **k <= 300).count();
+        assert!(run >= 2, "{keys:?}");
+        assert_eq!(keys[run..], [301, 302, 305, 306], "then 1, 1 block, 2");
+        for k in &keys[..run] {
+            let v = store.log.get(seq_key(*k)).unwrap().unwrap();
+            let size = v.len();
+            let entry = LogEntry::read(&seq_key(*k), v).unwrap();
+            let events = entry.len() as usize;
+            assert!(
+                events >= 2 && size <= 1 + 4 * events + BLOCK_BYTES,
+                "{k}: {size}"
+            );
+        }
         store.check_invariants().unwrap();
         assert_eq!(store.high_water().unwrap(), 306);
         for (seq, e) in (1..).zip(&all) {
@@ -1218,7 +1252,14 @@ mod tests {
             .collect();
         assert_eq!(by_data, fcm);
         // Delivery reads: from any cursor, at most `max`, up to `upto`.
-        for cursor in [0, 1, 100, 255, 256, 257, 299, 300, 301, 302, 303, 305, 306] {
+        let edges = keys
+            .iter()
+            .flat_map(|k| [k - 1, *k, k + 1])
+            .filter(|c| *c <= 306);
+        for cursor in [0, 100, 299, 300, 301, 302, 303, 305, 306]
+            .into_iter()
+            .chain(edges)
+        {
             let (got, last) = store.next_after(cursor, 306, None, 1000, 1000).unwrap();
             let want: Vec<u64> = (cursor + 1..=306).collect();
             assert_eq!(

@@ -1227,7 +1227,9 @@ mod tests {
             assert_eq!(ids(o.range(from, to, 1_000).unwrap()), want);
             assert_eq!(ids(o.range(from, to, 70).unwrap()), want[..70]);
             // The middle millisecond: its block members, the single record and the indexed one.
-            let middle = ids(o.range(from_ms(base + 1), from_ms(base + 2), 1_000).unwrap());
+            let middle = ids(o
+                .range(from_ms(base + 1), from_ms(base + 2), 1_000)
+                .unwrap());
             let want_middle: Vec<NotificationId> = all
                 .iter()
                 .filter(|r| to_ms(r.enqueued_at) == base + 1)
@@ -1241,7 +1243,10 @@ mod tests {
         let mut again = finals[7].clone();
         again.state = SendState::Abandoned;
         o.put(&again).unwrap();
-        assert_eq!(o.get(again.id).unwrap().unwrap().state, SendState::Abandoned);
+        assert_eq!(
+            o.get(again.id).unwrap().unwrap().state,
+            SendState::Abandoned
+        );
         let all = o
             .range(from_ms(base - 60_000), from_ms(base + 60_000), 1_000)
             .unwrap();
@@ -1262,10 +1267,7 @@ mod tests {
         o.blocks
             .insert(v7_floor(base + 5).unwrap(), &b"damaged"[..])
             .unwrap();
-        assert!(matches!(
-            o.get(lost.id),
-            Err(StateError::Corrupt { .. })
-        ));
+        assert!(matches!(o.get(lost.id), Err(StateError::Corrupt { .. })));
         o.blocks.remove(v7_floor(base + 5).unwrap()).unwrap();
         drop(o);
         // Past the retention, the sweep takes the blocks whole.
