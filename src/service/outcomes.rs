@@ -1205,7 +1205,7 @@ mod tests {
         assert_eq!(o.records.len(), 2, "only the two written by themselves");
         assert!(o.open.is_empty());
         let blocks = o.blocks.len();
-        assert!((3..=20).contains(&blocks), "{blocks} blocks");
+        assert!((3..=200 / 4).contains(&blocks), "{blocks} blocks");
         for key in o.blocks.iter().keys() {
             let parts = o.blocks.get(key.unwrap()).unwrap().unwrap();
             let parts = outcome_blocks::decode(&parts).unwrap();
