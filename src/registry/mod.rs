@@ -1607,7 +1607,16 @@ impl Registry {
         };
         let n = self.inner.partitions.len();
         let now = now_ms();
+        // An installation id is in its hash's partition only (`partition_of`): the others
+        // are not looked at (a per-event send to one installation took 16 read locks).
+        let only = match &compiled {
+            Compiled::InstallationId(id) => Some(self.partition_of(id) as usize),
+            _ => None,
+        };
         let eval_one = |pid: usize| -> RoaringBitmap {
+            if only.is_some_and(|o| o != pid) {
+                return RoaringBitmap::new();
+            }
             let p = self.inner.partitions[pid].read();
             let mut b = compiled.eval(&p).into_owned();
             if let Some(pl) = platform {
@@ -1628,7 +1637,7 @@ impl Registry {
         // Threads only for bitmap work on a large registry: a point lookup (one installation
         // or user id) is a hash lookup per partition, a few rare tags are small bitmaps, and
         // spawning threads for them cost a per-event send more than the lookups themselves.
-        let parallel = self.count() >= 200_000 && n > 1 && !self.resolves_cheaply(audience);
+        let parallel = n > 1 && !self.resolves_cheaply(audience) && self.count() >= 200_000;
         let parts: Vec<RoaringBitmap> = if !parallel {
             (0..n).map(eval_one).collect()
         } else {
@@ -2359,6 +2368,9 @@ impl Iterator for TemplateBatches<'_> {
 struct SlotWalk<'a> {
     parts: &'a [RoaringBitmap],
     size: usize,
+    /// Slots not walked yet (what a batch allocates room for, at most `size`: a per-event
+    /// send's one target is not a batch-sized allocation).
+    left: u64,
     pid: usize,
     iter: Option<roaring::bitmap::Iter<'a>>,
 }
@@ -2368,6 +2380,7 @@ impl<'a> SlotWalk<'a> {
         SlotWalk {
             parts,
             size: size.max(1),
+            left: parts.iter().map(RoaringBitmap::len).sum(),
             pid: 0,
             iter: parts.first().map(|b| b.iter()),
         }
@@ -2380,11 +2393,12 @@ impl<'a> SlotWalk<'a> {
         reg: &Registry,
         mut f: impl FnMut(&Partition, u32, u64) -> Option<T>,
     ) -> Option<Vec<T>> {
-        let mut out = Vec::with_capacity(self.size);
+        let mut out = Vec::with_capacity(self.size.min(self.left.try_into().unwrap_or(usize::MAX)));
         let now = now_ms();
         while out.len() < self.size {
             let iter = self.iter.as_mut()?;
             let slots: Vec<u32> = iter.by_ref().take(self.size - out.len()).collect();
+            self.left = self.left.saturating_sub(slots.len() as u64);
             if slots.is_empty() {
                 self.pid += 1;
                 self.iter = self.parts.get(self.pid).map(|b| b.iter());
