@@ -834,13 +834,15 @@ impl Job {
             self.completed_ms.store(now.max(1), Release);
             self.done.notify_waiters();
             // After the mark: `hold_until_done` either saw it or put its guard here first.
-            drop(std::mem::take(&mut *self.held.lock()));
+            // Dropped after the lock is let go (a guard's drop may record the send).
+            let held = std::mem::take(&mut *self.held.lock());
+            drop(held);
         }
     }
 
     /// Keeps `guard` until the send ends (dropped at once if it ended already): what the
-    /// server's send slot uses instead of a task per send that waits for the end.
-    #[cfg(any(feature = "server", test))]
+    /// server's send slot and the engine's recording of a send use instead of a task per send
+    /// that waits for the end.
     pub(crate) fn hold_until_done(&self, guard: impl Send + 'static) {
         let mut held = self.held.lock();
         if self.is_done() {

@@ -16,7 +16,7 @@ mod schedule;
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
@@ -112,8 +112,45 @@ impl Drop for RecorderRun {
     }
 }
 
-/// A send's feeder task holds the engine until the send is recorded, so this runs with
-/// start records still held only when a runtime dropped its tasks: they are written now.
+/// Records a send when it ends: held by the send ([`Job::hold_until_done`]) from the end of
+/// its feeding, dropped when it ends. Holds the engine until then.
+struct RecordWhenDone {
+    engine: Engine,
+    job: Arc<Job>,
+}
+
+impl Drop for RecordWhenDone {
+    fn drop(&mut self) {
+        self.engine.finished(&self.job);
+    }
+}
+
+/// Held by a background task of the engine: dropped with the task while the engine is alive
+/// and not shut down (the runtime was dropped without `Engine::shutdown`), it abandons the
+/// sends still running. They are recorded (`Abandoned`), and let go of the engine each holds
+/// until it ends ([`RecordWhenDone`]), which would otherwise keep it, and its state store,
+/// open for good.
+struct AbandonWhenDropped(Weak<EngineInner>);
+
+impl Drop for AbandonWhenDropped {
+    fn drop(&mut self) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        if inner.shut.load(Relaxed) {
+            return;
+        }
+        for j in inner.history.all() {
+            if !j.is_done() {
+                j.abandon();
+            }
+        }
+    }
+}
+
+/// A running send holds the engine until it is recorded ([`RecordWhenDone`]; a runtime
+/// dropped meanwhile abandons it, [`AbandonWhenDropped`]), so this runs with start records
+/// still held only when a runtime dropped its tasks: they are written now.
 impl Drop for EngineInner {
     fn drop(&mut self) {
         // The background tasks hold the engine weakly: this lets them see it is gone.
@@ -385,8 +422,12 @@ impl Engine {
                 .dispatcher
                 .feed(j.clone(), source, &on_suspend)
                 .await;
-            j.wait().await;
-            engine.finished(&j);
+            // Recorded when it ends, by whoever ends it (the connection that settles its
+            // last device, mostly): no task waits for the end and is woken for it.
+            j.hold_until_done(RecordWhenDone {
+                engine: engine.clone(),
+                job: j.clone(),
+            });
         });
         Ok(SendHandle { job })
     }
@@ -862,7 +903,9 @@ impl Engine {
         let arrived = self.inner.outcomes.arrivals();
         let wake = self.inner.wake.clone();
         let engine = weak.clone();
+        let abandon = AbandonWhenDropped(weak.clone());
         tokio::spawn(async move {
+            let _abandon = abandon;
             loop {
                 // Registered before the checks below, so that a start held or a shutdown
                 // (`wake`, also told when the engine is dropped) meanwhile is not missed.

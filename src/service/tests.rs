@@ -391,3 +391,76 @@ async fn a_sends_final_event_is_found_through_its_outcome_record() {
     assert_eq!(found.len(), 1, "after a reopen: {found:?}");
     assert_eq!(found[0].event.notification_id, Some(id.to_string()));
 }
+
+/// A runtime dropped without `Engine::shutdown` while a send is in flight: the send is
+/// abandoned and recorded, and lets go of the engine it holds until it ends
+/// (`RecordWhenDone`), so no cycle keeps the engine (and its state store) alive.
+#[test]
+fn a_runtime_dropped_mid_send_abandons_it_and_lets_go_of_the_engine() {
+    use tagcast_mock::apns::{
+        ApnsConfig, MockApns, TEST_BUNDLE_ID, TEST_KEY_ID, TEST_KEY_PEM, TEST_TEAM_ID,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let rt = runtime();
+    let (e, id, mock) = rt.block_on(async {
+        // The mock holds every request for a minute: the send stays in flight.
+        let mock = MockApns::start(ApnsConfig {
+            faults: tagcast_mock::Faults {
+                latency: Duration::from_secs(60),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let key = crate::credentials::ApnsKey::from_p8_pem(TEST_KEY_PEM, TEST_KEY_ID, TEST_TEAM_ID)
+            .unwrap();
+        let e = Engine::new(
+            Registry::ephemeral(RegistryConfig::default()).unwrap(),
+            EngineConfig {
+                state: Some(StateStore::open(dir.path()).unwrap()),
+                apns: Some(
+                    crate::ApnsSettings::token(key, TEST_BUNDLE_ID).endpoint(&mock.base_url()),
+                ),
+                tls_roots: crate::TlsRoots::only_pem(mock.ca_cert_pem()).unwrap(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let n = Notification::new().apns(ApnsNotification::alert(&br#"{"aps":{}}"#[..]).unwrap());
+        let h = e
+            .send_to_handles(n, vec![crate::PushHandle::apns(&"ab".repeat(32)).unwrap()])
+            .unwrap();
+        eventually("the mock holds the request", || {
+            mock.stats().streams_accepted >= 1
+        })
+        .await;
+        assert!(!h.job.is_done());
+        (e, h.id(), mock)
+    });
+    drop(rt);
+    assert_eq!(
+        Arc::strong_count(&e.inner),
+        1,
+        "nothing but this handle holds the engine"
+    );
+    let r = e.report(id).unwrap();
+    assert_eq!(r.state, SendState::Abandoned, "{r:?}");
+    drop(e);
+    drop(mock);
+    // Its final record was written: a reopen reads it.
+    let rt = runtime();
+    rt.block_on(async {
+        let e = engine(StateStore::open(dir.path()).unwrap(), None);
+        let r = e.report(id).unwrap();
+        assert_eq!(r.state, SendState::Abandoned, "{r:?}");
+        e.shutdown().await;
+    });
+}
