@@ -401,11 +401,14 @@ impl Pool {
             job.finish(self.platform, Final::CredentialFailure, 1);
             return None;
         }
-        if let Some(r) = self.refused.lock().clone() {
+        // The locks are let go before `finish`: ending a send may record it (`Job::end`).
+        let refused = self.refused.lock().clone();
+        if let Some(r) = refused {
             job.finish(self.platform, Final::Rejected(r), 1);
             return None;
         }
-        if let Some(u) = self.unreachable.lock().clone() {
+        let unreachable = self.unreachable.lock().clone();
+        if let Some(u) = unreachable {
             job.finish(self.platform, Final::Failed(u), 1);
             return None;
         }

@@ -58,6 +58,8 @@ struct EngineInner {
     config: EngineConfig,
     history: History,
     shut: std::sync::atomic::AtomicBool,
+    /// Set when `shutdown` has returned (every send ended and recorded).
+    closed: std::sync::atomic::AtomicBool,
     /// Wakes background tasks (the scheduler) on shutdown and on schedule changes.
     wake: Arc<tokio::sync::Notify>,
     /// When the scheduler wakes next (ms since the epoch; `0` while it is awake): a schedule
@@ -125,11 +127,11 @@ impl Drop for RecordWhenDone {
     }
 }
 
-/// Held by a background task of the engine: dropped with the task while the engine is alive
-/// and not shut down (the runtime was dropped without `Engine::shutdown`), it abandons the
-/// sends still running. They are recorded (`Abandoned`), and let go of the engine each holds
-/// until it ends ([`RecordWhenDone`]), which would otherwise keep it, and its state store,
-/// open for good.
+/// Held by a background task of the engine that ends only when the engine is gone or
+/// `shutdown` returned: dropped with it while the engine is alive (the runtime was dropped
+/// without `Engine::shutdown`, or during it), it abandons the sends still running. They are
+/// recorded (`Abandoned`), and let go of the engine each holds until it ends
+/// ([`RecordWhenDone`]), which would otherwise keep it, and its state store, open for good.
 struct AbandonWhenDropped(Weak<EngineInner>);
 
 impl Drop for AbandonWhenDropped {
@@ -137,9 +139,6 @@ impl Drop for AbandonWhenDropped {
         let Some(inner) = self.0.upgrade() else {
             return;
         };
-        if inner.shut.load(Relaxed) {
-            return;
-        }
         for j in inner.history.all() {
             if !j.is_done() {
                 j.abandon();
@@ -289,6 +288,7 @@ impl Engine {
                 }),
                 config,
                 shut: Default::default(),
+                closed: Default::default(),
                 wake: Arc::new(tokio::sync::Notify::new()),
                 scheduler_wakes_at: AtomicU64::new(0),
                 #[cfg(test)]
@@ -900,12 +900,26 @@ impl Engine {
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(scheduler(weak.clone(), self.inner.wake.clone()));
         // Writes the start records `Engine::start` holds, `START_DELAY` after the first.
+        // Lives until the engine is gone or `shutdown` returned (see `AbandonWhenDropped`).
+        let abandon = AbandonWhenDropped(weak.clone());
+        let wake = self.inner.wake.clone();
+        tokio::spawn(async move {
+            loop {
+                let woken = wake.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                match abandon.0.upgrade() {
+                    None => return,
+                    Some(inner) if inner.closed.load(SeqCst) => return,
+                    Some(_) => {}
+                }
+                woken.await;
+            }
+        });
         let arrived = self.inner.outcomes.arrivals();
         let wake = self.inner.wake.clone();
         let engine = weak.clone();
-        let abandon = AbandonWhenDropped(weak.clone());
         tokio::spawn(async move {
-            let _abandon = abandon;
             loop {
                 // Registered before the checks below, so that a start held or a shutdown
                 // (`wake`, also told when the engine is dropped) meanwhile is not missed.
@@ -1075,6 +1089,8 @@ impl Engine {
             tracing::error!("writing the outcome records of new sends failed: {e}");
         }
         let _ = self.inner.state.flush();
+        self.inner.closed.store(true, SeqCst);
+        self.inner.wake.notify_waiters();
     }
 
     /// Suspends every send in progress (graceful shutdown with a durable state store): the

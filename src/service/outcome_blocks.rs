@@ -1,9 +1,11 @@
-//! Blocks of outcome records: the final records of new sends that end together, written as
-//! one entry of the `outcomes_blocks` tree instead of one `outcomes` entry each (issue 17:
-//! the one insert per send left on the per-event path). Every member of a block is a send
-//! with a version-7 id of the same millisecond; the block's key is its smallest member's id,
-//! so the blocks of one millisecond are found from that millisecond's first possible id, and
-//! the tree holds them in enqueue-time order as `outcomes` holds single records.
+//! Blocks of outcome records: the final records of new sends recorded together (whose
+//! starts were still held), written as one entry of the `outcomes_blocks` tree per enqueue
+//! millisecond (split at [`MAX_RECORDS`] and [`MAX_BYTES`]) instead of one `outcomes` entry
+//! each (issue 17: the one insert per send left on the per-event path). Every member of a
+//! block is a send with a version-7 id of the same millisecond; the block's key is its
+//! smallest member's id, so the blocks of one millisecond are found from that millisecond's
+//! first possible id, and the tree holds them in enqueue-millisecond order (the blocks of one
+//! millisecond, from different recordings, interleave by id: reads merge them).
 //!
 //! The stored form: the tag [`TAG`], the member count (u16, little-endian), one header per
 //! member (its 16-byte big-endian id, then its record's length as a u32, little-endian), then
@@ -18,7 +20,8 @@ pub(super) const TAG: u8 = 0xB2;
 /// At most this many records a block.
 pub(super) const MAX_RECORDS: usize = 64;
 
-/// At most this many bytes of records a block (one larger record is a block by itself).
+/// At most this many bytes a block, its headers included (one larger record is a block by
+/// itself).
 /// sled keeps up to 17 entries in a leaf node and writes a node larger than a quarter of its
 /// 512 KiB segment as a file of its own (a blob, several times the cost of an insert); 17
 /// blocks of this size stay below that.
@@ -27,14 +30,18 @@ pub(super) const MAX_BYTES: usize = 6 * 1024;
 const HEADER: usize = 16 + 4;
 
 /// The stored form of `members`: (id key, record) pairs in strictly ascending id order, at
-/// least one, at most `u16::MAX`.
+/// least one, at most [`MAX_RECORDS`].
 pub(super) fn encode(members: &[([u8; 16], Vec<u8>)]) -> Vec<u8> {
-    debug_assert!(!members.is_empty() && members.len() <= usize::from(u16::MAX));
+    assert!(!members.is_empty() && members.len() <= MAX_RECORDS);
     debug_assert!(members.windows(2).all(|w| w[0].0 < w[1].0));
     let body: usize = members.iter().map(|(_, r)| r.len()).sum();
     let mut v = Vec::with_capacity(3 + members.len() * HEADER + body);
     v.push(TAG);
-    v.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    v.extend_from_slice(
+        &u16::try_from(members.len())
+            .expect("at most 64")
+            .to_le_bytes(),
+    );
     for (id, r) in members {
         v.extend_from_slice(id);
         v.extend_from_slice(&(r.len() as u32).to_le_bytes());
@@ -98,12 +105,12 @@ pub(super) fn chunks(members: &[([u8; 16], Vec<u8>)]) -> Vec<([u8; 16], Vec<u8>)
     let mut start = 0;
     while start < members.len() {
         let mut end = start;
-        let mut bytes = 0;
+        let mut bytes = 3;
         while end < members.len()
             && end - start < MAX_RECORDS
-            && (end == start || bytes + members[end].1.len() <= MAX_BYTES)
+            && (end == start || bytes + HEADER + members[end].1.len() <= MAX_BYTES)
         {
-            bytes += members[end].1.len();
+            bytes += HEADER + members[end].1.len();
             end += 1;
         }
         out.push((members[start].0, encode(&members[start..end])));
@@ -136,8 +143,7 @@ mod tests {
                 let parts = decode(&block).unwrap();
                 prop_assert_eq!(parts[0].0, key);
                 prop_assert!(parts.len() <= MAX_RECORDS);
-                let bytes: usize = parts.iter().map(|(_, r)| r.len()).sum();
-                prop_assert!(parts.len() == 1 || bytes <= MAX_BYTES);
+                prop_assert!(parts.len() == 1 || block.len() <= MAX_BYTES);
                 for (id, r) in parts {
                     again.push((id, block[r].to_vec()));
                 }

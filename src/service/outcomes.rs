@@ -292,7 +292,8 @@ impl Outcomes {
                 continue;
             };
             let id = NotificationId::from_u128(u128::from_be_bytes(raw));
-            let Some(mut r) = o.get(id)? else {
+            // Lenient: a damaged block of the marker's millisecond does not stop the open.
+            let Some(mut r) = o.stored_with(id, true)?.map(|v| o.decode(&v)).transpose()? else {
                 // The marker of a record never written (crash in between).
                 o.open.remove(&k).map_err(|e| store.storage(e))?;
                 continue;
@@ -677,8 +678,19 @@ impl Outcomes {
 
 impl Trees {
     /// Send `id`'s stored record as written (not a held start): its own entry, else its
-    /// place in a block.
+    /// place in a block. A damaged block in the way is an error.
     fn stored(&self, id: NotificationId) -> Result<Option<sled::IVec>, StateError> {
+        self.stored_with(id, false)
+    }
+
+    /// [`stored`](Self::stored); `lenient`: a damaged block in the way is skipped (logged),
+    /// what opening the history does (a damaged block must not keep the engine from
+    /// starting; a send whose record it held then reads as not recorded).
+    fn stored_with(
+        &self,
+        id: NotificationId,
+        lenient: bool,
+    ) -> Result<Option<sled::IVec>, StateError> {
         let st = |e| self.store.storage(e);
         let key = id_key(id);
         if let Some(v) = self.records.get(key).map_err(st)? {
@@ -689,8 +701,15 @@ impl Trees {
             return Ok(None);
         };
         for kv in self.blocks.range(lo..=key) {
-            let (_, v) = kv.map_err(st)?;
-            let parts = outcome_blocks::decode(&v).map_err(block_corrupt)?;
+            let (k, v) = kv.map_err(st)?;
+            let parts = match outcome_blocks::decode(&v) {
+                Ok(parts) => parts,
+                Err(e) if lenient => {
+                    tracing::error!(key = ?&k[..], "a damaged outcome block is skipped: {e}");
+                    continue;
+                }
+                Err(e) => return Err(block_corrupt(e)),
+            };
             if let Ok(i) = parts.binary_search_by(|(m, _)| m.cmp(&key)) {
                 return Ok(Some(sled::IVec::from(&v[parts[i].1.clone()])));
             }
@@ -834,7 +853,7 @@ impl Trees {
                     what: "outcome journal entry".into(),
                     message,
                 })?;
-                if self.stored(r.id)?.is_none() {
+                if self.stored_with(r.id, true)?.is_none() {
                     let _writing = self.held.writing.lock();
                     self.write_locked(std::slice::from_ref(&r), &[false], &[None])?;
                 }
@@ -1200,7 +1219,14 @@ mod tests {
             })
             .collect();
         let seqs: Vec<Option<u64>> = (0..200).map(Some).collect();
-        o.put_many_with_events(&finals, &seqs).unwrap();
+        // Two recordings, the even sends then the odd ones: the blocks of one millisecond
+        // interleave by id.
+        let (even, odd): (Vec<usize>, Vec<usize>) = (0..200).partition(|i| i % 2 == 0);
+        for half in [even, odd] {
+            let rs: Vec<SendReport> = half.iter().map(|i| finals[*i].clone()).collect();
+            let ss: Vec<Option<u64>> = half.iter().map(|i| seqs[*i]).collect();
+            o.put_many_with_events(&rs, &ss).unwrap();
+        }
         assert_eq!(o.held(), 0);
         assert_eq!(o.records.len(), 2, "only the two written by themselves");
         assert!(o.open.is_empty());
@@ -1263,23 +1289,70 @@ mod tests {
         let o = Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap();
         check(&o);
         // A damaged block is an error for the reads it is in the way of, not a lost record.
-        let lost = at(base + 5, SendState::Completed);
+        let lost = at(base + 5, SendState::Processing);
         o.blocks
             .insert(v7_floor(base + 5).unwrap(), &b"damaged"[..])
             .unwrap();
         assert!(matches!(o.get(lost.id), Err(StateError::Corrupt { .. })));
-        o.blocks.remove(v7_floor(base + 5).unwrap()).unwrap();
+        assert!(matches!(
+            o.range(from_ms(base + 5), from_ms(base + 6), 10),
+            Err(StateError::Corrupt { .. })
+        ));
+        // But it does not keep the history from opening: a journalled start of its
+        // millisecond (a crash left it) is recovered past it, and ended `Abandoned`.
+        let entry = serde_json::to_vec(&[Record::from_report(&lost)]).unwrap();
+        o.journal.insert(7u64.to_be_bytes(), entry).unwrap();
         drop(o);
-        // Past the retention, the sweep takes the blocks whole.
+        let o = Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap();
+        assert_eq!(o.get(lost.id).unwrap().unwrap().state, SendState::Abandoned);
+        assert!(o.journal.is_empty());
+        drop(o);
+        // Past the retention, the sweep takes the blocks whole, the damaged one too.
         let o = Outcomes {
             retention: Duration::from_secs(1),
             ..Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap()
         };
-        // 202 sends, one of them with a record of its own beside its block copy.
-        assert_eq!(o.sweep().unwrap(), 202);
+        // 202 sends (one of them with a record of its own beside its block copy), the
+        // damaged block, and the recovered start.
+        assert_eq!(o.sweep().unwrap(), 204);
         assert!(o.blocks.is_empty());
         assert!(o.records.is_empty());
         assert!(o.get(finals[0].id).unwrap().is_none());
+    }
+
+    /// A start journalled by a flush whose final record went into a block, the journal entry
+    /// left behind by a crash: reopening sees the record in the block and does not write the
+    /// start over it (which would end the send `Abandoned`).
+    #[test]
+    fn a_journalled_start_recorded_in_a_block_stays_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let o = Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap();
+        let ms = to_ms(SystemTime::now()) - 1_000;
+        let mut start = report(SendState::Processing, from_ms(ms));
+        start.id = NotificationId::v7_at(ms);
+        o.put_start(start.clone());
+        o.journal_held().unwrap();
+        let entry = o.journal.iter().next().unwrap().unwrap();
+        let fin = SendReport {
+            state: SendState::Completed,
+            ..start.clone()
+        };
+        o.put_many(std::slice::from_ref(&fin)).unwrap();
+        assert_eq!((o.blocks.len(), o.records.len()), (1, 0), "in a block");
+        assert!(o.journal.is_empty());
+        // The crash: the journal entry is back.
+        o.journal.insert(entry.0, entry.1).unwrap();
+        store.flush().unwrap();
+        drop(o);
+        drop(store);
+        let store = StateStore::open(dir.path()).unwrap();
+        let o = Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap();
+        assert_eq!(
+            o.get(start.id).unwrap().unwrap().state,
+            SendState::Completed
+        );
+        assert!(o.records.is_empty() && o.open.is_empty() && o.journal.is_empty());
     }
 
     /// A new send's start record is held, not written: reads see it, a flush journals it (so
