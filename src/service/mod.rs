@@ -899,7 +899,6 @@ impl Engine {
     pub(crate) fn spawn_background(&self) {
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(scheduler(weak.clone(), self.inner.wake.clone()));
-        // Writes the start records `Engine::start` holds, `START_DELAY` after the first.
         // Lives until the engine is gone or `shutdown` returned (see `AbandonWhenDropped`).
         let abandon = AbandonWhenDropped(weak.clone());
         let wake = self.inner.wake.clone();
@@ -916,6 +915,7 @@ impl Engine {
                 woken.await;
             }
         });
+        // Writes the start records `Engine::start` holds, `START_DELAY` after the first.
         let arrived = self.inner.outcomes.arrivals();
         let wake = self.inner.wake.clone();
         let engine = weak.clone();

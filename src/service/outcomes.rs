@@ -8,10 +8,10 @@
 //! already, and reads by time and the retention sweep merge the two (see `implicit`);
 //! `outcomes_open` lists sends written while not final, so a restart can end them as
 //! `Abandoned` (their devices' fate is unknown). The final records of new sends that end
-//! together (whose starts were held, see below) go into blocks instead, one
-//! `outcomes_blocks` entry for up to [`outcome_blocks::MAX_RECORDS`] sends of one enqueue
-//! millisecond (see [`outcome_blocks`]); reads look there after `outcomes`, and a record in
-//! `outcomes` replaces one in a block.
+//! together (whose starts were held, see below) go into blocks instead: `outcomes_blocks`
+//! entries of up to [`outcome_blocks::MAX_RECORDS`] sends of one enqueue millisecond each
+//! (see [`outcome_blocks`]); reads look there after `outcomes`, and a record in `outcomes`
+//! replaces one in a block.
 //! Records are written when a send is accepted or scheduled, and when it ends; a live send's
 //! progress is read from memory.
 //!
