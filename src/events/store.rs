@@ -18,10 +18,10 @@
 //!
 //! A log entry holds one event, or a block: `0xB1`, then for each event its JSON's length
 //! (u32 LE) and the JSON, the events of consecutive seqs from the key's, of one time (the
-//! same time run), at most [`BLOCK_MAX`] of them and [`BLOCK_BYTES`]. An append writes one entry per stretch of
-//! events of one time (the engine's per-send events of one recording are one or a few
-//! blocks), not one per event; reads find an event in the entry with the greatest key not
-//! past its seq ([`LogEntry`]).
+//! same time run), at most [`BLOCK_MAX`] of them and [`BLOCK_BYTES`]. An append writes one
+//! entry per stretch of events of one time (the engine's per-send events of one recording
+//! are one or a few blocks), not one per event; reads find an event in the entry with the
+//! greatest key not past its seq ([`LogEntry`]).
 //!
 //! The kind index holds runs: an entry `k · s → n` says seqs `s .. s + n` are all events of
 //! kind `k` (an append writes one entry per stretch of one kind, not one per event; the
@@ -108,10 +108,9 @@ const BLOCK: u8 = 0xB1;
 /// Most events in one block (bounds what reading one event of it decodes).
 const BLOCK_MAX: usize = 256;
 /// Most bytes of one block, its length prefixes included (one larger event is an entry by
-/// itself). sled keeps up
-/// to 17 entries in a leaf node and writes a node larger than a quarter of its 512 KiB
-/// segment as a file of its own (a blob, several times the cost of an insert): 17 blocks of
-/// this size stay below that.
+/// itself). sled keeps up to 17 entries in a leaf node and writes a node larger than a
+/// quarter of its 512 KiB segment as a file of its own (a blob, several times the cost of an
+/// insert): 17 blocks of this size stay below that.
 const BLOCK_BYTES: usize = 6 * 1024;
 
 /// A block of events' stored forms: `BLOCK`, then for each its length (u32 LE) and bytes.
