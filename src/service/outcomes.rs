@@ -951,6 +951,13 @@ mod tests {
         r
     }
 
+    /// `report` enqueued at `ms`, with a version-7 id of that millisecond (a new send's).
+    fn report_at(state: SendState, ms: u64) -> SendReport {
+        let mut r = report(state, from_ms(ms));
+        r.id = NotificationId::v7_at(ms);
+        r
+    }
+
     #[test]
     fn records_read_back_by_id_and_time() {
         let store = StateStore::temporary().unwrap();
@@ -1131,11 +1138,7 @@ mod tests {
         let store = StateStore::temporary().unwrap();
         let o = Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap();
         let now = to_ms(SystemTime::now());
-        let at = |ms: u64, state| {
-            let mut r = report(state, from_ms(ms));
-            r.id = NotificationId::v7_at(ms);
-            r
-        };
+        let at = |ms: u64, state| report_at(state, ms);
         let i1 = at(now - 30_000, SendState::Completed);
         let i2 = at(now - 10_000, SendState::Completed);
         // Enqueued at another time than its id's: indexed.
@@ -1194,11 +1197,7 @@ mod tests {
         let store = StateStore::open(dir.path()).unwrap();
         let o = Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap();
         let base = to_ms(SystemTime::now()) - 3_000;
-        let at = |ms: u64, state| {
-            let mut r = report(state, from_ms(ms));
-            r.id = NotificationId::v7_at(ms);
-            r
-        };
+        let at = |ms: u64, state| report_at(state, ms);
         // 200 sends over three milliseconds, their ids interleaved.
         let starts: Vec<SendReport> = (0..200)
             .map(|i| at(base + i % 3, SendState::Processing))
@@ -1329,8 +1328,7 @@ mod tests {
         let store = StateStore::open(dir.path()).unwrap();
         let o = Outcomes::open(&store, Duration::from_secs(3600), |_| false, |_| false).unwrap();
         let ms = to_ms(SystemTime::now()) - 1_000;
-        let mut start = report(SendState::Processing, from_ms(ms));
-        start.id = NotificationId::v7_at(ms);
+        let start = report_at(SendState::Processing, ms);
         o.put_start(start.clone());
         o.journal_held().unwrap();
         let entry = o.journal.iter().next().unwrap().unwrap();
